@@ -1,0 +1,91 @@
+//! ARP for VIPs: a request for a VIP this node owns becomes a reply in place (XDP_TX, any VLAN
+//! tag kept); a request for a VIP held elsewhere is dropped; everything else passes.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_log_ebpf::warn;
+use vip_common::VIP_F_OWNED;
+
+use crate::{
+    maps,
+    parse::{ptr_at, EtherFrame},
+    stats,
+};
+
+const ARPOP_REQUEST: u16 = 1;
+const ARPOP_REPLY: u16 = 2;
+
+/// Ethernet/IPv4 ARP body (RFC 826), byte arrays only so any offset is aligned.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ArpEth4 {
+    htype: [u8; 2],
+    ptype: [u8; 2],
+    hlen: u8,
+    plen: u8,
+    oper: [u8; 2],
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tha: [u8; 6],
+    tpa: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<ArpEth4>() == 28);
+
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
+    let Some(arp_p) = ptr_at::<ArpEth4>(ctx, frame.l3_off) else {
+        stats::bump(|s| s.arp_malformed += 1);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the 28 bytes lie inside the frame.
+    let arp = unsafe { *arp_p };
+    if u16::from_be_bytes(arp.htype) != 1
+        || u16::from_be_bytes(arp.ptype) != 0x0800
+        || arp.hlen != 6
+        || arp.plen != 4
+    {
+        stats::bump(|s| s.arp_malformed += 1);
+        return xdp_action::XDP_PASS;
+    }
+    // Replies and gratuitous ARP (sender == target) are other hosts speaking: the kernel sees
+    // them (and a later stage will flag a foreign claim on our VIP).
+    if u16::from_be_bytes(arp.oper) != ARPOP_REQUEST || arp.spa == arp.tpa {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(vip) = maps::vip(&arp.tpa) else {
+        return xdp_action::XDP_PASS;
+    };
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let owned = vip.flags & VIP_F_OWNED != 0 && (vip.ifindex == 0 || vip.ifindex == ifindex);
+    if !owned {
+        stats::bump(|s| s.arp_drop_not_owner += 1);
+        stats::bump_vip(&arp.tpa, |v| v.arp_drop += 1);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(iface) = maps::iface(ifindex) else {
+        // Owned but the daemon never described this link: let the kernel decide rather
+        // than answer with a wrong MAC.
+        stats::bump(|s| s.arp_no_iface += 1);
+        warn!(ctx, "vip owned but ifindex {} has no entry in IFACES", ifindex);
+        return xdp_action::XDP_PASS;
+    };
+    let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: both pointers were bounds-checked by ptr_at above; the frame is writable.
+    unsafe {
+        let mut macs = *eth;
+        // Ethernet: to the asker, from us.
+        macs.copy_within(6..12, 0);
+        macs[6..12].copy_from_slice(&iface.mac);
+        *eth = macs;
+        let mut reply = arp;
+        reply.oper = ARPOP_REPLY.to_be_bytes();
+        reply.sha = iface.mac;
+        reply.spa = arp.tpa;
+        reply.tha = arp.sha;
+        reply.tpa = arp.spa;
+        *arp_p = reply;
+    }
+    stats::bump(|s| s.arp_reply += 1);
+    stats::bump_vip(&arp.tpa, |v| v.arp_reply += 1);
+    xdp_action::XDP_TX
+}

@@ -1,0 +1,64 @@
+//! Bounds-checked access to the frame. Every read goes through `ptr_at`, which compares
+//! against `data_end` right before the access: the verifier needs the check next to the use.
+use aya_ebpf::programs::XdpContext;
+
+pub const ETH_HLEN: usize = 14;
+pub const VLAN_HLEN: usize = 4;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+pub struct EtherFrame {
+    /// Inner ethertype (after one VLAN tag, if any), host order.
+    pub ethertype: u16,
+    /// Offset of the L3 header: 14, or 18 behind one tag.
+    pub l3_off: usize,
+}
+
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *mut T)
+}
+
+#[inline(always)]
+fn be16(ctx: &XdpContext, off: usize) -> Option<u16> {
+    let p: *const [u8; 2] = ptr_at(ctx, off)?;
+    // SAFETY: ptr_at checked the two bytes lie inside the frame.
+    Some(u16::from_be_bytes(unsafe { *p }))
+}
+
+/// Ethernet plus at most one 802.1Q/802.1ad tag. A second tag (QinQ inner) is left to the
+/// stack: its ethertype is a VLAN type, which no stage matches, so it passes.
+#[inline(always)]
+pub fn ether(ctx: &XdpContext) -> Option<EtherFrame> {
+    let ethertype = be16(ctx, 12)?;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let inner = be16(ctx, ETH_HLEN + 2)?;
+        return Some(EtherFrame {
+            ethertype: inner,
+            l3_off: ETH_HLEN + VLAN_HLEN,
+        });
+    }
+    Some(EtherFrame {
+        ethertype,
+        l3_off: ETH_HLEN,
+    })
+}
+
+/// Destination address of an IPv4 header at `off`, if the header is complete and sane.
+#[inline(always)]
+pub fn ipv4_dst(ctx: &XdpContext, off: usize) -> Option<[u8; 4]> {
+    let hdr: *const [u8; 20] = ptr_at(ctx, off)?;
+    // SAFETY: the 20-byte fixed header lies inside the frame (checked by ptr_at).
+    let h = unsafe { *hdr };
+    if h[0] >> 4 != 4 || h[0] & 0x0f < 5 {
+        return None;
+    }
+    Some([h[16], h[17], h[18], h[19]])
+}
