@@ -1,1 +1,74 @@
-fn main(){}
+use std::process::ExitCode;
+
+use clap::Parser;
+use vip_userspace::{
+    cli::{Cli, Command},
+    config, daemon, logging,
+};
+
+/// Exit code for configuration errors, so supervisors can tell "fix the config" from
+/// "something broke".
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: vip_userspace::cli::RunArgs) -> ExitCode {
+    let file = match &args.config {
+        Some(p) => config::load_file(p),
+        None => Ok(config::FileConfig::default()),
+    };
+    let cfg = match file.and_then(|f| config::resolve(f, args.overrides())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vip: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(cfg.log_format, &cfg.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vip: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let checked = async {
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(conn);
+            daemon::check(&cfg, &handle).await
+        }
+        .await;
+        if let Err(e) = checked {
+            return report(e);
+        }
+        match daemon::run(cfg, args.keep_pinned).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(e),
+        }
+    })
+}
+
+fn report(e: daemon::DaemonError) -> ExitCode {
+    match e {
+        daemon::DaemonError::Config(c) => {
+            tracing::error!("{c}");
+            eprintln!("vip: {c}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        other => {
+            tracing::error!("{other}");
+            eprintln!("vip: {:#}", anyhow::Error::new(other));
+            ExitCode::FAILURE
+        }
+    }
+}

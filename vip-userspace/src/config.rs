@@ -1,0 +1,419 @@
+//! Configuration: a YAML file, overridden by environment variables, overridden by flags.
+//! Every problem is reported as a [`ConfigError`] naming the field, and the binary exits 2.
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::paths;
+
+#[derive(Debug, thiserror::Error)]
+#[error("config error: field `{field}`: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How VIPs are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// XDP answers ARP; the VIP is bound on the local device only.
+    Xdp,
+    /// The kernel answers: the VIP is bound on the interface (no XDP).
+    Kernel,
+    /// XDP if it attaches, otherwise kernel.
+    Auto,
+}
+
+impl Mode {
+    fn parse(s: &str, field: &str) -> Result<Self, ConfigError> {
+        match s {
+            "xdp" => Ok(Mode::Xdp),
+            "kernel" => Ok(Mode::Kernel),
+            "auto" => Ok(Mode::Auto),
+            other => Err(ConfigError::new(
+                field,
+                format!("`{other}` is not one of xdp, kernel, auto"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl LogFormat {
+    fn parse(s: &str, field: &str) -> Result<Self, ConfigError> {
+        match s {
+            "human" | "text" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError::new(
+                field,
+                format!("`{other}` is not one of human, json"),
+            )),
+        }
+    }
+}
+
+/// Gratuitous ARP burst sent when a VIP is acquired: the first at once, then `count - 1`
+/// more spread over `window` with growing gaps (so caches that missed the first get another
+/// chance without flooding the segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GarpConfig {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl Default for GarpConfig {
+    fn default() -> Self {
+        Self {
+            count: 5,
+            window: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The file as written by the operator. Unknown fields are an error (a typo must not be
+/// silently ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub interface: Option<String>,
+    pub vips: Option<Vec<String>>,
+    pub mode: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub pin_dir: Option<PathBuf>,
+    pub local_device: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub garp: Option<GarpFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GarpFile {
+    pub count: Option<u32>,
+    pub window_ms: Option<u64>,
+}
+
+/// Values given by flags or environment; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub interface: Option<String>,
+    pub vips: Option<Vec<String>>,
+    pub mode: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub pin_dir: Option<PathBuf>,
+    pub local_device: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub interface: String,
+    pub vips: BTreeSet<Ipv4Addr>,
+    pub mode: Mode,
+    pub metrics_addr: SocketAddr,
+    pub pin_dir: PathBuf,
+    pub local_device: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub garp: GarpConfig,
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+    parse_file(&text).map_err(|e| ConfigError {
+        field: e.field,
+        message: format!("{}: {}", path.display(), e.message),
+    })
+}
+
+pub fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_saphyr::from_str::<FileConfig>(text).map_err(|e| {
+        let msg = e.to_string();
+        ConfigError::new(field_in_serde_message(&msg), msg)
+    })
+}
+
+/// serde names the offending field in backticks ("unknown field `x`", "missing field `y`");
+/// pull it out so the error leads with it like every other config error.
+fn field_in_serde_message(msg: &str) -> String {
+    msg.split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "<file>".to_string())
+}
+
+/// Merge file and overrides (overrides win) and check every value that can be checked
+/// without looking at the system.
+pub fn resolve(file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
+    let interface = ov
+        .interface
+        .or(file.interface)
+        .ok_or_else(|| ConfigError::new("interface", "required (the uplink to serve VIPs on)"))?;
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        return Err(ConfigError::new(
+            "interface",
+            format!("`{interface}` is not a valid interface name"),
+        ));
+    }
+    let raw_vips = ov.vips.or(file.vips).unwrap_or_default();
+    if raw_vips.is_empty() {
+        return Err(ConfigError::new("vips", "at least one VIP is required"));
+    }
+    let mut vips = BTreeSet::new();
+    for (i, raw) in raw_vips.iter().enumerate() {
+        let field = format!("vips[{i}]");
+        let ip = parse_vip(raw).map_err(|m| ConfigError::new(&field, m))?;
+        if !vips.insert(ip) {
+            return Err(ConfigError::new(field, format!("{ip} is listed twice")));
+        }
+    }
+    let mode = match ov.mode.or(file.mode) {
+        Some(m) => Mode::parse(&m, "mode")?,
+        None => Mode::Auto,
+    };
+    let metrics_raw = ov
+        .metrics_addr
+        .or(file.metrics_addr)
+        .unwrap_or_else(|| paths::DEFAULT_METRICS_ADDR.to_string());
+    let metrics_addr = metrics_raw.parse::<SocketAddr>().map_err(|e| {
+        ConfigError::new(
+            "metrics_addr",
+            format!("`{metrics_raw}`: {e} (want ip:port)"),
+        )
+    })?;
+    let pin_dir = ov
+        .pin_dir
+        .or(file.pin_dir)
+        .unwrap_or_else(|| PathBuf::from(paths::DEFAULT_PIN_DIR));
+    if !pin_dir.is_absolute() {
+        return Err(ConfigError::new(
+            "pin_dir",
+            format!(
+                "`{}` must be an absolute path on a bpffs",
+                pin_dir.display()
+            ),
+        ));
+    }
+    let local_device = ov
+        .local_device
+        .or(file.local_device)
+        .unwrap_or_else(|| paths::DEFAULT_LOCAL_DEVICE.to_string());
+    let log_format = match ov.log_format.or(file.log_format) {
+        Some(f) => LogFormat::parse(&f, "log_format")?,
+        None => LogFormat::Human,
+    };
+    let log_level = ov
+        .log_level
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(ConfigError::new(
+            "log_level",
+            format!("`{log_level}` is not a level or filter (e.g. info, debug, vip=trace)"),
+        ));
+    }
+    let mut garp = GarpConfig::default();
+    if let Some(g) = file.garp {
+        if let Some(c) = g.count {
+            if !(1..=100).contains(&c) {
+                return Err(ConfigError::new("garp.count", "must be between 1 and 100"));
+            }
+            garp.count = c;
+        }
+        if let Some(w) = g.window_ms {
+            if w > 60_000 {
+                return Err(ConfigError::new("garp.window_ms", "must be at most 60000"));
+            }
+            garp.window = Duration::from_millis(w);
+        }
+    }
+    Ok(Config {
+        interface,
+        vips,
+        mode,
+        metrics_addr,
+        pin_dir,
+        local_device,
+        log_format,
+        log_level,
+        garp,
+    })
+}
+
+fn parse_vip(raw: &str) -> Result<Ipv4Addr, String> {
+    let ip: IpAddr = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{raw}` is not an IP address"))?;
+    let v4 = match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => {
+            return Err(format!(
+                "`{raw}`: IPv6 VIPs are not supported yet (NDP responder pending)"
+            ))
+        }
+    };
+    if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || v4.is_loopback() {
+        return Err(format!(
+            "`{raw}` cannot be a VIP (unspecified, broadcast, multicast or loopback)"
+        ));
+    }
+    Ok(v4)
+}
+
+/// What the system must look like for the config to make sense: the interface exists and no
+/// VIP is one of the node's own addresses. `node_addrs` are (address, prefix length) pairs of
+/// every interface; a /32 equal to a VIP is taken as a binding left by an earlier run of vip
+/// (which adds exactly /32) and is adopted, anything else is the node's own address.
+pub fn check_system(
+    cfg: &Config,
+    ifindex: Option<u32>,
+    node_addrs: &[(Ipv4Addr, u8, String)],
+) -> Result<(), ConfigError> {
+    if ifindex.is_none() {
+        return Err(ConfigError::new(
+            "interface",
+            format!("no interface named `{}` on this node", cfg.interface),
+        ));
+    }
+    for (i, vip) in cfg.vips.iter().enumerate() {
+        if let Some((_, plen, dev)) = node_addrs
+            .iter()
+            .find(|(a, plen, _)| a == vip && *plen != 32)
+        {
+            return Err(ConfigError::new(
+                format!("vips[{i}]"),
+                format!("{vip} is a node address ({vip}/{plen} on {dev}); a VIP must be free"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(y: &str) -> FileConfig {
+        parse_file(y).unwrap()
+    }
+
+    #[test]
+    fn full_file_resolves() {
+        let c = resolve(
+            file("interface: eth0\nvips: [192.0.2.100, 192.0.2.101]\nmode: xdp\nmetrics_addr: 0.0.0.0:9000\ngarp: {count: 3, window_ms: 500}\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.interface, "eth0");
+        assert_eq!(c.vips.len(), 2);
+        assert_eq!(c.mode, Mode::Xdp);
+        assert_eq!(c.metrics_addr.port(), 9000);
+        assert_eq!(c.garp.count, 3);
+        assert_eq!(c.garp.window, Duration::from_millis(500));
+        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/vip"));
+    }
+
+    #[test]
+    fn overrides_win_over_file() {
+        let ov = Overrides {
+            interface: Some("eth1".into()),
+            vips: Some(vec!["198.51.100.7".into()]),
+            mode: Some("kernel".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            file("interface: eth0\nvips: [192.0.2.100]\nmode: xdp\n"),
+            ov,
+        )
+        .unwrap();
+        assert_eq!(c.interface, "eth1");
+        assert_eq!(c.vips.iter().next().unwrap().to_string(), "198.51.100.7");
+        assert_eq!(c.mode, Mode::Kernel);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = parse_file("interface: eth0\nvipz: [1.2.3.4]\n").unwrap_err();
+        assert_eq!(e.field, "vipz", "{e}");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("vips: [192.0.2.1]\n", "interface"),
+            ("interface: eth0\n", "vips"),
+            ("interface: eth0\nvips: [192.0.2.1, nope]\n", "vips[1]"),
+            ("interface: eth0\nvips: [192.0.2.1, 192.0.2.1]\n", "vips[1]"),
+            ("interface: eth0\nvips: ['2001:db8::1']\n", "vips[0]"),
+            ("interface: eth0\nvips: [255.255.255.255]\n", "vips[0]"),
+            ("interface: eth0\nvips: [192.0.2.1]\nmode: fast\n", "mode"),
+            (
+                "interface: eth0\nvips: [192.0.2.1]\nmetrics_addr: nowhere\n",
+                "metrics_addr",
+            ),
+            (
+                "interface: eth0\nvips: [192.0.2.1]\npin_dir: relative/dir\n",
+                "pin_dir",
+            ),
+            (
+                "interface: eth0\nvips: [192.0.2.1]\nlog_format: xml\n",
+                "log_format",
+            ),
+            (
+                "interface: eth0\nvips: [192.0.2.1]\ngarp: {count: 0}\n",
+                "garp.count",
+            ),
+            (
+                "interface: this-name-is-too-long\nvips: [192.0.2.1]\n",
+                "interface",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let e = resolve(file(yaml), Overrides::default()).unwrap_err();
+            assert_eq!(e.field, field, "for {yaml:?}: {e}");
+            assert!(e.to_string().contains(field));
+        }
+    }
+
+    #[test]
+    fn vip_equal_to_node_address_is_rejected_but_own_slash32_adopted() {
+        let c = resolve(
+            file("interface: eth0\nvips: [192.0.2.1, 192.0.2.100]\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        let addrs = vec![(Ipv4Addr::new(192, 0, 2, 100), 32, "lo".to_string())];
+        check_system(&c, Some(2), &addrs).unwrap();
+        let addrs = vec![(Ipv4Addr::new(192, 0, 2, 1), 24, "eth0".to_string())];
+        let e = check_system(&c, Some(2), &addrs).unwrap_err();
+        assert_eq!(e.field, "vips[0]");
+        let e = check_system(&c, None, &[]).unwrap_err();
+        assert_eq!(e.field, "interface");
+    }
+}

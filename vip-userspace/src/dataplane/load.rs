@@ -1,0 +1,137 @@
+//! Loading the object: bpffs, pins, the program, and aya-log forwarding.
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use aya::{Ebpf, EbpfLoader};
+use vip_common::{map_names, pin_names};
+
+use super::DataplaneError;
+use crate::paths;
+
+/// The object built by `cargo xtask build-ebpf`, embedded at compile time (empty if it was
+/// not built).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip.bpf.o"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// (symbol in the object, file name under the pin dir) for every pinned map.
+pub const PINNED: [(&str, &str); 4] = [
+    (map_names::VIPS, pin_names::VIPS),
+    (map_names::IFACES, pin_names::IFACES),
+    (map_names::STATS, pin_names::STATS),
+    (map_names::VIP_STATS, pin_names::VIP_STATS),
+];
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; zeroed is valid, and c outlives the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Make sure the pin directory sits on a bpffs, mounting one at /sys/fs/bpf when the node
+/// (or a fresh mount namespace) has none, as the kernel does not mount it by itself.
+pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let root = Path::new(paths::BPFFS_ROOT);
+    if pin_dir.starts_with(root) && !is_bpffs(root) {
+        let src = CString::new("bpf").map_err(|e| DataplaneError::Bpffs(e.to_string()))?;
+        let dst =
+            CString::new(paths::BPFFS_ROOT).map_err(|e| DataplaneError::Bpffs(e.to_string()))?;
+        // SAFETY: all pointers are valid NUL-terminated strings for the call.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(DataplaneError::Bpffs(format!(
+                "{} is not a bpffs and mounting one failed: {}",
+                paths::BPFFS_ROOT,
+                std::io::Error::last_os_error()
+            )));
+        }
+        tracing::info!(path = paths::BPFFS_ROOT, "mounted bpffs");
+    }
+    std::fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir {
+        path: pin_dir.to_path_buf(),
+        source,
+    })?;
+    if !is_bpffs(pin_dir) {
+        return Err(DataplaneError::Bpffs(format!(
+            "{} is not on a bpffs",
+            pin_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Load the object, re-using maps already pinned under `pin_dir` (a restarted daemon keeps
+/// the state the data plane had) and pinning new ones there.
+pub fn load(pin_dir: &Path) -> Result<Ebpf, DataplaneError> {
+    load_bytes(OBJECT, pin_dir)
+}
+
+pub fn load_bytes(object: &[u8], pin_dir: &Path) -> Result<Ebpf, DataplaneError> {
+    if object.is_empty() {
+        return Err(DataplaneError::NotBuilt);
+    }
+    ensure_pin_dir(pin_dir)?;
+    let mut loader = EbpfLoader::new();
+    for (sym, file) in PINNED {
+        loader.map_pin_path(sym, pin_dir.join(file));
+    }
+    Ok(loader.load(object)?)
+}
+
+/// Remove vip's pins and the directory if nothing else is in it.
+pub fn remove_pins(pin_dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for (_, file) in PINNED {
+        let p = pin_dir.join(file);
+        if std::fs::remove_file(&p).is_ok() {
+            removed.push(p);
+        }
+    }
+    // Fails (and is left) if something else was pinned there: not ours to delete.
+    let _ = std::fs::remove_dir(pin_dir);
+    removed
+}
+
+/// Forward the program's aya-log records to `tracing` (through the `log` bridge that the
+/// subscriber installs). A missing log map only means the object logs nothing.
+pub fn spawn_log_forwarder(ebpf: &mut Ebpf) {
+    match aya_log::EbpfLogger::init(ebpf) {
+        // SAFETY: the AsyncFd owns the logger, which owns the ring buffer's fd, so the fd
+        // stays open for as long as it is registered.
+        Ok(logger) => match unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        } {
+            Ok(mut fd) => {
+                tokio::spawn(async move {
+                    loop {
+                        let mut guard = match fd.readable_mut().await {
+                            Ok(g) => g,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "eBPF log forwarder stopped");
+                                return;
+                            }
+                        };
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "eBPF log forwarder not started"),
+        },
+        Err(e) => tracing::debug!(error = %e, "no eBPF log map; program logs not forwarded"),
+    }
+}

@@ -1,0 +1,139 @@
+//! Typed access to the pinned maps.
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    util::nr_cpus,
+    Ebpf,
+};
+use std::{net::Ipv4Addr, path::Path};
+use vip_common::{
+    map_names, pin_names, IfaceValue, Stats, VipKey, VipStats, VipValue, VIP_F_OWNED,
+};
+
+use super::DataplaneError;
+
+pub struct Maps {
+    pub vips: HashMap<MapData, VipKey, VipValue>,
+    pub ifaces: HashMap<MapData, u32, IfaceValue>,
+    pub vip_stats: PerCpuHashMap<MapData, VipKey, VipStats>,
+}
+
+/// Read-only counters, shared with the metrics endpoint.
+pub struct StatsReader {
+    stats: PerCpuArray<MapData, Stats>,
+    vip_stats: PerCpuHashMap<MapData, VipKey, VipStats>,
+}
+
+pub fn key(ip: Ipv4Addr) -> VipKey {
+    VipKey {
+        addr_be: ip.octets(),
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
+    ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
+}
+
+impl Maps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
+        Ok(Maps {
+            vips: HashMap::try_from(take(ebpf, map_names::VIPS)?)?,
+            ifaces: HashMap::try_from(take(ebpf, map_names::IFACES)?)?,
+            vip_stats: PerCpuHashMap::try_from(take(ebpf, map_names::VIP_STATS)?)?,
+        })
+    }
+
+    pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        self.ifaces
+            .insert(ifindex, IfaceValue { mac, _pad: [0; 2] }, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_iface(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match self.ifaces.remove(&ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Make the data plane answer for `ip`. Counters are created first so the very first
+    /// answered packet is counted.
+    pub fn own(&mut self, ip: Ipv4Addr, ifindex: u32) -> Result<(), DataplaneError> {
+        let k = key(ip);
+        if self.vip_stats.get(&k, 0).is_err() {
+            let zero = PerCpuValues::try_from(vec![VipStats::default(); nr_cpus_or_one()])
+                .map_err(DataplaneError::PerCpu)?;
+            self.vip_stats.insert(k, zero, 0)?;
+        }
+        self.vips.insert(
+            k,
+            VipValue {
+                flags: VIP_F_OWNED,
+                ifindex,
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Silence the data plane for `ip` (it stops answering and the kernel never will).
+    pub fn forget(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let k = key(ip);
+        for r in [self.vips.remove(&k), self.vip_stats.remove(&k)] {
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// VIPs currently in the map (for reconciling against what a previous run left).
+    pub fn vips(&self) -> Vec<Ipv4Addr> {
+        self.vips
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| Ipv4Addr::from(k.addr_be))
+            .collect()
+    }
+}
+
+fn nr_cpus_or_one() -> usize {
+    nr_cpus().map(|n| n.max(1)).unwrap_or(1)
+}
+
+impl StatsReader {
+    /// Open the counters through their pins: a handle of its own, so scrapes never wait
+    /// for the reconciler.
+    pub fn open(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        let stats = MapData::from_pin(pin_dir.join(pin_names::STATS))?;
+        let vip_stats = MapData::from_pin(pin_dir.join(pin_names::VIP_STATS))?;
+        Ok(Self {
+            stats: PerCpuArray::try_from(aya::maps::Map::PerCpuArray(stats))?,
+            vip_stats: PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(vip_stats))?,
+        })
+    }
+
+    /// Counters summed over CPUs.
+    pub fn totals(&self) -> Result<Stats, DataplaneError> {
+        let per_cpu = self.stats.get(&0, 0)?;
+        let mut total = Stats::default();
+        for s in per_cpu.iter() {
+            total.add(s);
+        }
+        Ok(total)
+    }
+
+    pub fn per_vip(&self) -> Vec<(Ipv4Addr, VipStats)> {
+        let mut out = Vec::new();
+        for entry in self.vip_stats.iter().filter_map(Result::ok) {
+            let (k, per_cpu) = entry;
+            let mut total = VipStats::default();
+            for s in per_cpu.iter() {
+                total.add(s);
+            }
+            out.push((Ipv4Addr::from(k.addr_be), total));
+        }
+        out.sort_by_key(|(ip, _)| *ip);
+        out
+    }
+}

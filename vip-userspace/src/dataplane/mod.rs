@@ -1,0 +1,38 @@
+//! The XDP data plane: load the embedded object with pinned maps, attach it to the uplink,
+//! and keep its maps in step with what this node owns.
+pub mod attach;
+pub mod load;
+pub mod maps;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("the eBPF object was not built into this binary: run `cargo xtask build-ebpf`, then rebuild vip")]
+    NotBuilt,
+    #[error("bpffs: {0}")]
+    Bpffs(String),
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("loading eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program `{0}` missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map `{0}` missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("map: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("per-CPU value: {0}")]
+    PerCpu(std::io::Error),
+    #[error("attaching XDP to `{iface}`: native failed ({native}); generic failed ({generic})")]
+    Attach {
+        iface: String,
+        native: String,
+        generic: String,
+    },
+}

@@ -1,0 +1,15 @@
+//! vip: floating virtual IPs for bare-metal clusters, answered from XDP.
+//!
+//! `main.rs` is a thin CLI; everything lives here so tests can drive it.
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod election;
+pub mod logging;
+pub mod metrics;
+pub mod model;
+pub mod net;
+pub mod paths;
+pub mod reconcile;
+pub mod shutdown;

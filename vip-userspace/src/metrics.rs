@@ -1,0 +1,300 @@
+//! Prometheus metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`), served by a
+//! small HTTP/1.1 responder: three read-only GETs do not justify a web framework.
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock,
+    },
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, counter::Counter, gauge::ConstGauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::dataplane::maps::StatsReader;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("binding metrics listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the daemon reports; updated by the reconciler, read at scrape time.
+#[derive(Default)]
+pub struct State {
+    pub ready: AtomicBool,
+    pub mode: RwLock<String>,
+    pub interface: RwLock<String>,
+    pub owned: RwLock<Vec<Ipv4Addr>>,
+    pub stats: Mutex<Option<StatsReader>>,
+    pub garp_sent: Counter,
+    pub garp_errors: Counter,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct DataplaneCollector(Arc<State>);
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn per_vip(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(String, u64)],
+) -> std::fmt::Result {
+    let mut fam = enc.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (vip, v) in rows {
+        let labels = [("vip", vip.as_str())];
+        ConstCounter::new(*v).encode(fam.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for DataplaneCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let st = &self.0;
+        let mode = st.mode.read().map(|m| m.clone()).unwrap_or_default();
+        let iface = st.interface.read().map(|m| m.clone()).unwrap_or_default();
+        let owned = st.owned.read().map(|o| o.len()).unwrap_or(0);
+        {
+            let g = ConstGauge::new(1i64);
+            let mut fam = enc.encode_descriptor(
+                "vip_dataplane_info",
+                "Data plane in use: xdp-native, xdp-generic or kernel",
+                None,
+                g.metric_type(),
+            )?;
+            let labels = [("mode", mode.as_str()), ("interface", iface.as_str())];
+            g.encode(fam.encode_family(&labels)?)?;
+        }
+        let g = ConstGauge::new(owned as i64);
+        g.encode(enc.encode_descriptor(
+            "vip_vips_owned",
+            "VIPs this node currently owns and answers for",
+            None,
+            g.metric_type(),
+        )?)?;
+        let reader = st.stats.lock().ok();
+        let Some(reader) = reader.as_ref().and_then(|r| r.as_ref()) else {
+            return Ok(());
+        };
+        if let Ok(s) = reader.totals() {
+            counter(
+                &mut enc,
+                "vip_xdp_rx_packets",
+                "Frames seen by the XDP program",
+                s.rx,
+            )?;
+            let c = ConstCounter::new(0u64);
+            let mut fam = enc.encode_descriptor(
+                "vip_xdp_verdicts",
+                "XDP verdicts by action",
+                None,
+                c.metric_type(),
+            )?;
+            for (verdict, v) in [("pass", s.pass), ("drop", s.drop), ("tx", s.tx)] {
+                let labels = [("verdict", verdict)];
+                ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
+            }
+            drop(fam);
+            counter(
+                &mut enc,
+                "vip_arp_replies",
+                "ARP requests for owned VIPs answered by XDP",
+                s.arp_reply,
+            )?;
+            counter(
+                &mut enc,
+                "vip_arp_drops_not_owner",
+                "ARP requests for VIPs held elsewhere, dropped",
+                s.arp_drop_not_owner,
+            )?;
+            counter(
+                &mut enc,
+                "vip_arp_no_iface",
+                "ARP for an owned VIP on an interface without config, passed",
+                s.arp_no_iface,
+            )?;
+            counter(
+                &mut enc,
+                "vip_arp_malformed",
+                "Truncated or non Ethernet/IPv4 ARP frames, passed",
+                s.arp_malformed,
+            )?;
+            counter(
+                &mut enc,
+                "vip_xdp_truncated",
+                "Frames too short for an Ethernet/VLAN header, passed",
+                s.truncated,
+            )?;
+            counter(
+                &mut enc,
+                "vip_ipv4_to_vip_packets",
+                "IPv4 packets to a VIP seen by XDP",
+                s.ipv4_to_vip,
+            )?;
+        }
+        let rows = reader.per_vip();
+        let col = |f: fn(&vip_common::VipStats) -> u64| -> Vec<(String, u64)> {
+            rows.iter().map(|(ip, s)| (ip.to_string(), f(s))).collect()
+        };
+        per_vip(
+            &mut enc,
+            "vip_vip_arp_replies",
+            "ARP replies sent per VIP",
+            &col(|s| s.arp_reply),
+        )?;
+        per_vip(
+            &mut enc,
+            "vip_vip_arp_drops",
+            "ARP requests dropped per VIP (not owner)",
+            &col(|s| s.arp_drop),
+        )?;
+        per_vip(
+            &mut enc,
+            "vip_vip_ipv4_packets",
+            "IPv4 packets seen per VIP",
+            &col(|s| s.ipv4_pkts),
+        )?;
+        Ok(())
+    }
+}
+
+pub fn registry(state: Arc<State>) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "vip_garp_sent",
+        "Gratuitous ARP frames sent",
+        state.garp_sent.clone(),
+    );
+    r.register(
+        "vip_garp_errors",
+        "Gratuitous ARP frames that failed to send",
+        state.garp_errors.clone(),
+    );
+    r.register_collector(Box::new(DataplaneCollector(state)));
+    r
+}
+
+/// Bind now (so a bad address fails at startup), serve until the task is dropped.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    let registry = Arc::new(registry(state.clone()));
+    loop {
+        let (mut sock, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = route(path, &registry, &state);
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+fn route(path: &str, registry: &Registry, state: &State) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match path {
+        "/metrics" => {
+            let mut out = String::new();
+            match prometheus_client::encoding::text::encode(&mut out, registry) {
+                Ok(()) => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    out,
+                ),
+                Err(_) => (
+                    "500 Internal Server Error",
+                    TEXT,
+                    "encoding failed\n".into(),
+                ),
+            }
+        }
+        "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        "/readyz" => {
+            if state.ready.load(Ordering::Relaxed) {
+                ("200 OK", TEXT, "ready\n".into())
+            } else {
+                ("503 Service Unavailable", TEXT, "not ready\n".into())
+            }
+        }
+        _ => ("404 Not Found", TEXT, "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_metrics_without_dataplane() {
+        let st = Arc::new(State::default());
+        *st.mode.write().unwrap() = "kernel".into();
+        *st.owned.write().unwrap() = vec![Ipv4Addr::new(192, 0, 2, 100)];
+        st.garp_sent.inc_by(3);
+        let reg = registry(st.clone());
+        let (s, _, body) = route("/metrics", &reg, &st);
+        assert_eq!(s, "200 OK");
+        assert!(body.contains("vip_vips_owned 1"), "{body}");
+        assert!(body.contains("vip_garp_sent_total 3"), "{body}");
+        assert!(body.contains("mode=\"kernel\""), "{body}");
+        assert_eq!(route("/readyz", &reg, &st).0, "503 Service Unavailable");
+        st.ready.store(true, Ordering::Relaxed);
+        assert_eq!(route("/readyz", &reg, &st).0, "200 OK");
+        assert_eq!(route("/healthz", &reg, &st).0, "200 OK");
+        assert_eq!(route("/nope", &reg, &st).0, "404 Not Found");
+    }
+}

@@ -1,0 +1,16 @@
+//! The desired state every front-end (the YAML file now, Kubernetes later) produces and the
+//! reconciler applies.
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub vips: BTreeSet<Ipv4Addr>,
+}
+
+impl Desired {
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self {
+            vips: cfg.vips.clone(),
+        }
+    }
+}

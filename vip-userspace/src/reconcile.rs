@@ -1,0 +1,227 @@
+//! Applies ownership to the node: only the difference between what is applied and what should
+//! be. Order matters for "never answer for an IP we shouldn't": on gain the data plane answers
+//! first and the first gratuitous ARP leaves at once; on loss the data plane goes silent
+//! first, and only then is the address unbound.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::Arc,
+};
+
+use rtnetlink::Handle;
+use tokio::task::JoinHandle;
+
+use crate::{
+    config::GarpConfig,
+    dataplane::{maps::Maps, DataplaneError},
+    metrics::State,
+    net::{
+        addr::{self, AddrError},
+        garp::{self, GarpSocket},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("data plane: {0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("address {ip}: {source}")]
+    Addr { ip: Ipv4Addr, source: AddrError },
+}
+
+/// Where the VIP is made reachable.
+pub enum Backend {
+    /// XDP answers ARP on the uplink; the VIP is bound on a non-ARP local device.
+    Xdp {
+        maps: Box<Maps>,
+        uplink_index: u32,
+        local_index: u32,
+    },
+    /// The kernel answers ARP: the VIP is bound on the uplink.
+    Kernel { uplink_index: u32 },
+}
+
+pub struct Reconciler {
+    backend: Backend,
+    handle: Handle,
+    mac: [u8; 6],
+    garp_cfg: GarpConfig,
+    garp: Option<Arc<GarpSocket>>,
+    state: Arc<State>,
+    applied: BTreeMap<Ipv4Addr, Option<JoinHandle<()>>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        backend: Backend,
+        handle: Handle,
+        uplink_index: u32,
+        mac: [u8; 6],
+        garp_cfg: GarpConfig,
+        state: Arc<State>,
+    ) -> Self {
+        let garp = match GarpSocket::open(uplink_index) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open raw socket for gratuitous ARP; neighbours learn the VIP only when they ask");
+                None
+            }
+        };
+        Self {
+            backend,
+            handle,
+            mac,
+            garp_cfg,
+            garp,
+            state,
+            applied: BTreeMap::new(),
+        }
+    }
+
+    pub fn applied(&self) -> Vec<Ipv4Addr> {
+        self.applied.keys().copied().collect()
+    }
+
+    /// Drop data-plane entries a previous run left for VIPs no longer wanted (kept pins).
+    pub fn prune_stale(&mut self, owned: &BTreeSet<Ipv4Addr>) -> Result<(), ReconcileError> {
+        if let Backend::Xdp { maps, .. } = &mut self.backend {
+            for ip in maps.vips() {
+                if !owned.contains(&ip) {
+                    tracing::info!(vip = %ip, "removing VIP left in the map by an earlier run");
+                    maps.forget(ip)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn apply(&mut self, owned: &BTreeSet<Ipv4Addr>) -> Result<(), ReconcileError> {
+        let lost: Vec<Ipv4Addr> = self
+            .applied
+            .keys()
+            .filter(|ip| !owned.contains(ip))
+            .copied()
+            .collect();
+        for ip in lost {
+            self.release(ip).await?;
+        }
+        for ip in owned {
+            if !self.applied.contains_key(ip) {
+                self.acquire(*ip).await?;
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        if let Ok(mut o) = self.state.owned.write() {
+            *o = self.applied();
+        }
+    }
+
+    async fn acquire(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        let bind_index = match &mut self.backend {
+            Backend::Xdp {
+                maps,
+                uplink_index,
+                local_index,
+            } => {
+                maps.own(ip, *uplink_index)?;
+                *local_index
+            }
+            Backend::Kernel { uplink_index } => *uplink_index,
+        };
+        // In XDP mode the map entry already answers, so the announcement can go before the
+        // local binding; in kernel mode the binding is what answers, so it goes first.
+        let burst = if matches!(self.backend, Backend::Xdp { .. }) {
+            let b = self.announce(ip);
+            self.bind(ip, bind_index).await?;
+            b
+        } else {
+            self.bind(ip, bind_index).await?;
+            self.announce(ip)
+        };
+        tracing::info!(vip = %ip, "acquired VIP");
+        self.applied.insert(ip, burst);
+        Ok(())
+    }
+
+    async fn bind(&self, ip: Ipv4Addr, index: u32) -> Result<(), ReconcileError> {
+        match addr::bind(&self.handle, index, ip).await {
+            Ok(addr::Bound::Added) => Ok(()),
+            Ok(addr::Bound::AlreadyPresent) => {
+                tracing::info!(vip = %ip, "address already bound (left by an earlier run?), adopted");
+                Ok(())
+            }
+            Err(source) => Err(ReconcileError::Addr { ip, source }),
+        }
+    }
+
+    /// First gratuitous ARP now, the rest of the burst in the background.
+    fn announce(&self, ip: Ipv4Addr) -> Option<JoinHandle<()>> {
+        let sock = self.garp.clone()?;
+        let frame = garp::frame(self.mac, ip);
+        let schedule = garp::schedule(self.garp_cfg.count, self.garp_cfg.window);
+        let state = self.state.clone();
+        let send = move |sock: &GarpSocket| match sock.send(&frame) {
+            Ok(()) => {
+                state.garp_sent.inc();
+            }
+            Err(e) => {
+                state.garp_errors.inc();
+                tracing::warn!(vip = %ip, error = %e, "gratuitous ARP failed");
+            }
+        };
+        send(&sock);
+        let start = tokio::time::Instant::now();
+        Some(tokio::spawn(async move {
+            for at in schedule.into_iter().skip(1) {
+                tokio::time::sleep_until(start + at).await;
+                send(&sock);
+            }
+        }))
+    }
+
+    async fn release(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        if let Some(Some(burst)) = self.applied.remove(&ip) {
+            burst.abort();
+        }
+        let index = match &mut self.backend {
+            Backend::Xdp {
+                maps, local_index, ..
+            } => {
+                maps.forget(ip)?;
+                *local_index
+            }
+            Backend::Kernel { uplink_index } => *uplink_index,
+        };
+        addr::unbind(&self.handle, index, ip)
+            .await
+            .map_err(|source| ReconcileError::Addr { ip, source })?;
+        tracing::info!(vip = %ip, "released VIP");
+        self.publish();
+        Ok(())
+    }
+
+    /// Release everything (shutdown). Keeps going past errors so as much as possible is
+    /// cleaned; returns the first error.
+    pub async fn release_all(&mut self) -> Result<(), ReconcileError> {
+        let mut first = None;
+        for ip in self.applied() {
+            if let Err(e) = self.release(ip).await {
+                tracing::error!(vip = %ip, error = %e, "release failed");
+                first.get_or_insert(e);
+            }
+        }
+        if let Backend::Xdp {
+            maps, uplink_index, ..
+        } = &mut self.backend
+        {
+            if let Err(e) = maps.remove_iface(*uplink_index) {
+                first.get_or_insert(e.into());
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
