@@ -1,0 +1,332 @@
+//! The real daemon on a namespace bed: client and node on a bridge "switch".
+//! Each test builds its own bed (named after the test) and tears it down on drop.
+use std::{fs::File, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+
+use testbed::{
+    addrs, arping, has_xdp, http_get, neighbour, poll, require_root_and_bpf, tcp_request, Bed,
+    Proc, TcpServer,
+};
+use vip_userspace::dataplane::maps::StatsReader;
+
+const VIP: &str = "192.0.2.100";
+const METRICS: &str = "127.0.0.1:9472";
+
+fn bed(tag: &str) -> Bed {
+    require_root_and_bpf();
+    Bed::new(
+        &format!("vt{tag}"),
+        &[("client", "192.0.2.10/24"), ("node", "192.0.2.11/24")],
+    )
+}
+
+struct Daemon {
+    proc: Proc,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(bed: &Bed, args: &[&str]) -> Daemon {
+        let node = bed.host("node");
+        let log = std::env::temp_dir().join(format!("{}-vip.log", bed.prefix));
+        let f = File::create(&log).unwrap();
+        let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_vip"));
+        cmd.arg("run")
+            .args(["--interface", "eth0", "--metrics-addr", METRICS])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(f));
+        let mut d = Daemon {
+            proc: Proc::spawn(cmd),
+            log,
+        };
+        let metrics: SocketAddr = METRICS.parse().unwrap();
+        let ready = poll(Duration::from_secs(10), || {
+            if let Ok(Some(st)) = d.proc.child.try_wait() {
+                panic!("daemon exited early ({st}):\n{}", d.logs());
+            }
+            match http_get(&node.ns, metrics, "/readyz") {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+        assert!(ready.is_some(), "daemon not ready in 10 s:\n{}", d.logs());
+        d
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status within 10 s.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.proc.signal(libc::SIGTERM);
+        self.proc
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("daemon did not exit on SIGTERM:\n{}", self.logs()))
+    }
+}
+
+fn metrics(bed: &Bed) -> String {
+    let (code, body) = http_get(&bed.host("node").ns, METRICS.parse().unwrap(), "/metrics")
+        .expect("metrics reachable");
+    assert_eq!(code, 200);
+    body
+}
+
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
+}
+
+fn pin_dir(tag: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/vip-test-{tag}"))
+}
+
+/// No answer for the VIP from anyone: polled, since the last in-flight reply may land.
+fn assert_silent(bed: &Bed) {
+    let client = bed.host("client");
+    let silent = poll(Duration::from_secs(5), || {
+        arping(client, VIP).is_none().then_some(())
+    });
+    assert!(silent.is_some(), "someone still answers ARP for {VIP}");
+}
+
+fn assert_tcp_through_vip(bed: &Bed) {
+    let node = bed.host("node");
+    let client = bed.host("client");
+    let _server = TcpServer::start(
+        &node.ns,
+        "0.0.0.0:8080".parse().unwrap(),
+        "hello from node\n",
+    );
+    let vip: SocketAddr = format!("{VIP}:8080").parse().unwrap();
+    let got = tcp_request(&client.ns, vip).expect("TCP to the VIP");
+    assert_eq!(got, "hello from node\n");
+    assert_eq!(
+        neighbour(client, VIP).as_deref(),
+        Some(node.mac.as_str()),
+        "client's neighbour table maps the VIP to the node"
+    );
+}
+
+#[test]
+fn xdp_mode_answers_arp_serves_tcp_and_cleans_up() {
+    let bed = bed("xdp");
+    let pins = pin_dir("xdp");
+    let node = bed.host("node");
+    let client = bed.host("client");
+    let mut d = Daemon::start(
+        &bed,
+        &[
+            "--vip",
+            VIP,
+            "--mode",
+            "xdp",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ],
+    );
+    assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the uplink");
+    assert!(
+        addrs(&node.ns, "lo").contains(&format!("{VIP}/32")),
+        "VIP bound on lo"
+    );
+    assert!(
+        !addrs(&node.ns, "eth0").iter().any(|a| a.starts_with(VIP)),
+        "VIP not on the uplink"
+    );
+
+    let reader = StatsReader::open(&pins).expect("pinned counters readable");
+    let before = reader.totals().unwrap();
+    let mac = arping(client, VIP).expect("ARP answered");
+    assert_eq!(mac, node.mac, "answered with the node's MAC");
+    let after = reader.totals().unwrap();
+    assert!(
+        after.arp_reply > before.arp_reply,
+        "the answer came from XDP (arp_reply {} -> {})",
+        before.arp_reply,
+        after.arp_reply
+    );
+
+    assert_tcp_through_vip(&bed);
+
+    let m = metrics(&bed);
+    assert!(
+        m.contains("vip_dataplane_info{mode=\"xdp-native\",interface=\"eth0\"} 1"),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "vip_vips_owned"), 1);
+    assert!(metric(&m, "vip_arp_replies_total") >= 1);
+    assert!(
+        metric(&m, "vip_garp_sent_total") >= 1,
+        "gratuitous ARP sent at once"
+    );
+
+    let st = d.stop();
+    assert!(st.success(), "clean exit: {st}\n{}", d.logs());
+    assert_silent(&bed);
+    assert!(!has_xdp(&node.ns, "eth0"), "XDP detached");
+    assert!(
+        !addrs(&node.ns, "lo").iter().any(|a| a.starts_with(VIP)),
+        "VIP unbound from lo"
+    );
+    assert!(!pins.exists(), "pins removed: {}", pins.display());
+}
+
+#[test]
+fn kernel_mode_binds_on_uplink_and_cleans_up() {
+    let bed = bed("krn");
+    let node = bed.host("node");
+    let client = bed.host("client");
+    let mut d = Daemon::start(
+        &bed,
+        &["--vip", VIP, "--mode", "kernel", "--log-format", "json"],
+    );
+    assert!(!has_xdp(&node.ns, "eth0"), "no XDP in kernel mode");
+    assert!(
+        addrs(&node.ns, "eth0").contains(&format!("{VIP}/32")),
+        "VIP bound on the uplink"
+    );
+    assert_eq!(arping(client, VIP).as_deref(), Some(node.mac.as_str()));
+    assert_tcp_through_vip(&bed);
+    let m = metrics(&bed);
+    assert!(m.contains("mode=\"kernel\""), "{m}");
+
+    let st = d.stop();
+    assert!(st.success(), "{}", d.logs());
+    assert_silent(&bed);
+    assert!(
+        !addrs(&node.ns, "eth0").iter().any(|a| a.starts_with(VIP)),
+        "VIP unbound"
+    );
+    let logs = d.logs();
+    assert!(
+        logs.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with('{') && l.ends_with('}')),
+        "--log-format json writes JSON lines:\n{logs}"
+    );
+}
+
+#[test]
+fn auto_mode_falls_back_to_kernel_when_xdp_cannot_load() {
+    let bed = bed("auto");
+    let node = bed.host("node");
+    let client = bed.host("client");
+    // A pin directory on a filesystem that is not bpffs makes the XDP path fail.
+    let not_bpffs = std::env::temp_dir().join("vip-not-bpffs");
+    let mut d = Daemon::start(
+        &bed,
+        &[
+            "--vip",
+            VIP,
+            "--mode",
+            "auto",
+            "--pin-dir",
+            not_bpffs.to_str().unwrap(),
+        ],
+    );
+    assert!(!has_xdp(&node.ns, "eth0"));
+    assert!(addrs(&node.ns, "eth0").contains(&format!("{VIP}/32")));
+    assert_eq!(arping(client, VIP).as_deref(), Some(node.mac.as_str()));
+    assert!(d.logs().contains("falling back to kernel"), "{}", d.logs());
+    assert!(d.stop().success());
+    let _ = std::fs::remove_dir_all(&not_bpffs);
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_field() {
+    let bed = bed("cfg");
+    let node = bed.host("node");
+    let dir = std::env::temp_dir().join("vip-cfg-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--config".into(),
+                write("typo.yaml", "interface: eth0\nvipz: [192.0.2.100]\n")
+                    .display()
+                    .to_string(),
+            ],
+            "vipz",
+        ),
+        (
+            vec![
+                "--config".into(),
+                write(
+                    "badip.yaml",
+                    "interface: eth0\nvips: [192.0.2.100, 300.1.1.1]\n",
+                )
+                .display()
+                .to_string(),
+            ],
+            "vips[1]",
+        ),
+        (
+            vec![
+                "--interface".into(),
+                "nosuch0".into(),
+                "--vip".into(),
+                VIP.into(),
+            ],
+            "interface",
+        ),
+        (
+            vec![
+                "--interface".into(),
+                "eth0".into(),
+                "--vip".into(),
+                "192.0.2.11".into(),
+            ],
+            "vips[0]",
+        ),
+        (
+            vec![
+                "--interface".into(),
+                "eth0".into(),
+                "--vip".into(),
+                VIP.into(),
+                "--mode".into(),
+                "turbo".into(),
+            ],
+            "mode",
+        ),
+        (
+            vec![
+                "--config".into(),
+                dir.join("missing.yaml").display().to_string(),
+            ],
+            "--config",
+        ),
+    ];
+    for (args, field) in cases {
+        let out = node
+            .ns
+            .command(env!("CARGO_BIN_EXE_vip"))
+            .arg("run")
+            .args(&args)
+            .args(["--metrics-addr", METRICS])
+            .env_remove("VIP_INTERFACE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("field `{field}`")),
+            "{args:?}: stderr should name `{field}`: {stderr}"
+        );
+    }
+    assert!(
+        !has_xdp(&node.ns, "eth0"),
+        "a config error attaches nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,341 @@
+//! The XDP program, loaded into the kernel and run with BPF_PROG_TEST_RUN: table-driven
+//! cases {name, maps, input frame, expected verdict, expected output frame}.
+use aya::{
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{TestRun, TestRunOptions, Xdp},
+    util::nr_cpus,
+    Ebpf,
+};
+use vip_common::{map_names, IfaceValue, Stats, VipKey, VipStats, VipValue, VIP_F_OWNED};
+
+const XDP_ABORTED: u32 = 0;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// BPF_PROG_TEST_RUN runs XDP on the namespace's loopback, so the ingress ifindex is 1.
+const IFINDEX: u32 = 1;
+const NODE_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];
+const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0c];
+const CLIENT_IP: [u8; 4] = [192, 0, 2, 10];
+const OWNED: [u8; 4] = [192, 0, 2, 100];
+const HELD_ELSEWHERE: [u8; 4] = [192, 0, 2, 101];
+const OWNED_ON_OTHER_LINK: [u8; 4] = [192, 0, 2, 102];
+const UNKNOWN: [u8; 4] = [192, 0, 2, 200];
+
+fn load() -> Ebpf {
+    testbed::require_root_and_bpf();
+    let obj = vip_userspace::dataplane::load::OBJECT;
+    assert!(
+        !obj.is_empty(),
+        "eBPF object not embedded: run `cargo xtask build-ebpf --release` and rebuild"
+    );
+    let mut ebpf = Ebpf::load(obj).expect("load object");
+    let prog: &mut Xdp = ebpf
+        .program_mut(vip_common::XDP_PROG)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.load().expect("verifier accepts vip_xdp");
+    {
+        let mut ifaces: HashMap<_, u32, IfaceValue> =
+            HashMap::try_from(ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
+        ifaces
+            .insert(
+                IFINDEX,
+                IfaceValue {
+                    mac: NODE_MAC,
+                    _pad: [0; 2],
+                },
+                0,
+            )
+            .unwrap();
+    }
+    let mut vips: HashMap<_, VipKey, VipValue> =
+        HashMap::try_from(ebpf.map_mut(map_names::VIPS).unwrap()).unwrap();
+    for (addr, flags, ifindex) in [
+        (OWNED, VIP_F_OWNED, IFINDEX),
+        (HELD_ELSEWHERE, 0, 0),
+        (OWNED_ON_OTHER_LINK, VIP_F_OWNED, 99),
+    ] {
+        vips.insert(VipKey { addr_be: addr }, VipValue { flags, ifindex }, 0)
+            .unwrap();
+    }
+    let mut vs: PerCpuHashMap<_, VipKey, VipStats> =
+        PerCpuHashMap::try_from(ebpf.map_mut(map_names::VIP_STATS).unwrap()).unwrap();
+    let zero = PerCpuValues::try_from(vec![VipStats::default(); nr_cpus().unwrap()]).unwrap();
+    vs.insert(VipKey { addr_be: OWNED }, zero, 0).unwrap();
+    ebpf
+}
+
+fn run(ebpf: &Ebpf, input: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+    let prog: &Xdp = ebpf
+        .program(vip_common::XDP_PROG)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut out = vec![0u8; input.len() + 256];
+    let res = prog.test_run(TestRunOptions {
+        data_in: Some(input),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })?;
+    out.truncate(res.data_size_out as usize);
+    Ok((res.return_value, out))
+}
+
+fn stats(ebpf: &Ebpf) -> Stats {
+    let m: PerCpuArray<_, Stats> =
+        PerCpuArray::try_from(ebpf.map(map_names::STATS).unwrap()).unwrap();
+    let mut t = Stats::default();
+    for s in m.get(&0, 0).unwrap().iter() {
+        t.add(s);
+    }
+    t
+}
+
+fn vip_stats(ebpf: &Ebpf, addr: [u8; 4]) -> VipStats {
+    let m: PerCpuHashMap<_, VipKey, VipStats> =
+        PerCpuHashMap::try_from(ebpf.map(map_names::VIP_STATS).unwrap()).unwrap();
+    let mut t = VipStats::default();
+    for s in m.get(&VipKey { addr_be: addr }, 0).unwrap().iter() {
+        t.add(s);
+    }
+    t
+}
+
+/// Ethernet (+ optional 802.1Q tag) + ARP, written field by field from RFC 826.
+#[allow(clippy::too_many_arguments)]
+fn arp_frame(
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    vlan: Option<u16>,
+    oper: u16,
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tha: [u8; 6],
+    tpa: [u8; 4],
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&eth_src);
+    if let Some(id) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&id.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&oper.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+fn request(tpa: [u8; 4], vlan: Option<u16>) -> Vec<u8> {
+    arp_frame(
+        [0xff; 6], CLIENT_MAC, vlan, 1, CLIENT_MAC, CLIENT_IP, [0; 6], tpa,
+    )
+}
+
+fn reply_expected(vip: [u8; 4], vlan: Option<u16>) -> Vec<u8> {
+    arp_frame(
+        CLIENT_MAC, NODE_MAC, vlan, 2, NODE_MAC, vip, CLIENT_MAC, CLIENT_IP,
+    )
+}
+
+fn ipv4_udp(dst: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&NODE_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[
+        0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 192, 0, 2, 10, dst[0], dst[1], dst[2], dst[3],
+    ]);
+    f.extend_from_slice(&[0x30, 0x39, 0x00, 0x50, 0, 8, 0, 0]);
+    f
+}
+
+fn ipv6_frame() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&NODE_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 59, 64]);
+    f.extend_from_slice(&[0u8; 32]);
+    f
+}
+
+struct Case {
+    name: &'static str,
+    input: Vec<u8>,
+    verdict: u32,
+    /// None: the frame must come out unchanged.
+    output: Option<Vec<u8>>,
+}
+
+#[test]
+fn arp_and_passthrough_cases() {
+    let ebpf = load();
+    let mut bad_htype = request(OWNED, None);
+    bad_htype[15] = 6; // htype 6 (IEEE 802)
+    let mut bad_plen = request(OWNED, None);
+    bad_plen[19] = 16;
+    let cases = vec![
+        Case {
+            name: "request for owned VIP -> reply in place",
+            input: request(OWNED, None),
+            verdict: XDP_TX,
+            output: Some(reply_expected(OWNED, None)),
+        },
+        Case {
+            name: "unicast request for owned VIP (NUD) -> reply",
+            input: arp_frame(
+                NODE_MAC, CLIENT_MAC, None, 1, CLIENT_MAC, CLIENT_IP, NODE_MAC, OWNED,
+            ),
+            verdict: XDP_TX,
+            output: Some(reply_expected(OWNED, None)),
+        },
+        Case {
+            name: "VLAN-tagged request -> tagged reply",
+            input: request(OWNED, Some(42)),
+            verdict: XDP_TX,
+            output: Some(reply_expected(OWNED, Some(42))),
+        },
+        Case {
+            name: "request for VIP held elsewhere -> drop",
+            input: request(HELD_ELSEWHERE, None),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "request for VIP owned on another link -> drop",
+            input: request(OWNED_ON_OTHER_LINK, None),
+            verdict: XDP_DROP,
+            output: None,
+        },
+        Case {
+            name: "request for non-VIP -> pass",
+            input: request(UNKNOWN, None),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "ARP reply about owned VIP -> pass",
+            input: arp_frame(
+                NODE_MAC, CLIENT_MAC, None, 2, CLIENT_MAC, OWNED, NODE_MAC, CLIENT_IP,
+            ),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "gratuitous ARP for owned VIP from another host -> pass",
+            input: arp_frame(
+                [0xff; 6], CLIENT_MAC, None, 1, CLIENT_MAC, OWNED, [0; 6], OWNED,
+            ),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "ARP with non-Ethernet htype -> pass",
+            input: bad_htype,
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "ARP with plen 16 -> pass",
+            input: bad_plen,
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "IPv4 to owned VIP -> pass",
+            input: ipv4_udp(OWNED),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "IPv4 elsewhere -> pass",
+            input: ipv4_udp(UNKNOWN),
+            verdict: XDP_PASS,
+            output: None,
+        },
+        Case {
+            name: "IPv6 -> pass",
+            input: ipv6_frame(),
+            verdict: XDP_PASS,
+            output: None,
+        },
+    ];
+    let mut failures = Vec::new();
+    for c in &cases {
+        let (verdict, out) = run(&ebpf, &c.input).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let want = c.output.as_ref().unwrap_or(&c.input);
+        if verdict != c.verdict || &out != want {
+            failures.push(format!(
+                "{}: verdict {verdict} (want {}), output {:02x?} (want {:02x?})",
+                c.name, c.verdict, out, want
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn counters_follow_verdicts() {
+    let ebpf = load();
+    let before = stats(&ebpf);
+    let vip_before = vip_stats(&ebpf, OWNED);
+    run(&ebpf, &request(OWNED, None)).unwrap();
+    run(&ebpf, &request(OWNED, None)).unwrap();
+    run(&ebpf, &request(HELD_ELSEWHERE, None)).unwrap();
+    run(&ebpf, &ipv4_udp(OWNED)).unwrap();
+    let after = stats(&ebpf);
+    assert_eq!(after.rx - before.rx, 4);
+    assert_eq!(after.tx - before.tx, 2);
+    assert_eq!(after.arp_reply - before.arp_reply, 2);
+    assert_eq!(after.drop - before.drop, 1);
+    assert_eq!(after.arp_drop_not_owner - before.arp_drop_not_owner, 1);
+    assert_eq!(after.pass - before.pass, 1);
+    assert_eq!(after.ipv4_to_vip - before.ipv4_to_vip, 1);
+    let vip_after = vip_stats(&ebpf, OWNED);
+    assert_eq!(vip_after.arp_reply - vip_before.arp_reply, 2);
+    assert_eq!(vip_after.ipv4_pkts - vip_before.ipv4_pkts, 1);
+}
+
+#[test]
+fn truncated_frames_pass_never_abort() {
+    let ebpf = load();
+    for full in [request(OWNED, None), request(OWNED, Some(7))] {
+        for len in 0..full.len() {
+            let input = &full[..len];
+            match run(&ebpf, input) {
+                Ok((verdict, out)) => {
+                    assert_ne!(verdict, XDP_ABORTED, "len {len}");
+                    assert_eq!(verdict, XDP_PASS, "len {len}: truncated frame must pass");
+                    assert_eq!(out, input, "len {len}: frame must be untouched");
+                }
+                // The kernel itself refuses test frames shorter than an Ethernet header
+                // (EINVAL), as no driver hands XDP one.
+                Err(e) => assert!(len < 14, "len {len}: unexpected error {e}"),
+            }
+        }
+    }
+    let s = stats(&ebpf);
+    assert!(s.arp_malformed > 0, "truncated ARP bodies are counted");
+}
+
+#[test]
+fn owned_vip_without_interface_entry_passes_to_kernel() {
+    let mut ebpf = load();
+    {
+        let mut ifaces: HashMap<_, u32, IfaceValue> =
+            HashMap::try_from(ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
+        ifaces.remove(&IFINDEX).unwrap();
+    }
+    let input = request(OWNED, None);
+    let (verdict, out) = run(&ebpf, &input).unwrap();
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, input);
+    assert_eq!(stats(&ebpf).arp_no_iface, 1);
+}
