@@ -64,7 +64,10 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
         // Owned but the daemon never described this link: let the kernel decide rather
         // than answer with a wrong MAC.
         stats::bump(|s| s.arp_no_iface += 1);
-        warn!(ctx, "vip owned but ifindex {} has no entry in IFACES", ifindex);
+        warn!(
+            ctx,
+            "vip owned but ifindex {} has no entry in IFACES", ifindex
+        );
         return xdp_action::XDP_PASS;
     };
     let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {

@@ -15,7 +15,7 @@ pub fn bump(f: impl FnOnce(&mut Stats)) {
 #[inline(always)]
 pub fn bump_vip(addr: &[u8; 4], f: impl FnOnce(&mut VipStats)) {
     let key = VipKey { addr_be: *addr };
-    if let Some(p) = VIP_STATS.get_ptr_mut(&key) {
+    if let Some(p) = VIP_STATS.get_ptr_mut(key) {
         // SAFETY: per-CPU value of an existing entry; the daemon creates it with the VIP.
         f(unsafe { &mut *p });
     }

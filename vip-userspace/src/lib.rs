@@ -1,6 +1,8 @@
 //! vip: floating virtual IPs for bare-metal clusters, answered from XDP.
 //!
 //! `main.rs` is a thin CLI; everything lives here so tests can drive it.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -112,18 +112,19 @@ impl Collector for DataplaneCollector {
                 "Frames seen by the XDP program",
                 s.rx,
             )?;
-            let c = ConstCounter::new(0u64);
-            let mut fam = enc.encode_descriptor(
-                "vip_xdp_verdicts",
-                "XDP verdicts by action",
-                None,
-                c.metric_type(),
-            )?;
-            for (verdict, v) in [("pass", s.pass), ("drop", s.drop), ("tx", s.tx)] {
-                let labels = [("verdict", verdict)];
-                ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
+            {
+                let c = ConstCounter::new(0u64);
+                let mut fam = enc.encode_descriptor(
+                    "vip_xdp_verdicts",
+                    "XDP verdicts by action",
+                    None,
+                    c.metric_type(),
+                )?;
+                for (verdict, v) in [("pass", s.pass), ("drop", s.drop), ("tx", s.tx)] {
+                    let labels = [("verdict", verdict)];
+                    ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
+                }
             }
-            drop(fam);
             counter(
                 &mut enc,
                 "vip_arp_replies",
