@@ -161,6 +161,8 @@ pub struct Host {
     pub ns: Netns,
     pub iface: String,
     pub addr: String,
+    /// `addr/len` as configured.
+    pub cidr: String,
     pub mac: String,
 }
 
@@ -216,6 +218,29 @@ impl Bed {
 
     fn add_host(&mut self, role: &str, addr: &str) {
         let ns = Netns::new(&format!("{}-{role}", self.prefix));
+        let mac = self.plug(&ns, role, addr);
+        self.hosts.push(Host {
+            ns,
+            iface: "eth0".into(),
+            addr: addr.split('/').next().unwrap_or_default().to_string(),
+            cidr: addr.to_string(),
+            mac,
+        });
+    }
+
+    /// Remove a host's uplink (both ends of its veth), as when a NIC or driver goes away.
+    pub fn unplug(&self, role: &str) {
+        self.host(role).ns.ip(&["link", "del", "eth0"]);
+    }
+
+    /// Give a host a new uplink `eth0` with the same address (new ifindex and MAC); the
+    /// host's recorded MAC is returned, not updated.
+    pub fn replug(&self, role: &str) -> String {
+        let h = self.host(role);
+        self.plug(&h.ns, role, &h.cidr)
+    }
+
+    fn plug(&self, ns: &Netns, role: &str, addr: &str) -> String {
         let port = format!("p-{role}");
         ip(&[
             "link",
@@ -253,13 +278,7 @@ impl Bed {
         ]);
         ns.ip(&["addr", "add", addr, "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
-        let mac = link_mac(&ns, "eth0");
-        self.hosts.push(Host {
-            ns,
-            iface: "eth0".into(),
-            addr: addr.split('/').next().unwrap_or_default().to_string(),
-            mac,
-        });
+        link_mac(ns, "eth0")
     }
 
     pub fn host(&self, role: &str) -> &Host {
@@ -437,4 +456,102 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Frames of one ethertype received on a host's interface, captured with AF_PACKET from
+/// a thread inside the host's namespace.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    frames: Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    pub fn start(host: &Host, ethertype: u16) -> Capture {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let iface = host.iface.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = frames.clone();
+        let thread = host.ns.spawn(move || {
+            let proto = ethertype.to_be() as i32;
+            // SAFETY: plain socket(2); checked below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let c = std::ffi::CString::new(iface).unwrap_or_default();
+            // SAFETY: sockaddr_ll is plain data; fd is ours; c outlives the call.
+            unsafe {
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = ethertype.to_be();
+                sll.sll_ifindex = libc::if_nametoindex(c.as_ptr()) as i32;
+                let rc = libc::bind(
+                    fd,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 20_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+            }
+            let _ = ready_tx.send(());
+            let mut buf = vec![0u8; 2048];
+            while !stop2.load(Ordering::Relaxed) {
+                // SAFETY: buf is valid for its length.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n > 0 {
+                    if let Ok(mut f) = sink.lock() {
+                        f.push((Instant::now(), buf[..n as usize].to_vec()));
+                    }
+                }
+            }
+            // SAFETY: closing our own descriptor once.
+            unsafe { libc::close(fd) };
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("capture did not start: {e}"));
+        Capture {
+            stop,
+            frames,
+            thread: Some(thread),
+        }
+    }
+
+    /// (arrival time, frame) for everything captured so far.
+    pub fn frames(&self) -> Vec<(Instant, Vec<u8>)> {
+        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Parse "aa:bb:cc:dd:ee:ff".
+pub fn parse_mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).unwrap_or_else(|e| panic!("bad MAC {s}: {e}"));
+    }
+    m
 }

@@ -74,10 +74,20 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<(XdpPlane, Maps, StatsReader),
     Ok((XdpPlane { ebpf, link, mode }, maps, reader))
 }
 
+/// How often the uplink is checked. A vanished or replaced uplink (new ifindex or MAC) tears
+/// the data plane down and brings it up again on the new device.
+const LINK_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Everything that is up while the uplink exists.
+struct Running {
+    uplink: Link,
+    plane: Option<XdpPlane>,
+    rec: Reconciler,
+}
+
 pub async fn run(cfg: Config, keep_pinned: bool) -> Result<(), DaemonError> {
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
-    let uplink = link::get(&handle, &cfg.interface).await?;
     let state = Arc::new(State::default());
     if let Ok(mut i) = state.interface.write() {
         *i = cfg.interface.clone();
@@ -86,12 +96,87 @@ pub async fn run(cfg: Config, keep_pinned: bool) -> Result<(), DaemonError> {
     tracing::info!(addr = %cfg.metrics_addr, "serving /metrics, /healthz, /readyz");
     tokio::spawn(metrics::serve(listener, state.clone()));
 
+    let uplink = link::get(&handle, &cfg.interface).await?;
+    let mut running = Some(bring_up(&cfg, &handle, &state, uplink).await?);
+    let shutdown = shutdown::wait();
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(LINK_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sig = loop {
+        tokio::select! {
+            sig = &mut shutdown => break sig,
+            _ = tick.tick() => {}
+        }
+        let current = match link::get(&handle, &cfg.interface).await {
+            Ok(l) => Some(l),
+            Err(LinkError::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "checking the uplink failed");
+                continue;
+            }
+        };
+        let changed = match (&running, &current) {
+            (Some(r), Some(c)) => r.uplink != *c,
+            (Some(_), None) | (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if !changed {
+            continue;
+        }
+        if let Some(r) = running.take() {
+            match &current {
+                None => {
+                    tracing::error!(iface = %cfg.interface, "uplink disappeared; VIPs released until it returns")
+                }
+                Some(c) => {
+                    tracing::warn!(iface = %cfg.interface, old = r.uplink.index, new = c.index, "uplink replaced; re-attaching")
+                }
+            }
+            state.uplink_present.set(0);
+            if let Err(e) = bring_down(r, &cfg, &state, keep_pinned).await {
+                // The device took most state with it; what is left is retried by bring_up.
+                tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
+            }
+        }
+        if let Some(c) = current {
+            state.dataplane_restarts.inc();
+            match bring_up(&cfg, &handle, &state, c).await {
+                Ok(r) => {
+                    tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
+                    running = Some(r);
+                }
+                // Retried on the next tick: the device may still be settling.
+                Err(e) => {
+                    tracing::error!(error = %e, "bringing the data plane up failed; retrying")
+                }
+            }
+        }
+    };
+    tracing::info!(signal = sig, "shutting down");
+    let mut result = Ok(());
+    if let Some(r) = running {
+        result = bring_down(r, &cfg, &state, keep_pinned).await;
+    } else if !keep_pinned {
+        load::remove_pins(&cfg.pin_dir);
+    }
+    result?;
+    tracing::info!("clean exit");
+    Ok(())
+}
+
+/// Load/attach the data plane on `uplink` (or fall back to the kernel), then own the VIPs.
+async fn bring_up(
+    cfg: &Config,
+    handle: &rtnetlink::Handle,
+    state: &Arc<State>,
+    uplink: Link,
+) -> Result<Running, DaemonError> {
     let mut plane = None;
     let backend = match cfg.mode {
         Mode::Kernel => Backend::Kernel {
             uplink_index: uplink.index,
         },
-        Mode::Xdp | Mode::Auto => match try_xdp(&cfg, &uplink) {
+        Mode::Xdp | Mode::Auto => match try_xdp(cfg, &uplink) {
             Ok((p, maps, reader)) => {
                 tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached");
                 if let Ok(mut s) = state.stats.lock() {
@@ -122,7 +207,6 @@ pub async fn run(cfg: Config, keep_pinned: bool) -> Result<(), DaemonError> {
     if let Ok(mut m) = state.mode.write() {
         *m = mode_name.to_string();
     }
-
     let mut rec = Reconciler::new(
         backend,
         handle.clone(),
@@ -131,36 +215,50 @@ pub async fn run(cfg: Config, keep_pinned: bool) -> Result<(), DaemonError> {
         cfg.garp,
         state.clone(),
     );
-    let owned = election::single::owned(&Desired::from_config(&cfg));
+    let owned = election::single::owned(&Desired::from_config(cfg));
     let applied = async {
         rec.prune_stale(&owned)?;
         rec.apply(&owned).await
     }
     .await;
     if let Err(e) = applied {
+        state.reconcile_errors.inc();
         tracing::error!(error = %e, "could not apply VIPs; cleaning up");
         let _ = rec.release_all().await;
-        teardown(plane, &cfg, keep_pinned);
+        teardown(plane, cfg, state, false);
         return Err(e.into());
     }
+    state.uplink_present.set(1);
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(vips = ?rec.applied(), mode = mode_name, "ready");
-
-    let sig = shutdown::wait().await;
-    tracing::info!(signal = sig, "shutting down");
-    state.ready.store(false, Ordering::Relaxed);
-    let released = rec.release_all().await;
-    teardown(plane, &cfg, keep_pinned);
-    released?;
-    tracing::info!("clean exit");
-    Ok(())
+    Ok(Running { uplink, plane, rec })
 }
 
-fn teardown(plane: Option<XdpPlane>, cfg: &Config, keep_pinned: bool) {
+/// Release every VIP (data plane first), detach, unpin.
+async fn bring_down(
+    mut r: Running,
+    cfg: &Config,
+    state: &Arc<State>,
+    keep_pinned: bool,
+) -> Result<(), DaemonError> {
+    state.ready.store(false, Ordering::Relaxed);
+    let released = r.rec.release_all().await;
+    if released.is_err() {
+        state.reconcile_errors.inc();
+    }
+    teardown(r.plane, cfg, state, keep_pinned);
+    Ok(released?)
+}
+
+fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: bool) {
+    if let Ok(mut s) = state.stats.lock() {
+        *s = None;
+    }
     if let Some(mut p) = plane {
         match attach::program(&mut p.ebpf).and_then(|prog| Ok(prog.detach(p.link)?)) {
             Ok(()) => tracing::info!(iface = %cfg.interface, "XDP detached"),
-            Err(e) => tracing::error!(error = %e, "XDP detach failed"),
+            // Expected when the device is already gone: the kernel dropped the attachment.
+            Err(e) => tracing::warn!(error = %e, "XDP detach"),
         }
         drop(p.ebpf);
     }

@@ -40,6 +40,9 @@ pub struct State {
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
+    pub uplink_present: prometheus_client::metrics::gauge::Gauge,
+    pub dataplane_restarts: Counter,
+    pub reconcile_errors: Counter,
 }
 
 impl std::fmt::Debug for State {
@@ -199,6 +202,21 @@ pub fn registry(state: Arc<State>) -> Registry {
         "vip_garp_errors",
         "Gratuitous ARP frames that failed to send",
         state.garp_errors.clone(),
+    );
+    r.register(
+        "vip_uplink_present",
+        "1 while the configured uplink exists and the data plane is up on it",
+        state.uplink_present.clone(),
+    );
+    r.register(
+        "vip_dataplane_restarts",
+        "Times the data plane was rebuilt after the uplink vanished or was replaced",
+        state.dataplane_restarts.clone(),
+    );
+    r.register(
+        "vip_reconcile_errors",
+        "Errors while releasing or acquiring VIPs",
+        state.reconcile_errors.clone(),
     );
     r.register_collector(Box::new(DataplaneCollector(state)));
     r

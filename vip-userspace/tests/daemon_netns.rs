@@ -3,8 +3,8 @@
 use std::{fs::File, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
 use testbed::{
-    addrs, arping, has_xdp, http_get, neighbour, poll, require_root_and_bpf, tcp_request, Bed,
-    Proc, TcpServer,
+    addrs, arping, has_xdp, http_get, neighbour, parse_mac, poll, require_root_and_bpf,
+    tcp_request, Bed, Capture, Proc, TcpServer,
 };
 use vip_userspace::dataplane::maps::StatsReader;
 
@@ -174,6 +174,124 @@ fn xdp_mode_answers_arp_serves_tcp_and_cleans_up() {
         "VIP unbound from lo"
     );
     assert!(!pins.exists(), "pins removed: {}", pins.display());
+}
+
+#[test]
+fn gratuitous_arp_burst_announces_the_vip_at_once() {
+    let bed = bed("garp");
+    let pins = pin_dir("garp");
+    let node = bed.host("node");
+    let client = bed.host("client");
+    let cap = Capture::start(client, 0x0806);
+    let started = std::time::Instant::now();
+    let mut d = Daemon::start(
+        &bed,
+        &[
+            "--vip",
+            VIP,
+            "--mode",
+            "xdp",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ],
+    );
+    let ready_at = started.elapsed();
+    let vip: [u8; 4] = [192, 0, 2, 100];
+    let node_mac = parse_mac(&node.mac);
+    let is_garp = |f: &[u8]| {
+        f.len() >= 42
+            && f[0..6] == [0xff; 6]
+            && f[6..12] == node_mac
+            && f[20..22] == [0, 1]
+            && f[22..28] == node_mac
+            && f[28..32] == vip
+            && f[38..42] == vip
+    };
+    // Default burst: 5 frames over 2 s.
+    let garps = poll(Duration::from_secs(5), || {
+        let g: Vec<_> = cap
+            .frames()
+            .into_iter()
+            .filter(|(_, f)| is_garp(f))
+            .collect();
+        (g.len() >= 5).then_some(g)
+    })
+    .expect("5 gratuitous ARPs for the VIP from the node's MAC");
+    // Nothing beyond the burst.
+    std::thread::sleep(Duration::from_millis(300));
+    let total = cap.frames().iter().filter(|(_, f)| is_garp(f)).count();
+    assert_eq!(total, 5, "exactly the configured burst");
+    let first = garps[0].0.duration_since(started);
+    assert!(
+        first <= ready_at,
+        "the first announcement leaves before the daemon reports ready ({first:?} vs {ready_at:?})"
+    );
+    let span = garps[4].0.duration_since(garps[0].0);
+    assert!(
+        span >= Duration::from_millis(1800) && span <= Duration::from_millis(2600),
+        "burst spread over ~2 s, was {span:?}"
+    );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn uplink_removed_and_replaced_is_recovered() {
+    let bed = bed("link");
+    let pins = pin_dir("link");
+    let node = bed.host("node");
+    let client = bed.host("client");
+    let mut d = Daemon::start(
+        &bed,
+        &[
+            "--vip",
+            VIP,
+            "--mode",
+            "xdp",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(arping(client, VIP).as_deref(), Some(node.mac.as_str()));
+    let metrics_addr: SocketAddr = METRICS.parse().unwrap();
+
+    bed.unplug("node");
+    let not_ready = poll(Duration::from_secs(5), || {
+        matches!(http_get(&node.ns, metrics_addr, "/readyz"), Ok((503, _))).then_some(())
+    });
+    assert!(
+        not_ready.is_some(),
+        "not ready without an uplink:\n{}",
+        d.logs()
+    );
+    assert_eq!(metric(&metrics(&bed), "vip_uplink_present"), 0);
+    assert!(
+        !addrs(&node.ns, "lo").iter().any(|a| a.starts_with(VIP)),
+        "VIP released"
+    );
+    assert!(d.logs().contains("uplink disappeared"), "{}", d.logs());
+
+    let new_mac = bed.replug("node");
+    assert_ne!(new_mac, node.mac);
+    let ready = poll(Duration::from_secs(5), || {
+        matches!(http_get(&node.ns, metrics_addr, "/readyz"), Ok((200, _))).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "ready again on the new uplink:\n{}",
+        d.logs()
+    );
+    assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the new device");
+    let answered = poll(Duration::from_secs(5), || arping(client, VIP));
+    assert_eq!(
+        answered.as_deref(),
+        Some(new_mac.as_str()),
+        "answered with the new MAC"
+    );
+    let m = metrics(&bed);
+    assert_eq!(metric(&m, "vip_uplink_present"), 1);
+    assert_eq!(metric(&m, "vip_dataplane_restarts_total"), 1);
+    assert!(d.stop().success(), "{}", d.logs());
+    assert!(!pins.exists());
 }
 
 #[test]
