@@ -460,9 +460,12 @@ impl Drop for Proc {
 
 /// Frames of one ethertype received on a host's interface, captured with AF_PACKET from
 /// a thread inside the host's namespace.
+/// A captured frame and when it arrived.
+pub type Frame = (Instant, Vec<u8>);
+
 pub struct Capture {
     stop: Arc<AtomicBool>,
-    frames: Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>,
+    frames: Arc<std::sync::Mutex<Vec<Frame>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -533,7 +536,7 @@ impl Capture {
     }
 
     /// (arrival time, frame) for everything captured so far.
-    pub fn frames(&self) -> Vec<(Instant, Vec<u8>)> {
+    pub fn frames(&self) -> Vec<Frame> {
         self.frames.lock().map(|f| f.clone()).unwrap_or_default()
     }
 }
