@@ -325,9 +325,29 @@ fn truncated_frames_pass_never_abort() {
     assert!(s.arp_malformed > 0, "truncated ARP bodies are counted");
 }
 
+/// Collects log records, standing in for the daemon's `log` -> `tracing` bridge.
+#[derive(Clone, Default)]
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<(log::Level, String)>>>);
+
+impl log::Log for Collect {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((r.level(), r.args().to_string()));
+    }
+    fn flush(&self) {}
+}
+
 #[test]
-fn owned_vip_without_interface_entry_passes_to_kernel() {
+fn owned_vip_without_interface_entry_passes_to_kernel_and_logs() {
     let mut ebpf = load();
+    let records = Collect::default();
+    let mut logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, records.clone())
+        .expect("the program carries aya-log's ring buffer");
     {
         let mut ifaces: HashMap<_, u32, IfaceValue> =
             HashMap::try_from(ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
@@ -338,4 +358,11 @@ fn owned_vip_without_interface_entry_passes_to_kernel() {
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(out, input);
     assert_eq!(stats(&ebpf).arp_no_iface, 1);
+    logger.flush();
+    let got = records.0.lock().unwrap().clone();
+    assert!(
+        got.iter().any(|(lvl, msg)| *lvl == log::Level::Warn
+            && msg.contains("ifindex 1 has no entry in IFACES")),
+        "the XDP program's warning reaches the userspace logger: {got:?}"
+    );
 }
