@@ -53,6 +53,12 @@ impl Daemon {
         d
     }
 
+    /// XDP mode owning VIP, maps pinned under `pins`.
+    fn start_xdp(bed: &Bed, pins: &std::path::Path) -> Daemon {
+        let pins = pins.to_str().unwrap();
+        Daemon::start(bed, &["--vip", VIP, "--mode", "xdp", "--pin-dir", pins])
+    }
+
     fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -118,17 +124,7 @@ fn xdp_mode_answers_arp_serves_tcp_and_cleans_up() {
     let pins = pin_dir("xdp");
     let node = bed.host("node");
     let client = bed.host("client");
-    let mut d = Daemon::start(
-        &bed,
-        &[
-            "--vip",
-            VIP,
-            "--mode",
-            "xdp",
-            "--pin-dir",
-            pins.to_str().unwrap(),
-        ],
-    );
+    let mut d = Daemon::start_xdp(&bed, &pins);
     assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the uplink");
     assert!(
         addrs(&node.ns, "lo").contains(&format!("{VIP}/32")),
@@ -184,17 +180,7 @@ fn gratuitous_arp_burst_announces_the_vip_at_once() {
     let client = bed.host("client");
     let cap = Capture::start(client, 0x0806);
     let started = std::time::Instant::now();
-    let mut d = Daemon::start(
-        &bed,
-        &[
-            "--vip",
-            VIP,
-            "--mode",
-            "xdp",
-            "--pin-dir",
-            pins.to_str().unwrap(),
-        ],
-    );
+    let mut d = Daemon::start_xdp(&bed, &pins);
     let ready_at = started.elapsed();
     let vip: [u8; 4] = [192, 0, 2, 100];
     let node_mac = parse_mac(&node.mac);
@@ -240,17 +226,7 @@ fn uplink_removed_and_replaced_is_recovered() {
     let pins = pin_dir("link");
     let node = bed.host("node");
     let client = bed.host("client");
-    let mut d = Daemon::start(
-        &bed,
-        &[
-            "--vip",
-            VIP,
-            "--mode",
-            "xdp",
-            "--pin-dir",
-            pins.to_str().unwrap(),
-        ],
-    );
+    let mut d = Daemon::start_xdp(&bed, &pins);
     assert_eq!(arping(client, VIP).as_deref(), Some(node.mac.as_str()));
     let metrics_addr: SocketAddr = METRICS.parse().unwrap();
 
