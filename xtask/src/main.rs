@@ -57,20 +57,26 @@ fn test() -> Result<()> {
         ])
     })?;
     t.step("clippy (ebpf)", ebpf::clippy)?;
-    t.step("unit tests", || {
-        util::cargo(&["test", "--workspace", "--lib", "--bins"])
-    })?;
-    t.step("kernel tests", || {
-        util::cargo(&[
-            "test",
-            "-p",
-            "vip-userspace",
-            "--test",
-            "*",
-            "--",
-            "--test-threads=1",
-        ])
-    })?;
+    let mut tally = util::Tally::default();
+    let unit = t.step("unit tests", || {
+        util::cargo_test(&["--workspace", "--lib", "--bins"], &mut tally)
+    });
+    let kernel = unit.and_then(|()| {
+        t.step("kernel tests", || {
+            util::cargo_test(
+                &[
+                    "-p",
+                    "vip-userspace",
+                    "--test",
+                    "*",
+                    "--",
+                    "--test-threads=1",
+                ],
+                &mut tally,
+            )
+        })
+    });
     t.summary();
-    Ok(())
+    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    kernel
 }

@@ -83,3 +83,49 @@ impl Timer {
         }
     }
 }
+
+/// Totals of `cargo test` "test result:" lines.
+#[derive(Default, Clone, Copy)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// `cargo test ...`, streaming its output while counting passed/failed tests.
+pub fn cargo_test(args: &[&str], tally: &mut Tally) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("test").args(args).current_dir(root());
+    eprintln!("+ {}", show(&cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", show(&cmd)))?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            // "test result: ok. 4 passed; 0 failed; 0 ignored; ..."
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut w = part.split_whitespace().rev();
+                    let (Some(kind), Some(n)) = (w.next(), w.next()) else {
+                        continue;
+                    };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match kind {
+                        "passed" => tally.passed += n,
+                        "failed" => tally.failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("{} failed ({st})", show(&cmd));
+    }
+    Ok(())
+}
