@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod election;
 pub mod logging;
+pub mod maglev;
 pub mod metrics;
 pub mod model;
 pub mod net;
