@@ -9,6 +9,14 @@ pub mod map_names {
     pub const IFACES: &str = "IFACES";
     pub const STATS: &str = "STATS";
     pub const VIP_STATS: &str = "VIP_STATS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const SERVICES: &str = "SERVICES";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const RINGS: &str = "RINGS";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const REVNAT: &str = "REVNAT";
+    pub const SVC_STATS: &str = "SVC_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
 }
 
 /// File names under the pin directory (`/sys/fs/bpf/vip/`), lower case for operators.
@@ -17,13 +25,208 @@ pub mod pin_names {
     pub const IFACES: &str = "ifaces";
     pub const STATS: &str = "stats";
     pub const VIP_STATS: &str = "vip_stats";
+    pub const CONFIG: &str = "config";
+    pub const SERVICES: &str = "services";
+    pub const BACKENDS: &str = "backends";
+    pub const RINGS: &str = "rings";
+    pub const CONNTRACK: &str = "conntrack";
+    pub const REVNAT: &str = "revnat";
+    pub const SVC_STATS: &str = "svc_stats";
+    pub const BACKEND_STATS: &str = "backend_stats";
 }
 
 /// Name of the XDP entry point in the object.
 pub const XDP_PROG: &str = "vip_xdp";
+/// Name of the tc egress program (reverse NAT for `nat` services).
+pub const TC_EGRESS_PROG: &str = "vip_tc_egress";
 
 pub const MAX_VIPS: u32 = 4096;
 pub const MAX_IFACES: u32 = 64;
+/// Defaults; the daemon may resize maps at load (`map_max_entries`).
+pub const MAX_SERVICES: u32 = 64;
+pub const MAX_BACKENDS: u32 = 4096;
+pub const RING_SIZE: u32 = 65537;
+pub const CONNTRACK_ENTRIES: u32 = 262_144;
+pub const REVNAT_ENTRIES: u32 = 262_144;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// How a service forwards (`ServiceValue::mode`).
+pub const MODE_DSR: u8 = 1;
+pub const MODE_NAT: u8 = 2;
+pub const MODE_LOCAL: u8 = 3;
+
+/// `BackendValue::flags`: may receive new and existing flows.
+pub const BACKEND_F_ACTIVE: u32 = 1;
+
+/// A ring slot with no backend (a service without endpoints).
+pub const RING_EMPTY: u32 = u32::MAX;
+
+/// Global settings at index 0 of `CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Maglev table size M (prime); every ring holds M slots.
+    pub ring_size: u32,
+    /// Cluster-wide hash seed: the same on every node so every node picks the same backend.
+    pub hash_seed: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 8);
+
+/// Key of `SERVICES`: (VIP, port, protocol), network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub addr_be: [u8; 4],
+    pub port_be: [u8; 2],
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Index of this service: its stats slot and its pair of rings.
+    pub id: u32,
+    /// Which of the service's two rings is live (0 or 1). Userspace writes the other one and
+    /// then flips this field: one 4-byte store, so a packet sees the old or the new table,
+    /// never a mix.
+    pub ring: u32,
+    pub mode: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 12);
+
+impl ServiceValue {
+    /// Index of the first slot of the live ring in `RINGS`.
+    #[inline(always)]
+    pub fn ring_base(&self, ring_size: u32) -> u32 {
+        (self.id * 2 + (self.ring & 1)) * ring_size
+    }
+}
+
+/// Value of `BACKENDS`, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendValue {
+    pub addr_be: [u8; 4],
+    pub port_be: [u8; 2],
+    pub _pad: [u8; 2],
+    pub flags: u32,
+    /// Bumped each time the id is given to a different backend, so a conntrack entry made
+    /// for the previous holder is not followed to the new one.
+    pub gen: u32,
+}
+const _: () = assert!(core::mem::size_of::<BackendValue>() == 16);
+
+/// A flow as the client sent it: key of `CONNTRACK`; also the key of `REVNAT` with the
+/// backend as `src` and the client as `dst`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_be: [u8; 4],
+    pub dst_be: [u8; 4],
+    pub sport_be: [u8; 2],
+    pub dport_be: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub backend: u32,
+    pub gen: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
+
+/// Value of `REVNAT`: what a reply's source is rewritten back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevValue {
+    pub vip_be: [u8; 4],
+    pub vport_be: [u8; 2],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<RevValue>() == 8);
+
+/// Per-CPU counters per service (`SVC_STATS`, by service id) and per backend
+/// (`BACKEND_STATS`, by backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub drops: u64,
+}
+const _: () = assert!(core::mem::size_of::<LbStats>() == 32);
+
+impl LbStats {
+    pub fn add(&mut self, o: &LbStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_flows += o.new_flows;
+        self.drops += o.drops;
+    }
+}
+
+/// murmur3's finalizer: cheap, no loops (the verifier takes it as is), good avalanche.
+#[inline(always)]
+pub fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85eb_ca6b);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xc2b2_ae35);
+    x ^ (x >> 16)
+}
+
+/// The flow hash both the XDP program and the reference model use: source address, source
+/// port, destination port, protocol and the cluster seed. Not the destination address, so
+/// every node (and every VIP owner after a failover) maps a flow to the same slot.
+#[inline(always)]
+pub fn flow_hash(
+    src_be: [u8; 4],
+    sport_be: [u8; 2],
+    dport_be: [u8; 2],
+    proto: u8,
+    seed: u32,
+) -> u32 {
+    let mut h = mix32(seed ^ u32::from_be_bytes(src_be));
+    h = mix32(
+        h ^ ((u16::from_be_bytes(sport_be) as u32) << 16 | u16::from_be_bytes(dport_be) as u32),
+    );
+    mix32(h ^ proto as u32)
+}
+
+/// RFC 1624 incremental update of a ones'-complement checksum (`csum`, as stored in the
+/// header) when a 16-bit word changes from `old` to `new`.
+#[inline(always)]
+pub fn csum_replace2(csum: u16, old: u16, new: u16) -> u16 {
+    // HC' = ~(~HC + ~m + m')
+    let mut sum = (!csum as u32) + (!old as u32 & 0xffff) + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Same for a 32-bit field (an IPv4 address), as two 16-bit words.
+#[inline(always)]
+pub fn csum_replace4(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+    let c = csum_replace2(
+        csum,
+        u16::from_be_bytes([old[0], old[1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    );
+    csum_replace2(
+        c,
+        u16::from_be_bytes([old[2], old[3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    )
+}
 
 /// Key of `VIPS` and `VIP_STATS`: an IPv4 VIP in network byte order.
 #[repr(C)]
@@ -81,8 +284,28 @@ pub struct Stats {
     pub ipv4_to_vip: u64,
     /// Frames too short to parse (Ethernet or VLAN header): passed.
     pub truncated: u64,
+    /// Packets of a service forwarded to a backend (XDP_TX or redirect).
+    pub lb_forward: u64,
+    /// Packets of a `local` service handed to this node's stack.
+    pub lb_local: u64,
+    /// Flows found in conntrack.
+    pub ct_hit: u64,
+    /// Flows placed by Maglev (new, SYN, or their backend went away).
+    pub ct_new: u64,
+    /// Packets of a service with no backend: dropped.
+    pub lb_no_backend: u64,
+    /// IPv4 fragments to a service: passed to the stack (they carry no ports to hash on).
+    pub lb_fragment: u64,
+    /// IPv4 with options to a service: passed to the stack.
+    pub lb_ip_options: u64,
+    /// Next hop not resolved: `nat` passes to the stack, `dsr` drops (see README).
+    pub fib_no_neigh: u64,
+    /// Other FIB failures (no route, forwarding disabled): dropped.
+    pub fib_fail: u64,
+    /// ICMP errors about a service flow, sent to that flow's backend.
+    pub icmp_to_backend: u64,
 }
-const _: () = assert!(core::mem::size_of::<Stats>() == 10 * 8);
+const _: () = assert!(core::mem::size_of::<Stats>() == 20 * 8);
 
 impl Stats {
     /// Sum over CPUs, for the daemon's metrics.
@@ -97,6 +320,16 @@ impl Stats {
         self.arp_malformed += o.arp_malformed;
         self.ipv4_to_vip += o.ipv4_to_vip;
         self.truncated += o.truncated;
+        self.lb_forward += o.lb_forward;
+        self.lb_local += o.lb_local;
+        self.ct_hit += o.ct_hit;
+        self.ct_new += o.ct_new;
+        self.lb_no_backend += o.lb_no_backend;
+        self.lb_fragment += o.lb_fragment;
+        self.lb_ip_options += o.lb_ip_options;
+        self.fib_no_neigh += o.fib_no_neigh;
+        self.fib_fail += o.fib_fail;
+        self.icmp_to_backend += o.icmp_to_backend;
     }
 }
 
@@ -128,4 +361,51 @@ mod pod {
     unsafe impl aya::Pod for IfaceValue {}
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for VipStats {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for BackendValue {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for RevValue {}
+    unsafe impl aya::Pod for LbStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Full ones'-complement sum over 16-bit words, for checking the incremental form.
+    fn full(words: &[u16]) -> u16 {
+        let mut s: u32 = words.iter().map(|&w| w as u32).sum();
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    #[test]
+    fn incremental_checksum_matches_recomputation() {
+        let mut words = [
+            0x4500u16, 0x0054, 0x1c46, 0x4000, 0x4006, 0, 0xc000, 0x0264, 0xc000, 0x0215,
+        ];
+        let before = full(&words);
+        let old = [0xc0, 0x00, 0x02, 0x15];
+        let new = [0xc6, 0x33, 0x64, 0x16];
+        words[8] = 0xc633;
+        words[9] = 0x6416;
+        assert_eq!(csum_replace4(before, old, new), full(&words));
+        let mut w2 = words;
+        let c = full(&w2);
+        w2[3] = 0xffff;
+        assert_eq!(csum_replace2(c, 0x4000, 0xffff), full(&w2));
+    }
+
+    #[test]
+    fn flow_hash_ignores_destination_and_uses_seed() {
+        let a = flow_hash([192, 0, 2, 10], [0x30, 0x39], [0, 80], 6, 1);
+        assert_eq!(a, flow_hash([192, 0, 2, 10], [0x30, 0x39], [0, 80], 6, 1));
+        assert_ne!(a, flow_hash([192, 0, 2, 10], [0x30, 0x39], [0, 80], 6, 2));
+        assert_ne!(a, flow_hash([192, 0, 2, 10], [0x30, 0x3a], [0, 80], 6, 1));
+    }
 }

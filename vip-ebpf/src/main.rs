@@ -3,11 +3,21 @@
 #![no_main]
 
 mod arp;
+mod conntrack;
+mod csum;
+mod fwd;
+mod lb;
 mod maps;
 mod parse;
+mod revnat;
+mod rewrite;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 use crate::parse::{EtherFrame, ETH_P_ARP, ETH_P_IP};
 
@@ -29,22 +39,29 @@ fn try_vip_xdp(ctx: &XdpContext) -> u32 {
     };
     match frame.ethertype {
         ETH_P_ARP => arp::handle(ctx, &frame),
-        ETH_P_IP => ipv4_observe(ctx, &frame),
+        ETH_P_IP => ipv4(ctx, &frame),
         _ => xdp_action::XDP_PASS,
     }
 }
 
-/// Until the load balancer stage exists, IPv4 to a VIP goes to the stack; count it per VIP so
-/// operators can see the traffic arrive on the owner.
+/// Attached to tc egress of each uplink: rewrites replies of `nat` flows back to VIP:port.
+#[classifier]
+pub fn vip_tc_egress(ctx: TcContext) -> i32 {
+    revnat::egress(&ctx)
+}
+
+/// IPv4: services are load-balanced; other traffic to a VIP is counted per VIP and goes to
+/// the stack, like everything else.
 #[inline(always)]
-fn ipv4_observe(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
-    if let Some(dst) = parse::ipv4_dst(ctx, frame.l3_off) {
-        if maps::vip(&dst).is_some() {
-            stats::bump(|s| s.ipv4_to_vip += 1);
-            stats::bump_vip(&dst, |v| v.ipv4_pkts += 1);
-        }
+fn ipv4(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
+    let Some(ip) = parse::ipv4(ctx, frame.l3_off) else {
+        return xdp_action::XDP_PASS;
+    };
+    if maps::vip(&ip.dst).is_some() {
+        stats::bump(|s| s.ipv4_to_vip += 1);
+        stats::bump_vip(&ip.dst, |v| v.ipv4_pkts += 1);
     }
-    xdp_action::XDP_PASS
+    lb::handle(ctx, frame, &ip).unwrap_or(xdp_action::XDP_PASS)
 }
 
 #[cfg(not(test))]

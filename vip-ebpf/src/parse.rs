@@ -51,14 +51,33 @@ pub fn ether(ctx: &XdpContext) -> Option<EtherFrame> {
     })
 }
 
-/// Destination address of an IPv4 header at `off`, if the header is complete and sane.
+/// What the load balancer needs from an IPv4 header (fixed 20-byte part).
+pub struct Ipv4 {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub proto: u8,
+    /// Header length in bytes (20 without options).
+    pub ihl_bytes: usize,
+    /// More-fragments flag set or a non-zero fragment offset.
+    pub fragment: bool,
+    pub tot_len: u16,
+}
+
 #[inline(always)]
-pub fn ipv4_dst(ctx: &XdpContext, off: usize) -> Option<[u8; 4]> {
+pub fn ipv4(ctx: &XdpContext, off: usize) -> Option<Ipv4> {
     let hdr: *const [u8; 20] = ptr_at(ctx, off)?;
-    // SAFETY: the 20-byte fixed header lies inside the frame (checked by ptr_at).
+    // SAFETY: ptr_at checked the fixed header is inside the frame.
     let h = unsafe { *hdr };
     if h[0] >> 4 != 4 || h[0] & 0x0f < 5 {
         return None;
     }
-    Some([h[16], h[17], h[18], h[19]])
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    Some(Ipv4 {
+        src: [h[12], h[13], h[14], h[15]],
+        dst: [h[16], h[17], h[18], h[19]],
+        proto: h[9],
+        ihl_bytes: ((h[0] & 0x0f) as usize) * 4,
+        fragment: frag & 0x3fff != 0,
+        tot_len: u16::from_be_bytes([h[2], h[3]]),
+    })
 }

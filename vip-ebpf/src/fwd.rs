@@ -1,0 +1,78 @@
+//! Sending a frame on towards a backend: next hop from the kernel's FIB and neighbour table
+//! (bpf_fib_lookup), then XDP_TX out of the same link or a redirect to another one.
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    programs::XdpContext,
+};
+
+use crate::{parse::ptr_at, stats};
+
+const AF_INET: u8 = 2;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
+
+pub enum NoNeigh {
+    /// Hand the (already rewritten) packet to the kernel, which resolves and forwards it.
+    Pass,
+    /// Drop: the packet still carries the VIP, which the kernel would deliver locally.
+    Drop,
+}
+
+/// Route towards `next_ip` (the backend), rewrite the MACs and send.
+#[inline(always)]
+pub fn send(
+    ctx: &XdpContext,
+    src: [u8; 4],
+    next_ip: [u8; 4],
+    proto: u8,
+    tot_len: u16,
+    no_neigh: NoNeigh,
+) -> u32 {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid start.
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = proto;
+    p.ifindex = ingress;
+    p.__bindgen_anon_1.tot_len = tot_len;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(next_ip);
+    // SAFETY: ctx is this program's context; p is a valid, writable lookup struct.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx as *mut _,
+            &mut p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH {
+        stats::bump(|s| s.fib_no_neigh += 1);
+        return match no_neigh {
+            NoNeigh::Pass => xdp_action::XDP_PASS,
+            NoNeigh::Drop => xdp_action::XDP_DROP,
+        };
+    }
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        stats::bump(|s| s.fib_fail += 1);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    unsafe {
+        let mut m = [0u8; 12];
+        m[..6].copy_from_slice(&p.dmac);
+        m[6..].copy_from_slice(&p.smac);
+        *eth = m;
+    }
+    stats::bump(|s| s.lb_forward += 1);
+    if p.ifindex == ingress {
+        xdp_action::XDP_TX
+    } else {
+        // SAFETY: plain helper call; returns XDP_REDIRECT or XDP_ABORTED-free error code.
+        unsafe { bpf_redirect(p.ifindex, 0) as u32 }
+    }
+}

@@ -1,0 +1,170 @@
+//! The load balancer: IPv4 TCP/UDP to a service is pinned to a backend (conntrack, else
+//! Maglev) and forwarded by the service's mode.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use vip_common::{
+    flow_hash, BackendValue, FlowKey, RevValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
+    MODE_DSR, MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY,
+};
+
+use crate::{
+    conntrack,
+    fwd::{self, NoNeigh},
+    maps::{self, REVNAT},
+    parse::{ptr_at, EtherFrame, Ipv4, ETH_HLEN},
+    rewrite, stats,
+};
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// `None`: not service traffic, the caller goes on. `Some(verdict)`: handled here.
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+        return None;
+    }
+    if ip.fragment {
+        // Non-first fragments carry no ports, so no service can be found for them; all
+        // fragments go to the stack alike so a datagram is never split between paths.
+        if maps::vip(&ip.dst).is_some() {
+            stats::bump(|s| s.lb_fragment += 1);
+        }
+        return None;
+    }
+    let l4 = frame.l3_off + ip.ihl_bytes;
+    let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let ports = unsafe { *ports };
+    let sport = [ports[0], ports[1]];
+    let dport = [ports[2], ports[3]];
+    let key = ServiceKey {
+        addr_be: ip.dst,
+        port_be: dport,
+        proto: ip.proto,
+        _pad: 0,
+    };
+    let svc = maps::service(&key)?;
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    if svc.mode == MODE_LOCAL {
+        stats::bump(|s| s.lb_local += 1);
+        stats::service(svc.id, |s| {
+            s.packets += 1;
+            s.bytes += len;
+        });
+        return Some(xdp_action::XDP_PASS);
+    }
+    // Options shift the L4 header and VLAN-tagged frames need the tag's route: both are rare
+    // on a LB path and go to the kernel, counted.
+    if ip.ihl_bytes != 20 || frame.l3_off != ETH_HLEN {
+        stats::bump(|s| s.lb_ip_options += 1);
+        return Some(xdp_action::XDP_PASS);
+    }
+    let flow = FlowKey {
+        src_be: ip.src,
+        dst_be: ip.dst,
+        sport_be: sport,
+        dport_be: dport,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    let Some((id, backend)) = pick(ctx, l4, &flow, &svc) else {
+        stats::bump(|s| s.lb_no_backend += 1);
+        stats::service(svc.id, |s| s.drops += 1);
+        return Some(xdp_action::XDP_DROP);
+    };
+    stats::service(svc.id, |s| {
+        s.packets += 1;
+        s.bytes += len;
+    });
+    stats::backend(id, |s| {
+        s.packets += 1;
+        s.bytes += len;
+    });
+    Some(match svc.mode {
+        MODE_DSR => fwd::send(
+            ctx,
+            ip.src,
+            backend.addr_be,
+            ip.proto,
+            ip.tot_len,
+            NoNeigh::Drop,
+        ),
+        MODE_NAT => nat(ctx, frame.l3_off, ip, &flow, &backend),
+        _ => xdp_action::XDP_PASS,
+    })
+}
+
+/// Conntrack first (except for a TCP SYN, which always starts a new placement, so a reused
+/// 4-tuple follows the current backend set); else the Maglev slot of the flow's hash.
+#[inline(always)]
+fn pick(
+    ctx: &XdpContext,
+    l4: usize,
+    flow: &FlowKey,
+    svc: &ServiceValue,
+) -> Option<(u32, BackendValue)> {
+    let syn = flow.proto == PROTO_TCP && {
+        let flags: *const u8 = ptr_at(ctx, l4 + 13)?;
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe { *flags & (TCP_SYN | TCP_ACK) == TCP_SYN }
+    };
+    if !syn {
+        if let Some(hit) = conntrack::lookup(flow) {
+            stats::bump(|s| s.ct_hit += 1);
+            return Some(hit);
+        }
+    }
+    let cfg = maps::config()?;
+    if cfg.ring_size == 0 {
+        return None;
+    }
+    let h = flow_hash(
+        flow.src_be,
+        flow.sport_be,
+        flow.dport_be,
+        flow.proto,
+        cfg.hash_seed,
+    );
+    let id = maps::ring_slot(svc.ring_base(cfg.ring_size) + h % cfg.ring_size)?;
+    if id == RING_EMPTY {
+        return None;
+    }
+    let b = maps::backend(id)?;
+    if b.flags & BACKEND_F_ACTIVE == 0 {
+        return None;
+    }
+    conntrack::record(flow, id, &b);
+    stats::bump(|s| s.ct_new += 1);
+    stats::service(svc.id, |s| s.new_flows += 1);
+    stats::backend(id, |s| s.new_flows += 1);
+    Some((id, b))
+}
+
+#[inline(always)]
+fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv4, flow: &FlowKey, b: &BackendValue) -> u32 {
+    if rewrite::dnat(ctx, l3, ip.proto, b.addr_be, b.port_be).is_none() {
+        return xdp_action::XDP_PASS;
+    }
+    // The reply comes from backend:port to client:port; tc egress turns it back into
+    // VIP:port. Written per packet only when missing, to keep the shared LRU warm cheaply.
+    let rev = FlowKey {
+        src_be: b.addr_be,
+        dst_be: flow.src_be,
+        sport_be: b.port_be,
+        dport_be: flow.sport_be,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    if REVNAT.get_ptr(&rev).is_none() {
+        let _ = REVNAT.insert(
+            &rev,
+            RevValue {
+                vip_be: flow.dst_be,
+                vport_be: flow.dport_be,
+                _pad: [0; 2],
+            },
+            0,
+        );
+    }
+    fwd::send(ctx, ip.src, b.addr_be, ip.proto, ip.tot_len, NoNeigh::Pass)
+}

@@ -1,0 +1,68 @@
+//! tc egress: replies of `nat` flows leave with the VIP:port the client talked to.
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use vip_common::{FlowKey, PROTO_TCP, PROTO_UDP};
+
+use crate::maps::REVNAT;
+
+const ETH_HLEN: usize = 14;
+const BPF_F_PSEUDO_HDR: u64 = 16;
+const BPF_F_MARK_MANGLED_0: u64 = 32;
+
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> i32 {
+    let _ = try_egress(ctx);
+    TC_ACT_OK as i32
+}
+
+/// Any failure leaves the packet as it is: a reply we cannot rewrite is still better sent
+/// (the client resets it) than silently lost.
+#[inline(always)]
+fn try_egress(ctx: &TcContext) -> Option<()> {
+    let et: [u8; 2] = ctx.load(12).ok()?;
+    if et != [0x08, 0x00] {
+        return None;
+    }
+    let ip: [u8; 20] = ctx.load(ETH_HLEN).ok()?;
+    let proto = ip[9];
+    if ip[0] != 0x45 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return None;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let l4 = ETH_HLEN + 20;
+    let ports: [u8; 4] = ctx.load(l4).ok()?;
+    let key = FlowKey {
+        src_be: [ip[12], ip[13], ip[14], ip[15]],
+        dst_be: [ip[16], ip[17], ip[18], ip[19]],
+        sport_be: [ports[0], ports[1]],
+        dport_be: [ports[2], ports[3]],
+        proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    let rev = unsafe { *REVNAT.get_ptr(&key)? };
+    let (csum_off, mangled) = if proto == PROTO_TCP {
+        (l4 + 16, 0)
+    } else {
+        (l4 + 6, BPF_F_MARK_MANGLED_0)
+    };
+    let old_addr = u32::from_ne_bytes(key.src_be);
+    let new_addr = u32::from_ne_bytes(rev.vip_be);
+    let old_port = u16::from_ne_bytes(key.sport_be) as u64;
+    let new_port = u16::from_ne_bytes(rev.vport_be) as u64;
+    ctx.l4_csum_replace(
+        csum_off,
+        old_addr as u64,
+        new_addr as u64,
+        BPF_F_PSEUDO_HDR | mangled | 4,
+    )
+    .ok()?;
+    ctx.l4_csum_replace(csum_off, old_port, new_port, mangled | 2)
+        .ok()?;
+    ctx.l3_csum_replace(ETH_HLEN + 10, old_addr as u64, new_addr as u64, 4)
+        .ok()?;
+    ctx.store(ETH_HLEN + 12, &rev.vip_be, 0).ok()?;
+    ctx.store(l4, &rev.vport_be, 0).ok()?;
+    Some(())
+}
