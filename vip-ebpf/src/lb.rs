@@ -155,9 +155,9 @@ fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv4, flow: &FlowKey, b: &BackendValue)
         proto: flow.proto,
         _pad: [0; 3],
     };
-    if REVNAT.get_ptr(&rev).is_none() {
+    if REVNAT.get_ptr(rev).is_none() {
         let _ = REVNAT.insert(
-            &rev,
+            rev,
             RevValue {
                 vip_be: flow.dst_be,
                 vport_be: flow.dport_be,

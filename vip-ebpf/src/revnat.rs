@@ -11,7 +11,7 @@ const BPF_F_MARK_MANGLED_0: u64 = 32;
 #[inline(always)]
 pub fn egress(ctx: &TcContext) -> i32 {
     let _ = try_egress(ctx);
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 /// Any failure leaves the packet as it is: a reply we cannot rewrite is still better sent
@@ -41,7 +41,7 @@ fn try_egress(ctx: &TcContext) -> Option<()> {
         _pad: [0; 3],
     };
     // SAFETY: copied out at once.
-    let rev = unsafe { *REVNAT.get_ptr(&key)? };
+    let rev = unsafe { *REVNAT.get_ptr(key)? };
     let (csum_off, mangled) = if proto == PROTO_TCP {
         (l4 + 16, 0)
     } else {

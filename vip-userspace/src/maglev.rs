@@ -29,12 +29,12 @@ pub struct Entry {
 }
 
 fn is_prime(n: u32) -> bool {
-    if n < 3 || n % 2 == 0 {
+    if n < 3 || n.is_multiple_of(2) {
         return n == 2;
     }
     let mut i = 3u64;
     while i * i <= n as u64 {
-        if n as u64 % i == 0 {
+        if (n as u64).is_multiple_of(i) {
             return false;
         }
         i += 2;
