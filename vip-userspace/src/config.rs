@@ -103,6 +103,29 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub garp: Option<GarpFile>,
+    pub services: Option<Vec<ServiceFile>>,
+    pub hash_seed: Option<u32>,
+    pub maglev_size: Option<u32>,
+    pub max_services: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub vip: Option<String>,
+    pub port: Option<u16>,
+    pub protocol: Option<String>,
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub backends: Vec<BackendFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendFile {
+    pub addr: Option<String>,
+    pub port: Option<u16>,
+    pub weight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +148,73 @@ pub struct Overrides {
     pub log_level: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => vip_common::PROTO_TCP,
+            Proto::Udp => vip_common::PROTO_UDP,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// How a service's packets reach a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbMode {
+    /// Direct server return: only the destination MAC changes; backends hold the VIP on lo
+    /// and answer the client directly.
+    Dsr,
+    /// Destination NAT to backend:port; replies come back through this node (its address is
+    /// the backends' gateway) and tc egress restores VIP:port.
+    Nat,
+    /// This node serves it: the packet goes to the local stack.
+    Local,
+}
+
+impl LbMode {
+    pub fn code(self) -> u8 {
+        match self {
+            LbMode::Dsr => vip_common::MODE_DSR,
+            LbMode::Nat => vip_common::MODE_NAT,
+            LbMode::Local => vip_common::MODE_LOCAL,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbMode::Dsr => "dsr",
+            LbMode::Nat => "nat",
+            LbMode::Local => "local",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: Proto,
+    pub mode: LbMode,
+    pub backends: Vec<Backend>,
+}
+
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -137,7 +227,15 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub garp: GarpConfig,
+    pub services: Vec<Service>,
+    /// Cluster-wide flow hash seed: must be equal on every node.
+    pub hash_seed: u32,
+    pub maglev_size: u32,
+    pub max_services: u32,
 }
+
+/// Default seed: any fixed value works as long as every node uses the same one.
+pub const DEFAULT_HASH_SEED: u32 = 0x7669_7031;
 
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -181,8 +279,26 @@ pub fn resolve(file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
         ));
     }
     let raw_vips = ov.vips.or(file.vips).unwrap_or_default();
-    if raw_vips.is_empty() {
-        return Err(ConfigError::new("vips", "at least one VIP is required"));
+    let maglev_size = file.maglev_size.unwrap_or(vip_common::RING_SIZE);
+    if !crate::maglev::is_prime(maglev_size) || !(3..=1_000_003).contains(&maglev_size) {
+        return Err(ConfigError::new(
+            "maglev_size",
+            format!("{maglev_size} must be a prime between 3 and 1000003 (default 65537)"),
+        ));
+    }
+    let max_services = file.max_services.unwrap_or(vip_common::MAX_SERVICES);
+    if !(1..=4096).contains(&max_services) {
+        return Err(ConfigError::new(
+            "max_services",
+            "must be between 1 and 4096",
+        ));
+    }
+    let services = resolve_services(file.services.unwrap_or_default(), maglev_size, max_services)?;
+    if raw_vips.is_empty() && services.is_empty() {
+        return Err(ConfigError::new(
+            "vips",
+            "at least one VIP (or a service) is required",
+        ));
     }
     let mut vips = BTreeSet::new();
     for (i, raw) in raw_vips.iter().enumerate() {
@@ -191,6 +307,10 @@ pub fn resolve(file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
         if !vips.insert(ip) {
             return Err(ConfigError::new(field, format!("{ip} is listed twice")));
         }
+    }
+    // A service's VIP is a VIP like any other: owned, answered for, announced.
+    for svc in &services {
+        vips.insert(svc.vip);
     }
     let mode = match ov.mode.or(file.mode) {
         Some(m) => Mode::parse(&m, "mode")?,
@@ -262,7 +382,120 @@ pub fn resolve(file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
         log_format,
         log_level,
         garp,
+        services,
+        hash_seed: file.hash_seed.unwrap_or(DEFAULT_HASH_SEED),
+        maglev_size,
+        max_services,
     })
+}
+
+fn resolve_services(
+    files: Vec<ServiceFile>,
+    maglev_size: u32,
+    max_services: u32,
+) -> Result<Vec<Service>, ConfigError> {
+    if files.len() > max_services as usize {
+        return Err(ConfigError::new(
+            "services",
+            format!(
+                "{} services, more than max_services ({max_services})",
+                files.len()
+            ),
+        ));
+    }
+    let mut out: Vec<Service> = Vec::new();
+    for (i, f) in files.into_iter().enumerate() {
+        let at = |k: &str| format!("services[{i}].{k}");
+        let vip = parse_vip(
+            f.vip
+                .as_deref()
+                .ok_or_else(|| ConfigError::new(at("vip"), "required"))?,
+        )
+        .map_err(|m| ConfigError::new(at("vip"), m))?;
+        let port = f
+            .port
+            .ok_or_else(|| ConfigError::new(at("port"), "required"))?;
+        if port == 0 {
+            return Err(ConfigError::new(at("port"), "must be 1-65535"));
+        }
+        let proto = match f.protocol.as_deref().unwrap_or("tcp") {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            o => {
+                return Err(ConfigError::new(
+                    at("protocol"),
+                    format!("`{o}` is not tcp or udp"),
+                ))
+            }
+        };
+        let mode = match f.mode.as_deref().unwrap_or("dsr") {
+            "dsr" => LbMode::Dsr,
+            "nat" => LbMode::Nat,
+            "local" => LbMode::Local,
+            o => {
+                return Err(ConfigError::new(
+                    at("mode"),
+                    format!("`{o}` is not one of dsr, nat, local"),
+                ))
+            }
+        };
+        if out
+            .iter()
+            .any(|s| s.vip == vip && s.port == port && s.proto == proto)
+        {
+            return Err(ConfigError::new(
+                at("port"),
+                format!("{vip}:{port}/{} is defined twice", proto.as_str()),
+            ));
+        }
+        let mut backends: Vec<Backend> = Vec::new();
+        for (j, b) in f.backends.into_iter().enumerate() {
+            let bat = |k: &str| format!("services[{i}].backends[{j}].{k}");
+            let raw = b
+                .addr
+                .ok_or_else(|| ConfigError::new(bat("addr"), "required"))?;
+            let addr = parse_vip(&raw).map_err(|m| ConfigError::new(bat("addr"), m))?;
+            let bport = b.port.unwrap_or(port);
+            if bport == 0 {
+                return Err(ConfigError::new(bat("port"), "must be 1-65535"));
+            }
+            let weight = b.weight.unwrap_or(1);
+            if weight > 1000 {
+                return Err(ConfigError::new(bat("weight"), "must be 0-1000 (0 drains)"));
+            }
+            if backends.iter().any(|x| x.addr == addr && x.port == bport) {
+                return Err(ConfigError::new(
+                    bat("addr"),
+                    format!("{addr}:{bport} listed twice"),
+                ));
+            }
+            if mode == LbMode::Dsr && bport != port {
+                return Err(ConfigError::new(
+                    bat("port"),
+                    "dsr cannot change the port (the packet is not rewritten); use nat",
+                ));
+            }
+            backends.push(Backend {
+                addr,
+                port: bport,
+                weight,
+            });
+        }
+        if backends.len() > maglev_size as usize {
+            return Err(ConfigError::new(
+                at("backends"),
+                "more backends than maglev_size slots",
+            ));
+        }
+        out.push(Service {
+            vip,
+            port,
+            proto,
+            mode,
+            backends,
+        });
+    }
+    Ok(out)
 }
 
 fn parse_vip(raw: &str) -> Result<Ipv4Addr, String> {
@@ -337,6 +570,61 @@ mod tests {
         assert_eq!(c.garp.count, 3);
         assert_eq!(c.garp.window, Duration::from_millis(500));
         assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/vip"));
+    }
+
+    #[test]
+    fn services_resolve_and_add_their_vips() {
+        let c = resolve(
+            file("interface: eth0\nservices:\n  - vip: 192.0.2.50\n    port: 80\n    mode: nat\n    backends:\n      - {addr: 198.51.100.21, port: 8080}\n      - {addr: 198.51.100.22, weight: 2}\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.vips.contains(&Ipv4Addr::new(192, 0, 2, 50)));
+        let s = &c.services[0];
+        assert_eq!((s.port, s.proto, s.mode), (80, Proto::Tcp, LbMode::Nat));
+        assert_eq!(s.backends[0].port, 8080);
+        assert_eq!(s.backends[1].port, 80);
+        assert_eq!(s.backends[1].weight, 2);
+        assert_eq!(c.maglev_size, 65537);
+    }
+
+    #[test]
+    fn bad_service_fields_are_named() {
+        let base = "interface: eth0\nservices:\n";
+        let cases = [
+            ("  - {port: 80}\n", "services[0].vip"),
+            ("  - {vip: 192.0.2.5}\n", "services[0].port"),
+            (
+                "  - {vip: 192.0.2.5, port: 80, protocol: sctp}\n",
+                "services[0].protocol",
+            ),
+            (
+                "  - {vip: 192.0.2.5, port: 80, mode: magic}\n",
+                "services[0].mode",
+            ),
+            (
+                "  - {vip: 192.0.2.5, port: 80, backends: [{addr: x}]}\n",
+                "services[0].backends[0].addr",
+            ),
+            (
+                "  - {vip: 192.0.2.5, port: 80, backends: [{addr: 192.0.2.9, port: 81}]}\n",
+                "services[0].backends[0].port",
+            ),
+            (
+                "  - {vip: 192.0.2.5, port: 80}\n  - {vip: 192.0.2.5, port: 80}\n",
+                "services[1].port",
+            ),
+        ];
+        for (svc, field) in cases {
+            let e = resolve(file(&format!("{base}{svc}")), Overrides::default()).unwrap_err();
+            assert_eq!(e.field, field, "{svc}: {e}");
+        }
+        let e = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nmaglev_size: 1000\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "maglev_size");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::{
     config::{self, Config, ConfigError, Mode},
     dataplane::{
         attach::{self, AttachMode},
+        lb::LbMaps,
         load,
         maps::{Maps, StatsReader},
         DataplaneError,
@@ -19,7 +20,11 @@ use crate::{
         addr::{self, AddrError},
         link::{self, Link, LinkError},
     },
-    reconcile::{Backend, ReconcileError, Reconciler},
+    reconcile::{
+        lb::LbSide,
+        services::{ServiceError, ServiceSync},
+        Backend, ReconcileError, Reconciler,
+    },
     shutdown,
 };
 
@@ -39,13 +44,19 @@ pub enum DaemonError {
     Metrics(#[from] MetricsError),
     #[error("applying VIPs: {0}")]
     Reconcile(#[from] ReconcileError),
+    #[error("services: {0}")]
+    Services(#[from] ServiceError),
 }
+
+/// Re-reads the configuration (SIGHUP).
+pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
 
 /// The XDP program as attached, kept alive for the daemon's lifetime.
 struct XdpPlane {
     ebpf: Ebpf,
     link: XdpLinkId,
     mode: AttachMode,
+    tc: Option<aya::programs::tc::SchedClassifierLinkId>,
 }
 
 /// Checks that need the system: interface, local device and address conflicts. Failing here
@@ -64,14 +75,44 @@ pub async fn check(cfg: &Config, handle: &rtnetlink::Handle) -> Result<(), Daemo
     Ok(())
 }
 
-fn try_xdp(cfg: &Config, uplink: &Link) -> Result<(XdpPlane, Maps, StatsReader), DataplaneError> {
-    let mut ebpf = load::load(&cfg.pin_dir)?;
+struct XdpParts {
+    plane: XdpPlane,
+    maps: Maps,
+    lb: LbMaps,
+    reader: StatsReader,
+}
+
+fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
+    let sizes = load::Sizes {
+        ring_size: cfg.maglev_size,
+        max_services: cfg.max_services,
+    };
+    let mut ebpf = load::load(&cfg.pin_dir, sizes)?;
     load::spawn_log_forwarder(&mut ebpf);
     let mut maps = Maps::take(&mut ebpf)?;
+    let lb = LbMaps::take(&mut ebpf)?;
     maps.set_iface(uplink.index, uplink.mac)?;
     let reader = StatsReader::open(&cfg.pin_dir)?;
+    // Reverse NAT first, so a nat reply never leaves unrewritten once XDP forwards.
+    let tc = match attach::attach_tc_egress(&mut ebpf, &cfg.interface) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(error = %e, "tc egress not attached: nat services will not work");
+            None
+        }
+    };
     let (link, mode) = attach::attach(&mut ebpf, &cfg.interface, uplink.index)?;
-    Ok((XdpPlane { ebpf, link, mode }, maps, reader))
+    Ok(XdpParts {
+        plane: XdpPlane {
+            ebpf,
+            link,
+            mode,
+            tc,
+        },
+        maps,
+        lb,
+        reader,
+    })
 }
 
 /// How often the uplink is checked. A vanished or replaced uplink (new ifindex or MAC) tears
@@ -85,7 +126,12 @@ struct Running {
     rec: Reconciler,
 }
 
-pub async fn run(cfg: Config, keep_pinned: bool) -> Result<(), DaemonError> {
+pub async fn run(
+    cfg: Config,
+    keep_pinned: bool,
+    reload: Option<Reload>,
+) -> Result<(), DaemonError> {
+    let mut cfg = cfg;
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
     let state = Arc::new(State::default());
@@ -102,9 +148,22 @@ pub async fn run(cfg: Config, keep_pinned: bool) -> Result<(), DaemonError> {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(LINK_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let sig = loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             sig = &mut shutdown => break sig,
+            _ = hangup => {
+                if let Some(r) = &reload {
+                    reload_config(r, &mut cfg, running.as_mut(), &state).await;
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         let current = match link::get(&handle, &cfg.interface).await {
@@ -164,6 +223,64 @@ pub async fn run(cfg: Config, keep_pinned: bool) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
+/// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are
+/// kept as they are, with a warning naming them.
+async fn reload_config(
+    reload: &Reload,
+    cfg: &mut Config,
+    running: Option<&mut Running>,
+    state: &State,
+) {
+    let new = match reload() {
+        Ok(c) => c,
+        Err(e) => {
+            state.reload_errors.inc();
+            tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+            return;
+        }
+    };
+    let fixed = [
+        ("interface", new.interface != cfg.interface),
+        ("mode", new.mode != cfg.mode),
+        ("pin_dir", new.pin_dir != cfg.pin_dir),
+        ("local_device", new.local_device != cfg.local_device),
+        ("metrics_addr", new.metrics_addr != cfg.metrics_addr),
+        ("maglev_size", new.maglev_size != cfg.maglev_size),
+        ("max_services", new.max_services != cfg.max_services),
+        ("hash_seed", new.hash_seed != cfg.hash_seed),
+    ];
+    for (field, changed) in fixed {
+        if changed {
+            tracing::warn!(field, "changed in the file but needs a restart; ignored");
+        }
+    }
+    cfg.vips = new.vips;
+    cfg.services = new.services;
+    cfg.garp = new.garp;
+    let Some(r) = running else {
+        tracing::info!("configuration reloaded; applied when the uplink returns");
+        return;
+    };
+    let desired = Desired::from_config(cfg);
+    let owned = election::single::owned(&desired);
+    let res = async {
+        r.rec.apply_services(&desired.services).await?;
+        r.rec.apply(&owned).await
+    }
+    .await;
+    match res {
+        Ok(()) => {
+            state.reloads.inc();
+            tracing::info!(vips = ?r.rec.applied(), services = desired.services.len(), "configuration reloaded");
+        }
+        Err(e) => {
+            state.reload_errors.inc();
+            tracing::error!(error = %e, "applying the reloaded configuration failed");
+        }
+    }
+}
+
 /// Load/attach the data plane on `uplink` (or fall back to the kernel), then own the VIPs.
 async fn bring_up(
     cfg: &Config,
@@ -177,17 +294,29 @@ async fn bring_up(
             uplink_index: uplink.index,
         },
         Mode::Xdp | Mode::Auto => match try_xdp(cfg, &uplink) {
-            Ok((p, maps, reader)) => {
+            Ok(parts) => {
+                let p = parts.plane;
                 tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached");
                 if let Ok(mut s) = state.stats.lock() {
-                    *s = Some(reader);
+                    *s = Some(parts.reader);
                 }
                 plane = Some(p);
+                let Some(local_index) = link::index(&cfg.local_device) else {
+                    teardown(plane, cfg, state, false);
+                    return Err(ConfigError::new("local_device", "device disappeared").into());
+                };
+                let sync = match ServiceSync::new(parts.lb, cfg.maglev_size, cfg.hash_seed) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        teardown(plane, cfg, state, false);
+                        return Err(e.into());
+                    }
+                };
                 Backend::Xdp {
-                    maps: Box::new(maps),
+                    maps: Box::new(parts.maps),
                     uplink_index: uplink.index,
-                    local_index: link::index(&cfg.local_device)
-                        .ok_or_else(|| ConfigError::new("local_device", "device disappeared"))?,
+                    local_index,
+                    lb: Box::new(LbSide::new(sync, &cfg.interface, uplink.index)),
                 }
             }
             Err(e) if cfg.mode == Mode::Auto => {
@@ -215,8 +344,11 @@ async fn bring_up(
         cfg.garp,
         state.clone(),
     );
-    let owned = election::single::owned(&Desired::from_config(cfg));
+    let desired = Desired::from_config(cfg);
+    let owned = election::single::owned(&desired);
+    // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = async {
+        rec.apply_services(&desired.services).await?;
         rec.prune_stale(&owned)?;
         rec.apply(&owned).await
     }
@@ -255,6 +387,11 @@ fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: b
         *s = None;
     }
     if let Some(mut p) = plane {
+        if let Some(tc) = p.tc.take() {
+            if let Err(e) = attach::detach_tc_egress(&mut p.ebpf, tc) {
+                tracing::warn!(error = %e, "tc egress detach");
+            }
+        }
         match attach::program(&mut p.ebpf).and_then(|prog| Ok(prog.detach(p.link)?)) {
             Ok(()) => tracing::info!(iface = %cfg.interface, "XDP detached"),
             // Expected when the device is already gone: the kernel dropped the attachment.

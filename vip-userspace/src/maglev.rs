@@ -28,7 +28,7 @@ pub struct Entry {
     pub weight: u32,
 }
 
-fn is_prime(n: u32) -> bool {
+pub fn is_prime(n: u32) -> bool {
     if n < 3 || n.is_multiple_of(2) {
         return n == 2;
     }

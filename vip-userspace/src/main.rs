@@ -52,7 +52,16 @@ fn run(args: vip_userspace::cli::RunArgs) -> ExitCode {
         if let Err(e) = checked {
             return report(e);
         }
-        match daemon::run(cfg, args.keep_pinned).await {
+        let reload_args = args.overrides();
+        let path = args.config.clone();
+        let reload: daemon::Reload = Box::new(move || {
+            let file = match &path {
+                Some(p) => config::load_file(p)?,
+                None => config::FileConfig::default(),
+            };
+            config::resolve(file, reload_args.clone())
+        });
+        match daemon::run(cfg, args.keep_pinned, Some(reload)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(e),
         }

@@ -43,6 +43,8 @@ pub struct State {
     pub uplink_present: prometheus_client::metrics::gauge::Gauge,
     pub dataplane_restarts: Counter,
     pub reconcile_errors: Counter,
+    pub reloads: Counter,
+    pub reload_errors: Counter,
 }
 
 impl std::fmt::Debug for State {
@@ -217,6 +219,16 @@ pub fn registry(state: Arc<State>) -> Registry {
         "vip_reconcile_errors",
         "Errors while releasing or acquiring VIPs",
         state.reconcile_errors.clone(),
+    );
+    r.register(
+        "vip_config_reloads",
+        "Configuration reloads applied (SIGHUP)",
+        state.reloads.clone(),
+    );
+    r.register(
+        "vip_config_reload_errors",
+        "Configuration reloads rejected or failed",
+        state.reload_errors.clone(),
     );
     r.register_collector(Box::new(DataplaneCollector(state)));
     r

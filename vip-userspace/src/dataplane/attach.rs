@@ -53,3 +53,42 @@ pub fn attach(
         }
     }
 }
+
+/// Attach the reverse-NAT program to tc egress (TCX on 6.6+, else a clsact qdisc).
+pub fn attach_tc_egress(
+    ebpf: &mut Ebpf,
+    iface: &str,
+) -> Result<aya::programs::tc::SchedClassifierLinkId, DataplaneError> {
+    use aya::programs::{tc, SchedClassifier, TcAttachType};
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(vip_common::TC_EGRESS_PROG)
+        .ok_or(DataplaneError::MissingProgram(vip_common::TC_EGRESS_PROG))?
+        .try_into()?;
+    prog.load()?;
+    match prog.attach(iface, TcAttachType::Egress) {
+        Ok(id) => Ok(id),
+        Err(first) => {
+            // Older kernels attach through a clsact qdisc, which may not exist yet.
+            if let Err(e) = tc::qdisc_add_clsact(iface) {
+                tracing::debug!(error = %e, "clsact qdisc");
+            }
+            prog.attach(iface, TcAttachType::Egress).map_err(|e| {
+                tracing::debug!(first = %first, "tc attach without clsact failed");
+                e.into()
+            })
+        }
+    }
+}
+
+pub fn detach_tc_egress(
+    ebpf: &mut Ebpf,
+    id: aya::programs::tc::SchedClassifierLinkId,
+) -> Result<(), DataplaneError> {
+    use aya::programs::SchedClassifier;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(vip_common::TC_EGRESS_PROG)
+        .ok_or(DataplaneError::MissingProgram(vip_common::TC_EGRESS_PROG))?
+        .try_into()?;
+    prog.detach(id)?;
+    Ok(())
+}

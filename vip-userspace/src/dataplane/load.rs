@@ -17,12 +17,36 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// (symbol in the object, file name under the pin dir) for every pinned map.
-pub const PINNED: [(&str, &str); 4] = [
+pub const PINNED: [(&str, &str); 12] = [
     (map_names::VIPS, pin_names::VIPS),
     (map_names::IFACES, pin_names::IFACES),
     (map_names::STATS, pin_names::STATS),
     (map_names::VIP_STATS, pin_names::VIP_STATS),
+    (map_names::CONFIG, pin_names::CONFIG),
+    (map_names::SERVICES, pin_names::SERVICES),
+    (map_names::BACKENDS, pin_names::BACKENDS),
+    (map_names::RINGS, pin_names::RINGS),
+    (map_names::CONNTRACK, pin_names::CONNTRACK),
+    (map_names::REVNAT, pin_names::REVNAT),
+    (map_names::SVC_STATS, pin_names::SVC_STATS),
+    (map_names::BACKEND_STATS, pin_names::BACKEND_STATS),
 ];
+
+/// Sizes that depend on configuration, applied before the maps are created.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub ring_size: u32,
+    pub max_services: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            ring_size: vip_common::RING_SIZE,
+            max_services: vip_common::MAX_SERVICES,
+        }
+    }
+}
 
 fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
@@ -76,20 +100,43 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
 
 /// Load the object, re-using maps already pinned under `pin_dir` (a restarted daemon keeps
 /// the state the data plane had) and pinning new ones there.
-pub fn load(pin_dir: &Path) -> Result<Ebpf, DataplaneError> {
-    load_bytes(OBJECT, pin_dir)
-}
-
-pub fn load_bytes(object: &[u8], pin_dir: &Path) -> Result<Ebpf, DataplaneError> {
-    if object.is_empty() {
+pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
+    if OBJECT.is_empty() {
         return Err(DataplaneError::NotBuilt);
     }
     ensure_pin_dir(pin_dir)?;
+    let rings = sizes
+        .max_services
+        .saturating_mul(2)
+        .saturating_mul(sizes.ring_size);
+    // A kept pin of another size cannot be reused: the loader would refuse it. Such maps hold
+    // only what the reconciler writes again, so they are replaced.
+    for (sym, file, want) in [
+        (map_names::RINGS, pin_names::RINGS, rings),
+        (
+            map_names::SVC_STATS,
+            pin_names::SVC_STATS,
+            sizes.max_services,
+        ),
+        (map_names::SERVICES, pin_names::SERVICES, sizes.max_services),
+    ] {
+        let p = pin_dir.join(file);
+        if let Ok(m) = aya::maps::MapData::from_pin(&p) {
+            if m.info().map(|i| i.max_entries()).ok() != Some(want) {
+                tracing::info!(map = sym, "pinned map has another size; replacing it");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
     let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(map_names::RINGS, rings)
+        .map_max_entries(map_names::SVC_STATS, sizes.max_services)
+        .map_max_entries(map_names::SERVICES, sizes.max_services);
     for (sym, file) in PINNED {
         loader.map_pin_path(sym, pin_dir.join(file));
     }
-    Ok(loader.load(object)?)
+    Ok(loader.load(OBJECT)?)
 }
 
 /// Remove vip's pins and the directory if nothing else is in it.

@@ -2,6 +2,8 @@
 pub mod addr;
 pub mod garp;
 pub mod link;
+pub mod neigh;
+pub mod sysctl;
 
 use std::num::NonZeroI32;
 

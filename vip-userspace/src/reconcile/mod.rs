@@ -8,11 +8,14 @@ use std::{
     sync::Arc,
 };
 
+pub mod lb;
+pub mod services;
+
 use rtnetlink::Handle;
 use tokio::task::JoinHandle;
 
 use crate::{
-    config::GarpConfig,
+    config::{GarpConfig, LbMode, Service},
     dataplane::{maps::Maps, DataplaneError},
     metrics::State,
     net::{
@@ -27,6 +30,8 @@ pub enum ReconcileError {
     Dataplane(#[from] DataplaneError),
     #[error("address {ip}: {source}")]
     Addr { ip: Ipv4Addr, source: AddrError },
+    #[error("services: {0}")]
+    Services(#[from] services::ServiceError),
 }
 
 /// Where the VIP is made reachable.
@@ -36,6 +41,7 @@ pub enum Backend {
         maps: Box<Maps>,
         uplink_index: u32,
         local_index: u32,
+        lb: Box<lb::LbSide>,
     },
     /// The kernel answers ARP: the VIP is bound on the uplink.
     Kernel { uplink_index: u32 },
@@ -75,6 +81,38 @@ impl Reconciler {
             garp,
             state,
             applied: BTreeMap::new(),
+        }
+    }
+
+    /// Services into the data plane (XDP only; the kernel backend cannot balance, so the
+    /// VIP's traffic reaches this node's own stack and that is said once in the log).
+    pub async fn apply_services(&mut self, services: &[Service]) -> Result<(), ReconcileError> {
+        match &mut self.backend {
+            Backend::Xdp { lb, .. } => {
+                let ch = lb.apply(&self.handle, services).await?;
+                if ch != services::Changes::default() {
+                    tracing::info!(
+                        added = ch.added,
+                        updated = ch.updated,
+                        removed = ch.removed,
+                        slots = ch.slots_written,
+                        "services applied"
+                    );
+                }
+            }
+            Backend::Kernel { .. } => {
+                if services.iter().any(|s| s.mode != LbMode::Local) {
+                    tracing::warn!("kernel data plane: services are not load-balanced; their traffic goes to this node's stack");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn services(&self) -> Option<&services::ServiceSync> {
+        match &self.backend {
+            Backend::Xdp { lb, .. } => Some(&lb.sync),
+            Backend::Kernel { .. } => None,
         }
     }
 
@@ -126,6 +164,7 @@ impl Reconciler {
                 maps,
                 uplink_index,
                 local_index,
+                ..
             } => {
                 maps.own(ip, *uplink_index)?;
                 *local_index
@@ -215,9 +254,16 @@ impl Reconciler {
             }
         }
         if let Backend::Xdp {
-            maps, uplink_index, ..
+            maps,
+            uplink_index,
+            lb,
+            ..
         } = &mut self.backend
         {
+            if let Err(e) = lb.sync.apply(&[]) {
+                first.get_or_insert(e.into());
+            }
+            lb.release(&self.handle).await;
             if let Err(e) = maps.remove_iface(*uplink_index) {
                 first.get_or_insert(e.into());
             }
