@@ -166,6 +166,60 @@ impl Collector for DataplaneCollector {
                 "IPv4 packets to a VIP seen by XDP",
                 s.ipv4_to_vip,
             )?;
+            counter(
+                &mut enc,
+                "vip_lb_forwarded_packets",
+                "Service packets forwarded to a backend",
+                s.lb_forward,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_local_packets",
+                "Packets of local services handed to this node's stack",
+                s.lb_local,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_conntrack_hits",
+                "Service packets of known flows",
+                s.ct_hit,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_new_flows",
+                "Flows placed by Maglev",
+                s.ct_new,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_no_backend_drops",
+                "Service packets dropped: no backend",
+                s.lb_no_backend,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_fragments_passed",
+                "IPv4 fragments to a VIP, passed to the stack",
+                s.lb_fragment,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_ip_options_passed",
+                "Service packets with IP options or a VLAN tag, passed",
+                s.lb_ip_options,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_fib_no_neigh",
+                "Backend next hop unresolved (nat: passed, dsr: dropped)",
+                s.fib_no_neigh,
+            )?;
+            counter(
+                &mut enc,
+                "vip_lb_fib_failures",
+                "No route to a backend: dropped",
+                s.fib_fail,
+            )?;
         }
         let rows = reader.per_vip();
         let col = |f: fn(&vip_common::VipStats) -> u64| -> Vec<(String, u64)> {

@@ -1,15 +1,16 @@
 //! The real daemon on a namespace bed: client and node on a bridge "switch".
 //! Each test builds its own bed (named after the test) and tears it down on drop.
-use std::{fs::File, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+mod common;
+use common::{metric, metrics, Daemon, METRICS};
 use testbed::{
     addrs, arping, has_xdp, http_get, neighbour, parse_mac, poll, require_root_and_bpf,
-    tcp_request, Bed, Capture, Proc, TcpServer,
+    tcp_request, Bed, Capture, TcpServer,
 };
 use vip_userspace::dataplane::maps::StatsReader;
 
 const VIP: &str = "192.0.2.100";
-const METRICS: &str = "127.0.0.1:9472";
 
 fn bed(tag: &str) -> Bed {
     require_root_and_bpf();
@@ -17,74 +18,6 @@ fn bed(tag: &str) -> Bed {
         &format!("vt{tag}"),
         &[("client", "192.0.2.10/24"), ("node", "192.0.2.11/24")],
     )
-}
-
-struct Daemon {
-    proc: Proc,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(bed: &Bed, args: &[&str]) -> Daemon {
-        let node = bed.host("node");
-        let log = std::env::temp_dir().join(format!("{}-vip.log", bed.prefix));
-        let f = File::create(&log).unwrap();
-        let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_vip"));
-        cmd.arg("run")
-            .args(["--interface", "eth0", "--metrics-addr", METRICS])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(f));
-        let mut d = Daemon {
-            proc: Proc::spawn(cmd),
-            log,
-        };
-        let metrics: SocketAddr = METRICS.parse().unwrap();
-        let ready = poll(Duration::from_secs(10), || {
-            if let Ok(Some(st)) = d.proc.child.try_wait() {
-                panic!("daemon exited early ({st}):\n{}", d.logs());
-            }
-            match http_get(&node.ns, metrics, "/readyz") {
-                Ok((200, _)) => Some(()),
-                _ => None,
-            }
-        });
-        assert!(ready.is_some(), "daemon not ready in 10 s:\n{}", d.logs());
-        d
-    }
-
-    /// XDP mode owning VIP, maps pinned under `pins`.
-    fn start_xdp(bed: &Bed, pins: &std::path::Path) -> Daemon {
-        let pins = pins.to_str().unwrap();
-        Daemon::start(bed, &["--vip", VIP, "--mode", "xdp", "--pin-dir", pins])
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and the exit status within 10 s.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        self.proc.signal(libc::SIGTERM);
-        self.proc
-            .wait_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("daemon did not exit on SIGTERM:\n{}", self.logs()))
-    }
-}
-
-fn metrics(bed: &Bed) -> String {
-    let (code, body) = http_get(&bed.host("node").ns, METRICS.parse().unwrap(), "/metrics")
-        .expect("metrics reachable");
-    assert_eq!(code, 200);
-    body
-}
-
-fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
 }
 
 fn pin_dir(tag: &str) -> PathBuf {

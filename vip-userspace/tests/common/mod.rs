@@ -1,0 +1,81 @@
+//! Shared by the namespace tests: the daemon as a child process in the node's namespace,
+//! and its metrics.
+#![allow(dead_code)]
+use std::{fs::File, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+
+use testbed::{http_get, poll, Bed, Proc};
+
+pub const METRICS: &str = "127.0.0.1:9472";
+pub const VIP: &str = "192.0.2.100";
+
+pub struct Daemon {
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(bed: &Bed, args: &[&str]) -> Daemon {
+        let node = bed.host("node");
+        let log = std::env::temp_dir().join(format!("{}-vip.log", bed.prefix));
+        let f = File::create(&log).unwrap();
+        let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_vip"));
+        cmd.arg("run")
+            .args(["--interface", "eth0", "--metrics-addr", METRICS])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(f));
+        let mut d = Daemon {
+            proc: Proc::spawn(cmd),
+            log,
+        };
+        let metrics: SocketAddr = METRICS.parse().unwrap();
+        let ready = poll(Duration::from_secs(10), || {
+            if let Ok(Some(st)) = d.proc.child.try_wait() {
+                panic!("daemon exited early ({st}):\n{}", d.logs());
+            }
+            match http_get(&node.ns, metrics, "/readyz") {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+        assert!(ready.is_some(), "daemon not ready in 10 s:\n{}", d.logs());
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.child.id() as i32
+    }
+
+    /// XDP mode owning VIP, maps pinned under `pins`.
+    pub fn start_xdp(bed: &Bed, pins: &std::path::Path) -> Daemon {
+        let pins = pins.to_str().unwrap();
+        Daemon::start(bed, &["--vip", VIP, "--mode", "xdp", "--pin-dir", pins])
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status within 10 s.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.proc.signal(libc::SIGTERM);
+        self.proc
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("daemon did not exit on SIGTERM:\n{}", self.logs()))
+    }
+}
+
+pub fn metrics(bed: &Bed) -> String {
+    let (code, body) = http_get(&bed.host("node").ns, METRICS.parse().unwrap(), "/metrics")
+        .expect("metrics reachable");
+    assert_eq!(code, 200);
+    body
+}
+
+pub fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
+}
