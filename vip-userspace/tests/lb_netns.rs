@@ -71,7 +71,11 @@ impl Lb {
             ));
             // In dsr a UDP server must answer from the VIP: bound to 0.0.0.0 it would
             // reply from its own address (the route's source), which the client rejects.
-            let udp_bind = if nat { "0.0.0.0:9000".to_string() } else { format!("{VIP}:9000") };
+            let udp_bind = if nat {
+                "0.0.0.0:9000".to_string()
+            } else {
+                format!("{VIP}:9000")
+            };
             udp.push(UdpServer::start(&h.ns, udp_bind.parse().unwrap(), b));
         }
         let cfg = std::env::temp_dir().join(format!("vl{tag}.yaml"));
