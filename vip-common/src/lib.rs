@@ -17,6 +17,7 @@ pub mod map_names {
     pub const REVNAT: &str = "REVNAT";
     pub const SVC_STATS: &str = "SVC_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const BENCH_FRAME: &str = "BENCH_FRAME";
 }
 
 /// File names under the pin directory (`/sys/fs/bpf/vip/`), lower case for operators.
@@ -39,6 +40,9 @@ pub mod pin_names {
 pub const XDP_PROG: &str = "vip_xdp";
 /// Name of the tc egress program (reverse NAT for `nat` services).
 pub const TC_EGRESS_PROG: &str = "vip_tc_egress";
+/// Benchmark-only entries (never attached): restore the frame, then run vip_xdp / nothing.
+pub const BENCH_PROG: &str = "vip_bench";
+pub const BENCH_NOOP_PROG: &str = "vip_bench_noop";
 
 pub const MAX_VIPS: u32 = 4096;
 pub const MAX_IFACES: u32 = 64;
