@@ -32,6 +32,12 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         return None;
     }
     let l4 = frame.l3_off + ip.ihl_bytes;
+    // A truncated L4 header is malformed: the stack drops it with the right counters.
+    if ip.proto == PROTO_TCP {
+        ptr_at::<[u8; 20]>(ctx, l4)?;
+    } else {
+        ptr_at::<[u8; 8]>(ctx, l4)?;
+    }
     let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
     // SAFETY: bounds-checked by ptr_at.
     let ports = unsafe { *ports };

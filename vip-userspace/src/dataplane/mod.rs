@@ -4,6 +4,7 @@ pub mod attach;
 pub mod lb;
 pub mod load;
 pub mod maps;
+pub mod refmodel;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,347 @@
+//! A reference model of the XDP program: given the same map contents and the same FIB, it
+//! takes the same decision and produces the same bytes for any frame. The fuzz test runs
+//! frames through the kernel (BPF_PROG_TEST_RUN) and through this model and requires exact
+//! agreement, so every branch of the program has a second, independent reading here.
+use std::collections::HashMap;
+
+use vip_common::{
+    csum_replace2, csum_replace4, flow_hash, BackendValue, Config, FlowKey, FlowValue, IfaceValue,
+    RevValue, ServiceKey, ServiceValue, VipValue, BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT,
+    PROTO_TCP, PROTO_UDP, RING_EMPTY, VIP_F_OWNED,
+};
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// What the kernel's FIB answers for a next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fib {
+    Success {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
+    /// Route found, no neighbour entry.
+    NoNeigh,
+    /// No route, forwarding disabled, or the packet is larger than the route's MTU.
+    Fail,
+}
+
+/// The FIB as the model sees it: per destination, plus the MTU the kernel checks first.
+#[derive(Debug, Clone, Default)]
+pub struct FibTable {
+    pub routes: HashMap<[u8; 4], Fib>,
+    pub mtu: u16,
+}
+
+impl FibTable {
+    fn lookup(&self, dst: [u8; 4], tot_len: u16) -> Fib {
+        match self.routes.get(&dst) {
+            None | Some(Fib::Fail) => Fib::Fail,
+            // The kernel checks the MTU once the route is known, before the neighbour.
+            Some(_) if tot_len > self.mtu => Fib::Fail,
+            Some(f) => *f,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    pub vips: HashMap<[u8; 4], VipValue>,
+    pub ifaces: HashMap<u32, IfaceValue>,
+    pub config: Config,
+    pub services: HashMap<ServiceKey, ServiceValue>,
+    /// Slot -> value for every slot the model may read; unknown slots read as 0 (array maps
+    /// start zeroed). `rings_len` is the map's size: reads beyond it fail.
+    pub rings: HashMap<u32, u32>,
+    pub rings_len: u32,
+    pub backends: Vec<BackendValue>,
+    pub conntrack: HashMap<FlowKey, FlowValue>,
+    pub revnat: HashMap<FlowKey, RevValue>,
+    pub fib: FibTable,
+}
+
+fn be16(f: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([f[off], f[off + 1]])
+}
+
+fn a4(f: &[u8], off: usize) -> [u8; 4] {
+    [f[off], f[off + 1], f[off + 2], f[off + 3]]
+}
+
+impl Model {
+    /// Run one frame arriving on `ingress`; the frame is rewritten in place.
+    pub fn run(&mut self, f: &mut [u8], ingress: u32) -> u32 {
+        if f.len() < 14 {
+            return XDP_PASS;
+        }
+        let mut et = be16(f, 12);
+        let mut l3 = 14;
+        if et == 0x8100 || et == 0x88a8 {
+            if f.len() < 18 {
+                return XDP_PASS;
+            }
+            et = be16(f, 16);
+            l3 = 18;
+        }
+        match et {
+            0x0806 => self.arp(f, l3, ingress),
+            0x0800 => self.ipv4(f, l3, ingress),
+            _ => XDP_PASS,
+        }
+    }
+
+    fn arp(&mut self, f: &mut [u8], l3: usize, ingress: u32) -> u32 {
+        if f.len() < l3 + 28 {
+            return XDP_PASS;
+        }
+        if be16(f, l3) != 1 || be16(f, l3 + 2) != 0x0800 || f[l3 + 4] != 6 || f[l3 + 5] != 4 {
+            return XDP_PASS;
+        }
+        let sha: [u8; 6] = f[l3 + 8..l3 + 14].try_into().unwrap_or_default();
+        let spa = a4(f, l3 + 14);
+        let tpa = a4(f, l3 + 24);
+        if be16(f, l3 + 6) != 1 || spa == tpa {
+            return XDP_PASS;
+        }
+        let Some(vip) = self.vips.get(&tpa) else {
+            return XDP_PASS;
+        };
+        let owned = vip.flags & VIP_F_OWNED != 0 && (vip.ifindex == 0 || vip.ifindex == ingress);
+        if !owned {
+            return XDP_DROP;
+        }
+        let Some(iface) = self.ifaces.get(&ingress) else {
+            return XDP_PASS;
+        };
+        let src: [u8; 6] = f[6..12].try_into().unwrap_or_default();
+        f[0..6].copy_from_slice(&src);
+        f[6..12].copy_from_slice(&iface.mac);
+        f[l3 + 6..l3 + 8].copy_from_slice(&2u16.to_be_bytes());
+        f[l3 + 8..l3 + 14].copy_from_slice(&iface.mac);
+        f[l3 + 14..l3 + 18].copy_from_slice(&tpa);
+        f[l3 + 18..l3 + 24].copy_from_slice(&sha);
+        f[l3 + 24..l3 + 28].copy_from_slice(&spa);
+        XDP_TX
+    }
+
+    fn ipv4(&mut self, f: &mut [u8], l3: usize, ingress: u32) -> u32 {
+        if f.len() < l3 + 20 || f[l3] >> 4 != 4 || f[l3] & 0x0f < 5 {
+            return XDP_PASS;
+        }
+        let proto = f[l3 + 9];
+        let ihl = (f[l3] & 0x0f) as usize * 4;
+        let fragment = be16(f, l3 + 6) & 0x3fff != 0;
+        let tot_len = be16(f, l3 + 2);
+        let src = a4(f, l3 + 12);
+        let dst = a4(f, l3 + 16);
+        if proto != PROTO_TCP && proto != PROTO_UDP || fragment {
+            return XDP_PASS;
+        }
+        let l4 = l3 + ihl;
+        let need = if proto == PROTO_TCP { 20 } else { 8 };
+        if f.len() < l4 + need {
+            return XDP_PASS;
+        }
+        let sport = [f[l4], f[l4 + 1]];
+        let dport = [f[l4 + 2], f[l4 + 3]];
+        let key = ServiceKey {
+            addr_be: dst,
+            port_be: dport,
+            proto,
+            _pad: 0,
+        };
+        let Some(svc) = self.services.get(&key).copied() else {
+            return XDP_PASS;
+        };
+        if svc.mode == MODE_LOCAL || ihl != 20 || l3 != 14 {
+            return XDP_PASS;
+        }
+        let flow = FlowKey {
+            src_be: src,
+            dst_be: dst,
+            sport_be: sport,
+            dport_be: dport,
+            proto,
+            _pad: [0; 3],
+        };
+        let syn = proto == PROTO_TCP && f[l4 + 13] & 0x12 == 0x02;
+        let Some(b) = self.pick(&flow, &svc, syn) else {
+            return XDP_DROP;
+        };
+        match svc.mode {
+            MODE_DSR => self.send(f, b.addr_be, tot_len, ingress, false),
+            MODE_NAT => {
+                self.dnat(f, l3, proto, b.addr_be, b.port_be);
+                let rev = FlowKey {
+                    src_be: b.addr_be,
+                    dst_be: src,
+                    sport_be: b.port_be,
+                    dport_be: sport,
+                    proto,
+                    _pad: [0; 3],
+                };
+                self.revnat.entry(rev).or_insert(RevValue {
+                    vip_be: dst,
+                    vport_be: dport,
+                    _pad: [0; 2],
+                });
+                self.send(f, b.addr_be, tot_len, ingress, true)
+            }
+            _ => XDP_PASS,
+        }
+    }
+
+    fn backend(&self, id: u32) -> Option<BackendValue> {
+        self.backends.get(id as usize).copied()
+    }
+
+    fn pick(&mut self, flow: &FlowKey, svc: &ServiceValue, syn: bool) -> Option<BackendValue> {
+        if !syn {
+            if let Some(fv) = self.conntrack.get(flow) {
+                if let Some(b) = self.backend(fv.backend) {
+                    if b.flags & BACKEND_F_ACTIVE != 0 && b.gen == fv.gen {
+                        return Some(b);
+                    }
+                }
+            }
+        }
+        let m = self.config.ring_size;
+        if m == 0 {
+            return None;
+        }
+        let h = flow_hash(
+            flow.src_be,
+            flow.sport_be,
+            flow.dport_be,
+            flow.proto,
+            self.config.hash_seed,
+        );
+        let idx = svc.ring_base(m).wrapping_add(h % m);
+        if idx >= self.rings_len {
+            return None;
+        }
+        let id = self.rings.get(&idx).copied().unwrap_or(0);
+        if id == RING_EMPTY {
+            return None;
+        }
+        let b = self.backend(id)?;
+        if b.flags & BACKEND_F_ACTIVE == 0 {
+            return None;
+        }
+        self.conntrack.insert(
+            *flow,
+            FlowValue {
+                backend: id,
+                gen: b.gen,
+            },
+        );
+        Some(b)
+    }
+
+    fn dnat(&self, f: &mut [u8], l3: usize, proto: u8, addr: [u8; 4], port: [u8; 2]) {
+        let l4 = l3 + 20;
+        let csum_off = if proto == PROTO_TCP { l4 + 16 } else { l4 + 6 };
+        let old_addr = a4(f, l3 + 16);
+        let ipc = csum_replace4(be16(f, l3 + 10), old_addr, addr);
+        f[l3 + 10..l3 + 12].copy_from_slice(&ipc.to_be_bytes());
+        f[l3 + 16..l3 + 20].copy_from_slice(&addr);
+        let old_port = be16(f, l4 + 2);
+        f[l4 + 2..l4 + 4].copy_from_slice(&port);
+        let old = be16(f, csum_off);
+        let mut c = csum_replace4(old, old_addr, addr);
+        c = csum_replace2(c, old_port, u16::from_be_bytes(port));
+        if proto != PROTO_TCP {
+            c = if old == 0 {
+                0
+            } else if c == 0 {
+                0xffff
+            } else {
+                c
+            };
+        }
+        f[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
+    }
+
+    fn send(
+        &self,
+        f: &mut [u8],
+        next: [u8; 4],
+        tot_len: u16,
+        ingress: u32,
+        pass_no_neigh: bool,
+    ) -> u32 {
+        match self.fib.lookup(next, tot_len) {
+            Fib::Fail => XDP_DROP,
+            Fib::NoNeigh => {
+                if pass_no_neigh {
+                    XDP_PASS
+                } else {
+                    XDP_DROP
+                }
+            }
+            Fib::Success {
+                ifindex,
+                smac,
+                dmac,
+            } => {
+                f[0..6].copy_from_slice(&dmac);
+                f[6..12].copy_from_slice(&smac);
+                if ifindex == ingress {
+                    XDP_TX
+                } else {
+                    XDP_REDIRECT
+                }
+            }
+        }
+    }
+}
+
+/// Fill a model from the maps pinned under `pin_dir` (rings: only the live ring of each
+/// service, the only slots the program can read).
+pub fn from_pins(pin_dir: &std::path::Path, fib: FibTable) -> Result<Model, super::DataplaneError> {
+    use aya::maps::{Array, HashMap as BpfHash, Map, MapData};
+    use vip_common::{pin_names, VipKey};
+    let open = |n: &str| MapData::from_pin(pin_dir.join(n));
+    let vips: BpfHash<_, VipKey, VipValue> =
+        BpfHash::try_from(Map::HashMap(open(pin_names::VIPS)?))?;
+    let ifaces: BpfHash<_, u32, IfaceValue> =
+        BpfHash::try_from(Map::HashMap(open(pin_names::IFACES)?))?;
+    let config: Array<_, Config> = Array::try_from(Map::Array(open(pin_names::CONFIG)?))?;
+    let services: BpfHash<_, ServiceKey, ServiceValue> =
+        BpfHash::try_from(Map::HashMap(open(pin_names::SERVICES)?))?;
+    let backends: Array<_, BackendValue> = Array::try_from(Map::Array(open(pin_names::BACKENDS)?))?;
+    let rings: Array<_, u32> = Array::try_from(Map::Array(open(pin_names::RINGS)?))?;
+    let mut m = Model {
+        config: config.get(&0, 0)?,
+        rings_len: rings.len(),
+        fib,
+        ..Default::default()
+    };
+    for e in vips.iter() {
+        let (k, v) = e?;
+        m.vips.insert(k.addr_be, v);
+    }
+    for e in ifaces.iter() {
+        let (k, v) = e?;
+        m.ifaces.insert(k, v);
+    }
+    for i in 0..backends.len() {
+        m.backends.push(backends.get(&i, 0)?);
+    }
+    for e in services.iter() {
+        let (k, v) = e?;
+        let base = v.ring_base(m.config.ring_size);
+        for s in 0..m.config.ring_size {
+            let idx = base + s;
+            if idx < m.rings_len {
+                m.rings.insert(idx, rings.get(&idx, 0)?);
+            }
+        }
+        m.services.insert(k, v);
+    }
+    Ok(m)
+}

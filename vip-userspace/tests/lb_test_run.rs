@@ -1,0 +1,704 @@
+//! The load-balancer path through BPF_PROG_TEST_RUN: Katran-style fixtures with exact output
+//! bytes (including the backend Maglev picks), and a fuzz run in which every frame must get
+//! the same verdict and bytes from the kernel and from the reference model.
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use testbed::{require_root_and_bpf, Netns};
+use vip_userspace::{
+    config::{Backend, LbMode, Proto, Service},
+    dataplane::{
+        lb::LbMaps,
+        load::{self, Sizes},
+        maps::Maps,
+        refmodel::{self, Fib, FibTable, Model, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
+    },
+    reconcile::services::ServiceSync,
+};
+
+const VIP: [u8; 4] = [192, 0, 2, 100];
+const NOT_OWNED: [u8; 4] = [192, 0, 2, 101];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
+const IN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
+const SEED: u32 = 0x7669_7031;
+const M: u32 = 65537;
+
+fn dsr_be(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 20 + i)
+}
+fn nat_be(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, 20 + i)
+}
+fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [2, 0xbe, o[0], o[1], o[2], o[3]]
+}
+
+fn svc(port: u16, proto: Proto, mode: LbMode, backends: &[(Ipv4Addr, u16)]) -> Service {
+    Service {
+        vip: Ipv4Addr::from(VIP),
+        port,
+        proto,
+        mode,
+        backends: backends
+            .iter()
+            .map(|(a, p)| Backend {
+                addr: *a,
+                port: *p,
+                weight: 1,
+            })
+            .collect(),
+    }
+}
+
+fn services() -> Vec<Service> {
+    let dsr: Vec<_> = (1..=3).map(|i| (dsr_be(i), 80)).collect();
+    let dsr53: Vec<_> = (1..=3).map(|i| (dsr_be(i), 53)).collect();
+    let nat: Vec<_> = (1..=3).map(|i| (nat_be(i), 8080)).collect();
+    let nat53: Vec<_> = (1..=3).map(|i| (nat_be(i), 53)).collect();
+    vec![
+        svc(80, Proto::Tcp, LbMode::Dsr, &dsr),
+        svc(53, Proto::Udp, LbMode::Dsr, &dsr53),
+        svc(8080, Proto::Tcp, LbMode::Nat, &nat),
+        svc(5353, Proto::Udp, LbMode::Nat, &nat53),
+        svc(7000, Proto::Tcp, LbMode::Local, &[]),
+        // 192.0.2.24 is on-link with no neighbour entry; 203.0.113.9 has no route.
+        svc(9999, Proto::Tcp, LbMode::Dsr, &[(dsr_be(4), 9999)]),
+        svc(9998, Proto::Tcp, LbMode::Nat, &[(dsr_be(4), 9998)]),
+        svc(
+            9997,
+            Proto::Tcp,
+            LbMode::Dsr,
+            &[(Ipv4Addr::new(203, 0, 113, 9), 9997)],
+        ),
+        svc(9996, Proto::Tcp, LbMode::Dsr, &[]),
+    ]
+}
+
+/// Everything a case needs, living on one thread inside the fixture namespace (the program
+/// resolves `ingress_ifindex` and its FIB lookups in the caller's namespace) and pinned to
+/// CPU 0 (conntrack is per-CPU).
+struct Fx {
+    pins: PathBuf,
+    ebpf: Ebpf,
+    sync: ServiceSync,
+    ifindex: u32,
+}
+
+/// A namespace with the ingress link `in0`, on-link backends with permanent neighbour
+/// entries and forwarding on, so the FIB answers deterministically; then `f` runs there.
+fn with_fixture<T: Send + 'static>(tag: &str, f: impl FnOnce(&mut Fx) -> T + Send + 'static) -> T {
+    require_root_and_bpf();
+    let ns = Netns::new(&format!("vfx{tag}"));
+    ns.ip(&["link", "add", "in0", "type", "veth", "peer", "name", "in1"]);
+    ns.ip(&["link", "set", "in0", "address", "02:00:00:00:00:0a"]);
+    for d in ["in0", "in1"] {
+        ns.ip(&["link", "set", d, "up"]);
+    }
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "in0"]);
+    ns.ip(&["addr", "add", "198.51.100.1/24", "dev", "in0"]);
+    ns.sysctl("net.ipv4.conf.in0.forwarding", "1");
+    for i in 1..=3 {
+        for ip in [dsr_be(i), nat_be(i)] {
+            let m = mac_of(ip);
+            let mac = m
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            ns.ip(&[
+                "neigh",
+                "add",
+                &ip.to_string(),
+                "lladdr",
+                &mac,
+                "nud",
+                "permanent",
+                "dev",
+                "in0",
+            ]);
+        }
+    }
+    let out = ns.ip(&["-o", "link", "show", "dev", "in0"]);
+    let ifindex: u32 = String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pins = PathBuf::from(format!("/sys/fs/bpf/vip-test-fx{tag}"));
+    ns.run(move || {
+        pin_cpu0();
+        load::remove_pins(&pins);
+        let mut ebpf = load::load(
+            &pins,
+            Sizes {
+                ring_size: M,
+                max_services: 16,
+            },
+        )
+        .expect("load");
+        let prog: &mut Xdp = ebpf
+            .program_mut(vip_common::XDP_PROG)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.load().expect("verifier accepts vip_xdp");
+        let mut maps = Maps::take(&mut ebpf).unwrap();
+        maps.set_iface(ifindex, IN_MAC).unwrap();
+        maps.own(Ipv4Addr::from(VIP), 0).unwrap();
+        // Known to the cluster, held by another node.
+        maps.vips
+            .insert(
+                vip_common::VipKey { addr_be: NOT_OWNED },
+                vip_common::VipValue {
+                    flags: 0,
+                    ifindex: 0,
+                },
+                0,
+            )
+            .unwrap();
+        let mut sync = ServiceSync::new(LbMaps::take(&mut ebpf).unwrap(), M, SEED).unwrap();
+        sync.apply(&services()).unwrap();
+        let mut fx = Fx {
+            pins: pins.clone(),
+            ebpf,
+            sync,
+            ifindex,
+        };
+        let r = f(&mut fx);
+        drop(fx);
+        load::remove_pins(&pins);
+        r
+    })
+}
+
+impl Fx {
+    fn fib(&self) -> FibTable {
+        let mut t = FibTable {
+            mtu: 1500,
+            ..Default::default()
+        };
+        for i in 1..=3 {
+            for ip in [dsr_be(i), nat_be(i)] {
+                let dmac = mac_of(ip);
+                t.routes.insert(
+                    ip.octets(),
+                    Fib::Success {
+                        ifindex: self.ifindex,
+                        smac: IN_MAC,
+                        dmac,
+                    },
+                );
+            }
+        }
+        t.routes.insert(dsr_be(4).octets(), Fib::NoNeigh);
+        t
+    }
+
+    fn model(&self) -> Model {
+        refmodel::from_pins(&self.pins, self.fib()).expect("model from the pinned maps")
+    }
+
+    fn run(&self, f: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &Xdp = self
+            .ebpf
+            .program(vip_common::XDP_PROG)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        // xdp_md: data, data_end (must equal the frame length), data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&self.ifindex.to_ne_bytes());
+        let mut out = vec![0u8; f.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run of {} bytes: {e}", f.len()));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+}
+
+fn pin_cpu0() {
+    // SAFETY: cpu_set_t is plain data; this sets the calling thread's affinity only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+// ---- frames -------------------------------------------------------------------------
+
+fn ones_sum(data: &[u8], mut acc: u32) -> u32 {
+    for c in data.chunks(2) {
+        acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    acc
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// Recompute the IPv4 and TCP/UDP checksums from scratch (frame without VLAN tag, no options).
+fn fix_checksums(f: &mut [u8], udp_zero: bool) {
+    f[24..26].copy_from_slice(&[0, 0]);
+    let ipc = fold(ones_sum(&f[14..34], 0));
+    f[24..26].copy_from_slice(&ipc.to_be_bytes());
+    let proto = f[23];
+    let seg_len = f.len() - 34;
+    let off = if proto == 6 { 34 + 16 } else { 34 + 6 };
+    f[off..off + 2].copy_from_slice(&[0, 0]);
+    if proto == 17 && udp_zero {
+        return;
+    }
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&f[26..34]);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(seg_len as u16).to_be_bytes());
+    let mut c = fold(ones_sum(&f[34..], ones_sum(&pseudo, 0)));
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    f[off..off + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+fn tcp(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&IN_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 44, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&VIP);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(b"data");
+    fix_checksums(&mut f, false);
+    f
+}
+
+fn udp(src: [u8; 4], sport: u16, dport: u16, zero_csum: bool) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&IN_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 32, 0x12, 0x34, 0, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&VIP);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 12, 0, 0]);
+    f.extend_from_slice(b"ping");
+    fix_checksums(&mut f, zero_csum);
+    f
+}
+
+fn arp_req(tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[192, 0, 2, 10]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f
+}
+
+/// The same frame DNATed to addr:port, checksums recomputed from scratch.
+fn dnat_expected(f: &[u8], addr: Ipv4Addr, port: u16, dmac: [u8; 6], udp_zero: bool) -> Vec<u8> {
+    let mut e = with_macs(f.to_vec(), dmac, IN_MAC);
+    e[30..34].copy_from_slice(&addr.octets());
+    e[36..38].copy_from_slice(&port.to_be_bytes());
+    fix_checksums(&mut e, udp_zero);
+    e
+}
+
+/// Which backend of `list` the userspace Maglev table and the shared flow hash give a flow.
+fn maglev_pick(
+    list: &[Ipv4Addr],
+    port: u16,
+    src: [u8; 4],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+) -> Ipv4Addr {
+    let entries: Vec<_> = list
+        .iter()
+        .map(|a| vip_userspace::maglev::Entry {
+            id: format!("{a}:{port}"),
+            weight: 1,
+        })
+        .collect();
+    let t = vip_userspace::maglev::build(&entries, M).unwrap();
+    let h = vip_common::flow_hash(src, sport.to_be_bytes(), dport.to_be_bytes(), proto, SEED);
+    list[t[(h % M) as usize] as usize]
+}
+
+// ---- fixtures -----------------------------------------------------------------------
+
+struct Case {
+    name: &'static str,
+    input: Vec<u8>,
+    verdict: u32,
+    output: Option<Vec<u8>>,
+}
+
+const CLIENT: [u8; 4] = [192, 0, 2, 10];
+
+#[test]
+fn fixtures() {
+    with_fixture("fix", |fx| {
+        let dsr: Vec<_> = (1..=3).map(dsr_be).collect();
+        let nat: Vec<_> = (1..=3).map(nat_be).collect();
+        let syn = tcp(CLIENT, 40000, 80, 0x02);
+        let be = maglev_pick(&dsr, 80, CLIENT, 40000, 80, 6);
+        // Pinned: the hash and the table are part of the cluster contract (every node, every
+        // version, must pick the same backend for the same flow).
+        assert_eq!(
+            be,
+            dsr_be(1),
+            "flow 192.0.2.10:40000 -> VIP:80 lands on 192.0.2.21"
+        );
+        let nat_syn = tcp(CLIENT, 40001, 8080, 0x02);
+        let nbe = maglev_pick(&nat, 8080, CLIENT, 40001, 8080, 6);
+        let u = udp(CLIENT, 5000, 5353, false);
+        let ube = maglev_pick(&nat, 53, CLIENT, 5000, 5353, 17);
+        let uz = udp(CLIENT, 5001, 5353, true);
+        let uzbe = maglev_pick(&nat, 53, CLIENT, 5001, 5353, 17);
+        let mut frag = tcp(CLIENT, 40002, 80, 0x10);
+        frag[20] = 0x20; // MF
+        let mut opts = tcp(CLIENT, 40003, 80, 0x10);
+        opts[14] = 0x46;
+        let mut vlan = tcp(CLIENT, 40004, 80, 0x10);
+        vlan.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        let mut big = tcp(CLIENT, 40005, 80, 0x02);
+        big[16..18].copy_from_slice(&9000u16.to_be_bytes());
+        let short_tcp = tcp(CLIENT, 40006, 80, 0x02)[..34 + 12].to_vec();
+        let mut reply = arp_req(VIP);
+        reply = with_macs(reply, CLIENT_MAC, IN_MAC);
+        reply[20..22].copy_from_slice(&[0, 2]);
+        reply[22..28].copy_from_slice(&IN_MAC);
+        reply[28..32].copy_from_slice(&VIP);
+        reply[32..38].copy_from_slice(&CLIENT_MAC);
+        reply[38..42].copy_from_slice(&CLIENT);
+        // Rewritten but not re-addressed: the kernel resolves the neighbour and forwards.
+        let no_neigh = tcp(CLIENT, 40009, 9998, 0x02);
+        let mut no_neigh_out = dnat_expected(&no_neigh, dsr_be(4), 9998, IN_MAC, false);
+        no_neigh_out[0..12].copy_from_slice(&no_neigh[0..12]);
+        let cases = vec![
+            Case {
+                name: "ARP for owned VIP -> reply",
+                input: arp_req(VIP),
+                verdict: XDP_TX,
+                output: Some(reply),
+            },
+            Case {
+                name: "ARP for VIP held elsewhere -> drop",
+                input: arp_req(NOT_OWNED),
+                verdict: XDP_DROP,
+                output: None,
+            },
+            Case {
+                name: "dsr SYN -> MACs to the Maglev backend",
+                input: syn.clone(),
+                verdict: XDP_TX,
+                output: Some(with_macs(syn.clone(), mac_of(be), IN_MAC)),
+            },
+            Case {
+                name: "nat SYN -> DNAT to backend:8080, checksums valid",
+                input: nat_syn.clone(),
+                verdict: XDP_TX,
+                output: Some(dnat_expected(&nat_syn, nbe, 8080, mac_of(nbe), false)),
+            },
+            Case {
+                name: "nat UDP -> DNAT to backend:53",
+                input: u.clone(),
+                verdict: XDP_TX,
+                output: Some(dnat_expected(&u, ube, 53, mac_of(ube), false)),
+            },
+            Case {
+                name: "nat UDP with checksum 0 keeps 0",
+                input: uz.clone(),
+                verdict: XDP_TX,
+                output: Some(dnat_expected(&uz, uzbe, 53, mac_of(uzbe), true)),
+            },
+            Case {
+                name: "local service -> pass",
+                input: tcp(CLIENT, 40007, 7000, 0x02),
+                verdict: XDP_PASS,
+                output: None,
+            },
+            Case {
+                name: "dsr backend without neighbour -> drop",
+                input: tcp(CLIENT, 40008, 9999, 0x02),
+                verdict: XDP_DROP,
+                output: None,
+            },
+            Case {
+                name: "nat backend without neighbour -> pass, already DNATed",
+                input: no_neigh.clone(),
+                verdict: XDP_PASS,
+                output: Some(no_neigh_out),
+            },
+            Case {
+                name: "backend without route -> drop",
+                input: tcp(CLIENT, 40010, 9997, 0x02),
+                verdict: XDP_DROP,
+                output: None,
+            },
+            Case {
+                name: "service without backends -> drop",
+                input: tcp(CLIENT, 40011, 9996, 0x02),
+                verdict: XDP_DROP,
+                output: None,
+            },
+            Case {
+                name: "fragment -> pass",
+                input: frag,
+                verdict: XDP_PASS,
+                output: None,
+            },
+            Case {
+                name: "IP options -> pass",
+                input: opts,
+                verdict: XDP_PASS,
+                output: None,
+            },
+            Case {
+                name: "VLAN-tagged service traffic -> pass",
+                input: vlan,
+                verdict: XDP_PASS,
+                output: None,
+            },
+            Case {
+                name: "larger than the route MTU -> drop",
+                input: big,
+                verdict: XDP_DROP,
+                output: None,
+            },
+            Case {
+                name: "truncated TCP header -> pass",
+                input: short_tcp,
+                verdict: XDP_PASS,
+                output: None,
+            },
+            Case {
+                name: "non-service port -> pass",
+                input: tcp(CLIENT, 40012, 22, 0x02),
+                verdict: XDP_PASS,
+                output: None,
+            },
+        ];
+        let mut failures = Vec::new();
+        for c in &cases {
+            let (v, out) = fx.run(&c.input);
+            let want = c.output.as_ref().unwrap_or(&c.input);
+            if v != c.verdict || &out != want {
+                failures.push(format!(
+                    "{}: verdict {v} (want {}),\n  got  {:02x?}\n  want {:02x?}",
+                    c.name, c.verdict, out, want
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+}
+
+#[test]
+fn established_flows_keep_their_backend_and_removed_backends_get_nothing() {
+    with_fixture("ct", |fx| {
+        let dsr3: Vec<_> = (1..=3).map(dsr_be).collect();
+        // Open 40 flows, remember where each went.
+        let mut placed = Vec::new();
+        for p in 0..40u16 {
+            let (v, out) = fx.run(&tcp(CLIENT, 41000 + p, 80, 0x02));
+            assert_eq!(v, XDP_TX);
+            placed.push(out[0..6].to_vec());
+        }
+        // Grow the set: Maglev moves some slots to the new backend, but established flows
+        // (ACKs, found in conntrack) stay where they are.
+        let mut svcs = services();
+        svcs[0].backends.push(Backend {
+            addr: dsr_be(4),
+            port: 80,
+            weight: 1,
+        });
+        fx.sync.apply(&svcs).unwrap();
+        let grown = [dsr3.clone(), vec![dsr_be(4)]].concat();
+        let mut would_move = 0;
+        for p in 0..40u16 {
+            let (v, out) = fx.run(&tcp(CLIENT, 41000 + p, 80, 0x10));
+            assert_eq!(v, XDP_TX);
+            assert_eq!(
+                out[0..6].to_vec(),
+                placed[p as usize],
+                "established flow {p} kept its backend"
+            );
+            if mac_of(maglev_pick(&grown, 80, CLIENT, 41000 + p, 80, 6)).to_vec()
+                != placed[p as usize]
+            {
+                would_move += 1;
+            }
+        }
+        assert!(
+            would_move > 0,
+            "the grown table re-maps some of these flows, so the check above means something"
+        );
+        // Remove backend 1: its flows are re-placed (never sent to it), others untouched.
+        let gone = mac_of(dsr_be(1)).to_vec();
+        let mut svcs = services();
+        svcs[0].backends.retain(|b| b.addr != dsr_be(1));
+        fx.sync.apply(&svcs).unwrap();
+        for p in 0..40u16 {
+            let (v, out) = fx.run(&tcp(CLIENT, 41000 + p, 80, 0x10));
+            assert_eq!(v, XDP_TX);
+            let now = out[0..6].to_vec();
+            assert_ne!(now, gone, "flow {p} still sent to the removed backend");
+            if placed[p as usize] != gone {
+                assert_eq!(
+                    now, placed[p as usize],
+                    "flow {p} on a remaining backend was disturbed"
+                );
+            }
+        }
+        assert!(
+            fx.sync.backend_id(dsr_be(1), 80).is_none(),
+            "removed backend released"
+        );
+    });
+}
+
+// ---- fuzz ---------------------------------------------------------------------------
+
+/// xorshift64*: reproducible from the seed printed on failure.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+fn random_frame(r: &mut Rng) -> Vec<u8> {
+    let srcs = [CLIENT, [192, 0, 2, 11], [203, 0, 113, 5], [10, 1, 2, 3]];
+    let ports = [80u16, 53, 8080, 5353, 7000, 9999, 9998, 9997, 9996, 22, 443];
+    let src = r.pick(&srcs);
+    let sport = 40000 + r.below(8) as u16;
+    let mut f = match r.below(10) {
+        0 => arp_req(r.pick(&[VIP, NOT_OWNED, [192, 0, 2, 200]])),
+        1..=4 => tcp(
+            src,
+            sport,
+            r.pick(&ports),
+            r.pick(&[0x02u8, 0x10, 0x12, 0x11, 0x04, 0x18]),
+        ),
+        5..=7 => udp(src, sport, r.pick(&ports), r.below(4) == 0),
+        8 => {
+            let mut f = tcp(src, sport, r.pick(&ports), 0x10);
+            f[23] = r.pick(&[1u8, 47, 132, 255]);
+            f
+        }
+        _ => {
+            let mut f = vec![0u8; 14 + r.below(100) as usize];
+            for b in f.iter_mut() {
+                *b = r.next() as u8;
+            }
+            f
+        }
+    };
+    // Mutations: VLAN tag, header fields, byte flips, truncation.
+    if r.below(8) == 0 && f.len() >= 14 {
+        f.splice(12..12, [0x81, 0x00, 0x00, r.next() as u8]);
+    }
+    if r.below(6) == 0 && f.len() >= 34 {
+        let field = r.pick(&[14usize, 16, 17, 20, 21, 22, 23, 12, 13]);
+        f[field] = r.next() as u8;
+    }
+    for _ in 0..r.below(3) {
+        if r.below(3) == 0 && !f.is_empty() {
+            let i = r.below(f.len() as u64) as usize;
+            f[i] = r.next() as u8;
+        }
+    }
+    if r.below(5) == 0 {
+        let l = 14 + r.below(f.len().saturating_sub(13).max(1) as u64) as usize;
+        f.truncate(l.min(f.len()).max(14));
+    }
+    if f.len() < 14 {
+        f.resize(14, 0);
+    }
+    f
+}
+
+#[test]
+fn fuzz_kernel_and_model_agree() {
+    let frames: u64 = std::env::var("VIP_FUZZ_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let seed: u64 = std::env::var("VIP_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_1234_abcd);
+    with_fixture("fz", move |fx| {
+        let mut model = fx.model();
+        let mut r = Rng(seed | 1);
+        let mut verdicts = [0u64; 5];
+        for n in 0..frames {
+            let input = random_frame(&mut r);
+            let mut want = input.clone();
+            let wv = model.run(&mut want, fx.ifindex);
+            let (v, out) = fx.run(&input);
+            assert_ne!(
+                v, XDP_ABORTED,
+                "frame {n} (seed {seed}) aborted: {input:02x?}"
+            );
+            assert!(
+                v == wv && out == want,
+                "frame {n} (seed {seed}): kernel {v} vs model {wv}\n in    {input:02x?}\n kern  {out:02x?}\n model {want:02x?}"
+            );
+            verdicts[v as usize] += 1;
+        }
+        // The run must have exercised every outcome, or it proves little.
+        assert!(verdicts[XDP_TX as usize] > frames / 20, "{verdicts:?}");
+        assert!(verdicts[XDP_DROP as usize] > frames / 100, "{verdicts:?}");
+        assert!(verdicts[XDP_PASS as usize] > frames / 10, "{verdicts:?}");
+        println!(
+            "{frames} frames (seed {seed}): pass {} drop {} tx {}",
+            verdicts[2], verdicts[1], verdicts[3]
+        );
+    });
+}
