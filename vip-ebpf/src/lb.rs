@@ -9,8 +9,9 @@ use vip_common::{
 use crate::{
     conntrack,
     fwd::{self, NoNeigh},
+    icmp,
     maps::{self, REVNAT},
-    parse::{ptr_at, EtherFrame, Ipv4, ETH_HLEN},
+    parse::{ptr_at, EtherFrame, Ipv4, ETH_HLEN, IPPROTO_ICMP},
     rewrite, stats,
 };
 
@@ -20,6 +21,9 @@ const TCP_ACK: u8 = 0x10;
 /// `None`: not service traffic, the caller goes on. `Some(verdict)`: handled here.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
+    if ip.proto == IPPROTO_ICMP && !ip.fragment {
+        return icmp::handle(ctx, frame, ip);
+    }
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
         return None;
     }
@@ -120,6 +124,17 @@ fn pick(
             return Some(hit);
         }
     }
+    let (id, b) = maglev(flow, svc)?;
+    conntrack::record(flow, id, &b);
+    stats::bump(|s| s.ct_new += 1);
+    stats::service(svc.id, |s| s.new_flows += 1);
+    stats::backend(id, |s| s.new_flows += 1);
+    Some((id, b))
+}
+
+/// The backend the service's live Maglev ring gives this flow (no conntrack, no recording).
+#[inline(always)]
+pub fn maglev(flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)> {
     let cfg = maps::config()?;
     if cfg.ring_size == 0 {
         return None;
@@ -139,10 +154,6 @@ fn pick(
     if b.flags & BACKEND_F_ACTIVE == 0 {
         return None;
     }
-    conntrack::record(flow, id, &b);
-    stats::bump(|s| s.ct_new += 1);
-    stats::service(svc.id, |s| s.new_flows += 1);
-    stats::backend(id, |s| s.new_flows += 1);
     Some((id, b))
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod conntrack;
 mod csum;
 mod fwd;
+mod icmp;
 mod lb;
 mod maps;
 mod parse;

@@ -310,6 +310,26 @@ fn udp(src: [u8; 4], sport: u16, dport: u16, zero_csum: bool) -> Vec<u8> {
     f
 }
 
+/// ICMP `typ` from a router about the reply VIP:vport -> client:cport (what a dsr backend
+/// sent), quoting its IPv4 header and first 8 bytes.
+fn icmp_about(typ: u8, proto: u8, vport: u16, client: [u8; 4], cport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&IN_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 56, 0, 1, 0, 0, 64, 1, 0, 0]);
+    f.extend_from_slice(&[203, 0, 113, 1]);
+    f.extend_from_slice(&VIP);
+    f.extend_from_slice(&[typ, 4, 0, 0, 0, 0, 0x05, 0xdc]);
+    f.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 2, 0x40, 0, 63, proto, 0, 0]);
+    f.extend_from_slice(&VIP);
+    f.extend_from_slice(&client);
+    f.extend_from_slice(&vport.to_be_bytes());
+    f.extend_from_slice(&cport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f
+}
+
 fn arp_req(tpa: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&[0xff; 6]);
@@ -409,7 +429,32 @@ fn fixtures() {
         let no_neigh = tcp(CLIENT, 40009, 9998, 0x02);
         let mut no_neigh_out = dnat_expected(&no_neigh, dsr_be(4), 9998, IN_MAC, false);
         no_neigh_out[0..12].copy_from_slice(&no_neigh[0..12]);
+        let frag_needed = icmp_about(3, 6, 80, CLIENT, 40000);
+        // The flow 192.0.2.10:40000 -> VIP:80 went to `be` above; its ICMP follows it.
+        let icmp_nat = icmp_about(3, 6, 8080, CLIENT, 40001);
         let cases = vec![
+            Case {
+                name: "ICMP frag-needed about a dsr flow -> that flow's backend",
+                input: frag_needed.clone(),
+                verdict: XDP_TX,
+                output: Some(with_macs(frag_needed.clone(), mac_of(be), IN_MAC)),
+            },
+            Case {
+                name: "ICMP about a nat flow -> pass",
+                input: icmp_nat,
+                verdict: XDP_PASS,
+                output: None,
+            },
+            Case {
+                name: "ICMP echo to the VIP -> pass",
+                input: {
+                    let mut e = icmp_about(8, 6, 80, CLIENT, 40000);
+                    e[34] = 8;
+                    e
+                },
+                verdict: XDP_PASS,
+                output: None,
+            },
             Case {
                 name: "ARP for owned VIP -> reply",
                 input: arp_req(VIP),
@@ -617,8 +662,15 @@ fn random_frame(r: &mut Rng) -> Vec<u8> {
     let ports = [80u16, 53, 8080, 5353, 7000, 9999, 9998, 9997, 9996, 22, 443];
     let src = r.pick(&srcs);
     let sport = 40000 + r.below(8) as u16;
-    let mut f = match r.below(10) {
+    let mut f = match r.below(11) {
         0 => arp_req(r.pick(&[VIP, NOT_OWNED, [192, 0, 2, 200]])),
+        10 => icmp_about(
+            r.pick(&[3u8, 11, 12, 0, 8]),
+            r.pick(&[6u8, 17, 1]),
+            r.pick(&ports),
+            src,
+            sport,
+        ),
         1..=4 => tcp(
             src,
             sport,

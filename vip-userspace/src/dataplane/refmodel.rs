@@ -138,6 +138,9 @@ impl Model {
         let tot_len = be16(f, l3 + 2);
         let src = a4(f, l3 + 12);
         let dst = a4(f, l3 + 16);
+        if proto == 1 && !fragment {
+            return self.icmp(f, l3, ihl, tot_len, ingress);
+        }
         if proto != PROTO_TCP && proto != PROTO_UDP || fragment {
             return XDP_PASS;
         }
@@ -195,20 +198,60 @@ impl Model {
         }
     }
 
-    fn backend(&self, id: u32) -> Option<BackendValue> {
-        self.backends.get(id as usize).copied()
+    /// ICMP errors quoting a dsr service's reply go to that flow's backend.
+    fn icmp(&mut self, f: &mut [u8], l3: usize, ihl: usize, tot_len: u16, ingress: u32) -> u32 {
+        if ihl != 20 || l3 != 14 || f.len() < 34 + 36 {
+            return XDP_PASS;
+        }
+        let b = &f[34..34 + 36];
+        if ![3u8, 11, 12].contains(&b[0]) {
+            return XDP_PASS;
+        }
+        let proto = b[8 + 9];
+        if b[8] != 0x45 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+            return XDP_PASS;
+        }
+        let qsrc = a4(b, 8 + 12);
+        let qdst = a4(b, 8 + 16);
+        let qsport = [b[28], b[29]];
+        let qdport = [b[30], b[31]];
+        let key = ServiceKey {
+            addr_be: qsrc,
+            port_be: qsport,
+            proto,
+            _pad: 0,
+        };
+        let Some(svc) = self.services.get(&key).copied() else {
+            return XDP_PASS;
+        };
+        if svc.mode != MODE_DSR {
+            return XDP_PASS;
+        }
+        let flow = FlowKey {
+            src_be: qdst,
+            dst_be: qsrc,
+            sport_be: qdport,
+            dport_be: qsport,
+            proto,
+            _pad: [0; 3],
+        };
+        let Some(backend) = self.conntracked(&flow).or_else(|| self.maglev(&flow, &svc)) else {
+            return XDP_PASS;
+        };
+        self.send(f, backend.addr_be, tot_len, ingress, false)
     }
 
-    fn pick(&mut self, flow: &FlowKey, svc: &ServiceValue, syn: bool) -> Option<BackendValue> {
-        if !syn {
-            if let Some(fv) = self.conntrack.get(flow) {
-                if let Some(b) = self.backend(fv.backend) {
-                    if b.flags & BACKEND_F_ACTIVE != 0 && b.gen == fv.gen {
-                        return Some(b);
-                    }
-                }
-            }
-        }
+    fn conntracked(&self, flow: &FlowKey) -> Option<BackendValue> {
+        let fv = self.conntrack.get(flow)?;
+        let b = self.backend(fv.backend)?;
+        (b.flags & BACKEND_F_ACTIVE != 0 && b.gen == fv.gen).then_some(b)
+    }
+
+    fn maglev(&self, flow: &FlowKey, svc: &ServiceValue) -> Option<BackendValue> {
+        self.maglev_id(flow, svc).map(|(_, b)| b)
+    }
+
+    fn maglev_id(&self, flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)> {
         let m = self.config.ring_size;
         if m == 0 {
             return None;
@@ -229,9 +272,20 @@ impl Model {
             return None;
         }
         let b = self.backend(id)?;
-        if b.flags & BACKEND_F_ACTIVE == 0 {
-            return None;
+        (b.flags & BACKEND_F_ACTIVE != 0).then_some((id, b))
+    }
+
+    fn backend(&self, id: u32) -> Option<BackendValue> {
+        self.backends.get(id as usize).copied()
+    }
+
+    fn pick(&mut self, flow: &FlowKey, svc: &ServiceValue, syn: bool) -> Option<BackendValue> {
+        if !syn {
+            if let Some(b) = self.conntracked(flow) {
+                return Some(b);
+            }
         }
+        let (id, b) = self.maglev_id(flow, svc)?;
         self.conntrack.insert(
             *flow,
             FlowValue {
