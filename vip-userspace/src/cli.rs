@@ -20,6 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Run(RunArgs),
+    /// Print VIPs, services, backends and counters from the pinned maps.
+    Status {
+        /// Directory of the pinned maps.
+        #[arg(long, env = "VIP_PIN_DIR", default_value = crate::paths::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]

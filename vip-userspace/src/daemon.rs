@@ -300,6 +300,9 @@ async fn bring_up(
                 if let Ok(mut s) = state.stats.lock() {
                     *s = Some(parts.reader);
                 }
+                if let Ok(mut d) = state.pin_dir.write() {
+                    *d = Some(cfg.pin_dir.clone());
+                }
                 plane = Some(p);
                 let Some(local_index) = link::index(&cfg.local_device) else {
                     teardown(plane, cfg, state, false);
@@ -385,6 +388,9 @@ async fn bring_down(
 fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: bool) {
     if let Ok(mut s) = state.stats.lock() {
         *s = None;
+    }
+    if let Ok(mut d) = state.pin_dir.write() {
+        *d = None;
     }
     if let Some(mut p) = plane {
         if let Some(tc) = p.tc.take() {

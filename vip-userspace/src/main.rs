@@ -15,6 +15,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Status { pin_dir } => status(&pin_dir),
+    }
+}
+
+fn status(pin_dir: &std::path::Path) -> ExitCode {
+    match vip_userspace::dataplane::inspect::Snapshot::read(pin_dir, true) {
+        Ok(s) => {
+            print!("{}", s.render(pin_dir));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "vip: cannot read the pinned maps in {}: {e} (is vip running, or did it stop with --keep-pinned?)",
+                pin_dir.display()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 

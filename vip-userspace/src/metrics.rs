@@ -34,6 +34,8 @@ pub enum MetricsError {
 #[derive(Default)]
 pub struct State {
     pub ready: AtomicBool,
+    /// Pin directory of the data plane's maps, for per-service counters (XDP mode only).
+    pub pin_dir: RwLock<Option<std::path::PathBuf>>,
     pub mode: RwLock<String>,
     pub interface: RwLock<String>,
     pub owned: RwLock<Vec<Ipv4Addr>>,
@@ -243,6 +245,10 @@ impl Collector for DataplaneCollector {
             "IPv4 packets seen per VIP",
             &col(|s| s.ipv4_pkts),
         )?;
+        let dir = st.pin_dir.read().ok().and_then(|d| d.clone());
+        if let Some(dir) = dir {
+            services(&mut enc, &dir)?;
+        }
         Ok(())
     }
 }
@@ -358,6 +364,97 @@ fn route(path: &str, registry: &Registry, state: &State) -> (&'static str, &'sta
         }
         _ => ("404 Not Found", TEXT, "not found\n".into()),
     }
+}
+
+fn labelled(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, String)>, u64)],
+) -> std::fmt::Result {
+    let c = ConstCounter::new(0u64);
+    let mut fam = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    for (labels, v) in rows {
+        let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ConstCounter::new(*v).encode(fam.encode_family(&l)?)?;
+    }
+    Ok(())
+}
+
+/// Per-service and per-backend counters from the pinned maps.
+fn services(enc: &mut DescriptorEncoder, dir: &std::path::Path) -> std::fmt::Result {
+    use crate::dataplane::inspect::Snapshot;
+    let Ok(snap) = Snapshot::read(dir, false) else {
+        return Ok(());
+    };
+    let svc = |f: fn(&vip_common::LbStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
+        snap.services
+            .iter()
+            .map(|s| {
+                (
+                    vec![("service", s.name()), ("mode", s.mode.to_string())],
+                    f(&s.stats),
+                )
+            })
+            .collect()
+    };
+    labelled(
+        enc,
+        "vip_service_packets",
+        "Packets per service",
+        &svc(|s| s.packets),
+    )?;
+    labelled(
+        enc,
+        "vip_service_bytes",
+        "Bytes per service",
+        &svc(|s| s.bytes),
+    )?;
+    labelled(
+        enc,
+        "vip_service_new_flows",
+        "Flows placed per service",
+        &svc(|s| s.new_flows),
+    )?;
+    labelled(
+        enc,
+        "vip_service_drops",
+        "Packets dropped per service (no backend)",
+        &svc(|s| s.drops),
+    )?;
+    let Ok(backends) = Snapshot::active_backends(dir) else {
+        return Ok(());
+    };
+    let be = |f: fn(&vip_common::LbStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
+        backends
+            .iter()
+            .map(|b| {
+                (
+                    vec![("backend", format!("{}:{}", b.addr, b.port))],
+                    f(&b.stats),
+                )
+            })
+            .collect()
+    };
+    labelled(
+        enc,
+        "vip_backend_packets",
+        "Packets sent per backend",
+        &be(|s| s.packets),
+    )?;
+    labelled(
+        enc,
+        "vip_backend_bytes",
+        "Bytes sent per backend",
+        &be(|s| s.bytes),
+    )?;
+    labelled(
+        enc,
+        "vip_backend_new_flows",
+        "Flows placed per backend",
+        &be(|s| s.new_flows),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -228,6 +228,31 @@ fn scenario(tag: &str, mode: &str) {
 
     let m = metrics(&lb.bed);
     assert!(metric(&m, "vip_lb_forwarded_packets_total") > 0, "{m}");
+    let svc = format!(
+        "vip_service_new_flows_total{{service=\"{VIP}:{}/tcp\",mode=\"{mode}\"}}",
+        Lb::tcp_port(mode)
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with(&svc)),
+        "per-service counters: {m}"
+    );
+    // `vip status` reads the same pinned maps: the remaining backends share the ring.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+        .args(["status", "--pin-dir", lb.pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for b in &remaining {
+        assert!(
+            text.contains(&lb.backend_addr(b)),
+            "status lists {b}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(&format!("-> {}:", lb.backend_addr(removed))),
+        "removed backend not in the ring:\n{text}"
+    );
     assert!(d.stop().success(), "{}", d.logs());
     assert!(!lb.pins.exists());
     let _ = std::fs::remove_file(&lb.cfg);

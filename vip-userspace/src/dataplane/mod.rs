@@ -1,6 +1,7 @@
 //! The XDP data plane: load the embedded object with pinned maps, attach it to the uplink,
 //! and keep its maps in step with what this node owns.
 pub mod attach;
+pub mod inspect;
 pub mod lb;
 pub mod load;
 pub mod maps;

@@ -1,0 +1,272 @@
+//! A read-only view of the pinned maps, for `vip status` and per-service metrics. Works
+//! while the daemon runs and after it stopped with `--keep-pinned`.
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use vip_common::{
+    pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, VipKey, VipStats,
+    VipValue, BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT, RING_EMPTY, VIP_F_OWNED,
+};
+
+use super::DataplaneError;
+
+#[derive(Debug, Clone)]
+pub struct VipView {
+    pub addr: Ipv4Addr,
+    pub owned: bool,
+    pub ifindex: u32,
+    pub stats: VipStats,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendView {
+    pub id: u32,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub active: bool,
+    /// Share of the service's live ring, in slots.
+    pub slots: u32,
+    pub stats: LbStats,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: &'static str,
+    pub mode: &'static str,
+    pub id: u32,
+    pub ring: u32,
+    pub stats: LbStats,
+    pub backends: Vec<BackendView>,
+}
+
+impl ServiceView {
+    pub fn name(&self) -> String {
+        format!("{}:{}/{}", self.vip, self.port, self.proto)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub config: Config,
+    pub totals: Stats,
+    pub vips: Vec<VipView>,
+    pub services: Vec<ServiceView>,
+}
+
+fn open(dir: &Path, name: &str) -> Result<MapData, DataplaneError> {
+    Ok(MapData::from_pin(dir.join(name))?)
+}
+
+fn sum_lb(arr: &PerCpuArray<MapData, LbStats>, id: u32) -> LbStats {
+    let mut t = LbStats::default();
+    if let Ok(v) = arr.get(&id, 0) {
+        for s in v.iter() {
+            t.add(s);
+        }
+    }
+    t
+}
+
+pub fn mode_name(m: u8) -> &'static str {
+    match m {
+        MODE_DSR => "dsr",
+        MODE_NAT => "nat",
+        MODE_LOCAL => "local",
+        _ => "unknown",
+    }
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        _ => "other",
+    }
+}
+
+impl Snapshot {
+    /// Read everything; `rings` also counts each backend's share of its service's live ring
+    /// (one map read per slot, so leave it off for frequent scrapes).
+    pub fn read(dir: &Path, rings: bool) -> Result<Snapshot, DataplaneError> {
+        let config: Array<_, Config> = Array::try_from(Map::Array(open(dir, pin_names::CONFIG)?))?;
+        let config = config.get(&0, 0)?;
+        let stats: PerCpuArray<_, Stats> =
+            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::STATS)?))?;
+        let mut totals = Stats::default();
+        for s in stats.get(&0, 0)?.iter() {
+            totals.add(s);
+        }
+        let vips: HashMap<_, VipKey, VipValue> =
+            HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS)?))?;
+        let vip_stats: PerCpuHashMap<_, VipKey, VipStats> =
+            PerCpuHashMap::try_from(Map::PerCpuHashMap(open(dir, pin_names::VIP_STATS)?))?;
+        let mut vip_views = Vec::new();
+        for e in vips.iter() {
+            let (k, v) = e?;
+            let mut st = VipStats::default();
+            if let Ok(pc) = vip_stats.get(&k, 0) {
+                for s in pc.iter() {
+                    st.add(s);
+                }
+            }
+            vip_views.push(VipView {
+                addr: Ipv4Addr::from(k.addr_be),
+                owned: v.flags & VIP_F_OWNED != 0,
+                ifindex: v.ifindex,
+                stats: st,
+            });
+        }
+        vip_views.sort_by_key(|v| v.addr);
+
+        let services: HashMap<_, ServiceKey, ServiceValue> =
+            HashMap::try_from(Map::HashMap(open(dir, pin_names::SERVICES)?))?;
+        let backends: Array<_, BackendValue> =
+            Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
+        let ring_map: Array<_, u32> = Array::try_from(Map::Array(open(dir, pin_names::RINGS)?))?;
+        let svc_stats: PerCpuArray<_, LbStats> =
+            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::SVC_STATS)?))?;
+        let be_stats: PerCpuArray<_, LbStats> =
+            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::BACKEND_STATS)?))?;
+        let mut svc_views = Vec::new();
+        for e in services.iter() {
+            let (k, v) = e?;
+            // Which backends the live ring points at, and how many slots each holds.
+            let mut shares: BTreeMap<u32, u32> = BTreeMap::new();
+            if rings && config.ring_size > 0 {
+                let base = v.ring_base(config.ring_size);
+                for s in 0..config.ring_size {
+                    if let Ok(id) = ring_map.get(&(base + s), 0) {
+                        if id != RING_EMPTY {
+                            *shares.entry(id).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+            let mut bviews = Vec::new();
+            for (id, slots) in shares {
+                if let Ok(b) = backends.get(&id, 0) {
+                    bviews.push(BackendView {
+                        id,
+                        addr: Ipv4Addr::from(b.addr_be),
+                        port: u16::from_be_bytes(b.port_be),
+                        active: b.flags & BACKEND_F_ACTIVE != 0,
+                        slots,
+                        stats: sum_lb(&be_stats, id),
+                    });
+                }
+            }
+            svc_views.push(ServiceView {
+                vip: Ipv4Addr::from(k.addr_be),
+                port: u16::from_be_bytes(k.port_be),
+                proto: proto_name(k.proto),
+                mode: mode_name(v.mode),
+                id: v.id,
+                ring: v.ring,
+                stats: sum_lb(&svc_stats, v.id),
+                backends: bviews,
+            });
+        }
+        svc_views.sort_by_key(|s| (s.vip, s.port, s.proto));
+        Ok(Snapshot {
+            config,
+            totals,
+            vips: vip_views,
+            services: svc_views,
+        })
+    }
+
+    /// Every active backend with its counters (no ring walk needed).
+    pub fn active_backends(dir: &Path) -> Result<Vec<BackendView>, DataplaneError> {
+        let backends: Array<_, BackendValue> =
+            Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
+        let be_stats: PerCpuArray<_, LbStats> =
+            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::BACKEND_STATS)?))?;
+        let mut out = Vec::new();
+        for id in 0..backends.len() {
+            let Ok(b) = backends.get(&id, 0) else {
+                continue;
+            };
+            if b.flags & BACKEND_F_ACTIVE == 0 {
+                continue;
+            }
+            out.push(BackendView {
+                id,
+                addr: Ipv4Addr::from(b.addr_be),
+                port: u16::from_be_bytes(b.port_be),
+                active: true,
+                slots: 0,
+                stats: sum_lb(&be_stats, id),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Human-readable report for `vip status`.
+    pub fn render(&self, dir: &Path) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let t = &self.totals;
+        let _ = writeln!(o, "pins        {}", dir.display());
+        let _ = writeln!(
+            o,
+            "maglev      M={} seed={:#010x}",
+            self.config.ring_size, self.config.hash_seed
+        );
+        let _ = writeln!(
+            o,
+            "xdp         rx {}  pass {}  drop {}  tx {}  | arp replies {}  arp drops {}  | lb fwd {}  local {}  ct hit {}  new {}  no-backend {}  no-neigh {}  fib-fail {}  icmp {}",
+            t.rx, t.pass, t.drop, t.tx, t.arp_reply, t.arp_drop_not_owner, t.lb_forward, t.lb_local,
+            t.ct_hit, t.ct_new, t.lb_no_backend, t.fib_no_neigh, t.fib_fail, t.icmp_to_backend
+        );
+        let _ = writeln!(o, "\nVIPS");
+        for v in &self.vips {
+            let _ = writeln!(
+                o,
+                "  {:<16} {:<8} ifindex {:<3} arp replies {:<8} arp drops {:<8} ipv4 {}",
+                v.addr,
+                if v.owned { "owned" } else { "elsewhere" },
+                v.ifindex,
+                v.stats.arp_reply,
+                v.stats.arp_drop,
+                v.stats.ipv4_pkts
+            );
+        }
+        let _ = writeln!(o, "\nSERVICES");
+        for s in &self.services {
+            let _ = writeln!(
+                o,
+                "  {:<24} {:<5} id {:<3} ring {}  packets {}  bytes {}  new flows {}  drops {}",
+                s.name(),
+                s.mode,
+                s.id,
+                s.ring,
+                s.stats.packets,
+                s.stats.bytes,
+                s.stats.new_flows,
+                s.stats.drops
+            );
+            let total: u32 = s.backends.iter().map(|b| b.slots).sum();
+            for b in &s.backends {
+                let share = if total > 0 {
+                    100.0 * b.slots as f64 / total as f64
+                } else {
+                    0.0
+                };
+                let _ = writeln!(
+                    o,
+                    "      -> {:<21} id {:<4} {:<8} {:>5.1}% of ring  packets {}  bytes {}  new flows {}",
+                    format!("{}:{}", b.addr, b.port),
+                    b.id,
+                    if b.active { "active" } else { "inactive" },
+                    share,
+                    b.stats.packets,
+                    b.stats.bytes,
+                    b.stats.new_flows
+                );
+            }
+        }
+        o
+    }
+}
