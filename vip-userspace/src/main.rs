@@ -85,16 +85,15 @@ fn run(args: vip_userspace::cli::RunArgs) -> ExitCode {
     })
 }
 
+/// Logging is up by now, so the error goes through it (JSON when asked) and only there.
 fn report(e: daemon::DaemonError) -> ExitCode {
     match e {
         daemon::DaemonError::Config(c) => {
             tracing::error!("{c}");
-            eprintln!("vip: {c}");
             ExitCode::from(EXIT_CONFIG)
         }
         other => {
-            tracing::error!("{other}");
-            eprintln!("vip: {:#}", anyhow::Error::new(other));
+            tracing::error!("{:#}", anyhow::Error::new(other));
             ExitCode::FAILURE
         }
     }
