@@ -596,12 +596,14 @@ fn established_flows_keep_their_backend_and_removed_backends_get_nothing() {
         let grown = [dsr3.clone(), vec![dsr_be(4)]].concat();
         let mut would_move = 0;
         for p in 0..40u16 {
-            let (v, out) = fx.run(&tcp(CLIENT, 41000 + p, 80, 0x10));
+            // ACK, FIN+ACK, RST: every non-SYN segment follows the flow's entry.
+            let flags = [0x10u8, 0x11, 0x04][p as usize % 3];
+            let (v, out) = fx.run(&tcp(CLIENT, 41000 + p, 80, flags));
             assert_eq!(v, XDP_TX);
             assert_eq!(
                 out[0..6].to_vec(),
                 placed[p as usize],
-                "established flow {p} kept its backend"
+                "established flow {p} (flags {flags:#x}) kept its backend"
             );
             if mac_of(maglev_pick(&grown, 80, CLIENT, 41000 + p, 80, 6)).to_vec()
                 != placed[p as usize]
