@@ -533,6 +533,19 @@ pub fn udp_request(ns: &Netns, addr: SocketAddr) -> std::io::Result<(String, Soc
     })
 }
 
+/// Make `host` a direct-server-return backend for `vip`: the VIP on lo (so it accepts the
+/// packets), and no ARP answers for it (only the VIP's owner may answer).
+pub fn make_dsr_backend(host: &Host, vip: &str) {
+    host.ns
+        .ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+    for dev in ["all", host.iface.as_str()] {
+        host.ns
+            .sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1");
+        host.ns
+            .sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2");
+    }
+}
+
 impl Netns {
     /// Write an IPv4 sysctl inside this namespace (`net/ipv4/...`).
     pub fn sysctl(&self, key: &str, value: &str) {

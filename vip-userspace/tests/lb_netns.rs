@@ -11,8 +11,8 @@ use std::{
 
 use common::{metric, metrics, Daemon, VIP};
 use testbed::{
-    poll, require_root_and_bpf, tcp_request, tcp_requests, udp_request, Bed, LongConn, TcpServer,
-    UdpServer,
+    make_dsr_backend, poll, require_root_and_bpf, tcp_request, tcp_requests, udp_request, Bed,
+    LongConn, TcpServer, UdpServer,
 };
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
@@ -58,11 +58,7 @@ impl Lb {
                 h.ns.sysctl("net.ipv4.conf.all.accept_redirects", "0");
                 h.ns.sysctl("net.ipv4.conf.eth0.accept_redirects", "0");
             } else {
-                h.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-                for dev in ["all", "eth0"] {
-                    h.ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1");
-                    h.ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2");
-                }
+                make_dsr_backend(h, VIP);
             }
             tcp.push(TcpServer::start(
                 &h.ns,

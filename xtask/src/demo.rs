@@ -11,7 +11,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use testbed::{arping, has_xdp, http_get, neighbour, poll, tcp_request, Bed, Proc, TcpServer};
+use testbed::{
+    arping, has_xdp, http_get, make_dsr_backend, neighbour, poll, tcp_request, tcp_requests, Bed,
+    Proc, TcpServer,
+};
 
 use crate::{ebpf, util};
 
@@ -49,7 +52,7 @@ pub fn run() -> Result<()> {
     ebpf::build(true)?;
     util::cargo(&["build", "--quiet", "-p", "vip-userspace", "--bin", "vip"])?;
     let vip = util::root().join("target/debug/vip");
-    let res = demo(&vip);
+    let res = demo(&vip).and_then(|()| demo_lb(&vip));
     cleanup();
     res?;
     say("done: namespaces, pins and addresses removed");
@@ -201,4 +204,95 @@ fn metric(bed: &Bed, name: &str) -> Option<u64> {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
+}
+
+/// Load balancing: three backends behind the VIP in dsr mode; connections spread, one backend
+/// removed by a reload, `vip status` shows the rings and counters.
+fn demo_lb(vip: &Path) -> Result<()> {
+    say("load balancing: client, node and three dsr backends (192.0.2.21-23) on the bridge");
+    let bed = Bed::new(
+        PREFIX,
+        &[
+            ("client", "192.0.2.10/24"),
+            ("node", "192.0.2.11/24"),
+            ("be1", "192.0.2.21/24"),
+            ("be2", "192.0.2.22/24"),
+            ("be3", "192.0.2.23/24"),
+        ],
+    );
+    let mut servers = Vec::new();
+    for b in ["be1", "be2", "be3"] {
+        let h = bed.host(b);
+        make_dsr_backend(h, VIP);
+        servers.push(TcpServer::start(
+            &h.ns,
+            "0.0.0.0:8080".parse()?,
+            &format!("hello from {b}\n"),
+        ));
+    }
+    let cfg = std::env::temp_dir().join("vip-demo-lb.yaml");
+    let write = |backends: &[&str]| -> Result<String> {
+        let list: String = backends
+            .iter()
+            .map(|a| format!("      - {{addr: {a}}}\n"))
+            .collect();
+        let yaml = format!(
+            "interface: eth0\nmode: xdp\nmetrics_addr: {METRICS}\npin_dir: {PIN_DIR}\nservices:\n  - vip: {VIP}\n    port: 8080\n    mode: dsr\n    backends:\n{list}"
+        );
+        std::fs::write(&cfg, &yaml)?;
+        Ok(yaml)
+    };
+    let yaml = write(&["192.0.2.21", "192.0.2.22", "192.0.2.23"])?;
+    for l in yaml.lines() {
+        println!("  {l}");
+    }
+    let log = std::env::temp_dir().join("vip-demo-lb.log");
+    let mut seen = 0;
+    let mut daemon = start(&bed, vip, &cfg, &log)?;
+    print_log(&log, &mut seen);
+    let client = bed.host("client");
+    let addr: SocketAddr = format!("{VIP}:8080").parse()?;
+    let count = |n: usize| -> Result<Vec<(String, usize)>> {
+        let mut m = std::collections::BTreeMap::new();
+        for r in tcp_requests(&client.ns, addr, n) {
+            *m.entry(r?.trim().to_string()).or_insert(0usize) += 1;
+        }
+        Ok(m.into_iter().collect())
+    };
+    say("client: 90 TCP connections to the VIP");
+    for (who, n) in count(90)? {
+        println!("  {n:>3} x {who}");
+    }
+    say("vip status");
+    print!("{}", status(vip)?);
+    say("remove 192.0.2.23 from the file, SIGHUP: new connections avoid it");
+    write(&["192.0.2.21", "192.0.2.22"])?;
+    daemon.signal(1);
+    let reloaded = poll(Duration::from_secs(10), || {
+        metric(&bed, "vip_config_reloads_total").filter(|n| *n >= 1)
+    });
+    if reloaded.is_none() {
+        print_log(&log, &mut seen);
+        bail!("reload not applied");
+    }
+    print_log(&log, &mut seen);
+    for (who, n) in count(60)? {
+        println!("  {n:>3} x {who}");
+    }
+    daemon.signal(libc_sigterm());
+    daemon
+        .wait_timeout(Duration::from_secs(10))
+        .context("vip did not exit on SIGTERM")?;
+    DAEMON_PID.store(0, Ordering::SeqCst);
+    print_log(&log, &mut seen);
+    drop(servers);
+    Ok(())
+}
+
+fn status(vip: &Path) -> Result<String> {
+    let out = Command::new(vip)
+        .args(["status", "--pin-dir", PIN_DIR])
+        .output()
+        .context("vip status")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
