@@ -88,6 +88,22 @@ impl ServiceSync {
         for k in stale {
             maps.services.remove(&k)?;
         }
+        // Backends a previous run left (kept pins): deactivate them and continue their
+        // generations, so conntrack entries from that run can never match a new holder of
+        // the same id.
+        let mut gens = HashMap::new();
+        for id in 0..maps.backends.len() {
+            let Ok(mut b) = maps.backends.get(&id, 0) else {
+                continue;
+            };
+            if b.gen != 0 || b.flags != 0 {
+                gens.insert(id, b.gen);
+                if b.flags != 0 {
+                    b.flags = 0;
+                    maps.backends.set(id, b, 0)?;
+                }
+            }
+        }
         let capacity = maps.ring_capacity(ring_size);
         Ok(Self {
             maps,
@@ -99,7 +115,7 @@ impl ServiceSync {
             backend_ids: HashMap::new(),
             free_bids: Vec::new(),
             next_bid: 0,
-            gens: HashMap::new(),
+            gens,
         })
     }
 
