@@ -756,3 +756,52 @@ fn fuzz_kernel_and_model_agree() {
         );
     });
 }
+
+/// A restarted daemon (kept pins) deactivates the previous run's backends and continues
+/// their generations: a flow pinned to id N by the old run must not follow N to a new
+/// backend.
+#[test]
+fn restart_on_kept_pins_continues_backend_generations() {
+    with_fixture("gen", |fx| {
+        let before: Vec<_> = {
+            let b: aya::maps::Array<_, vip_common::BackendValue> =
+                aya::maps::Array::try_from(aya::maps::Map::Array(
+                    aya::maps::MapData::from_pin(fx.pins.join(vip_common::pin_names::BACKENDS))
+                        .unwrap(),
+                ))
+                .unwrap();
+            (0..4).map(|i| b.get(&i, 0).unwrap()).collect()
+        };
+        assert!(before
+            .iter()
+            .any(|b| b.gen == 1 && b.flags == vip_common::BACKEND_F_ACTIVE));
+        let mut again = load::load(
+            &fx.pins,
+            Sizes {
+                ring_size: M,
+                max_services: 16,
+            },
+        )
+        .unwrap();
+        let mut sync = ServiceSync::new(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
+        let b: aya::maps::Array<_, vip_common::BackendValue> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(
+                aya::maps::MapData::from_pin(fx.pins.join(vip_common::pin_names::BACKENDS))
+                    .unwrap(),
+            ))
+            .unwrap();
+        assert!(
+            (0..4).all(|i| b.get(&i, 0).unwrap().flags == 0),
+            "old run's backends deactivated"
+        );
+        sync.apply(&[svc(80, Proto::Tcp, LbMode::Dsr, &[(nat_be(3), 80)])])
+            .unwrap();
+        let id = sync.backend_id(nat_be(3), 80).unwrap();
+        let now = b.get(&id, 0).unwrap();
+        assert_eq!(
+            now.gen,
+            before[id as usize].gen + 1,
+            "generation continues past the old run's"
+        );
+    });
+}
