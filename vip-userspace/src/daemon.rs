@@ -359,7 +359,7 @@ async fn bring_up(
     if let Err(e) = applied {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "could not apply VIPs; cleaning up");
-        let _ = rec.release_all().await;
+        let _ = rec.release_all(false).await;
         teardown(plane, cfg, state, false);
         return Err(e.into());
     }
@@ -377,7 +377,7 @@ async fn bring_down(
     keep_pinned: bool,
 ) -> Result<(), DaemonError> {
     state.ready.store(false, Ordering::Relaxed);
-    let released = r.rec.release_all().await;
+    let released = r.rec.release_all(keep_pinned).await;
     if released.is_err() {
         state.reconcile_errors.inc();
     }

@@ -121,8 +121,10 @@ impl Lb {
         std::fs::write(&self.cfg, yaml).unwrap();
     }
 
-    fn start(&self) -> Daemon {
-        Daemon::start(&self.bed, &["--config", self.cfg.to_str().unwrap()])
+    fn start(&self, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--config", self.cfg.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Daemon::start(&self.bed, &args)
     }
 
     fn tcp_port(mode: &str) -> u16 {
@@ -166,7 +168,9 @@ fn reload(d: &Daemon, bed: &Bed, n: u64) {
 fn scenario(tag: &str, mode: &str) {
     let lb = Lb::new(tag, mode == "nat");
     lb.write_config(mode, &BACKENDS);
-    let mut d = lb.start();
+    // dsr runs with --keep-pinned: after the stop, `vip status` still reads the last state.
+    let keep = mode == "dsr";
+    let mut d = lb.start(if keep { &["--keep-pinned"] } else { &[] });
     let client = lb.bed.host("client");
     let vip: SocketAddr = format!("{VIP}:{}", Lb::tcp_port(mode)).parse().unwrap();
 
@@ -250,6 +254,18 @@ fn scenario(tag: &str, mode: &str) {
         "removed backend not in the ring:\n{text}"
     );
     assert!(d.stop().success(), "{}", d.logs());
+    if keep {
+        let after = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+            .args(["status", "--pin-dir", lb.pins.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let after = String::from_utf8_lossy(&after.stdout);
+        assert!(
+            after.contains(&format!("{VIP}:8080/tcp")) && after.contains(&lb.backend_addr(&home)),
+            "status after a --keep-pinned stop:\n{after}"
+        );
+        vip_userspace::dataplane::load::remove_pins(&lb.pins);
+    }
     assert!(!lb.pins.exists());
     let _ = std::fs::remove_file(&lb.cfg);
 }

@@ -244,8 +244,10 @@ impl Reconciler {
     }
 
     /// Release everything (shutdown). Keeps going past errors so as much as possible is
-    /// cleaned; returns the first error.
-    pub async fn release_all(&mut self) -> Result<(), ReconcileError> {
+    /// cleaned; returns the first error. VIPs always go (the node stops answering); with
+    /// `keep_services` the services, backends and rings stay in the (kept) maps, inert once
+    /// the program is detached, for `vip status` and the next run.
+    pub async fn release_all(&mut self, keep_services: bool) -> Result<(), ReconcileError> {
         let mut first = None;
         for ip in self.applied() {
             if let Err(e) = self.release(ip).await {
@@ -260,8 +262,10 @@ impl Reconciler {
             ..
         } = &mut self.backend
         {
-            if let Err(e) = lb.sync.apply(&[]) {
-                first.get_or_insert(e.into());
+            if !keep_services {
+                if let Err(e) = lb.sync.apply(&[]) {
+                    first.get_or_insert(e.into());
+                }
             }
             lb.release(&self.handle).await;
             if let Err(e) = maps.remove_iface(*uplink_index) {
