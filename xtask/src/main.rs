@@ -1,4 +1,5 @@
-//! `cargo xtask setup | build-ebpf | test | demo`: everything an operator or CI runs.
+//! `cargo xtask setup | build-ebpf | test | demo | bench`: everything an operator or CI runs.
+mod bench;
 mod demo;
 mod ebpf;
 mod setup;
@@ -27,6 +28,13 @@ enum Cmd {
     Test,
     /// Show vip on a namespace bed: XDP answering ARP, then the kernel fallback.
     Demo,
+    /// Measure vip against its baselines and print one table (root). Without --quick the
+    /// table is recorded in BENCHMARKS.md.
+    Bench {
+        /// Shorter runs, nothing recorded.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -35,6 +43,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf { release } => ebpf::build(release),
         Cmd::Test => test(),
         Cmd::Demo => demo::run(),
+        Cmd::Bench { quick } => bench::run(quick),
     }
 }
 

@@ -1,0 +1,152 @@
+//! `cargo xtask bench [--quick]`: builds the eBPF objects, `vip` and `vip-bench` (release),
+//! runs the bench as root and prints its table. Without `--quick` the table, with the
+//! machine and the date, replaces the generated part of BENCHMARKS.md (between the markers;
+//! the analysis around it is kept). Namespaces and pins are removed even when the bench fails
+//! or is interrupted.
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{ebpf, setup, util};
+
+const BEGIN: &str = "<!-- bench:begin (written by `cargo xtask bench`) -->";
+const END: &str = "<!-- bench:end -->";
+/// Debian packages only the bench needs (the baselines it compares against).
+const PACKAGES: [(&str, &str); 2] = [("haproxy", "haproxy"), ("nftables", "nft")];
+
+fn cleanup() {
+    testbed::cleanup_prefix("vb-");
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench");
+}
+
+fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args([
+            "-c",
+            &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn install_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, bin)| !have(bin))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask bench: installing {} with apt-get (the baselines the bench compares vip against)",
+        missing.join(" ")
+    );
+    let apt = |args: &[&str]| {
+        util::run(
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    if apt(&install).is_err() {
+        apt(&["update", "-q"])?;
+        apt(&install)?;
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"))
+}
+
+fn machine() -> String {
+    let sh = |c: &str| {
+        util::output(Command::new("sh").args(["-c", c]))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    format!(
+        "Run {} on {} CPUs ({cpu}), kernel {}, {}; commit {}{}.",
+        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        sh("nproc"),
+        sh("uname -r"),
+        sh(". /etc/os-release && echo $PRETTY_NAME"),
+        sh("git rev-parse --short HEAD"),
+        if sh("git status --porcelain --untracked-files=no").is_empty() {
+            ""
+        } else {
+            " (with uncommitted changes)"
+        }
+    )
+}
+
+fn record(table: &str) -> Result<()> {
+    let path = util::root().join("BENCHMARKS.md");
+    let generated = format!("{BEGIN}\n\n{}\n\n{table}\n{END}", machine());
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{generated}{}", &old[..a], &old[b + END.len()..])
+        }
+        _ => format!("# Benchmarks\n\n`cargo xtask bench` (root).\n\n{generated}\n"),
+    };
+    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("recorded in {}", path.display());
+    Ok(())
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    if !util::is_root() {
+        bail!("the bench builds network namespaces and loads XDP programs: run it as root");
+    }
+    // The bench child stops and cleans up by itself on Ctrl-C; xtask waits for it and then
+    // removes anything left.
+    ctrlc::set_handler(|| eprintln!("\ninterrupted: the bench is cleaning up"))
+        .context("installing the Ctrl-C handler")?;
+    setup::run()?;
+    install_packages()?;
+    ebpf::build(true)?;
+    util::cargo(&["build", "--release", "-p", "vip-userspace", "--bin", "vip"])?;
+    util::cargo(&["build", "--release", "-p", "vip-bench"])?;
+    let td = target_dir().join("release");
+    let mut cmd = Command::new(td.join("vip-bench"));
+    cmd.arg("--vip-bin").arg(td.join("vip"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    eprintln!("+ {:?}", cmd);
+    let out = cmd.stderr(Stdio::inherit()).output();
+    cleanup();
+    let out = out.context("running vip-bench")?;
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    if !out.status.success() {
+        bail!(
+            "vip-bench failed ({}); BENCHMARKS.md left as it was",
+            out.status
+        );
+    }
+    if !quick {
+        record(table.trim_end())?;
+    }
+    Ok(())
+}
