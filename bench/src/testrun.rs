@@ -445,6 +445,57 @@ fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<Vec<Timing>> {
             goal: case.goal,
         });
     }
+    out.extend(breakdown(&ctx, repeat, calls)?);
+    Ok(out)
+}
+
+/// For explaining the figures: an empty program, and one bpf_fib_lookup as the load balancer
+/// makes it (to an on-link backend with a permanent neighbour), from `xdp-gen`.
+fn breakdown(ctx: &[u8; 24], repeat: u32, calls: usize) -> Result<Vec<Timing>> {
+    let path = testbed::ebpf_dir().join("xdp-gen");
+    let mut ebpf = Ebpf::load_file(&path).with_context(|| {
+        format!(
+            "loading {} (cargo xtask build-ebpf --release)",
+            path.display()
+        )
+    })?;
+    let mut to_backend = eth(NODE_MAC, CLIENT_MAC, 0x0800);
+    to_backend.extend(ipv4(CLIENT_IP, backend_ip(0), 6, 20));
+    to_backend.extend_from_slice(&[0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10]);
+    let to_backend = pad64(to_backend);
+    let mut out = Vec::new();
+    for (name, prog, verdict) in [
+        ("empty program (xdp_noop)", "xdp_noop", XDP_PASS),
+        ("one bpf_fib_lookup (xdp_fib)", "xdp_fib", XDP_TX),
+    ] {
+        let p: &mut Xdp = ebpf
+            .program_mut(prog)
+            .with_context(|| format!("no {prog}"))?
+            .try_into()?;
+        p.load()
+            .with_context(|| format!("verifier rejects {prog}"))?;
+        let mut ns = Vec::new();
+        for _ in 0..calls {
+            let r = p.test_run(TestRunOptions {
+                data_in: Some(&to_backend),
+                ctx_in: Some(ctx),
+                repeat,
+                ..Default::default()
+            })?;
+            ensure!(
+                r.return_value == verdict,
+                "{name}: verdict {} (want {verdict})",
+                r.return_value
+            );
+            ns.push(r.duration.as_nanos() as u64);
+        }
+        ns.sort_unstable();
+        out.push(Timing {
+            name,
+            ns: ns[ns.len() / 2],
+            goal: None,
+        });
+    }
     Ok(out)
 }
 
@@ -492,7 +543,31 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
         .find(|t| t.name.starts_with("no-op"))
         .map(|t| t.ns)
         .context("no-op timing")?;
+    let empty = timings
+        .iter()
+        .find(|t| t.name.starts_with("empty"))
+        .map(|t| t.ns)
+        .context("empty-program timing")?;
+    let mut extra = Vec::new();
     for t in &timings {
+        if t.name.starts_with("empty") {
+            continue;
+        }
+        if t.name.starts_with("one bpf_fib") || t.name.starts_with("no-op") {
+            let ratio = t.ns as f64 / empty as f64;
+            extra.push(
+                Row::new(format!(
+                    "test_run ns/pkt, breakdown: {} vs an empty program",
+                    t.name
+                ))
+                .result(format!("{} ns", t.ns))
+                .baseline(format!("empty {empty} ns"))
+                .ratio(ratio),
+            );
+            if t.name.starts_with("one bpf_fib") {
+                continue;
+            }
+        }
         let ratio = t.ns as f64 / noop as f64;
         let mut row = Row::new(format!("test_run ns/pkt: {}", t.name))
             .result(format!("{} ns", t.ns))
@@ -503,11 +578,13 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
         }
         rows.push(row);
     }
+    rows.extend(extra);
     notes.push(format!(
         "test_run: median of {calls} calls × repeat {repeat} per case (kernel-reported mean per repeat, whole ns), \
          entries `vip_bench` / `vip_bench_noop` restore the 64-byte frame before every repeat; thread pinned to CPU 1; \
          ingress = a veth in a private namespace (forwarding on, 10 on-link backends with permanent neighbours); \
-         verdict, output frame and counters checked for every call."
+         verdict, output frame and counters checked for every call. Breakdown rows: `xdp_noop` (returns XDP_PASS) and `xdp_fib` \
+         (one bpf_fib_lookup to an on-link backend, as the LB makes it per forwarded packet) from the bench's xdp-gen object."
     ));
     Ok(())
 }

@@ -6,6 +6,10 @@
 //! every run (live-frame pages are recycled with whatever the receivers wrote into them) and
 //! varies the UDP source port over `GEN_CFG.flows` flows.
 //!
+//! `xdp_fib` and `xdp_noop` are only timed through BPF_PROG_TEST_RUN, to break the load
+//! balancer's per-packet cost down: the FIB helper it calls for every forwarded packet, and
+//! an empty program.
+//!
 //! `xdp_sink` is attached to the receiving veth: it counts every frame and the UDP frames
 //! addressed to `SINK_MATCH` (address, port), then drops them, so the receiver's cost is the
 //! same whatever sent the packets.
@@ -13,8 +17,9 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{bpf_fib_lookup, xdp_action},
     btf_maps::{Array, PerCpuArray},
+    helpers::generated::bpf_fib_lookup as fib_lookup,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -122,6 +127,48 @@ fn matches(ctx: &XdpContext) -> Option<bool> {
             && (any_addr || h[30..34] == want[0..4])
             && h[36..38] == want[4..6],
     )
+}
+
+#[xdp]
+pub fn xdp_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// One bpf_fib_lookup for the frame's IPv4 (src, dst), as the load balancer makes it:
+/// XDP_TX when the next hop is resolved, else XDP_DROP.
+#[xdp]
+pub fn xdp_fib(ctx: XdpContext) -> u32 {
+    try_fib(&ctx).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+#[inline(always)]
+fn try_fib(ctx: &XdpContext) -> Option<u32> {
+    let h: *const [u8; 34] = ptr_at(ctx, 0)?;
+    // SAFETY: the frame holds 34 bytes (checked).
+    let h = unsafe { *h };
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid start.
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = 2;
+    p.l4_protocol = h[23];
+    // SAFETY: ctx.ctx is the program's valid xdp_md.
+    p.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    p.__bindgen_anon_1.tot_len = u16::from_be_bytes([h[16], h[17]]);
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([h[26], h[27], h[28], h[29]]);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([h[30], h[31], h[32], h[33]]);
+    // SAFETY: ctx is this program's context; p is a valid, writable lookup struct.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx as *mut _,
+            &mut p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    Some(if rc == 0 {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_DROP
+    })
 }
 
 #[panic_handler]
