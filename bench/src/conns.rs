@@ -28,7 +28,8 @@ const VIP: &str = "192.0.2.100";
 const PORT: u16 = 8080;
 const BACKENDS: [&str; 2] = ["be1", "be2"];
 const METRICS: &str = "127.0.0.1:9472";
-const PIN_DIR: &str = "/sys/fs/bpf/vip-bench";
+/// The daemon's pins (removed by the bench and by xtask).
+pub const PIN_DIR: &str = "/sys/fs/bpf/vip-bench";
 const CLIENT_THREADS: usize = 4;
 const SERVER_THREADS: usize = 2;
 

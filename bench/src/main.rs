@@ -113,6 +113,7 @@ fn real_main() -> Result<bool> {
     }
     // Leftovers of an interrupted run would make namespace creation fail.
     testbed::cleanup_prefix(PREFIX);
+    let _ = std::fs::remove_dir_all(conns::PIN_DIR);
     let quick = a.quick;
     let vip_bin = a.vip_bin.clone();
     let sections: Vec<Section> = vec![
@@ -157,6 +158,7 @@ fn real_main() -> Result<bool> {
         eprintln!("== {name} took {:.1} s", t.elapsed().as_secs_f64());
     }
     testbed::cleanup_prefix(PREFIX);
+    let _ = std::fs::remove_dir_all(conns::PIN_DIR);
     println!("{}", table::render(&rows));
     for n in &notes {
         println!("- {n}");
