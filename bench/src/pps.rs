@@ -24,13 +24,11 @@ use std::{
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, MapData, PerCpuArray},
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
-    util::nr_cpus,
     Ebpf,
 };
 use testbed::{link_mac, parse_mac, sh, Netns};
-use vip_common::{map_names, IfaceValue, VipKey, VipStats, VipValue, VIP_F_OWNED};
 use vip_userspace::{
     config::{Backend, LbMode, Proto, Service},
     dataplane::lb::LbMaps,
@@ -280,34 +278,10 @@ fn attach_vip(lb: &Netns, l0_mac: [u8; 6]) -> Result<Held> {
         ensure!(!obj.is_empty(), "eBPF object not embedded");
         let mut ebpf = Ebpf::load(obj).context("loading the vip object")?;
         let ifindex = crate::ifindex("l0")?;
-        let mut ifaces: HashMap<_, u32, IfaceValue> =
-            HashMap::try_from(ebpf.map_mut(map_names::IFACES).context("IFACES")?)?;
-        ifaces.insert(
-            ifindex,
-            IfaceValue {
-                mac: l0_mac,
-                _pad: [0; 2],
-            },
-            0,
-        )?;
-        let mut vips: HashMap<_, VipKey, VipValue> =
-            HashMap::try_from(ebpf.map_mut(map_names::VIPS).context("VIPS")?)?;
-        vips.insert(
-            VipKey { addr_be: VIP },
-            VipValue {
-                flags: VIP_F_OWNED,
-                ifindex,
-            },
-            0,
-        )?;
-        let mut vs: PerCpuHashMap<_, VipKey, VipStats> =
-            PerCpuHashMap::try_from(ebpf.map_mut(map_names::VIP_STATS).context("VIP_STATS")?)?;
-        let n = nr_cpus().map_err(|(_, e)| e)?;
-        vs.insert(
-            VipKey { addr_be: VIP },
-            PerCpuValues::try_from(vec![VipStats::default(); n])?,
-            0,
-        )?;
+        // The daemon's own calls: interface MAC, VIP owned (with its prefilter bit and counters).
+        let mut maps = vip_userspace::dataplane::maps::Maps::take(&mut ebpf)?;
+        maps.set_iface(ifindex, l0_mac)?;
+        maps.own(Ipv4Addr::from(VIP), ifindex)?;
         let mut sync = ServiceSync::new(
             LbMaps::take(&mut ebpf)?,
             vip_userspace::maglev::DEFAULT_M,

@@ -9,13 +9,12 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::{
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp},
-    util::nr_cpus,
     Ebpf,
 };
 use testbed::Netns;
-use vip_common::{map_names, IfaceValue, Stats, VipKey, VipStats, VipValue, VIP_F_OWNED};
+use vip_common::{map_names, Stats};
 use vip_userspace::{
     config::{Backend, LbMode, Proto, Service},
     dataplane::lb::LbMaps,
@@ -303,30 +302,10 @@ fn load(ifindex: u32) -> Result<Ebpf> {
         p.load()
             .with_context(|| format!("verifier rejects {name}"))?;
     }
-    let mut ifaces: HashMap<_, u32, IfaceValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::IFACES).context("IFACES")?)?;
-    ifaces.insert(
-        ifindex,
-        IfaceValue {
-            mac: NODE_MAC,
-            _pad: [0; 2],
-        },
-        0,
-    )?;
-    let mut vips: HashMap<_, VipKey, VipValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::VIPS).context("VIPS")?)?;
-    vips.insert(
-        VipKey { addr_be: VIP },
-        VipValue {
-            flags: VIP_F_OWNED,
-            ifindex,
-        },
-        0,
-    )?;
-    let mut vs: PerCpuHashMap<_, VipKey, VipStats> =
-        PerCpuHashMap::try_from(ebpf.map_mut(map_names::VIP_STATS).context("VIP_STATS")?)?;
-    let zero = PerCpuValues::try_from(vec![VipStats::default(); nr_cpus().map_err(|(_, e)| e)?])?;
-    vs.insert(VipKey { addr_be: VIP }, zero, 0)?;
+    // The daemon's own calls: interface MAC, VIP owned (with its prefilter bit and counters).
+    let mut maps = vip_userspace::dataplane::maps::Maps::take(&mut ebpf)?;
+    maps.set_iface(ifindex, NODE_MAC)?;
+    maps.own(Ipv4Addr::from(VIP), ifindex)?;
     let backends: Vec<Backend> = (0..N_BACKENDS)
         .map(|i| Backend {
             addr: Ipv4Addr::from(backend_ip(i)),

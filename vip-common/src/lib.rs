@@ -18,6 +18,8 @@ pub mod map_names {
     pub const SVC_STATS: &str = "SVC_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const NEXTHOP: &str = "NEXTHOP";
 }
 
 /// File names under the pin directory (`/sys/fs/bpf/vip/`), lower case for operators.
@@ -34,6 +36,8 @@ pub mod pin_names {
     pub const REVNAT: &str = "revnat";
     pub const SVC_STATS: &str = "svc_stats";
     pub const BACKEND_STATS: &str = "backend_stats";
+    pub const VIP_FILTER: &str = "vip_filter";
+    pub const NEXTHOP: &str = "nexthop";
 }
 
 /// Name of the XDP entry point in the object.
@@ -177,6 +181,40 @@ impl LbStats {
         self.drops += o.drops;
     }
 }
+
+/// Words of the VIP prefilter (`VIP_FILTER`): a 65536-bit bitmap over a hash of the address.
+/// IPv4 traffic whose destination has no bit set cannot be for a VIP and skips every hash
+/// lookup; a set bit (a VIP, or a rare collision) goes on to the exact lookups.
+pub const VIP_FILTER_WORDS: u32 = 1024;
+
+/// (word index, bit mask) of `addr` in the VIP prefilter.
+#[inline(always)]
+pub fn vip_filter_slot(addr_be: [u8; 4]) -> (u32, u64) {
+    let bit = mix32(u32::from_be_bytes(addr_be)) & 0xffff;
+    (bit >> 6, 1u64 << (bit & 63))
+}
+
+/// Per-CPU next-hop cache entry (`NEXTHOP`, by backend id): the last FIB answer for that
+/// backend, so a forwarded packet does not pay for bpf_fib_lookup every time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Generation of the backend the entry was made for (0: empty).
+    pub gen: u32,
+    /// Largest IPv4 total length the FIB accepted (its MTU check); longer packets ask again.
+    pub ok_len: u16,
+    pub _pad: u16,
+    /// Coarse monotonic time after which the entry is looked up again.
+    pub expires_ns: u64,
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+
+/// How long a cached next hop is trusted: a neighbour or route change reaches forwarding
+/// within this time.
+pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
 /// murmur3's finalizer: cheap, no loops (the verifier takes it as is), good avalanche.
 #[inline(always)]
@@ -373,6 +411,7 @@ mod pod {
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for RevValue {}
     unsafe impl aya::Pod for LbStats {}
+    unsafe impl aya::Pod for NextHop {}
 }
 
 #[cfg(test)]

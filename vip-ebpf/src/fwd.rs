@@ -1,12 +1,18 @@
 //! Sending a frame on towards a backend: next hop from the kernel's FIB and neighbour table
 //! (bpf_fib_lookup), then XDP_TX out of the same link or a redirect to another one.
+//!
+//! bpf_fib_lookup costs more than the rest of the fast path together, so its answer is
+//! cached per CPU and per backend (`NEXTHOP`) for `NEXTHOP_TTL_NS`, and only for packets no
+//! longer than one the FIB already accepted (its MTU check). A neighbour or route change is
+//! therefore followed within the TTL; a failed lookup is never cached.
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::XdpContext,
 };
+use vip_common::{BackendValue, NextHop, NEXTHOP_TTL_NS};
 
-use crate::{parse::ptr_at, stats};
+use crate::{maps::NEXTHOP, parse::ptr_at, stats};
 
 const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
@@ -19,17 +25,51 @@ pub enum NoNeigh {
     Drop,
 }
 
-/// Route towards `next_ip` (the backend), rewrite the MACs and send.
+/// Rewrite the MACs for the next hop and pick the verdict.
+#[inline(always)]
+fn out(ctx: &XdpContext, ingress: u32, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6]) -> u32 {
+    let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    unsafe {
+        let mut m = [0u8; 12];
+        m[..6].copy_from_slice(dmac);
+        m[6..].copy_from_slice(smac);
+        *eth = m;
+    }
+    stats::bump(|s| s.lb_forward += 1);
+    if ifindex == ingress {
+        xdp_action::XDP_TX
+    } else {
+        // SAFETY: plain helper call; returns XDP_REDIRECT (or XDP_ABORTED on bad flags).
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
+    }
+}
+
+/// Route towards backend `id` (cached next hop, else the FIB), rewrite the MACs and send.
 #[inline(always)]
 pub fn send(
     ctx: &XdpContext,
     src: [u8; 4],
-    next_ip: [u8; 4],
+    id: u32,
+    backend: &BackendValue,
     proto: u8,
     tot_len: u16,
     no_neigh: NoNeigh,
 ) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let cache = NEXTHOP.get_ptr_mut(id);
+    if let Some(c) = cache {
+        // SAFETY: this CPU's slot of a per-CPU array; copied out at once.
+        let nh = unsafe { *c };
+        if nh.gen == backend.gen && nh.expires_ns > now && tot_len <= nh.ok_len {
+            return out(ctx, ingress, nh.ifindex, &nh.smac, &nh.dmac);
+        }
+    }
+    let next_ip = backend.addr_be;
     // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid start.
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     p.family = AF_INET;
@@ -58,21 +98,19 @@ pub fn send(
         stats::bump(|s| s.fib_fail += 1);
         return xdp_action::XDP_DROP;
     }
-    let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
-        return xdp_action::XDP_DROP;
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    unsafe {
-        let mut m = [0u8; 12];
-        m[..6].copy_from_slice(&p.dmac);
-        m[6..].copy_from_slice(&p.smac);
-        *eth = m;
+    if let Some(c) = cache {
+        // SAFETY: this CPU's slot; nothing else writes it concurrently.
+        unsafe {
+            *c = NextHop {
+                gen: backend.gen,
+                ok_len: tot_len,
+                _pad: 0,
+                expires_ns: now + NEXTHOP_TTL_NS,
+                ifindex: p.ifindex,
+                smac: p.smac,
+                dmac: p.dmac,
+            };
+        }
     }
-    stats::bump(|s| s.lb_forward += 1);
-    if p.ifindex == ingress {
-        xdp_action::XDP_TX
-    } else {
-        // SAFETY: plain helper call; returns XDP_REDIRECT or XDP_ABORTED-free error code.
-        unsafe { bpf_redirect(p.ifindex, 0) as u32 }
-    }
+    out(ctx, ingress, p.ifindex, &p.smac, &p.dmac)
 }

@@ -65,14 +65,15 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         proto,
         _pad: [0; 3],
     };
-    let Some((_, backend)) = conntrack::lookup(&flow).or_else(|| lb::maglev(&flow, &svc)) else {
+    let Some((id, backend)) = conntrack::lookup(&flow).or_else(|| lb::maglev(&flow, &svc)) else {
         return Some(xdp_action::XDP_PASS);
     };
     stats::bump(|s| s.icmp_to_backend += 1);
     Some(fwd::send(
         ctx,
         ip.src,
-        backend.addr_be,
+        id,
+        &backend,
         ip.proto,
         ip.tot_len,
         NoNeigh::Drop,

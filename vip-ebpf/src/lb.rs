@@ -94,12 +94,13 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         MODE_DSR => fwd::send(
             ctx,
             ip.src,
-            backend.addr_be,
+            id,
+            &backend,
             ip.proto,
             ip.tot_len,
             NoNeigh::Drop,
         ),
-        MODE_NAT => nat(ctx, frame.l3_off, ip, &flow, &backend),
+        MODE_NAT => nat(ctx, frame.l3_off, ip, &flow, id, &backend),
         _ => xdp_action::XDP_PASS,
     })
 }
@@ -158,7 +159,7 @@ pub fn maglev(flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)>
 }
 
 #[inline(always)]
-fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv4, flow: &FlowKey, b: &BackendValue) -> u32 {
+fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv4, flow: &FlowKey, id: u32, b: &BackendValue) -> u32 {
     if rewrite::dnat(ctx, l3, ip.proto, b.addr_be, b.port_be).is_none() {
         return xdp_action::XDP_PASS;
     }
@@ -183,5 +184,5 @@ fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv4, flow: &FlowKey, b: &BackendValue)
             0,
         );
     }
-    fwd::send(ctx, ip.src, b.addr_be, ip.proto, ip.tot_len, NoNeigh::Pass)
+    fwd::send(ctx, ip.src, id, b, ip.proto, ip.tot_len, NoNeigh::Pass)
 }

@@ -69,20 +69,25 @@ pub fn vip_tc_egress(ctx: TcContext) -> i32 {
     revnat::egress(&ctx)
 }
 
-/// IPv4: services are load-balanced; other traffic to a VIP is counted per VIP and goes to
-/// the stack, like everything else.
+/// IPv4: a destination that cannot be a VIP passes at once (one array lookup). Services are
+/// load-balanced; other traffic to a VIP is counted per VIP and goes to the stack.
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     let Some(ip) = parse::ipv4(ctx, frame.l3_off) else {
         return xdp_action::XDP_PASS;
     };
+    if !maps::maybe_vip(&ip.dst) {
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(verdict) = lb::handle(ctx, frame, &ip) {
+        return verdict;
+    }
     if maps::vip(&ip.dst).is_some() {
         stats::bump(|s| s.ipv4_to_vip += 1);
         stats::bump_vip(&ip.dst, |v| v.ipv4_pkts += 1);
     }
-    lb::handle(ctx, frame, &ip).unwrap_or(xdp_action::XDP_PASS)
+    xdp_action::XDP_PASS
 }
-
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -4,9 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::{
-    BackendValue, Config, FlowKey, FlowValue, IfaceValue, LbStats, RevValue, ServiceKey,
-    ServiceValue, Stats, VipKey, VipStats, VipValue, CONNTRACK_ENTRIES, MAX_BACKENDS, MAX_IFACES,
-    MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SIZE,
+    vip_filter_slot, BackendValue, Config, FlowKey, FlowValue, IfaceValue, LbStats, NextHop,
+    RevValue, ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CONNTRACK_ENTRIES,
+    MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SIZE, VIP_FILTER_WORDS,
 };
 
 #[btf_map]
@@ -51,6 +51,26 @@ pub static SVC_STATS: PerCpuArray<LbStats, { MAX_SERVICES as usize }> = PerCpuAr
 
 #[btf_map]
 pub static BACKEND_STATS: PerCpuArray<LbStats, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+
+/// Bitmap prefilter over VIP addresses (see `vip_common::vip_filter_slot`). An array: the
+/// verifier inlines its lookup, so non-VIP traffic costs a few instructions.
+#[btf_map]
+pub static VIP_FILTER: Array<u64, { VIP_FILTER_WORDS as usize }> = Array::new();
+
+/// Per-CPU next-hop cache by backend id (per-CPU: no torn entries, no shared cache lines).
+#[btf_map]
+pub static NEXTHOP: PerCpuArray<NextHop, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+
+/// Whether `addr` may be a VIP (false: certainly not).
+#[inline(always)]
+pub fn maybe_vip(addr: &[u8; 4]) -> bool {
+    let (word, mask) = vip_filter_slot(*addr);
+    match VIP_FILTER.get_ptr(word) {
+        // SAFETY: array value, copied out at once.
+        Some(p) => (unsafe { *p }) & mask != 0,
+        None => false,
+    }
+}
 
 // Copy values out at once: a reference into a hash map is only valid until the next update
 // from userspace, so nothing is held across other work.

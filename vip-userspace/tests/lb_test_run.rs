@@ -474,6 +474,16 @@ fn fixtures() {
                 output: Some(with_macs(syn.clone(), mac_of(be), IN_MAC)),
             },
             Case {
+                name: "cached next hop does not skip the MTU check",
+                input: {
+                    let mut b = syn.clone();
+                    b[16..18].copy_from_slice(&9000u16.to_be_bytes());
+                    b
+                },
+                verdict: XDP_DROP,
+                output: None,
+            },
+            Case {
                 name: "nat SYN -> DNAT to backend:8080, checksums valid",
                 input: nat_syn.clone(),
                 verdict: XDP_TX,

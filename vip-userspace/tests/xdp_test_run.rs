@@ -51,15 +51,27 @@ fn load() -> Ebpf {
             )
             .unwrap();
     }
-    let mut vips: HashMap<_, VipKey, VipValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::VIPS).unwrap()).unwrap();
-    for (addr, flags, ifindex) in [
-        (OWNED, VIP_F_OWNED, IFINDEX),
-        (HELD_ELSEWHERE, 0, 0),
-        (OWNED_ON_OTHER_LINK, VIP_F_OWNED, 99),
-    ] {
-        vips.insert(VipKey { addr_be: addr }, VipValue { flags, ifindex }, 0)
-            .unwrap();
+    {
+        let mut vips: HashMap<_, VipKey, VipValue> =
+            HashMap::try_from(ebpf.map_mut(map_names::VIPS).unwrap()).unwrap();
+        for (addr, flags, ifindex) in [
+            (OWNED, VIP_F_OWNED, IFINDEX),
+            (HELD_ELSEWHERE, 0, 0),
+            (OWNED_ON_OTHER_LINK, VIP_F_OWNED, 99),
+        ] {
+            vips.insert(VipKey { addr_be: addr }, VipValue { flags, ifindex }, 0)
+                .unwrap();
+        }
+    }
+    {
+        // The daemon sets a VIP's prefilter bit with the VIP (Maps::own); do the same.
+        let mut filter: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(ebpf.map_mut(map_names::VIP_FILTER).unwrap()).unwrap();
+        for addr in [OWNED, HELD_ELSEWHERE, OWNED_ON_OTHER_LINK] {
+            let (w, mask) = vip_common::vip_filter_slot(addr);
+            let cur = filter.get(&w, 0).unwrap();
+            filter.set(w, cur | mask, 0).unwrap();
+        }
     }
     let mut vs: PerCpuHashMap<_, VipKey, VipStats> =
         PerCpuHashMap::try_from(ebpf.map_mut(map_names::VIP_STATS).unwrap()).unwrap();

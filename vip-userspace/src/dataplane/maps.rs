@@ -1,18 +1,24 @@
 //! Typed access to the pinned maps.
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     util::nr_cpus,
     Ebpf,
 };
 use std::{net::Ipv4Addr, path::Path};
 use vip_common::{
-    map_names, pin_names, IfaceValue, Stats, VipKey, VipStats, VipValue, VIP_F_OWNED,
+    map_names, pin_names, vip_filter_slot, IfaceValue, Stats, VipKey, VipStats, VipValue,
+    VIP_F_OWNED,
 };
 
 use super::DataplaneError;
 
 pub struct Maps {
     pub vips: HashMap<MapData, VipKey, VipValue>,
+    /// Prefilter bitmap: a bit for every VIP, so non-VIP traffic skips the hash lookups.
+    /// Bits are only ever set while running (a stale bit costs a lookup, never a wrong
+    /// answer) and rebuilt from `vips` at start.
+    pub filter: Array<MapData, u64>,
+    filter_shadow: Vec<u64>,
     pub ifaces: HashMap<MapData, u32, IfaceValue>,
     pub vip_stats: PerCpuHashMap<MapData, VipKey, VipStats>,
 }
@@ -35,11 +41,43 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Dataplane
 
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
-        Ok(Maps {
+        let mut m = Maps {
             vips: HashMap::try_from(take(ebpf, map_names::VIPS)?)?,
+            filter: Array::try_from(take(ebpf, map_names::VIP_FILTER)?)?,
+            filter_shadow: Vec::new(),
             ifaces: HashMap::try_from(take(ebpf, map_names::IFACES)?)?,
             vip_stats: PerCpuHashMap::try_from(take(ebpf, map_names::VIP_STATS)?)?,
-        })
+        };
+        m.rebuild_filter()?;
+        Ok(m)
+    }
+
+    /// The prefilter from scratch: exactly the bits of the VIPs in the map.
+    fn rebuild_filter(&mut self) -> Result<(), DataplaneError> {
+        let mut want = vec![0u64; self.filter.len() as usize];
+        for ip in self.vips() {
+            let (w, mask) = vip_filter_slot(ip.octets());
+            if let Some(x) = want.get_mut(w as usize) {
+                *x |= mask;
+            }
+        }
+        for (i, w) in want.iter().enumerate() {
+            self.filter.set(i as u32, *w, 0)?;
+        }
+        self.filter_shadow = want;
+        Ok(())
+    }
+
+    fn filter_add(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let (w, mask) = vip_filter_slot(ip.octets());
+        let Some(cur) = self.filter_shadow.get_mut(w as usize) else {
+            return Ok(());
+        };
+        if *cur & mask == 0 {
+            *cur |= mask;
+            self.filter.set(w, *cur, 0)?;
+        }
+        Ok(())
     }
 
     pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
@@ -64,6 +102,8 @@ impl Maps {
                 .map_err(DataplaneError::PerCpu)?;
             self.vip_stats.insert(k, zero, 0)?;
         }
+        // The filter bit first: once the VIP answers ARP, its traffic must reach the LB.
+        self.filter_add(ip)?;
         self.vips.insert(
             k,
             VipValue {

@@ -62,6 +62,8 @@ pub struct Model {
     pub conntrack: HashMap<FlowKey, FlowValue>,
     pub revnat: HashMap<FlowKey, RevValue>,
     pub fib: FibTable,
+    /// The VIP prefilter bitmap (`VIP_FILTER`).
+    pub vip_filter: Vec<u64>,
 }
 
 fn be16(f: &[u8], off: usize) -> u16 {
@@ -130,6 +132,10 @@ impl Model {
 
     fn ipv4(&mut self, f: &mut [u8], l3: usize, ingress: u32) -> u32 {
         if f.len() < l3 + 20 || f[l3] >> 4 != 4 || f[l3] & 0x0f < 5 {
+            return XDP_PASS;
+        }
+        let (w, mask) = vip_common::vip_filter_slot(a4(f, l3 + 16));
+        if self.vip_filter.get(w as usize).copied().unwrap_or(0) & mask == 0 {
             return XDP_PASS;
         }
         let proto = f[l3 + 9];
@@ -378,6 +384,10 @@ pub fn from_pins(pin_dir: &std::path::Path, fib: FibTable) -> Result<Model, supe
     for e in vips.iter() {
         let (k, v) = e?;
         m.vips.insert(k.addr_be, v);
+    }
+    let filter: Array<_, u64> = Array::try_from(Map::Array(open(pin_names::VIP_FILTER)?))?;
+    for i in 0..filter.len() {
+        m.vip_filter.push(filter.get(&i, 0)?);
     }
     for e in ifaces.iter() {
         let (k, v) = e?;
