@@ -79,8 +79,13 @@ pub struct Config {
     pub ring_size: u32,
     /// Cluster-wide hash seed: the same on every node so every node picks the same backend.
     pub hash_seed: u32,
+    /// Bumped by the daemon about once a second: cached next hops of an older epoch are
+    /// looked up again, so neighbour and route changes reach forwarding within a second
+    /// without a clock read per packet.
+    pub epoch: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
 /// Key of `SERVICES`: (VIP, port, protocol), network byte order.
 #[repr(C)]
@@ -118,16 +123,23 @@ impl ServiceValue {
 /// Value of `BACKENDS`, indexed by backend id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A backend *of one service*: ids are per (service, backend, mode), so an established flow
+/// needs only its conntrack entry and this value to be forwarded (no service lookup).
 pub struct BackendValue {
     pub addr_be: [u8; 4],
     pub port_be: [u8; 2],
-    pub _pad: [u8; 2],
+    /// The service's forwarding mode (`MODE_*`).
+    pub mode: u8,
+    pub _pad: u8,
     pub flags: u32,
     /// Bumped each time the id is given to a different backend, so a conntrack entry made
     /// for the previous holder is not followed to the new one.
     pub gen: u32,
+    /// The service's id (its stats slot).
+    pub svc: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<BackendValue>() == 16);
+const _: () = assert!(core::mem::size_of::<BackendValue>() == 24);
 
 /// A flow as the client sent it: key of `CONNTRACK`; also the key of `REVNAT` with the
 /// backend as `src` and the client as `dst`.
@@ -201,20 +213,16 @@ pub fn vip_filter_slot(addr_be: [u8; 4]) -> (u32, u64) {
 pub struct NextHop {
     /// Generation of the backend the entry was made for (0: empty).
     pub gen: u32,
+    /// `Config::epoch` when the entry was made; another epoch means ask the FIB again.
+    pub epoch: u32,
+    pub ifindex: u32,
     /// Largest IPv4 total length the FIB accepted (its MTU check); longer packets ask again.
     pub ok_len: u16,
-    pub _pad: u16,
-    /// Coarse monotonic time after which the entry is looked up again.
-    pub expires_ns: u64,
-    pub ifindex: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
+    pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
-
-/// How long a cached next hop is trusted: a neighbour or route change reaches forwarding
-/// within this time.
-pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
+const _: () = assert!(core::mem::size_of::<NextHop>() == 28);
 
 /// murmur3's finalizer: cheap, no loops (the verifier takes it as is), good avalanche.
 #[inline(always)]

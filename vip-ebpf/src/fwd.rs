@@ -2,17 +2,22 @@
 //! (bpf_fib_lookup), then XDP_TX out of the same link or a redirect to another one.
 //!
 //! bpf_fib_lookup costs more than the rest of the fast path together, so its answer is
-//! cached per CPU and per backend (`NEXTHOP`) for `NEXTHOP_TTL_NS`, and only for packets no
-//! longer than one the FIB already accepted (its MTU check). A neighbour or route change is
-//! therefore followed within the TTL; a failed lookup is never cached.
+//! cached per CPU and per backend (`NEXTHOP`) until the daemon's next epoch tick (about a
+//! second), and only for packets no longer than one the FIB already accepted (its MTU
+//! check). A neighbour or route change is therefore followed within the tick; a failed
+//! lookup is never cached.
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use vip_common::{BackendValue, NextHop, NEXTHOP_TTL_NS};
+use vip_common::{BackendValue, NextHop};
 
-use crate::{maps::NEXTHOP, parse::ptr_at, stats};
+use crate::{
+    maps::{self, NEXTHOP},
+    parse::ptr_at,
+    stats,
+};
 
 const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
@@ -59,13 +64,12 @@ pub fn send(
     no_neigh: NoNeigh,
 ) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let epoch = maps::config().map_or(0, |c| c.epoch);
     let cache = NEXTHOP.get_ptr_mut(id);
     if let Some(c) = cache {
         // SAFETY: this CPU's slot of a per-CPU array; copied out at once.
         let nh = unsafe { *c };
-        if nh.gen == backend.gen && nh.expires_ns > now && tot_len <= nh.ok_len {
+        if nh.gen == backend.gen && nh.epoch == epoch && tot_len <= nh.ok_len {
             return out(ctx, ingress, nh.ifindex, &nh.smac, &nh.dmac);
         }
     }
@@ -103,12 +107,12 @@ pub fn send(
         unsafe {
             *c = NextHop {
                 gen: backend.gen,
-                ok_len: tot_len,
-                _pad: 0,
-                expires_ns: now + NEXTHOP_TTL_NS,
+                epoch,
                 ifindex: p.ifindex,
+                ok_len: tot_len,
                 smac: p.smac,
                 dmac: p.dmac,
+                _pad: [0; 2],
             };
         }
     }

@@ -37,24 +37,42 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     }
     let l4 = frame.l3_off + ip.ihl_bytes;
     // A truncated L4 header is malformed: the stack drops it with the right counters.
-    if ip.proto == PROTO_TCP {
-        ptr_at::<[u8; 20]>(ctx, l4)?;
+    // TCP: the flags decide whether conntrack is consulted (a SYN is always placed anew).
+    let syn = if ip.proto == PROTO_TCP {
+        let tcp: *const [u8; 20] = ptr_at(ctx, l4)?;
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe { (*tcp)[13] & (TCP_SYN | TCP_ACK) == TCP_SYN }
     } else {
         ptr_at::<[u8; 8]>(ctx, l4)?;
-    }
+        false
+    };
     let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
     // SAFETY: bounds-checked by ptr_at.
     let ports = unsafe { *ports };
-    let sport = [ports[0], ports[1]];
-    let dport = [ports[2], ports[3]];
-    let key = ServiceKey {
+    let flow = FlowKey {
+        src_be: ip.src,
+        dst_be: ip.dst,
+        sport_be: [ports[0], ports[1]],
+        dport_be: [ports[2], ports[3]],
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let plain = ip.ihl_bytes == 20 && frame.l3_off == ETH_HLEN;
+    // Established flows: the conntrack entry and its backend are all that is needed (the
+    // backend carries its service's mode and id), so the service is not looked up.
+    if plain && !syn {
+        if let Some((id, backend)) = conntrack::lookup(&flow) {
+            stats::bump(|s| s.ct_hit += 1);
+            return Some(forward(ctx, frame, ip, &flow, id, &backend, len));
+        }
+    }
+    let svc = maps::service(&ServiceKey {
         addr_be: ip.dst,
-        port_be: dport,
+        port_be: flow.dport_be,
         proto: ip.proto,
         _pad: 0,
-    };
-    let svc = maps::service(&key)?;
-    let len = (ctx.data_end() - ctx.data()) as u64;
+    })?;
     if svc.mode == MODE_LOCAL {
         stats::bump(|s| s.lb_local += 1);
         stats::service(svc.id, |s| {
@@ -65,24 +83,33 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     }
     // Options shift the L4 header and VLAN-tagged frames need the tag's route: both are rare
     // on a LB path and go to the kernel, counted.
-    if ip.ihl_bytes != 20 || frame.l3_off != ETH_HLEN {
+    if !plain {
         stats::bump(|s| s.lb_ip_options += 1);
         return Some(xdp_action::XDP_PASS);
     }
-    let flow = FlowKey {
-        src_be: ip.src,
-        dst_be: ip.dst,
-        sport_be: sport,
-        dport_be: dport,
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
-    let Some((id, backend)) = pick(ctx, l4, &flow, &svc) else {
+    let Some((id, backend)) = maglev(&flow, &svc) else {
         stats::bump(|s| s.lb_no_backend += 1);
         stats::service(svc.id, |s| s.drops += 1);
         return Some(xdp_action::XDP_DROP);
     };
-    stats::service(svc.id, |s| {
+    conntrack::record(&flow, id, &backend);
+    stats::bump(|s| s.ct_new += 1);
+    stats::service(svc.id, |s| s.new_flows += 1);
+    stats::backend(id, |s| s.new_flows += 1);
+    Some(forward(ctx, frame, ip, &flow, id, &backend, len))
+}
+
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    frame: &EtherFrame,
+    ip: &Ipv4,
+    flow: &FlowKey,
+    id: u32,
+    backend: &BackendValue,
+    len: u64,
+) -> u32 {
+    stats::service(backend.svc, |s| {
         s.packets += 1;
         s.bytes += len;
     });
@@ -90,47 +117,19 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         s.packets += 1;
         s.bytes += len;
     });
-    Some(match svc.mode {
+    match backend.mode {
         MODE_DSR => fwd::send(
             ctx,
             ip.src,
             id,
-            &backend,
+            backend,
             ip.proto,
             ip.tot_len,
             NoNeigh::Drop,
         ),
-        MODE_NAT => nat(ctx, frame.l3_off, ip, &flow, id, &backend),
+        MODE_NAT => nat(ctx, frame.l3_off, ip, flow, id, backend),
         _ => xdp_action::XDP_PASS,
-    })
-}
-
-/// Conntrack first (except for a TCP SYN, which always starts a new placement, so a reused
-/// 4-tuple follows the current backend set); else the Maglev slot of the flow's hash.
-#[inline(always)]
-fn pick(
-    ctx: &XdpContext,
-    l4: usize,
-    flow: &FlowKey,
-    svc: &ServiceValue,
-) -> Option<(u32, BackendValue)> {
-    let syn = flow.proto == PROTO_TCP && {
-        let flags: *const u8 = ptr_at(ctx, l4 + 13)?;
-        // SAFETY: bounds-checked by ptr_at.
-        unsafe { *flags & (TCP_SYN | TCP_ACK) == TCP_SYN }
-    };
-    if !syn {
-        if let Some(hit) = conntrack::lookup(flow) {
-            stats::bump(|s| s.ct_hit += 1);
-            return Some(hit);
-        }
     }
-    let (id, b) = maglev(flow, svc)?;
-    conntrack::record(flow, id, &b);
-    stats::bump(|s| s.ct_new += 1);
-    stats::service(svc.id, |s| s.new_flows += 1);
-    stats::backend(id, |s| s.new_flows += 1);
-    Some((id, b))
 }
 
 /// The backend the service's live Maglev ring gives this flow (no conntrack, no recording).

@@ -1,6 +1,6 @@
 //! Map definitions (BTF, so bpftool prints field names) and typed lookups.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     macros::btf_map,
 };
 use vip_common::{
@@ -35,12 +35,13 @@ pub static BACKENDS: Array<BackendValue, { MAX_BACKENDS as usize }> = Array::new
 #[btf_map]
 pub static RINGS: Array<u32, { (MAX_SERVICES * 2 * RING_SIZE) as usize }> = Array::new();
 
-/// Per-CPU LRU, as Katran: a flow is steered to one CPU by RSS, so no locking and no
-/// cross-CPU cache traffic; an evicted flow is re-placed by Maglev (same backend unless
-/// the set changed).
+/// LRU with per-CPU LRU lists (BPF_F_NO_COMMON_LRU), as Katran: a flow is steered to one CPU
+/// by RSS, so updates take no shared lock; values are plain (not per-CPU), so a flow that
+/// moves CPU still finds its entry. An evicted flow is re-placed by Maglev (the same backend
+/// unless the set changed).
 #[btf_map]
-pub static CONNTRACK: LruPerCpuHashMap<FlowKey, FlowValue, { CONNTRACK_ENTRIES as usize }> =
-    LruPerCpuHashMap::new();
+pub static CONNTRACK: LruHashMap<FlowKey, FlowValue, { CONNTRACK_ENTRIES as usize }, 2> =
+    LruHashMap::new();
 
 /// Shared (not per-CPU): replies are rewritten by tc egress on whatever CPU sends them.
 #[btf_map]

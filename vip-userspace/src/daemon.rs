@@ -119,6 +119,9 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
 /// the data plane down and brings it up again on the new device.
 const LINK_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Link checks per next-hop epoch: cached backend next hops are refreshed about every second.
+const EPOCH_TICKS: u64 = 2;
+
 /// Everything that is up while the uplink exists.
 struct Running {
     uplink: Link,
@@ -148,6 +151,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(LINK_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let sig = loop {
         let hangup = async {
@@ -165,6 +169,12 @@ pub async fn run(
                 continue;
             }
             _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if ticks % EPOCH_TICKS == 0 {
+            if let Some(r) = running.as_mut() {
+                r.rec.tick_epoch();
+            }
         }
         let current = match link::get(&handle, &cfg.interface).await {
             Ok(l) => Some(l),

@@ -155,47 +155,70 @@ impl Model {
         if f.len() < l4 + need {
             return XDP_PASS;
         }
-        let sport = [f[l4], f[l4 + 1]];
-        let dport = [f[l4 + 2], f[l4 + 3]];
+        let syn = proto == PROTO_TCP && f[l4 + 13] & 0x12 == 0x02;
+        let flow = FlowKey {
+            src_be: src,
+            dst_be: dst,
+            sport_be: [f[l4], f[l4 + 1]],
+            dport_be: [f[l4 + 2], f[l4 + 3]],
+            proto,
+            _pad: [0; 3],
+        };
+        let plain = ihl == 20 && l3 == 14;
+        if plain && !syn {
+            if let Some(b) = self.conntracked(&flow) {
+                return self.forward(f, l3, &flow, &b, tot_len, ingress);
+            }
+        }
         let key = ServiceKey {
             addr_be: dst,
-            port_be: dport,
+            port_be: flow.dport_be,
             proto,
             _pad: 0,
         };
         let Some(svc) = self.services.get(&key).copied() else {
             return XDP_PASS;
         };
-        if svc.mode == MODE_LOCAL || ihl != 20 || l3 != 14 {
+        if svc.mode == MODE_LOCAL || !plain {
             return XDP_PASS;
         }
-        let flow = FlowKey {
-            src_be: src,
-            dst_be: dst,
-            sport_be: sport,
-            dport_be: dport,
-            proto,
-            _pad: [0; 3],
-        };
-        let syn = proto == PROTO_TCP && f[l4 + 13] & 0x12 == 0x02;
-        let Some(b) = self.pick(&flow, &svc, syn) else {
+        let Some((id, b)) = self.maglev_id(&flow, &svc) else {
             return XDP_DROP;
         };
-        match svc.mode {
+        self.conntrack.insert(
+            flow,
+            FlowValue {
+                backend: id,
+                gen: b.gen,
+            },
+        );
+        self.forward(f, l3, &flow, &b, tot_len, ingress)
+    }
+
+    fn forward(
+        &mut self,
+        f: &mut [u8],
+        l3: usize,
+        flow: &FlowKey,
+        b: &BackendValue,
+        tot_len: u16,
+        ingress: u32,
+    ) -> u32 {
+        match b.mode {
             MODE_DSR => self.send(f, b.addr_be, tot_len, ingress, false),
             MODE_NAT => {
-                self.dnat(f, l3, proto, b.addr_be, b.port_be);
+                self.dnat(f, l3, flow.proto, b.addr_be, b.port_be);
                 let rev = FlowKey {
                     src_be: b.addr_be,
-                    dst_be: src,
+                    dst_be: flow.src_be,
                     sport_be: b.port_be,
-                    dport_be: sport,
-                    proto,
+                    dport_be: flow.sport_be,
+                    proto: flow.proto,
                     _pad: [0; 3],
                 };
                 self.revnat.entry(rev).or_insert(RevValue {
-                    vip_be: dst,
-                    vport_be: dport,
+                    vip_be: flow.dst_be,
+                    vport_be: flow.dport_be,
                     _pad: [0; 2],
                 });
                 self.send(f, b.addr_be, tot_len, ingress, true)
@@ -283,23 +306,6 @@ impl Model {
 
     fn backend(&self, id: u32) -> Option<BackendValue> {
         self.backends.get(id as usize).copied()
-    }
-
-    fn pick(&mut self, flow: &FlowKey, svc: &ServiceValue, syn: bool) -> Option<BackendValue> {
-        if !syn {
-            if let Some(b) = self.conntracked(flow) {
-                return Some(b);
-            }
-        }
-        let (id, b) = self.maglev_id(flow, svc)?;
-        self.conntrack.insert(
-            *flow,
-            FlowValue {
-                backend: id,
-                gen: b.gen,
-            },
-        );
-        Some(b)
     }
 
     fn dnat(&self, f: &mut [u8], l3: usize, proto: u8, addr: [u8; 4], port: [u8; 2]) {

@@ -109,6 +109,15 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Start a new next-hop epoch (see `ServiceSync::tick_epoch`); failures are logged.
+    pub fn tick_epoch(&mut self) {
+        if let Backend::Xdp { lb, .. } = &mut self.backend {
+            if let Err(e) = lb.sync.tick_epoch() {
+                tracing::warn!(error = %e, "next-hop epoch not advanced");
+            }
+        }
+    }
+
     pub fn services(&self) -> Option<&services::ServiceSync> {
         match &self.backend {
             Backend::Xdp { lb, .. } => Some(&lb.sync),

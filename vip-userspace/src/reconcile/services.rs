@@ -40,6 +40,8 @@ pub fn key_of(s: &Service) -> ServiceKey {
     }
 }
 
+type BackendKey = (ServiceKey, Ipv4Addr, u16, u8);
+
 struct Applied {
     id: u32,
     live: u32,
@@ -65,8 +67,9 @@ pub struct ServiceSync {
     applied: BTreeMap<ServiceKey, Applied>,
     free_sids: Vec<u32>,
     next_sid: u32,
-    /// (addr, port) -> (backend id, services using it)
-    backend_ids: HashMap<(Ipv4Addr, u16), (u32, u32)>,
+    /// (service, addr, port, mode) -> backend id. Ids are per service and mode: a flow's
+    /// conntrack entry plus its backend's value are then enough to forward it.
+    backend_ids: HashMap<BackendKey, u32>,
     free_bids: Vec<u32>,
     next_bid: u32,
     gens: HashMap<u32, u32>,
@@ -81,6 +84,8 @@ impl ServiceSync {
             BpfConfig {
                 ring_size,
                 hash_seed,
+                epoch: 1,
+                _pad: 0,
             },
             0,
         )?;
@@ -119,13 +124,26 @@ impl ServiceSync {
         })
     }
 
-    /// Backend id of (addr, port) as written in the maps, if any (for stats and tests).
+    /// Backend id of (addr, port) in any service, as written in the maps (for stats and
+    /// tests).
     pub fn backend_id(&self, addr: Ipv4Addr, port: u16) -> Option<u32> {
-        self.backend_ids.get(&(addr, port)).map(|(id, _)| *id)
+        self.backend_ids
+            .iter()
+            .find(|((_, a, p, _), _)| *a == addr && *p == port)
+            .map(|(_, id)| *id)
     }
 
     pub fn service_id(&self, key: &ServiceKey) -> Option<u32> {
         self.applied.get(key).map(|a| a.id)
+    }
+
+    /// Advance the epoch that cached next hops are checked against (call about once a
+    /// second): every CPU asks the FIB again on its next packet to each backend.
+    pub fn tick_epoch(&mut self) -> Result<(), ServiceError> {
+        let mut c = self.maps.config.get(&0, 0)?;
+        c.epoch = c.epoch.wrapping_add(1);
+        self.maps.config.set(0, c, 0)?;
+        Ok(())
     }
 
     fn alloc_sid(&mut self) -> Result<u32, ServiceError> {
@@ -139,9 +157,16 @@ impl ServiceSync {
         Ok(self.next_sid - 1)
     }
 
-    fn acquire_backend(&mut self, b: &Backend) -> Result<u32, ServiceError> {
-        if let Some((id, refs)) = self.backend_ids.get_mut(&(b.addr, b.port)) {
-            *refs += 1;
+    /// The id of `b` in service `key` (id `sid`) with `mode`, written to BACKENDS if new.
+    fn acquire_backend(
+        &mut self,
+        key: ServiceKey,
+        sid: u32,
+        mode: u8,
+        b: &Backend,
+    ) -> Result<u32, ServiceError> {
+        let bk = (key, b.addr, b.port, mode);
+        if let Some(id) = self.backend_ids.get(&bk) {
             return Ok(*id);
         }
         let id = match self.free_bids.pop() {
@@ -157,35 +182,44 @@ impl ServiceSync {
         // A new generation per holder: flows pinned to the id's previous backend must not
         // follow the id to this one.
         let gen = self.gens.entry(id).or_insert(0);
-        *gen = gen.wrapping_add(1);
+        *gen = gen.wrapping_add(1).max(1);
         self.maps.backends.set(
             id,
             BackendValue {
                 addr_be: b.addr.octets(),
                 port_be: b.port.to_be_bytes(),
-                _pad: [0; 2],
+                mode,
+                _pad: 0,
                 flags: BACKEND_F_ACTIVE,
                 gen: *gen,
+                svc: sid,
+                _pad2: 0,
             },
             0,
         )?;
-        self.backend_ids.insert((b.addr, b.port), (id, 1));
+        self.backend_ids.insert(bk, id);
         Ok(id)
     }
 
-    /// Drop one reference; returns the id if it was the last (to deactivate after flips).
-    fn release_backend(&mut self, b: &Backend) -> Option<u32> {
-        let entry = self.backend_ids.get_mut(&(b.addr, b.port))?;
-        entry.1 -= 1;
-        if entry.1 > 0 {
-            return None;
-        }
-        let id = entry.0;
-        self.backend_ids.remove(&(b.addr, b.port));
-        Some(id)
+    /// Ids of `key`'s backends (any mode) that are not in `keep`: to deactivate after flips.
+    fn drop_backends(&mut self, key: ServiceKey, keep: &[(Ipv4Addr, u16, u8)]) -> Vec<u32> {
+        let gone: Vec<BackendKey> = self
+            .backend_ids
+            .keys()
+            .filter(|(k, a, p, m)| *k == key && !keep.contains(&(*a, *p, *m)))
+            .copied()
+            .collect();
+        gone.into_iter()
+            .filter_map(|bk| self.backend_ids.remove(&bk))
+            .collect()
     }
 
-    fn table(&self, backends: &[Backend]) -> Result<Vec<u32>, ServiceError> {
+    fn table(
+        &self,
+        key: ServiceKey,
+        mode: u8,
+        backends: &[Backend],
+    ) -> Result<Vec<u32>, ServiceError> {
         let entries: Vec<maglev::Entry> = backends
             .iter()
             .map(|b| maglev::Entry {
@@ -201,8 +235,8 @@ impl ServiceSync {
                 } else {
                     backends
                         .get(i as usize)
-                        .and_then(|b| self.backend_ids.get(&(b.addr, b.port)))
-                        .map_or(RING_EMPTY, |(id, _)| *id)
+                        .and_then(|b| self.backend_ids.get(&(key, b.addr, b.port, mode)))
+                        .map_or(RING_EMPTY, |id| *id)
                 }
             })
             .collect())
@@ -243,9 +277,7 @@ impl ServiceSync {
         for k in gone {
             self.maps.services.remove(&k)?;
             if let Some(a) = self.applied.remove(&k) {
-                for b in &a.backends {
-                    deactivate.extend(self.release_backend(b));
-                }
+                deactivate.extend(self.drop_backends(k, &[]));
                 self.free_sids.push(a.id);
             }
             ch.removed += 1;
@@ -260,18 +292,27 @@ impl ServiceSync {
             if unchanged {
                 continue;
             }
+            let existing = self.applied.remove(&k);
+            let sid = match &existing {
+                Some(a) => a.id,
+                None => self.alloc_sid()?,
+            };
             for b in &svc.backends {
-                self.acquire_backend(b)?;
+                self.acquire_backend(k, sid, mode, b)?;
             }
-            let table = self.table(&svc.backends)?;
-            match self.applied.remove(&k) {
+            let table = self.table(k, mode, &svc.backends)?;
+            let keep: Vec<(Ipv4Addr, u16, u8)> = svc
+                .backends
+                .iter()
+                .map(|b| (b.addr, b.port, mode))
+                .collect();
+            match existing {
                 None => {
-                    let id = self.alloc_sid()?;
-                    ch.slots_written += self.write_ring(id, 0, &table, None)?;
+                    ch.slots_written += self.write_ring(sid, 0, &table, None)?;
                     self.maps.services.insert(
                         k,
                         ServiceValue {
-                            id,
+                            id: sid,
                             ring: 0,
                             mode,
                             _pad: [0; 3],
@@ -281,7 +322,7 @@ impl ServiceSync {
                     self.applied.insert(
                         k,
                         Applied {
-                            id,
+                            id: sid,
                             live: 0,
                             mode,
                             backends: svc.backends.clone(),
@@ -305,9 +346,7 @@ impl ServiceSync {
                         },
                         0,
                     )?;
-                    for b in &a.backends {
-                        deactivate.extend(self.release_backend(b));
-                    }
+                    deactivate.extend(self.drop_backends(k, &keep));
                     a.rings[idle as usize] = Some(table);
                     a.live = idle;
                     a.mode = mode;
@@ -320,9 +359,6 @@ impl ServiceSync {
 
         // Only now, with every flip done, may a backend stop being valid.
         for id in deactivate {
-            if self.backend_ids.values().any(|(b, _)| *b == id) {
-                continue;
-            }
             if let Ok(mut v) = self.maps.backends.get(&id, 0) {
                 v.flags = 0;
                 self.maps.backends.set(id, v, 0)?;
