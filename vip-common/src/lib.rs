@@ -54,7 +54,8 @@ pub const MAX_IFACES: u32 = 64;
 pub const MAX_SERVICES: u32 = 64;
 pub const MAX_BACKENDS: u32 = 4096;
 pub const RING_SIZE: u32 = 65537;
-pub const CONNTRACK_ENTRIES: u32 = 262_144;
+/// Conntrack sets per CPU (a power of two); two flows per set.
+pub const CT_SETS: u32 = 1 << 17;
 pub const REVNAT_ENTRIES: u32 = 262_144;
 
 pub const PROTO_TCP: u8 = 6;
@@ -155,13 +156,64 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 
+/// One flow of the conntrack table: the flow and the backend (id, generation) it is pinned
+/// to. `gen == 0` marks an empty way.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowValue {
+pub struct CtEntry {
+    pub key: FlowKey,
     pub backend: u32,
     pub gen: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 24);
+
+/// A conntrack set: two ways and which of them was used last. The table is a per-CPU array
+/// of sets (a flow is steered to one CPU by RSS): lookup and insert are an array index and
+/// two key compares instead of a hash-map walk, and eviction is exact LRU within the set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtSet {
+    pub ways: [CtEntry; 2],
+    /// Index of the most recently used way (the other one is replaced first).
+    pub mru: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<CtSet>() == 56);
+
+/// The set a flow lives in: every field of the 5-tuple, so flows to different VIPs differ.
+#[inline(always)]
+pub fn ct_set_index(flow: &FlowKey) -> u32 {
+    let h = flow_hash(
+        flow.src_be,
+        flow.sport_be,
+        flow.dport_be,
+        flow.proto,
+        0x6374_7261,
+    );
+    mix32(h ^ u32::from_be_bytes(flow.dst_be)) & (CT_SETS - 1)
+}
+
+impl FlowKey {
+    /// Equality as two 8-byte words (cheaper in BPF than a bytewise compare).
+    #[inline(always)]
+    pub fn same(&self, o: &FlowKey) -> bool {
+        let a = self.words();
+        let b = o.words();
+        a[0] == b[0] && a[1] == b[1]
+    }
+
+    #[inline(always)]
+    fn words(&self) -> [u64; 2] {
+        let mut lo = [0u8; 8];
+        lo[..4].copy_from_slice(&self.src_be);
+        lo[4..].copy_from_slice(&self.dst_be);
+        let mut hi = [0u8; 8];
+        hi[..2].copy_from_slice(&self.sport_be);
+        hi[2..4].copy_from_slice(&self.dport_be);
+        hi[4] = self.proto;
+        [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
+    }
+}
 
 /// Value of `REVNAT`: what a reply's source is rewritten back to.
 #[repr(C)]
@@ -416,7 +468,8 @@ mod pod {
     unsafe impl aya::Pod for ServiceValue {}
     unsafe impl aya::Pod for BackendValue {}
     unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for CtSet {}
     unsafe impl aya::Pod for RevValue {}
     unsafe impl aya::Pod for LbStats {}
     unsafe impl aya::Pod for NextHop {}

@@ -1,5 +1,6 @@
-//! Flow table: which backend an established flow goes to.
-use vip_common::{BackendValue, FlowKey, FlowValue, BACKEND_F_ACTIVE};
+//! Flow table: which backend an established flow goes to. A per-CPU array of 2-way sets,
+//! exact LRU within a set (see `vip_common::CtSet`).
+use vip_common::{ct_set_index, BackendValue, CtEntry, FlowKey, BACKEND_F_ACTIVE};
 
 use crate::maps::{backend, CONNTRACK};
 
@@ -7,26 +8,44 @@ use crate::maps::{backend, CONNTRACK};
 /// active (a removed or re-used id sends the flow back through Maglev).
 #[inline(always)]
 pub fn lookup(flow: &FlowKey) -> Option<(u32, BackendValue)> {
-    // SAFETY: copied out at once; per-CPU value of this CPU.
-    let fv = unsafe { *CONNTRACK.get_ptr(flow)? };
-    let b = backend(fv.backend)?;
-    if b.flags & BACKEND_F_ACTIVE != 0 && b.gen == fv.gen {
-        Some((fv.backend, b))
+    let set = CONNTRACK.get_ptr_mut(ct_set_index(flow))?;
+    // SAFETY: this CPU's set; nothing else touches it while the program runs here.
+    let set = unsafe { &mut *set };
+    let way = if set.ways[0].gen != 0 && set.ways[0].key.same(flow) {
+        0
+    } else if set.ways[1].gen != 0 && set.ways[1].key.same(flow) {
+        1
     } else {
-        None
+        return None;
+    };
+    let e = set.ways[way];
+    let b = backend(e.backend)?;
+    if b.flags & BACKEND_F_ACTIVE == 0 || b.gen != e.gen {
+        return None;
     }
+    set.mru = way as u32;
+    Some((e.backend, b))
 }
 
+/// Pin `flow` to backend `id`: its own way if present, else the least recently used one.
 #[inline(always)]
 pub fn record(flow: &FlowKey, id: u32, b: &BackendValue) {
-    // A full LRU evicts the least recent flow; an insert failure only means the next packet
-    // of this flow is placed by Maglev again (same backend while the set is unchanged).
-    let _ = CONNTRACK.insert(
-        flow,
-        FlowValue {
-            backend: id,
-            gen: b.gen,
-        },
-        0,
-    );
+    let Some(set) = CONNTRACK.get_ptr_mut(ct_set_index(flow)) else {
+        return;
+    };
+    // SAFETY: this CPU's set.
+    let set = unsafe { &mut *set };
+    let way = if set.ways[0].gen != 0 && set.ways[0].key.same(flow) {
+        0
+    } else if set.ways[1].gen != 0 && set.ways[1].key.same(flow) {
+        1
+    } else {
+        (1 - set.mru.min(1)) as usize
+    };
+    set.ways[way] = CtEntry {
+        key: *flow,
+        backend: id,
+        gen: b.gen,
+    };
+    set.mru = way as u32;
 }

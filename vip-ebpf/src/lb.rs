@@ -64,7 +64,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     if plain && !syn {
         if let Some((id, backend)) = conntrack::lookup(&flow) {
             stats::bump(|s| s.ct_hit += 1);
-            return Some(forward(ctx, frame, ip, &flow, id, &backend, len));
+            return Some(forward(ctx, frame, ip, &flow, id, &backend, len, false));
         }
     }
     let svc = maps::service(&ServiceKey {
@@ -96,7 +96,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     stats::bump(|s| s.ct_new += 1);
     stats::service(svc.id, |s| s.new_flows += 1);
     stats::backend(id, |s| s.new_flows += 1);
-    Some(forward(ctx, frame, ip, &flow, id, &backend, len))
+    Some(forward(ctx, frame, ip, &flow, id, &backend, len, true))
 }
 
 #[inline(always)]
@@ -108,6 +108,7 @@ fn forward(
     id: u32,
     backend: &BackendValue,
     len: u64,
+    new_flow: bool,
 ) -> u32 {
     stats::service(backend.svc, |s| {
         s.packets += 1;
@@ -127,7 +128,7 @@ fn forward(
             ip.tot_len,
             NoNeigh::Drop,
         ),
-        MODE_NAT => nat(ctx, frame.l3_off, ip, flow, id, backend),
+        MODE_NAT => nat(ctx, frame.l3_off, ip, flow, id, backend, new_flow),
         _ => xdp_action::XDP_PASS,
     }
 }
@@ -158,12 +159,20 @@ pub fn maglev(flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)>
 }
 
 #[inline(always)]
-fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv4, flow: &FlowKey, id: u32, b: &BackendValue) -> u32 {
+fn nat(
+    ctx: &XdpContext,
+    l3: usize,
+    ip: &Ipv4,
+    flow: &FlowKey,
+    id: u32,
+    b: &BackendValue,
+    new_flow: bool,
+) -> u32 {
     if rewrite::dnat(ctx, l3, ip.proto, b.addr_be, b.port_be).is_none() {
         return xdp_action::XDP_PASS;
     }
     // The reply comes from backend:port to client:port; tc egress turns it back into
-    // VIP:port. Written per packet only when missing, to keep the shared LRU warm cheaply.
+    // VIP:port.
     let rev = FlowKey {
         src_be: b.addr_be,
         dst_be: flow.src_be,
@@ -172,7 +181,9 @@ fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv4, flow: &FlowKey, id: u32, b: &Back
         proto: flow.proto,
         _pad: [0; 3],
     };
-    if REVNAT.get_ptr(rev).is_none() {
+    // Written when the flow is placed; replies keep it fresh in the LRU (tc egress looks it
+    // up), so established packets do not pay for a shared-map access.
+    if new_flow {
         let _ = REVNAT.insert(
             rev,
             RevValue {

@@ -4,9 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::{
-    vip_filter_slot, BackendValue, Config, FlowKey, FlowValue, IfaceValue, LbStats, NextHop,
-    RevValue, ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CONNTRACK_ENTRIES,
-    MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SIZE, VIP_FILTER_WORDS,
+    vip_filter_slot, BackendValue, Config, CtSet, FlowKey, IfaceValue, LbStats, NextHop, RevValue,
+    ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS, MAX_IFACES,
+    MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SIZE, VIP_FILTER_WORDS,
 };
 
 #[btf_map]
@@ -35,13 +35,12 @@ pub static BACKENDS: Array<BackendValue, { MAX_BACKENDS as usize }> = Array::new
 #[btf_map]
 pub static RINGS: Array<u32, { (MAX_SERVICES * 2 * RING_SIZE) as usize }> = Array::new();
 
-/// LRU with per-CPU LRU lists (BPF_F_NO_COMMON_LRU), as Katran: a flow is steered to one CPU
-/// by RSS, so updates take no shared lock; values are plain (not per-CPU), so a flow that
-/// moves CPU still finds its entry. An evicted flow is re-placed by Maglev (the same backend
+/// Flow table: per-CPU array of 2-way sets (see `vip_common::CtSet`). Per-CPU like
+/// Katran's: RSS steers a flow to one CPU, so no locks and no shared cache lines; a flow
+/// that moves CPU, or whose way was evicted, is placed by Maglev again (the same backend
 /// unless the set changed).
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowKey, FlowValue, { CONNTRACK_ENTRIES as usize }, 2> =
-    LruHashMap::new();
+pub static CONNTRACK: PerCpuArray<CtSet, { CT_SETS as usize }> = PerCpuArray::new();
 
 /// Shared (not per-CPU): replies are rewritten by tc egress on whatever CPU sends them.
 #[btf_map]

@@ -815,3 +815,58 @@ fn restart_on_kept_pins_continues_backend_generations() {
         );
     });
 }
+
+/// Conntrack is a per-CPU array of 2-way sets with LRU replacement: a third flow in a full
+/// set evicts the least recently used one, never the one just used.
+#[test]
+fn conntrack_set_evicts_least_recently_used() {
+    with_fixture("lru", |fx| {
+        let flow = |src: [u8; 4], sport: u16| vip_common::FlowKey {
+            src_be: src,
+            dst_be: VIP,
+            sport_be: sport.to_be_bytes(),
+            dport_be: 80u16.to_be_bytes(),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        // Three flows (client address, source port) that share one set.
+        let first = ([198, 18, 0, 1], 20000u16);
+        let target = vip_common::ct_set_index(&flow(first.0, first.1));
+        let mut same = vec![first];
+        'search: for host in 1..=250u8 {
+            for p in 20001..40000u16 {
+                let src = [198, 18, 0, host];
+                if vip_common::ct_set_index(&flow(src, p)) == target {
+                    same.push((src, p));
+                    if same.len() == 3 {
+                        break 'search;
+                    }
+                }
+            }
+        }
+        assert_eq!(same.len(), 3, "three colliding flows found");
+        let (a, b, c) = (same[0], same[1], same[2]);
+        for (src, p) in [a, b] {
+            assert_eq!(fx.run(&tcp(src, p, 80, 0x02)).0, XDP_TX);
+        }
+        assert_eq!(fx.run(&tcp(a.0, a.1, 80, 0x10)).0, XDP_TX, "A used last");
+        assert_eq!(fx.run(&tcp(c.0, c.1, 80, 0x02)).0, XDP_TX, "C placed");
+        let ct: aya::maps::PerCpuArray<_, vip_common::CtSet> =
+            aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(
+                aya::maps::MapData::from_pin(fx.pins.join(vip_common::pin_names::CONNTRACK))
+                    .unwrap(),
+            ))
+            .unwrap();
+        let set = ct.get(&target, 0).unwrap()[0];
+        let kept: Vec<([u8; 4], u16)> = set
+            .ways
+            .iter()
+            .map(|w| (w.key.src_be, u16::from_be_bytes(w.key.sport_be)))
+            .collect();
+        assert!(
+            kept.contains(&a) && kept.contains(&c),
+            "A and C kept, B evicted: {kept:?}"
+        );
+        assert!(!kept.contains(&b));
+    });
+}

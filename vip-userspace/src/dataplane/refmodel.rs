@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use vip_common::{
-    csum_replace2, csum_replace4, flow_hash, BackendValue, Config, FlowKey, FlowValue, IfaceValue,
-    RevValue, ServiceKey, ServiceValue, VipValue, BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT,
-    PROTO_TCP, PROTO_UDP, RING_EMPTY, VIP_F_OWNED,
+    csum_replace2, csum_replace4, ct_set_index, flow_hash, BackendValue, Config, CtEntry, CtSet,
+    FlowKey, IfaceValue, RevValue, ServiceKey, ServiceValue, VipValue, BACKEND_F_ACTIVE, MODE_DSR,
+    MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY, VIP_F_OWNED,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -59,7 +59,8 @@ pub struct Model {
     pub rings: HashMap<u32, u32>,
     pub rings_len: u32,
     pub backends: Vec<BackendValue>,
-    pub conntrack: HashMap<FlowKey, FlowValue>,
+    /// Conntrack sets by index (one CPU's table: the fuzz test pins its thread).
+    pub conntrack: HashMap<u32, CtSet>,
     pub revnat: HashMap<FlowKey, RevValue>,
     pub fib: FibTable,
     /// The VIP prefilter bitmap (`VIP_FILTER`).
@@ -167,7 +168,7 @@ impl Model {
         let plain = ihl == 20 && l3 == 14;
         if plain && !syn {
             if let Some(b) = self.conntracked(&flow) {
-                return self.forward(f, l3, &flow, &b, tot_len, ingress);
+                return self.forward(f, l3, &flow, &b, tot_len, ingress, false);
             }
         }
         let key = ServiceKey {
@@ -185,14 +186,8 @@ impl Model {
         let Some((id, b)) = self.maglev_id(&flow, &svc) else {
             return XDP_DROP;
         };
-        self.conntrack.insert(
-            flow,
-            FlowValue {
-                backend: id,
-                gen: b.gen,
-            },
-        );
-        self.forward(f, l3, &flow, &b, tot_len, ingress)
+        self.record(&flow, id, b.gen);
+        self.forward(f, l3, &flow, &b, tot_len, ingress, true)
     }
 
     fn forward(
@@ -203,6 +198,7 @@ impl Model {
         b: &BackendValue,
         tot_len: u16,
         ingress: u32,
+        new_flow: bool,
     ) -> u32 {
         match b.mode {
             MODE_DSR => self.send(f, b.addr_be, tot_len, ingress, false),
@@ -216,11 +212,16 @@ impl Model {
                     proto: flow.proto,
                     _pad: [0; 3],
                 };
-                self.revnat.entry(rev).or_insert(RevValue {
-                    vip_be: flow.dst_be,
-                    vport_be: flow.dport_be,
-                    _pad: [0; 2],
-                });
+                if new_flow {
+                    self.revnat.insert(
+                        rev,
+                        RevValue {
+                            vip_be: flow.dst_be,
+                            vport_be: flow.dport_be,
+                            _pad: [0; 2],
+                        },
+                    );
+                }
                 self.send(f, b.addr_be, tot_len, ingress, true)
             }
             _ => XDP_PASS,
@@ -270,10 +271,30 @@ impl Model {
         self.send(f, backend.addr_be, tot_len, ingress, false)
     }
 
-    fn conntracked(&self, flow: &FlowKey) -> Option<BackendValue> {
-        let fv = self.conntrack.get(flow)?;
-        let b = self.backend(fv.backend)?;
-        (b.flags & BACKEND_F_ACTIVE != 0 && b.gen == fv.gen).then_some(b)
+    fn conntracked(&mut self, flow: &FlowKey) -> Option<BackendValue> {
+        let idx = ct_set_index(flow);
+        let set = self.conntrack.get(&idx).copied().unwrap_or_default();
+        let way = (0..2).find(|&w| set.ways[w].gen != 0 && set.ways[w].key.same(flow))?;
+        let e = set.ways[way];
+        let b = self.backend(e.backend)?;
+        if b.flags & BACKEND_F_ACTIVE == 0 || b.gen != e.gen {
+            return None;
+        }
+        self.conntrack.entry(idx).or_default().mru = way as u32;
+        Some(b)
+    }
+
+    fn record(&mut self, flow: &FlowKey, id: u32, gen: u32) {
+        let set = self.conntrack.entry(ct_set_index(flow)).or_default();
+        let way = (0..2)
+            .find(|&w| set.ways[w].gen != 0 && set.ways[w].key.same(flow))
+            .unwrap_or((1 - set.mru.min(1)) as usize);
+        set.ways[way] = CtEntry {
+            key: *flow,
+            backend: id,
+            gen,
+        };
+        set.mru = way as u32;
     }
 
     fn maglev(&self, flow: &FlowKey, svc: &ServiceValue) -> Option<BackendValue> {
