@@ -1,4 +1,5 @@
-//! `cargo xtask setup | build-ebpf | test | demo | bench`: everything an operator or CI runs.
+//! `cargo xtask setup | build-ebpf | test | demo | bench | fuzz`: everything an operator or CI
+//! runs.
 mod bench;
 mod demo;
 mod ebpf;
@@ -35,6 +36,15 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Random and mutated frames through the kernel and the reference model (root): verdicts
+    /// and bytes must agree. `cargo xtask test` runs 100,000; this runs as many as asked.
+    Fuzz {
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Seed (default: from the clock; printed, so a failure can be replayed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -44,7 +54,39 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Demo => demo::run(),
         Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Fuzz { frames, seed } => fuzz(frames, seed),
     }
+}
+
+fn fuzz(frames: u64, seed: Option<u64>) -> Result<()> {
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    eprintln!("fuzz: {frames} frames, seed {seed} (replay with --seed {seed})");
+    setup::run()?;
+    ebpf::build(true)?;
+    util::run(
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "vip-userspace",
+                "--test",
+                "lb_test_run",
+            ])
+            .args([
+                "fuzz_kernel_and_model_agree",
+                "--",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VIP_FUZZ_FRAMES", frames.to_string())
+            .env("VIP_FUZZ_SEED", seed.to_string())
+            .current_dir(util::root()),
+    )
 }
 
 fn test() -> Result<()> {
