@@ -64,7 +64,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     if plain && !syn {
         if let Some((id, backend)) = conntrack::lookup(&flow) {
             stats::bump(|s| s.ct_hit += 1);
-            return Some(forward(ctx, frame, ip, &flow, id, &backend, len, false));
+            return Some(forward(ctx, frame, ip, &flow, id, &backend, false));
         }
     }
     let svc = maps::service(&ServiceKey {
@@ -96,7 +96,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     stats::bump(|s| s.ct_new += 1);
     stats::service(svc.id, |s| s.new_flows += 1);
     stats::backend(id, |s| s.new_flows += 1);
-    Some(forward(ctx, frame, ip, &flow, id, &backend, len, true))
+    Some(forward(ctx, frame, ip, &flow, id, &backend, true))
 }
 
 #[inline(always)]
@@ -107,9 +107,9 @@ fn forward(
     flow: &FlowKey,
     id: u32,
     backend: &BackendValue,
-    len: u64,
     new_flow: bool,
 ) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
     stats::service(backend.svc, |s| {
         s.packets += 1;
         s.bytes += len;

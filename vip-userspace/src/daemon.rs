@@ -171,7 +171,7 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         ticks += 1;
-        if ticks % EPOCH_TICKS == 0 {
+        if ticks.is_multiple_of(EPOCH_TICKS) {
             if let Some(r) = running.as_mut() {
                 r.rec.tick_epoch();
             }

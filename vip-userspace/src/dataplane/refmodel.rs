@@ -168,7 +168,7 @@ impl Model {
         let plain = ihl == 20 && l3 == 14;
         if plain && !syn {
             if let Some(b) = self.conntracked(&flow) {
-                return self.forward(f, l3, &flow, &b, tot_len, ingress, false);
+                return self.forward(f, &flow, &b, tot_len, ingress, false);
             }
         }
         let key = ServiceKey {
@@ -187,13 +187,13 @@ impl Model {
             return XDP_DROP;
         };
         self.record(&flow, id, b.gen);
-        self.forward(f, l3, &flow, &b, tot_len, ingress, true)
+        self.forward(f, &flow, &b, tot_len, ingress, true)
     }
 
+    /// Forward a placed flow's packet (plain frames only: untagged, no IP options).
     fn forward(
         &mut self,
         f: &mut [u8],
-        l3: usize,
         flow: &FlowKey,
         b: &BackendValue,
         tot_len: u16,
@@ -203,7 +203,7 @@ impl Model {
         match b.mode {
             MODE_DSR => self.send(f, b.addr_be, tot_len, ingress, false),
             MODE_NAT => {
-                self.dnat(f, l3, flow.proto, b.addr_be, b.port_be);
+                self.dnat(f, 14, flow.proto, b.addr_be, b.port_be);
                 let rev = FlowKey {
                     src_be: b.addr_be,
                     dst_be: flow.src_be,
