@@ -382,7 +382,7 @@ pub struct Stats {
     pub arp_no_iface: u64,
     /// ARP frames that are not Ethernet/IPv4 or are truncated: passed.
     pub arp_malformed: u64,
-    /// IPv4 packets addressed to a known VIP: passed to the stack.
+    /// IPv4 packets addressed to a VIP that no service took: passed to the stack.
     pub ipv4_to_vip: u64,
     /// Frames too short to parse (Ethernet or VLAN header): passed.
     pub truncated: u64,

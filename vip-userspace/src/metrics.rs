@@ -165,7 +165,7 @@ impl Collector for DataplaneCollector {
             counter(
                 &mut enc,
                 "vip_ipv4_to_vip_packets",
-                "IPv4 packets to a VIP seen by XDP",
+                "IPv4 packets to a VIP that no service took, passed to the stack",
                 s.ipv4_to_vip,
             )?;
             counter(
