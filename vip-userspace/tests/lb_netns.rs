@@ -225,6 +225,21 @@ fn scenario(tag: &str, mode: &str) {
         "{mode}: every new connection succeeds"
     );
     assert_eq!(long.echo("still").unwrap(), "still");
+    // The backend comes back: new connections reach it again, the long one stays put.
+    lb.write_config(mode, &BACKENDS);
+    reload(&d, &lb.bed, 2);
+    let got = spread(&tcp_requests(&client.ns, vip, 100));
+    assert!(
+        got.contains_key(removed),
+        "{mode}: {removed} is back in rotation: {got:?}"
+    );
+    assert_eq!(
+        long.echo("back").unwrap(),
+        "back",
+        "{mode}: long-lived connection unaffected"
+    );
+    lb.write_config(mode, &remaining);
+    reload(&d, &lb.bed, 3);
 
     let m = metrics(&lb.bed);
     assert!(metric(&m, "vip_lb_forwarded_packets_total") > 0, "{m}");
