@@ -1,0 +1,162 @@
+//! An in-process Kubernetes API server for tests, faithful to what kube-runtime relies on:
+//! one global, increasing resourceVersion; LIST with limit/continue and label/field
+//! selectors; WATCH as NDJSON with bookmarks, `timeoutSeconds`, and `200 + ERROR 410` for an
+//! expired version; POST/PUT (409 on a stale resourceVersion)/PATCH (merge, json, apply)/
+//! DELETE (finalizers honoured); the `/status` subresource; errors as `Status` objects; and
+//! fault injection per client (keyed by its bearer token): hang, dropped streams, black hole,
+//! slowness, 403.
+//!
+//! Objects are kept as JSON: any resource in [`RESOURCES`] works, typed or not.
+#![allow(clippy::new_without_default)]
+
+mod http;
+mod patch;
+mod store;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+pub use store::Resource;
+use store::Store;
+
+/// The resources the server knows: (API prefix, plural, kind, namespaced, has /status).
+pub const RESOURCES: &[Resource] = &[
+    Resource::new("api/v1", "services", "Service", true, true),
+    Resource::new("api/v1", "endpoints", "Endpoints", true, false),
+    Resource::new("api/v1", "configmaps", "ConfigMap", true, false),
+    Resource::new("api/v1", "events", "Event", true, false),
+    Resource::new("api/v1", "nodes", "Node", false, true),
+    Resource::new("api/v1", "pods", "Pod", true, true),
+    Resource::new(
+        "apis/discovery.k8s.io/v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+        false,
+    ),
+    Resource::new(
+        "apis/coordination.k8s.io/v1",
+        "leases",
+        "Lease",
+        true,
+        false,
+    ),
+    Resource::new("apis/events.k8s.io/v1", "events", "Event", true, false),
+];
+
+/// What the server does to one client's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// Send response headers, then nothing: the body never comes.
+    Hang,
+    /// Close every open watch stream of the client now, and new ones right after the headers.
+    DropStreams,
+    /// Read the request and never answer (a partitioned API server).
+    BlackHole,
+    /// Delay every answer.
+    Slow(Duration),
+    /// Answer 403 Forbidden.
+    Forbidden,
+}
+
+pub(crate) struct Shared {
+    pub store: Mutex<Store>,
+    pub events: tokio::sync::broadcast::Sender<store::Event>,
+    /// Faults by client token ("" for requests without a bearer token).
+    pub faults: Mutex<HashMap<String, Fault>>,
+    /// Bumped on DropStreams so open streams of that client end.
+    pub drops: tokio::sync::watch::Sender<u64>,
+    pub bookmark_every: Duration,
+    pub requests: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn fault(&self, token: &str) -> Fault {
+        self.faults
+            .lock()
+            .map(|f| f.get(token).copied().unwrap_or(Fault::None))
+            .unwrap_or(Fault::None)
+    }
+}
+
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeApiServer {
+    /// Listen on an ephemeral loopback port.
+    pub async fn start() -> std::io::Result<FakeApiServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (events, _) = tokio::sync::broadcast::channel(4096);
+        let (drops, _) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new()),
+            events,
+            faults: Mutex::new(HashMap::new()),
+            drops,
+            bookmark_every: Duration::from_millis(500),
+            requests: Mutex::new(Vec::new()),
+        });
+        let task = tokio::spawn(http::serve(listener, shared.clone()));
+        Ok(FakeApiServer { addr, shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Apply `fault` to requests carrying `Authorization: Bearer <token>`.
+    pub fn set_fault(&self, token: &str, fault: Fault) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            f.insert(token.to_string(), fault);
+        }
+        if fault == Fault::DropStreams {
+            self.shared.drops.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Forget the event history: watches from any version before now get 410 Gone.
+    pub fn compact(&self) {
+        if let Ok(mut s) = self.shared.store.lock() {
+            s.compact();
+        }
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.lock().map(|s| s.rv()).unwrap_or(0)
+    }
+
+    /// Every object of a resource (e.g. "services"), as stored.
+    pub fn objects(&self, plural: &str) -> Vec<serde_json::Value> {
+        self.shared
+            .store
+            .lock()
+            .map(|s| s.all(plural))
+            .unwrap_or_default()
+    }
+
+    /// "METHOD path?query" of every request so far, for tests that check what a client did.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
