@@ -309,6 +309,10 @@ fn line(typ: &str, obj: &Value) -> Bytes {
 /// A watch: replay from `resourceVersion` (or the current state as ADDED), then live events,
 /// bookmarks when allowed, until `timeoutSeconds`, a dropped stream, or a lagging reader.
 fn watch(sh: &Arc<Shared>, t: &Target, q: &str, token: &str) -> Response<Body> {
+    if sh.fault(token) == Fault::DropStreams {
+        // Closed right after the headers, before any event: the client learns nothing new.
+        return full(StatusCode::OK, &Value::Null).map(|_| Full::new(Bytes::new()).boxed());
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
     let res = t.res;
     let ns = t.ns.clone();

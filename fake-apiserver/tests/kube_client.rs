@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use fake_apiserver::{FakeApiServer, Fault};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::ConfigMap};
 use kube::{
     api::{Patch, PatchParams, PostParams},
@@ -134,7 +134,8 @@ async fn watcher_lists_watches_and_old_versions_get_410() {
         .applied_objects();
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
-        while stream.try_next().await.is_ok() {}
+        // Errors (a 410 among them) are reported, then the watcher recovers: keep polling.
+        while stream.next().await.is_some() {}
     });
     // Wait until the cache holds exactly these names.
     let wait = |want: &'static [&'static str]| {
@@ -182,6 +183,71 @@ async fn watcher_lists_watches_and_old_versions_get_410() {
     assert!(reqs
         .iter()
         .any(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")));
+    task.abort();
+}
+
+/// kube-runtime's watcher, cut off while objects change and the history is compacted,
+/// meets a 410 on its next watch and recovers by listing again.
+#[tokio::test]
+async fn watcher_relists_after_410() {
+    let s = FakeApiServer::start().await.unwrap();
+    let watched: Api<ConfigMap> = Api::namespaced(client(&s, "w"), "default");
+    let api: Api<ConfigMap> = Api::namespaced(client(&s, "good"), "default");
+    api.create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(watched, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        // Errors (a 410 among them) are reported, then the watcher recovers: keep polling.
+        while stream.next().await.is_some() {}
+    });
+    let names = |r: &reflector::Store<ConfigMap>| {
+        let mut n: Vec<String> = r
+            .state()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        n.sort();
+        n
+    };
+    let until = |want: Vec<&'static str>| {
+        let reader = reader.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(15), async {
+                while names(&reader) != want {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .is_ok()
+        }
+    };
+    assert!(until(vec!["a"]).await);
+    s.set_fault("w", Fault::DropStreams);
+    api.create(&PostParams::default(), &cm("c", "1"))
+        .await
+        .unwrap();
+    api.delete("a", &Default::default()).await.unwrap();
+    s.compact();
+    s.set_fault("w", Fault::None);
+    assert!(
+        until(vec!["c"]).await,
+        "recovered: {:?} {:#?}",
+        names(&reader),
+        s.requests()
+    );
+    let lists = s
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("GET /api/v1/namespaces/default/configmaps?") && !r.contains("watch=")
+        })
+        .count();
+    assert!(lists >= 2, "the 410 made the watcher list again");
     task.abort();
 }
 

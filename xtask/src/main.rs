@@ -110,7 +110,9 @@ fn test() -> Result<()> {
     t.step("clippy (ebpf)", ebpf::clippy)?;
     let mut tally = util::Tally::default();
     let unit = t.step("unit tests", || {
-        util::cargo_test(&["--workspace", "--lib", "--bins"], &mut tally)
+        util::cargo_test(&["--workspace", "--lib", "--bins"], &mut tally)?;
+        // The fake API server driven by kube-rs (no root needed).
+        util::cargo_test(&["-p", "fake-apiserver", "--test", "*"], &mut tally)
     });
     let kernel = unit.and_then(|()| {
         t.step("kernel tests", || {
