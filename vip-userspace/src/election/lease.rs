@@ -1,0 +1,344 @@
+//! Leader election on a coordination.k8s.io Lease, as client-go does it, with a fence.
+//!
+//! One round (`round`): GET the Lease; create it if missing; if another identity holds it
+//! and it has not expired *by our own clock since we last saw it change*, follow; otherwise
+//! write ourselves in with a PUT carrying the resourceVersion we read (a 409 means someone
+//! else won the race). Every API call has its own timeout, so an API server that stops
+//! answering cannot stall the loop.
+//!
+//! The fence: a leader counts as leader only until `renew_deadline` after its last
+//! successful renewal (`is_leader`). `renew_deadline < lease_duration`, so a leader cut off
+//! from the API server stops answering for its VIPs before any follower can see the lease
+//! expire and take over: there is no instant at which both act as owner.
+use std::time::{Duration, Instant};
+
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::Timestamp,
+};
+use kube::{api::PostParams, Api};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("API call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    /// How long followers wait, from when they last saw the lease change, before taking it.
+    pub lease_duration: Duration,
+    /// How long a leader keeps acting without a successful renewal (the fence).
+    pub renew_deadline: Duration,
+    /// Time between rounds.
+    pub retry_period: Duration,
+    /// Bound on every single API call.
+    pub api_timeout: Duration,
+}
+
+impl LeaseConfig {
+    /// kube-vip's defaults (`vip_leaseduration` 15, `vip_renewdeadline` 10,
+    /// `vip_retryperiod` 2 seconds).
+    pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+            api_timeout: Duration::from_secs(2),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ElectionError> {
+        if self.renew_deadline >= self.lease_duration {
+            return Err(ElectionError::Config(format!(
+                "renew deadline ({:?}) must be shorter than the lease duration ({:?}): that gap is the fence",
+                self.renew_deadline, self.lease_duration
+            )));
+        }
+        if self.retry_period >= self.renew_deadline || self.api_timeout >= self.renew_deadline {
+            return Err(ElectionError::Config(
+                "retry period and API timeout must be shorter than the renew deadline".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What we last saw of the lease, and when (on our clock).
+#[derive(Debug, Clone, PartialEq)]
+struct Observed {
+    holder: Option<String>,
+    renew: Option<Timestamp>,
+    rv: Option<String>,
+    duration_s: Option<i32>,
+}
+
+/// When we last renewed successfully while holding the lease; shared with the watchdog that
+/// publishes leadership, so the fence closes on time even while an API call hangs.
+#[derive(Debug)]
+pub struct Fence {
+    renewed: std::sync::Mutex<Option<Instant>>,
+    deadline: Duration,
+}
+
+impl Fence {
+    pub fn is_leader(&self) -> bool {
+        self.renewed
+            .lock()
+            .ok()
+            .and_then(|r| *r)
+            .is_some_and(|t| t.elapsed() < self.deadline)
+    }
+
+    fn set(&self, v: Option<Instant>) -> bool {
+        match self.renewed.lock() {
+            Ok(mut r) => {
+                let had = r.is_some();
+                *r = v;
+                had
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+pub struct LeaseElector {
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    observed: Option<(Observed, Instant)>,
+    fence: std::sync::Arc<Fence>,
+    transitions: u64,
+}
+
+fn observe(l: &Lease) -> Observed {
+    let spec = l.spec.clone().unwrap_or_default();
+    Observed {
+        holder: spec.holder_identity.filter(|h| !h.is_empty()),
+        renew: spec.renew_time.map(|t| t.0),
+        rv: l.metadata.resource_version.clone(),
+        duration_s: spec.lease_duration_seconds,
+    }
+}
+
+impl LeaseElector {
+    pub fn new(client: kube::Client, cfg: LeaseConfig) -> Result<Self, ElectionError> {
+        cfg.validate()?;
+        let fence = std::sync::Arc::new(Fence {
+            renewed: std::sync::Mutex::new(None),
+            deadline: cfg.renew_deadline,
+        });
+        Ok(Self {
+            api: Api::namespaced(client, &cfg.namespace),
+            cfg,
+            observed: None,
+            fence,
+            transitions: 0,
+        })
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.cfg.identity
+    }
+
+    /// Leader, fenced: a successful renewal no longer ago than the renew deadline.
+    pub fn is_leader(&self) -> bool {
+        self.fence.is_leader()
+    }
+
+    pub fn fence(&self) -> std::sync::Arc<Fence> {
+        self.fence.clone()
+    }
+
+    /// Times this elector became leader.
+    pub fn transitions(&self) -> u64 {
+        self.transitions
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, ElectionError> {
+        match tokio::time::timeout(self.cfg.api_timeout, f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ElectionError::Timeout(self.cfg.api_timeout)),
+        }
+    }
+
+    fn spec(&self, old: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {
+        let ours = old
+            .and_then(|s| s.holder_identity.as_deref())
+            .is_some_and(|h| h == self.cfg.identity);
+        let transitions = old.and_then(|s| s.lease_transitions).unwrap_or(0);
+        LeaseSpec {
+            holder_identity: Some(self.cfg.identity.clone()),
+            // Whole seconds on the wire, rounded up: followers then wait at least the
+            // configured duration, and the fence (renew deadline) stays inside it.
+            lease_duration_seconds: Some(
+                self.cfg.lease_duration.as_secs_f64().ceil().max(1.0) as i32
+            ),
+            acquire_time: if ours {
+                old.and_then(|s| s.acquire_time.clone())
+            } else {
+                Some(MicroTime(now))
+            },
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(if ours { transitions } else { transitions + 1 }),
+            ..Default::default()
+        }
+    }
+
+    /// One client-go round. Returns whether we hold the lease after it (unfenced view; use
+    /// `is_leader` for acting).
+    pub async fn round(&mut self) -> Result<bool, ElectionError> {
+        let was = self.is_leader();
+        let now = Timestamp::now();
+        let got = self.call(self.api.get_opt(&self.cfg.name)).await?;
+        let Some(lease) = got else {
+            let new = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.cfg.name.clone()),
+                    namespace: Some(self.cfg.namespace.clone()),
+                    ..Default::default()
+                },
+                spec: Some(self.spec(None, now)),
+            };
+            return match self
+                .call(self.api.create(&PostParams::default(), &new))
+                .await
+            {
+                Ok(l) => Ok(self.won(&l, was)),
+                Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let seen = observe(&lease);
+        let changed = self.observed.as_ref().is_none_or(|(o, _)| *o != seen);
+        if changed {
+            self.observed = Some((seen.clone(), Instant::now()));
+        }
+        let holder_is_us = seen.holder.as_deref() == Some(self.cfg.identity.as_str());
+        if !holder_is_us {
+            if let (Some(_), Some((_, at))) = (&seen.holder, &self.observed) {
+                let dur = Duration::from_secs(seen.duration_s.unwrap_or(15).max(1) as u64);
+                if at.elapsed() < dur {
+                    self.fence.set(None);
+                    return Ok(false);
+                }
+            }
+        }
+        let mut update = lease.clone();
+        update.spec = Some(self.spec(lease.spec.as_ref(), now));
+        match self
+            .call(
+                self.api
+                    .replace(&self.cfg.name, &PostParams::default(), &update),
+            )
+            .await
+        {
+            Ok(l) => Ok(self.won(&l, was)),
+            // Someone else wrote first: they lead, we follow.
+            Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => {
+                self.fence.set(None);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn won(&mut self, l: &Lease, was: bool) -> bool {
+        self.observed = Some((observe(l), Instant::now()));
+        self.fence.set(Some(Instant::now()));
+        if !was {
+            self.transitions += 1;
+        }
+        true
+    }
+
+    /// Give the lease up (shutdown): followers may take it after one second instead of a
+    /// whole lease duration. We stop acting as leader first.
+    pub async fn release(&mut self) -> Result<(), ElectionError> {
+        let held = self.fence.set(None);
+        if !held {
+            return Ok(());
+        }
+        let Some(mut lease) = self.call(self.api.get_opt(&self.cfg.name)).await? else {
+            return Ok(());
+        };
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.cfg.identity.as_str());
+        if !ours {
+            return Ok(());
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+        }
+        self.call(
+            self.api
+                .replace(&self.cfg.name, &PostParams::default(), &lease),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Run rounds every retry period until `stop` fires, then release. A watchdog publishes
+    /// the fenced leadership on `tx` within 10 ms of every change, independently of API calls
+    /// in flight (a hung call must not keep a fenced-off leader answering).
+    pub async fn run(
+        mut self,
+        tx: tokio::sync::watch::Sender<bool>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let fence = self.fence.clone();
+        let tx = std::sync::Arc::new(tx);
+        let publisher = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                loop {
+                    tick.tick().await;
+                    let leader = fence.is_leader();
+                    tx.send_if_modified(|v| {
+                        let changed = *v != leader;
+                        *v = leader;
+                        changed
+                    });
+                }
+            })
+        };
+        loop {
+            tokio::select! {
+                r = self.round() => {
+                    if let Err(e) = r {
+                        tracing::warn!(lease = %self.cfg.name, error = %e, "lease round failed");
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.retry_period) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        publisher.abort();
+        tx.send_replace(false);
+        if let Err(e) = self.release().await {
+            tracing::warn!(lease = %self.cfg.name, error = %e, "lease not released");
+        }
+    }
+}
