@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod election;
+pub mod k8s;
 pub mod logging;
 pub mod maglev;
 pub mod metrics;

@@ -1,0 +1,539 @@
+//! IP address management for LoadBalancer Services, compatible with kube-vip's pool
+//! ConfigMap (`kube-system/kubevip`): keys `cidr-<ns>`, `range-<ns>`, `cidr-global`,
+//! `range-global` (comma-separated lists) and `allow-share-<ns>: "true"`.
+//!
+//! Rules an operator can rely on:
+//! - a requested address (`spec.loadBalancerIP`, or the `kube-vip.io/loadbalancerIPs` /
+//!   `vip.dev/loadbalancerIPs` annotations) is honoured even outside the pools, unless
+//!   another Service holds it and sharing is not allowed;
+//! - otherwise the namespace's pool is used, else the global pool; the lowest free address
+//!   is taken, so allocation is deterministic;
+//! - two Services share an address only with the same sharing key (annotation
+//!   `vip.dev/sharing-key`, or kube-vip's `kube-vip.io/loadbalancer-ips-sharing-key`) and
+//!   disjoint (port, protocol) sets, or when their namespace allows sharing;
+//! - one address per requested family (`spec.ipFamilies`), dual-stack included;
+//! - the state is rebuilt from existing Service statuses at start, so a restart never hands
+//!   out an address twice.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    #[error("pool key `{key}`: {message}")]
+    BadPool { key: String, message: String },
+    #[error("no pool for namespace `{0}` and no global pool")]
+    NoPool(String),
+    #[error("pool for namespace `{ns}` has no free {family} address")]
+    Exhausted { ns: String, family: &'static str },
+    #[error("{ip} is held by {holder} and cannot be shared")]
+    Conflict { ip: IpAddr, holder: String },
+    #[error("`{0}` is not an IP address")]
+    BadRequest(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// Inclusive address ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pool {
+    ranges: Vec<(u128, u128, Family)>,
+}
+
+fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v) => u32::from(v) as u128,
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+fn from_u128(n: u128, f: Family) -> IpAddr {
+    match f {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(n as u32)),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(n)),
+    }
+}
+
+impl Pool {
+    /// `cidr-*`: "192.0.2.0/28,2001:db8::/120". IPv4 networks of /30 and wider leave out
+    /// the network and broadcast addresses.
+    pub fn parse_cidrs(key: &str, value: &str) -> Result<Pool, IpamError> {
+        let bad = |m: String| IpamError::BadPool {
+            key: key.to_string(),
+            message: m,
+        };
+        let mut p = Pool::default();
+        for c in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let (a, len) = c
+                .split_once('/')
+                .ok_or_else(|| bad(format!("`{c}` is not a CIDR")))?;
+            let ip: IpAddr = a
+                .parse()
+                .map_err(|_| bad(format!("`{a}` is not an address")))?;
+            let len: u32 = len
+                .parse()
+                .map_err(|_| bad(format!("`{c}` has a bad prefix")))?;
+            let f = Family::of(&ip);
+            let bits = if f == Family::V4 { 32 } else { 128 };
+            if len > bits {
+                return Err(bad(format!("`{c}` has a bad prefix")));
+            }
+            let host = bits - len;
+            let mask: u128 = if host >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << host) - 1
+            };
+            let base = to_u128(ip) & !mask;
+            let (mut lo, mut hi) = (base, base | mask);
+            if f == Family::V4 && host >= 2 {
+                lo += 1;
+                hi -= 1;
+            }
+            p.ranges.push((lo, hi, f));
+        }
+        Ok(p)
+    }
+
+    /// `range-*`: "192.0.2.10-192.0.2.20,192.0.2.40-192.0.2.41".
+    pub fn parse_ranges(key: &str, value: &str) -> Result<Pool, IpamError> {
+        let bad = |m: String| IpamError::BadPool {
+            key: key.to_string(),
+            message: m,
+        };
+        let mut p = Pool::default();
+        for r in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let (a, b) = r
+                .split_once('-')
+                .ok_or_else(|| bad(format!("`{r}` is not a range a-b")))?;
+            let a: IpAddr = a
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{a}` is not an address")))?;
+            let b: IpAddr = b
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{b}` is not an address")))?;
+            if Family::of(&a) != Family::of(&b) || to_u128(a) > to_u128(b) {
+                return Err(bad(format!(
+                    "`{r}` is not an ascending range of one family"
+                )));
+            }
+            p.ranges.push((to_u128(a), to_u128(b), Family::of(&a)));
+        }
+        Ok(p)
+    }
+
+    fn merge(&mut self, o: Pool) {
+        self.ranges.extend(o.ranges);
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (n, f) = (to_u128(ip), Family::of(&ip));
+        self.ranges
+            .iter()
+            .any(|(lo, hi, rf)| *rf == f && (*lo..=*hi).contains(&n))
+    }
+
+    /// Addresses of `f`, lowest first, lazily (pools can be huge for IPv6).
+    fn iter(&self, f: Family) -> impl Iterator<Item = IpAddr> + '_ {
+        let mut r: Vec<_> = self.ranges.iter().filter(|x| x.2 == f).collect();
+        r.sort();
+        r.into_iter()
+            .flat_map(move |(lo, hi, _)| (*lo..=*hi).map(move |n| from_u128(n, f)))
+    }
+
+    /// Number of addresses (saturating), for the pool-usage metric.
+    pub fn size(&self) -> u128 {
+        self.ranges
+            .iter()
+            .fold(0u128, |a, (lo, hi, _)| a.saturating_add(hi - lo + 1))
+    }
+}
+
+/// Pools as configured: per namespace, global, and which namespaces allow sharing.
+#[derive(Debug, Clone, Default)]
+pub struct Pools {
+    pub per_ns: HashMap<String, Pool>,
+    pub global: Option<Pool>,
+    pub allow_share: HashSet<String>,
+}
+
+impl Pools {
+    /// From the data of kube-vip's `kubevip` ConfigMap (unknown keys are ignored, as
+    /// kube-vip does; a malformed value of a known key is an error naming the key).
+    pub fn from_configmap(data: &BTreeMap<String, String>) -> Result<Pools, IpamError> {
+        let mut p = Pools::default();
+        for (k, v) in data {
+            let (kind, scope) = match k.split_once('-') {
+                Some(("cidr", s)) => ("cidr", s),
+                Some(("range", s)) => ("range", s),
+                Some(("allow", s)) if s.starts_with("share-") => {
+                    if v.trim() == "true" {
+                        p.allow_share
+                            .insert(s.trim_start_matches("share-").to_string());
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let pool = if kind == "cidr" {
+                Pool::parse_cidrs(k, v)?
+            } else {
+                Pool::parse_ranges(k, v)?
+            };
+            if scope == "global" {
+                p.global.get_or_insert_with(Pool::default).merge(pool);
+            } else {
+                p.per_ns.entry(scope.to_string()).or_default().merge(pool);
+            }
+        }
+        Ok(p)
+    }
+
+    fn for_ns(&self, ns: &str) -> Option<&Pool> {
+        self.per_ns.get(ns).or(self.global.as_ref())
+    }
+}
+
+/// A Service asking for addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub namespace: String,
+    pub name: String,
+    /// Addresses the Service asks for by spec or annotation.
+    pub requested: Vec<String>,
+    pub families: Vec<Family>,
+    pub sharing_key: Option<String>,
+    /// (port, protocol) pairs the Service exposes.
+    pub ports: Vec<(u16, String)>,
+}
+
+impl Request {
+    fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Holder {
+    id: String,
+    namespace: String,
+    sharing_key: Option<String>,
+    ports: Vec<(u16, String)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Ipam {
+    pools: Pools,
+    held: BTreeMap<IpAddr, Vec<Holder>>,
+}
+
+impl Ipam {
+    pub fn new(pools: Pools) -> Self {
+        Self {
+            pools,
+            held: BTreeMap::new(),
+        }
+    }
+
+    pub fn set_pools(&mut self, pools: Pools) {
+        self.pools = pools;
+    }
+
+    /// Addresses currently held by the Service `ns/name`.
+    pub fn of(&self, ns: &str, name: &str) -> Vec<IpAddr> {
+        let id = format!("{ns}/{name}");
+        self.held
+            .iter()
+            .filter(|(_, hs)| hs.iter().any(|h| h.id == id))
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    /// Number of held addresses inside `ns`'s pool (for the pool-usage metric).
+    pub fn used_in(&self, ns: &str) -> usize {
+        match self.pools.for_ns(ns) {
+            Some(p) => self.held.keys().filter(|ip| p.contains(**ip)).count(),
+            None => 0,
+        }
+    }
+
+    fn can_share(&self, ip: &IpAddr, r: &Request) -> Result<(), IpamError> {
+        let Some(hs) = self.held.get(ip) else {
+            return Ok(());
+        };
+        for h in hs.iter().filter(|h| h.id != r.id()) {
+            let keyed = r.sharing_key.is_some() && h.sharing_key == r.sharing_key;
+            let ns_ok = self.pools.allow_share.contains(&r.namespace) && h.namespace == r.namespace;
+            let disjoint = !h.ports.iter().any(|p| r.ports.contains(p));
+            if !((keyed || ns_ok) && disjoint) {
+                return Err(IpamError::Conflict {
+                    ip: *ip,
+                    holder: h.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, ip: IpAddr, r: &Request) {
+        let hs = self.held.entry(ip).or_default();
+        hs.retain(|h| h.id != r.id());
+        hs.push(Holder {
+            id: r.id(),
+            namespace: r.namespace.clone(),
+            sharing_key: r.sharing_key.clone(),
+            ports: r.ports.clone(),
+        });
+    }
+
+    /// Addresses for `r`, one per family; already-held addresses are kept (idempotent).
+    pub fn allocate(&mut self, r: &Request) -> Result<Vec<IpAddr>, IpamError> {
+        let mut out = Vec::new();
+        if !r.requested.is_empty() {
+            let mut ips = Vec::new();
+            for s in &r.requested {
+                let ip: IpAddr = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| IpamError::BadRequest(s.clone()))?;
+                self.can_share(&ip, r)?;
+                ips.push(ip);
+            }
+            self.release(&r.namespace, &r.name);
+            for ip in ips {
+                self.hold(ip, r);
+                out.push(ip);
+            }
+            return Ok(out);
+        }
+        let current = self.of(&r.namespace, &r.name);
+        for f in &r.families {
+            if let Some(ip) = current.iter().find(|ip| Family::of(ip) == *f) {
+                out.push(*ip);
+                continue;
+            }
+            // A shareable address first (same key), then the lowest free one.
+            let shared = r.sharing_key.as_ref().and_then(|_| {
+                self.held
+                    .iter()
+                    .find(|(ip, hs)| {
+                        Family::of(ip) == *f && hs.iter().any(|h| h.sharing_key == r.sharing_key)
+                    })
+                    .map(|(ip, _)| *ip)
+                    .filter(|ip| self.can_share(ip, r).is_ok())
+            });
+            let ip = match shared {
+                Some(ip) => ip,
+                None => {
+                    let pool = self
+                        .pools
+                        .for_ns(&r.namespace)
+                        .ok_or_else(|| IpamError::NoPool(r.namespace.clone()))?;
+                    pool.iter(*f).find(|ip| !self.held.contains_key(ip)).ok_or(
+                        IpamError::Exhausted {
+                            ns: r.namespace.clone(),
+                            family: f.name(),
+                        },
+                    )?
+                }
+            };
+            self.hold(ip, r);
+            out.push(ip);
+        }
+        Ok(out)
+    }
+
+    /// Forget everything `ns/name` holds (Service deleted or no longer a LoadBalancer).
+    pub fn release(&mut self, ns: &str, name: &str) {
+        let id = format!("{ns}/{name}");
+        for hs in self.held.values_mut() {
+            hs.retain(|h| h.id != id);
+        }
+        self.held.retain(|_, hs| !hs.is_empty());
+    }
+
+    /// Restore what existing Services already have (their status), before any allocation.
+    pub fn restore(&mut self, r: &Request, ips: &[IpAddr]) {
+        for ip in ips {
+            self.hold(*ip, r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(ns: &str, name: &str) -> Request {
+        Request {
+            namespace: ns.into(),
+            name: name.into(),
+            requested: vec![],
+            families: vec![Family::V4],
+            sharing_key: None,
+            ports: vec![(80, "TCP".into())],
+        }
+    }
+
+    fn pools(kv: &[(&str, &str)]) -> Pools {
+        let m: BTreeMap<String, String> = kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Pools::from_configmap(&m).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn kube_vip_configmap_format() {
+        let p = pools(&[
+            ("cidr-default", "192.0.2.0/30"),
+            ("range-team", "198.51.100.10-198.51.100.11"),
+            ("cidr-global", "203.0.113.0/29,2001:db8::/126"),
+            ("allow-share-team", "true"),
+            ("unrelated", "x"),
+        ]);
+        assert!(p.per_ns["default"].contains(ip("192.0.2.1")));
+        assert!(
+            !p.per_ns["default"].contains(ip("192.0.2.0")),
+            "network address left out"
+        );
+        assert!(
+            !p.per_ns["default"].contains(ip("192.0.2.3")),
+            "broadcast left out"
+        );
+        assert_eq!(p.per_ns["team"].size(), 2);
+        assert!(p.global.as_ref().unwrap().contains(ip("2001:db8::3")));
+        assert!(p.allow_share.contains("team"));
+        let bad: BTreeMap<String, String> =
+            [("range-x".to_string(), "10.0.0.5-10.0.0.1".to_string())].into();
+        assert!(
+            matches!(Pools::from_configmap(&bad), Err(IpamError::BadPool { key, .. }) if key == "range-x")
+        );
+    }
+
+    #[test]
+    fn lowest_free_then_exhausted_then_released() {
+        let mut a = Ipam::new(pools(&[("range-default", "192.0.2.10-192.0.2.11")]));
+        assert_eq!(
+            a.allocate(&req("default", "a")).unwrap(),
+            vec![ip("192.0.2.10")]
+        );
+        assert_eq!(
+            a.allocate(&req("default", "a")).unwrap(),
+            vec![ip("192.0.2.10")],
+            "idempotent"
+        );
+        assert_eq!(
+            a.allocate(&req("default", "b")).unwrap(),
+            vec![ip("192.0.2.11")]
+        );
+        assert!(matches!(
+            a.allocate(&req("default", "c")),
+            Err(IpamError::Exhausted { .. })
+        ));
+        a.release("default", "a");
+        assert_eq!(
+            a.allocate(&req("default", "c")).unwrap(),
+            vec![ip("192.0.2.10")]
+        );
+        assert!(matches!(
+            a.allocate(&req("other", "x")),
+            Err(IpamError::NoPool(_))
+        ));
+    }
+
+    #[test]
+    fn namespace_pool_before_global_and_dual_stack() {
+        let mut a = Ipam::new(pools(&[
+            ("cidr-global", "203.0.113.0/29,2001:db8::/126"),
+            ("range-team", "198.51.100.10-198.51.100.10"),
+        ]));
+        assert_eq!(
+            a.allocate(&req("team", "s")).unwrap(),
+            vec![ip("198.51.100.10")]
+        );
+        let mut ds = req("other", "d");
+        ds.families = vec![Family::V4, Family::V6];
+        assert_eq!(
+            a.allocate(&ds).unwrap(),
+            vec![ip("203.0.113.1"), ip("2001:db8::")]
+        );
+    }
+
+    #[test]
+    fn requested_addresses_and_sharing() {
+        let mut a = Ipam::new(pools(&[("range-default", "192.0.2.10-192.0.2.20")]));
+        let mut s1 = req("default", "web");
+        s1.requested = vec!["192.0.2.15".into()];
+        s1.sharing_key = Some("k".into());
+        assert_eq!(a.allocate(&s1).unwrap(), vec![ip("192.0.2.15")]);
+        // Same address, no key: conflict.
+        let mut s2 = req("default", "api");
+        s2.requested = vec!["192.0.2.15".into()];
+        s2.ports = vec![(443, "TCP".into())];
+        assert!(matches!(a.allocate(&s2), Err(IpamError::Conflict { .. })));
+        // Same key, disjoint ports: shared.
+        s2.sharing_key = Some("k".into());
+        assert_eq!(a.allocate(&s2).unwrap(), vec![ip("192.0.2.15")]);
+        // Same key but overlapping ports: conflict.
+        let mut s3 = req("default", "dup");
+        s3.requested = vec!["192.0.2.15".into()];
+        s3.sharing_key = Some("k".into());
+        assert!(matches!(a.allocate(&s3), Err(IpamError::Conflict { .. })));
+        // Without a requested address, the same key joins the shared address.
+        let mut s4 = req("default", "dns");
+        s4.sharing_key = Some("k".into());
+        s4.ports = vec![(53, "UDP".into())];
+        assert_eq!(a.allocate(&s4).unwrap(), vec![ip("192.0.2.15")]);
+        // Outside the pools is honoured.
+        let mut s5 = req("default", "pinned");
+        s5.requested = vec!["203.0.113.9".into()];
+        assert_eq!(a.allocate(&s5).unwrap(), vec![ip("203.0.113.9")]);
+        assert!(matches!(
+            a.allocate(&Request {
+                requested: vec!["nope".into()],
+                ..req("default", "x")
+            }),
+            Err(IpamError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn restore_prevents_double_allocation_after_restart() {
+        let mut a = Ipam::new(pools(&[("range-default", "192.0.2.10-192.0.2.11")]));
+        a.restore(&req("default", "old"), &[ip("192.0.2.10")]);
+        assert_eq!(
+            a.allocate(&req("default", "new")).unwrap(),
+            vec![ip("192.0.2.11")]
+        );
+        assert_eq!(a.of("default", "old"), vec![ip("192.0.2.10")]);
+        assert_eq!(a.used_in("default"), 2);
+    }
+}

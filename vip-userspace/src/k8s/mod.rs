@@ -1,0 +1,3 @@
+//! The Kubernetes front-end: Lease election lives in `election::lease`; here, IP address
+//! management for Services of type LoadBalancer (the controller that drives it comes next).
+pub mod ipam;
