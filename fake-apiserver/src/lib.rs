@@ -94,7 +94,12 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     /// Listen on an ephemeral loopback port.
     pub async fn start() -> std::io::Result<FakeApiServer> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?).await
+    }
+
+    /// Listen on `addr` (e.g. an address inside a test network namespace).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<FakeApiServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (events, _) = tokio::sync::broadcast::channel(4096);
         let (drops, _) = tokio::sync::watch::channel(0);

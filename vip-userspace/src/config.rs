@@ -107,6 +107,24 @@ pub struct FileConfig {
     pub hash_seed: Option<u32>,
     pub maglev_size: Option<u32>,
     pub max_services: Option<u32>,
+    pub election: Option<ElectionFile>,
+}
+
+/// `election:` — who owns the VIPs. Absent or `mode: single`: this node, always.
+/// `mode: lease`: the holder of a coordination.k8s.io Lease (kube-vip's way).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElectionFile {
+    pub mode: Option<String>,
+    /// kubeconfig file; absent: in-cluster service account (or $KUBECONFIG).
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: Option<String>,
+    pub lease_name: Option<String>,
+    /// This node's identity in the Lease (default: $NODE_NAME, else the hostname).
+    pub identity: Option<String>,
+    pub lease_duration_ms: Option<u64>,
+    pub renew_deadline_ms: Option<u64>,
+    pub retry_period_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +250,18 @@ pub struct Config {
     pub hash_seed: u32,
     pub maglev_size: u32,
     pub max_services: u32,
+    pub election: Election,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Election {
+    /// This node owns every VIP.
+    Single,
+    /// The holder of a Lease owns every VIP (fenced by the renew deadline).
+    Lease {
+        kubeconfig: Option<PathBuf>,
+        lease: crate::election::lease::LeaseConfig,
+    },
 }
 
 /// Default seed: any fixed value works as long as every node uses the same one.
@@ -386,6 +416,72 @@ pub fn resolve(file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
         hash_seed: file.hash_seed.unwrap_or(DEFAULT_HASH_SEED),
         maglev_size,
         max_services,
+        election: resolve_election(file.election)?,
+    })
+}
+
+fn env_nonempty(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// kube-vip's names are accepted from the environment for what the file leaves unset:
+/// `vip_leasename`, `vip_leaseduration`/`vip_renewdeadline`/`vip_retryperiod` (seconds).
+fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
+    let Some(f) = f else {
+        return Ok(Election::Single);
+    };
+    match f.mode.as_deref().unwrap_or("lease") {
+        "single" => return Ok(Election::Single),
+        "lease" => {}
+        other => {
+            return Err(ConfigError::new(
+                "election.mode",
+                format!("`{other}` is not one of single, lease"),
+            ))
+        }
+    }
+    let secs = |k: &str| {
+        env_nonempty(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|s| s * 1000)
+    };
+    let identity = f
+        .identity
+        .or_else(|| env_nonempty("NODE_NAME"))
+        .or_else(|| env_nonempty("vip_nodename"))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new("election.identity", "no identity: set it, or NODE_NAME")
+        })?;
+    let mut lease = crate::election::lease::LeaseConfig::new(
+        f.namespace.as_deref().unwrap_or("kube-system"),
+        &f.lease_name
+            .or_else(|| env_nonempty("vip_leasename"))
+            .unwrap_or_else(|| "plndr-cp-lock".to_string()),
+        &identity,
+    );
+    if let Some(ms) = f.lease_duration_ms.or_else(|| secs("vip_leaseduration")) {
+        lease.lease_duration = Duration::from_millis(ms);
+    }
+    if let Some(ms) = f.renew_deadline_ms.or_else(|| secs("vip_renewdeadline")) {
+        lease.renew_deadline = Duration::from_millis(ms);
+    }
+    if let Some(ms) = f.retry_period_ms.or_else(|| secs("vip_retryperiod")) {
+        lease.retry_period = Duration::from_millis(ms);
+        lease.api_timeout = lease.api_timeout.min(lease.renew_deadline / 3);
+    }
+    lease.api_timeout = lease.api_timeout.min(lease.renew_deadline / 3);
+    lease
+        .validate()
+        .map_err(|e| ConfigError::new("election.renew_deadline_ms", e.to_string()))?;
+    Ok(Election::Lease {
+        kubeconfig: f.kubeconfig,
+        lease,
     })
 }
 
@@ -570,6 +666,33 @@ mod tests {
         assert_eq!(c.garp.count, 3);
         assert_eq!(c.garp.window, Duration::from_millis(500));
         assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/vip"));
+    }
+
+    #[test]
+    fn lease_election_config() {
+        let c = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, lease_duration_ms: 2000, renew_deadline_ms: 1000, retry_period_ms: 100}\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        let Election::Lease { lease, .. } = c.election else {
+            panic!("lease")
+        };
+        assert_eq!(lease.identity, "n1");
+        assert_eq!(lease.name, "plndr-cp-lock");
+        assert_eq!(lease.renew_deadline, Duration::from_millis(1000));
+        let e = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, lease_duration_ms: 1000, renew_deadline_ms: 1000}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "election.renew_deadline_ms");
+        let e = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {mode: raft}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "election.mode");
     }
 
     #[test]

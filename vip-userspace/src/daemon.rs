@@ -46,6 +46,8 @@ pub enum DaemonError {
     Reconcile(#[from] ReconcileError),
     #[error("services: {0}")]
     Services(#[from] ServiceError),
+    #[error("kubernetes: {0}")]
+    Kube(String),
 }
 
 /// Re-reads the configuration (SIGHUP).
@@ -115,6 +117,78 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     })
 }
 
+/// Who owns the VIPs: this node always, or the holder of a Lease (fenced).
+struct Ownership {
+    leader: tokio::sync::watch::Receiver<bool>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Ownership {
+    async fn start(cfg: &Config, state: &Arc<State>) -> Result<Ownership, DaemonError> {
+        match &cfg.election {
+            config::Election::Single => {
+                let (_tx, rx) = tokio::sync::watch::channel(true);
+                state.leader.set(1);
+                Ok(Ownership {
+                    leader: rx,
+                    stop: None,
+                    task: None,
+                })
+            }
+            config::Election::Lease { kubeconfig, lease } => {
+                let kcfg = match kubeconfig {
+                    Some(p) => {
+                        let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
+                            DaemonError::Kube(format!("kubeconfig {}: {e}", p.display()))
+                        })?;
+                        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                            .await
+                            .map_err(|e| DaemonError::Kube(e.to_string()))?
+                    }
+                    None => kube::Config::infer()
+                        .await
+                        .map_err(|e| DaemonError::Kube(e.to_string()))?,
+                };
+                let client =
+                    kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(e.to_string()))?;
+                let elector = crate::election::lease::LeaseElector::new(client, lease.clone())
+                    .map_err(|e| DaemonError::Kube(e.to_string()))?;
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let (stop, stop_rx) = tokio::sync::watch::channel(false);
+                tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
+                Ok(Ownership {
+                    leader: rx,
+                    stop: Some(stop),
+                    task: Some(tokio::spawn(elector.run(tx, stop_rx))),
+                })
+            }
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    fn owned(&self, desired: &Desired) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+        if self.is_leader() {
+            election::single::owned(desired)
+        } else {
+            Default::default()
+        }
+    }
+
+    /// Stop electing and release the lease (after the VIPs were released).
+    async fn stop(self) {
+        if let Some(s) = self.stop {
+            let _ = s.send(true);
+        }
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+    }
+}
+
 /// How often the uplink is checked. A vanished or replaced uplink (new ifindex or MAC) tears
 /// the data plane down and brings it up again on the new device.
 const LINK_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
@@ -146,7 +220,8 @@ pub async fn run(
     tokio::spawn(metrics::serve(listener, state.clone()));
 
     let uplink = link::get(&handle, &cfg.interface).await?;
-    let mut running = Some(bring_up(&cfg, &handle, &state, uplink).await?);
+    let mut ownership = Ownership::start(&cfg, &state).await?;
+    let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
     let shutdown = shutdown::wait();
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(LINK_CHECK);
@@ -164,7 +239,13 @@ pub async fn run(
             sig = &mut shutdown => break sig,
             _ = hangup => {
                 if let Some(r) = &reload {
-                    reload_config(r, &mut cfg, running.as_mut(), &state).await;
+                    reload_config(r, &mut cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            changed = ownership.leader.changed() => {
+                if changed.is_ok() {
+                    leadership_changed(&cfg, running.as_mut(), &state, &ownership).await;
                 }
                 continue;
             }
@@ -209,7 +290,7 @@ pub async fn run(
         }
         if let Some(c) = current {
             state.dataplane_restarts.inc();
-            match bring_up(&cfg, &handle, &state, c).await {
+            match bring_up(&cfg, &handle, &state, c, &ownership).await {
                 Ok(r) => {
                     tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
                     running = Some(r);
@@ -223,11 +304,13 @@ pub async fn run(
     };
     tracing::info!(signal = sig, "shutting down");
     let mut result = Ok(());
+    // Silence first (VIPs out of the data plane, addresses unbound), then hand the lease on.
     if let Some(r) = running {
         result = bring_down(r, &cfg, &state, keep_pinned).await;
     } else if !keep_pinned {
         load::remove_pins(&cfg.pin_dir);
     }
+    ownership.stop().await;
     result?;
     tracing::info!("clean exit");
     Ok(())
@@ -236,11 +319,33 @@ pub async fn run(
 /// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
 /// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are
 /// kept as they are, with a warning naming them.
+/// Leadership moved: own every VIP (leader) or none (follower, or fenced off).
+async fn leadership_changed(
+    cfg: &Config,
+    running: Option<&mut Running>,
+    state: &State,
+    ownership: &Ownership,
+) {
+    let leader = ownership.is_leader();
+    state.leader.set(leader as i64);
+    state.leader_transitions.inc();
+    tracing::info!(leader, "leadership changed");
+    let Some(r) = running else {
+        return;
+    };
+    let owned = ownership.owned(&Desired::from_config(cfg));
+    if let Err(e) = r.rec.apply(&owned).await {
+        state.reconcile_errors.inc();
+        tracing::error!(error = %e, "applying leadership failed");
+    }
+}
+
 async fn reload_config(
     reload: &Reload,
     cfg: &mut Config,
     running: Option<&mut Running>,
     state: &State,
+    ownership: &Ownership,
 ) {
     let new = match reload() {
         Ok(c) => c,
@@ -273,7 +378,7 @@ async fn reload_config(
         return;
     };
     let desired = Desired::from_config(cfg);
-    let owned = election::single::owned(&desired);
+    let owned = ownership.owned(&desired);
     let res = async {
         r.rec.apply_services(&desired.services).await?;
         r.rec.apply(&owned).await
@@ -297,6 +402,7 @@ async fn bring_up(
     handle: &rtnetlink::Handle,
     state: &Arc<State>,
     uplink: Link,
+    ownership: &Ownership,
 ) -> Result<Running, DaemonError> {
     let mut plane = None;
     let backend = match cfg.mode {
@@ -358,7 +464,7 @@ async fn bring_up(
         state.clone(),
     );
     let desired = Desired::from_config(cfg);
-    let owned = election::single::owned(&desired);
+    let owned = ownership.owned(&desired);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = async {
         rec.apply_services(&desired.services).await?;

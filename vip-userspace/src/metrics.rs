@@ -47,6 +47,8 @@ pub struct State {
     pub reconcile_errors: Counter,
     pub reloads: Counter,
     pub reload_errors: Counter,
+    pub leader: prometheus_client::metrics::gauge::Gauge,
+    pub leader_transitions: Counter,
 }
 
 impl std::fmt::Debug for State {
@@ -289,6 +291,16 @@ pub fn registry(state: Arc<State>) -> Registry {
         "vip_config_reload_errors",
         "Configuration reloads rejected or failed",
         state.reload_errors.clone(),
+    );
+    r.register(
+        "vip_leader",
+        "1 while this node owns the VIPs (always 1 without election)",
+        state.leader.clone(),
+    );
+    r.register(
+        "vip_leader_transitions",
+        "Leadership changes seen by this node",
+        state.leader_transitions.clone(),
     );
     r.register_collector(Box::new(DataplaneCollector(state)));
     r

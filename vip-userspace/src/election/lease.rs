@@ -29,7 +29,7 @@ pub enum ElectionError {
     Config(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseConfig {
     pub namespace: String,
     pub name: String,

@@ -15,8 +15,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(bed: &Bed, args: &[&str]) -> Daemon {
-        let node = bed.host("node");
-        let log = std::env::temp_dir().join(format!("{}-vip.log", bed.prefix));
+        Self::start_in(bed, "node", args)
+    }
+
+    /// The daemon on host `role` of the bed.
+    pub fn start_in(bed: &Bed, role: &str, args: &[&str]) -> Daemon {
+        let node = bed.host(role);
+        let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
         let f = File::create(&log).unwrap();
         let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_vip"));
         cmd.arg("run")

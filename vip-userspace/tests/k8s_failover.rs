@@ -1,0 +1,228 @@
+//! Control-plane VIP held by Lease election: two real daemons (XDP) on a namespace bed, the
+//! in-process API server on its own host. The owner's API access is black-holed: it goes
+//! silent by the renew deadline, the other node answers only after the lease expired.
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Daemon, VIP};
+use fake_apiserver::{FakeApiServer, Fault};
+use testbed::{parse_mac, poll, require_root_and_bpf, Bed, Capture, Host};
+use vip_userspace::net::garp::GarpSocket;
+
+/// Runs the fake API server inside the `api` host's namespace on its own runtime.
+struct Api {
+    server: Option<FakeApiServer>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Api {
+    fn start(host: &Host) -> (Api, String) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let addr: SocketAddr = format!("{}:0", host.addr).parse().unwrap();
+        let thread = host.ns.spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let s = FakeApiServer::start_on(addr).await.unwrap();
+                tx.send(s).unwrap();
+                tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let server = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let url = server.url();
+        (
+            Api {
+                server: Some(server),
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            url,
+        )
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn kubeconfig(dir: &std::path::Path, url: &str, token: &str) -> PathBuf {
+    let p = dir.join(format!("{token}.kubeconfig"));
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: {token}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: {token}\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Sends an ARP request for the VIP from the client every 20 ms until dropped.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(client: &Host) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let mac = parse_mac(&client.mac);
+        let src: std::net::Ipv4Addr = client.addr.parse().unwrap();
+        let thread = client.ns.spawn(move || {
+            let c = std::ffi::CString::new("eth0").unwrap();
+            // SAFETY: valid C string.
+            let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            let sock = GarpSocket::open(idx).unwrap();
+            let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+            let mut f = vip_userspace::net::garp::frame(mac, vip);
+            f[28..32].copy_from_slice(&src.octets()); // a request from the client
+            while !stop2.load(Ordering::Relaxed) {
+                let _ = sock.send(&f);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Prober {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// (arrival, sender MAC) of every ARP reply for the VIP seen by the client.
+fn replies(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    cap.frames()
+        .into_iter()
+        .filter(|(_, f)| f.len() >= 42 && f[20..22] == [0, 2] && f[28..32] == vip.octets())
+        .map(|(t, f)| (t, f[22..28].try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
+    require_root_and_bpf();
+    let bed = Bed::new(
+        "vkf",
+        &[
+            ("client", "192.0.2.10/24"),
+            ("node1", "192.0.2.11/24"),
+            ("node2", "192.0.2.12/24"),
+            ("api", "192.0.2.2/24"),
+        ],
+    );
+    let (api, url) = Api::start(bed.host("api"));
+    let dir = std::env::temp_dir().join("vkf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut daemons = Vec::new();
+    for n in ["node1", "node2"] {
+        let kc = kubeconfig(&dir, &url, n);
+        let cfg = dir.join(format!("{n}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "interface: eth0\nvips: [{VIP}]\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-kf-{n}\nelection:\n  kubeconfig: {}\n  identity: {n}\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
+                kc.display()
+            ),
+        )
+        .unwrap();
+        daemons.push(Daemon::start_in(
+            &bed,
+            n,
+            &["--config", cfg.to_str().unwrap()],
+        ));
+    }
+    let client = bed.host("client");
+    let cap = Capture::start(client, 0x0806);
+    let _probe = Prober::start(client);
+    let macs = [
+        parse_mac(&bed.host("node1").mac),
+        parse_mac(&bed.host("node2").mac),
+    ];
+    let first = poll(Duration::from_secs(10), || {
+        replies(&cap).first().map(|r| r.1)
+    })
+    .expect("one node answers for the VIP");
+    let leader = macs.iter().position(|m| *m == first).expect("a node's MAC");
+    let other = 1 - leader;
+    // Stable: only the leader answers.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        replies(&cap).iter().all(|r| r.1 == macs[leader]),
+        "one owner only"
+    );
+
+    let leader_name = ["node1", "node2"][leader];
+    api.server
+        .as_ref()
+        .unwrap()
+        .set_fault(leader_name, Fault::BlackHole);
+    let cut = Instant::now();
+    let took = poll(Duration::from_secs(8), || {
+        replies(&cap)
+            .iter()
+            .find(|r| r.1 == macs[other])
+            .map(|r| r.0)
+    })
+    .expect("the other node takes over");
+    let all = replies(&cap);
+    let last_old = all
+        .iter()
+        .filter(|r| r.1 == macs[leader])
+        .map(|r| r.0)
+        .max()
+        .unwrap();
+    let silent_after = last_old.saturating_duration_since(cut);
+    let took_after = took.saturating_duration_since(cut);
+    println!("old owner's last answer {silent_after:?} after the cut, new owner's first {took_after:?}");
+    assert!(
+        silent_after <= Duration::from_millis(1000 + 150),
+        "fenced by the renew deadline: {silent_after:?}"
+    );
+    assert!(
+        took > last_old,
+        "never two owners: old last {silent_after:?}, new first {took_after:?}"
+    );
+    assert!(
+        took_after <= Duration::from_secs(4),
+        "takeover soon after expiry: {took_after:?}"
+    );
+    for mut d in daemons {
+        assert!(d.stop().success(), "{}", d.logs());
+    }
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+}
