@@ -207,7 +207,9 @@ fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
         .unwrap();
     let silent_after = last_old.saturating_duration_since(cut);
     let took_after = took.saturating_duration_since(cut);
-    println!("old owner's last answer {silent_after:?} after the cut, new owner's first {took_after:?}");
+    println!(
+        "old owner's last answer {silent_after:?} after the cut, new owner's first {took_after:?}"
+    );
     assert!(
         silent_after <= Duration::from_millis(1000 + 150),
         "fenced by the renew deadline: {silent_after:?}"
