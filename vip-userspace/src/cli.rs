@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Run(RunArgs),
+    /// Print deployment manifests: daemonset, pod (static) or rbac.
+    Manifest(ManifestArgs),
     /// Print VIPs, services, backends and counters from the pinned maps.
     Status {
         /// Directory of the pinned maps.
@@ -60,6 +62,21 @@ pub struct RunArgs {
     /// Keep the pinned maps on exit (for restarts).
     #[arg(long)]
     pub keep_pinned: bool,
+    /// Who owns the VIPs: single (this node) or lease (a Kubernetes Lease holder).
+    #[arg(long, env = "VIP_ELECTION")]
+    pub election: Option<String>,
+    /// kubeconfig for the Lease (default: in-cluster, or $KUBECONFIG).
+    #[arg(long, env = "VIP_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Lease name (kube-vip: vip_leasename).
+    #[arg(long, env = "VIP_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Lease namespace.
+    #[arg(long, env = "VIP_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This node's identity in the Lease (default $NODE_NAME, else the hostname).
+    #[arg(long, env = "VIP_IDENTITY")]
+    pub identity: Option<String>,
 }
 
 impl RunArgs {
@@ -81,6 +98,48 @@ impl RunArgs {
             local_device: self.local_device.clone(),
             log_format: self.log_format.clone(),
             log_level: self.log_level.clone(),
+            election: self.election.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            lease_name: self.lease_name.clone(),
+            lease_namespace: self.lease_namespace.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestArgs {
+    /// daemonset | pod | rbac
+    #[arg(value_parser = ["daemonset", "pod", "rbac"])]
+    pub kind: String,
+    #[arg(long, default_value = "ghcr.io/vip-project/vip:0.1.0")]
+    pub image: String,
+    #[arg(long, default_value = "eth0")]
+    pub interface: String,
+    /// VIP(s) to hold (repeat).
+    #[arg(long = "vip", default_values_t = vec!["192.0.2.100".to_string()])]
+    pub vips: Vec<String>,
+    #[arg(long, default_value = "auto")]
+    pub mode: String,
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    #[arg(long, default_value = "plndr-cp-lock")]
+    pub lease_name: String,
+    /// Static pod: the node's admin kubeconfig.
+    #[arg(long, default_value = "/etc/kubernetes/admin.conf")]
+    pub kubeconfig: String,
+}
+
+impl ManifestArgs {
+    pub fn options(&self) -> crate::manifest::Options {
+        crate::manifest::Options {
+            image: self.image.clone(),
+            interface: self.interface.clone(),
+            vips: self.vips.clone(),
+            mode: self.mode.clone(),
+            namespace: self.namespace.clone(),
+            lease_name: self.lease_name.clone(),
+            kubeconfig: self.kubeconfig.clone(),
         }
     }
 }

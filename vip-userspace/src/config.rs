@@ -164,6 +164,12 @@ pub struct Overrides {
     pub local_device: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    /// `single` or `lease` (flag `--election`, or kube-vip's `vip_leaderelection=true`).
+    pub election: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub lease_name: Option<String>,
+    pub lease_namespace: Option<String>,
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -297,7 +303,8 @@ fn field_in_serde_message(msg: &str) -> String {
 
 /// Merge file and overrides (overrides win) and check every value that can be checked
 /// without looking at the system.
-pub fn resolve(file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
+pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
+    let election = merge_election(file.election.take(), &ov);
     let interface = ov
         .interface
         .or(file.interface)
@@ -416,7 +423,7 @@ pub fn resolve(file: FileConfig, ov: Overrides) -> Result<Config, ConfigError> {
         hash_seed: file.hash_seed.unwrap_or(DEFAULT_HASH_SEED),
         maglev_size,
         max_services,
-        election: resolve_election(file.election)?,
+        election: resolve_election(election)?,
     })
 }
 
@@ -426,6 +433,28 @@ fn env_nonempty(k: &str) -> Option<String> {
 
 /// kube-vip's names are accepted from the environment for what the file leaves unset:
 /// `vip_leasename`, `vip_leaseduration`/`vip_renewdeadline`/`vip_retryperiod` (seconds).
+/// Flags (and kube-vip's `vip_leaderelection`) over the file's `election:` section.
+fn merge_election(file: Option<ElectionFile>, ov: &Overrides) -> Option<ElectionFile> {
+    let kube_vip = env_nonempty("vip_leaderelection")
+        .filter(|v| v == "true")
+        .map(|_| "lease".to_string());
+    let mode = ov
+        .election
+        .clone()
+        .or_else(|| file.as_ref().and_then(|f| f.mode.clone()))
+        .or(kube_vip);
+    if mode.is_none() && file.is_none() {
+        return None;
+    }
+    let mut f = file.unwrap_or_default();
+    f.mode = mode;
+    f.kubeconfig = ov.kubeconfig.clone().or(f.kubeconfig);
+    f.lease_name = ov.lease_name.clone().or(f.lease_name);
+    f.namespace = ov.lease_namespace.clone().or(f.namespace);
+    f.identity = ov.identity.clone().or(f.identity);
+    Some(f)
+}
+
 fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
     let Some(f) = f else {
         return Ok(Election::Single);

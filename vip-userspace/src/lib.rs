@@ -11,6 +11,7 @@ pub mod election;
 pub mod k8s;
 pub mod logging;
 pub mod maglev;
+pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod net;

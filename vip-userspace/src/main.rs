@@ -16,6 +16,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Status { pin_dir } => status(&pin_dir),
+        Command::Manifest(m) => match vip_userspace::manifest::render(&m.kind, &m.options()) {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vip: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

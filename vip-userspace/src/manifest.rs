@@ -1,0 +1,277 @@
+//! `vip manifest daemonset|pod|rbac`: deployment manifests for the control-plane VIP, held by
+//! Lease election (kube-vip's main use). Built from k8s-openapi types, so they are valid
+//! objects by construction; `manifests/` holds copies generated with the defaults, and a
+//! test fails when they drift.
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, DaemonSetSpec},
+        core::v1::{
+            Capabilities, Container, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
+            ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe, SecurityContext,
+            ServiceAccount, Toleration, Volume, VolumeMount,
+        },
+        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::LabelSelector, apis::meta::v1::ObjectMeta, util::intstr::IntOrString,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("rendering YAML: {0}")]
+    Yaml(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub image: String,
+    pub interface: String,
+    pub vips: Vec<String>,
+    pub mode: String,
+    pub namespace: String,
+    pub lease_name: String,
+    /// Static pod only: the node-local admin kubeconfig.
+    pub kubeconfig: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/vip-project/vip:0.1.0".into(),
+            interface: "eth0".into(),
+            vips: vec!["192.0.2.100".into()],
+            mode: "auto".into(),
+            namespace: "kube-system".into(),
+            lease_name: "plndr-cp-lock".into(),
+            kubeconfig: "/etc/kubernetes/admin.conf".into(),
+        }
+    }
+}
+
+const NAME: &str = "vip";
+const METRICS_PORT: i32 = 9472;
+
+fn labels() -> BTreeMap<String, String> {
+    [("app.kubernetes.io/name".to_string(), NAME.to_string())].into()
+}
+
+fn meta(o: &Options) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(NAME.into()),
+        namespace: Some(o.namespace.clone()),
+        labels: Some(labels()),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(METRICS_PORT),
+            host: Some("127.0.0.1".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        ..Default::default()
+    }
+}
+
+fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
+    let mut args = vec![
+        "run".to_string(),
+        "--interface".into(),
+        o.interface.clone(),
+        "--mode".into(),
+        o.mode.clone(),
+        "--election".into(),
+        "lease".into(),
+        "--lease-name".into(),
+        o.lease_name.clone(),
+        "--lease-namespace".into(),
+        o.namespace.clone(),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{METRICS_PORT}"),
+    ];
+    for v in &o.vips {
+        args.push("--vip".into());
+        args.push(v.clone());
+    }
+    let mut mounts = vec![VolumeMount {
+        name: "bpffs".into(),
+        mount_path: "/sys/fs/bpf".into(),
+        ..Default::default()
+    }];
+    if let Some(k) = kubeconfig {
+        args.push("--kubeconfig".into());
+        args.push(k.into());
+        mounts.push(VolumeMount {
+            name: "kubeconfig".into(),
+            mount_path: k.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    Container {
+        name: NAME.into(),
+        image: Some(o.image.clone()),
+        args: Some(args),
+        env: Some(vec![EnvVar {
+            name: "NODE_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        // Exactly what the daemon does: BPF and PERFMON to load the program and maps,
+        // NET_ADMIN to attach XDP and manage addresses and neighbours, NET_RAW for
+        // gratuitous ARP, SYS_ADMIN to mount bpffs when the node has none.
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                add: Some(
+                    ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..Default::default()
+        }),
+        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz")),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+fn host_path(name: &str, path: &str, kind: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some(kind.into()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_spec(o: &Options, kubeconfig: Option<&str>) -> PodSpec {
+    let mut volumes = vec![host_path("bpffs", "/sys/fs/bpf", "DirectoryOrCreate")];
+    if let Some(k) = kubeconfig {
+        volumes.push(host_path("kubeconfig", k, "File"));
+    }
+    PodSpec {
+        host_network: Some(true),
+        priority_class_name: Some("system-node-critical".into()),
+        service_account_name: kubeconfig.is_none().then(|| NAME.to_string()),
+        containers: vec![container(o, kubeconfig)],
+        volumes: Some(volumes),
+        ..Default::default()
+    }
+}
+
+/// DaemonSet on the control-plane nodes, authenticating as the `vip` ServiceAccount.
+pub fn daemonset(o: &Options) -> DaemonSet {
+    let mut spec = pod_spec(o, None);
+    spec.node_selector = Some(
+        [(
+            "node-role.kubernetes.io/control-plane".to_string(),
+            String::new(),
+        )]
+        .into(),
+    );
+    spec.tolerations = Some(vec![Toleration {
+        operator: Some("Exists".into()),
+        ..Default::default()
+    }]);
+    DaemonSet {
+        metadata: meta(o),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels()),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Static pod (`/etc/kubernetes/manifests/vip.yaml`): the VIP exists before the API server
+/// is reachable through it; it elects against the local API server with the node's admin
+/// kubeconfig (on the first kubeadm control-plane node, point it at super-admin.conf
+/// during `kubeadm init`, then back to admin.conf).
+pub fn pod(o: &Options) -> Pod {
+    Pod {
+        metadata: meta(o),
+        spec: Some(pod_spec(o, Some(&o.kubeconfig))),
+        ..Default::default()
+    }
+}
+
+/// Least privilege for what the daemon calls today: Leases in one namespace (GET, POST, PUT).
+pub fn rbac(o: &Options) -> (ServiceAccount, Role, RoleBinding) {
+    let sa = ServiceAccount {
+        metadata: meta(o),
+        ..Default::default()
+    };
+    let role = Role {
+        metadata: meta(o),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".into()]),
+            resources: Some(vec!["leases".into()]),
+            verbs: ["get", "create", "update"].map(String::from).to_vec(),
+            ..Default::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(o),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: NAME.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: NAME.into(),
+            namespace: Some(o.namespace.clone()),
+            ..Default::default()
+        }]),
+    };
+    (sa, role, binding)
+}
+
+fn yaml<T: serde::Serialize + k8s_openapi::Resource>(v: &T) -> Result<String, ManifestError> {
+    // k8s-openapi fills apiVersion/kind on serialization.
+    serde_saphyr::to_string(v).map_err(|e| ManifestError::Yaml(e.to_string()))
+}
+
+/// The manifest as YAML; `rbac` is three documents separated by `---`.
+pub fn render(kind: &str, o: &Options) -> Result<String, ManifestError> {
+    let header = "# Generated by `vip manifest`; edit the flags, not this file.\n";
+    let body = match kind {
+        "daemonset" => yaml(&daemonset(o))?,
+        "pod" => yaml(&pod(o))?,
+        "rbac" => {
+            let (sa, role, rb) = rbac(o);
+            [yaml(&sa)?, yaml(&role)?, yaml(&rb)?].join("---\n")
+        }
+        other => return Err(ManifestError::Yaml(format!("unknown manifest `{other}`"))),
+    };
+    Ok(format!("{header}{body}"))
+}
