@@ -119,6 +119,20 @@ async fn crud_conflicts_and_errors_are_kubernetes_shaped() {
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("node1"));
 }
 
+/// A kube-runtime reflector over `api`, polled in the background.
+fn cache(api: Api<ConfigMap>) -> (reflector::Store<ConfigMap>, tokio::task::JoinHandle<()>) {
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        // Errors (a 410 among them) are reported, then the watcher recovers: keep polling.
+        while stream.next().await.is_some() {}
+    });
+    (reader, task)
+}
+
 #[tokio::test]
 async fn watcher_lists_watches_and_old_versions_get_410() {
     let s = FakeApiServer::start().await.unwrap();
@@ -128,15 +142,7 @@ async fn watcher_lists_watches_and_old_versions_get_410() {
     api.create(&PostParams::default(), &cm("a", "1"))
         .await
         .unwrap();
-    let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(watched, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        // Errors (a 410 among them) are reported, then the watcher recovers: keep polling.
-        while stream.next().await.is_some() {}
-    });
+    let (reader, task) = cache(watched);
     // Wait until the cache holds exactly these names.
     let wait = |want: &'static [&'static str]| {
         let reader = reader.clone();
@@ -196,15 +202,7 @@ async fn watcher_relists_after_410() {
     api.create(&PostParams::default(), &cm("a", "1"))
         .await
         .unwrap();
-    let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(watched, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        // Errors (a 410 among them) are reported, then the watcher recovers: keep polling.
-        while stream.next().await.is_some() {}
-    });
+    let (reader, task) = cache(watched);
     let names = |r: &reflector::Store<ConfigMap>| {
         let mut n: Vec<String> = r
             .state()
