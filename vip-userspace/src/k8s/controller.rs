@@ -1,0 +1,411 @@
+//! Services of type LoadBalancer → addresses (IPAM), `status.loadBalancer`, Events, and the
+//! model the reconciler applies. One `pass` takes the current objects (from watch caches) and
+//! does what is missing; it is idempotent, so it can run after every change.
+//!
+//! Only the leader writes (allocations, status, Events); every node computes the same model
+//! from what the statuses say, so services' rings are installed everywhere and an owner
+//! change keeps flows on their backends.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::{IpAddr, Ipv4Addr},
+};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{ConfigMap, Event, ObjectReference, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    api::{Patch, PatchParams, PostParams},
+    Api, Client,
+};
+use serde_json::json;
+
+use super::ipam::{Family, Ipam, Pools, Request};
+use crate::config::{Backend, LbMode, Proto, Service as ModelService};
+
+/// Our LoadBalancer class.
+pub const CLASS: &str = "vip.dev/vip";
+/// kube-vip's class, served when kube-vip compatibility is on.
+pub const KUBE_VIP_CLASS: &str = "kube-vip.io/kube-vip-class";
+/// Annotation naming the node that holds the VIP.
+pub const HOLDER: &str = "vip.dev/holder";
+const IPS_ANNOTATIONS: [&str; 2] = ["vip.dev/loadbalancerIPs", "kube-vip.io/loadbalancerIPs"];
+const SHARING_ANNOTATIONS: [&str; 2] = [
+    "vip.dev/sharing-key",
+    "kube-vip.io/loadbalancer-ips-sharing-key",
+];
+/// Per-Service forwarding mode: `local` (default: the node's stack, i.e. kube-proxy, does
+/// the service hop, as with kube-vip), `dsr` or `nat` (vip balances in XDP).
+pub const MODE_ANNOTATION: &str = "vip.dev/forwarding-mode";
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub node: String,
+    /// Serve Services with `spec.loadBalancerClass` = our class.
+    pub kube_vip_compat: bool,
+    /// Also serve Services without a class.
+    pub serve_unclassed: bool,
+    pub pool_namespace: String,
+    pub pool_name: String,
+}
+
+impl ControllerConfig {
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            kube_vip_compat: true,
+            serve_unclassed: true,
+            pool_namespace: "kube-system".into(),
+            pool_name: "kubevip".into(),
+        }
+    }
+
+    fn serves(&self, svc: &Service) -> bool {
+        let Some(spec) = &svc.spec else {
+            return false;
+        };
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            return false;
+        }
+        match spec.load_balancer_class.as_deref() {
+            None => self.serve_unclassed,
+            Some(CLASS) => true,
+            Some(KUBE_VIP_CLASS) => self.kube_vip_compat,
+            Some(_) => false,
+        }
+    }
+}
+
+/// What one pass did (for logs, metrics and tests).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub allocated: Vec<String>,
+    pub failed: Vec<String>,
+    pub released: Vec<String>,
+}
+
+pub struct Controller {
+    client: Client,
+    cfg: ControllerConfig,
+    ipam: Ipam,
+    restored: bool,
+    /// Services we allocated for (to release when they go).
+    known: HashSet<(String, String)>,
+    /// Services whose last pass failed, with the message (one Event per new failure).
+    failing: BTreeMap<(String, String), String>,
+}
+
+fn key(s: &Service) -> (String, String) {
+    (
+        s.metadata.namespace.clone().unwrap_or_default(),
+        s.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn annotation<'a>(s: &'a Service, names: &[&str]) -> Option<&'a str> {
+    let a = s.metadata.annotations.as_ref()?;
+    names.iter().find_map(|n| a.get(*n).map(String::as_str))
+}
+
+/// Addresses in `status.loadBalancer.ingress`.
+pub fn status_ips(s: &Service) -> Vec<IpAddr> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ing| {
+            ing.iter()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn request(s: &Service) -> Request {
+    let spec = s.spec.clone().unwrap_or_default();
+    let mut requested: Vec<String> = annotation(s, &IPS_ANNOTATIONS)
+        .map(|v| {
+            v.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if requested.is_empty() {
+        requested.extend(spec.load_balancer_ip.filter(|i| !i.is_empty()));
+    }
+    let families = match spec.ip_families.as_deref() {
+        Some(f) if !f.is_empty() => f
+            .iter()
+            .map(|x| if x == "IPv6" { Family::V6 } else { Family::V4 })
+            .collect(),
+        _ => vec![Family::V4],
+    };
+    let (namespace, name) = key(s);
+    Request {
+        namespace,
+        name,
+        requested,
+        families,
+        sharing_key: annotation(s, &SHARING_ANNOTATIONS).map(str::to_string),
+        ports: spec
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                (
+                    p.port as u16,
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The model's services for `svc` at `vips`: one per (VIP, port), backends = ready
+/// endpoints of the Service's EndpointSlices with the target port resolved by port name.
+pub fn model_services(
+    svc: &Service,
+    slices: &[EndpointSlice],
+    vips: &[Ipv4Addr],
+) -> Vec<ModelService> {
+    let (ns, name) = key(svc);
+    let mode = match annotation(svc, &[MODE_ANNOTATION]) {
+        Some("dsr") => LbMode::Dsr,
+        Some("nat") => LbMode::Nat,
+        _ => LbMode::Local,
+    };
+    let mine: Vec<&EndpointSlice> = slices
+        .iter()
+        .filter(|e| {
+            e.metadata.namespace.as_deref() == Some(ns.as_str())
+                && e.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .map(String::as_str)
+                    == Some(name.as_str())
+                && e.address_type == "IPv4"
+        })
+        .collect();
+    let mut out = Vec::new();
+    for p in svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default()
+    {
+        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+            "UDP" => Proto::Udp,
+            "TCP" => Proto::Tcp,
+            _ => continue,
+        };
+        let mut backends: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
+        for es in &mine {
+            let target = es.ports.as_ref().and_then(|ps| {
+                ps.iter()
+                    .find(|ep| ep.name == p.name && ep.protocol == p.protocol)
+                    .and_then(|ep| ep.port)
+            });
+            let Some(tport) = target else { continue };
+            for ep in &es.endpoints {
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if !ready {
+                    continue;
+                }
+                for a in &ep.addresses {
+                    if let Ok(ip) = a.parse::<Ipv4Addr>() {
+                        backends.insert((ip, tport as u16));
+                    }
+                }
+            }
+        }
+        for vip in vips {
+            out.push(ModelService {
+                vip: *vip,
+                port: p.port as u16,
+                proto,
+                mode,
+                backends: if mode == LbMode::Local {
+                    Vec::new()
+                } else {
+                    backends
+                        .iter()
+                        .map(|(addr, port)| Backend {
+                            addr: *addr,
+                            port: *port,
+                            weight: 1,
+                        })
+                        .collect()
+                },
+            });
+        }
+    }
+    out
+}
+
+impl Controller {
+    pub fn new(client: Client, cfg: ControllerConfig) -> Self {
+        Self {
+            client,
+            cfg,
+            ipam: Ipam::default(),
+            restored: false,
+            known: HashSet::new(),
+            failing: BTreeMap::new(),
+        }
+    }
+
+    async fn event(&self, svc: &Service, type_: &str, reason: &str, message: &str) {
+        let (ns, name) = key(svc);
+        let now = Timestamp::now();
+        let ev = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{name}.")),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                name: Some(name),
+                namespace: Some(ns.clone()),
+                uid: svc.metadata.uid.clone(),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(type_.into()),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            reporting_component: Some("vip".into()),
+            reporting_instance: Some(self.cfg.node.clone()),
+            action: Some(reason.into()),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = api.create(&PostParams::default(), &ev).await {
+            tracing::warn!(error = %e, reason, "event not recorded");
+        }
+    }
+
+    /// One reconciliation pass. Returns the model services (every node) and, as leader,
+    /// writes what is missing.
+    pub async fn pass(
+        &mut self,
+        services: &[Service],
+        slices: &[EndpointSlice],
+        pools: Option<&ConfigMap>,
+        leader: bool,
+    ) -> (Vec<ModelService>, PassReport) {
+        let mut report = PassReport::default();
+        let data = pools.and_then(|c| c.data.clone()).unwrap_or_default();
+        match Pools::from_configmap(&data) {
+            Ok(p) => self.ipam.set_pools(p),
+            Err(e) => {
+                tracing::error!(error = %e, "pool ConfigMap rejected; keeping the previous pools")
+            }
+        }
+        let served: Vec<&Service> = services.iter().filter(|s| self.cfg.serves(s)).collect();
+        if !self.restored {
+            // Addresses already in statuses are taken before anything is allocated.
+            for s in &served {
+                let ips = status_ips(s);
+                if !ips.is_empty() {
+                    self.ipam.restore(&request(s), &ips);
+                    self.known.insert(key(s));
+                }
+            }
+            self.restored = true;
+        }
+        // Released: Services gone or no longer ours.
+        let present: HashSet<(String, String)> = served.iter().map(|s| key(s)).collect();
+        for k in self.known.clone() {
+            if !present.contains(&k) {
+                self.ipam.release(&k.0, &k.1);
+                self.known.remove(&k);
+                self.failing.remove(&k);
+                report.released.push(format!("{}/{}", k.0, k.1));
+            }
+        }
+        let mut model = Vec::new();
+        for s in served {
+            let k = key(s);
+            let mut ips = status_ips(s);
+            if leader {
+                match self.ipam.allocate(&request(s)) {
+                    Ok(got) => {
+                        self.known.insert(k.clone());
+                        self.failing.remove(&k);
+                        let mut want = got.clone();
+                        want.sort();
+                        let mut have = ips.clone();
+                        have.sort();
+                        if want != have {
+                            if self.write_status(s, &got).await {
+                                let list: Vec<String> = got.iter().map(IpAddr::to_string).collect();
+                                self.event(
+                                    s,
+                                    "Normal",
+                                    "IPAllocated",
+                                    &format!("Assigned IP {}", list.join(", ")),
+                                )
+                                .await;
+                                report.allocated.push(format!("{}/{}", k.0, k.1));
+                            }
+                            ips = got;
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if self.failing.get(&k) != Some(&msg) {
+                            self.event(s, "Warning", "AllocationFailed", &msg).await;
+                            self.failing.insert(k.clone(), msg.clone());
+                        }
+                        report.failed.push(format!("{}/{}: {msg}", k.0, k.1));
+                    }
+                }
+            }
+            let v4: Vec<Ipv4Addr> = ips
+                .iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v) => Some(*v),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            model.extend(model_services(s, slices, &v4));
+        }
+        (model, report)
+    }
+
+    async fn write_status(&self, s: &Service, ips: &[IpAddr]) -> bool {
+        let (ns, name) = key(s);
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
+        let ingress: Vec<_> = ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .collect();
+        let status = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "status not written");
+            return false;
+        }
+        let holder = json!({"metadata": {"annotations": {HOLDER: self.cfg.node}}});
+        if let Err(e) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&holder))
+            .await
+        {
+            tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "holder annotation not written");
+        }
+        true
+    }
+}

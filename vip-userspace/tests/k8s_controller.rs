@@ -1,0 +1,202 @@
+//! The Service controller against the in-process API server: allocation, status, Events,
+//! sharing, pool exhaustion, restart without reallocation, and the model it produces.
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{api::PostParams, Api, Client};
+use serde_json::json;
+use vip_userspace::{
+    config::{LbMode, Proto},
+    k8s::controller::{status_ips, Controller, ControllerConfig, HOLDER},
+};
+
+fn client(s: &FakeApiServer) -> Client {
+    Client::try_from(kube::Config::new(s.url().parse().unwrap())).unwrap()
+}
+
+async fn setup(s: &FakeApiServer, pool: &str) -> Client {
+    let c = client(s);
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "kubevip", "namespace": "kube-system"},
+        "data": {"range-global": pool}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    c
+}
+
+async fn service(c: &Client, name: &str, port: i32, annotations: serde_json::Value) {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": port, "protocol": "TCP", "targetPort": 8080}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+}
+
+async fn slice(c: &Client, svc: &str) {
+    let es: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{svc}-1"), "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.2"], "conditions": {"ready": false}}
+        ]
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &es)
+        .await
+        .unwrap();
+}
+
+async fn objects(c: &Client) -> (Vec<Service>, Vec<EndpointSlice>, Option<ConfigMap>) {
+    let svcs = Api::<Service>::all(c.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let slices = Api::<EndpointSlice>::all(c.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
+        .get_opt("kubevip")
+        .await
+        .unwrap();
+    (svcs, slices, cm)
+}
+
+async fn pass(
+    ctl: &mut Controller,
+    c: &Client,
+    leader: bool,
+) -> (
+    Vec<vip_userspace::config::Service>,
+    vip_userspace::k8s::controller::PassReport,
+) {
+    let (s, e, cm) = objects(c).await;
+    ctl.pass(&s, &e, cm.as_ref(), leader).await
+}
+
+fn events(s: &FakeApiServer, reason: &str) -> usize {
+    s.objects("events")
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .count()
+}
+
+fn ip_of(svcs: &[Service], name: &str) -> Vec<String> {
+    let s = svcs
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap();
+    status_ips(s).iter().map(|i| i.to_string()).collect()
+}
+
+#[tokio::test]
+async fn allocates_writes_status_and_events_and_builds_the_model() {
+    let s = FakeApiServer::start().await.unwrap();
+    let c = setup(&s, "192.0.2.200-192.0.2.201").await;
+    service(&c, "web", 80, json!({"vip.dev/forwarding-mode": "dsr"})).await;
+    slice(&c, "web").await;
+    let mut ctl = Controller::new(c.clone(), ControllerConfig::new("node-a"));
+    let (model, rep) = pass(&mut ctl, &c, true).await;
+    assert_eq!(rep.allocated, vec!["default/web"]);
+    let (svcs, _, _) = objects(&c).await;
+    assert_eq!(ip_of(&svcs, "web"), vec!["192.0.2.200"]);
+    let raw = s.objects("services");
+    assert_eq!(
+        raw[0]["status"]["loadBalancer"]["ingress"][0]["ipMode"],
+        "VIP"
+    );
+    assert_eq!(raw[0]["metadata"]["annotations"][HOLDER], "node-a");
+    assert_eq!(events(&s, "IPAllocated"), 1);
+    // The model: VIP:80/tcp in dsr mode, only the ready endpoint, target port resolved.
+    assert_eq!(model.len(), 1);
+    let m = &model[0];
+    assert_eq!(
+        (m.vip.to_string().as_str(), m.port, m.proto, m.mode),
+        ("192.0.2.200", 80, Proto::Tcp, LbMode::Dsr)
+    );
+    assert_eq!(m.backends.len(), 1);
+    assert_eq!(
+        (m.backends[0].addr.to_string().as_str(), m.backends[0].port),
+        ("10.0.0.1", 8080)
+    );
+    // Idempotent: nothing more on the next pass.
+    let (_, rep) = pass(&mut ctl, &c, true).await;
+    assert!(rep.allocated.is_empty());
+    assert_eq!(events(&s, "IPAllocated"), 1);
+}
+
+#[tokio::test]
+async fn exhaustion_sharing_restart_and_followers() {
+    let s = FakeApiServer::start().await.unwrap();
+    let c = setup(&s, "192.0.2.200-192.0.2.201").await;
+    service(&c, "a", 80, json!({"vip.dev/sharing-key": "k"})).await;
+    service(&c, "b", 443, json!({"vip.dev/sharing-key": "k"})).await;
+    service(&c, "c", 80, json!({})).await;
+    service(&c, "d", 80, json!({})).await;
+    let mut ctl = Controller::new(c.clone(), ControllerConfig::new("node-a"));
+    let (_, rep) = pass(&mut ctl, &c, true).await;
+    assert_eq!(rep.failed.len(), 1, "{rep:?}");
+    let (svcs, _, _) = objects(&c).await;
+    assert_eq!(
+        ip_of(&svcs, "a"),
+        ip_of(&svcs, "b"),
+        "same sharing key, disjoint ports: one address"
+    );
+    assert_ne!(ip_of(&svcs, "a"), ip_of(&svcs, "c"));
+    assert!(ip_of(&svcs, "d").is_empty(), "pool exhausted");
+    assert_eq!(events(&s, "AllocationFailed"), 1);
+    // The failure is not reported again while it lasts.
+    pass(&mut ctl, &c, true).await;
+    assert_eq!(events(&s, "AllocationFailed"), 1);
+
+    // A restarted controller (or another node taking over) rebuilds from the statuses:
+    // nothing is allocated twice, nothing moves.
+    let before: Vec<Vec<String>> = ["a", "b", "c"].iter().map(|n| ip_of(&svcs, n)).collect();
+    let mut again = Controller::new(c.clone(), ControllerConfig::new("node-b"));
+    let (_, rep) = pass(&mut again, &c, true).await;
+    assert!(rep.allocated.is_empty(), "{rep:?}");
+    let (svcs2, _, _) = objects(&c).await;
+    let after: Vec<Vec<String>> = ["a", "b", "c"].iter().map(|n| ip_of(&svcs2, n)).collect();
+    assert_eq!(before, after);
+
+    // A follower writes nothing but builds the same model from the statuses.
+    let writes = s
+        .requests()
+        .iter()
+        .filter(|r| !r.starts_with("GET"))
+        .count();
+    let mut follower = Controller::new(c.clone(), ControllerConfig::new("node-c"));
+    let (model, _) = pass(&mut follower, &c, false).await;
+    assert_eq!(
+        s.requests()
+            .iter()
+            .filter(|r| !r.starts_with("GET"))
+            .count(),
+        writes
+    );
+    assert_eq!(model.len(), 3, "a, b and c have addresses");
+
+    // Deleting a Service frees its address for the one that was waiting.
+    Api::<Service>::namespaced(c.clone(), "default")
+        .delete("c", &Default::default())
+        .await
+        .unwrap();
+    let (_, rep) = pass(&mut again, &c, true).await;
+    assert_eq!(rep.released, vec!["default/c"]);
+    assert_eq!(rep.allocated, vec!["default/d"]);
+}
