@@ -125,6 +125,9 @@ pub struct ElectionFile {
     pub lease_duration_ms: Option<u64>,
     pub renew_deadline_ms: Option<u64>,
     pub retry_period_ms: Option<u64>,
+    /// Also serve Services of type LoadBalancer from the API server (IPAM, status, Events);
+    /// their VIPs are owned by the same lease.
+    pub services: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +270,8 @@ pub enum Election {
     Lease {
         kubeconfig: Option<PathBuf>,
         lease: crate::election::lease::LeaseConfig,
+        /// Serve LoadBalancer Services (see `ElectionFile::services`).
+        services: bool,
     },
 }
 
@@ -331,7 +336,8 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         ));
     }
     let services = resolve_services(file.services.unwrap_or_default(), maglev_size, max_services)?;
-    if raw_vips.is_empty() && services.is_empty() {
+    let k8s_services = election.as_ref().is_some_and(|e| e.services == Some(true));
+    if raw_vips.is_empty() && services.is_empty() && !k8s_services {
         return Err(ConfigError::new(
             "vips",
             "at least one VIP (or a service) is required",
@@ -511,6 +517,7 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
     Ok(Election::Lease {
         kubeconfig: f.kubeconfig,
         lease,
+        services: f.services.unwrap_or(false),
     })
 }
 

@@ -122,6 +122,9 @@ struct Ownership {
     leader: tokio::sync::watch::Receiver<bool>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Services (and their VIPs) from the API server, when served.
+    k8s: Option<tokio::sync::watch::Receiver<Vec<config::Service>>>,
+    k8s_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Ownership {
@@ -134,9 +137,15 @@ impl Ownership {
                     leader: rx,
                     stop: None,
                     task: None,
+                    k8s: None,
+                    k8s_task: None,
                 })
             }
-            config::Election::Lease { kubeconfig, lease } => {
+            config::Election::Lease {
+                kubeconfig,
+                lease,
+                services,
+            } => {
                 let kcfg = match kubeconfig {
                     Some(p) => {
                         let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
@@ -152,15 +161,27 @@ impl Ownership {
                 };
                 let client =
                     kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(e.to_string()))?;
-                let elector = crate::election::lease::LeaseElector::new(client, lease.clone())
-                    .map_err(|e| DaemonError::Kube(e.to_string()))?;
+                let elector =
+                    crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
+                        .map_err(|e| DaemonError::Kube(e.to_string()))?;
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
+                let (k8s, k8s_task) = if *services {
+                    let (out, k8s_rx) = tokio::sync::watch::channel(Vec::new());
+                    let cc = crate::k8s::controller::ControllerConfig::new(&lease.identity);
+                    let task = tokio::spawn(crate::k8s::source::run(client, cc, rx.clone(), out));
+                    tracing::info!("serving Services of type LoadBalancer");
+                    (Some(k8s_rx), Some(task))
+                } else {
+                    (None, None)
+                };
                 Ok(Ownership {
                     leader: rx,
                     stop: Some(stop),
                     task: Some(tokio::spawn(elector.run(tx, stop_rx))),
+                    k8s,
+                    k8s_task,
                 })
             }
         }
@@ -168,6 +189,14 @@ impl Ownership {
 
     fn is_leader(&self) -> bool {
         *self.leader.borrow()
+    }
+
+    /// The desired state: the file's, plus Services from the API server.
+    fn desired(&self, cfg: &Config) -> Desired {
+        match &self.k8s {
+            Some(rx) => Desired::from_sources(cfg, &rx.borrow()),
+            None => Desired::from_config(cfg),
+        }
     }
 
     fn owned(&self, desired: &Desired) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
@@ -180,6 +209,9 @@ impl Ownership {
 
     /// Stop electing and release the lease (after the VIPs were released).
     async fn stop(self) {
+        if let Some(t) = self.k8s_task {
+            t.abort();
+        }
         if let Some(s) = self.stop {
             let _ = s.send(true);
         }
@@ -227,6 +259,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(LINK_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
+    let mut k8s_rx = ownership.k8s.clone();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let sig = loop {
         let hangup = async {
@@ -246,6 +280,12 @@ pub async fn run(
             changed = ownership.leader.changed() => {
                 if changed.is_ok() {
                     leadership_changed(&cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            changed = k8s_changed(&mut k8s_rx) => {
+                if changed {
+                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
                 }
                 continue;
             }
@@ -319,6 +359,13 @@ pub async fn run(
 /// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
 /// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are
 /// kept as they are, with a warning naming them.
+async fn k8s_changed(rx: &mut Option<tokio::sync::watch::Receiver<Vec<config::Service>>>) -> bool {
+    match rx.as_mut() {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
 /// Leadership moved: own every VIP (leader) or none (follower, or fenced off).
 async fn leadership_changed(
     cfg: &Config,
@@ -330,13 +377,29 @@ async fn leadership_changed(
     state.leader.set(leader as i64);
     state.leader_transitions.inc();
     tracing::info!(leader, "leadership changed");
+    apply_desired(cfg, running, state, ownership).await;
+}
+
+/// Services and owned VIPs from the current sources and leadership.
+async fn apply_desired(
+    cfg: &Config,
+    running: Option<&mut Running>,
+    state: &State,
+    ownership: &Ownership,
+) {
     let Some(r) = running else {
         return;
     };
-    let owned = ownership.owned(&Desired::from_config(cfg));
-    if let Err(e) = r.rec.apply(&owned).await {
+    let desired = ownership.desired(cfg);
+    let owned = ownership.owned(&desired);
+    let res = async {
+        r.rec.apply_services(&desired.services).await?;
+        r.rec.apply(&owned).await
+    }
+    .await;
+    if let Err(e) = res {
         state.reconcile_errors.inc();
-        tracing::error!(error = %e, "applying leadership failed");
+        tracing::error!(error = %e, "applying the desired state failed");
     }
 }
 
@@ -377,7 +440,7 @@ async fn reload_config(
         tracing::info!("configuration reloaded; applied when the uplink returns");
         return;
     };
-    let desired = Desired::from_config(cfg);
+    let desired = ownership.desired(cfg);
     let owned = ownership.owned(&desired);
     let res = async {
         r.rec.apply_services(&desired.services).await?;
@@ -463,7 +526,7 @@ async fn bring_up(
         cfg.garp,
         state.clone(),
     );
-    let desired = Desired::from_config(cfg);
+    let desired = ownership.desired(cfg);
     let owned = ownership.owned(&desired);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = async {

@@ -228,3 +228,120 @@ fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
     drop(api);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run `f` on a tokio runtime inside `ns` (its sockets live there).
+fn in_ns<T: Send + 'static>(
+    ns: &testbed::Netns,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> T {
+    ns.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}
+
+#[test]
+fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
+    require_root_and_bpf();
+    let bed = Bed::new(
+        "vks",
+        &[
+            ("client", "192.0.2.10/24"),
+            ("node1", "192.0.2.11/24"),
+            ("node2", "192.0.2.12/24"),
+            ("api", "192.0.2.2/24"),
+        ],
+    );
+    let (api, url) = Api::start(bed.host("api"));
+    let dir = std::env::temp_dir().join("vks");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A pool and a Service, created through the API from the client's namespace.
+    let u = url.clone();
+    in_ns(&bed.host("client").ns, move || {
+        Box::pin(async move {
+            use k8s_openapi::api::core::v1::{ConfigMap, Service};
+            use kube::api::PostParams;
+            let c = kube::Client::try_from(kube::Config::new(u.parse().unwrap())).unwrap();
+            let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "kubevip", "namespace": "kube-system"},
+                "data": {"range-global": "192.0.2.200-192.0.2.201"}
+            }))
+            .unwrap();
+            kube::Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
+                .create(&PostParams::default(), &cm)
+                .await
+                .unwrap();
+            let svc: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+            }))
+            .unwrap();
+            kube::Api::<Service>::namespaced(c, "default")
+                .create(&PostParams::default(), &svc)
+                .await
+                .unwrap();
+        })
+    });
+    let mut servers = Vec::new();
+    let mut daemons = Vec::new();
+    for n in ["node1", "node2"] {
+        servers.push(testbed::TcpServer::start(
+            &bed.host(n).ns,
+            "0.0.0.0:80".parse().unwrap(),
+            &format!("{n}\n"),
+        ));
+        let kc = kubeconfig(&dir, &url, n);
+        let cfg = dir.join(format!("{n}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-ks-{n}\nelection:\n  kubeconfig: {}\n  identity: {n}\n  services: true\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
+                kc.display()
+            ),
+        )
+        .unwrap();
+        daemons.push(Daemon::start_in(
+            &bed,
+            n,
+            &["--config", cfg.to_str().unwrap()],
+        ));
+    }
+    let server = api.server.as_ref().unwrap();
+    let ip = poll(Duration::from_secs(15), || {
+        server.objects("services")[0]["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "status written:\n{}\n{}",
+            daemons[0].logs(),
+            daemons[1].logs()
+        )
+    });
+    assert_eq!(ip, "192.0.2.200", "lowest address of the pool");
+    let svc = &server.objects("services")[0];
+    let holder = svc["metadata"]["annotations"]["vip.dev/holder"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(server
+        .objects("events")
+        .iter()
+        .any(|e| e["reason"] == "IPAllocated"));
+    // Exactly the holder answers for the address, and serves it (local mode: its own stack).
+    let client = bed.host("client");
+    let mac = poll(Duration::from_secs(10), || testbed::arping(client, &ip)).expect("ARP answered");
+    assert_eq!(mac, bed.host(&holder).mac, "the holder answers");
+    let got = testbed::tcp_request(&client.ns, format!("{ip}:80").parse().unwrap()).unwrap();
+    assert_eq!(got, format!("{holder}\n"));
+    for mut d in daemons {
+        assert!(d.stop().success(), "{}", d.logs());
+    }
+    drop(servers);
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+}

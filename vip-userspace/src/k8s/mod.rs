@@ -2,3 +2,4 @@
 //! management for Services of type LoadBalancer (the controller that drives it comes next).
 pub mod controller;
 pub mod ipam;
+pub mod source;
