@@ -152,7 +152,7 @@ async fn handle(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Response<Body
     let q = req.uri().query().unwrap_or("").to_string();
     let path = req.uri().path().to_string();
     if let Ok(mut r) = sh.requests.lock() {
-        r.push(format!("{} {path}?{q}", req.method()));
+        r.push((token.clone(), format!("{} {path}?{q}", req.method())));
     }
     match sh.fault(&token) {
         Fault::BlackHole => std::future::pending::<()>().await,

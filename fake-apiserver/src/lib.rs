@@ -73,7 +73,8 @@ pub(crate) struct Shared {
     /// Bumped on DropStreams so open streams of that client end.
     pub drops: tokio::sync::watch::Sender<u64>,
     pub bookmark_every: Duration,
-    pub requests: Mutex<Vec<String>>,
+    /// (client token, "METHOD path?query") of every request.
+    pub requests: Mutex<Vec<(String, String)>>,
 }
 
 impl Shared {
@@ -155,7 +156,21 @@ impl FakeApiServer {
         self.shared
             .requests
             .lock()
-            .map(|r| r.clone())
+            .map(|r| r.iter().map(|(_, q)| q.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The requests of the client with bearer token `token`.
+    pub fn requests_by(&self, token: &str) -> Vec<String> {
+        self.shared
+            .requests
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(t, _)| t == token)
+                    .map(|(_, q)| q.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

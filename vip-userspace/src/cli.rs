@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// This node's identity in the Lease (default $NODE_NAME, else the hostname).
     #[arg(long, env = "VIP_IDENTITY")]
     pub identity: Option<String>,
+    /// Also serve Services of type LoadBalancer (needs --election lease).
+    #[arg(long, env = "VIP_SERVICES")]
+    pub services: bool,
 }
 
 impl RunArgs {
@@ -103,6 +106,7 @@ impl RunArgs {
             lease_name: self.lease_name.clone(),
             lease_namespace: self.lease_namespace.clone(),
             identity: self.identity.clone(),
+            services: self.services.then_some(true),
         }
     }
 }
@@ -128,6 +132,9 @@ pub struct ManifestArgs {
     /// Static pod: the node's admin kubeconfig.
     #[arg(long, default_value = "/etc/kubernetes/admin.conf")]
     pub kubeconfig: String,
+    /// Also serve Services of type LoadBalancer (adds the RBAC and the flag).
+    #[arg(long)]
+    pub services: bool,
 }
 
 impl ManifestArgs {
@@ -140,6 +147,7 @@ impl ManifestArgs {
             namespace: self.namespace.clone(),
             lease_name: self.lease_name.clone(),
             kubeconfig: self.kubeconfig.clone(),
+            services: self.services,
         }
     }
 }

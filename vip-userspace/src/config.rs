@@ -173,6 +173,7 @@ pub struct Overrides {
     pub lease_name: Option<String>,
     pub lease_namespace: Option<String>,
     pub identity: Option<String>,
+    pub services: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -458,6 +459,7 @@ fn merge_election(file: Option<ElectionFile>, ov: &Overrides) -> Option<Election
     f.lease_name = ov.lease_name.clone().or(f.lease_name);
     f.namespace = ov.lease_namespace.clone().or(f.namespace);
     f.identity = ov.identity.clone().or(f.identity);
+    f.services = ov.services.or(f.services);
     Some(f)
 }
 

@@ -12,7 +12,9 @@ use k8s_openapi::{
             ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe, SecurityContext,
             ServiceAccount, Toleration, Volume, VolumeMount,
         },
-        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+        rbac::v1::{
+            ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+        },
     },
     apimachinery::pkg::{
         apis::meta::v1::LabelSelector, apis::meta::v1::ObjectMeta, util::intstr::IntOrString,
@@ -35,6 +37,8 @@ pub struct Options {
     pub lease_name: String,
     /// Static pod only: the node-local admin kubeconfig.
     pub kubeconfig: String,
+    /// Serve Services of type LoadBalancer too.
+    pub services: bool,
 }
 
 impl Default for Options {
@@ -47,6 +51,7 @@ impl Default for Options {
             namespace: "kube-system".into(),
             lease_name: "plndr-cp-lock".into(),
             kubeconfig: "/etc/kubernetes/admin.conf".into(),
+            services: false,
         }
     }
 }
@@ -99,6 +104,9 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
     for v in &o.vips {
         args.push("--vip".into());
         args.push(v.clone());
+    }
+    if o.services {
+        args.push("--services".into());
     }
     let mut mounts = vec![VolumeMount {
         name: "bpffs".into(),
@@ -224,7 +232,57 @@ pub fn pod(o: &Options) -> Pod {
     }
 }
 
-/// Least privilege for what the daemon calls today: Leases in one namespace (GET, POST, PUT).
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// With `--services`: what the Service controller calls, cluster-wide.
+pub fn services_rbac(o: &Options) -> (ClusterRole, ClusterRoleBinding) {
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(NAME.into()),
+            labels: Some(labels()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            // watch caches, and the holder annotation
+            rule("", &["services"], &["list", "watch", "patch"]),
+            // status.loadBalancer
+            rule("", &["services/status"], &["patch"]),
+            rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]),
+            // IPAllocated / AllocationFailed
+            rule("", &["events"], &["create"]),
+        ]),
+        ..Default::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(NAME.into()),
+            labels: Some(labels()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: NAME.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: NAME.into(),
+            namespace: Some(o.namespace.clone()),
+            ..Default::default()
+        }]),
+    };
+    (role, binding)
+}
+
+/// Least privilege for what the daemon calls: Leases in one namespace (GET, POST, PUT);
+/// with `--services` also the pool ConfigMap there (list, watch).
 pub fn rbac(o: &Options) -> (ServiceAccount, Role, RoleBinding) {
     let sa = ServiceAccount {
         metadata: meta(o),
@@ -232,12 +290,17 @@ pub fn rbac(o: &Options) -> (ServiceAccount, Role, RoleBinding) {
     };
     let role = Role {
         metadata: meta(o),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["coordination.k8s.io".into()]),
-            resources: Some(vec!["leases".into()]),
-            verbs: ["get", "create", "update"].map(String::from).to_vec(),
-            ..Default::default()
-        }]),
+        rules: Some({
+            let mut r = vec![rule(
+                "coordination.k8s.io",
+                &["leases"],
+                &["get", "create", "update"],
+            )];
+            if o.services {
+                r.push(rule("", &["configmaps"], &["list", "watch"]));
+            }
+            r
+        }),
     };
     let binding = RoleBinding {
         metadata: meta(o),
@@ -269,7 +332,13 @@ pub fn render(kind: &str, o: &Options) -> Result<String, ManifestError> {
         "pod" => yaml(&pod(o))?,
         "rbac" => {
             let (sa, role, rb) = rbac(o);
-            [yaml(&sa)?, yaml(&role)?, yaml(&rb)?].join("---\n")
+            let mut docs = vec![yaml(&sa)?, yaml(&role)?, yaml(&rb)?];
+            if o.services {
+                let (cr, crb) = services_rbac(o);
+                docs.push(yaml(&cr)?);
+                docs.push(yaml(&crb)?);
+            }
+            docs.join("---\n")
         }
         other => return Err(ManifestError::Yaml(format!("unknown manifest `{other}`"))),
     };

@@ -341,7 +341,89 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
     for mut d in daemons {
         assert!(d.stop().success(), "{}", d.logs());
     }
+    // Least privilege: every call the daemons made is allowed by `vip manifest rbac
+    // --services`, and every permission it grants was used.
+    let daemon_requests: Vec<String> = ["node1", "node2"]
+        .iter()
+        .flat_map(|n| server.requests_by(n))
+        .collect();
+    let used = calls(&daemon_requests);
+    let granted = granted_by_manifest();
+    for u in &used {
+        assert!(
+            granted.contains(u),
+            "{u:?} is used but not granted by the manifest"
+        );
+    }
+    for g in &granted {
+        assert!(used.contains(g), "{g:?} is granted but never used");
+    }
     drop(servers);
     drop(api);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (verb, API group, resource) of each request, as RBAC sees it.
+fn calls(requests: &[String]) -> std::collections::BTreeSet<(String, String, String)> {
+    requests
+        .iter()
+        .filter_map(|r| {
+            let (method, rest) = r.split_once(' ')?;
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            let (group, tail) = match segs.as_slice() {
+                ["api", "v1", tail @ ..] => (String::new(), tail),
+                ["apis", g, _v, tail @ ..] => (g.to_string(), tail),
+                _ => return None,
+            };
+            let tail: Vec<&str> = match tail {
+                ["namespaces", _ns, t @ ..] => t.to_vec(),
+                t => t.to_vec(),
+            };
+            let (resource, named) = match tail.as_slice() {
+                [r] => (r.to_string(), false),
+                [r, _name] => (r.to_string(), true),
+                [r, _name, sub] => (format!("{r}/{sub}"), true),
+                _ => return None,
+            };
+            let verb = match method {
+                "GET" if query.contains("watch=true") => "watch",
+                "GET" if named => "get",
+                "GET" => "list",
+                "POST" => "create",
+                "PUT" => "update",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                _ => return None,
+            };
+            Some((verb.to_string(), group, resource))
+        })
+        .collect()
+}
+
+fn granted_by_manifest() -> std::collections::BTreeSet<(String, String, String)> {
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+    let o = vip_userspace::manifest::Options {
+        services: true,
+        ..Default::default()
+    };
+    let (_, role, _) = vip_userspace::manifest::rbac(&o);
+    let (cr, _) = vip_userspace::manifest::services_rbac(&o);
+    let rules: Vec<PolicyRule> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .chain(cr.rules.unwrap())
+        .collect();
+    let mut out = std::collections::BTreeSet::new();
+    for r in rules {
+        for g in r.api_groups.unwrap_or_default() {
+            for res in r.resources.clone().unwrap_or_default() {
+                for v in &r.verbs {
+                    out.insert((v.clone(), g.clone(), res.clone()));
+                }
+            }
+        }
+    }
+    out
 }
