@@ -170,6 +170,16 @@ async fn exhaustion_sharing_restart_and_followers() {
     let mut again = Controller::new(c.clone(), ControllerConfig::new("node-b"));
     let (_, rep) = pass(&mut again, &c, true).await;
     assert!(rep.allocated.is_empty(), "{rep:?}");
+    // ... and says who holds the VIPs now.
+    assert_eq!(rep.owner_changed.len(), 3, "{rep:?}");
+    assert_eq!(events(&s, "OwnerChanged"), 3);
+    let raw = s.objects("services");
+    assert!(raw
+        .iter()
+        .filter(|o| o["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
+        .all(|o| o["metadata"]["annotations"][HOLDER] == "node-b"));
+    let (_, rep) = pass(&mut again, &c, true).await;
+    assert!(rep.owner_changed.is_empty(), "reported once");
     let (svcs2, _, _) = objects(&c).await;
     let after: Vec<Vec<String>> = ["a", "b", "c"].iter().map(|n| ip_of(&svcs2, n)).collect();
     assert_eq!(before, after);

@@ -84,6 +84,7 @@ impl ControllerConfig {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
     pub allocated: Vec<String>,
+    pub owner_changed: Vec<String>,
     pub failed: Vec<String>,
     pub released: Vec<String>,
 }
@@ -360,6 +361,19 @@ impl Controller {
                                 report.allocated.push(format!("{}/{}", k.0, k.1));
                             }
                             ips = got;
+                        } else if annotation(s, &[HOLDER]) != Some(self.cfg.node.as_str()) {
+                            // Leadership moved here: say so where operators look.
+                            let before = annotation(s, &[HOLDER]).unwrap_or("none").to_string();
+                            if self.write_holder(s).await {
+                                self.event(
+                                    s,
+                                    "Normal",
+                                    "OwnerChanged",
+                                    &format!("VIP now held by {} (was {before})", self.cfg.node),
+                                )
+                                .await;
+                                report.owner_changed.push(format!("{}/{}", k.0, k.1));
+                            }
                         }
                     }
                     Err(e) => {
@@ -399,13 +413,23 @@ impl Controller {
             tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "status not written");
             return false;
         }
+        self.write_holder(s).await;
+        true
+    }
+
+    async fn write_holder(&self, s: &Service) -> bool {
+        let (ns, name) = key(s);
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
         let holder = json!({"metadata": {"annotations": {HOLDER: self.cfg.node}}});
-        if let Err(e) = api
+        match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&holder))
             .await
         {
-            tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "holder annotation not written");
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "holder annotation not written");
+                false
+            }
         }
-        true
     }
 }
