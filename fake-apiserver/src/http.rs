@@ -170,6 +170,24 @@ async fn handle(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Response<Body
         }
         Fault::None | Fault::DropStreams => {}
     }
+    if path == "/readyz" || path == "/livez" || path == "/healthz" {
+        let unready = sh
+            .unready
+            .lock()
+            .map(|u| u.contains(&token))
+            .unwrap_or(false);
+        let (code, body) = if unready && path == "/readyz" {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "[-]etcd failed: reason withheld\nreadyz check failed",
+            )
+        } else {
+            (StatusCode::OK, "ok")
+        };
+        let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+        *r.status_mut() = code;
+        return Ok(r);
+    }
     let Some(t) = route(&path) else {
         return Ok(error(&ApiError::new(
             404,

@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub bookmark_every: Duration,
     /// (client token, "METHOD path?query") of every request.
     pub requests: Mutex<Vec<(String, String)>>,
+    /// Clients to which `/readyz` answers 500 (an API server that is up but not ready).
+    pub unready: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -111,6 +113,7 @@ impl FakeApiServer {
             drops,
             bookmark_every: Duration::from_millis(500),
             requests: Mutex::new(Vec::new()),
+            unready: Mutex::new(Default::default()),
         });
         let task = tokio::spawn(http::serve(listener, shared.clone()));
         Ok(FakeApiServer { addr, shared, task })
@@ -127,6 +130,17 @@ impl FakeApiServer {
         }
         if fault == Fault::DropStreams {
             self.shared.drops.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Make `/readyz` fail (500) for the client with `token`, or answer again.
+    pub fn set_ready(&self, token: &str, ready: bool) {
+        if let Ok(mut u) = self.shared.unready.lock() {
+            if ready {
+                u.remove(token);
+            } else {
+                u.insert(token.to_string());
+            }
         }
     }
 

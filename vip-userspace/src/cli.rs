@@ -80,6 +80,9 @@ pub struct RunArgs {
     /// Also serve Services of type LoadBalancer (needs --election lease).
     #[arg(long, env = "VIP_SERVICES")]
     pub services: bool,
+    /// Hold the lease only while the API server's /readyz answers (control-plane VIP).
+    #[arg(long, env = "VIP_READYZ_GATE")]
+    pub readyz_gate: bool,
 }
 
 impl RunArgs {
@@ -107,6 +110,7 @@ impl RunArgs {
             lease_namespace: self.lease_namespace.clone(),
             identity: self.identity.clone(),
             services: self.services.then_some(true),
+            readyz_gate: self.readyz_gate.then_some(true),
         }
     }
 }

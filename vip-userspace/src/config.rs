@@ -128,6 +128,8 @@ pub struct ElectionFile {
     /// Also serve Services of type LoadBalancer from the API server (IPAM, status, Events);
     /// their VIPs are owned by the same lease.
     pub services: Option<bool>,
+    /// Hold the lease only while the API server's /readyz answers (control-plane VIP).
+    pub readyz_gate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +176,7 @@ pub struct Overrides {
     pub lease_namespace: Option<String>,
     pub identity: Option<String>,
     pub services: Option<bool>,
+    pub readyz_gate: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -460,6 +463,7 @@ fn merge_election(file: Option<ElectionFile>, ov: &Overrides) -> Option<Election
     f.namespace = ov.lease_namespace.clone().or(f.namespace);
     f.identity = ov.identity.clone().or(f.identity);
     f.services = ov.services.or(f.services);
+    f.readyz_gate = ov.readyz_gate.or(f.readyz_gate);
     Some(f)
 }
 
@@ -513,6 +517,7 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
         lease.api_timeout = lease.api_timeout.min(lease.renew_deadline / 3);
     }
     lease.api_timeout = lease.api_timeout.min(lease.renew_deadline / 3);
+    lease.readyz_gate = f.readyz_gate.unwrap_or(false);
     lease
         .validate()
         .map_err(|e| ConfigError::new("election.renew_deadline_ms", e.to_string()))?;

@@ -116,6 +116,9 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
     if let Some(k) = kubeconfig {
         args.push("--kubeconfig".into());
         args.push(k.into());
+        // The static pod serves the control plane: hold the VIP only while the API server
+        // it elects against is ready.
+        args.push("--readyz-gate".into());
         mounts.push(VolumeMount {
             name: "kubeconfig".into(),
             mount_path: k.into(),

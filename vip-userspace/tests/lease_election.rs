@@ -30,7 +30,11 @@ struct Node {
 }
 
 fn start(server: &FakeApiServer, name: &str) -> Node {
-    let e = LeaseElector::new(client(server, name), cfg(name)).unwrap();
+    start_with(server, name, cfg(name))
+}
+
+fn start_with(server: &FakeApiServer, name: &str, c: LeaseConfig) -> Node {
+    let e = LeaseElector::new(client(server, name), c).unwrap();
     let (tx, rx) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(e.run(tx, stop_rx));
@@ -161,6 +165,50 @@ async fn release_on_shutdown_hands_over_fast() {
     assert!(lease[0]["spec"]["leaseTransitions"].as_i64().unwrap() >= 1);
     let _ = b.stop.send(true);
     let _ = b.task.await;
+}
+
+/// With the readyz gate, a leader whose API server stops being ready steps down at once
+/// (silent, lease handed on) and stays out until it is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_gate_hands_the_lease_on() {
+    let s = FakeApiServer::start().await.unwrap();
+    let gated = |n: &str| {
+        let mut c = cfg(n);
+        c.readyz_gate = true;
+        c
+    };
+    let a = start_with(&s, "node-a", gated("node-a"));
+    assert!(watch_until(&[&a], Duration::from_secs(5), |l| l[0])
+        .await
+        .is_some());
+    let b = start_with(&s, "node-b", gated("node-b"));
+    s.set_ready("node-a", false);
+    let silent = watch_until(&[&a, &b], Duration::from_secs(3), |_| !*a.leader.borrow())
+        .await
+        .expect("unready leader steps down");
+    assert!(
+        silent < Duration::from_millis(500),
+        "at once, not at the renew deadline: {silent:?}"
+    );
+    let took = watch_until(&[&a, &b], Duration::from_secs(5), |_| *b.leader.borrow())
+        .await
+        .expect("b takes over");
+    assert!(
+        took < Duration::from_millis(2000),
+        "released lease taken fast: {took:?}"
+    );
+    // Ready again: a follows, b keeps leading.
+    s.set_ready("node-a", true);
+    assert!(
+        watch_until(&[&a, &b], Duration::from_millis(800), |_| false)
+            .await
+            .is_none()
+    );
+    assert!(*b.leader.borrow());
+    for n in [a, b] {
+        let _ = n.stop.send(true);
+        let _ = n.task.await;
+    }
 }
 
 #[test]

@@ -42,6 +42,10 @@ pub struct LeaseConfig {
     pub retry_period: Duration,
     /// Bound on every single API call.
     pub api_timeout: Duration,
+    /// Hold (and compete for) the lease only while the API server's `/readyz` answers 200:
+    /// for the control-plane VIP, elected against the node's own API server, so a node whose
+    /// API server is unhealthy hands the VIP on instead of attracting traffic to it.
+    pub readyz_gate: bool,
 }
 
 impl LeaseConfig {
@@ -56,6 +60,7 @@ impl LeaseConfig {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
             api_timeout: Duration::from_secs(2),
+            readyz_gate: false,
         }
     }
 
@@ -115,6 +120,7 @@ impl Fence {
 
 pub struct LeaseElector {
     api: Api<Lease>,
+    client: kube::Client,
     cfg: LeaseConfig,
     observed: Option<(Observed, Instant)>,
     fence: std::sync::Arc<Fence>,
@@ -139,7 +145,8 @@ impl LeaseElector {
             deadline: cfg.renew_deadline,
         });
         Ok(Self {
-            api: Api::namespaced(client, &cfg.namespace),
+            api: Api::namespaced(client.clone(), &cfg.namespace),
+            client,
             cfg,
             observed: None,
             fence,
@@ -196,6 +203,17 @@ impl LeaseElector {
             lease_transitions: Some(if ours { transitions } else { transitions + 1 }),
             ..Default::default()
         }
+    }
+
+    /// Whether the API server answers `/readyz` with 200 within the API timeout.
+    pub async fn apiserver_ready(&self) -> bool {
+        let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(self.cfg.api_timeout, self.client.request_text(req)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// One client-go round. Returns whether we hold the lease after it (unfenced view; use
@@ -321,14 +339,27 @@ impl LeaseElector {
                 }
             })
         };
+        let mut was_ready = true;
         loop {
-            tokio::select! {
-                r = self.round() => {
-                    if let Err(e) = r {
-                        tracing::warn!(lease = %self.cfg.name, error = %e, "lease round failed");
-                    }
+            let ready = !self.cfg.readyz_gate || self.apiserver_ready().await;
+            if ready != was_ready {
+                tracing::warn!(lease = %self.cfg.name, ready, "API server readiness changed");
+                was_ready = ready;
+            }
+            if !ready {
+                // Step down (silent at once, lease handed on) and stay out of the race.
+                if let Err(e) = self.release().await {
+                    tracing::warn!(lease = %self.cfg.name, error = %e, "lease not released");
                 }
-                _ = stop.changed() => break,
+            } else {
+                tokio::select! {
+                    r = self.round() => {
+                        if let Err(e) = r {
+                            tracing::warn!(lease = %self.cfg.name, error = %e, "lease round failed");
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.retry_period) => {}
