@@ -170,7 +170,13 @@ impl Ownership {
                 let (k8s, k8s_task) = if *services {
                     let (out, k8s_rx) = tokio::sync::watch::channel(Vec::new());
                     let cc = crate::k8s::controller::ControllerConfig::new(&lease.identity);
-                    let task = tokio::spawn(crate::k8s::source::run(client, cc, rx.clone(), out));
+                    let task = tokio::spawn(crate::k8s::source::run(
+                        client,
+                        cc,
+                        rx.clone(),
+                        out,
+                        state.clone(),
+                    ));
                     tracing::info!("serving Services of type LoadBalancer");
                     (Some(k8s_rx), Some(task))
                 } else {

@@ -49,6 +49,16 @@ pub struct State {
     pub reload_errors: Counter,
     pub leader: prometheus_client::metrics::gauge::Gauge,
     pub leader_transitions: Counter,
+    /// What the Service controller last saw (Kubernetes mode).
+    pub k8s: Mutex<K8sStats>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct K8sStats {
+    pub enabled: bool,
+    pub services: usize,
+    pub allocated: usize,
+    pub failing: usize,
 }
 
 impl std::fmt::Debug for State {
@@ -110,6 +120,47 @@ impl Collector for DataplaneCollector {
             None,
             g.metric_type(),
         )?)?;
+        {
+            // Ownership per VIP ("which node owns the VIP?" from any node's metrics).
+            let owned_vips = st.owned.read().map(|o| o.clone()).unwrap_or_default();
+            let g = ConstGauge::new(1i64);
+            let mut fam = enc.encode_descriptor(
+                "vip_vip_owner",
+                "1 for each VIP this node owns",
+                None,
+                g.metric_type(),
+            )?;
+            for v in owned_vips {
+                let ip = v.to_string();
+                let labels = [("vip", ip.as_str())];
+                g.encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let k = st.k8s.lock().map(|k| k.clone()).unwrap_or_default();
+            if k.enabled {
+                for (name, help, v) in [
+                    (
+                        "vip_k8s_services",
+                        "LoadBalancer Services served",
+                        k.services as i64,
+                    ),
+                    (
+                        "vip_k8s_addresses_allocated",
+                        "Addresses held by Services",
+                        k.allocated as i64,
+                    ),
+                    (
+                        "vip_k8s_allocation_failures",
+                        "Services without an address (see their Events)",
+                        k.failing as i64,
+                    ),
+                ] {
+                    let g = ConstGauge::new(v);
+                    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+                }
+            }
+        }
         let reader = st.stats.lock().ok();
         let Some(reader) = reader.as_ref().and_then(|r| r.as_ref()) else {
             return Ok(());

@@ -338,6 +338,18 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
     assert_eq!(mac, bed.host(&holder).mac, "the holder answers");
     let got = testbed::tcp_request(&client.ns, format!("{ip}:80").parse().unwrap()).unwrap();
     assert_eq!(got, format!("{holder}\n"));
+    let m = testbed::http_get(
+        &bed.host(&holder).ns,
+        common::METRICS.parse().unwrap(),
+        "/metrics",
+    )
+    .unwrap()
+    .1;
+    assert!(
+        m.contains(&format!("vip_vip_owner{{vip=\"{ip}\"}} 1")),
+        "{m}"
+    );
+    assert!(m.contains("vip_k8s_addresses_allocated 1"), "{m}");
     for mut d in daemons {
         assert!(d.stop().success(), "{}", d.logs());
     }

@@ -83,6 +83,9 @@ impl ControllerConfig {
 /// What one pass did (for logs, metrics and tests).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
+    /// LoadBalancer Services this node serves, and how many hold an address.
+    pub served: usize,
+    pub with_address: usize,
     pub allocated: Vec<String>,
     pub owner_changed: Vec<String>,
     pub failed: Vec<String>,
@@ -336,6 +339,7 @@ impl Controller {
             }
         }
         let mut model = Vec::new();
+        report.served = served.len();
         for s in served {
             let k = key(s);
             let mut ips = status_ips(s);
@@ -385,6 +389,9 @@ impl Controller {
                         report.failed.push(format!("{}/{}: {msg}", k.0, k.1));
                     }
                 }
+            }
+            if !ips.is_empty() {
+                report.with_address += 1;
             }
             let v4: Vec<Ipv4Addr> = ips
                 .iter()

@@ -26,6 +26,7 @@ pub async fn run(
     cfg: ControllerConfig,
     mut leader: watch::Receiver<bool>,
     out: watch::Sender<Vec<ModelService>>,
+    stats: std::sync::Arc<crate::metrics::State>,
 ) {
     let (svcs, w1) = reflector::store::<Service>();
     let (slices, w2) = reflector::store::<EndpointSlice>();
@@ -96,6 +97,14 @@ pub async fn run(
         let cm = cms.state().first().map(|x| (**x).clone());
         let is_leader = *leader.borrow();
         let (model, report) = ctl.pass(&s, &e, cm.as_ref(), is_leader).await;
+        if let Ok(mut k) = stats.k8s.lock() {
+            *k = crate::metrics::K8sStats {
+                enabled: true,
+                services: report.served,
+                allocated: report.with_address,
+                failing: report.failed.len(),
+            };
+        }
         if !report.allocated.is_empty() || !report.failed.is_empty() || !report.released.is_empty()
         {
             tracing::info!(allocated = ?report.allocated, failed = ?report.failed, released = ?report.released, "services");
