@@ -151,11 +151,6 @@ impl FakeApiServer {
         }
     }
 
-    /// The current global resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.shared.store.lock().map(|s| s.rv()).unwrap_or(0)
-    }
-
     /// Every object of a resource (e.g. "services"), as stored.
     pub fn objects(&self, plural: &str) -> Vec<serde_json::Value> {
         self.shared

@@ -133,45 +133,44 @@ fn cache(api: Api<ConfigMap>) -> (reflector::Store<ConfigMap>, tokio::task::Join
     (reader, task)
 }
 
+fn names_in(r: &reflector::Store<ConfigMap>) -> Vec<String> {
+    let mut n: Vec<String> = r
+        .state()
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    n.sort();
+    n
+}
+
+/// Whether the cache comes to hold exactly `want` within 15 s.
+async fn holds(r: &reflector::Store<ConfigMap>, want: &[&str]) -> bool {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while names_in(r) != want {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 #[tokio::test]
 async fn watcher_lists_watches_and_old_versions_get_410() {
     let s = FakeApiServer::start().await.unwrap();
-    // The watcher's client ("w") and a writer ("good"): faults hit only the watcher.
+    // A watching client ("w") and a separate writer ("good").
     let watched: Api<ConfigMap> = Api::namespaced(client(&s, "w"), "default");
     let api: Api<ConfigMap> = Api::namespaced(client(&s, "good"), "default");
     api.create(&PostParams::default(), &cm("a", "1"))
         .await
         .unwrap();
     let (reader, task) = cache(watched);
-    // Wait until the cache holds exactly these names.
-    let wait = |want: &'static [&'static str]| {
-        let reader = reader.clone();
-        async move {
-            tokio::time::timeout(Duration::from_secs(15), async {
-                loop {
-                    let mut names: Vec<String> = reader
-                        .state()
-                        .iter()
-                        .filter_map(|c| c.metadata.name.clone())
-                        .collect();
-                    names.sort();
-                    if names == want {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await
-            .is_ok()
-        }
-    };
-    assert!(wait(&["a"]).await, "initial list");
+    assert!(holds(&reader, &["a"]).await, "initial list");
     api.create(&PostParams::default(), &cm("b", "1"))
         .await
         .unwrap();
-    assert!(wait(&["a", "b"]).await, "watch event");
+    assert!(holds(&reader, &["a", "b"]).await, "watch event");
     api.delete("a", &Default::default()).await.unwrap();
-    assert!(wait(&["b"]).await, "delete seen");
+    assert!(holds(&reader, &["b"]).await, "delete seen");
     // A watch from a version older than the kept history: HTTP 200 and an ERROR event
     // carrying a 410 Status, which is what makes kube-runtime's watcher list again.
     api.create(&PostParams::default(), &cm("c", "1"))
@@ -184,7 +183,10 @@ async fn watcher_lists_watches_and_old_versions_get_410() {
         Some(Ok(kube::api::WatchEvent::Error(e))) => assert_eq!(e.code, 410, "{e:?}"),
         other => panic!("want ERROR 410, got {other:?}"),
     }
-    assert!(wait(&["b", "c"]).await, "the open watch still delivers");
+    assert!(
+        holds(&reader, &["b", "c"]).await,
+        "the open watch still delivers"
+    );
     let reqs = s.requests();
     assert!(reqs
         .iter()
@@ -203,28 +205,7 @@ async fn watcher_relists_after_410() {
         .await
         .unwrap();
     let (reader, task) = cache(watched);
-    let names = |r: &reflector::Store<ConfigMap>| {
-        let mut n: Vec<String> = r
-            .state()
-            .iter()
-            .filter_map(|c| c.metadata.name.clone())
-            .collect();
-        n.sort();
-        n
-    };
-    let until = |want: Vec<&'static str>| {
-        let reader = reader.clone();
-        async move {
-            tokio::time::timeout(Duration::from_secs(15), async {
-                while names(&reader) != want {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await
-            .is_ok()
-        }
-    };
-    assert!(until(vec!["a"]).await);
+    assert!(holds(&reader, &["a"]).await);
     s.set_fault("w", Fault::DropStreams);
     api.create(&PostParams::default(), &cm("c", "1"))
         .await
@@ -233,9 +214,9 @@ async fn watcher_relists_after_410() {
     s.compact();
     s.set_fault("w", Fault::None);
     assert!(
-        until(vec!["c"]).await,
+        holds(&reader, &["c"]).await,
         "recovered: {:?} {:#?}",
-        names(&reader),
+        names_in(&reader),
         s.requests()
     );
     let lists = s

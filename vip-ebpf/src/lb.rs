@@ -57,7 +57,6 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         proto: ip.proto,
         _pad: [0; 3],
     };
-    let len = (ctx.data_end() - ctx.data()) as u64;
     let plain = ip.ihl_bytes == 20 && frame.l3_off == ETH_HLEN;
     // Established flows: the conntrack entry and its backend are all that is needed (the
     // backend carries its service's mode and id), so the service is not looked up.
@@ -74,6 +73,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         _pad: 0,
     })?;
     if svc.mode == MODE_LOCAL {
+        let len = (ctx.data_end() - ctx.data()) as u64;
         stats::bump(|s| s.lb_local += 1);
         stats::service(svc.id, |s| {
             s.packets += 1;

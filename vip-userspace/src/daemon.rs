@@ -397,13 +397,11 @@ async fn apply_desired(
         return;
     };
     let desired = ownership.desired(cfg);
-    let owned = ownership.owned(&desired);
-    let res = async {
-        r.rec.apply_services(&desired.services).await?;
-        r.rec.apply(&owned).await
-    }
-    .await;
-    if let Err(e) = res {
+    if let Err(e) = r
+        .rec
+        .converge(&desired.services, &ownership.owned(&desired))
+        .await
+    {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "applying the desired state failed");
     }
@@ -447,13 +445,11 @@ async fn reload_config(
         return;
     };
     let desired = ownership.desired(cfg);
-    let owned = ownership.owned(&desired);
-    let res = async {
-        r.rec.apply_services(&desired.services).await?;
-        r.rec.apply(&owned).await
-    }
-    .await;
-    match res {
+    match r
+        .rec
+        .converge(&desired.services, &ownership.owned(&desired))
+        .await
+    {
         Ok(()) => {
             state.reloads.inc();
             tracing::info!(vips = ?r.rec.applied(), services = desired.services.len(), "configuration reloaded");
@@ -535,12 +531,10 @@ async fn bring_up(
     let desired = ownership.desired(cfg);
     let owned = ownership.owned(&desired);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
-    let applied = async {
-        rec.apply_services(&desired.services).await?;
-        rec.prune_stale(&owned)?;
-        rec.apply(&owned).await
-    }
-    .await;
+    let applied = match rec.prune_stale(&owned) {
+        Ok(()) => rec.converge(&desired.services, &owned).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = applied {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "could not apply VIPs; cleaning up");

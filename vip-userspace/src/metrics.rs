@@ -308,51 +308,61 @@ impl Collector for DataplaneCollector {
 
 pub fn registry(state: Arc<State>) -> Registry {
     let mut r = Registry::default();
-    r.register(
-        "vip_garp_sent",
-        "Gratuitous ARP frames sent",
-        state.garp_sent.clone(),
-    );
-    r.register(
-        "vip_garp_errors",
-        "Gratuitous ARP frames that failed to send",
-        state.garp_errors.clone(),
-    );
-    r.register(
-        "vip_uplink_present",
-        "1 while the configured uplink exists and the data plane is up on it",
-        state.uplink_present.clone(),
-    );
-    r.register(
-        "vip_dataplane_restarts",
-        "Times the data plane was rebuilt after the uplink vanished or was replaced",
-        state.dataplane_restarts.clone(),
-    );
-    r.register(
-        "vip_reconcile_errors",
-        "Errors while releasing or acquiring VIPs",
-        state.reconcile_errors.clone(),
-    );
-    r.register(
-        "vip_config_reloads",
-        "Configuration reloads applied (SIGHUP)",
-        state.reloads.clone(),
-    );
-    r.register(
-        "vip_config_reload_errors",
-        "Configuration reloads rejected or failed",
-        state.reload_errors.clone(),
-    );
-    r.register(
-        "vip_leader",
-        "1 while this node owns the VIPs (always 1 without election)",
-        state.leader.clone(),
-    );
-    r.register(
-        "vip_leader_transitions",
-        "Leadership changes seen by this node",
-        state.leader_transitions.clone(),
-    );
+    let counters = [
+        (
+            "vip_garp_sent",
+            "Gratuitous ARP frames sent",
+            &state.garp_sent,
+        ),
+        (
+            "vip_garp_errors",
+            "Gratuitous ARP frames that failed to send",
+            &state.garp_errors,
+        ),
+        (
+            "vip_dataplane_restarts",
+            "Times the data plane was rebuilt after the uplink vanished or was replaced",
+            &state.dataplane_restarts,
+        ),
+        (
+            "vip_reconcile_errors",
+            "Errors while releasing or acquiring VIPs",
+            &state.reconcile_errors,
+        ),
+        (
+            "vip_config_reloads",
+            "Configuration reloads applied (SIGHUP)",
+            &state.reloads,
+        ),
+        (
+            "vip_config_reload_errors",
+            "Configuration reloads rejected or failed",
+            &state.reload_errors,
+        ),
+        (
+            "vip_leader_transitions",
+            "Leadership changes seen by this node",
+            &state.leader_transitions,
+        ),
+    ];
+    for (name, help, c) in counters {
+        r.register(name, help, c.clone());
+    }
+    let gauges = [
+        (
+            "vip_uplink_present",
+            "1 while the configured uplink exists and the data plane is up on it",
+            &state.uplink_present,
+        ),
+        (
+            "vip_leader",
+            "1 while this node owns the VIPs (always 1 without election)",
+            &state.leader,
+        ),
+    ];
+    for (name, help, g) in gauges {
+        r.register(name, help, g.clone());
+    }
     r.register_collector(Box::new(DataplaneCollector(state)));
     r
 }

@@ -124,7 +124,6 @@ pub struct LeaseElector {
     cfg: LeaseConfig,
     observed: Option<(Observed, Instant)>,
     fence: std::sync::Arc<Fence>,
-    transitions: u64,
 }
 
 fn observe(l: &Lease) -> Observed {
@@ -150,26 +149,12 @@ impl LeaseElector {
             cfg,
             observed: None,
             fence,
-            transitions: 0,
         })
-    }
-
-    pub fn identity(&self) -> &str {
-        &self.cfg.identity
     }
 
     /// Leader, fenced: a successful renewal no longer ago than the renew deadline.
     pub fn is_leader(&self) -> bool {
         self.fence.is_leader()
-    }
-
-    pub fn fence(&self) -> std::sync::Arc<Fence> {
-        self.fence.clone()
-    }
-
-    /// Times this elector became leader.
-    pub fn transitions(&self) -> u64 {
-        self.transitions
     }
 
     async fn call<T>(
@@ -219,7 +204,6 @@ impl LeaseElector {
     /// One client-go round. Returns whether we hold the lease after it (unfenced view; use
     /// `is_leader` for acting).
     pub async fn round(&mut self) -> Result<bool, ElectionError> {
-        let was = self.is_leader();
         let now = Timestamp::now();
         let got = self.call(self.api.get_opt(&self.cfg.name)).await?;
         let Some(lease) = got else {
@@ -235,7 +219,7 @@ impl LeaseElector {
                 .call(self.api.create(&PostParams::default(), &new))
                 .await
             {
-                Ok(l) => Ok(self.won(&l, was)),
+                Ok(l) => Ok(self.won(&l)),
                 Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
             };
@@ -264,7 +248,7 @@ impl LeaseElector {
             )
             .await
         {
-            Ok(l) => Ok(self.won(&l, was)),
+            Ok(l) => Ok(self.won(&l)),
             // Someone else wrote first: they lead, we follow.
             Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => {
                 self.fence.set(None);
@@ -274,12 +258,9 @@ impl LeaseElector {
         }
     }
 
-    fn won(&mut self, l: &Lease, was: bool) -> bool {
+    fn won(&mut self, l: &Lease) -> bool {
         self.observed = Some((observe(l), Instant::now()));
         self.fence.set(Some(Instant::now()));
-        if !was {
-            self.transitions += 1;
-        }
         true
     }
 

@@ -92,18 +92,3 @@ pub async fn unbind(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool, A
     }
     Ok(removed)
 }
-
-/// Whether `ip/32` is bound on `index`.
-pub async fn is_bound(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool, AddrError> {
-    let mut addrs = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    while let Some(m) = addrs.try_next().await? {
-        if m.header.prefix_len == 32 && v4_of(&m) == Some(ip) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}

@@ -84,6 +84,17 @@ impl Reconciler {
         }
     }
 
+    /// Services first (the first packet to a newly owned VIP finds its backends), then the
+    /// owned VIPs.
+    pub async fn converge(
+        &mut self,
+        services: &[Service],
+        owned: &BTreeSet<Ipv4Addr>,
+    ) -> Result<(), ReconcileError> {
+        self.apply_services(services).await?;
+        self.apply(owned).await
+    }
+
     /// Services into the data plane (XDP only; the kernel backend cannot balance, so the
     /// VIP's traffic reaches this node's own stack and that is said once in the log).
     pub async fn apply_services(&mut self, services: &[Service]) -> Result<(), ReconcileError> {
@@ -115,13 +126,6 @@ impl Reconciler {
             if let Err(e) = lb.sync.tick_epoch() {
                 tracing::warn!(error = %e, "next-hop epoch not advanced");
             }
-        }
-    }
-
-    pub fn services(&self) -> Option<&services::ServiceSync> {
-        match &self.backend {
-            Backend::Xdp { lb, .. } => Some(&lb.sync),
-            Backend::Kernel { .. } => None,
         }
     }
 

@@ -133,10 +133,6 @@ impl ServiceSync {
             .map(|(_, id)| *id)
     }
 
-    pub fn service_id(&self, key: &ServiceKey) -> Option<u32> {
-        self.applied.get(key).map(|a| a.id)
-    }
-
     /// Advance the epoch that cached next hops are checked against (call about once a
     /// second): every CPU asks the FIB again on its next packet to each backend.
     pub fn tick_epoch(&mut self) -> Result<(), ServiceError> {
