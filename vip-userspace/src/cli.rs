@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Hold the lease only while the API server's /readyz answers (control-plane VIP).
     #[arg(long, env = "VIP_READYZ_GATE")]
     pub readyz_gate: bool,
+    /// Service VIPs: `shared` (one lease for all) or `per-vip` (one lease each, spread over
+    /// the nodes; kube-vip: svc_election=true).
+    #[arg(long, env = "VIP_SERVICE_ELECTION")]
+    pub service_election: Option<String>,
 }
 
 impl RunArgs {
@@ -111,6 +115,7 @@ impl RunArgs {
             identity: self.identity.clone(),
             services: self.services.then_some(true),
             readyz_gate: self.readyz_gate.then_some(true),
+            service_election: self.service_election.clone(),
         }
     }
 }

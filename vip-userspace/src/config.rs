@@ -130,6 +130,9 @@ pub struct ElectionFile {
     pub services: Option<bool>,
     /// Hold the lease only while the API server's /readyz answers (control-plane VIP).
     pub readyz_gate: Option<bool>,
+    /// `shared` (one lease for every service VIP, kube-vip's default) or `per-vip` (one lease
+    /// per VIP: VIPs spread over the nodes; kube-vip's `svc_election=true`).
+    pub service_election: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +180,7 @@ pub struct Overrides {
     pub identity: Option<String>,
     pub services: Option<bool>,
     pub readyz_gate: Option<bool>,
+    pub service_election: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -276,6 +280,8 @@ pub enum Election {
         lease: crate::election::lease::LeaseConfig,
         /// Serve LoadBalancer Services (see `ElectionFile::services`).
         services: bool,
+        /// One lease per service VIP instead of the shared one.
+        per_vip: bool,
     },
 }
 
@@ -464,6 +470,15 @@ fn merge_election(file: Option<ElectionFile>, ov: &Overrides) -> Option<Election
     f.identity = ov.identity.clone().or(f.identity);
     f.services = ov.services.or(f.services);
     f.readyz_gate = ov.readyz_gate.or(f.readyz_gate);
+    f.service_election = ov
+        .service_election
+        .clone()
+        .or(f.service_election)
+        .or_else(|| {
+            env_nonempty("svc_election")
+                .filter(|v| v == "true")
+                .map(|_| "per-vip".to_string())
+        });
     Some(f)
 }
 
@@ -518,6 +533,16 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
     }
     lease.api_timeout = lease.api_timeout.min(lease.renew_deadline / 3);
     lease.readyz_gate = f.readyz_gate.unwrap_or(false);
+    let per_vip = match f.service_election.as_deref().unwrap_or("shared") {
+        "shared" => false,
+        "per-vip" => true,
+        other => {
+            return Err(ConfigError::new(
+                "election.service_election",
+                format!("`{other}` is not one of shared, per-vip"),
+            ))
+        }
+    };
     lease
         .validate()
         .map_err(|e| ConfigError::new("election.renew_deadline_ms", e.to_string()))?;
@@ -525,6 +550,7 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
         kubeconfig: f.kubeconfig,
         lease,
         services: f.services.unwrap_or(false),
+        per_vip,
     })
 }
 
@@ -718,11 +744,24 @@ mod tests {
             Overrides::default(),
         )
         .unwrap();
-        let Election::Lease { lease, .. } = c.election else {
+        let Election::Lease { lease, per_vip, .. } = c.election else {
             panic!("lease")
         };
+        assert!(!per_vip, "one shared lease by default, as kube-vip");
         assert_eq!(lease.identity, "n1");
         assert_eq!(lease.name, "plndr-cp-lock");
+        let c = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, service_election: per-vip}\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(matches!(c.election, Election::Lease { per_vip: true, .. }));
+        let e = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, service_election: each}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "election.service_election");
         assert_eq!(lease.renew_deadline, Duration::from_millis(1000));
         let e = resolve(
             file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, lease_duration_ms: 1000, renew_deadline_ms: 1000}\n"),

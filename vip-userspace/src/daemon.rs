@@ -1,6 +1,10 @@
 //! The standalone daemon: validate against the system, bring up the data plane (XDP, or the
 //! kernel as fallback), own the VIPs, serve metrics, and clean up on SIGTERM/SIGINT.
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::{atomic::Ordering, Arc},
+};
 
 use aya::{programs::xdp::XdpLinkId, Ebpf};
 
@@ -13,7 +17,8 @@ use crate::{
         maps::{Maps, StatsReader},
         DataplaneError,
     },
-    election,
+    election::{self, per_vip::VipLeases},
+    k8s::controller::View,
     metrics::{self, MetricsError, State},
     model::Desired,
     net::{
@@ -117,14 +122,43 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     })
 }
 
-/// Who owns the VIPs: this node always, or the holder of a Lease (fenced).
+/// Who owns the VIPs: this node always, or the holder of a Lease (fenced); service VIPs
+/// elected one lease each (`per-vip`, and always for `externalTrafficPolicy: Local`).
 struct Ownership {
     leader: tokio::sync::watch::Receiver<bool>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// Services (and their VIPs) from the API server, when served.
-    k8s: Option<tokio::sync::watch::Receiver<Vec<config::Service>>>,
+    k8s: Option<tokio::sync::watch::Receiver<View>>,
     k8s_task: Option<tokio::task::JoinHandle<()>>,
+    per_vip_mode: bool,
+    vip_leases: Option<VipLeases>,
+}
+
+/// The control-plane VIP must be elected against this node's own API server, never through
+/// the VIP (whose holder may be the node that is failing). A kubeconfig naming one of our
+/// VIPs (kubeadm's admin.conf with the VIP as controlPlaneEndpoint) is pointed at
+/// 127.0.0.1 on the same port; the certificate is still checked against the VIP, which is
+/// in the API server's SANs.
+pub fn elect_locally(kcfg: &mut kube::Config, vips: &BTreeSet<Ipv4Addr>) -> bool {
+    let url = &kcfg.cluster_url;
+    let Some(host) = url.host() else {
+        return false;
+    };
+    let Ok(ip) = host.parse::<Ipv4Addr>() else {
+        return false;
+    };
+    if !vips.contains(&ip) {
+        return false;
+    }
+    let port = url.port_u16().unwrap_or(443);
+    let path = url.path_and_query().map_or("", |p| p.as_str());
+    let Ok(local) = format!("https://127.0.0.1:{port}{path}").parse() else {
+        return false;
+    };
+    kcfg.cluster_url = local;
+    kcfg.tls_server_name.get_or_insert_with(|| ip.to_string());
+    true
 }
 
 impl Ownership {
@@ -139,14 +173,17 @@ impl Ownership {
                     task: None,
                     k8s: None,
                     k8s_task: None,
+                    per_vip_mode: false,
+                    vip_leases: None,
                 })
             }
             config::Election::Lease {
                 kubeconfig,
                 lease,
                 services,
+                per_vip,
             } => {
-                let kcfg = match kubeconfig {
+                let mut kcfg = match kubeconfig {
                     Some(p) => {
                         let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
                             DaemonError::Kube(format!("kubeconfig {}: {e}", p.display()))
@@ -159,6 +196,10 @@ impl Ownership {
                         .await
                         .map_err(|e| DaemonError::Kube(e.to_string()))?,
                 };
+                let named = kcfg.cluster_url.to_string();
+                if elect_locally(&mut kcfg, &cfg.vips) {
+                    tracing::info!(kubeconfig = %named, using = %kcfg.cluster_url, "the kubeconfig names a VIP; electing against the local API server");
+                }
                 let client =
                     kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(e.to_string()))?;
                 let elector =
@@ -167,20 +208,21 @@ impl Ownership {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
-                let (k8s, k8s_task) = if *services {
-                    let (out, k8s_rx) = tokio::sync::watch::channel(Vec::new());
+                let (k8s, k8s_task, vip_leases) = if *services {
+                    let (out, k8s_rx) = tokio::sync::watch::channel(View::default());
                     let cc = crate::k8s::controller::ControllerConfig::new(&lease.identity);
                     let task = tokio::spawn(crate::k8s::source::run(
-                        client,
+                        client.clone(),
                         cc,
                         rx.clone(),
                         out,
                         state.clone(),
                     ));
-                    tracing::info!("serving Services of type LoadBalancer");
-                    (Some(k8s_rx), Some(task))
+                    let leases = VipLeases::start(client, lease.clone(), state.owned.subscribe());
+                    tracing::info!(per_vip, "serving Services of type LoadBalancer");
+                    (Some(k8s_rx), Some(task), Some(leases))
                 } else {
-                    (None, None)
+                    (None, None, None)
                 };
                 Ok(Ownership {
                     leader: rx,
@@ -188,6 +230,8 @@ impl Ownership {
                     task: Some(tokio::spawn(elector.run(tx, stop_rx))),
                     k8s,
                     k8s_task,
+                    per_vip_mode: *per_vip,
+                    vip_leases,
                 })
             }
         }
@@ -197,26 +241,66 @@ impl Ownership {
         *self.leader.borrow()
     }
 
-    /// The desired state: the file's, plus Services from the API server.
-    fn desired(&self, cfg: &Config) -> Desired {
-        match &self.k8s {
-            Some(rx) => Desired::from_sources(cfg, &rx.borrow()),
+    /// Service VIPs elected one lease each, and whether this node may hold them. The file's
+    /// VIPs (the control plane's) always follow the shared lease.
+    fn individually(&self, cfg: &Config) -> BTreeMap<Ipv4Addr, bool> {
+        let Some(rx) = &self.k8s else {
+            return BTreeMap::new();
+        };
+        let view = rx.borrow();
+        let mut out = BTreeMap::new();
+        for s in &view.services {
+            if cfg.vips.contains(&s.vip) {
+                continue;
+            }
+            if self.per_vip_mode || view.local.contains_key(&s.vip) {
+                out.insert(s.vip, view.local.get(&s.vip).copied().unwrap_or(true));
+            }
+        }
+        out
+    }
+
+    /// The desired state (the file's, plus Services from the API server) and the VIPs this
+    /// node owns in it; tells the per-VIP leases which VIPs to compete for.
+    fn plan(&self, cfg: &Config) -> (Desired, BTreeSet<Ipv4Addr>) {
+        let desired = match &self.k8s {
+            Some(rx) => Desired::from_sources(cfg, &rx.borrow().services),
             None => Desired::from_config(cfg),
-        }
-    }
-
-    fn owned(&self, desired: &Desired) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
-        if self.is_leader() {
-            election::single::owned(desired)
+        };
+        let single = self.individually(cfg);
+        let mut owned: BTreeSet<Ipv4Addr> = if self.is_leader() {
+            election::single::owned(&desired)
+                .into_iter()
+                .filter(|v| !single.contains_key(v))
+                .collect()
         } else {
-            Default::default()
+            BTreeSet::new()
+        };
+        if let Some(l) = &self.vip_leases {
+            l.want(
+                single
+                    .iter()
+                    .filter(|(_, eligible)| **eligible)
+                    .map(|(v, _)| *v)
+                    .collect(),
+            );
+            owned.extend(
+                l.held
+                    .borrow()
+                    .iter()
+                    .filter(|v| single.get(v) == Some(&true) && desired.vips.contains(v)),
+            );
         }
+        (desired, owned)
     }
 
-    /// Stop electing and release the lease (after the VIPs were released).
+    /// Stop electing and release the leases (after the VIPs were released).
     async fn stop(self) {
         if let Some(t) = self.k8s_task {
             t.abort();
+        }
+        if let Some(l) = self.vip_leases {
+            l.stop().await;
         }
         if let Some(s) = self.stop {
             let _ = s.send(true);
@@ -267,6 +351,7 @@ pub async fn run(
     let mut ticks: u64 = 0;
     // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
     let mut k8s_rx = ownership.k8s.clone();
+    let mut held_rx = ownership.vip_leases.as_ref().map(|l| l.held.clone());
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let sig = loop {
         let hangup = async {
@@ -289,7 +374,13 @@ pub async fn run(
                 }
                 continue;
             }
-            changed = k8s_changed(&mut k8s_rx) => {
+            changed = watch_changed(&mut k8s_rx) => {
+                if changed {
+                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            changed = watch_changed(&mut held_rx) => {
                 if changed {
                     apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
                 }
@@ -365,7 +456,7 @@ pub async fn run(
 /// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
 /// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are
 /// kept as they are, with a warning naming them.
-async fn k8s_changed(rx: &mut Option<tokio::sync::watch::Receiver<Vec<config::Service>>>) -> bool {
+async fn watch_changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> bool {
     match rx.as_mut() {
         Some(rx) => rx.changed().await.is_ok(),
         None => std::future::pending().await,
@@ -396,12 +487,8 @@ async fn apply_desired(
     let Some(r) = running else {
         return;
     };
-    let desired = ownership.desired(cfg);
-    if let Err(e) = r
-        .rec
-        .converge(&desired.services, &ownership.owned(&desired))
-        .await
-    {
+    let (desired, owned) = ownership.plan(cfg);
+    if let Err(e) = r.rec.converge(&desired.services, &owned).await {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "applying the desired state failed");
     }
@@ -444,12 +531,8 @@ async fn reload_config(
         tracing::info!("configuration reloaded; applied when the uplink returns");
         return;
     };
-    let desired = ownership.desired(cfg);
-    match r
-        .rec
-        .converge(&desired.services, &ownership.owned(&desired))
-        .await
-    {
+    let (desired, owned) = ownership.plan(cfg);
+    match r.rec.converge(&desired.services, &owned).await {
         Ok(()) => {
             state.reloads.inc();
             tracing::info!(vips = ?r.rec.applied(), services = desired.services.len(), "configuration reloaded");
@@ -528,8 +611,7 @@ async fn bring_up(
         cfg.garp,
         state.clone(),
     );
-    let desired = ownership.desired(cfg);
-    let owned = ownership.owned(&desired);
+    let (desired, owned) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = match rec.prune_stale(&owned) {
         Ok(()) => rec.converge(&desired.services, &owned).await,
@@ -590,6 +672,26 @@ fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: b
         let removed = load::remove_pins(&cfg.pin_dir);
         if !removed.is_empty() {
             tracing::info!(count = removed.len(), dir = %cfg.pin_dir.display(), "removed pins");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubeconfig_naming_the_vip_is_pointed_at_the_local_api_server() {
+        let vips: BTreeSet<Ipv4Addr> = ["192.0.2.100".parse().unwrap()].into();
+        let mut k = kube::Config::new("https://192.0.2.100:6443".parse().unwrap());
+        assert!(elect_locally(&mut k, &vips));
+        assert_eq!(k.cluster_url.to_string(), "https://127.0.0.1:6443/");
+        assert_eq!(k.tls_server_name.as_deref(), Some("192.0.2.100"));
+        // Any other server (a node address, a DNS name) is used as it is.
+        for other in ["https://192.0.2.11:6443", "https://api.example:6443"] {
+            let mut k = kube::Config::new(other.parse().unwrap());
+            assert!(!elect_locally(&mut k, &vips));
+            assert_eq!(k.tls_server_name, None);
         }
     }
 }

@@ -38,7 +38,9 @@ pub struct State {
     pub pin_dir: RwLock<Option<std::path::PathBuf>>,
     pub mode: RwLock<String>,
     pub interface: RwLock<String>,
-    pub owned: RwLock<Vec<Ipv4Addr>>,
+    /// VIPs applied in the data plane (after every converge); the per-VIP lease manager
+    /// waits on it before handing a lease on, and the controller writes holder annotations.
+    pub owned: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
@@ -59,6 +61,8 @@ pub struct K8sStats {
     pub services: usize,
     pub allocated: usize,
     pub failing: usize,
+    /// (pool, addresses, held) per configured pool.
+    pub pools: Vec<(String, u128, usize)>,
 }
 
 impl std::fmt::Debug for State {
@@ -101,7 +105,7 @@ impl Collector for DataplaneCollector {
         let st = &self.0;
         let mode = st.mode.read().map(|m| m.clone()).unwrap_or_default();
         let iface = st.interface.read().map(|m| m.clone()).unwrap_or_default();
-        let owned = st.owned.read().map(|o| o.len()).unwrap_or(0);
+        let owned = st.owned.borrow().len();
         {
             let g = ConstGauge::new(1i64);
             let mut fam = enc.encode_descriptor(
@@ -122,7 +126,7 @@ impl Collector for DataplaneCollector {
         )?)?;
         {
             // Ownership per VIP ("which node owns the VIP?" from any node's metrics).
-            let owned_vips = st.owned.read().map(|o| o.clone()).unwrap_or_default();
+            let owned_vips = st.owned.borrow().clone();
             let g = ConstGauge::new(1i64);
             let mut fam = enc.encode_descriptor(
                 "vip_vip_owner",
@@ -158,6 +162,34 @@ impl Collector for DataplaneCollector {
                 ] {
                     let g = ConstGauge::new(v);
                     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+                }
+                for (name, help, size) in [
+                    (
+                        "vip_k8s_pool_addresses",
+                        "Addresses in each IPAM pool",
+                        true,
+                    ),
+                    (
+                        "vip_k8s_pool_used",
+                        "Addresses of each IPAM pool held by Services",
+                        false,
+                    ),
+                ] {
+                    let mut fam = enc.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        prometheus_client::metrics::MetricType::Gauge,
+                    )?;
+                    for (pool, n, used) in &k.pools {
+                        let v = if size {
+                            i64::try_from(*n).unwrap_or(i64::MAX)
+                        } else {
+                            *used as i64
+                        };
+                        let labels = [("pool", pool.as_str())];
+                        ConstGauge::new(v).encode(fam.encode_family(&labels)?)?;
+                    }
                 }
             }
         }
@@ -538,7 +570,7 @@ mod tests {
     fn routes_and_metrics_without_dataplane() {
         let st = Arc::new(State::default());
         *st.mode.write().unwrap() = "kernel".into();
-        *st.owned.write().unwrap() = vec![Ipv4Addr::new(192, 0, 2, 100)];
+        st.owned.send_replace(vec![Ipv4Addr::new(192, 0, 2, 100)]);
         st.garp_sent.inc_by(3);
         let reg = registry(st.clone());
         let (s, _, body) = route("/metrics", &reg, &st);

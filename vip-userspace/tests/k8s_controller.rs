@@ -7,6 +7,7 @@ use k8s_openapi::api::{
 };
 use kube::{api::PostParams, Api, Client};
 use serde_json::json;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 use vip_userspace::{
     config::{LbMode, Proto},
     k8s::controller::{status_ips, Controller, ControllerConfig, HOLDER},
@@ -77,6 +78,7 @@ async fn objects(c: &Client) -> (Vec<Service>, Vec<EndpointSlice>, Option<Config
     (svcs, slices, cm)
 }
 
+/// One pass; the leader also holds (has applied) every address already in a status.
 async fn pass(
     ctl: &mut Controller,
     c: &Client,
@@ -86,7 +88,23 @@ async fn pass(
     vip_userspace::k8s::controller::PassReport,
 ) {
     let (s, e, cm) = objects(c).await;
-    ctl.pass(&s, &e, cm.as_ref(), leader).await
+    let held = if leader {
+        v4_statuses(&s)
+    } else {
+        Default::default()
+    };
+    let (view, rep) = ctl.pass(&s, &e, cm.as_ref(), leader, &held).await;
+    (view.services, rep)
+}
+
+fn v4_statuses(s: &[Service]) -> BTreeSet<Ipv4Addr> {
+    s.iter()
+        .flat_map(status_ips)
+        .filter_map(|ip| match ip {
+            std::net::IpAddr::V4(v) => Some(v),
+            _ => None,
+        })
+        .collect()
 }
 
 fn events(s: &FakeApiServer, reason: &str) -> usize {
@@ -113,6 +131,7 @@ async fn allocates_writes_status_and_events_and_builds_the_model() {
     let mut ctl = Controller::new(c.clone(), ControllerConfig::new("node-a"));
     let (model, rep) = pass(&mut ctl, &c, true).await;
     assert_eq!(rep.allocated, vec!["default/web"]);
+    assert_eq!(rep.pools, vec![("global".to_string(), 2, 1)]);
     let (svcs, _, _) = objects(&c).await;
     assert_eq!(ip_of(&svcs, "web"), vec!["192.0.2.200"]);
     let raw = s.objects("services");
@@ -120,7 +139,13 @@ async fn allocates_writes_status_and_events_and_builds_the_model() {
         raw[0]["status"]["loadBalancer"]["ingress"][0]["ipMode"],
         "VIP"
     );
+    // The holder annotation follows the data plane: written once the VIP is applied here
+    // (the next pass), with no OwnerChanged for a first holder.
+    assert!(raw[0]["metadata"]["annotations"][HOLDER].is_null());
+    pass(&mut ctl, &c, true).await;
+    let raw = s.objects("services");
     assert_eq!(raw[0]["metadata"]["annotations"][HOLDER], "node-a");
+    assert_eq!(events(&s, "OwnerChanged"), 0);
     assert_eq!(events(&s, "IPAllocated"), 1);
     // The model: VIP:80/tcp in dsr mode, only the ready endpoint, target port resolved.
     assert_eq!(model.len(), 1);
@@ -209,4 +234,56 @@ async fn exhaustion_sharing_restart_and_followers() {
     let (_, rep) = pass(&mut again, &c, true).await;
     assert_eq!(rep.released, vec!["default/c"]);
     assert_eq!(rep.allocated, vec!["default/d"]);
+}
+
+#[tokio::test]
+async fn external_traffic_policy_local_keeps_traffic_and_ownership_on_endpoint_nodes() {
+    let s = FakeApiServer::start().await.unwrap();
+    let c = setup(&s, "192.0.2.200-192.0.2.201").await;
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "loc", "namespace": "default", "annotations": {"vip.dev/forwarding-mode": "dsr"}},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let es: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "loc-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "loc"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.2"], "nodeName": "node-b", "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.3"], "nodeName": "node-c", "conditions": {"ready": false}}
+        ]
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &es)
+        .await
+        .unwrap();
+    let vip: Ipv4Addr = "192.0.2.200".parse().unwrap();
+    let mut leader = Controller::new(c.clone(), ControllerConfig::new("node-a"));
+    pass(&mut leader, &c, true).await;
+    for (node, eligible, backends) in [
+        ("node-a", true, vec!["10.0.0.1"]),
+        ("node-b", true, vec!["10.0.0.2"]),
+        ("node-c", false, vec![]),
+    ] {
+        let (svcs, slices, cm) = objects(&c).await;
+        let mut ctl = Controller::new(c.clone(), ControllerConfig::new(node));
+        let (view, _) = ctl
+            .pass(&svcs, &slices, cm.as_ref(), false, &BTreeSet::new())
+            .await;
+        assert_eq!(view.local.get(&vip), Some(&eligible), "{node}");
+        let got: Vec<String> = view.services[0]
+            .backends
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect();
+        assert_eq!(got, backends, "{node}: only its own ready endpoints");
+    }
 }

@@ -439,3 +439,201 @@ fn granted_by_manifest() -> std::collections::BTreeSet<(String, String, String)>
     }
     out
 }
+
+/// The holder annotation of Service `name`, once written.
+fn holder_of(server: &FakeApiServer, name: &str) -> Option<String> {
+    server
+        .objects("services")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == name)?["metadata"]["annotations"]["vip.dev/holder"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn status_ip(server: &FakeApiServer, name: &str) -> Option<String> {
+    server
+        .objects("services")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == name)?["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn lease_holder(server: &FakeApiServer, name: &str) -> Option<String> {
+    server
+        .objects("leases")
+        .into_iter()
+        .find(|l| l["metadata"]["name"] == name)?["spec"]["holderIdentity"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn per_vip_leases_spread_vips_and_local_policy_follows_the_endpoints() {
+    require_root_and_bpf();
+    let bed = Bed::new(
+        "vpv",
+        &[
+            ("client", "192.0.2.10/24"),
+            ("node1", "192.0.2.11/24"),
+            ("node2", "192.0.2.12/24"),
+            ("api", "192.0.2.2/24"),
+        ],
+    );
+    let (api, url) = Api::start(bed.host("api"));
+    let dir = std::env::temp_dir().join("vpv");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut daemons = Vec::new();
+    for n in ["node1", "node2"] {
+        let kc = kubeconfig(&dir, &url, n);
+        let cfg = dir.join(format!("{n}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-pv-{n}\nelection:\n  kubeconfig: {}\n  identity: {n}\n  services: true\n  service_election: per-vip\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
+                kc.display()
+            ),
+        )
+        .unwrap();
+        daemons.push(Daemon::start_in(
+            &bed,
+            n,
+            &["--config", cfg.to_str().unwrap()],
+        ));
+    }
+    // Once both nodes run: two Cluster Services and one Local Service whose only endpoint
+    // runs on node2. (VIPs spread as they appear; one already held is not moved to a node
+    // that joins later.)
+    let u = url.clone();
+    in_ns(&bed.host("client").ns, move || {
+        Box::pin(async move {
+            use k8s_openapi::api::{
+                core::v1::{ConfigMap, Service},
+                discovery::v1::EndpointSlice,
+            };
+            use kube::api::PostParams;
+            let c = kube::Client::try_from(kube::Config::new(u.parse().unwrap())).unwrap();
+            let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "kubevip", "namespace": "kube-system"},
+                "data": {"range-global": "192.0.2.200-192.0.2.202"}
+            }))
+            .unwrap();
+            kube::Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
+                .create(&PostParams::default(), &cm)
+                .await
+                .unwrap();
+            for (name, port, policy) in [
+                ("a", 80, "Cluster"),
+                ("b", 81, "Cluster"),
+                ("loc", 82, "Local"),
+            ] {
+                let svc: Service = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                             "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+                }))
+                .unwrap();
+                kube::Api::<Service>::namespaced(c.clone(), "default")
+                    .create(&PostParams::default(), &svc)
+                    .await
+                    .unwrap();
+            }
+            let es: EndpointSlice = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "loc-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "loc"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["10.0.0.2"], "nodeName": "node2", "conditions": {"ready": true}}]
+            }))
+            .unwrap();
+            kube::Api::<EndpointSlice>::namespaced(c, "default")
+                .create(&PostParams::default(), &es)
+                .await
+                .unwrap();
+        })
+    });
+    let server = api.server.as_ref().unwrap();
+    let logs = |d: &[Daemon]| format!("{}\n{}", d[0].logs(), d[1].logs());
+    let holders = poll(Duration::from_secs(20), || {
+        let h: Vec<String> = ["a", "b", "loc"]
+            .iter()
+            .map(|n| holder_of(server, n))
+            .collect::<Option<_>>()?;
+        Some(h)
+    })
+    .unwrap_or_else(|| panic!("holders written:\n{}", logs(&daemons)));
+    let ips: Vec<String> = ["a", "b", "loc"]
+        .iter()
+        .map(|n| status_ip(server, n).unwrap())
+        .collect();
+    // Each VIP has its own lease, held by the node its Services name as holder.
+    for (ip, holder) in ips.iter().zip(&holders) {
+        let lease = format!("vip-{}", ip.replace('.', "-"));
+        assert_eq!(
+            lease_holder(server, &lease).as_ref(),
+            Some(holder),
+            "{lease}"
+        );
+    }
+    // Spread: the three VIPs are split 2/1 (which way depends on who wins the race).
+    let on1 = holders.iter().filter(|h| *h == "node1").count();
+    assert!(
+        (1..=2).contains(&on1),
+        "VIPs spread over the nodes: {holders:?}"
+    );
+    assert_eq!(
+        holders[2], "node2",
+        "Local: only the node with the endpoint"
+    );
+    // Exactly the holder answers ARP for each.
+    let client = bed.host("client");
+    for (ip, holder) in ips.iter().zip(&holders) {
+        let mac = poll(Duration::from_secs(10), || testbed::arping(client, ip))
+            .unwrap_or_else(|| panic!("ARP for {ip}:\n{}", logs(&daemons)));
+        assert_eq!(mac, bed.host(holder).mac, "{ip} answered by {holder}");
+    }
+
+    // The endpoint moves to node1: node2 goes silent, hands the lease on, node1 takes it.
+    let u = url.clone();
+    in_ns(&bed.host("client").ns, move || {
+        Box::pin(async move {
+            use k8s_openapi::api::discovery::v1::EndpointSlice;
+            use kube::api::{Patch, PatchParams};
+            let c = kube::Client::try_from(kube::Config::new(u.parse().unwrap())).unwrap();
+            let p = serde_json::json!({"endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node1", "conditions": {"ready": true}}]});
+            kube::Api::<EndpointSlice>::namespaced(c, "default")
+                .patch("loc-1", &PatchParams::default(), &Patch::Merge(&p))
+                .await
+                .unwrap();
+        })
+    });
+    let moved = poll(Duration::from_secs(10), || {
+        (holder_of(server, "loc").as_deref() == Some("node1")).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "holder moved to node1:\n{}",
+        logs(&daemons)
+    );
+    let mac = poll(Duration::from_secs(5), || {
+        testbed::arping(client, &ips[2]).filter(|m| *m == bed.host("node1").mac)
+    });
+    assert!(
+        mac.is_some(),
+        "node1 answers for the Local VIP:\n{}",
+        logs(&daemons)
+    );
+    assert!(server
+        .objects("events")
+        .iter()
+        .any(|e| e["reason"] == "OwnerChanged" && e["involvedObject"]["name"] == "loc"));
+    for mut d in daemons {
+        assert!(d.stop().success(), "{}", d.logs());
+    }
+    // Shutdown hands every per-VIP lease on.
+    for ip in &ips {
+        let lease = format!("vip-{}", ip.replace('.', "-"));
+        assert_eq!(lease_holder(server, &lease), None, "{lease} released");
+    }
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+}

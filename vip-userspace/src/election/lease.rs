@@ -124,7 +124,15 @@ pub struct LeaseElector {
     cfg: LeaseConfig,
     observed: Option<(Observed, Instant)>,
     fence: std::sync::Arc<Fence>,
+    /// How long to leave a free lease to others before taking it (see `with_patience`).
+    patience: Option<Patience>,
+    free_since: Option<Instant>,
 }
+
+/// Asked with `true` each round the lease is seen free: how long this node lets it lie for
+/// others first (the caller may count it as claimed); with `false` once it is held by anyone
+/// (the claim ends; the answer is ignored).
+pub type Patience = std::sync::Arc<dyn Fn(bool) -> Duration + Send + Sync>;
 
 fn observe(l: &Lease) -> Observed {
     let spec = l.spec.clone().unwrap_or_default();
@@ -149,7 +157,32 @@ impl LeaseElector {
             cfg,
             observed: None,
             fence,
+            patience: None,
+            free_since: None,
         })
+    }
+
+    /// Per-VIP leases: a node already holding many VIPs waits longer before taking a free
+    /// one, so VIPs spread over the nodes instead of all going to the fastest.
+    pub fn with_patience(mut self, p: Patience) -> Self {
+        self.patience = Some(p);
+        self
+    }
+
+    /// Whether to leave a free (absent, released or expired) lease to others this round.
+    fn waiting(&mut self) -> bool {
+        let Some(p) = &self.patience else {
+            return false;
+        };
+        let since = *self.free_since.get_or_insert_with(Instant::now);
+        since.elapsed() < p(true)
+    }
+
+    fn not_free(&mut self) {
+        self.free_since = None;
+        if let Some(p) = &self.patience {
+            p(false);
+        }
     }
 
     /// Leader, fenced: a successful renewal no longer ago than the renew deadline.
@@ -207,6 +240,9 @@ impl LeaseElector {
         let now = Timestamp::now();
         let got = self.call(self.api.get_opt(&self.cfg.name)).await?;
         let Some(lease) = got else {
+            if self.waiting() {
+                return Ok(false);
+            }
             let new = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.cfg.name.clone()),
@@ -235,8 +271,12 @@ impl LeaseElector {
                 let dur = Duration::from_secs(seen.duration_s.unwrap_or(15).max(1) as u64);
                 if at.elapsed() < dur {
                     self.fence.set(None);
+                    self.not_free();
                     return Ok(false);
                 }
+            }
+            if self.waiting() {
+                return Ok(false);
             }
         }
         let mut update = lease.clone();
@@ -259,6 +299,7 @@ impl LeaseElector {
     }
 
     fn won(&mut self, l: &Lease) -> bool {
+        self.not_free();
         self.observed = Some((observe(l), Instant::now()));
         self.fence.set(Some(Instant::now()));
         true

@@ -1,4 +1,5 @@
-//! Who owns which VIP. `single`: one node, always the owner (standalone). Lease and Raft
-//! backends come with the Kubernetes and HA work.
+//! Who owns which VIP. `single`: one node, always the owner (standalone); `lease`: the
+//! holder of a Kubernetes Lease (fenced); `per_vip`: one Lease per service VIP.
 pub mod lease;
+pub mod per_vip;
 pub mod single;

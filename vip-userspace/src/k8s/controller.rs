@@ -90,6 +90,18 @@ pub struct PassReport {
     pub owner_changed: Vec<String>,
     pub failed: Vec<String>,
     pub released: Vec<String>,
+    /// (pool, addresses, held) after the pass.
+    pub pools: Vec<(String, u128, usize)>,
+}
+
+/// What the Kubernetes source publishes to the daemon.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub services: Vec<ModelService>,
+    /// VIPs of Services with `externalTrafficPolicy: Local`, and whether this node may hold
+    /// them: it has a ready endpoint of every such Service on the VIP. Those VIPs are
+    /// elected one lease each, among eligible nodes only.
+    pub local: BTreeMap<Ipv4Addr, bool>,
 }
 
 pub struct Controller {
@@ -172,12 +184,28 @@ fn request(s: &Service) -> Request {
 
 /// The model's services for `svc` at `vips`: one per (VIP, port), backends = ready
 /// endpoints of the Service's EndpointSlices with the target port resolved by port name.
+///
+/// `externalTrafficPolicy: Local`: only endpoints on `node` are backends (traffic never
+/// leaves the node, so the client address is kept), and the second value says whether
+/// `node` has any ready endpoint, i.e. may hold the VIP. `None` for `Cluster`.
 pub fn model_services(
     svc: &Service,
     slices: &[EndpointSlice],
     vips: &[Ipv4Addr],
-) -> Vec<ModelService> {
+    node: &str,
+) -> (Vec<ModelService>, Option<bool>) {
     let (ns, name) = key(svc);
+    let local_only = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_traffic_policy.as_deref())
+        == Some("Local");
+    let on_node = |ep: &k8s_openapi::api::discovery::v1::Endpoint| {
+        !local_only || ep.node_name.as_deref() == Some(node)
+    };
+    let ready = |ep: &k8s_openapi::api::discovery::v1::Endpoint| {
+        ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+    };
     let mode = match annotation(svc, &[MODE_ANNOTATION]) {
         Some("dsr") => LbMode::Dsr,
         Some("nat") => LbMode::Nat,
@@ -217,8 +245,7 @@ pub fn model_services(
             });
             let Some(tport) = target else { continue };
             for ep in &es.endpoints {
-                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                if !ready {
+                if !ready(ep) || !on_node(ep) {
                     continue;
                 }
                 for a in &ep.addresses {
@@ -249,7 +276,12 @@ pub fn model_services(
             });
         }
     }
-    out
+    let eligible = local_only.then(|| {
+        mine.iter()
+            .flat_map(|es| es.endpoints.iter())
+            .any(|ep| ready(ep) && on_node(ep))
+    });
+    (out, eligible)
 }
 
 impl Controller {
@@ -299,15 +331,17 @@ impl Controller {
         }
     }
 
-    /// One reconciliation pass. Returns the model services (every node) and, as leader,
-    /// writes what is missing.
+    /// One reconciliation pass. Returns the view (every node computes it); as leader,
+    /// allocates and writes statuses; as the holder of a VIP (`held`: VIPs this node has
+    /// applied in its data plane), writes the holder annotation of the Services on it.
     pub async fn pass(
         &mut self,
         services: &[Service],
         slices: &[EndpointSlice],
         pools: Option<&ConfigMap>,
         leader: bool,
-    ) -> (Vec<ModelService>, PassReport) {
+        held: &BTreeSet<Ipv4Addr>,
+    ) -> (View, PassReport) {
         let mut report = PassReport::default();
         let data = pools.and_then(|c| c.data.clone()).unwrap_or_default();
         match Pools::from_configmap(&data) {
@@ -338,7 +372,7 @@ impl Controller {
                 report.released.push(format!("{}/{}", k.0, k.1));
             }
         }
-        let mut model = Vec::new();
+        let mut view = View::default();
         report.served = served.len();
         for s in served {
             let k = key(s);
@@ -365,19 +399,6 @@ impl Controller {
                                 report.allocated.push(format!("{}/{}", k.0, k.1));
                             }
                             ips = got;
-                        } else if annotation(s, &[HOLDER]) != Some(self.cfg.node.as_str()) {
-                            // Leadership moved here: say so where operators look.
-                            let before = annotation(s, &[HOLDER]).unwrap_or("none").to_string();
-                            if self.write_holder(s).await {
-                                self.event(
-                                    s,
-                                    "Normal",
-                                    "OwnerChanged",
-                                    &format!("VIP now held by {} (was {before})", self.cfg.node),
-                                )
-                                .await;
-                                report.owner_changed.push(format!("{}/{}", k.0, k.1));
-                            }
                         }
                     }
                     Err(e) => {
@@ -400,9 +421,36 @@ impl Controller {
                     IpAddr::V6(_) => None,
                 })
                 .collect();
-            model.extend(model_services(s, slices, &v4));
+            let holds = v4.iter().any(|v| held.contains(v));
+            let before = annotation(s, &[HOLDER]);
+            if holds && before != Some(self.cfg.node.as_str()) {
+                // The VIP is advertised from here now: say so where operators look.
+                let before = before.map(str::to_string);
+                if self.write_holder(s).await {
+                    if let Some(before) = before {
+                        self.event(
+                            s,
+                            "Normal",
+                            "OwnerChanged",
+                            &format!("VIP now held by {} (was {before})", self.cfg.node),
+                        )
+                        .await;
+                        report.owner_changed.push(format!("{}/{}", k.0, k.1));
+                    }
+                }
+            }
+            let (services, eligible) = model_services(s, slices, &v4, &self.cfg.node);
+            view.services.extend(services);
+            if let Some(e) = eligible {
+                for v in &v4 {
+                    // Every Local Service sharing the VIP must have an endpoint here.
+                    let cur = view.local.entry(*v).or_insert(true);
+                    *cur = *cur && e;
+                }
+            }
         }
-        (model, report)
+        report.pools = self.ipam.usage();
+        (view, report)
     }
 
     async fn write_status(&self, s: &Service, ips: &[IpAddr]) -> bool {
@@ -420,7 +468,6 @@ impl Controller {
             tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "status not written");
             return false;
         }
-        self.write_holder(s).await;
         true
     }
 

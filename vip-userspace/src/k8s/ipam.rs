@@ -272,12 +272,20 @@ impl Ipam {
             .collect()
     }
 
-    /// Number of held addresses inside `ns`'s pool (for the pool-usage metric).
-    pub fn used_in(&self, ns: &str) -> usize {
-        match self.pools.for_ns(ns) {
-            Some(p) => self.held.keys().filter(|ip| p.contains(**ip)).count(),
-            None => 0,
+    /// (pool, addresses, held) for every configured pool: `global` or the namespace name.
+    pub fn usage(&self) -> Vec<(String, u128, usize)> {
+        let used = |p: &Pool| self.held.keys().filter(|ip| p.contains(**ip)).count();
+        let mut out: Vec<_> = self
+            .pools
+            .per_ns
+            .iter()
+            .map(|(ns, p)| (ns.clone(), p.size(), used(p)))
+            .collect();
+        out.sort();
+        if let Some(g) = &self.pools.global {
+            out.push(("global".into(), g.size(), used(g)));
         }
+        out
     }
 
     fn can_share(&self, ip: &IpAddr, r: &Request) -> Result<(), IpamError> {
@@ -534,6 +542,6 @@ mod tests {
             vec![ip("192.0.2.11")]
         );
         assert_eq!(a.of("default", "old"), vec![ip("192.0.2.10")]);
-        assert_eq!(a.used_in("default"), 2);
+        assert_eq!(a.usage(), vec![("default".to_string(), 2, 2)]);
     }
 }

@@ -14,8 +14,7 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use super::controller::{Controller, ControllerConfig};
-use crate::config::Service as ModelService;
+use super::controller::{Controller, ControllerConfig, View};
 
 const RESYNC: Duration = Duration::from_secs(30);
 /// Changes arriving together are handled in one pass.
@@ -25,9 +24,11 @@ pub async fn run(
     client: Client,
     cfg: ControllerConfig,
     mut leader: watch::Receiver<bool>,
-    out: watch::Sender<Vec<ModelService>>,
+    out: watch::Sender<View>,
     stats: std::sync::Arc<crate::metrics::State>,
 ) {
+    // What this node has applied: holder annotations follow the data plane, not the lease.
+    let mut held = stats.owned.subscribe();
     let (svcs, w1) = reflector::store::<Service>();
     let (slices, w2) = reflector::store::<EndpointSlice>();
     let (cms, w3) = reflector::store::<ConfigMap>();
@@ -69,6 +70,7 @@ pub async fn run(
         tokio::select! {
             c = changes.next() => if c.is_none() { return },
             r = leader.changed() => if r.is_err() { return },
+            r = held.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(RESYNC) => {}
         }
         // Take whatever else arrived meanwhile.
@@ -96,13 +98,16 @@ pub async fn run(
         let e: Vec<EndpointSlice> = slices.state().iter().map(|x| (**x).clone()).collect();
         let cm = cms.state().first().map(|x| (**x).clone());
         let is_leader = *leader.borrow();
-        let (model, report) = ctl.pass(&s, &e, cm.as_ref(), is_leader).await;
+        let holding: std::collections::BTreeSet<_> =
+            held.borrow_and_update().iter().copied().collect();
+        let (model, report) = ctl.pass(&s, &e, cm.as_ref(), is_leader, &holding).await;
         if let Ok(mut k) = stats.k8s.lock() {
             *k = crate::metrics::K8sStats {
                 enabled: true,
                 services: report.served,
                 allocated: report.with_address,
                 failing: report.failed.len(),
+                pools: report.pools.clone(),
             };
         }
         if !report.allocated.is_empty() || !report.failed.is_empty() || !report.released.is_empty()

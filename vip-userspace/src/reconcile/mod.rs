@@ -166,9 +166,12 @@ impl Reconciler {
     }
 
     fn publish(&self) {
-        if let Ok(mut o) = self.state.owned.write() {
-            *o = self.applied();
-        }
+        let now = self.applied();
+        self.state.owned.send_if_modified(|o| {
+            let changed = *o != now;
+            *o = now;
+            changed
+        });
     }
 
     async fn acquire(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
@@ -268,6 +271,7 @@ impl Reconciler {
                 first.get_or_insert(e);
             }
         }
+        self.publish();
         if let Backend::Xdp {
             maps,
             uplink_index,
