@@ -287,3 +287,31 @@ async fn external_traffic_policy_local_keeps_traffic_and_ownership_on_endpoint_n
         assert_eq!(got, backends, "{node}: only its own ready endpoints");
     }
 }
+
+#[tokio::test]
+async fn a_follower_that_becomes_leader_keeps_the_previous_leaders_allocations() {
+    let s = FakeApiServer::start().await.unwrap();
+    let c = setup(&s, "192.0.2.200-192.0.2.202").await;
+    let mut a = Controller::new(c.clone(), ControllerConfig::new("node-a"));
+    let mut b = Controller::new(c.clone(), ControllerConfig::new("node-b"));
+    pass(&mut b, &c, false).await; // b's first look: nothing allocated yet
+    service(&c, "one", 80, json!({})).await;
+    service(&c, "two", 80, json!({})).await;
+    pass(&mut a, &c, true).await;
+    let (_, rep) = pass(&mut b, &c, false).await;
+    assert_eq!(
+        rep.pools,
+        vec![("global".to_string(), 3, 2)],
+        "follower sees usage"
+    );
+    let (before, _, _) = objects(&c).await;
+    // a fails over to b; a third Service arrives.
+    service(&c, "three", 80, json!({})).await;
+    let (_, rep) = pass(&mut b, &c, true).await;
+    assert_eq!(rep.allocated, vec!["default/three"], "{rep:?}");
+    let (after, _, _) = objects(&c).await;
+    for n in ["one", "two"] {
+        assert_eq!(ip_of(&before, n), ip_of(&after, n), "{n} kept its address");
+    }
+    assert_eq!(ip_of(&after, "three"), vec!["192.0.2.202"]);
+}

@@ -350,6 +350,11 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
         "{m}"
     );
     assert!(m.contains("vip_k8s_addresses_allocated 1"), "{m}");
+    assert!(
+        m.contains("vip_k8s_pool_addresses{pool=\"global\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("vip_k8s_pool_used{pool=\"global\"} 1"), "{m}");
     for mut d in daemons {
         assert!(d.stop().success(), "{}", d.logs());
     }

@@ -413,6 +413,12 @@ impl Controller {
             }
             if !ips.is_empty() {
                 report.with_address += 1;
+                if !leader {
+                    // Track the leader's allocations, so that leading later never hands out
+                    // an address a Service already has.
+                    self.ipam.restore(&request(s), &ips);
+                    self.known.insert(k.clone());
+                }
             }
             let v4: Vec<Ipv4Addr> = ips
                 .iter()
