@@ -133,6 +133,8 @@ struct Ownership {
     k8s_task: Option<tokio::task::JoinHandle<()>>,
     per_vip_mode: bool,
     vip_leases: Option<VipLeases>,
+    /// False while the uplink is gone: every lease is handed on instead of left to expire.
+    able: tokio::sync::watch::Sender<bool>,
 }
 
 /// The control-plane VIP must be elected against this node's own API server, never through
@@ -175,6 +177,7 @@ impl Ownership {
                     k8s_task: None,
                     per_vip_mode: false,
                     vip_leases: None,
+                    able: tokio::sync::watch::Sender::new(true),
                 })
             }
             config::Election::Lease {
@@ -202,9 +205,11 @@ impl Ownership {
                 }
                 let client =
                     kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(e.to_string()))?;
+                let able = tokio::sync::watch::Sender::new(true);
                 let elector =
                     crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
-                        .map_err(|e| DaemonError::Kube(e.to_string()))?;
+                        .map_err(|e| DaemonError::Kube(e.to_string()))?
+                        .with_able(able.subscribe());
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
@@ -218,7 +223,12 @@ impl Ownership {
                         out,
                         state.clone(),
                     ));
-                    let leases = VipLeases::start(client, lease.clone(), state.owned.subscribe());
+                    let leases = VipLeases::start(
+                        client,
+                        lease.clone(),
+                        state.owned.subscribe(),
+                        able.subscribe(),
+                    );
                     tracing::info!(per_vip, "serving Services of type LoadBalancer");
                     (Some(k8s_rx), Some(task), Some(leases))
                 } else {
@@ -232,6 +242,7 @@ impl Ownership {
                     k8s_task,
                     per_vip_mode: *per_vip,
                     vip_leases,
+                    able,
                 })
             }
         }
@@ -424,6 +435,8 @@ pub async fn run(
                 // The device took most state with it; what is left is retried by bring_up.
                 tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
             }
+            // Silent now; let another node take over at once rather than after expiry.
+            ownership.able.send_replace(current.is_some());
         }
         if let Some(c) = current {
             state.dataplane_restarts.inc();
@@ -431,6 +444,7 @@ pub async fn run(
                 Ok(r) => {
                     tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
                     running = Some(r);
+                    ownership.able.send_replace(true);
                 }
                 // Retried on the next tick: the device may still be settling.
                 Err(e) => {

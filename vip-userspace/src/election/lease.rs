@@ -127,6 +127,8 @@ pub struct LeaseElector {
     /// How long to leave a free lease to others before taking it (see `with_patience`).
     patience: Option<Patience>,
     free_since: Option<Instant>,
+    /// While false this node can't serve (its uplink is gone): hold nothing, compete for nothing.
+    able: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Asked with `true` each round the lease is seen free: how long this node lets it lie for
@@ -159,6 +161,7 @@ impl LeaseElector {
             fence,
             patience: None,
             free_since: None,
+            able: None,
         })
     }
 
@@ -166,6 +169,13 @@ impl LeaseElector {
     /// one, so VIPs spread over the nodes instead of all going to the fastest.
     pub fn with_patience(mut self, p: Patience) -> Self {
         self.patience = Some(p);
+        self
+    }
+
+    /// Step down and stay out while `able` is false (a node without its uplink hands the
+    /// lease on at once instead of letting it expire).
+    pub fn with_able(mut self, able: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.able = Some(able);
         self
     }
 
@@ -363,9 +373,10 @@ impl LeaseElector {
         };
         let mut was_ready = true;
         loop {
-            let ready = !self.cfg.readyz_gate || self.apiserver_ready().await;
+            let able = self.able.as_ref().is_none_or(|a| *a.borrow());
+            let ready = able && (!self.cfg.readyz_gate || self.apiserver_ready().await);
             if ready != was_ready {
-                tracing::warn!(lease = %self.cfg.name, ready, "API server readiness changed");
+                tracing::warn!(lease = %self.cfg.name, ready, able, "able to lead changed (uplink, or API server readiness)");
                 was_ready = ready;
             }
             if !ready {

@@ -46,11 +46,14 @@ impl VipLeases {
         client: kube::Client,
         base: LeaseConfig,
         applied: watch::Receiver<Vec<Ipv4Addr>>,
+        able: watch::Receiver<bool>,
     ) -> VipLeases {
         let (wanted, wanted_rx) = watch::channel(BTreeSet::new());
         let (held_tx, held) = watch::channel(BTreeSet::new());
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(client, base, wanted_rx, held_tx, applied, stop_rx));
+        let task = tokio::spawn(run(
+            client, base, wanted_rx, held_tx, applied, able, stop_rx,
+        ));
         VipLeases {
             wanted,
             held,
@@ -98,6 +101,7 @@ fn spawn_elector(
     notify: &Arc<Notify>,
     held: &watch::Receiver<BTreeSet<Ipv4Addr>>,
     claims: &Claims,
+    able: &watch::Receiver<bool>,
 ) -> Option<Entry> {
     let mut cfg = base.clone();
     cfg.name = lease_name(vip);
@@ -120,7 +124,7 @@ fn spawn_elector(
         })
     };
     let elector = match LeaseElector::new(client.clone(), cfg) {
-        Ok(e) => e.with_patience(load),
+        Ok(e) => e.with_patience(load).with_able(able.clone()),
         Err(e) => {
             tracing::error!(%vip, error = %e, "per-VIP lease not started");
             return None;
@@ -167,6 +171,7 @@ async fn run(
     mut wanted: watch::Receiver<BTreeSet<Ipv4Addr>>,
     held: watch::Sender<BTreeSet<Ipv4Addr>>,
     applied: watch::Receiver<Vec<Ipv4Addr>>,
+    able: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let notify = Arc::new(Notify::new());
@@ -190,7 +195,9 @@ async fn run(
         }
         for v in &want {
             if !entries.contains_key(v) {
-                if let Some(e) = spawn_elector(&client, &base, *v, &notify, &held_rx, &claims) {
+                if let Some(e) =
+                    spawn_elector(&client, &base, *v, &notify, &held_rx, &claims, &able)
+                {
                     entries.insert(*v, e);
                 }
             }
