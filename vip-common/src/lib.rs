@@ -85,8 +85,12 @@ pub struct Config {
     /// without a clock read per packet.
     pub epoch: u32,
     pub _pad: u32,
+    /// Dead-man deadline (CLOCK_MONOTONIC ns, as `bpf_ktime_get_ns`): after it, ARP for
+    /// owned VIPs is no longer answered. The daemon pushes it forward while it runs, so a hung
+    /// or stopped daemon goes silent even though its map entries still say "owned". 0: off.
+    pub deadline_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
 /// Key of `SERVICES`: (VIP, port, protocol), network byte order.
 #[repr(C)]
@@ -406,8 +410,13 @@ pub struct Stats {
     pub fib_fail: u64,
     /// ICMP errors about a service flow, sent to that flow's backend.
     pub icmp_to_backend: u64,
+    /// ARP requests for an owned VIP not answered: the daemon's dead-man deadline passed.
+    pub arp_deadman: u64,
+    /// ARP frames claiming an owned VIP from another MAC (reply, gratuitous, or request sent
+    /// from the VIP): another node answers for our address. Passed.
+    pub arp_conflict: u64,
 }
-const _: () = assert!(core::mem::size_of::<Stats>() == 20 * 8);
+const _: () = assert!(core::mem::size_of::<Stats>() == 22 * 8);
 
 impl Stats {
     /// Sum over CPUs, for the daemon's metrics.
@@ -432,6 +441,8 @@ impl Stats {
         self.fib_no_neigh += o.fib_no_neigh;
         self.fib_fail += o.fib_fail;
         self.icmp_to_backend += o.icmp_to_backend;
+        self.arp_deadman += o.arp_deadman;
+        self.arp_conflict += o.arp_conflict;
     }
 }
 
@@ -442,14 +453,23 @@ pub struct VipStats {
     pub arp_reply: u64,
     pub arp_drop: u64,
     pub ipv4_pkts: u64,
+    /// Foreign claims on this VIP while we own it (see `Stats::arp_conflict`).
+    pub arp_conflict: u64,
+    /// The sender MAC of the latest foreign claim (on this CPU).
+    pub conflict_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<VipStats>() == 3 * 8);
+const _: () = assert!(core::mem::size_of::<VipStats>() == 5 * 8);
 
 impl VipStats {
     pub fn add(&mut self, o: &VipStats) {
         self.arp_reply += o.arp_reply;
         self.arp_drop += o.arp_drop;
         self.ipv4_pkts += o.ipv4_pkts;
+        self.arp_conflict += o.arp_conflict;
+        if o.conflict_mac != [0; 6] {
+            self.conflict_mac = o.conflict_mac;
+        }
     }
 }
 

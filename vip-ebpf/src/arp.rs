@@ -45,20 +45,45 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
         stats::bump(|s| s.arp_malformed += 1);
         return xdp_action::XDP_PASS;
     }
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // Anyone else speaking *from* a VIP we own (reply, gratuitous ARP, probe) claims it: two
+    // owners. Counted for the daemon (metric, log, re-announcement), and passed.
+    if let Some(src) = maps::vip(&arp.spa) {
+        if src.flags & VIP_F_OWNED != 0 {
+            let ours = maps::iface(ifindex).is_some_and(|i| i.mac == arp.sha);
+            if !ours {
+                stats::bump(|s| s.arp_conflict += 1);
+                stats::bump_vip(&arp.spa, |v| {
+                    v.arp_conflict += 1;
+                    v.conflict_mac = arp.sha;
+                });
+            }
+        }
+    }
     // Replies and gratuitous ARP (sender == target) are other hosts speaking: the kernel sees
-    // them (and a later stage will flag a foreign claim on our VIP).
+    // them.
     if u16::from_be_bytes(arp.oper) != ARPOP_REQUEST || arp.spa == arp.tpa {
         return xdp_action::XDP_PASS;
     }
     let Some(vip) = maps::vip(&arp.tpa) else {
         return xdp_action::XDP_PASS;
     };
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let owned = vip.flags & VIP_F_OWNED != 0 && (vip.ifindex == 0 || vip.ifindex == ifindex);
     if !owned {
         stats::bump(|s| s.arp_drop_not_owner += 1);
         stats::bump_vip(&arp.tpa, |v| v.arp_drop += 1);
         return xdp_action::XDP_DROP;
+    }
+    // The dead-man: a daemon that stopped refreshing the deadline may be hung or cut off, and
+    // someone else may own the VIP by now. Silent, like a non-owner.
+    if let Some(cfg) = maps::config() {
+        // SAFETY: a helper without preconditions.
+        let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        if cfg.deadline_ns != 0 && now > cfg.deadline_ns {
+            stats::bump(|s| s.arp_deadman += 1);
+            stats::bump_vip(&arp.tpa, |v| v.arp_drop += 1);
+            return xdp_action::XDP_DROP;
+        }
     }
     let Some(iface) = maps::iface(ifindex) else {
         // Owned but the daemon never described this link: let the kernel decide rather

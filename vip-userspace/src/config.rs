@@ -108,6 +108,8 @@ pub struct FileConfig {
     pub maglev_size: Option<u32>,
     pub max_services: Option<u32>,
     pub election: Option<ElectionFile>,
+    /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
+    pub dead_man_ms: Option<u64>,
 }
 
 /// `election:` — who owns the VIPs. Absent or `mode: single`: this node, always.
@@ -268,6 +270,10 @@ pub struct Config {
     pub maglev_size: u32,
     pub max_services: u32,
     pub election: Election,
+    /// XDP answers ARP for owned VIPs only until this long after the daemon's last check-in
+    /// (a hung or stopped daemon goes silent); zero turns it off. Never longer than the
+    /// lease's renew deadline.
+    pub dead_man: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -425,6 +431,7 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
             garp.window = Duration::from_millis(w);
         }
     }
+    let election = resolve_election(election)?;
     Ok(Config {
         interface,
         vips,
@@ -439,7 +446,24 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         hash_seed: file.hash_seed.unwrap_or(DEFAULT_HASH_SEED),
         maglev_size,
         max_services,
-        election: resolve_election(election)?,
+        dead_man: dead_man(file.dead_man_ms, &election)?,
+        election,
+    })
+}
+
+/// Default 2 s; with a Lease at most the renew deadline, so a hung leader is silent by the
+/// time the fence would have silenced a cut-off one.
+fn dead_man(ms: Option<u64>, election: &Election) -> Result<Duration, ConfigError> {
+    let d = Duration::from_millis(ms.unwrap_or(2000));
+    if ms.is_some_and(|m| m != 0 && m < 20) {
+        return Err(ConfigError::new(
+            "dead_man_ms",
+            "must be 0 (off) or at least 20 (the daemon checks in every quarter of it)",
+        ));
+    }
+    Ok(match election {
+        Election::Lease { lease, .. } if !d.is_zero() => d.min(lease.renew_deadline),
+        _ => d,
     })
 }
 
@@ -735,6 +759,35 @@ mod tests {
         assert_eq!(c.garp.count, 3);
         assert_eq!(c.garp.window, Duration::from_millis(500));
         assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/vip"));
+    }
+
+    #[test]
+    fn dead_man_defaults_validates_and_fits_the_fence() {
+        let base = "interface: eth0\nvips: [192.0.2.1]\n";
+        let c = resolve(file(base), Overrides::default()).unwrap();
+        assert_eq!(c.dead_man, Duration::from_secs(2));
+        let c = resolve(
+            file(&format!("{base}dead_man_ms: 0\n")),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.dead_man.is_zero(), "0 turns it off");
+        let e = resolve(
+            file(&format!("{base}dead_man_ms: 5\n")),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "dead_man_ms");
+        let c = resolve(
+            file(&format!("{base}election: {{identity: n1, lease_duration_ms: 2000, renew_deadline_ms: 1000, retry_period_ms: 100}}\n")),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.dead_man,
+            Duration::from_secs(1),
+            "never past the renew deadline"
+        );
     }
 
     #[test]

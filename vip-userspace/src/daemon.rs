@@ -363,6 +363,10 @@ pub async fn run(
     // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
     let mut k8s_rx = ownership.k8s.clone();
     let mut held_rx = ownership.vip_leases.as_ref().map(|l| l.held.clone());
+    // Check in with the data plane's dead-man four times per grace period.
+    let mut check_in =
+        tokio::time::interval((cfg.dead_man / 4).max(std::time::Duration::from_millis(5)));
+    check_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let sig = loop {
         let hangup = async {
@@ -397,13 +401,26 @@ pub async fn run(
                 }
                 continue;
             }
+            _ = check_in.tick() => {
+                if let Some(r) = running.as_mut() {
+                    r.rec.check_in(cfg.dead_man);
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         ticks += 1;
-        if ticks.is_multiple_of(EPOCH_TICKS) {
-            if let Some(r) = running.as_mut() {
+        if let Some(r) = running.as_mut() {
+            if ticks.is_multiple_of(EPOCH_TICKS) {
                 r.rec.tick_epoch();
             }
+            let rows = state
+                .stats
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|r| r.per_vip()))
+                .unwrap_or_default();
+            r.rec.check_conflicts(&rows);
         }
         let current = match link::get(&handle, &cfg.interface).await {
             Ok(l) => Some(l),
@@ -625,6 +642,7 @@ async fn bring_up(
         cfg.garp,
         state.clone(),
     );
+    rec.check_in(cfg.dead_man);
     let (desired, owned) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = match rec.prune_stale(&owned) {

@@ -231,6 +231,18 @@ impl Collector for DataplaneCollector {
             )?;
             counter(
                 &mut enc,
+                "vip_arp_deadman_drops",
+                "ARP for owned VIPs not answered: the daemon missed its dead-man check-in",
+                s.arp_deadman,
+            )?;
+            counter(
+                &mut enc,
+                "vip_arp_conflicts",
+                "ARP from another MAC claiming a VIP this node owns",
+                s.arp_conflict,
+            )?;
+            counter(
+                &mut enc,
                 "vip_arp_no_iface",
                 "ARP for an owned VIP on an interface without config, passed",
                 s.arp_no_iface,
@@ -323,6 +335,12 @@ impl Collector for DataplaneCollector {
             "vip_vip_arp_drops",
             "ARP requests dropped per VIP (not owner)",
             &col(|s| s.arp_drop),
+        )?;
+        per_vip(
+            &mut enc,
+            "vip_vip_arp_conflicts",
+            "ARP from another MAC claiming this owned VIP",
+            &col(|s| s.arp_conflict),
         )?;
         per_vip(
             &mut enc,

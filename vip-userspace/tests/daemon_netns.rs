@@ -357,3 +357,110 @@ fn bad_config_exits_2_naming_the_field() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
+    let bed = bed("dm");
+    let pins = pin_dir("dm");
+    let client = bed.host("client");
+    let node = bed.host("node");
+    let cfg = std::env::temp_dir().join("vtdm.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interface: eth0\nvips: [{VIP}]\nmode: xdp\npin_dir: {}\ndead_man_ms: 400\n",
+            pins.display()
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&bed, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(arping(client, VIP).as_deref(), Some(node.mac.as_str()));
+
+    // Another host claims the VIP (gratuitous ARP from its own MAC): counted, logged with
+    // that MAC, and answered by a fresh announcement from the owner.
+    let cap = Capture::start(client, 0x0806);
+    let claim_at = std::time::Instant::now();
+    let claimer = parse_mac(&client.mac);
+    client.ns.run(move || {
+        let c = std::ffi::CString::new("eth0").unwrap();
+        // SAFETY: valid C string.
+        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        let sock = vip_userspace::net::garp::GarpSocket::open(idx).unwrap();
+        let f = vip_userspace::net::garp::frame(claimer, VIP.parse().unwrap());
+        sock.send(&f).unwrap();
+    });
+    let node_mac = parse_mac(&node.mac);
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    let reannounced = poll(Duration::from_secs(3), || {
+        cap.frames()
+            .into_iter()
+            .find(|(t, f)| {
+                *t > claim_at
+                    && f.len() >= 42
+                    && f[22..28] == node_mac
+                    && f[28..32] == vip.octets()
+                    && f[38..42] == vip.octets()
+            })
+            .map(|(t, _)| t.duration_since(claim_at))
+    });
+    assert!(
+        reannounced.is_some(),
+        "owner re-announces after a foreign claim:\n{}",
+        d.logs()
+    );
+    let m = metrics(&bed);
+    assert!(metric(&m, "vip_arp_conflicts_total") >= 1, "{m}");
+    assert!(
+        m.contains(&format!("vip_vip_arp_conflicts_total{{vip=\"{VIP}\"}} 1")),
+        "{m}"
+    );
+    let client_mac = client.mac.clone();
+    assert!(
+        d.logs().contains("another host claims") && d.logs().contains(&client_mac),
+        "{}",
+        d.logs()
+    );
+
+    // The daemon hangs (SIGSTOP): its map still says "owned", but XDP goes silent once the
+    // dead-man deadline passes (400 ms), and answers again when it resumes.
+    let cap = Capture::start(client, 0x0806);
+    let probe = common::Prober::start(client);
+    assert!(poll(Duration::from_secs(2), || (!common::replies(&cap)
+        .is_empty())
+    .then_some(()))
+    .is_some());
+    let stopped = std::time::Instant::now();
+    d.proc.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1200));
+    let last = common::replies(&cap)
+        .into_iter()
+        .map(|(t, _)| t)
+        .max()
+        .unwrap();
+    let silent_after = last.saturating_duration_since(stopped);
+    assert!(
+        silent_after <= Duration::from_millis(400 + 150),
+        "last ARP answer {silent_after:?} after the daemon stopped (dead-man 400 ms)"
+    );
+    assert!(
+        stopped.elapsed() - silent_after >= Duration::from_millis(500),
+        "no answers while hung"
+    );
+    eprintln!("hung daemon: last ARP answer {silent_after:?} after SIGSTOP (dead-man 400 ms)");
+    d.proc.signal(libc::SIGCONT);
+    let resumed = poll(Duration::from_secs(3), || {
+        common::replies(&cap)
+            .into_iter()
+            .any(|(t, _)| t > stopped + Duration::from_millis(1200))
+            .then_some(())
+    });
+    drop(probe);
+    assert!(
+        resumed.is_some(),
+        "answers again after SIGCONT:\n{}",
+        d.logs()
+    );
+    assert!(metric(&metrics(&bed), "vip_arp_deadman_drops_total") >= 1);
+    assert!(d.stop().success());
+    let _ = std::fs::remove_file(&cfg);
+}

@@ -6,17 +6,12 @@ mod common;
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     time::{Duration, Instant},
 };
 
-use common::{Daemon, VIP};
+use common::{replies, Daemon, Prober, VIP};
 use fake_apiserver::{FakeApiServer, Fault};
 use testbed::{parse_mac, poll, require_root_and_bpf, Bed, Capture, Host};
-use vip_userspace::net::garp::GarpSocket;
 
 /// Runs the fake API server inside the `api` host's namespace on its own runtime.
 struct Api {
@@ -79,57 +74,6 @@ fn kubeconfig(dir: &std::path::Path, url: &str, token: &str) -> PathBuf {
     )
     .unwrap();
     p
-}
-
-/// Sends an ARP request for the VIP from the client every 20 ms until dropped.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    fn start(client: &Host) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let mac = parse_mac(&client.mac);
-        let src: std::net::Ipv4Addr = client.addr.parse().unwrap();
-        let thread = client.ns.spawn(move || {
-            let c = std::ffi::CString::new("eth0").unwrap();
-            // SAFETY: valid C string.
-            let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-            let sock = GarpSocket::open(idx).unwrap();
-            let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
-            let mut f = vip_userspace::net::garp::frame(mac, vip);
-            f[28..32].copy_from_slice(&src.octets()); // a request from the client
-            while !stop2.load(Ordering::Relaxed) {
-                let _ = sock.send(&f);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Prober {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// (arrival, sender MAC) of every ARP reply for the VIP seen by the client.
-fn replies(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
-    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
-    cap.frames()
-        .into_iter()
-        .filter(|(_, f)| f.len() >= 42 && f[20..22] == [0, 2] && f[28..32] == vip.octets())
-        .map(|(t, f)| (t, f[22..28].try_into().unwrap()))
-        .collect()
 }
 
 #[test]

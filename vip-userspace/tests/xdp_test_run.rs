@@ -293,6 +293,67 @@ fn arp_and_passthrough_cases() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+fn set_deadline(ebpf: &mut Ebpf, deadline_ns: u64) {
+    let mut c: aya::maps::Array<_, vip_common::Config> =
+        aya::maps::Array::try_from(ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+    let mut v = c.get(&0, 0).unwrap();
+    v.deadline_ns = deadline_ns;
+    c.set(0, v, 0).unwrap();
+}
+
+#[test]
+fn dead_man_deadline_silences_owned_vips() {
+    let mut ebpf = load();
+    let now = vip_userspace::dataplane::maps::monotonic_ns();
+    // Checked in recently: answered.
+    set_deadline(&mut ebpf, now + 60_000_000_000);
+    assert_eq!(run(&ebpf, &request(OWNED, None)).unwrap().0, XDP_TX);
+    // The daemon stopped checking in: silent, counted, like a non-owner.
+    set_deadline(&mut ebpf, now - 1);
+    let before = stats(&ebpf);
+    assert_eq!(run(&ebpf, &request(OWNED, None)).unwrap().0, XDP_DROP);
+    assert_eq!(stats(&ebpf).arp_deadman - before.arp_deadman, 1);
+    // Other traffic is not the dead-man's business.
+    assert_eq!(run(&ebpf, &ipv4_udp(UNKNOWN)).unwrap().0, XDP_PASS);
+    // 0: off.
+    set_deadline(&mut ebpf, 0);
+    assert_eq!(run(&ebpf, &request(OWNED, None)).unwrap().0, XDP_TX);
+}
+
+#[test]
+fn foreign_claims_on_an_owned_vip_are_counted_and_passed() {
+    let ebpf = load();
+    const OTHER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
+    let before = stats(&ebpf);
+    // Another node's gratuitous ARP, its reply, and its probe from our VIP.
+    let garp = arp_frame([0xff; 6], OTHER, None, 1, OTHER, OWNED, [0; 6], OWNED);
+    let reply = arp_frame(
+        CLIENT_MAC, OTHER, None, 2, OTHER, OWNED, CLIENT_MAC, CLIENT_IP,
+    );
+    let probe = arp_frame([0xff; 6], OTHER, None, 1, OTHER, OWNED, [0; 6], CLIENT_IP);
+    for f in [&garp, &reply, &probe] {
+        assert_eq!(run(&ebpf, f).unwrap().0, XDP_PASS);
+    }
+    // Our own announcement (our MAC) and claims on a VIP held elsewhere are no conflict.
+    let ours = arp_frame([0xff; 6], NODE_MAC, None, 1, NODE_MAC, OWNED, [0; 6], OWNED);
+    let elsewhere = arp_frame(
+        [0xff; 6],
+        OTHER,
+        None,
+        1,
+        OTHER,
+        HELD_ELSEWHERE,
+        [0; 6],
+        HELD_ELSEWHERE,
+    );
+    run(&ebpf, &ours).unwrap();
+    run(&ebpf, &elsewhere).unwrap();
+    assert_eq!(stats(&ebpf).arp_conflict - before.arp_conflict, 3);
+    let v = vip_stats(&ebpf, OWNED);
+    assert_eq!(v.arp_conflict, 3);
+    assert_eq!(v.conflict_mac, OTHER);
+}
+
 #[test]
 fn counters_follow_verdicts() {
     let ebpf = load();

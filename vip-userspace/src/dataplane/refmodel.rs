@@ -117,6 +117,10 @@ impl Model {
         if !owned {
             return XDP_DROP;
         }
+        let d = self.config.deadline_ns;
+        if d != 0 && crate::dataplane::maps::monotonic_ns() > d {
+            return XDP_DROP;
+        }
         let Some(iface) = self.ifaces.get(&ingress) else {
             return XDP_PASS;
         };

@@ -8,6 +8,7 @@ use std::{
     sync::Arc,
 };
 
+pub mod conflict;
 pub mod lb;
 pub mod services;
 
@@ -55,6 +56,7 @@ pub struct Reconciler {
     garp: Option<Arc<GarpSocket>>,
     state: Arc<State>,
     applied: BTreeMap<Ipv4Addr, Option<JoinHandle<()>>>,
+    conflicts: conflict::Conflicts,
 }
 
 impl Reconciler {
@@ -81,6 +83,7 @@ impl Reconciler {
             garp,
             state,
             applied: BTreeMap::new(),
+            conflicts: conflict::Conflicts::default(),
         }
     }
 
@@ -125,6 +128,41 @@ impl Reconciler {
         if let Backend::Xdp { lb, .. } = &mut self.backend {
             if let Err(e) = lb.sync.tick_epoch() {
                 tracing::warn!(error = %e, "next-hop epoch not advanced");
+            }
+        }
+    }
+
+    /// Check in with the data plane's dead-man: ARP for owned VIPs is answered for `grace`
+    /// more (zero: no dead-man). Failures are logged; XDP goes silent if they persist.
+    pub fn check_in(&mut self, grace: std::time::Duration) {
+        if let Backend::Xdp { lb, .. } = &mut self.backend {
+            let deadline = if grace.is_zero() {
+                0
+            } else {
+                crate::dataplane::maps::monotonic_ns() + grace.as_nanos() as u64
+            };
+            if let Err(e) = lb.sync.set_deadline(deadline) {
+                tracing::warn!(error = %e, "dead-man deadline not pushed");
+            }
+        }
+    }
+
+    /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
+    /// `conflict`).
+    pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+        let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();
+        for c in self
+            .conflicts
+            .observe(std::time::Instant::now(), rows, &owned)
+        {
+            let mac = c.mac.map(|b| format!("{b:02x}")).join(":");
+            tracing::warn!(vip = %c.vip, other = %mac, claims = c.new, reannounce = c.reannounce, "another host claims a VIP this node owns");
+            if c.reannounce {
+                if let Some(Some(old)) = self.applied.get(&c.vip) {
+                    old.abort();
+                }
+                let burst = self.announce(c.vip);
+                self.applied.insert(c.vip, burst);
             }
         }
     }

@@ -86,6 +86,7 @@ impl ServiceSync {
                 hash_seed,
                 epoch: 1,
                 _pad: 0,
+                deadline_ns: 0,
             },
             0,
         )?;
@@ -138,6 +139,14 @@ impl ServiceSync {
     pub fn tick_epoch(&mut self) -> Result<(), ServiceError> {
         let mut c = self.maps.config.get(&0, 0)?;
         c.epoch = c.epoch.wrapping_add(1);
+        self.maps.config.set(0, c, 0)?;
+        Ok(())
+    }
+
+    /// Push the dead-man deadline (see `vip_common::Config::deadline_ns`); 0 turns it off.
+    pub fn set_deadline(&mut self, deadline_ns: u64) -> Result<(), ServiceError> {
+        let mut c = self.maps.config.get(&0, 0)?;
+        c.deadline_ns = deadline_ns;
         self.maps.config.set(0, c, 0)?;
         Ok(())
     }

@@ -1,9 +1,20 @@
 //! Shared by the namespace tests: the daemon as a child process in the node's namespace,
 //! and its metrics.
 #![allow(dead_code)]
-use std::{fs::File, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    fs::File,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
-use testbed::{http_get, poll, Bed, Proc};
+use testbed::{http_get, parse_mac, poll, Bed, Capture, Host, Proc};
+use vip_userspace::net::garp::GarpSocket;
 
 pub const METRICS: &str = "127.0.0.1:9472";
 pub const VIP: &str = "192.0.2.100";
@@ -83,4 +94,55 @@ pub fn metric(body: &str, name: &str) -> u64 {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
+}
+
+/// Sends an ARP request for the VIP from the client every 20 ms until dropped.
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    pub fn start(client: &Host) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let mac = parse_mac(&client.mac);
+        let src: std::net::Ipv4Addr = client.addr.parse().unwrap();
+        let thread = client.ns.spawn(move || {
+            let c = std::ffi::CString::new("eth0").unwrap();
+            // SAFETY: valid C string.
+            let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            let sock = GarpSocket::open(idx).unwrap();
+            let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+            let mut f = vip_userspace::net::garp::frame(mac, vip);
+            f[28..32].copy_from_slice(&src.octets()); // a request from the client
+            while !stop2.load(Ordering::Relaxed) {
+                let _ = sock.send(&f);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Prober {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// (arrival, sender MAC) of every ARP reply for the VIP seen by the client.
+pub fn replies(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    cap.frames()
+        .into_iter()
+        .filter(|(_, f)| f.len() >= 42 && f[20..22] == [0, 2] && f[28..32] == vip.octets())
+        .map(|(t, f)| (t, f[22..28].try_into().unwrap()))
+        .collect()
 }

@@ -1,0 +1,132 @@
+//! Another host answering for a VIP we own (its ARP reply, gratuitous ARP or probe from the
+//! VIP, counted by XDP) means two owners: clients' caches flip between us. We win them back
+//! by announcing again, at once the first time, then no more often than a back-off that
+//! doubles up to a minute while the claims go on (so two misconfigured owners don't flood the
+//! segment), and resets after a quiet minute. The other host is named in the log and the
+//! counters are in the metrics.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use vip_common::VipStats;
+
+const FIRST: Duration = Duration::from_secs(1);
+const MAX: Duration = Duration::from_secs(60);
+const QUIET: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Track {
+    count: u64,
+    last_claim: Option<Instant>,
+    next: Option<Instant>,
+    backoff: Duration,
+}
+
+/// What to do about one VIP's new claims.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub vip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// New claims since the last look.
+    pub new: u64,
+    /// Announce again now (the back-off allows it).
+    pub reannounce: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Conflicts {
+    seen: BTreeMap<Ipv4Addr, Track>,
+}
+
+impl Conflicts {
+    /// Compare the counters with the last look; VIPs not owned only update their baseline.
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        rows: &[(Ipv4Addr, VipStats)],
+        owned: &BTreeSet<Ipv4Addr>,
+    ) -> Vec<Claim> {
+        let mut out = Vec::new();
+        for (vip, s) in rows {
+            let t = self.seen.entry(*vip).or_insert(Track {
+                count: s.arp_conflict,
+                last_claim: None,
+                next: None,
+                backoff: FIRST,
+            });
+            let new = s.arp_conflict.saturating_sub(t.count);
+            t.count = s.arp_conflict;
+            if t.last_claim.is_some_and(|l| now.duration_since(l) > QUIET) {
+                t.backoff = FIRST;
+                t.next = None;
+            }
+            if new == 0 || !owned.contains(vip) {
+                continue;
+            }
+            t.last_claim = Some(now);
+            let reannounce = t.next.is_none_or(|n| now >= n);
+            if reannounce {
+                t.next = Some(now + t.backoff);
+                t.backoff = (t.backoff * 2).min(MAX);
+            }
+            out.push(Claim {
+                vip: *vip,
+                mac: s.conflict_mac,
+                new,
+                reannounce,
+            });
+        }
+        self.seen.retain(|v, _| rows.iter().any(|(r, _)| r == v));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: u64) -> Vec<(Ipv4Addr, VipStats)> {
+        vec![(
+            Ipv4Addr::new(192, 0, 2, 100),
+            VipStats {
+                arp_conflict: n,
+                conflict_mac: [2, 0, 0, 0, 0, 9],
+                ..Default::default()
+            },
+        )]
+    }
+
+    #[test]
+    fn reannounces_at_once_then_backs_off_then_resets() {
+        let owned: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(192, 0, 2, 100)].into();
+        let mut c = Conflicts::default();
+        let t0 = Instant::now();
+        assert!(c.observe(t0, &row(3), &owned).is_empty(), "baseline");
+        let got = c.observe(t0, &row(5), &owned);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].reannounce);
+        assert_eq!((got[0].new, got[0].mac), (2, [2, 0, 0, 0, 0, 9]));
+        // Within the back-off: counted, not re-announced.
+        let got = c.observe(t0 + Duration::from_millis(500), &row(6), &owned);
+        assert!(!got[0].reannounce);
+        let got = c.observe(t0 + Duration::from_millis(1100), &row(7), &owned);
+        assert!(got[0].reannounce, "after 1 s");
+        let got = c.observe(t0 + Duration::from_millis(2000), &row(8), &owned);
+        assert!(!got[0].reannounce, "the next gap is 2 s");
+        // A quiet minute resets the back-off.
+        let later = t0 + Duration::from_secs(70);
+        assert!(c.observe(later, &row(8), &owned).is_empty());
+        assert!(c.observe(later, &row(9), &owned)[0].reannounce);
+        assert!(!c.observe(later + Duration::from_millis(100), &row(10), &owned)[0].reannounce);
+    }
+
+    #[test]
+    fn claims_on_vips_we_do_not_own_are_not_ours_to_fight() {
+        let mut c = Conflicts::default();
+        let t0 = Instant::now();
+        c.observe(t0, &row(0), &BTreeSet::new());
+        assert!(c.observe(t0, &row(4), &BTreeSet::new()).is_empty());
+    }
+}
