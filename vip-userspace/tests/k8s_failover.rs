@@ -586,3 +586,93 @@ fn per_vip_leases_spread_vips_and_local_policy_follows_the_endpoints() {
     drop(api);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every node has the same rings and seed, so a flow that arrives at a new owner without a
+/// conntrack entry is placed on the backend the old owner chose: in dsr mode an established
+/// TCP connection through the VIP keeps going when the owner changes.
+#[test]
+fn dsr_connection_survives_owner_change() {
+    require_root_and_bpf();
+    let bed = Bed::new(
+        "vdf",
+        &[
+            ("client", "192.0.2.10/24"),
+            ("node1", "192.0.2.11/24"),
+            ("node2", "192.0.2.12/24"),
+            ("api", "192.0.2.2/24"),
+            ("be1", "192.0.2.21/24"),
+            ("be2", "192.0.2.22/24"),
+        ],
+    );
+    let mut servers = Vec::new();
+    for b in ["be1", "be2"] {
+        testbed::make_dsr_backend(bed.host(b), VIP);
+        servers.push(testbed::TcpServer::start(
+            &bed.host(b).ns,
+            "0.0.0.0:8080".parse().unwrap(),
+            &format!("{b}\n"),
+        ));
+    }
+    let (api, url) = Api::start(bed.host("api"));
+    let dir = std::env::temp_dir().join("vdf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = |n: &str| {
+        let kc = kubeconfig(&dir, &url, n);
+        let cfg = dir.join(format!("{n}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-df-{n}\nservices:\n  - vip: {VIP}\n    port: 8080\n    mode: dsr\n    backends: [{{addr: 192.0.2.21}}, {{addr: 192.0.2.22}}]\nelection:\n  kubeconfig: {}\n  identity: {n}\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
+                kc.display()
+            ),
+        )
+        .unwrap();
+        Daemon::start_in(&bed, n, &["--config", cfg.to_str().unwrap()])
+    };
+    let client = bed.host("client");
+    let mut d1 = start("node1");
+    let owner = poll(Duration::from_secs(10), || testbed::arping(client, VIP));
+    assert_eq!(
+        owner.as_deref(),
+        Some(bed.host("node1").mac.as_str()),
+        "{}",
+        d1.logs()
+    );
+    let d2 = start("node2");
+    let vip: SocketAddr = format!("{VIP}:8080").parse().unwrap();
+    let mut conn = testbed::LongConn::open(&client.ns, vip).expect("connection through node1");
+    let backend = conn.greeting.trim().to_string();
+    assert_eq!(conn.echo("through node1").unwrap(), "through node1");
+
+    // node1 hands over (SIGTERM: silent, lease released); node2 takes the VIP and announces.
+    assert!(d1.stop().success(), "{}", d1.logs());
+    let moved = poll(Duration::from_secs(10), || {
+        (testbed::neighbour(client, VIP).as_deref() == Some(bed.host("node2").mac.as_str()))
+            .then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "client learns node2 for the VIP:\n{}",
+        d2.logs()
+    );
+    // Same stream, same backend: node2 had no conntrack entry and placed the flow by Maglev.
+    assert_eq!(conn.echo("through node2").unwrap(), "through node2");
+    assert_eq!(conn.echo("still").unwrap(), "still");
+    let m = testbed::http_get(
+        &bed.host("node2").ns,
+        common::METRICS.parse().unwrap(),
+        "/metrics",
+    )
+    .unwrap()
+    .1;
+    assert!(
+        common::metric(&m, "vip_lb_forwarded_packets_total") >= 2,
+        "the stream went through node2's XDP:\n{m}"
+    );
+    eprintln!("dsr stream to {backend} survived the owner change");
+    let mut d2 = d2;
+    assert!(d2.stop().success(), "{}", d2.logs());
+    drop(servers);
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+}
