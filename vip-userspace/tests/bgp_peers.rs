@@ -57,7 +57,14 @@ impl Link {
             ]));
             sw.ip(&["link", "set", &port, "master", "br0", "up"]);
             ns.ip(&["addr", "add", &format!("10.{n}.0.{host}/24"), "dev", "eth0"]);
-            ns.ip(&["addr", "add", &format!("fd00:{n}::{host}/64"), "dev", "eth0", "nodad"]);
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:{n}::{host}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             ns.ip(&["link", "set", "eth0", "up"]);
         }
         Link {
@@ -246,7 +253,11 @@ impl Bird {
 
     /// `show route <prefix> all` for the prefix's table, if bird has a route.
     fn route(&self, prefix: &str) -> Option<String> {
-        let table = if prefix.contains(':') { "master6" } else { "master4" };
+        let table = if prefix.contains(':') {
+            "master6"
+        } else {
+            "master4"
+        };
         // birdc exits 1 with "Network not found" when there is no route.
         let out = self.try_birdc(&format!("show route {prefix} table {table} all"))?;
         out.contains(prefix).then_some(out)
@@ -264,7 +275,9 @@ impl Bird {
 
     fn wait_no_route(&self, prefix: &str, timeout: Duration) -> Option<Duration> {
         let t0 = Instant::now();
-        poll(timeout, || self.route(prefix).is_none().then(|| t0.elapsed()))
+        poll(timeout, || {
+            self.route(prefix).is_none().then(|| t0.elapsed())
+        })
     }
 }
 
@@ -399,49 +412,57 @@ fn bird_graceful_restart_keeps_routes_shutdown_does_not() {
     let mut cfg = link.config();
     cfg.graceful_restart = Some(GrConfig { restart_time_s: 30 });
     let sp = rt.start(cfg.clone());
-    sp.announce(hosts(&[VIP4.into()]));
+    sp.announce(hosts(&[VIP4.into(), VIP4_B.into()]));
     wait_bird_established(&bird, &sp, Duration::from_secs(10));
-    let before = bird.wait_route("192.0.2.10/32", Duration::from_secs(5));
-    assert!(!before.contains("stale"), "{before}");
+    bird.wait_route("192.0.2.10/32", Duration::from_secs(5));
+    bird.wait_route("192.0.2.11/32", Duration::from_secs(5));
 
     rt.run(sp.stop_for_restart());
-    // bird sees the TCP session gone and keeps our route, marked stale.
-    let stale = poll(Duration::from_secs(5), || {
-        (!bird.established()).then(|| bird.route("192.0.2.10/32"))
+    // bird sees the TCP session gone without a NOTIFICATION and, since we advertised
+    // graceful restart, keeps our routes (stale) while it waits for us.
+    let during = poll(Duration::from_secs(5), || {
+        let s = bird.birdc("show protocols all node");
+        (!s.contains("Established")).then_some(s)
     })
-    .flatten();
-    let stale = stale.unwrap_or_else(|| {
-        panic!(
-            "route gone after stop_for_restart:\n{}\n{}",
-            bird.birdc("show protocols all node"),
-            bird.log()
-        )
-    });
+    .unwrap_or_else(|| panic!("bird did not notice the closed session"));
+    eprintln!("bird during our restart:\n{during}");
+    assert!(
+        during.contains("Neighbor graceful restart active") && during.contains("Restart timer"),
+        "bird is not in graceful restart for us:\n{during}"
+    );
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(2) {
-        assert!(
-            bird.route("192.0.2.10/32").is_some(),
-            "stale route dropped after {:?}",
-            t0.elapsed()
-        );
+        for p in ["192.0.2.10/32", "192.0.2.11/32"] {
+            assert!(
+                bird.route(p).is_some(),
+                "{p} dropped {:?} after stop_for_restart:\n{}",
+                t0.elapsed(),
+                bird.birdc("show protocols all node")
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("bird during restart:\n{stale}");
 
-    // The restarted speaker re-announces and sends End-of-RIB: the route is fresh again.
+    // The restarted speaker re-announces only VIP4 and sends End-of-RIB: bird then
+    // sweeps the stale routes not refreshed (VIP4_B) and keeps VIP4 without a gap.
     let sp = rt.start(cfg.clone());
     sp.announce(hosts(&[VIP4.into()]));
-    wait_bird_established(&bird, &sp, Duration::from_secs(10));
-    let fresh = poll(Duration::from_secs(5), || {
-        bird.route("192.0.2.10/32").filter(|r| !r.contains("stale"))
+    let swept = poll(Duration::from_secs(10), || {
+        assert!(
+            bird.route("192.0.2.10/32").is_some(),
+            "VIP4 dropped during the restart"
+        );
+        (sp.status()[0].state == SessionState::Established
+            && bird.established()
+            && bird.route("192.0.2.11/32").is_none())
+        .then_some(())
     });
     assert!(
-        fresh.is_some(),
-        "route still stale after the restart:\n{:?}",
-        bird.route("192.0.2.10/32")
+        swept.is_some(),
+        "stale 192.0.2.11/32 not swept after our End-of-RIB: ours {:?}\n{}",
+        sp.status(),
+        bird.birdc("show protocols all node")
     );
-    // After End-of-RIB, routes not re-announced are gone: VIP4_B was never announced and
-    // VIP4 still is.
     assert!(bird.route("192.0.2.10/32").is_some());
 
     // Contrast: a real shutdown withdraws at once.

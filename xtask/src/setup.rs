@@ -13,6 +13,9 @@ const APT: &[&str] = &[
     "util-linux",
     "gcc",
     "libc6-dev",
+    // Real BGP peers for vip-userspace/tests/bgp_peers.rs.
+    "bird2",
+    "gobgpd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

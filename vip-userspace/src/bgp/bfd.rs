@@ -189,17 +189,21 @@ impl Hub {
     pub fn start(v4: bool, v6: bool) -> Result<Hub, BfdError> {
         let mut sockets = Vec::new();
         if v4 {
-            sockets.push(Arc::new(rx_socket(false).map_err(|source| BfdError::Bind {
-                port: CONTROL_PORT,
-                family: "IPv4",
-                source,
+            sockets.push(Arc::new(rx_socket(false).map_err(|source| {
+                BfdError::Bind {
+                    port: CONTROL_PORT,
+                    family: "IPv4",
+                    source,
+                }
             })?));
         }
         if v6 {
-            sockets.push(Arc::new(rx_socket(true).map_err(|source| BfdError::Bind {
-                port: CONTROL_PORT,
-                family: "IPv6",
-                source,
+            sockets.push(Arc::new(rx_socket(true).map_err(|source| {
+                BfdError::Bind {
+                    port: CONTROL_PORT,
+                    family: "IPv6",
+                    source,
+                }
             })?));
         }
         Ok(Hub {
@@ -225,7 +229,12 @@ impl Hub {
     }
 
     /// Start a session to `peer` from `local` (the BGP session's local address).
-    pub fn session(&self, local: IpAddr, peer: IpAddr, cfg: BfdConfig) -> Result<Session, BfdError> {
+    pub fn session(
+        &self,
+        local: IpAddr,
+        peer: IpAddr,
+        cfg: BfdConfig,
+    ) -> Result<Session, BfdError> {
         let sock = tx_socket(local, peer).map_err(|source| BfdError::Socket {
             local,
             peer,
@@ -290,9 +299,15 @@ impl Drop for Session {
 
 fn rx_socket(v6: bool) -> io::Result<UdpSocket> {
     let (domain, addr): (socket2::Domain, SocketAddr) = if v6 {
-        (socket2::Domain::IPV6, (Ipv6Addr::UNSPECIFIED, CONTROL_PORT).into())
+        (
+            socket2::Domain::IPV6,
+            (Ipv6Addr::UNSPECIFIED, CONTROL_PORT).into(),
+        )
     } else {
-        (socket2::Domain::IPV4, (Ipv4Addr::UNSPECIFIED, CONTROL_PORT).into())
+        (
+            socket2::Domain::IPV4,
+            (Ipv4Addr::UNSPECIFIED, CONTROL_PORT).into(),
+        )
     };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     let one: libc::c_int = 1;
@@ -540,16 +555,11 @@ async fn run_session(
                 let before = st.local;
                 match (st.local, p.state) {
                     (BfdState::AdminDown, _) => continue,
-                    (l, BfdState::AdminDown) => {
-                        if l != BfdState::Down {
-                            st.local = BfdState::Down;
-                            st.diag = DIAG_NEIGHBOR_DOWN;
-                        }
-                    }
+                    (BfdState::Down, BfdState::AdminDown) => {}
                     (BfdState::Down, BfdState::Down) => st.local = BfdState::Init,
                     (BfdState::Down, BfdState::Init) => st.local = BfdState::Up,
                     (BfdState::Init, BfdState::Init | BfdState::Up) => st.local = BfdState::Up,
-                    (BfdState::Up, BfdState::Down) => {
+                    (_, BfdState::AdminDown) | (BfdState::Up, BfdState::Down) => {
                         st.local = BfdState::Down;
                         st.diag = DIAG_NEIGHBOR_DOWN;
                     }
@@ -599,10 +609,7 @@ mod tests {
         let mut b = p.encode();
         b[2] = 0;
         assert_eq!(Packet::decode(&b), None, "zero multiplier");
-        let up_without_your = Packet {
-            your_discr: 0,
-            ..p
-        };
+        let up_without_your = Packet { your_discr: 0, ..p };
         assert_eq!(Packet::decode(&up_without_your.encode()), None);
         let mut b = p.encode();
         b[1] |= 0x04;

@@ -269,7 +269,10 @@ impl BgpConfig {
             }
         }
         if self.peers.is_empty() {
-            return Err(BgpConfigError::new("bgp.peers", "at least one peer is needed"));
+            return Err(BgpConfigError::new(
+                "bgp.peers",
+                "at least one peer is needed",
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, p) in self.peers.iter().enumerate() {
@@ -309,16 +312,10 @@ impl BgpConfig {
             }
             if let Some(b) = p.bfd {
                 if b.min_tx_ms == 0 || b.min_tx_ms > 60_000 {
-                    return Err(BgpConfigError::new(
-                        f("bfd.min_tx_ms"),
-                        "must be 1..=60000",
-                    ));
+                    return Err(BgpConfigError::new(f("bfd.min_tx_ms"), "must be 1..=60000"));
                 }
                 if b.min_rx_ms == 0 || b.min_rx_ms > 60_000 {
-                    return Err(BgpConfigError::new(
-                        f("bfd.min_rx_ms"),
-                        "must be 1..=60000",
-                    ));
+                    return Err(BgpConfigError::new(f("bfd.min_rx_ms"), "must be 1..=60000"));
                 }
                 if b.multiplier == 0 {
                     return Err(BgpConfigError::new(f("bfd.multiplier"), "must be 1..=255"));
@@ -475,7 +472,10 @@ peers:
 "#;
         let c: BgpConfig = serde_saphyr::from_str(y).unwrap();
         assert_eq!(c.hold_time_s, DEFAULT_HOLD_TIME_S);
-        assert_eq!(c.communities, vec![Community::new(65001, 100), Community(42)]);
+        assert_eq!(
+            c.communities,
+            vec![Community::new(65001, 100), Community(42)]
+        );
         assert_eq!(c.graceful_restart.unwrap().restart_time_s, 120);
         assert_eq!(c.peers[0].bfd.unwrap().multiplier, 3);
         assert_eq!(c.validate().unwrap_err().field, "bgp.peers[1].remote_as");

@@ -27,8 +27,7 @@ use tokio::{
 
 pub use bfd::BfdState;
 pub use config::{
-    parse_kube_vip_peers, BfdConfig, BgpConfig, BgpConfigError, Community, GrConfig,
-    PeerConfig,
+    parse_kube_vip_peers, BfdConfig, BgpConfig, BgpConfigError, Community, GrConfig, PeerConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -148,8 +147,14 @@ impl Speaker {
         let mut tasks = Vec::new();
 
         let bfd_hub = if cfg.peers.iter().any(|p| p.bfd.is_some()) {
-            let v4 = cfg.peers.iter().any(|p| p.bfd.is_some() && p.address.is_ipv4());
-            let v6 = cfg.peers.iter().any(|p| p.bfd.is_some() && p.address.is_ipv6());
+            let v4 = cfg
+                .peers
+                .iter()
+                .any(|p| p.bfd.is_some() && p.address.is_ipv4());
+            let v6 = cfg
+                .peers
+                .iter()
+                .any(|p| p.bfd.is_some() && p.address.is_ipv6());
             Some(bfd::Hub::start(v4, v6)?)
         } else {
             None
@@ -319,7 +324,10 @@ async fn accept_loop(
 
 fn hand_over(incoming: &HashMap<IpAddr, mpsc::Sender<TcpStream>>, s: TcpStream, from: SocketAddr) {
     let ip = match from.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     match incoming.get(&ip) {

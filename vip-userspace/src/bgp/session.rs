@@ -233,10 +233,9 @@ async fn recv(conn: &mut Conn, established: bool) -> Result<BgpMessage, End> {
             Err(failed(format!("read: {e}"), established))
         }
         Some(Err(e)) => Err(on_decode_error(conn, e, established).await),
-        Some(Ok((BgpMessage::Notification(n), _))) => Err(failed(
-            format!("peer sent NOTIFICATION {n:?}"),
-            established,
-        )),
+        Some(Ok((BgpMessage::Notification(n), _))) => {
+            Err(failed(format!("peer sent NOTIFICATION {n:?}"), established))
+        }
         Some(Ok((m, _))) => Ok(m),
     }
 }
@@ -305,7 +304,12 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
         let n = BgpNotificationMessage::OpenMessageError(OpenMessageError::BadBgpIdentifier {
             value: Box::new([]),
         });
-        return notify(&mut conn, BgpMessage::Notification(n), "iBGP peer has our router id".into()).await;
+        return notify(
+            &mut conn,
+            BgpMessage::Notification(n),
+            "iBGP peer has our router id".into(),
+        )
+        .await;
     }
     let hold = our_hold.min(their.hold_time_s);
     // Zero hold time: neither keepalives nor a hold timer (RFC 4271 4.4).
@@ -357,7 +361,15 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
     if their.ipv4 && !can_v4 {
         warn!("IPv4 routes not announced on this session: set bgp.next_hop_v4");
     }
-    info!(hold, ebgp, ipv4 = can_v4, ipv6 = can_v6, peer_gr = their.graceful_restart, route_refresh = their.route_refresh, "Established");
+    info!(
+        hold,
+        ebgp,
+        ipv4 = can_v4,
+        ipv6 = can_v6,
+        peer_gr = their.graceful_restart,
+        route_refresh = their.route_refresh,
+        "Established"
+    );
     update(&ctx.shared, |s| {
         s.state = SessionState::Established;
         s.established_at = Some(std::time::Instant::now());

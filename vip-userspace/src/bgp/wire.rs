@@ -128,14 +128,24 @@ pub struct RouteAttrs {
     pub next_hop_v6: Option<Ipv6Addr>,
 }
 
-fn attr(optional: bool, transitive: bool, ext: bool, v: PathAttributeValue) -> Option<PathAttribute> {
+fn attr(
+    optional: bool,
+    transitive: bool,
+    ext: bool,
+    v: PathAttributeValue,
+) -> Option<PathAttribute> {
     PathAttribute::from(optional, transitive, false, ext, v).ok()
 }
 
 impl RouteAttrs {
     fn common(&self) -> Vec<PathAttribute> {
         let mut out = Vec::new();
-        out.extend(attr(false, true, false, PathAttributeValue::Origin(Origin::IGP)));
+        out.extend(attr(
+            false,
+            true,
+            false,
+            PathAttributeValue::Origin(Origin::IGP),
+        ));
         let as_path = match (self.ebgp, self.asn4) {
             (false, true) => AsPath::As4PathSegments(Box::new([])),
             (false, false) => AsPath::As2PathSegments(Box::new([])),
@@ -150,7 +160,12 @@ impl RouteAttrs {
                 vec![u16::try_from(self.local_as).unwrap_or(AS_TRANS)],
             )])),
         };
-        out.extend(attr(false, true, false, PathAttributeValue::AsPath(as_path)));
+        out.extend(attr(
+            false,
+            true,
+            false,
+            PathAttributeValue::AsPath(as_path),
+        ));
         if !self.ebgp {
             if let Some(lp) = self.local_pref {
                 out.extend(attr(
@@ -222,7 +237,11 @@ pub fn announce(attrs: &RouteAttrs, v4: &[Ipv4Addr], v6: &[Ipv6Addr]) -> Vec<Bgp
                     nlri: nlri.into(),
                 }),
             ));
-            out.push(BgpMessage::Update(BgpUpdateMessage::new(vec![], pa, vec![])));
+            out.push(BgpMessage::Update(BgpUpdateMessage::new(
+                vec![],
+                pa,
+                vec![],
+            )));
         }
     }
     out
@@ -342,7 +361,9 @@ mod tests {
             next_hop_v4: Some(Ipv4Addr::new(10, 0, 0, 2)),
             next_hop_v6: Some("fd00::2".parse().unwrap()),
         };
-        let v4: Vec<Ipv4Addr> = (0..1000u32).map(|i| Ipv4Addr::from(0x0a00_0000 + i)).collect();
+        let v4: Vec<Ipv4Addr> = (0..1000u32)
+            .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+            .collect();
         let v6 = vec!["fd00::10".parse().unwrap()];
         let msgs = announce(&attrs, &v4, &v6);
         assert_eq!(msgs.len(), 4, "1000 /32s in three UPDATEs, the /128 in one");
