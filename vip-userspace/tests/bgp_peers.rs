@@ -164,6 +164,10 @@ struct BirdOpts {
     graceful_restart: bool,
     bfd: bool,
     hold: u16,
+    /// bird connects to us (our peer is `passive`).
+    active: bool,
+    /// The session runs over IPv6 (fd00:N::1 <-> fd00:N::2).
+    v6_session: bool,
 }
 
 impl Bird {
@@ -181,6 +185,17 @@ impl Bird {
             // session down" before it accepts the neighbour again.
             bgp_extra += "  bfd on;\n  error wait time 1, 5;\n";
         }
+        if o.active {
+            // Connect at once and retry every second (defaults: 5 s and 120 s).
+            bgp_extra += "  connect delay time 1;\n  connect retry time 1;\n";
+        } else {
+            bgp_extra += "  passive on;\n";
+        }
+        let (local, neighbor) = if o.v6_session {
+            (format!("fd00:{}::1", link.n), link.node_addr6().to_string())
+        } else {
+            (link.rt_addr().to_string(), link.node_addr().to_string())
+        };
         let bfd_proto = if o.bfd {
             "protocol bfd {\n  interface \"*\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };\n}\n"
         } else {
@@ -188,10 +203,9 @@ impl Bird {
         };
         let conf = format!(
             "router id {rt};\nprotocol device {{ scan time 1; }}\n{bfd_proto}\
-             protocol bgp node {{\n  local {rt} as {ROUTER_AS};\n  neighbor {node} as {NODE_AS};\n  passive on;\n  hold time {hold};\n{bgp_extra}\
+             protocol bgp node {{\n  local {local} as {ROUTER_AS};\n  neighbor {neighbor} as {NODE_AS};\n  hold time {hold};\n{bgp_extra}\
                ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
             rt = link.rt_addr(),
-            node = link.node_addr(),
             hold = if o.hold == 0 { 9 } else { o.hold },
         );
         std::fs::write(dir.join("bird.conf"), conf).unwrap();
@@ -541,6 +555,57 @@ fn bird_bfd_removes_routes_of_a_dead_node_within_a_second() {
     bird.wait_route("192.0.2.10/32", Duration::from_secs(5));
     assert!(sp.status()[0].flaps >= 1, "{:?}", sp.status());
     rt.run(sp.shutdown());
+}
+
+#[test]
+fn bird_connects_to_passive_speaker_over_ipv6_with_md5() {
+    let link = Link::new("bgpg", 207);
+    let rt = NodeRt::new(&link);
+    let mut cfg = link.config();
+    cfg.peers[0].address = format!("fd00:{}::1", link.n).parse().unwrap();
+    cfg.peers[0].passive = true;
+    cfg.peers[0].password = Some("v6-key".into());
+    // An IPv6 session carries IPv4 routes only with an IPv4 next hop configured.
+    cfg.next_hop_v4 = Some(link.node_addr());
+    // Listening first: bird's first connection then succeeds.
+    let sp = rt.start(cfg);
+    sp.announce(hosts(&[VIP4.into(), vip6().into()]));
+    assert!(
+        wait_state(&sp, SessionState::Active, Duration::from_secs(2)),
+        "a passive peer waits in Active: {:?}",
+        sp.status()
+    );
+    let opts = |password| BirdOpts {
+        active: true,
+        v6_session: true,
+        password: Some(password),
+        ..Default::default()
+    };
+    // The listener's key is enforced: a router with another key never gets in.
+    let wrong = Bird::start(&link, opts("not-the-key"));
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        assert_ne!(sp.status()[0].state, SessionState::Established);
+        assert!(!wrong.established(), "Established with a wrong MD5 key");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(wrong);
+    let bird = Bird::start(&link, opts("v6-key"));
+    wait_bird_established(&bird, &sp, Duration::from_secs(10));
+    let r6 = bird.wait_route("fd00:ffff::10/128", Duration::from_secs(5));
+    assert!(
+        r6.contains(&format!("BGP.next_hop: {}", link.node_addr6())),
+        "IPv6 next hop defaults to the session's local address:\n{r6}"
+    );
+    let r4 = bird.wait_route("192.0.2.10/32", Duration::from_secs(5));
+    assert!(
+        r4.contains(&format!("BGP.next_hop: {}", link.node_addr())),
+        "configured IPv4 next hop:\n{r4}"
+    );
+    rt.run(sp.shutdown());
+    assert!(bird
+        .wait_no_route("fd00:ffff::10/128", Duration::from_secs(2))
+        .is_some());
 }
 
 // ------------------------------------------------------------------------------- gobgpd
