@@ -347,6 +347,11 @@ fn bird_receives_v4_and_v6_host_routes_and_withdrawals() {
     assert!(bird
         .wait_no_route("fd00:ffff::10/128", Duration::from_secs(5))
         .is_some());
+    // ROUTE-REFRESH from the router: we send the table again; the session stays up.
+    let out = bird.birdc("reload in node");
+    assert!(!out.contains("rror"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(bird.established() && bird.route("192.0.2.11/32").is_some());
     let st = &sp.status()[0];
     assert_eq!(st.prefixes_announced, 1, "{st:?}");
     assert_eq!(st.flaps, 0, "{st:?}");
@@ -667,8 +672,9 @@ fn gobgpd_receives_host_route() {
     let nh = link.node_addr().to_string();
     let rib = poll(Duration::from_secs(10), || {
         let rib = gobgp(&["global", "rib", "-a", "ipv4", "-j"])?;
-        let paths = rib.get("192.0.2.10/32")?;
-        paths.to_string().contains(&nh).then(|| paths.clone())
+        let attrs = rib.pointer("/192.0.2.10~132/0/attrs")?.as_array()?.clone();
+        let nexthop = attrs.iter().find_map(|a| a.get("nexthop")?.as_str())?;
+        (nexthop == nh).then_some(attrs)
     });
     assert!(
         rib.is_some(),
@@ -678,8 +684,13 @@ fn gobgpd_receives_host_route() {
     let nh6 = link.node_addr6().to_string();
     let rib6 = poll(Duration::from_secs(10), || {
         let rib = gobgp(&["global", "rib", "-a", "ipv6", "-j"])?;
-        let paths = rib.get("fd00:ffff::10/128")?;
-        paths.to_string().contains(&nh6).then_some(())
+        // IPv6 next hops are in the MP_REACH_NLRI attribute (type 14).
+        let attrs = rib
+            .pointer("/fd00:ffff::10~1128/0/attrs")?
+            .as_array()?
+            .clone();
+        let mp = attrs.iter().find(|a| a.get("type") == Some(&14.into()))?;
+        mp.to_string().contains(&format!("\"{nh6}\"")).then_some(())
     });
     assert!(
         rib6.is_some(),
@@ -693,4 +704,112 @@ fn gobgpd_receives_host_route() {
     });
     assert!(gone.is_some(), "gobgpd kept the withdrawn /32");
     rt.run(sp.shutdown());
+}
+
+// ---------------------------------------------------------------------------------- FRR
+
+#[test]
+fn frr_bgpd_receives_host_route() {
+    let link = Link::new("bgph", 208);
+    let dir = link.dir();
+    let d = dir.to_str().unwrap().to_string();
+    let conf = format!(
+        "frr defaults traditional\nhostname rt\nlog file {d}/bgpd.log\n\
+         router bgp {ROUTER_AS}\n bgp router-id {rt}\n no bgp ebgp-requires-policy\n\
+          neighbor {node} remote-as {NODE_AS}\n neighbor {node} passive\n neighbor {node} timers 3 9\n\
+          address-family ipv6 unicast\n  neighbor {node} activate\n exit-address-family\n",
+        rt = link.rt_addr(),
+        node = link.node_addr(),
+    );
+    std::fs::write(dir.join("bgpd.conf"), conf).unwrap();
+    std::fs::write(dir.join("vtysh.conf"), "username root nopassword\n").unwrap();
+    let err = std::fs::File::create(dir.join("bgpd.stderr")).unwrap();
+    let mut cmd = link.rt.command("/usr/lib/frr/bgpd");
+    // -Z: no zebra (no kernel routes), -S: skip runas checks, -P 0: no vty TCP port.
+    cmd.args(["-Z", "-S", "-P", "0", "-u", "root", "-g", "root", "-f"])
+        .arg(dir.join("bgpd.conf"))
+        .arg("-i")
+        .arg(dir.join("bgpd.pid"))
+        .args(["--vty_socket", &d])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err));
+    let mut bgpd = match cmd.spawn() {
+        Ok(child) => Proc { child },
+        Err(e) => panic!("starting FRR bgpd ({e}): install frr"),
+    };
+    let logs = || {
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(dir.join("bgpd.stderr")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("bgpd.log")).unwrap_or_default()
+        )
+    };
+    let vtysh = |c: &str| -> Option<serde_json::Value> {
+        let out = Command::new("vtysh")
+            .args([
+                "--config_dir",
+                &d,
+                "--vty_socket",
+                &d,
+                "-d",
+                "bgpd",
+                "-c",
+                c,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("vtysh ({e}): install frr"));
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let rt = NodeRt::new(&link);
+    let sp = rt.start(link.config());
+    sp.announce(hosts(&[VIP4.into(), vip6().into()]));
+    let node = link.node_addr().to_string();
+    let est = poll(Duration::from_secs(20), || {
+        if let Ok(Some(st)) = bgpd.child.try_wait() {
+            panic!("bgpd exited ({st}): {}", logs());
+        }
+        let n = vtysh("show bgp neighbors json")?;
+        let state = n
+            .pointer(&format!("/{node}/bgpState"))?
+            .as_str()?
+            .to_string();
+        (state == "Established" && sp.status()[0].state == SessionState::Established).then_some(())
+    });
+    assert!(
+        est.is_some(),
+        "FRR not Established: ours {:?}\n{:?}\n{}",
+        sp.status(),
+        vtysh("show bgp neighbors json"),
+        logs()
+    );
+    let route = poll(Duration::from_secs(5), || {
+        let r = vtysh("show bgp ipv4 unicast 192.0.2.10/32 json")?;
+        let path = r.pointer("/paths/0")?;
+        let ok = path.pointer("/nexthops/0/ip")?.as_str()? == node
+            && path.pointer("/valid")?.as_bool()?
+            && path.pointer("/aspath/string")?.as_str()? == NODE_AS.to_string();
+        ok.then_some(r)
+    });
+    assert!(
+        route.is_some(),
+        "FRR lacks 192.0.2.10/32 via {node}: {:?}",
+        vtysh("show bgp ipv4 unicast json")
+    );
+    let nh6 = link.node_addr6().to_string();
+    let route6 = poll(Duration::from_secs(5), || {
+        let r = vtysh("show bgp ipv6 unicast fd00:ffff::10/128 json")?;
+        let ip = r.pointer("/paths/0/nexthops/0/ip")?.as_str()?.to_string();
+        (ip == nh6).then_some(())
+    });
+    assert!(
+        route6.is_some(),
+        "FRR lacks fd00:ffff::10/128 via {nh6}: {:?}",
+        vtysh("show bgp ipv6 unicast json")
+    );
+    rt.run(sp.shutdown());
+    let gone = poll(Duration::from_secs(5), || {
+        let r = vtysh("show bgp ipv4 unicast json")?;
+        (!r.to_string().contains("192.0.2.10/32")).then_some(())
+    });
+    assert!(gone.is_some(), "FRR kept the route after shutdown()");
 }
