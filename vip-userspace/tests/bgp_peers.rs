@@ -547,6 +547,11 @@ fn bird_bfd_removes_routes_of_a_dead_node_within_a_second() {
         gone < Duration::from_secs(1),
         "route removed after {gone:?}, want < 1 s"
     );
+    let why = bird.birdc("show protocols all node");
+    assert!(
+        why.contains("BFD session down"),
+        "bird dropped the session for another reason:\n{why}"
+    );
     assert!(
         wait_state(&sp, SessionState::Active, Duration::from_secs(2))
             || sp.status()[0].state != SessionState::Established,
