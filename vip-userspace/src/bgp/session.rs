@@ -533,3 +533,176 @@ async fn bfd_changed(s: &mut Option<bfd::Session>) -> BfdState {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The FSM against a scripted peer on loopback: what real routers do not show us.
+    use super::*;
+    use crate::bgp::Shared;
+    use netgauze_bgp_pkt::{
+        notification::{HoldTimerExpiredError, MessageHeaderError},
+        open::{BgpOpenMessage, BgpOpenMessageParameter},
+        update::BgpUpdateMessage,
+    };
+    use netgauze_iana::address_family::AddressType;
+    use std::sync::Mutex;
+    use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+    struct Harness {
+        conn: Framed<TcpStream, BgpCodec>,
+        shared: SharedRef,
+        desired: watch::Sender<Arc<BTreeSet<IpAddr>>>,
+        _control: watch::Sender<Control>,
+    }
+
+    /// A speaker (AS 65001) connected to a fake router (AS 65000, hold `hold`) that has
+    /// completed OPEN/KEEPALIVE.
+    async fn established(hold: u16, announce: &[IpAddr]) -> Harness {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut peer = PeerConfig::new("127.0.0.1".parse().unwrap(), 65000);
+        peer.port = port;
+        peer.multihop_ttl = Some(64);
+        let mut cfg = BgpConfig::new(65001, Ipv4Addr::new(10, 0, 0, 2), vec![peer.clone()]);
+        cfg.hold_time_s = 30;
+        let shared = Arc::new(Mutex::new(Shared {
+            state: SessionState::Idle,
+            established_at: None,
+            flaps: 0,
+            announced: 0,
+            last_error: None,
+            bfd: None,
+        }));
+        let (desired, desired_rx) =
+            watch::channel(Arc::new(announce.iter().copied().collect::<BTreeSet<_>>()));
+        let (control, control_rx) = watch::channel(Control::Run);
+        tokio::spawn(run(PeerCtx {
+            cfg: Arc::new(cfg),
+            peer,
+            shared: shared.clone(),
+            desired: desired_rx,
+            control: control_rx,
+            incoming: None,
+            bfd: None,
+        }));
+        let (s, _) = l.accept().await.unwrap();
+        let mut conn = Framed::new(s, BgpCodec::new(true));
+        let BgpMessage::Open(o) = conn.next().await.unwrap().unwrap().0 else {
+            panic!("first message is not OPEN")
+        };
+        let p = wire::peer_open(&o);
+        assert_eq!((p.asn, p.hold_time_s, p.asn4), (65001, 30, true));
+        let caps = vec![
+            netgauze_bgp_pkt::capabilities::BgpCapability::FourOctetAs(
+                netgauze_bgp_pkt::capabilities::FourOctetAsCapability::new(65000),
+            ),
+            netgauze_bgp_pkt::capabilities::BgpCapability::MultiProtocolExtensions(
+                netgauze_bgp_pkt::capabilities::MultiProtocolExtensionsCapability::new(
+                    AddressType::Ipv4Unicast,
+                ),
+            ),
+        ];
+        let open = BgpOpenMessage::new(
+            65000,
+            hold,
+            Ipv4Addr::new(10, 0, 0, 1),
+            vec![BgpOpenMessageParameter::new_capabilities(caps)],
+        );
+        conn.send(BgpMessage::Open(open)).await.unwrap();
+        conn.send(BgpMessage::KeepAlive).await.unwrap();
+        assert!(matches!(
+            conn.next().await.unwrap().unwrap().0,
+            BgpMessage::KeepAlive
+        ));
+        Harness {
+            conn,
+            shared,
+            desired,
+            _control: control,
+        }
+    }
+
+    async fn next_update(conn: &mut Framed<TcpStream, BgpCodec>) -> BgpUpdateMessage {
+        loop {
+            match conn.next().await.unwrap().unwrap().0 {
+                BgpMessage::Update(u) => return u,
+                BgpMessage::KeepAlive => {}
+                other => panic!("expected UPDATE, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn table_then_end_of_rib_then_diffs() {
+        let v4: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut h = established(9, &[v4, "fd00::10".parse().unwrap()]).await;
+        // The peer offered IPv4 only: the /128 is not sent, and there is no IPv6 EoR.
+        let u = next_update(&mut h.conn).await;
+        assert_eq!(u.nlri().len(), 1);
+        assert!(u.path_attributes().iter().any(|a| matches!(
+            a.value(),
+            netgauze_bgp_pkt::path_attribute::PathAttributeValue::NextHop(nh)
+                if nh.next_hop() == Ipv4Addr::LOCALHOST
+        )));
+        let eor = next_update(&mut h.conn).await;
+        assert_eq!(eor.end_of_rib(), Some(AddressType::Ipv4Unicast));
+        assert_eq!(h.shared.lock().unwrap().announced, 1);
+        h.desired.send_replace(Arc::new(BTreeSet::new()));
+        let w = next_update(&mut h.conn).await;
+        assert_eq!(w.withdraw_routes().len(), 1);
+        assert!(w.nlri().is_empty());
+    }
+
+    #[tokio::test]
+    async fn hold_timer_expiry_sends_notification() {
+        // Hold 3 s: we send keepalives every second, and give up 3 s after the last
+        // message from the (now silent) peer.
+        let mut h = established(3, &[]).await;
+        let t0 = std::time::Instant::now();
+        let mut keepalives = 0;
+        loop {
+            match h.conn.next().await.unwrap().unwrap().0 {
+                BgpMessage::KeepAlive => keepalives += 1,
+                BgpMessage::Update(_) => {}
+                BgpMessage::Notification(BgpNotificationMessage::HoldTimerExpiredError(
+                    HoldTimerExpiredError::Unspecific { .. },
+                )) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert!(keepalives >= 2, "{keepalives} keepalives in {took:?}");
+        // Reconnection follows; the flap is counted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while h.shared.lock().unwrap().flaps == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = h.shared.lock().unwrap();
+        assert_eq!(s.flaps, 1);
+        assert_eq!(s.last_error.as_deref(), Some("hold timer expired"));
+    }
+
+    #[tokio::test]
+    async fn malformed_message_gets_a_notification() {
+        let mut h = established(9, &[]).await;
+        next_update(&mut h.conn).await; // End-of-RIB
+                                        // A header whose marker is not all ones: the connection is not synchronized.
+        let mut bad = vec![0u8; 16];
+        bad.extend_from_slice(&19u16.to_be_bytes());
+        bad.push(4);
+        h.conn.get_mut().write_all(&bad).await.unwrap();
+        loop {
+            match h.conn.next().await.unwrap().unwrap().0 {
+                BgpMessage::KeepAlive => {}
+                BgpMessage::Notification(BgpNotificationMessage::MessageHeaderError(
+                    MessageHeaderError::ConnectionNotSynchronized { .. },
+                )) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
