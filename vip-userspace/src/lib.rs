@@ -3,6 +3,7 @@
 //! `main.rs` is a thin CLI; everything lives here so tests can drive it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod daemon;

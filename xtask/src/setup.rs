@@ -13,6 +13,11 @@ const APT: &[&str] = &[
     "util-linux",
     "gcc",
     "libc6-dev",
+    // Real BGP peers for vip-userspace/tests/bgp_peers.rs (FRR: bgpd and vtysh only,
+    // started by the test without zebra).
+    "bird2",
+    "gobgpd",
+    "frr",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
