@@ -110,6 +110,8 @@ pub struct FileConfig {
     pub election: Option<ElectionFile>,
     /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
     pub dead_man_ms: Option<u64>,
+    /// Announce owned VIPs to BGP peers (see README, BGP).
+    pub bgp: Option<crate::bgp::BgpConfig>,
 }
 
 /// `election:` — who owns the VIPs. Absent or `mode: single`: this node, always.
@@ -274,6 +276,7 @@ pub struct Config {
     /// (a hung or stopped daemon goes silent); zero turns it off. Never longer than the
     /// lease's renew deadline.
     pub dead_man: Duration,
+    pub bgp: Option<crate::bgp::BgpConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -448,7 +451,38 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         max_services,
         dead_man: dead_man(file.dead_man_ms, &election)?,
         election,
+        bgp: resolve_bgp(file.bgp)?,
     })
+}
+
+/// The file's `bgp:` section, else kube-vip's `bgp_enable=true` with `bgp_as`,
+/// `bgp_routerid` and `bgp_peers` (`addr:AS:pass:multihop`, comma-separated).
+fn resolve_bgp(
+    file: Option<crate::bgp::BgpConfig>,
+) -> Result<Option<crate::bgp::BgpConfig>, ConfigError> {
+    let cfg = match file {
+        Some(b) => b,
+        None if env_nonempty("bgp_enable").as_deref() == Some("true") => {
+            let local_as = env_nonempty("bgp_as")
+                .ok_or_else(|| ConfigError::new("bgp_as", "required with bgp_enable=true"))?
+                .parse::<u32>()
+                .map_err(|e| ConfigError::new("bgp_as", e.to_string()))?;
+            let router_id = env_nonempty("bgp_routerid")
+                .ok_or_else(|| ConfigError::new("bgp_routerid", "required with bgp_enable=true"))?
+                .parse()
+                .map_err(|e: std::net::AddrParseError| {
+                    ConfigError::new("bgp_routerid", e.to_string())
+                })?;
+            let peers =
+                crate::bgp::parse_kube_vip_peers(&env_nonempty("bgp_peers").unwrap_or_default())
+                    .map_err(|e| ConfigError::new(e.field, e.message))?;
+            crate::bgp::BgpConfig::new(local_as, router_id, peers)
+        }
+        None => return Ok(None),
+    };
+    cfg.validate()
+        .map_err(|e| ConfigError::new(e.field, e.message))?;
+    Ok(Some(cfg))
 }
 
 /// Default 2 s; with a Lease at most the renew deadline, so a hung leader is silent by the

@@ -53,6 +53,8 @@ pub enum DaemonError {
     Services(#[from] ServiceError),
     #[error("kubernetes: {0}")]
     Kube(String),
+    #[error("bgp: {0}")]
+    Bgp(String),
 }
 
 /// Re-reads the configuration (SIGHUP).
@@ -354,6 +356,14 @@ pub async fn run(
 
     let uplink = link::get(&handle, &cfg.interface).await?;
     let mut ownership = Ownership::start(&cfg, &state).await?;
+    // BGP announces exactly what the data plane has applied (owned VIPs).
+    let speaker = match &cfg.bgp {
+        Some(b) => Some(
+            crate::bgp::Speaker::start(b.clone()).map_err(|e| DaemonError::Bgp(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut owned_rx = state.owned.subscribe();
     let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
     let shutdown = shutdown::wait();
     tokio::pin!(shutdown);
@@ -401,6 +411,14 @@ pub async fn run(
                 }
                 continue;
             }
+            r = owned_rx.changed(), if speaker.is_some() => {
+                if r.is_ok() {
+                    if let Some(sp) = &speaker {
+                        sp.announce(owned_rx.borrow_and_update().iter().map(|v| std::net::IpAddr::V4(*v)).collect());
+                    }
+                }
+                continue;
+            }
             _ = check_in.tick() => {
                 if let Some(r) = running.as_mut() {
                     r.rec.check_in(cfg.dead_man);
@@ -410,6 +428,11 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         ticks += 1;
+        if let Some(sp) = &speaker {
+            if let Ok(mut b) = state.bgp.lock() {
+                *b = sp.status();
+            }
+        }
         if let Some(r) = running.as_mut() {
             if ticks.is_multiple_of(EPOCH_TICKS) {
                 r.rec.tick_epoch();
@@ -477,6 +500,11 @@ pub async fn run(
         result = bring_down(r, &cfg, &state, keep_pinned).await;
     } else if !keep_pinned {
         load::remove_pins(&cfg.pin_dir);
+    }
+    // Routes withdrawn (nothing is owned any more), then Cease.
+    if let Some(sp) = speaker {
+        sp.announce(Default::default());
+        sp.shutdown().await;
     }
     ownership.stop().await;
     result?;

@@ -53,6 +53,8 @@ pub struct State {
     pub leader_transitions: Counter,
     /// What the Service controller last saw (Kubernetes mode).
     pub k8s: Mutex<K8sStats>,
+    /// BGP sessions, refreshed by the daemon every link check.
+    pub bgp: Mutex<Vec<crate::bgp::PeerStatus>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -189,6 +191,50 @@ impl Collector for DataplaneCollector {
                         };
                         let labels = [("pool", pool.as_str())];
                         ConstGauge::new(v).encode(fam.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        {
+            let peers = st.bgp.lock().map(|b| b.clone()).unwrap_or_default();
+            if !peers.is_empty() {
+                for (name, help, gauge) in [
+                    (
+                        "vip_bgp_session_established",
+                        "1 while the session is Established",
+                        true,
+                    ),
+                    (
+                        "vip_bgp_prefixes_announced",
+                        "Host routes announced on the session",
+                        true,
+                    ),
+                    (
+                        "vip_bgp_session_flaps",
+                        "Times the session left Established",
+                        false,
+                    ),
+                ] {
+                    let ty = if gauge {
+                        prometheus_client::metrics::MetricType::Gauge
+                    } else {
+                        prometheus_client::metrics::MetricType::Counter
+                    };
+                    let mut fam = enc.encode_descriptor(name, help, None, ty)?;
+                    for p in &peers {
+                        let peer = p.address.to_string();
+                        let labels = [("peer", peer.as_str())];
+                        let e = fam.encode_family(&labels)?;
+                        match name {
+                            "vip_bgp_session_established" => ConstGauge::new(
+                                (p.state == crate::bgp::SessionState::Established) as i64,
+                            )
+                            .encode(e)?,
+                            "vip_bgp_prefixes_announced" => {
+                                ConstGauge::new(p.prefixes_announced as i64).encode(e)?
+                            }
+                            _ => ConstCounter::new(p.flaps).encode(e)?,
+                        }
                     }
                 }
             }

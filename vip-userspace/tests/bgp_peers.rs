@@ -818,3 +818,64 @@ fn frr_bgpd_receives_host_route() {
     });
     assert!(gone.is_some(), "FRR kept the route after shutdown()");
 }
+
+/// The daemon itself (`vip run` with a `bgp:` section): announces the VIPs it owns with its
+/// own address as next hop, reports the session in its metrics, and on SIGTERM withdraws
+/// them and closes the session.
+#[test]
+fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
+    let link = Link::new("bgpi", 209);
+    let bird = Bird::start(&link, BirdOpts::default());
+    let dir = std::env::temp_dir().join("bgpi-daemon");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("vip.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-bgpi\nvips: [{VIP4}]\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
+            link.node_addr(),
+            link.rt_addr()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("vip.log");
+    let mut cmd = link.node.command(env!("CARGO_BIN_EXE_vip"));
+    cmd.args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut d = Proc::spawn(cmd);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let route = poll(Duration::from_secs(20), || {
+        bird.route(&format!("{VIP4}/32"))
+    })
+    .unwrap_or_else(|| panic!("no route in bird:\n{}\n{}", bird.log(), logs()));
+    assert!(
+        route.contains(&format!("via {}", link.node_addr())),
+        "next hop is the node: {route}"
+    );
+    let metrics = poll(Duration::from_secs(5), || {
+        let (_, body) =
+            testbed::http_get(&link.node, "127.0.0.1:9472".parse().unwrap(), "/metrics").ok()?;
+        body.contains(&format!(
+            "vip_bgp_session_established{{peer=\"{}\"}} 1",
+            link.rt_addr()
+        ))
+        .then_some(body)
+    });
+    assert!(metrics.is_some(), "session in the metrics:\n{}", logs());
+    d.signal(libc::SIGTERM);
+    let exited = d.wait_timeout(Duration::from_secs(10));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "clean exit:\n{}",
+        logs()
+    );
+    assert!(
+        bird.wait_no_route(&format!("{VIP4}/32"), Duration::from_secs(2))
+            .is_some(),
+        "withdrawn on SIGTERM:\n{}",
+        bird.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
