@@ -50,8 +50,10 @@ impl Conflicts {
     ) -> Vec<Claim> {
         let mut out = Vec::new();
         for (vip, s) in rows {
+            // Counters start at zero with the VIP's stats entry: a claim that arrived before
+            // our first look is still a claim.
             let t = self.seen.entry(*vip).or_insert(Track {
-                count: s.arp_conflict,
+                count: 0,
                 last_claim: None,
                 next: None,
                 backoff: FIRST,
@@ -103,13 +105,15 @@ mod tests {
         let owned: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(192, 0, 2, 100)].into();
         let mut c = Conflicts::default();
         let t0 = Instant::now();
-        assert!(c.observe(t0, &row(3), &owned).is_empty(), "baseline");
-        let got = c.observe(t0, &row(5), &owned);
-        assert_eq!(got.len(), 1);
+        let got = c.observe(t0, &row(3), &owned);
+        assert_eq!(got.len(), 1, "claims before the first look count");
         assert!(got[0].reannounce);
-        assert_eq!((got[0].new, got[0].mac), (2, [2, 0, 0, 0, 0, 9]));
+        assert_eq!((got[0].new, got[0].mac), (3, [2, 0, 0, 0, 0, 9]));
         // Within the back-off: counted, not re-announced.
-        let got = c.observe(t0 + Duration::from_millis(500), &row(6), &owned);
+        let got = c.observe(t0 + Duration::from_millis(500), &row(5), &owned);
+        assert_eq!(got[0].new, 2);
+        assert!(!got[0].reannounce);
+        let got = c.observe(t0 + Duration::from_millis(600), &row(6), &owned);
         assert!(!got[0].reannounce);
         let got = c.observe(t0 + Duration::from_millis(1100), &row(7), &owned);
         assert!(got[0].reannounce, "after 1 s");
@@ -126,7 +130,6 @@ mod tests {
     fn claims_on_vips_we_do_not_own_are_not_ours_to_fight() {
         let mut c = Conflicts::default();
         let t0 = Instant::now();
-        c.observe(t0, &row(0), &BTreeSet::new());
         assert!(c.observe(t0, &row(4), &BTreeSet::new()).is_empty());
     }
 }
