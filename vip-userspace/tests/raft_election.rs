@@ -118,6 +118,8 @@ enum Cmd {
         graceful: bool,
         done: mpsc::Sender<Instant>,
     },
+    /// Block the node's runtime thread (its I/O loop) for a while, as a hung daemon.
+    Freeze(Duration, mpsc::Sender<Instant>),
 }
 
 struct Node {
@@ -147,6 +149,10 @@ impl Node {
                     tokio::select! {
                         c = crx.recv() => match c {
                             Some(Cmd::Status(r)) => { let _ = r.send(e.status()); }
+                            Some(Cmd::Freeze(d, started)) => {
+                                let _ = started.send(Instant::now());
+                                std::thread::sleep(d);
+                            }
                             Some(Cmd::Stop { graceful, done }) => {
                                 let t = Instant::now();
                                 if graceful { e.stop().await } else { drop(e) }
@@ -180,6 +186,13 @@ impl Node {
         let (tx, rx) = mpsc::channel();
         self.cmd.send(Cmd::Status(tx)).expect("node gone");
         rx.recv_timeout(Duration::from_secs(2)).expect("status")
+    }
+
+    /// Freeze the node's runtime for `d`; returns when the freeze began.
+    fn freeze(&self, d: Duration) -> Instant {
+        let (tx, rx) = mpsc::channel();
+        self.cmd.send(Cmd::Freeze(d, tx)).expect("node gone");
+        rx.recv_timeout(Duration::from_secs(2)).expect("freeze")
     }
 
     /// Stop; returns when the stop began.
@@ -427,12 +440,15 @@ fn elect_partition_heal() {
     let silent = t_silent.saturating_duration_since(t_cut);
     // The stated bound is from the send time of its last quorum-acknowledged heartbeat,
     // which the node's own status gives at the moment it went silent.
-    let since_ack = poll(Duration::from_secs(1), || {
+    let (t_event, ack_ms) = poll(Duration::from_secs(1), || {
         ev_rx_find(&ev_rx, &mut per_term, leader, false)
     })
     .expect("silence event");
+    // The node read its status when its harness saw the change; the change itself was no
+    // later than either observer saw it.
+    let since_ack = ack_ms as f64 - ms(t_event.saturating_duration_since(t_event.min(t_silent)));
     println!(
-        "partition: node {} silent {:.1} ms after the cut (ip command took {:.1} ms); {} ms after its last quorum ack (bound lease+10 = {} ms)",
+        "partition: node {} silent {:.1} ms after the cut (ip command took {:.1} ms); {:.1} ms after its last quorum ack (bound lease+10 = {} ms)",
         leader + 1,
         ms(silent),
         ms(t_cut_done - t_cut),
@@ -441,7 +457,7 @@ fn elect_partition_heal() {
     );
     // Sampler resolution 1 ms, status in whole ms: 3 ms slack on the bound itself.
     assert!(
-        since_ack <= (LEASE + WATCHDOG).as_millis() as u64 + 3,
+        since_ack <= ms(LEASE + WATCHDOG) + 3.0,
         "silent {since_ack} ms after last quorum ack"
     );
     // From the cut (the last ack was before it): same bound, plus slack for the ip command.
@@ -521,20 +537,20 @@ fn elect_partition_heal() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// The first "went silent" event of `node` in the channel: ms since its last quorum ack
-/// then (other events are folded into the per-term leader record).
+/// The first change of `node` to `value` in the channel: when its harness saw it and the
+/// ms since its last quorum ack then (other events go to the per-term leader record).
 fn ev_rx_find(
     rx: &mpsc::Receiver<Event>,
     per_term: &mut BTreeMap<u64, BTreeSet<u64>>,
     node: usize,
     value: bool,
-) -> Option<u64> {
-    while let Ok((_, i, v, st)) = rx.try_recv() {
+) -> Option<(Instant, u64)> {
+    while let Ok((t, i, v, st)) = rx.try_recv() {
         if v {
             per_term.entry(st.term).or_default().insert(st.id);
         }
         if i == node && v == value {
-            return st.millis_since_quorum_ack;
+            return st.millis_since_quorum_ack.map(|m| (t, m));
         }
     }
     None
@@ -564,7 +580,10 @@ fn restart_keeps_term_and_vote() {
     // Graceful stop of the leader: silent first, then TimeoutNow: a follower takes over in
     // round trips instead of an election timeout.
     let t_stop = nodes[leader].take().expect("node").stop(true);
-    let silent = sampler.last_change(leader, false).expect("went silent");
+    let silent = poll(Duration::from_secs(1), || {
+        sampler.last_change(leader, false)
+    })
+    .expect("went silent");
     assert!(silent >= t_stop);
     let (next, t_next) = sampler.wait_one_leader(Duration::from_secs(3), Some(leader));
     let handover = t_next.saturating_duration_since(t_stop);
@@ -653,6 +672,63 @@ fn restart_keeps_term_and_vote() {
     );
     assert_one_leader_per_term(&ev_rx, &mut per_term);
     println!("leaders per term: {per_term:?}");
+    for n in nodes.into_iter().flatten() {
+        n.stop(true);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A leader whose runtime hangs (I/O loop stuck) still goes silent on time: the fence
+/// watchdog is its own thread. Another node takes over; after the hang the old leader
+/// follows.
+#[test]
+fn hung_leader_goes_silent() {
+    require_root();
+    init_tracing();
+    let bed = Bed::new("rfh");
+    let root = state_root("hung");
+    let sampler = Sampler::new(3);
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let mut per_term = BTreeMap::new();
+    let (nodes, _) = start_three(&bed, &root, &sampler, &ev_tx);
+    let (leader, _) = sampler.wait_one_leader(Duration::from_secs(3), None);
+    std::thread::sleep(Duration::from_millis(100));
+    let t_freeze = nodes[leader]
+        .as_ref()
+        .expect("node")
+        .freeze(Duration::from_millis(600));
+    poll(Duration::from_secs(1), || {
+        (!sampler.leaders().contains(&leader)).then_some(())
+    })
+    .expect("hung leader kept saying leader");
+    let t_silent = sampler.last_change(leader, false).expect("change");
+    let silent = t_silent.saturating_duration_since(t_freeze);
+    let (next, t_next) = sampler.wait_one_leader(Duration::from_secs(3), Some(leader));
+    println!(
+        "hung leader: node {} silent {:.1} ms after its runtime froze; node {} leader {:.1} ms after the freeze",
+        leader + 1,
+        ms(silent),
+        next + 1,
+        ms(t_next.saturating_duration_since(t_freeze))
+    );
+    // Its last acknowledged heartbeat was sent before the freeze.
+    assert!(
+        silent <= LEASE + WATCHDOG + Duration::from_millis(5),
+        "silent {silent:?} after the freeze"
+    );
+    let old = nodes[leader].as_ref().expect("node");
+    poll(Duration::from_secs(3), || {
+        (old.status().leader == Some(next as u64 + 1)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("thawed leader did not follow: {:?}", old.status()));
+    assert_eq!(sampler.leaders(), vec![next]);
+    let overlaps = sampler.overlaps();
+    assert!(
+        overlaps.is_empty(),
+        "two leaders at once: {:?}",
+        &overlaps[..overlaps.len().min(5)]
+    );
+    assert_one_leader_per_term(&ev_rx, &mut per_term);
     for n in nodes.into_iter().flatten() {
         n.stop(true);
     }
