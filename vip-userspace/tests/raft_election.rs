@@ -655,8 +655,15 @@ fn restart_keeps_term_and_vote() {
     nodes[next] = Some(n);
 
     // Terms only went up, on disk too.
-    for i in 0..3 {
-        let s = nodes[i].as_ref().expect("node").status();
+    for (i, n) in nodes.iter().enumerate() {
+        let s = n.as_ref().expect("node").status();
+        let (on_disk, _) = persisted_term(&root, i);
+        assert!(
+            on_disk >= term_p && s.term >= on_disk,
+            "node {}: disk {on_disk}, memory {}",
+            i + 1,
+            s.term
+        );
         assert!(
             s.term >= term_p,
             "node {} at term {} below {term_p}",
@@ -787,6 +794,13 @@ fn config_errors_name_the_field() {
                 ..good.clone()
             },
             "election.raft.id",
+        ),
+        (
+            RaftConfig {
+                listen: addr(1),
+                ..good.clone()
+            },
+            "election.raft.listen",
         ),
         (
             RaftConfig {

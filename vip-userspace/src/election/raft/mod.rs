@@ -3,7 +3,7 @@
 //!
 //! # Why not openraft
 //! DESIGN.md names openraft (0.9.25). For this job we implement Raft's *election* subset
-//! ourselves (`core.rs`, ~400 lines, sans-I/O and unit-tested), because openraft 0.9 fights
+//! ourselves (`core.rs`, ~450 lines plus tests, sans-I/O and unit-tested), because openraft 0.9 fights
 //! the two things this module exists for:
 //! - timing: its timer ticks every `heartbeat_interval * 3 / 2` (30 ms at 20 ms heartbeats),
 //!   and a follower grants no vote until its leader lease (the maximum election timeout) and
@@ -146,6 +146,23 @@ impl RaftConfig {
                     self.id
                 ),
             );
+        }
+        // Peers send to `peers[id]`: a listener elsewhere would never hear them.
+        if let Some(me) = self.peers.get(&self.id) {
+            let same = if self.listen.ip().is_unspecified() {
+                self.listen.port() == me.port()
+            } else {
+                self.listen == *me
+            };
+            if !same {
+                return err(
+                    "election.raft.listen",
+                    format!(
+                        "{} does not match this node's entry in election.raft.peers ({me})",
+                        self.listen
+                    ),
+                );
+            }
         }
         let addrs: BTreeSet<SocketAddr> = self.peers.values().copied().collect();
         if addrs.len() != self.peers.len() {
@@ -314,6 +331,10 @@ impl RaftElector {
                 addr: cfg.listen,
                 source,
             })?;
+        if cfg.lease < cfg.heartbeat * 3 {
+            tracing::warn!(id = cfg.id, lease = ?cfg.lease, heartbeat = ?cfg.heartbeat,
+                "raft: the lease covers fewer than 3 heartbeats: a couple of lost datagrams will make the leader go silent");
+        }
         tracing::info!(id = cfg.id, listen = %cfg.listen, term = hs.term, voted_for = ?hs.voted_for, state = %store.path().display(), "raft: starting");
         let members: BTreeSet<u64> = cfg.peers.keys().copied().collect();
         let core = Core::new(cfg.id, &members, cfg.timing(), hs, Instant::now());
@@ -615,6 +636,19 @@ mod tests {
             "election.raft.lease_ms"
         );
         assert_eq!(field(&RaftConfig { id: 9, ..cfg(&d) }), "election.raft.id");
+        assert_eq!(
+            field(&RaftConfig {
+                listen: "127.0.0.1:17009".parse().unwrap(),
+                ..cfg(&d)
+            }),
+            "election.raft.listen"
+        );
+        assert!(RaftConfig {
+            listen: "0.0.0.0:17001".parse().unwrap(),
+            ..cfg(&d)
+        }
+        .validate()
+        .is_ok());
         assert_eq!(
             field(&RaftConfig {
                 election_timeout: (Duration::from_millis(300), Duration::from_millis(200)),
