@@ -1,0 +1,732 @@
+//! The election state machine, without I/O: messages and clock ticks in, messages out.
+//!
+//! The caller (the I/O loop in `mod.rs`) must, after every `step`/`tick`:
+//! 1. publish `lease_until()` to the fence (stepping down closes it at once),
+//! 2. persist `hard_state()` if it changed,
+//! 3. only then send `take_out()`.
+//!
+//! Raft's election subset, with no log: terms, one persisted vote per term, PreVote,
+//! heartbeats (AppendEntries without entries), check-quorum, leader transfer (TimeoutNow).
+//! Any member may win (there is no log to be up to date with).
+//!
+//! Why the fence holds. A leader's lease starts at the *send* time of the latest heartbeat a
+//! majority (itself included) acknowledged, and lasts `lease`. Every member of that majority
+//! received the heartbeat after it was sent, and refuses PreVote and Vote (without a leader
+//! transfer) for `election_min` after hearing from its leader. Any new leader needs a
+//! majority of votes, which shares a member with the acknowledging majority, so it cannot
+//! win before `send time + election_min`, while the old leader's lease ended at `send time +
+//! lease` and `lease + watchdog period < election_min` (validated). A node also treats its
+//! own start as "just heard from a leader", because a restarted node has forgotten when it
+//! last did and might otherwise vote inside the lease of a leader it acknowledged before.
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// What must survive a restart: the term and our vote in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: u64,
+    pub voted_for: Option<u64>,
+}
+
+/// The wire messages. Every request carries the sender's term; every response the
+/// responder's, so a stale node learns the current term from any answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// "Would you vote for me in `term`?" (our term + 1). Changes nothing at the receiver.
+    PreVote {
+        term: u64,
+    },
+    PreVoteResp {
+        term: u64,
+        proposed: u64,
+        granted: bool,
+    },
+    /// `transfer`: sent after the leader handed over with `TimeoutNow` (it is already
+    /// silent), so voters skip the "heard from a leader recently" check.
+    Vote {
+        term: u64,
+        transfer: bool,
+    },
+    VoteResp {
+        term: u64,
+        granted: bool,
+    },
+    /// AppendEntries with no entries; `seq` matches the acknowledgement to its send time.
+    Heartbeat {
+        term: u64,
+        seq: u64,
+    },
+    HeartbeatResp {
+        term: u64,
+        seq: u64,
+        ok: bool,
+    },
+    /// From a stepping-down leader: start an election now.
+    TimeoutNow {
+        term: u64,
+    },
+}
+
+/// A message on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: u64,
+    pub to: u64,
+    pub msg: Msg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    pub lease: Duration,
+}
+
+pub struct Core {
+    id: u64,
+    others: Vec<u64>,
+    majority: usize,
+    timing: Timing,
+    hs: HardState,
+    role: Role,
+    leader: Option<u64>,
+    /// When we last heard from a leader of our term (or started): inside `election_min` of
+    /// it we refuse votes (the other half of the fence).
+    last_heard: Option<Instant>,
+    election_deadline: Instant,
+    heartbeat_due: Instant,
+    /// Votes (or pre-votes) for us in the current round, ourselves included.
+    grants: BTreeSet<u64>,
+    // Leader only:
+    seq: u64,
+    /// (seq, send time) of heartbeats recent enough to still matter for the lease; an
+    /// acknowledgement of anything older is dropped (that is the RPC timeout).
+    sent: VecDeque<(u64, Instant)>,
+    /// Per follower: send time of the newest heartbeat it acknowledged in this term.
+    acked: BTreeMap<u64, Instant>,
+    last_sent: Option<Instant>,
+    leader_since: Option<Instant>,
+    quorum_ack: Option<Instant>,
+    last_seen: BTreeMap<u64, Instant>,
+    rng: fastrand::Rng,
+    out: Vec<(u64, Msg)>,
+}
+
+impl Core {
+    pub fn new(
+        id: u64,
+        members: &BTreeSet<u64>,
+        timing: Timing,
+        hs: HardState,
+        now: Instant,
+    ) -> Core {
+        let mut c = Core {
+            id,
+            others: members.iter().copied().filter(|m| *m != id).collect(),
+            majority: members.len() / 2 + 1,
+            timing,
+            hs,
+            role: Role::Follower,
+            leader: None,
+            last_heard: Some(now),
+            election_deadline: now,
+            heartbeat_due: now,
+            grants: BTreeSet::new(),
+            seq: 0,
+            sent: VecDeque::new(),
+            acked: BTreeMap::new(),
+            last_sent: None,
+            leader_since: None,
+            quorum_ack: None,
+            last_seen: BTreeMap::new(),
+            rng: fastrand::Rng::new(),
+            out: Vec::new(),
+        };
+        c.reset_election_timer(now);
+        c
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hs
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> u64 {
+        self.hs.term
+    }
+    pub fn leader(&self) -> Option<u64> {
+        self.leader
+    }
+    pub fn quorum_ack(&self) -> Option<Instant> {
+        self.quorum_ack
+    }
+
+    /// Until when we may act as leader (None: not leader, or no quorum acknowledgement yet).
+    pub fn lease_until(&self) -> Option<Instant> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.quorum_ack.map(|t| t + self.timing.lease)
+    }
+
+    /// Peers we heard anything from within the longest election timeout.
+    pub fn reachable(&self, now: Instant) -> Vec<u64> {
+        self.last_seen
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) < self.timing.election_max)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    pub fn take_out(&mut self) -> Vec<(u64, Msg)> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// When `tick` next has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        match self.role {
+            Role::Leader => {
+                // Also wake when check-quorum would fire, even between heartbeats.
+                let since = self
+                    .quorum_ack
+                    .or(self.leader_since)
+                    .unwrap_or(self.heartbeat_due);
+                self.heartbeat_due.min(since + self.timing.election_min)
+            }
+            _ => self.election_deadline,
+        }
+    }
+
+    pub fn tick(&mut self, now: Instant) {
+        match self.role {
+            Role::Leader => {
+                if now >= self.heartbeat_due {
+                    self.broadcast_heartbeat(now);
+                }
+                // Check-quorum: a leader no majority has answered for a whole minimum
+                // election timeout steps down (its lease ended long before).
+                let since = self.quorum_ack.or(self.leader_since).unwrap_or(now);
+                if now.saturating_duration_since(since) >= self.timing.election_min {
+                    tracing::warn!(
+                        id = self.id,
+                        term = self.hs.term,
+                        "raft: no quorum acknowledgement, stepping down"
+                    );
+                    self.become_follower(now, self.hs.term, None);
+                    // We were the leader: no other leader to be loyal to.
+                    self.last_heard = None;
+                }
+            }
+            _ => {
+                if now >= self.election_deadline {
+                    self.start_prevote(now);
+                }
+            }
+        }
+    }
+
+    pub fn step(&mut self, now: Instant, from: u64, msg: Msg) {
+        if !self.others.contains(&from) {
+            tracing::debug!(
+                id = self.id,
+                from,
+                "raft: message from a non-member, ignored"
+            );
+            return;
+        }
+        self.last_seen.insert(from, now);
+        match msg {
+            Msg::PreVote { term } => {
+                let granted = term > self.hs.term && !self.in_lease(now);
+                self.send(
+                    from,
+                    Msg::PreVoteResp {
+                        term: self.hs.term,
+                        proposed: term,
+                        granted,
+                    },
+                );
+            }
+            Msg::PreVoteResp {
+                term,
+                proposed,
+                granted,
+            } => {
+                if term > self.hs.term {
+                    self.become_follower(now, term, None);
+                } else if self.role == Role::PreCandidate && granted && proposed == self.hs.term + 1
+                {
+                    self.grants.insert(from);
+                    if self.grants.len() >= self.majority {
+                        self.become_candidate(now, false);
+                    }
+                }
+            }
+            Msg::Vote { term, transfer } => {
+                let granted = if term < self.hs.term || (!transfer && self.in_lease(now)) {
+                    // Refused without adopting the term: a node that merely lost contact
+                    // with the leader must not depose it.
+                    false
+                } else {
+                    if term > self.hs.term {
+                        self.become_follower(now, term, None);
+                    }
+                    let free = self.hs.voted_for.is_none_or(|v| v == from);
+                    if free {
+                        self.hs.voted_for = Some(from);
+                        self.reset_election_timer(now);
+                    }
+                    free
+                };
+                tracing::debug!(id = self.id, from, term, granted, "raft: vote request");
+                self.send(
+                    from,
+                    Msg::VoteResp {
+                        term: self.hs.term,
+                        granted,
+                    },
+                );
+            }
+            Msg::VoteResp { term, granted } => {
+                if term > self.hs.term {
+                    self.become_follower(now, term, None);
+                } else if self.role == Role::Candidate && term == self.hs.term && granted {
+                    self.grants.insert(from);
+                    if self.grants.len() >= self.majority {
+                        self.become_leader(now);
+                    }
+                }
+            }
+            Msg::Heartbeat { term, seq } => {
+                if term < self.hs.term {
+                    // Tell the stale leader the term so it steps down.
+                    self.send(
+                        from,
+                        Msg::HeartbeatResp {
+                            term: self.hs.term,
+                            seq,
+                            ok: false,
+                        },
+                    );
+                    return;
+                }
+                if term == self.hs.term && self.role == Role::Leader {
+                    // Impossible while votes are persisted: one vote per node per term.
+                    tracing::error!(
+                        id = self.id,
+                        from,
+                        term,
+                        "raft: another leader in our term; ignoring it"
+                    );
+                    return;
+                }
+                if term > self.hs.term || self.role != Role::Follower || self.leader != Some(from) {
+                    self.become_follower(now, term, Some(from));
+                }
+                self.last_heard = Some(now);
+                self.reset_election_timer(now);
+                self.send(
+                    from,
+                    Msg::HeartbeatResp {
+                        term,
+                        seq,
+                        ok: true,
+                    },
+                );
+            }
+            Msg::HeartbeatResp { term, seq, ok } => {
+                if term > self.hs.term {
+                    self.become_follower(now, term, None);
+                } else if self.role == Role::Leader && term == self.hs.term && ok {
+                    if let Some((_, sent_at)) = self.sent.iter().find(|(s, _)| *s == seq).copied() {
+                        let e = self.acked.entry(from).or_insert(sent_at);
+                        *e = (*e).max(sent_at);
+                        self.recompute_quorum();
+                    }
+                }
+            }
+            Msg::TimeoutNow { term } => {
+                if term == self.hs.term && self.role == Role::Follower && self.leader == Some(from)
+                {
+                    tracing::info!(
+                        id = self.id,
+                        term,
+                        "raft: leader handed over, campaigning now"
+                    );
+                    self.become_candidate(now, true);
+                }
+            }
+        }
+    }
+
+    /// Leader stepping down for good (shutdown): ask the follower that answered most
+    /// recently to campaign at once. The caller has already closed the fence.
+    pub fn transfer(&mut self, now: Instant) -> Option<u64> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let target = self.acked.iter().max_by_key(|(_, t)| **t).map(|(p, _)| *p);
+        self.become_follower(now, self.hs.term, None);
+        if let Some(t) = target {
+            self.send(t, Msg::TimeoutNow { term: self.hs.term });
+        }
+        target
+    }
+
+    fn in_lease(&self, now: Instant) -> bool {
+        match self.role {
+            // A live leader refuses to help depose itself; check-quorum makes a cut-off one
+            // a follower within `election_min`.
+            Role::Leader => true,
+            _ => self
+                .last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) < self.timing.election_min),
+        }
+    }
+
+    fn send(&mut self, to: u64, msg: Msg) {
+        self.out.push((to, msg));
+    }
+
+    fn reset_election_timer(&mut self, now: Instant) {
+        let min = self.timing.election_min.as_micros() as u64;
+        let max = (self.timing.election_max.as_micros() as u64).max(min);
+        self.election_deadline = now + Duration::from_micros(self.rng.u64(min..=max));
+    }
+
+    fn become_follower(&mut self, now: Instant, term: u64, leader: Option<u64>) {
+        if term > self.hs.term {
+            self.hs = HardState {
+                term,
+                voted_for: None,
+            };
+        }
+        if self.role != Role::Follower || self.leader != leader {
+            tracing::info!(id = self.id, term, ?leader, was = ?self.role, "raft: follower");
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.clear_leader_state();
+        self.grants.clear();
+        self.reset_election_timer(now);
+    }
+
+    fn start_prevote(&mut self, now: Instant) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.clear_leader_state();
+        self.grants = BTreeSet::from([self.id]);
+        self.reset_election_timer(now);
+        tracing::debug!(id = self.id, term = self.hs.term, "raft: pre-vote");
+        let term = self.hs.term + 1;
+        for p in self.others.clone() {
+            self.send(p, Msg::PreVote { term });
+        }
+        if self.grants.len() >= self.majority {
+            self.become_candidate(now, false);
+        }
+    }
+
+    fn become_candidate(&mut self, now: Instant, transfer: bool) {
+        self.hs = HardState {
+            term: self.hs.term + 1,
+            voted_for: Some(self.id),
+        };
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.grants = BTreeSet::from([self.id]);
+        self.reset_election_timer(now);
+        tracing::debug!(
+            id = self.id,
+            term = self.hs.term,
+            transfer,
+            "raft: candidate"
+        );
+        let term = self.hs.term;
+        for p in self.others.clone() {
+            self.send(p, Msg::Vote { term, transfer });
+        }
+        if self.grants.len() >= self.majority {
+            self.become_leader(now);
+        }
+    }
+
+    fn become_leader(&mut self, now: Instant) {
+        tracing::info!(
+            id = self.id,
+            term = self.hs.term,
+            "raft: leader (fenced until a quorum acknowledges)"
+        );
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.clear_leader_state();
+        self.leader_since = Some(now);
+        self.broadcast_heartbeat(now);
+    }
+
+    fn clear_leader_state(&mut self) {
+        self.sent.clear();
+        self.acked.clear();
+        self.last_sent = None;
+        self.leader_since = None;
+        self.quorum_ack = None;
+    }
+
+    fn broadcast_heartbeat(&mut self, now: Instant) {
+        self.seq += 1;
+        self.sent.push_back((self.seq, now));
+        while self
+            .sent
+            .front()
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= self.timing.lease)
+        {
+            self.sent.pop_front();
+        }
+        self.last_sent = Some(now);
+        self.heartbeat_due = now + self.timing.heartbeat;
+        let (term, seq) = (self.hs.term, self.seq);
+        for p in self.others.clone() {
+            self.send(p, Msg::Heartbeat { term, seq });
+        }
+        self.recompute_quorum();
+    }
+
+    /// The send time of the newest heartbeat a majority (us included) acknowledged.
+    fn recompute_quorum(&mut self) {
+        let mut times: Vec<Instant> = self.acked.values().copied().collect();
+        times.extend(self.last_sent);
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(t) = times.get(self.majority - 1) {
+            self.quorum_ack = Some(self.quorum_ack.map_or(*t, |q| q.max(*t)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            heartbeat: Duration::from_millis(20),
+            election_min: Duration::from_millis(100),
+            election_max: Duration::from_millis(200),
+            lease: Duration::from_millis(80),
+        }
+    }
+
+    fn members() -> BTreeSet<u64> {
+        BTreeSet::from([1, 2, 3])
+    }
+
+    /// Deliver every queued message among `nodes` until quiet.
+    fn pump(nodes: &mut [Core], now: Instant) {
+        loop {
+            let mut moved = false;
+            for i in 0..nodes.len() {
+                let from = nodes[i].id;
+                for (to, msg) in nodes[i].take_out() {
+                    moved = true;
+                    if let Some(n) = nodes.iter_mut().find(|n| n.id == to) {
+                        n.step(now, from, msg);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn one_vote_per_term_even_when_asked_twice() {
+        let t0 = Instant::now();
+        let mut c = Core::new(1, &members(), timing(), HardState::default(), t0);
+        let later = t0 + Duration::from_millis(150); // past the start-up lease
+        c.step(
+            later,
+            2,
+            Msg::Vote {
+                term: 5,
+                transfer: false,
+            },
+        );
+        c.step(
+            later,
+            3,
+            Msg::Vote {
+                term: 5,
+                transfer: true,
+            },
+        );
+        c.step(
+            later,
+            2,
+            Msg::Vote {
+                term: 5,
+                transfer: false,
+            },
+        );
+        let out = c.take_out();
+        let granted: Vec<(u64, bool)> = out
+            .iter()
+            .map(|(to, m)| match m {
+                Msg::VoteResp { granted, .. } => (*to, *granted),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(granted, vec![(2, true), (3, false), (2, true)]);
+        assert_eq!(
+            c.hard_state(),
+            HardState {
+                term: 5,
+                voted_for: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_votes_while_it_hears_from_a_leader() {
+        let t0 = Instant::now();
+        let mut c = Core::new(
+            1,
+            &members(),
+            timing(),
+            HardState {
+                term: 3,
+                voted_for: None,
+            },
+            t0,
+        );
+        // Start-up counts as having heard from a leader.
+        c.step(
+            t0 + Duration::from_millis(50),
+            3,
+            Msg::Vote {
+                term: 4,
+                transfer: false,
+            },
+        );
+        c.step(t0 + Duration::from_millis(50), 3, Msg::PreVote { term: 4 });
+        let t1 = t0 + Duration::from_millis(150);
+        c.step(t1, 2, Msg::Heartbeat { term: 3, seq: 1 });
+        c.step(
+            t1 + Duration::from_millis(90),
+            3,
+            Msg::Vote {
+                term: 4,
+                transfer: false,
+            },
+        );
+        let out = c.take_out();
+        assert!(matches!(
+            out[0].1,
+            Msg::VoteResp {
+                granted: false,
+                term: 3
+            }
+        ));
+        assert!(matches!(out[1].1, Msg::PreVoteResp { granted: false, .. }));
+        assert!(matches!(
+            out[3].1,
+            Msg::VoteResp {
+                granted: false,
+                term: 3
+            }
+        ));
+        assert_eq!(c.term(), 3, "a refused vote must not bump the term");
+        // A leader transfer skips the lease.
+        c.step(
+            t1 + Duration::from_millis(91),
+            3,
+            Msg::Vote {
+                term: 4,
+                transfer: true,
+            },
+        );
+        assert!(matches!(
+            c.take_out()[0].1,
+            Msg::VoteResp {
+                granted: true,
+                term: 4
+            }
+        ));
+    }
+
+    #[test]
+    fn three_cores_elect_one_leader_and_fence_follows_quorum() {
+        let t0 = Instant::now();
+        let mut nodes: Vec<Core> = (1..=3)
+            .map(|i| Core::new(i, &members(), timing(), HardState::default(), t0))
+            .collect();
+        // Node 1 times out first.
+        let t1 = nodes[0].election_deadline;
+        let t1 = t1.max(t0 + Duration::from_millis(201));
+        nodes[0].tick(t1);
+        pump(&mut nodes, t1);
+        assert_eq!(nodes[0].role(), Role::Leader);
+        assert_eq!(nodes[0].term(), 1);
+        assert_eq!(nodes[0].lease_until(), Some(t1 + timing().lease));
+        assert!(nodes[1..].iter().all(|n| n.leader() == Some(1)));
+        // Cut off: heartbeats go unanswered, the lease ends, check-quorum steps it down.
+        let mut t = t1;
+        while t < t1 + Duration::from_millis(100) {
+            t += Duration::from_millis(5);
+            nodes[0].tick(t);
+            nodes[0].take_out();
+        }
+        assert_eq!(nodes[0].lease_until(), None);
+        assert_eq!(nodes[0].role(), Role::Follower);
+    }
+
+    #[test]
+    fn stale_leader_steps_down_on_a_newer_term() {
+        let t0 = Instant::now();
+        let mut c = Core::new(1, &BTreeSet::from([1]), timing(), HardState::default(), t0);
+        c.tick(c.next_deadline());
+        assert_eq!(c.role(), Role::Leader, "a single member elects itself");
+        assert!(c.lease_until().is_some());
+        let mut c = Core::new(
+            1,
+            &members(),
+            timing(),
+            HardState {
+                term: 7,
+                voted_for: Some(1),
+            },
+            t0,
+        );
+        c.role = Role::Leader;
+        c.step(
+            t0,
+            2,
+            Msg::HeartbeatResp {
+                term: 9,
+                seq: 1,
+                ok: false,
+            },
+        );
+        assert_eq!(c.role(), Role::Follower);
+        assert_eq!(
+            c.hard_state(),
+            HardState {
+                term: 9,
+                voted_for: None
+            }
+        );
+    }
+}

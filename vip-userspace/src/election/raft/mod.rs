@@ -1,0 +1,791 @@
+//! Raft among static peers, used only to elect the VIP owner (standalone clusters and
+//! control-plane bootstrap before the API server exists).
+//!
+//! # Why not openraft
+//! DESIGN.md names openraft (0.9.25). For this job we implement Raft's *election* subset
+//! ourselves (`core.rs`, ~450 lines plus tests, sans-I/O and unit-tested), because openraft 0.9 fights
+//! the two things this module exists for:
+//! - timing: its timer ticks every `heartbeat_interval * 3 / 2` (30 ms at 20 ms heartbeats),
+//!   and a follower grants no vote until its leader lease (the maximum election timeout) and
+//!   the next tick have passed, so takeover quantizes to several ticks past the timeout;
+//! - the fence: it does not step down without quorum (REFERENCES.md) and exposes the quorum
+//!   acknowledgement only as `millis_since_quorum_ack` in a metrics snapshot pushed when the
+//!   core decides to, not as an instant a watchdog can read while the core is busy or stuck;
+//! - persistence: membership lives in its log, so "log in memory, vote on disk" does not
+//!   survive a restart (`initialize` refuses once a vote exists and the log is gone): we
+//!   would have to make a log durable that carries nothing we need;
+//! - no PreVote in 0.9 (a rejoining partitioned node would depose a healthy leader).
+//!
+//! What we keep from Raft: terms, one vote per term persisted before it is sent
+//! (`store.rs`), PreVote, heartbeats with acknowledgements, check-quorum, leader stickiness
+//! (no vote within the minimum election timeout of hearing from a leader), TimeoutNow on
+//! shutdown. There is no log: any member may win.
+//!
+//! # Transport
+//! JSON datagrams over UDP (`serde_json`, already a dependency; messages are < 100 bytes).
+//! UDP because every message is idempotent and superseded by the next one: no connections
+//! to re-establish after a partition heals, no head-of-line blocking or retransmission
+//! back-off delaying a heartbeat. Every request has a timeout: an acknowledgement counts only
+//! if its heartbeat was sent less than `lease` ago, votes only for the current round, which
+//! the next election timeout ends. Sends never block (`try_send_to`); a peer that is down
+//! just never answers. No authentication yet: anyone who can reach the port can vote.
+//!
+//! # The fence
+//! The node is leader for VIP purposes only while `now < lease_until`, where `lease_until` is
+//! the send time of the newest heartbeat a majority (itself included) acknowledged in its
+//! current term plus `lease`. A watchdog thread (not a tokio task, so a stalled runtime
+//! can't hold it) re-evaluates at least every 10 ms, and exactly at `lease_until`, and
+//! publishes on a `watch::Sender<bool>`; stepping down publishes `false` at once.
+//! Bounds (monotonic clocks at the same rate):
+//! - a partitioned leader publishes `false` at most `lease + 10 ms` after the send time of
+//!   its last quorum-acknowledged heartbeat (typically ~1 ms late, the watchdog wakes at the
+//!   deadline);
+//! - no other node can become leader before `election_timeout.0` after the followers last
+//!   heard from it; `validate` requires `lease + 10 ms < election_timeout.0`, so the two
+//!   never overlap. Whoever consumes `leader()` (the data plane) must act within the rest of
+//!   that margin.
+mod core;
+mod store;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{net::UdpSocket, sync::watch};
+
+pub use self::core::{Envelope, HardState, Msg, Role as RaftRole};
+use self::{
+    core::{Core, Timing},
+    store::Store,
+};
+
+/// How often (at most) the watchdog re-evaluates the fence.
+pub const WATCHDOG_PERIOD: Duration = Duration::from_millis(10);
+
+/// Defaults for a LAN: failover within about a second (keepalived's default advert_int 1
+/// takes ~3.5 s), four lost heartbeats before the fence closes, 10 datagrams/s per peer.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
+pub const DEFAULT_ELECTION_TIMEOUT: (Duration, Duration) =
+    (Duration::from_millis(500), Duration::from_millis(1000));
+pub const DEFAULT_LEASE: Duration = Duration::from_millis(400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("{field}: {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("raft state {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft state {path} is unusable: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("raft: bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// This node's id; must be a key of `peers`.
+    pub id: u64,
+    /// Where to receive (may be 0.0.0.0:port; peers send to `peers[id]`).
+    pub listen: SocketAddr,
+    /// All members, this node included.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Holds `raft-state.json` (term and vote).
+    pub state_dir: PathBuf,
+    pub heartbeat: Duration,
+    /// (min, max): a follower campaigns after a random time in this range without a leader.
+    pub election_timeout: (Duration, Duration),
+    /// How long after its last quorum acknowledgement a leader still acts as leader.
+    pub lease: Duration,
+}
+
+impl RaftConfig {
+    /// A config with the default timing.
+    pub fn new(
+        id: u64,
+        listen: SocketAddr,
+        peers: BTreeMap<u64, SocketAddr>,
+        state_dir: PathBuf,
+    ) -> RaftConfig {
+        RaftConfig {
+            id,
+            listen,
+            peers,
+            state_dir,
+            heartbeat: DEFAULT_HEARTBEAT,
+            election_timeout: DEFAULT_ELECTION_TIMEOUT,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// Errors name the configuration field (`election.raft.*`).
+    pub fn validate(&self) -> Result<(), RaftError> {
+        let err = |field, reason: String| Err(RaftError::Config { field, reason });
+        if self.peers.is_empty() {
+            return err("election.raft.peers", "no members".into());
+        }
+        if !self.peers.contains_key(&self.id) {
+            return err(
+                "election.raft.id",
+                format!(
+                    "{} is not among election.raft.peers (all members, this node included)",
+                    self.id
+                ),
+            );
+        }
+        // Peers send to `peers[id]`: a listener elsewhere would never hear them.
+        if let Some(me) = self.peers.get(&self.id) {
+            let same = if self.listen.ip().is_unspecified() {
+                self.listen.port() == me.port()
+            } else {
+                self.listen == *me
+            };
+            if !same {
+                return err(
+                    "election.raft.listen",
+                    format!(
+                        "{} does not match this node's entry in election.raft.peers ({me})",
+                        self.listen
+                    ),
+                );
+            }
+        }
+        let addrs: BTreeSet<SocketAddr> = self.peers.values().copied().collect();
+        if addrs.len() != self.peers.len() {
+            return err("election.raft.peers", "two members share an address".into());
+        }
+        if self.heartbeat < Duration::from_millis(1) {
+            return err("election.raft.heartbeat_ms", "must be at least 1 ms".into());
+        }
+        let (min, max) = self.election_timeout;
+        if max < min {
+            return err(
+                "election.raft.election_timeout_max_ms",
+                format!("{max:?} is shorter than election_timeout_min_ms ({min:?})"),
+            );
+        }
+        if self.lease <= self.heartbeat {
+            return err(
+                "election.raft.lease_ms",
+                format!(
+                    "{:?} must be longer than heartbeat_ms ({:?}), or the leader loses its lease between heartbeats",
+                    self.lease, self.heartbeat
+                ),
+            );
+        }
+        if self.lease + WATCHDOG_PERIOD >= min {
+            return err(
+                "election.raft.lease_ms",
+                format!(
+                    "{:?} plus the {WATCHDOG_PERIOD:?} watchdog period must be shorter than election_timeout_min_ms ({min:?}): \
+                     a cut-off leader must be silent before a follower can win an election",
+                    self.lease
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            heartbeat: self.heartbeat,
+            election_min: self.election_timeout.0,
+            election_max: self.election_timeout.1,
+            lease: self.lease,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub role: RaftRole,
+    /// What `leader()` says: leader with a fresh quorum acknowledgement.
+    pub fenced_leader: bool,
+    /// Since the send time of the newest heartbeat a majority acknowledged (leaders only).
+    pub millis_since_quorum_ack: Option<u64>,
+    /// Other members heard from within the maximum election timeout.
+    pub reachable: Vec<u64>,
+}
+
+/// The published leadership and the lease behind it, shared by the I/O loop and the
+/// watchdog. Evaluation and publication happen under one lock, so a stale `true` can never
+/// overwrite a `false` published by a step-down.
+struct Fence {
+    inner: Mutex<FenceInner>,
+    tx: watch::Sender<bool>,
+}
+
+struct FenceInner {
+    until: Option<Instant>,
+    /// Set by stop/drop: nothing may publish `true` again.
+    closed: bool,
+}
+
+impl Fence {
+    fn publish(&self, inner: &FenceInner) {
+        let leader = !inner.closed && inner.until.is_some_and(|u| Instant::now() < u);
+        self.tx.send_if_modified(|v| {
+            let changed = *v != leader;
+            *v = leader;
+            changed
+        });
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        if let Ok(mut i) = self.inner.lock() {
+            if !i.closed {
+                i.until = until;
+            }
+            self.publish(&i);
+        }
+    }
+
+    fn close(&self) {
+        match self.inner.lock() {
+            Ok(mut i) => {
+                i.closed = true;
+                i.until = None;
+                self.publish(&i);
+            }
+            // A poisoned lock: still go silent.
+            Err(_) => {
+                self.tx.send_replace(false);
+            }
+        }
+    }
+
+    fn until(&self) -> Option<Instant> {
+        self.inner.lock().ok().and_then(|i| i.until)
+    }
+
+    /// Re-evaluate; how long the watchdog may sleep before the next look.
+    fn check(&self) -> Duration {
+        let Ok(i) = self.inner.lock() else {
+            self.tx.send_replace(false);
+            return WATCHDOG_PERIOD;
+        };
+        self.publish(&i);
+        let now = Instant::now();
+        match i.until {
+            // Wake right at the deadline (a little after, to be past it).
+            Some(u) if u > now => (u - now + Duration::from_micros(100)).min(WATCHDOG_PERIOD),
+            _ => WATCHDOG_PERIOD,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    term: u64,
+    leader: Option<u64>,
+    role: RaftRole,
+    quorum_ack: Option<Instant>,
+    reachable: Vec<u64>,
+}
+
+pub struct RaftElector {
+    id: u64,
+    fence: Arc<Fence>,
+    rx: watch::Receiver<bool>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    watchdog_stop: Arc<AtomicBool>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RaftElector {
+    /// Validate, load the persisted term and vote, bind the socket and start. Starts as a
+    /// follower that won't vote or campaign for a minimum election timeout.
+    pub async fn start(cfg: RaftConfig) -> Result<RaftElector, RaftError> {
+        cfg.validate()?;
+        let (store, hs) = {
+            let (dir, id) = (cfg.state_dir.clone(), cfg.id);
+            tokio::task::spawn_blocking(move || Store::open(&dir, id))
+                .await
+                .map_err(|e| RaftError::State {
+                    path: cfg.state_dir.clone(),
+                    source: std::io::Error::other(e),
+                })??
+        };
+        let socket = UdpSocket::bind(cfg.listen)
+            .await
+            .map_err(|source| RaftError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        if cfg.lease < cfg.heartbeat * 3 {
+            tracing::warn!(id = cfg.id, lease = ?cfg.lease, heartbeat = ?cfg.heartbeat,
+                "raft: the lease covers fewer than 3 heartbeats: a couple of lost datagrams will make the leader go silent");
+        }
+        tracing::info!(id = cfg.id, listen = %cfg.listen, term = hs.term, voted_for = ?hs.voted_for, state = %store.path().display(), "raft: starting");
+        let members: BTreeSet<u64> = cfg.peers.keys().copied().collect();
+        let core = Core::new(cfg.id, &members, cfg.timing(), hs, Instant::now());
+        let (tx, rx) = watch::channel(false);
+        let fence = Arc::new(Fence {
+            inner: Mutex::new(FenceInner {
+                until: None,
+                closed: false,
+            }),
+            tx,
+        });
+        let snapshot = Arc::new(Mutex::new(Snapshot {
+            term: hs.term,
+            leader: None,
+            role: RaftRole::Follower,
+            quorum_ack: None,
+            reachable: Vec::new(),
+        }));
+        let watchdog_stop = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (fence, stop) = (fence.clone(), watchdog_stop.clone());
+            std::thread::Builder::new()
+                .name(format!("raft-fence-{}", cfg.id))
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let d = fence.check();
+                        std::thread::sleep(d);
+                    }
+                })
+                .map_err(|source| RaftError::State {
+                    path: cfg.state_dir.clone(),
+                    source,
+                })?
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let io = IoLoop {
+            id: cfg.id,
+            core,
+            socket,
+            peers: cfg.peers.clone(),
+            store,
+            persisted: hs,
+            fence: fence.clone(),
+            snapshot: snapshot.clone(),
+        };
+        let task = tokio::spawn(io.run(stop_rx));
+        Ok(RaftElector {
+            id: cfg.id,
+            fence,
+            rx,
+            snapshot,
+            stop_tx: Some(stop_tx),
+            task: Some(task),
+            watchdog_stop,
+            watchdog: Some(watchdog),
+        })
+    }
+
+    /// Fenced leadership: true only while a majority acknowledged us within `lease`.
+    pub fn leader(&self) -> watch::Receiver<bool> {
+        self.rx.clone()
+    }
+
+    /// Until when the current lease runs (None when not leading): for a data-plane
+    /// dead-man deadline that silences the VIP even if this process stalls.
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        self.fence.until()
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let s = self.snapshot.lock().map(|s| s.clone()).ok();
+        let fenced_leader = *self.rx.borrow();
+        match s {
+            Some(s) => RaftStatus {
+                id: self.id,
+                term: s.term,
+                leader: s.leader,
+                role: s.role,
+                fenced_leader,
+                millis_since_quorum_ack: s.quorum_ack.map(|t| t.elapsed().as_millis() as u64),
+                reachable: s.reachable,
+            },
+            None => RaftStatus {
+                id: self.id,
+                term: 0,
+                leader: None,
+                role: RaftRole::Follower,
+                fenced_leader,
+                millis_since_quorum_ack: None,
+                reachable: Vec::new(),
+            },
+        }
+    }
+
+    /// Step down (publish `false`) first; a leader then asks its most recently answering
+    /// follower to campaign at once (TimeoutNow), so failover takes one round trip instead
+    /// of an election timeout. Then stop.
+    pub async fn stop(mut self) {
+        self.fence.close();
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(id = self.id, "raft: I/O loop did not stop in time");
+            }
+        }
+        self.watchdog_stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.watchdog.take() {
+            // The watchdog sleeps at most 10 ms; join it off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        tracing::info!(id = self.id, "raft: stopped");
+    }
+}
+
+impl Drop for RaftElector {
+    fn drop(&mut self) {
+        // Dropped without stop(): go silent, then stop everything without waiting.
+        self.fence.close();
+        self.watchdog_stop.store(true, Ordering::Relaxed);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct IoLoop {
+    id: u64,
+    core: Core,
+    socket: UdpSocket,
+    peers: BTreeMap<u64, SocketAddr>,
+    store: Store,
+    persisted: HardState,
+    fence: Arc<Fence>,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl IoLoop {
+    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.core.next_deadline());
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, src)) => self.receive(&buf[..n], src),
+                    // e.g. ICMP unreachable reported on the socket: the peer is down.
+                    Err(e) => tracing::trace!(id = self.id, error = %e, "raft: recv"),
+                },
+                _ = tokio::time::sleep_until(deadline) => self.core.tick(Instant::now()),
+            }
+            self.flush().await;
+        }
+        // The fence is already closed (stop() did it). A leader hands over.
+        if let Some(to) = self.core.transfer(Instant::now()) {
+            tracing::info!(
+                id = self.id,
+                to,
+                "raft: stopping leader hands over (TimeoutNow)"
+            );
+        }
+        self.flush().await;
+    }
+
+    fn receive(&mut self, data: &[u8], src: SocketAddr) {
+        match serde_json::from_slice::<Envelope>(data) {
+            Ok(env) if env.to == self.id => self.core.step(Instant::now(), env.from, env.msg),
+            Ok(env) => {
+                tracing::debug!(id = self.id, to = env.to, %src, "raft: datagram for another node")
+            }
+            Err(e) => tracing::debug!(id = self.id, %src, error = %e, "raft: undecodable datagram"),
+        }
+    }
+
+    /// Fence first, then durable state, then messages (see core.rs). The fence is lowered
+    /// before anything else, but raised or extended only once the term it belongs to is on
+    /// disk, and after the status snapshot, so `status()` never lags a published `true`.
+    async fn flush(&mut self) {
+        let lease = self.core.lease_until();
+        if lease.is_none() {
+            self.fence.set(None);
+        }
+        let hs = self.core.hard_state();
+        let durable = if hs == self.persisted {
+            true
+        } else {
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.save(&hs)).await {
+                Ok(Ok(())) => {
+                    self.persisted = hs;
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(id = self.id, error = %e, "raft: term/vote not persisted; not sending");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(id = self.id, error = %e, "raft: persist task failed; not sending");
+                    false
+                }
+            }
+        };
+        let out = self.core.take_out();
+        if durable {
+            for (to, msg) in out {
+                self.send(to, msg);
+            }
+        }
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = Snapshot {
+                term: self.core.term(),
+                leader: self.core.leader(),
+                role: self.core.role(),
+                quorum_ack: self.core.quorum_ack(),
+                reachable: self.core.reachable(Instant::now()),
+            };
+        }
+        self.fence.set(if durable { lease } else { None });
+    }
+
+    fn send(&self, to: u64, msg: Msg) {
+        let Some(addr) = self.peers.get(&to) else {
+            return;
+        };
+        let env = Envelope {
+            from: self.id,
+            to,
+            msg,
+        };
+        match serde_json::to_vec(&env) {
+            // Never wait for the socket: a datagram that can't go now is lost like any other.
+            Ok(bytes) => {
+                if let Err(e) = self.socket.try_send_to(&bytes, *addr) {
+                    tracing::trace!(id = self.id, to, error = %e, "raft: send");
+                }
+            }
+            Err(e) => tracing::warn!(id = self.id, error = %e, "raft: encode"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &std::path::Path) -> RaftConfig {
+        let peers = (1..=3)
+            .map(|i| (i, SocketAddr::from(([127, 0, 0, 1], 17000 + i as u16))))
+            .collect();
+        RaftConfig {
+            heartbeat: Duration::from_millis(20),
+            election_timeout: (Duration::from_millis(100), Duration::from_millis(200)),
+            lease: Duration::from_millis(80),
+            ..RaftConfig::new(
+                1,
+                "127.0.0.1:17001".parse().unwrap(),
+                peers,
+                dir.to_path_buf(),
+            )
+        }
+    }
+
+    fn field(c: &RaftConfig) -> &'static str {
+        match c.validate() {
+            Err(RaftError::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vip-raft-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let d = tempdir("validate");
+        assert!(cfg(&d).validate().is_ok());
+        let defaults = RaftConfig::new(1, cfg(&d).listen, cfg(&d).peers, d.clone());
+        assert!(defaults.validate().is_ok(), "defaults must validate");
+        assert_eq!(
+            field(&RaftConfig {
+                lease: Duration::from_millis(95),
+                ..cfg(&d)
+            }),
+            "election.raft.lease_ms"
+        );
+        assert_eq!(
+            field(&RaftConfig {
+                lease: Duration::from_millis(20),
+                ..cfg(&d)
+            }),
+            "election.raft.lease_ms"
+        );
+        assert_eq!(field(&RaftConfig { id: 9, ..cfg(&d) }), "election.raft.id");
+        assert_eq!(
+            field(&RaftConfig {
+                listen: "127.0.0.1:17009".parse().unwrap(),
+                ..cfg(&d)
+            }),
+            "election.raft.listen"
+        );
+        assert!(RaftConfig {
+            listen: "0.0.0.0:17001".parse().unwrap(),
+            ..cfg(&d)
+        }
+        .validate()
+        .is_ok());
+        assert_eq!(
+            field(&RaftConfig {
+                election_timeout: (Duration::from_millis(300), Duration::from_millis(200)),
+                ..cfg(&d)
+            }),
+            "election.raft.election_timeout_max_ms"
+        );
+        assert_eq!(
+            field(&RaftConfig {
+                heartbeat: Duration::ZERO,
+                ..cfg(&d)
+            }),
+            "election.raft.heartbeat_ms"
+        );
+        assert_eq!(
+            field(&RaftConfig {
+                peers: BTreeMap::new(),
+                ..cfg(&d)
+            }),
+            "election.raft.peers"
+        );
+    }
+
+    #[test]
+    fn persisted_vote_survives_reload_and_is_not_given_twice() {
+        let d = tempdir("store");
+        let (store, hs) = Store::open(&d, 1).unwrap();
+        assert_eq!(hs, HardState::default());
+        // Node 1 votes for 2 in term 5 and persists it, as the I/O loop does.
+        let members = BTreeSet::from([1, 2, 3]);
+        let timing = cfg(&d).timing();
+        let t0 = Instant::now();
+        let mut c = Core::new(1, &members, timing, hs, t0);
+        let later = t0 + Duration::from_millis(150);
+        c.step(
+            later,
+            2,
+            Msg::Vote {
+                term: 5,
+                transfer: false,
+            },
+        );
+        store.save(&c.hard_state()).unwrap();
+        drop(c);
+        // Restart: same directory, fresh core.
+        let (store, hs) = Store::open(&d, 1).unwrap();
+        assert_eq!(
+            hs,
+            HardState {
+                term: 5,
+                voted_for: Some(2)
+            }
+        );
+        let t1 = Instant::now();
+        let mut c = Core::new(1, &members, timing, hs, t1);
+        let later = t1 + Duration::from_millis(150);
+        c.step(
+            later,
+            3,
+            Msg::Vote {
+                term: 5,
+                transfer: true,
+            },
+        );
+        c.step(
+            later,
+            2,
+            Msg::Vote {
+                term: 5,
+                transfer: false,
+            },
+        );
+        let out = c.take_out();
+        assert!(
+            matches!(
+                out[0].1,
+                Msg::VoteResp {
+                    term: 5,
+                    granted: false
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(
+            matches!(
+                out[1].1,
+                Msg::VoteResp {
+                    term: 5,
+                    granted: true
+                }
+            ),
+            "{out:?}"
+        );
+        // A new term is a new vote, and is persisted as such.
+        c.step(
+            later,
+            3,
+            Msg::Vote {
+                term: 6,
+                transfer: false,
+            },
+        );
+        store.save(&c.hard_state()).unwrap();
+        assert_eq!(
+            store.load().unwrap(),
+            HardState {
+                term: 6,
+                voted_for: Some(3)
+            }
+        );
+        assert!(!d.join("raft-state.json.tmp").exists());
+        // Another node's state, or garbage, is refused rather than read as term 0.
+        assert!(matches!(Store::open(&d, 2), Err(RaftError::Corrupt { .. })));
+        std::fs::write(d.join("raft-state.json"), b"{not json").unwrap();
+        assert!(matches!(Store::open(&d, 1), Err(RaftError::Corrupt { .. })));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn single_member_leads_and_stop_publishes_false_first() {
+        let d = tempdir("single");
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let cfg = RaftConfig {
+            peers: BTreeMap::from([(1, addr)]),
+            listen: addr,
+            ..cfg(&d)
+        };
+        let e = RaftElector::start(cfg).await.unwrap();
+        let mut rx = e.leader();
+        tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|l| *l))
+            .await
+            .unwrap()
+            .unwrap();
+        let s = e.status();
+        assert_eq!((s.role, s.leader, s.term), (RaftRole::Leader, Some(1), 1));
+        e.stop().await;
+        assert!(!*rx.borrow());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,121 @@
+//! The persisted part of the Raft state: the current term and whom we voted for in it.
+//!
+//! Raft's only durable promise in an election-only cluster is "one vote per term". A node
+//! that forgot its vote after a restart could vote again in the same term and let two
+//! candidates win it. So every change is on disk (temp file, fsync, rename, fsync of the
+//! directory) before any message that depends on it leaves the node.
+use std::{
+    fs::{self, File},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{core::HardState, RaftError};
+
+const FILE: &str = "raft-state.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    /// The node id that wrote the file: a state directory copied to (or shared with) another
+    /// node would hand it someone else's vote.
+    id: u64,
+    term: u64,
+    voted_for: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    path: PathBuf,
+    id: u64,
+}
+
+impl Store {
+    /// Open (creating the directory) and load the state; a missing file is term 0, no vote.
+    pub fn open(dir: &Path, id: u64) -> Result<(Store, HardState), RaftError> {
+        fs::create_dir_all(dir).map_err(|source| RaftError::State {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            path: dir.join(FILE),
+            id,
+        };
+        let hs = store.load()?;
+        Ok((store, hs))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Result<HardState, RaftError> {
+        let text = match fs::read(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HardState::default()),
+            Err(source) => {
+                return Err(RaftError::State {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        // A file we can't read is an error, never "start from term 0": that would forget a
+        // vote and is exactly the double vote this file exists to prevent.
+        let d: OnDisk = serde_json::from_slice(&text).map_err(|e| RaftError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        if d.version != VERSION {
+            return Err(RaftError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("version {} (expected {VERSION})", d.version),
+            });
+        }
+        if d.id != self.id {
+            return Err(RaftError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("written by node {} but this is node {}", d.id, self.id),
+            });
+        }
+        Ok(HardState {
+            term: d.term,
+            voted_for: d.voted_for,
+        })
+    }
+
+    /// Durably replace the state: write aside, fsync, rename over, fsync the directory (so
+    /// the rename itself survives a power cut).
+    pub fn save(&self, hs: &HardState) -> Result<(), RaftError> {
+        let io = |source| RaftError::State {
+            path: self.path.clone(),
+            source,
+        };
+        let body = serde_json::to_vec(&OnDisk {
+            version: VERSION,
+            id: self.id,
+            term: hs.term,
+            voted_for: hs.voted_for,
+        })
+        .map_err(|e| RaftError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        {
+            let mut f = File::create(&tmp).map_err(io)?;
+            f.write_all(&body).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+}
