@@ -410,8 +410,9 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
     );
     let m = metrics(&bed);
     assert!(metric(&m, "vip_arp_conflicts_total") >= 1, "{m}");
+    // At least our claim (exact counting is pinned by the test_run fixtures).
     assert!(
-        m.contains(&format!("vip_vip_arp_conflicts_total{{vip=\"{VIP}\"}} 1")),
+        metric(&m, &format!("vip_vip_arp_conflicts_total{{vip=\"{VIP}\"}}")) >= 1,
         "{m}"
     );
     let client_mac = client.mac.clone();
