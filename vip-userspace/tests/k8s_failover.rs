@@ -76,39 +76,136 @@ fn kubeconfig(dir: &std::path::Path, url: &str, token: &str) -> PathBuf {
     p
 }
 
-#[test]
-fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
-    require_root_and_bpf();
-    let bed = Bed::new(
-        "vkf",
-        &[
+/// The bed every test here uses: client, node1, node2 and the API server's host (plus
+/// `extra` hosts), the API server running, and a scratch folder for configs.
+struct Cluster {
+    // Dropped in this order: the API server's thread leaves its namespace before the bed goes.
+    api: Api,
+    bed: Bed,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn new(prefix: &str, extra: &[(&str, &str)]) -> Cluster {
+        require_root_and_bpf();
+        let mut hosts = vec![
             ("client", "192.0.2.10/24"),
             ("node1", "192.0.2.11/24"),
             ("node2", "192.0.2.12/24"),
             ("api", "192.0.2.2/24"),
-        ],
-    );
-    let (api, url) = Api::start(bed.host("api"));
-    let dir = std::env::temp_dir().join("vkf");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut daemons = Vec::new();
-    for n in ["node1", "node2"] {
-        let kc = kubeconfig(&dir, &url, n);
-        let cfg = dir.join(format!("{n}.yaml"));
+        ];
+        hosts.extend_from_slice(extra);
+        let bed = Bed::new(prefix, &hosts);
+        let (api, url) = Api::start(bed.host("api"));
+        let dir = std::env::temp_dir().join(prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        Cluster { api, bed, url, dir }
+    }
+
+    fn server(&self) -> &FakeApiServer {
+        self.api.server.as_ref().unwrap()
+    }
+
+    /// `vip run` on `node` (XDP, its own pins): the file's `top` lines, then an `election:`
+    /// section with this node's kubeconfig and identity, the `election` lines, and the
+    /// timings every test uses (lease 2 s, renew 1 s, retry 0.1 s).
+    fn daemon(&self, node: &str, top: &str, election: &str) -> Daemon {
+        let kc = kubeconfig(&self.dir, &self.url, node);
+        let cfg = self.dir.join(format!("{node}.yaml"));
         std::fs::write(
             &cfg,
             format!(
-                "interface: eth0\nvips: [{VIP}]\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-kf-{n}\nelection:\n  kubeconfig: {}\n  identity: {n}\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
+                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-{}-{node}\n{top}election:\n  kubeconfig: {}\n  identity: {node}\n{election}  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
+                self.bed.prefix,
                 kc.display()
             ),
         )
         .unwrap();
-        daemons.push(Daemon::start_in(
-            &bed,
-            n,
-            &["--config", cfg.to_str().unwrap()],
-        ));
+        Daemon::start_in(&self.bed, node, &["--config", cfg.to_str().unwrap()])
     }
+
+    /// Run `f` with an API client on a runtime in the client's namespace.
+    fn kube<F>(&self, f: impl FnOnce(kube::Client) -> F + Send + 'static)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let url = self.url.clone();
+        self.bed.host("client").ns.run(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let c =
+                        kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+                    f(c).await
+                })
+        })
+    }
+
+    /// Create objects (ConfigMap, Service, EndpointSlice as JSON with `kind`) through the API.
+    fn create(&self, objects: Vec<serde_json::Value>) {
+        self.kube(move |c| async move {
+            use kube::{api::PostParams, core::DynamicObject};
+            for o in objects {
+                let ar = resource(o["kind"].as_str().unwrap());
+                let ns = o["metadata"]["namespace"].as_str().unwrap().to_string();
+                let obj: DynamicObject = serde_json::from_value(o).unwrap();
+                kube::Api::<DynamicObject>::namespaced_with(c.clone(), &ns, &ar)
+                    .create(&PostParams::default(), &obj)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+
+    fn remove_dir(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn resource(kind: &str) -> kube::core::ApiResource {
+    use k8s_openapi::api::{
+        core::v1::{ConfigMap, Service},
+        discovery::v1::EndpointSlice,
+    };
+    use kube::core::ApiResource;
+    match kind {
+        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        "EndpointSlice" => ApiResource::erase::<EndpointSlice>(&()),
+        other => panic!("no resource for {other}"),
+    }
+}
+
+/// kube-vip's pool ConfigMap with one global range.
+fn pool(range: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "kubevip", "namespace": "kube-system"},
+        "data": {"range-global": range}
+    })
+}
+
+/// A LoadBalancer Service in `default` with one TCP port named `http`.
+fn lb_service(name: &str, port: u16, policy: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                 "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+    })
+}
+
+#[test]
+fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
+    let cl = Cluster::new("vkf", &[]);
+    let bed = &cl.bed;
+    let daemons: Vec<Daemon> = ["node1", "node2"]
+        .iter()
+        .map(|n| cl.daemon(n, &format!("vips: [{VIP}]\n"), ""))
+        .collect();
     let client = bed.host("client");
     let cap = Capture::start(client, 0x0806);
     let _probe = Prober::start(client);
@@ -130,10 +227,7 @@ fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
     );
 
     let leader_name = ["node1", "node2"][leader];
-    api.server
-        .as_ref()
-        .unwrap()
-        .set_fault(leader_name, Fault::BlackHole);
+    cl.server().set_fault(leader_name, Fault::BlackHole);
     let cut = Instant::now();
     let took = poll(Duration::from_secs(8), || {
         replies(&cap)
@@ -169,66 +263,18 @@ fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
     for mut d in daemons {
         assert!(d.stop().success(), "{}", d.logs());
     }
-    drop(api);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Run `f` on a tokio runtime inside `ns` (its sockets live there).
-fn in_ns<T: Send + 'static>(
-    ns: &testbed::Netns,
-    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
-) -> T {
-    ns.run(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
+    cl.remove_dir();
 }
 
 #[test]
 fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
-    require_root_and_bpf();
-    let bed = Bed::new(
-        "vks",
-        &[
-            ("client", "192.0.2.10/24"),
-            ("node1", "192.0.2.11/24"),
-            ("node2", "192.0.2.12/24"),
-            ("api", "192.0.2.2/24"),
-        ],
-    );
-    let (api, url) = Api::start(bed.host("api"));
-    let dir = std::env::temp_dir().join("vks");
-    std::fs::create_dir_all(&dir).unwrap();
+    let cl = Cluster::new("vks", &[]);
+    let bed = &cl.bed;
     // A pool and a Service, created through the API from the client's namespace.
-    let u = url.clone();
-    in_ns(&bed.host("client").ns, move || {
-        Box::pin(async move {
-            use k8s_openapi::api::core::v1::{ConfigMap, Service};
-            use kube::api::PostParams;
-            let c = kube::Client::try_from(kube::Config::new(u.parse().unwrap())).unwrap();
-            let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "kubevip", "namespace": "kube-system"},
-                "data": {"range-global": "192.0.2.200-192.0.2.201"}
-            }))
-            .unwrap();
-            kube::Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
-                .create(&PostParams::default(), &cm)
-                .await
-                .unwrap();
-            let svc: Service = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "web", "namespace": "default"},
-                "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
-            }))
-            .unwrap();
-            kube::Api::<Service>::namespaced(c, "default")
-                .create(&PostParams::default(), &svc)
-                .await
-                .unwrap();
-        })
-    });
+    cl.create(vec![
+        pool("192.0.2.200-192.0.2.201"),
+        lb_service("web", 80, "Cluster"),
+    ]);
     let mut servers = Vec::new();
     let mut daemons = Vec::new();
     for n in ["node1", "node2"] {
@@ -237,23 +283,9 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
             "0.0.0.0:80".parse().unwrap(),
             &format!("{n}\n"),
         ));
-        let kc = kubeconfig(&dir, &url, n);
-        let cfg = dir.join(format!("{n}.yaml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-ks-{n}\nelection:\n  kubeconfig: {}\n  identity: {n}\n  services: true\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
-                kc.display()
-            ),
-        )
-        .unwrap();
-        daemons.push(Daemon::start_in(
-            &bed,
-            n,
-            &["--config", cfg.to_str().unwrap()],
-        ));
+        daemons.push(cl.daemon(n, "", "  services: true\n"));
     }
-    let server = api.server.as_ref().unwrap();
+    let server = cl.server();
     let ip = poll(Duration::from_secs(15), || {
         server.objects("services")[0]["status"]["loadBalancer"]["ingress"][0]["ip"]
             .as_str()
@@ -320,8 +352,7 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
         assert!(used.contains(g), "{g:?} is granted but never used");
     }
     drop(servers);
-    drop(api);
-    let _ = std::fs::remove_dir_all(&dir);
+    cl.remove_dir();
 }
 
 /// (verb, API group, resource) of each request, as RBAC sees it.
@@ -419,88 +450,29 @@ fn lease_holder(server: &FakeApiServer, name: &str) -> Option<String> {
 
 #[test]
 fn per_vip_leases_spread_vips_and_local_policy_follows_the_endpoints() {
-    require_root_and_bpf();
-    let bed = Bed::new(
-        "vpv",
-        &[
-            ("client", "192.0.2.10/24"),
-            ("node1", "192.0.2.11/24"),
-            ("node2", "192.0.2.12/24"),
-            ("api", "192.0.2.2/24"),
-        ],
-    );
-    let (api, url) = Api::start(bed.host("api"));
-    let dir = std::env::temp_dir().join("vpv");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut daemons = Vec::new();
-    for n in ["node1", "node2"] {
-        let kc = kubeconfig(&dir, &url, n);
-        let cfg = dir.join(format!("{n}.yaml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-pv-{n}\nelection:\n  kubeconfig: {}\n  identity: {n}\n  services: true\n  service_election: per-vip\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
-                kc.display()
-            ),
-        )
-        .unwrap();
-        daemons.push(Daemon::start_in(
-            &bed,
-            n,
-            &["--config", cfg.to_str().unwrap()],
-        ));
-    }
+    let cl = Cluster::new("vpv", &[]);
+    let bed = &cl.bed;
+    let daemons: Vec<Daemon> = ["node1", "node2"]
+        .iter()
+        .map(|n| cl.daemon(n, "", "  services: true\n  service_election: per-vip\n"))
+        .collect();
     // Once both nodes run: two Cluster Services and one Local Service whose only endpoint
     // runs on node2. (VIPs spread as they appear; one already held is not moved to a node
     // that joins later.)
-    let u = url.clone();
-    in_ns(&bed.host("client").ns, move || {
-        Box::pin(async move {
-            use k8s_openapi::api::{
-                core::v1::{ConfigMap, Service},
-                discovery::v1::EndpointSlice,
-            };
-            use kube::api::PostParams;
-            let c = kube::Client::try_from(kube::Config::new(u.parse().unwrap())).unwrap();
-            let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "kubevip", "namespace": "kube-system"},
-                "data": {"range-global": "192.0.2.200-192.0.2.202"}
-            }))
-            .unwrap();
-            kube::Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
-                .create(&PostParams::default(), &cm)
-                .await
-                .unwrap();
-            for (name, port, policy) in [
-                ("a", 80, "Cluster"),
-                ("b", 81, "Cluster"),
-                ("loc", 82, "Local"),
-            ] {
-                let svc: Service = serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": name, "namespace": "default"},
-                    "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
-                             "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
-                }))
-                .unwrap();
-                kube::Api::<Service>::namespaced(c.clone(), "default")
-                    .create(&PostParams::default(), &svc)
-                    .await
-                    .unwrap();
-            }
-            let es: EndpointSlice = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "loc-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "loc"}},
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": [{"addresses": ["10.0.0.2"], "nodeName": "node2", "conditions": {"ready": true}}]
-            }))
-            .unwrap();
-            kube::Api::<EndpointSlice>::namespaced(c, "default")
-                .create(&PostParams::default(), &es)
-                .await
-                .unwrap();
-        })
-    });
-    let server = api.server.as_ref().unwrap();
+    cl.create(vec![
+        pool("192.0.2.200-192.0.2.202"),
+        lb_service("a", 80, "Cluster"),
+        lb_service("b", 81, "Cluster"),
+        lb_service("loc", 82, "Local"),
+        serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "loc-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "loc"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.0.0.2"], "nodeName": "node2", "conditions": {"ready": true}}]
+        }),
+    ]);
+    let server = cl.server();
     let logs = |d: &[Daemon]| format!("{}\n{}", d[0].logs(), d[1].logs());
     let holders = poll(Duration::from_secs(20), || {
         let h: Vec<String> = ["a", "b", "loc"]
@@ -542,18 +514,14 @@ fn per_vip_leases_spread_vips_and_local_policy_follows_the_endpoints() {
     }
 
     // The endpoint moves to node1: node2 goes silent, hands the lease on, node1 takes it.
-    let u = url.clone();
-    in_ns(&bed.host("client").ns, move || {
-        Box::pin(async move {
-            use k8s_openapi::api::discovery::v1::EndpointSlice;
-            use kube::api::{Patch, PatchParams};
-            let c = kube::Client::try_from(kube::Config::new(u.parse().unwrap())).unwrap();
-            let p = serde_json::json!({"endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node1", "conditions": {"ready": true}}]});
-            kube::Api::<EndpointSlice>::namespaced(c, "default")
-                .patch("loc-1", &PatchParams::default(), &Patch::Merge(&p))
-                .await
-                .unwrap();
-        })
+    cl.kube(|c| async move {
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        use kube::api::{Patch, PatchParams};
+        let p = serde_json::json!({"endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node1", "conditions": {"ready": true}}]});
+        kube::Api::<EndpointSlice>::namespaced(c, "default")
+            .patch("loc-1", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap();
     });
     let moved = poll(Duration::from_secs(10), || {
         (holder_of(server, "loc").as_deref() == Some("node1")).then_some(())
@@ -583,8 +551,7 @@ fn per_vip_leases_spread_vips_and_local_policy_follows_the_endpoints() {
         let lease = format!("vip-{}", ip.replace('.', "-"));
         assert_eq!(lease_holder(server, &lease), None, "{lease} released");
     }
-    drop(api);
-    let _ = std::fs::remove_dir_all(&dir);
+    cl.remove_dir();
 }
 
 /// Every node has the same rings and seed, so a flow that arrives at a new owner without a
@@ -592,18 +559,8 @@ fn per_vip_leases_spread_vips_and_local_policy_follows_the_endpoints() {
 /// TCP connection through the VIP keeps going when the owner changes.
 #[test]
 fn dsr_connection_survives_owner_change() {
-    require_root_and_bpf();
-    let bed = Bed::new(
-        "vdf",
-        &[
-            ("client", "192.0.2.10/24"),
-            ("node1", "192.0.2.11/24"),
-            ("node2", "192.0.2.12/24"),
-            ("api", "192.0.2.2/24"),
-            ("be1", "192.0.2.21/24"),
-            ("be2", "192.0.2.22/24"),
-        ],
-    );
+    let cl = Cluster::new("vdf", &[("be1", "192.0.2.21/24"), ("be2", "192.0.2.22/24")]);
+    let bed = &cl.bed;
     let mut servers = Vec::new();
     for b in ["be1", "be2"] {
         testbed::make_dsr_backend(bed.host(b), VIP);
@@ -613,22 +570,8 @@ fn dsr_connection_survives_owner_change() {
             &format!("{b}\n"),
         ));
     }
-    let (api, url) = Api::start(bed.host("api"));
-    let dir = std::env::temp_dir().join("vdf");
-    std::fs::create_dir_all(&dir).unwrap();
-    let start = |n: &str| {
-        let kc = kubeconfig(&dir, &url, n);
-        let cfg = dir.join(format!("{n}.yaml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-df-{n}\nservices:\n  - vip: {VIP}\n    port: 8080\n    mode: dsr\n    backends: [{{addr: 192.0.2.21}}, {{addr: 192.0.2.22}}]\nelection:\n  kubeconfig: {}\n  identity: {n}\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
-                kc.display()
-            ),
-        )
-        .unwrap();
-        Daemon::start_in(&bed, n, &["--config", cfg.to_str().unwrap()])
-    };
+    let services = format!("services:\n  - vip: {VIP}\n    port: 8080\n    mode: dsr\n    backends: [{{addr: 192.0.2.21}}, {{addr: 192.0.2.22}}]\n");
+    let start = |n: &str| cl.daemon(n, &services, "");
     let client = bed.host("client");
     let mut d1 = start("node1");
     let owner = poll(Duration::from_secs(10), || testbed::arping(client, VIP));
@@ -673,6 +616,5 @@ fn dsr_connection_survives_owner_change() {
     let mut d2 = d2;
     assert!(d2.stop().success(), "{}", d2.logs());
     drop(servers);
-    drop(api);
-    let _ = std::fs::remove_dir_all(&dir);
+    cl.remove_dir();
 }
