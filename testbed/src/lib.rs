@@ -233,6 +233,18 @@ impl Bed {
         self.host(role).ns.ip(&["link", "del", "eth0"]);
     }
 
+    /// Cut a host's cable at the switch: its own link, address and sockets stay, so only
+    /// its peers (and timeouts) can notice, as when a node dies or is partitioned.
+    pub fn cut(&self, role: &str) {
+        self.switch
+            .ip(&["link", "set", &format!("p-{role}"), "down"]);
+    }
+
+    /// Reconnect a host cut with [`Bed::cut`].
+    pub fn heal(&self, role: &str) {
+        self.switch.ip(&["link", "set", &format!("p-{role}"), "up"]);
+    }
+
     /// Give a host a new uplink `eth0` with the same address (new ifindex and MAC); the
     /// host's recorded MAC is returned, not updated.
     pub fn replug(&self, role: &str) -> String {

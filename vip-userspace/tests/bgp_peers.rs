@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{cleanup_prefix, poll, sh, Netns, Proc};
+use testbed::{poll, Bed, Netns, Proc};
 use vip_userspace::bgp::{
     BfdConfig, BfdState, BgpConfig, GrConfig, PeerConfig, SessionState, Speaker,
 };
@@ -32,32 +32,25 @@ fn vip6() -> Ipv6Addr {
     "fd00:ffff::10".parse().unwrap()
 }
 
-/// Router and node joined through a bridge; everything deleted on drop.
+/// Router and node joined through a bridge (testbed's `Bed`, roles `rt` and `node`), each
+/// with 10.N.0.x and fd00:N::x; everything deleted on drop.
 struct Link {
     n: u8,
-    node: Netns,
-    rt: Netns,
-    _sw: Netns,
+    bed: Bed,
 }
 
 impl Link {
     fn new(prefix: &str, n: u8) -> Link {
         testbed::require_root_and_bpf();
-        cleanup_prefix(&format!("{prefix}-"));
-        let sw = Netns::new(&format!("{prefix}-sw"));
-        let rt = Netns::new(&format!("{prefix}-rt"));
-        let node = Netns::new(&format!("{prefix}-node"));
-        sw.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
-        sw.ip(&["link", "set", "br0", "up"]);
-        for (ns, host) in [(&rt, 1), (&node, 2)] {
-            let port = format!("p{host}");
-            sh(Command::new("ip").args([
-                "link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &port,
-                "netns", &sw.name,
-            ]));
-            sw.ip(&["link", "set", &port, "master", "br0", "up"]);
-            ns.ip(&["addr", "add", &format!("10.{n}.0.{host}/24"), "dev", "eth0"]);
-            ns.ip(&[
+        let bed = Bed::new(
+            prefix,
+            &[
+                ("rt", &format!("10.{n}.0.1/24")),
+                ("node", &format!("10.{n}.0.2/24")),
+            ],
+        );
+        for (role, host) in [("rt", 1), ("node", 2)] {
+            bed.host(role).ns.ip(&[
                 "addr",
                 "add",
                 &format!("fd00:{n}::{host}/64"),
@@ -65,14 +58,16 @@ impl Link {
                 "eth0",
                 "nodad",
             ]);
-            ns.ip(&["link", "set", "eth0", "up"]);
         }
-        Link {
-            n,
-            node,
-            rt,
-            _sw: sw,
-        }
+        Link { n, bed }
+    }
+
+    fn node(&self) -> &Netns {
+        &self.bed.host("node").ns
+    }
+
+    fn rt(&self) -> &Netns {
+        &self.bed.host("rt").ns
     }
 
     fn rt_addr(&self) -> Ipv4Addr {
@@ -98,7 +93,7 @@ impl Link {
     }
 
     fn dir(&self) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("{}-router", self.rt.name));
+        let d = std::env::temp_dir().join(format!("{}-router", self.rt().name));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -112,7 +107,7 @@ struct NodeRt {
 
 impl NodeRt {
     fn new(link: &Link) -> NodeRt {
-        let rt = link.node.run(|| {
+        let rt = link.node().run(|| {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -210,7 +205,7 @@ impl Bird {
         );
         std::fs::write(dir.join("bird.conf"), conf).unwrap();
         let log = std::fs::File::create(dir.join("bird.log")).unwrap();
-        let mut cmd = link.rt.command("bird");
+        let mut cmd = link.rt().command("bird");
         cmd.arg("-f")
             .arg("-c")
             .arg(dir.join("bird.conf"))
@@ -226,7 +221,7 @@ impl Bird {
         };
         let mut b = Bird {
             dir,
-            ns_name: link.rt.name.clone(),
+            ns_name: link.rt().name.clone(),
             proc,
         };
         let up = poll(Duration::from_secs(5), || {
@@ -532,7 +527,7 @@ fn bird_bfd_removes_routes_of_a_dead_node_within_a_second() {
 
     // The node dies: its link goes; the router's link stays up (switch in between).
     let t0 = Instant::now();
-    link.node.ip(&["link", "set", "eth0", "down"]);
+    link.node().ip(&["link", "set", "eth0", "down"]);
     let gone = bird
         .wait_no_route("192.0.2.10/32", Duration::from_secs(5))
         .map(|_| t0.elapsed());
@@ -560,7 +555,7 @@ fn bird_bfd_removes_routes_of_a_dead_node_within_a_second() {
     );
 
     // The node comes back: BGP and BFD come back and so does the route.
-    link.node.ip(&["link", "set", "eth0", "up"]);
+    link.node().ip(&["link", "set", "eth0", "up"]);
     wait_bird_established(&bird, &sp, Duration::from_secs(20));
     bird.wait_route("192.0.2.10/32", Duration::from_secs(5));
     assert!(sp.status()[0].flaps >= 1, "{:?}", sp.status());
@@ -636,7 +631,7 @@ fn gobgpd_receives_host_route() {
     );
     std::fs::write(dir.join("gobgpd.toml"), conf).unwrap();
     let log = std::fs::File::create(dir.join("gobgpd.log")).unwrap();
-    let mut cmd = link.rt.command("gobgpd");
+    let mut cmd = link.rt().command("gobgpd");
     cmd.arg("-f")
         .arg(dir.join("gobgpd.toml"))
         .args(["--api-hosts", "127.0.0.1:50051"])
@@ -649,7 +644,7 @@ fn gobgpd_receives_host_route() {
     let logs = || std::fs::read_to_string(dir.join("gobgpd.log")).unwrap_or_default();
     let gobgp = |args: &[&str]| -> Option<serde_json::Value> {
         let out = link
-            .rt
+            .rt()
             .command("gobgp")
             .args(["-u", "127.0.0.1", "-p", "50051"])
             .args(args)
@@ -729,7 +724,7 @@ fn frr_bgpd_receives_host_route() {
     std::fs::write(dir.join("bgpd.conf"), conf).unwrap();
     std::fs::write(dir.join("vtysh.conf"), "username root nopassword\n").unwrap();
     let err = std::fs::File::create(dir.join("bgpd.stderr")).unwrap();
-    let mut cmd = link.rt.command("/usr/lib/frr/bgpd");
+    let mut cmd = link.rt().command("/usr/lib/frr/bgpd");
     // -Z: no zebra (no kernel routes), -S: skip runas checks, -P 0: no vty TCP port.
     cmd.args(["-Z", "-S", "-P", "0", "-u", "root", "-g", "root", "-f"])
         .arg(dir.join("bgpd.conf"))
@@ -840,7 +835,7 @@ fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
     )
     .unwrap();
     let log = dir.join("vip.log");
-    let mut cmd = link.node.command(env!("CARGO_BIN_EXE_vip"));
+    let mut cmd = link.node().command(env!("CARGO_BIN_EXE_vip"));
     cmd.args(["run", "--config", cfg.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
@@ -856,7 +851,7 @@ fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
     );
     let metrics = poll(Duration::from_secs(5), || {
         let (_, body) =
-            testbed::http_get(&link.node, "127.0.0.1:9472".parse().unwrap(), "/metrics").ok()?;
+            testbed::http_get(link.node(), "127.0.0.1:9472".parse().unwrap(), "/metrics").ok()?;
         body.contains(&format!(
             "vip_bgp_session_established{{peer=\"{}\"}} 1",
             link.rt_addr()

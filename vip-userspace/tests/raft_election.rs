@@ -9,7 +9,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::PathBuf,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc, Mutex,
@@ -18,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{poll, sh, Netns};
+use testbed::{poll, Bed, Netns};
 use tokio::sync::watch;
 use vip_userspace::election::raft::{RaftConfig, RaftElector, RaftError, RaftRole, RaftStatus};
 
@@ -28,15 +27,6 @@ const ELECTION: (Duration, Duration) = (Duration::from_millis(100), Duration::fr
 const LEASE: Duration = Duration::from_millis(80);
 const WATCHDOG: Duration = Duration::from_millis(10);
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "raft_election tests need root (network namespaces)"
-    );
-}
-
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -45,44 +35,24 @@ fn init_tracing() {
 }
 
 /// Three namespaces `<prefix>-n1..3` with 10.9.0.1..3/24 on `eth0`, a bridge in `<prefix>-sw`.
-struct Bed {
-    // Dropped first: the veths die with the node namespaces, then the switch goes.
-    nodes: Vec<Netns>,
-    sw: Netns,
+/// Three nodes n1..n3 (10.9.0.1-3) on one switch.
+fn bed(prefix: &str) -> Bed {
+    Bed::new(
+        prefix,
+        &[
+            ("n1", "10.9.0.1/24"),
+            ("n2", "10.9.0.2/24"),
+            ("n3", "10.9.0.3/24"),
+        ],
+    )
 }
 
-impl Bed {
-    fn new(prefix: &str) -> Bed {
-        testbed::cleanup_prefix(&format!("{prefix}-"));
-        let sw = Netns::new(&format!("{prefix}-sw"));
-        sw.ip(&["link", "add", "br0", "type", "bridge"]);
-        sw.ip(&["link", "set", "br0", "type", "bridge", "forward_delay", "0"]);
-        sw.ip(&["link", "set", "br0", "up"]);
-        let mut nodes = Vec::new();
-        for i in 1..=3 {
-            let ns = Netns::new(&format!("{prefix}-n{i}"));
-            let port = format!("p-n{i}");
-            sh(Command::new("ip").args([
-                "link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &port,
-                "netns", &sw.name,
-            ]));
-            sw.ip(&["link", "set", &port, "master", "br0", "up"]);
-            ns.ip(&["addr", "add", &format!("10.9.0.{i}/24"), "dev", "eth0"]);
-            ns.ip(&["link", "set", "eth0", "up"]);
-            nodes.push(ns);
-        }
-        Bed { nodes, sw }
-    }
+fn role(i: usize) -> String {
+    format!("n{}", i + 1)
+}
 
-    /// Cut node `i`'s cable at the switch (its address and socket stay).
-    fn cut(&self, i: usize) {
-        self.sw
-            .ip(&["link", "set", &format!("p-n{}", i + 1), "down"]);
-    }
-
-    fn heal(&self, i: usize) {
-        self.sw.ip(&["link", "set", &format!("p-n{}", i + 1), "up"]);
-    }
+fn node_ns(bed: &Bed, i: usize) -> &Netns {
+    &bed.host(&role(i)).ns
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -365,7 +335,7 @@ fn start_three(
 ) -> (Vec<Option<Node>>, Instant) {
     let mut nodes = Vec::new();
     for i in 0..3 {
-        let (n, rx) = Node::start(&bed.nodes[i], i, config(i, root), ev.clone());
+        let (n, rx) = Node::start(node_ns(bed, i), i, config(i, root), ev.clone());
         sampler.set(i, rx);
         nodes.push(Some(n));
     }
@@ -376,9 +346,9 @@ fn start_three(
 /// takes over, never two at once); heal (it rejoins as follower, the leader stays).
 #[test]
 fn elect_partition_heal() {
-    require_root();
+    testbed::require_root_and_bpf();
     init_tracing();
-    let bed = Bed::new("rft");
+    let bed = bed("rft");
     let root = state_root("partition");
     let sampler = Sampler::new(3);
     let (ev_tx, ev_rx) = mpsc::channel();
@@ -430,7 +400,7 @@ fn elect_partition_heal() {
 
     // 2. Partition the leader.
     let t_cut = Instant::now();
-    bed.cut(leader);
+    bed.cut(&role(leader));
     let t_cut_done = Instant::now();
     poll(Duration::from_secs(2), || {
         (!sampler.leaders().contains(&leader)).then_some(())
@@ -493,7 +463,7 @@ fn elect_partition_heal() {
     // (it never raised its term while cut off: pre-vote).
     std::thread::sleep(Duration::from_millis(300));
     let healed = Instant::now();
-    bed.heal(leader);
+    bed.heal(&role(leader));
     let new_term = nodes[new_leader].as_ref().expect("node").status().term;
     let old = nodes[leader].as_ref().expect("node");
     poll(Duration::from_secs(3), || {
@@ -569,9 +539,9 @@ fn persisted_term(root: &std::path::Path, i: usize) -> (u64, Option<u64>) {
 /// the term never goes back, one leader per term throughout.
 #[test]
 fn restart_keeps_term_and_vote() {
-    require_root();
+    testbed::require_root_and_bpf();
     init_tracing();
-    let bed = Bed::new("rfr");
+    let bed = bed("rfr");
     let root = state_root("restart");
     let sampler = Sampler::new(3);
     let (ev_tx, ev_rx) = mpsc::channel();
@@ -604,7 +574,7 @@ fn restart_keeps_term_and_vote() {
     let (term_p, vote_p) = persisted_term(&root, leader);
     assert!(vote_p.is_some(), "a leader voted (for itself) in its term");
     let (n, rx) = Node::start(
-        &bed.nodes[leader],
+        node_ns(&bed, leader),
         leader,
         config(leader, &root),
         ev_tx.clone(),
@@ -629,7 +599,7 @@ fn restart_keeps_term_and_vote() {
     let f = (0..3).find(|i| *i != next).expect("a follower");
     nodes[f].take().expect("node").stop(false);
     let (term_f, _) = persisted_term(&root, f);
-    let (n, rx) = Node::start(&bed.nodes[f], f, config(f, &root), ev_tx.clone());
+    let (n, rx) = Node::start(node_ns(&bed, f), f, config(f, &root), ev_tx.clone());
     sampler.set(f, rx);
     assert!(n.status().term >= term_f);
     poll(Duration::from_secs(3), || {
@@ -647,7 +617,12 @@ fn restart_keeps_term_and_vote() {
         ms(t_third.saturating_duration_since(t_crash))
     );
     let (term_c, _) = persisted_term(&root, next);
-    let (n, rx) = Node::start(&bed.nodes[next], next, config(next, &root), ev_tx.clone());
+    let (n, rx) = Node::start(
+        node_ns(&bed, next),
+        next,
+        config(next, &root),
+        ev_tx.clone(),
+    );
     sampler.set(next, rx);
     assert!(n.status().term >= term_c);
     poll(Duration::from_secs(3), || {
@@ -692,9 +667,9 @@ fn restart_keeps_term_and_vote() {
 /// follows.
 #[test]
 fn hung_leader_goes_silent() {
-    require_root();
+    testbed::require_root_and_bpf();
     init_tracing();
-    let bed = Bed::new("rfh");
+    let bed = bed("rfh");
     let root = state_root("hung");
     let sampler = Sampler::new(3);
     let (ev_tx, ev_rx) = mpsc::channel();
