@@ -83,10 +83,12 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
-fn per_vip(
+/// A counter family with one label: a row per label value.
+fn counters(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
+    label: &str,
     rows: &[(String, u64)],
 ) -> std::fmt::Result {
     let mut fam = enc.encode_descriptor(
@@ -95,9 +97,30 @@ fn per_vip(
         None,
         prometheus_client::metrics::MetricType::Counter,
     )?;
-    for (vip, v) in rows {
-        let labels = [("vip", vip.as_str())];
+    for (key, v) in rows {
+        let labels = [(label, key.as_str())];
         ConstCounter::new(*v).encode(fam.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge family with one label: a row per label value.
+fn gauges(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: &[(String, i64)],
+) -> std::fmt::Result {
+    let mut fam = enc.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (key, v) in rows {
+        let labels = [(label, key.as_str())];
+        ConstGauge::new(*v).encode(fam.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -126,22 +149,20 @@ impl Collector for DataplaneCollector {
             None,
             g.metric_type(),
         )?)?;
-        {
-            // Ownership per VIP ("which node owns the VIP?" from any node's metrics).
-            let owned_vips = st.owned.borrow().clone();
-            let g = ConstGauge::new(1i64);
-            let mut fam = enc.encode_descriptor(
-                "vip_vip_owner",
-                "1 for each VIP this node owns",
-                None,
-                g.metric_type(),
-            )?;
-            for v in owned_vips {
-                let ip = v.to_string();
-                let labels = [("vip", ip.as_str())];
-                g.encode(fam.encode_family(&labels)?)?;
-            }
-        }
+        // Ownership per VIP ("which node owns the VIP?" from any node's metrics).
+        let owned_vips: Vec<(String, i64)> = st
+            .owned
+            .borrow()
+            .iter()
+            .map(|v| (v.to_string(), 1))
+            .collect();
+        gauges(
+            &mut enc,
+            "vip_vip_owner",
+            "1 for each VIP this node owns",
+            "vip",
+            &owned_vips,
+        )?;
         {
             let k = st.k8s.lock().map(|k| k.clone()).unwrap_or_default();
             if k.enabled {
@@ -165,79 +186,58 @@ impl Collector for DataplaneCollector {
                     let g = ConstGauge::new(v);
                     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
                 }
-                for (name, help, size) in [
-                    (
-                        "vip_k8s_pool_addresses",
-                        "Addresses in each IPAM pool",
-                        true,
-                    ),
-                    (
-                        "vip_k8s_pool_used",
-                        "Addresses of each IPAM pool held by Services",
-                        false,
-                    ),
-                ] {
-                    let mut fam = enc.encode_descriptor(
-                        name,
-                        help,
-                        None,
-                        prometheus_client::metrics::MetricType::Gauge,
-                    )?;
-                    for (pool, n, used) in &k.pools {
-                        let v = if size {
-                            i64::try_from(*n).unwrap_or(i64::MAX)
-                        } else {
-                            *used as i64
-                        };
-                        let labels = [("pool", pool.as_str())];
-                        ConstGauge::new(v).encode(fam.encode_family(&labels)?)?;
-                    }
-                }
+                let pool = |f: fn(&(String, u128, usize)) -> i64| -> Vec<(String, i64)> {
+                    k.pools.iter().map(|p| (p.0.clone(), f(p))).collect()
+                };
+                gauges(
+                    &mut enc,
+                    "vip_k8s_pool_addresses",
+                    "Addresses in each IPAM pool",
+                    "pool",
+                    &pool(|p| i64::try_from(p.1).unwrap_or(i64::MAX)),
+                )?;
+                gauges(
+                    &mut enc,
+                    "vip_k8s_pool_used",
+                    "Addresses of each IPAM pool held by Services",
+                    "pool",
+                    &pool(|p| p.2 as i64),
+                )?;
             }
         }
-        {
-            let peers = st.bgp.lock().map(|b| b.clone()).unwrap_or_default();
-            if !peers.is_empty() {
-                for (name, help, gauge) in [
-                    (
-                        "vip_bgp_session_established",
-                        "1 while the session is Established",
-                        true,
-                    ),
-                    (
-                        "vip_bgp_prefixes_announced",
-                        "Host routes announced on the session",
-                        true,
-                    ),
-                    (
-                        "vip_bgp_session_flaps",
-                        "Times the session left Established",
-                        false,
-                    ),
-                ] {
-                    let ty = if gauge {
-                        prometheus_client::metrics::MetricType::Gauge
-                    } else {
-                        prometheus_client::metrics::MetricType::Counter
-                    };
-                    let mut fam = enc.encode_descriptor(name, help, None, ty)?;
-                    for p in &peers {
-                        let peer = p.address.to_string();
-                        let labels = [("peer", peer.as_str())];
-                        let e = fam.encode_family(&labels)?;
-                        match name {
-                            "vip_bgp_session_established" => ConstGauge::new(
-                                (p.state == crate::bgp::SessionState::Established) as i64,
-                            )
-                            .encode(e)?,
-                            "vip_bgp_prefixes_announced" => {
-                                ConstGauge::new(p.prefixes_announced as i64).encode(e)?
-                            }
-                            _ => ConstCounter::new(p.flaps).encode(e)?,
-                        }
-                    }
-                }
-            }
+        let peers = st.bgp.lock().map(|b| b.clone()).unwrap_or_default();
+        if !peers.is_empty() {
+            let peer = |f: fn(&crate::bgp::PeerStatus) -> i64| -> Vec<(String, i64)> {
+                peers
+                    .iter()
+                    .map(|p| (p.address.to_string(), f(p)))
+                    .collect()
+            };
+            gauges(
+                &mut enc,
+                "vip_bgp_session_established",
+                "1 while the session is Established",
+                "peer",
+                &peer(|p| (p.state == crate::bgp::SessionState::Established) as i64),
+            )?;
+            gauges(
+                &mut enc,
+                "vip_bgp_prefixes_announced",
+                "Host routes announced on the session",
+                "peer",
+                &peer(|p| p.prefixes_announced as i64),
+            )?;
+            let flaps: Vec<(String, u64)> = peers
+                .iter()
+                .map(|p| (p.address.to_string(), p.flaps))
+                .collect();
+            counters(
+                &mut enc,
+                "vip_bgp_session_flaps",
+                "Times the session left Established",
+                "peer",
+                &flaps,
+            )?;
         }
         let reader = st.stats.lock().ok();
         let Some(reader) = reader.as_ref().and_then(|r| r.as_ref()) else {
@@ -370,28 +370,32 @@ impl Collector for DataplaneCollector {
         let col = |f: fn(&vip_common::VipStats) -> u64| -> Vec<(String, u64)> {
             rows.iter().map(|(ip, s)| (ip.to_string(), f(s))).collect()
         };
-        per_vip(
+        counters(
             &mut enc,
             "vip_vip_arp_replies",
             "ARP replies sent per VIP",
+            "vip",
             &col(|s| s.arp_reply),
         )?;
-        per_vip(
+        counters(
             &mut enc,
             "vip_vip_arp_drops",
             "ARP requests dropped per VIP (not owner)",
+            "vip",
             &col(|s| s.arp_drop),
         )?;
-        per_vip(
+        counters(
             &mut enc,
             "vip_vip_arp_conflicts",
             "ARP from another MAC claiming this owned VIP",
+            "vip",
             &col(|s| s.arp_conflict),
         )?;
-        per_vip(
+        counters(
             &mut enc,
             "vip_vip_ipv4_packets",
             "IPv4 packets seen per VIP",
+            "vip",
             &col(|s| s.ipv4_pkts),
         )?;
         let dir = st.pin_dir.read().ok().and_then(|d| d.clone());

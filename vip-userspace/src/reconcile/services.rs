@@ -137,18 +137,20 @@ impl ServiceSync {
     /// Advance the epoch that cached next hops are checked against (call about once a
     /// second): every CPU asks the FIB again on its next packet to each backend.
     pub fn tick_epoch(&mut self) -> Result<(), ServiceError> {
+        self.update_config(|c| c.epoch = c.epoch.wrapping_add(1))
+    }
+
+    /// Read-modify-write of the one CONFIG entry (only this daemon task writes it).
+    fn update_config(&mut self, f: impl FnOnce(&mut BpfConfig)) -> Result<(), ServiceError> {
         let mut c = self.maps.config.get(&0, 0)?;
-        c.epoch = c.epoch.wrapping_add(1);
+        f(&mut c);
         self.maps.config.set(0, c, 0)?;
         Ok(())
     }
 
     /// Push the dead-man deadline (see `vip_common::Config::deadline_ns`); 0 turns it off.
     pub fn set_deadline(&mut self, deadline_ns: u64) -> Result<(), ServiceError> {
-        let mut c = self.maps.config.get(&0, 0)?;
-        c.deadline_ns = deadline_ns;
-        self.maps.config.set(0, c, 0)?;
-        Ok(())
+        self.update_config(|c| c.deadline_ns = deadline_ns)
     }
 
     fn alloc_sid(&mut self) -> Result<u32, ServiceError> {
