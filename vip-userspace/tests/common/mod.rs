@@ -100,6 +100,8 @@ pub fn metric(body: &str, name: &str) -> u64 {
 pub struct Prober {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// When each request left.
+    sent: Arc<std::sync::Mutex<Vec<Instant>>>,
 }
 
 impl Prober {
@@ -108,6 +110,8 @@ impl Prober {
         let stop2 = stop.clone();
         let mac = parse_mac(&client.mac);
         let src: std::net::Ipv4Addr = client.addr.parse().unwrap();
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sent2 = sent.clone();
         let thread = client.ns.spawn(move || {
             let c = std::ffi::CString::new("eth0").unwrap();
             // SAFETY: valid C string.
@@ -117,14 +121,22 @@ impl Prober {
             let mut f = vip_userspace::net::garp::frame(mac, vip);
             f[28..32].copy_from_slice(&src.octets()); // a request from the client
             while !stop2.load(Ordering::Relaxed) {
-                let _ = sock.send(&f);
+                if sock.send(&f).is_ok() {
+                    sent2.lock().unwrap().push(Instant::now());
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
         Prober {
             stop,
             thread: Some(thread),
+            sent,
         }
+    }
+
+    /// Requests sent after `t`.
+    pub fn sent_after(&self, t: Instant) -> usize {
+        self.sent.lock().unwrap().iter().filter(|s| **s > t).count()
     }
 }
 
