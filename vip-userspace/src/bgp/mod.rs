@@ -103,6 +103,20 @@ struct Shared {
     bfd: Option<BfdState>,
 }
 
+impl Shared {
+    /// A session not started yet; BFD reported Down until it comes up, if configured.
+    fn idle(bfd: bool) -> SharedRef {
+        Arc::new(Mutex::new(Shared {
+            state: SessionState::Idle,
+            established_at: None,
+            flaps: 0,
+            announced: 0,
+            last_error: None,
+            bfd: bfd.then_some(BfdState::Down),
+        }))
+    }
+}
+
 type SharedRef = Arc<Mutex<Shared>>;
 
 fn update(shared: &SharedRef, f: impl FnOnce(&mut Shared)) {
@@ -196,14 +210,7 @@ impl Speaker {
 
         let mut peers = Vec::new();
         for p in &cfg.peers {
-            let shared = Arc::new(Mutex::new(Shared {
-                state: SessionState::Idle,
-                established_at: None,
-                flaps: 0,
-                announced: 0,
-                last_error: None,
-                bfd: p.bfd.map(|_| BfdState::Down),
-            }));
+            let shared = Shared::idle(p.bfd.is_some());
             let ctx = session::PeerCtx {
                 cfg: cfg.clone(),
                 peer: p.clone(),

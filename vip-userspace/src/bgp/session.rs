@@ -545,7 +545,6 @@ mod tests {
         update::BgpUpdateMessage,
     };
     use netgauze_iana::address_family::AddressType;
-    use std::sync::Mutex;
     use tokio::{io::AsyncWriteExt, net::TcpListener};
 
     struct Harness {
@@ -565,14 +564,7 @@ mod tests {
         peer.multihop_ttl = Some(64);
         let mut cfg = BgpConfig::new(65001, Ipv4Addr::new(10, 0, 0, 2), vec![peer.clone()]);
         cfg.hold_time_s = 30;
-        let shared = Arc::new(Mutex::new(Shared {
-            state: SessionState::Idle,
-            established_at: None,
-            flaps: 0,
-            announced: 0,
-            last_error: None,
-            bfd: None,
-        }));
+        let shared = Shared::idle(false);
         let (desired, desired_rx) =
             watch::channel(Arc::new(announce.iter().copied().collect::<BTreeSet<_>>()));
         let (control, control_rx) = watch::channel(Control::Run);
