@@ -4,9 +4,12 @@
 //! (all named `vb-*`, removed on exit, on failure and on Ctrl-C) and loads XDP programs.
 //!
 //! ```text
-//! vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev]...
+//! vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover]...
 //! ```
+//!
+//! `failover` (~15 min) runs only when asked for with `--only failover`.
 mod conns;
+mod failover;
 mod maglev;
 mod pps;
 mod table;
@@ -77,7 +80,7 @@ fn args() -> Result<Args> {
             "--vip-bin" => a.vip_bin = Some(it.next().context("--vip-bin PATH")?.into()),
             "--only" => a.only.push(it.next().context("--only SECTION")?),
             other => bail!(
-                "unknown argument {other}; usage: vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev]"
+                "unknown argument {other}; usage: vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover]"
             ),
         }
     }
@@ -114,8 +117,10 @@ fn real_main() -> Result<bool> {
     // Leftovers of an interrupted run would make namespace creation fail.
     testbed::cleanup_prefix(PREFIX);
     let _ = std::fs::remove_dir_all(conns::PIN_DIR);
+    let _ = std::fs::remove_dir_all(failover::PIN_DIR);
     let quick = a.quick;
     let vip_bin = a.vip_bin.clone();
+    let vip_bin2 = a.vip_bin.clone();
     let sections: Vec<Section> = vec![
         ("testrun", Box::new(move |r, n| testrun::run(quick, r, n))),
         ("pps", Box::new(move |r, n| pps::run(quick, r, n))),
@@ -124,12 +129,23 @@ fn real_main() -> Result<bool> {
             Box::new(move |r, n| conns::run(quick, vip_bin.as_deref(), r, n)),
         ),
         ("maglev", Box::new(move |r, _| maglev::run(quick, r))),
+        (
+            "failover",
+            Box::new(move |r, n| failover::run(quick, vip_bin2.as_deref(), r, n)),
+        ),
     ];
+    // Sections that run when none is named (failover takes ~15 min: only on request).
+    let default = |name: &str| name != "failover";
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut ok = true;
     for (name, f) in sections {
-        if !a.only.is_empty() && !a.only.iter().any(|o| o == name) {
+        let wanted = if a.only.is_empty() {
+            default(name)
+        } else {
+            a.only.iter().any(|o| o == name)
+        };
+        if !wanted {
             continue;
         }
         if stopped() {
@@ -159,6 +175,7 @@ fn real_main() -> Result<bool> {
     }
     testbed::cleanup_prefix(PREFIX);
     let _ = std::fs::remove_dir_all(conns::PIN_DIR);
+    let _ = std::fs::remove_dir_all(failover::PIN_DIR);
     println!("{}", table::render(&rows));
     for n in &notes {
         println!("- {n}");

@@ -62,7 +62,8 @@ pub struct RunArgs {
     /// Keep the pinned maps on exit (for restarts).
     #[arg(long)]
     pub keep_pinned: bool,
-    /// Who owns the VIPs: single (this node) or lease (a Kubernetes Lease holder).
+    /// Who owns the VIPs: single (this node), lease (a Kubernetes Lease holder) or raft
+    /// (static peers; needs the file's `election.raft` section).
     #[arg(long, env = "VIP_ELECTION")]
     pub election: Option<String>,
     /// kubeconfig for the Lease (default: in-cluster, or $KUBECONFIG).

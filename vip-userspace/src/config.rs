@@ -116,6 +116,7 @@ pub struct FileConfig {
 
 /// `election:` — who owns the VIPs. Absent or `mode: single`: this node, always.
 /// `mode: lease`: the holder of a coordination.k8s.io Lease (kube-vip's way).
+/// `mode: raft`: the fenced Raft leader among static peers (`raft:`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElectionFile {
@@ -137,6 +138,24 @@ pub struct ElectionFile {
     /// `shared` (one lease for every service VIP, kube-vip's default) or `per-vip` (one lease
     /// per VIP: VIPs spread over the nodes; kube-vip's `svc_election=true`).
     pub service_election: Option<String>,
+    /// `mode: raft`: the members and the timing (see README, standalone HA).
+    pub raft: Option<RaftFile>,
+}
+
+/// `election.raft:` as written; defaults are the library's `DEFAULT_*` constants.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftFile {
+    pub id: Option<u64>,
+    /// Every member (this node included): id → "ip:port".
+    pub peers: Option<std::collections::BTreeMap<u64, String>>,
+    /// Default 0.0.0.0:<port of this node's peer entry>.
+    pub listen: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_min_ms: Option<u64>,
+    pub election_timeout_max_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +311,8 @@ pub enum Election {
         /// One lease per service VIP instead of the shared one.
         per_vip: bool,
     },
+    /// The Raft leader among static peers owns every VIP while a quorum acknowledges it.
+    Raft(crate::election::raft::RaftConfig),
 }
 
 /// Default seed: any fixed value works as long as every node uses the same one.
@@ -544,13 +565,15 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
     let Some(f) = f else {
         return Ok(Election::Single);
     };
-    match f.mode.as_deref().unwrap_or("lease") {
+    let default_mode = if f.raft.is_some() { "raft" } else { "lease" };
+    match f.mode.as_deref().unwrap_or(default_mode) {
         "single" => return Ok(Election::Single),
         "lease" => {}
+        "raft" => return resolve_raft(f.raft).map(Election::Raft),
         other => {
             return Err(ConfigError::new(
                 "election.mode",
-                format!("`{other}` is not one of single, lease"),
+                format!("`{other}` is not one of single, lease, raft"),
             ))
         }
     }
@@ -610,6 +633,64 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
         services: f.services.unwrap_or(false),
         per_vip,
     })
+}
+
+fn resolve_raft(
+    f: Option<RaftFile>,
+) -> Result<crate::election::raft::RaftConfig, ConfigError> {
+    use crate::election::raft::{self, RaftConfig, RaftError};
+    let f = f.ok_or_else(|| {
+        ConfigError::new(
+            "election.raft",
+            "required with mode: raft (id and peers at least)",
+        )
+    })?;
+    let id = f
+        .id
+        .ok_or_else(|| ConfigError::new("election.raft.id", "required (this node's key in peers)"))?;
+    let raw = f.peers.unwrap_or_default();
+    let mut peers = std::collections::BTreeMap::new();
+    for (k, v) in &raw {
+        let addr = v.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::new(
+                format!("election.raft.peers.{k}"),
+                format!("`{v}`: {e} (want ip:port)"),
+            )
+        })?;
+        peers.insert(*k, addr);
+    }
+    let listen = match &f.listen {
+        Some(l) => l.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::new("election.raft.listen", format!("`{l}`: {e} (want ip:port)"))
+        })?,
+        None => {
+            let port = peers.get(&id).map_or(0, |a| a.port());
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    };
+    let ms = Duration::from_millis;
+    let cfg = RaftConfig {
+        heartbeat: f.heartbeat_ms.map_or(raft::DEFAULT_HEARTBEAT, ms),
+        election_timeout: (
+            f.election_timeout_min_ms
+                .map_or(raft::DEFAULT_ELECTION_TIMEOUT.0, ms),
+            f.election_timeout_max_ms
+                .map_or(raft::DEFAULT_ELECTION_TIMEOUT.1, ms),
+        ),
+        lease: f.lease_ms.map_or(raft::DEFAULT_LEASE, ms),
+        ..RaftConfig::new(
+            id,
+            listen,
+            peers,
+            f.state_dir
+                .unwrap_or_else(|| PathBuf::from(paths::DEFAULT_RAFT_STATE_DIR)),
+        )
+    };
+    cfg.validate().map_err(|e| match e {
+        RaftError::Config { field, reason } => ConfigError::new(field, reason),
+        other => ConfigError::new("election.raft", other.to_string()),
+    })?;
+    Ok(cfg)
 }
 
 fn resolve_services(
@@ -857,11 +938,72 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "election.renew_deadline_ms");
         let e = resolve(
-            file("interface: eth0\nvips: [192.0.2.1]\nelection: {mode: raft}\n"),
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {mode: paxos}\n"),
             Overrides::default(),
         )
         .unwrap_err();
         assert_eq!(e.field, "election.mode");
+    }
+
+    #[test]
+    fn raft_election_config() {
+        let base = "interface: eth0\nvips: [192.0.2.1]\nelection:\n  mode: raft\n  raft:\n";
+        let peers = "    peers: {1: \"10.0.0.1:7946\", 2: \"10.0.0.2:7946\", 3: \"10.0.0.3:7946\"}\n";
+        let c = resolve(
+            file(&format!("{base}    id: 2\n{peers}")),
+            Overrides::default(),
+        )
+        .unwrap();
+        let Election::Raft(r) = c.election else {
+            panic!("raft")
+        };
+        assert_eq!(r.id, 2);
+        assert_eq!(r.peers.len(), 3);
+        assert_eq!(r.listen, "0.0.0.0:7946".parse().unwrap(), "default listen");
+        assert_eq!(r.state_dir, PathBuf::from("/var/lib/vip"));
+        assert_eq!(r.heartbeat, crate::election::raft::DEFAULT_HEARTBEAT);
+        let c = resolve(
+            file(&format!("{base}    id: 1\n{peers}    heartbeat_ms: 20\n    election_timeout_min_ms: 70\n    election_timeout_max_ms: 110\n    lease_ms: 50\n    state_dir: /tmp/x\n")),
+            Overrides::default(),
+        )
+        .unwrap();
+        let Election::Raft(r) = c.election else {
+            panic!("raft")
+        };
+        assert_eq!(
+            (r.heartbeat, r.election_timeout, r.lease),
+            (
+                Duration::from_millis(20),
+                (Duration::from_millis(70), Duration::from_millis(110)),
+                Duration::from_millis(50)
+            )
+        );
+        // Each mistake names its field.
+        for (extra, field) in [
+            ("    id: 9\n", "election.raft.id"),
+            ("    peers: {1: \"10.0.0.1\"}\n    id: 1\n", "election.raft.peers.1"),
+            ("    id: 1\n    listen: nowhere\n", "election.raft.listen"),
+            ("    id: 1\n    listen: \"0.0.0.0:1\"\n", "election.raft.listen"),
+            ("    id: 1\n    lease_ms: 600\n", "election.raft.lease_ms"),
+            ("    id: 1\n    election_timeout_max_ms: 100\n", "election.raft.election_timeout_max_ms"),
+        ] {
+            let p = if extra.contains("peers") { "" } else { peers };
+            let e = resolve(file(&format!("{base}{extra}{p}")), Overrides::default())
+                .unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
+        let e = resolve(
+            file(&format!("{base}{peers}")),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "election.raft.id");
+        let e = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {mode: raft}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "election.raft");
     }
 
     #[test]

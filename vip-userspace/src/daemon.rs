@@ -6,6 +6,8 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
+use std::time::{Duration, Instant};
+
 use aya::{programs::xdp::XdpLinkId, Ebpf};
 
 use crate::{
@@ -14,10 +16,10 @@ use crate::{
         attach::{self, AttachMode},
         lb::LbMaps,
         load,
-        maps::{Maps, StatsReader},
+        maps::{monotonic_ns, Maps, StatsReader},
         DataplaneError,
     },
-    election::{self, per_vip::VipLeases},
+    election::{self, per_vip::VipLeases, raft::RaftElector},
     k8s::controller::View,
     metrics::{self, MetricsError, State},
     model::Desired,
@@ -55,6 +57,8 @@ pub enum DaemonError {
     Kube(String),
     #[error("bgp: {0}")]
     Bgp(String),
+    #[error(transparent)]
+    Raft(#[from] crate::election::raft::RaftError),
 }
 
 /// Re-reads the configuration (SIGHUP).
@@ -137,6 +141,8 @@ struct Ownership {
     vip_leases: Option<VipLeases>,
     /// False while the uplink is gone: every lease is handed on instead of left to expire.
     able: tokio::sync::watch::Sender<bool>,
+    /// `election.mode: raft`: the elector, whose lease also bounds the data plane's dead-man.
+    raft: Option<RaftElector>,
 }
 
 /// The control-plane VIP must be elected against this node's own API server, never through
@@ -180,6 +186,25 @@ impl Ownership {
                     per_vip_mode: false,
                     vip_leases: None,
                     able: tokio::sync::watch::Sender::new(true),
+                    raft: None,
+                })
+            }
+            config::Election::Raft(rc) => {
+                let elector = RaftElector::start(rc.clone()).await?;
+                if let Ok(mut r) = state.raft.write() {
+                    *r = Some(elector.status_source());
+                }
+                tracing::info!(id = rc.id, members = rc.peers.len(), heartbeat = ?rc.heartbeat, lease = ?rc.lease, "raft election started");
+                Ok(Ownership {
+                    leader: elector.leader(),
+                    stop: None,
+                    task: None,
+                    k8s: None,
+                    k8s_task: None,
+                    per_vip_mode: false,
+                    vip_leases: None,
+                    able: tokio::sync::watch::Sender::new(true),
+                    raft: Some(elector),
                 })
             }
             config::Election::Lease {
@@ -245,6 +270,7 @@ impl Ownership {
                     per_vip_mode: *per_vip,
                     vip_leases,
                     able,
+                    raft: None,
                 })
             }
         }
@@ -252,6 +278,35 @@ impl Ownership {
 
     fn is_leader(&self) -> bool {
         *self.leader.borrow()
+    }
+
+    /// The data plane's dead-man deadline (CLOCK_MONOTONIC ns, 0: off): `dead_man` from now,
+    /// and with Raft never past the lease, so XDP goes silent when the lease runs out even if
+    /// this process is late or gone. Not leading: already past.
+    fn deadline_ns(&self, dead_man: Duration) -> u64 {
+        let now = Instant::now();
+        let mut until = (!dead_man.is_zero()).then(|| now + dead_man);
+        if let Some(r) = &self.raft {
+            let lease = r.lease_deadline().unwrap_or(now);
+            until = Some(until.map_or(lease, |u| u.min(lease)));
+        }
+        match until {
+            None => 0,
+            // Instant is CLOCK_MONOTONIC on Linux, the clock of bpf_ktime_get_ns; 0 would
+            // mean "off", so a deadline in the past is never written as 0.
+            Some(u) => (monotonic_ns() + u.saturating_duration_since(now).as_nanos() as u64).max(1),
+        }
+    }
+
+    /// How often to check in: a quarter of the dead-man, and with Raft every heartbeat (the
+    /// lease watch pushes each extension at once; this catches anything it missed).
+    fn check_in_period(&self, dead_man: Duration) -> Duration {
+        let base = (dead_man / 4).max(Duration::from_millis(5));
+        match &self.raft {
+            Some(r) if dead_man.is_zero() => r.heartbeat(),
+            Some(r) => base.min(r.heartbeat()),
+            None => base,
+        }
     }
 
     /// Service VIPs elected one lease each, and whether this node may hold them. The file's
@@ -321,6 +376,10 @@ impl Ownership {
         if let Some(t) = self.task {
             let _ = t.await;
         }
+        // Leader: silent already (VIPs released), now hand over at once (TimeoutNow).
+        if let Some(r) = self.raft {
+            r.stop().await;
+        }
     }
 }
 
@@ -373,9 +432,9 @@ pub async fn run(
     // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
     let mut k8s_rx = ownership.k8s.clone();
     let mut held_rx = ownership.vip_leases.as_ref().map(|l| l.held.clone());
-    // Check in with the data plane's dead-man four times per grace period.
-    let mut check_in =
-        tokio::time::interval((cfg.dead_man / 4).max(std::time::Duration::from_millis(5)));
+    // Check in with the data plane's dead-man four times per grace period (Raft: per heartbeat).
+    let mut check_in = tokio::time::interval(ownership.check_in_period(cfg.dead_man));
+    let mut lease_rx = ownership.raft.as_ref().map(|r| r.lease_watch());
     check_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let sig = loop {
@@ -421,7 +480,15 @@ pub async fn run(
             }
             _ = check_in.tick() => {
                 if let Some(r) = running.as_mut() {
-                    r.rec.check_in(cfg.dead_man);
+                    r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+                }
+                continue;
+            }
+            changed = watch_changed(&mut lease_rx) => {
+                if changed {
+                    if let Some(r) = running.as_mut() {
+                        r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+                    }
                 }
                 continue;
             }
@@ -533,6 +600,11 @@ async fn leadership_changed(
     state.leader.set(leader as i64);
     state.leader_transitions.inc();
     tracing::info!(leader, "leadership changed");
+    let mut running = running;
+    // The deadline before the VIPs: a newly owned VIP is answered only under the new lease.
+    if let Some(r) = running.as_mut() {
+        r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+    }
     apply_desired(cfg, running, state, ownership).await;
 }
 
@@ -670,7 +742,7 @@ async fn bring_up(
         cfg.garp,
         state.clone(),
     );
-    rec.check_in(cfg.dead_man);
+    rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
     let (desired, owned) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = match rec.prune_stale(&owned) {

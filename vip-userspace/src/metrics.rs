@@ -55,6 +55,8 @@ pub struct State {
     pub k8s: Mutex<K8sStats>,
     /// BGP sessions, refreshed by the daemon every link check.
     pub bgp: Mutex<Vec<crate::bgp::PeerStatus>>,
+    /// The Raft election, read at scrape time (`election.mode: raft`).
+    pub raft: RwLock<Option<crate::election::raft::StatusSource>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -123,6 +125,48 @@ fn gauges(
         ConstGauge::new(*v).encode(fam.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// Term, role, leader and the age of the quorum acknowledgement that keeps the fence open.
+fn raft_metrics(
+    enc: &mut DescriptorEncoder,
+    r: &crate::election::raft::RaftStatus,
+) -> std::fmt::Result {
+    use crate::election::raft::RaftRole;
+    let plain = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| {
+        let g = ConstGauge::new(v);
+        g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+    };
+    plain(enc, "vip_raft_term", "Current Raft term", r.term as i64)?;
+    plain(
+        enc,
+        "vip_raft_leader_id",
+        "Id of the leader this node knows of (-1: none)",
+        r.leader.map_or(-1, |l| l as i64),
+    )?;
+    plain(
+        enc,
+        "vip_raft_fenced_leader",
+        "1 while this node leads with a fresh quorum acknowledgement (owns the VIPs)",
+        r.fenced_leader as i64,
+    )?;
+    plain(
+        enc,
+        "vip_raft_ms_since_quorum_ack",
+        "Since the send time of the newest heartbeat a majority acknowledged (-1: not leading)",
+        r.millis_since_quorum_ack
+            .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+    )?;
+    let roles: Vec<(String, i64)> = [
+        RaftRole::Follower,
+        RaftRole::PreCandidate,
+        RaftRole::Candidate,
+        RaftRole::Leader,
+    ]
+    .iter()
+    .map(|x| (x.as_str().to_string(), (*x == r.role) as i64))
+    .collect();
+    gauges(enc, "vip_raft_role", "1 for this node's Raft role", "role", &roles)
 }
 
 impl Collector for DataplaneCollector {
@@ -204,6 +248,10 @@ impl Collector for DataplaneCollector {
                     &pool(|p| p.2 as i64),
                 )?;
             }
+        }
+        let raft = st.raft.read().ok().and_then(|r| r.as_ref().map(|s| s.get()));
+        if let Some(r) = raft {
+            raft_metrics(&mut enc, &r)?;
         }
         let peers = st.bgp.lock().map(|b| b.clone()).unwrap_or_default();
         if !peers.is_empty() {

@@ -9,3 +9,5 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9472";
 /// Device the VIP is bound on in XDP mode so local sockets accept it while the kernel never
 /// answers ARP for it (XDP does, and drops it where we are not the owner).
 pub const DEFAULT_LOCAL_DEVICE: &str = "lo";
+/// Default directory of the Raft election's persisted term and vote (`raft-state.json`).
+pub const DEFAULT_RAFT_STATE_DIR: &str = "/var/lib/vip";

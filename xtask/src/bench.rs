@@ -14,12 +14,20 @@ use crate::{ebpf, setup, util};
 
 const BEGIN: &str = "<!-- bench:begin (written by `cargo xtask bench`) -->";
 const END: &str = "<!-- bench:end -->";
+const FAILOVER_BEGIN: &str = "<!-- failover:begin (written by `cargo xtask bench failover`) -->";
+const FAILOVER_END: &str = "<!-- failover:end -->";
 /// Debian packages only the bench needs (the baselines it compares against).
-const PACKAGES: [(&str, &str); 2] = [("haproxy", "haproxy"), ("nftables", "nft")];
+const PACKAGES: [(&str, &str); 3] = [
+    ("haproxy", "haproxy"),
+    ("nftables", "nft"),
+    ("keepalived", "keepalived"),
+];
+const SECTIONS: [&str; 5] = ["testrun", "pps", "conns", "maglev", "failover"];
 
 fn cleanup() {
     testbed::cleanup_prefix("vb-");
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench");
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench-failover");
 }
 
 fn have(bin: &str) -> bool {
@@ -99,22 +107,36 @@ fn machine() -> String {
     )
 }
 
-fn record(table: &str) -> Result<()> {
+/// Replace the part of BENCHMARKS.md between `begin` and `end` (appended if missing), so a
+/// run of some sections leaves the others' figures alone.
+fn record(table: &str, begin: &str, end: &str) -> Result<()> {
     let path = util::root().join("BENCHMARKS.md");
-    let generated = format!("{BEGIN}\n\n{}\n\n{table}\n{END}", machine());
+    let generated = format!("{begin}\n\n{}\n\n{table}\n{end}", machine());
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let new = match (old.find(begin), old.find(end)) {
         (Some(a), Some(b)) if a < b => {
-            format!("{}{generated}{}", &old[..a], &old[b + END.len()..])
+            format!("{}{generated}{}", &old[..a], &old[b + end.len()..])
         }
-        _ => format!("# Benchmarks\n\n`cargo xtask bench` (root).\n\n{generated}\n"),
+        _ if old.is_empty() => {
+            format!("# Benchmarks\n\n`cargo xtask bench` (root).\n\n{generated}\n")
+        }
+        _ => format!("{}\n\n{generated}\n", old.trim_end()),
     };
     std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("recorded in {}", path.display());
     Ok(())
 }
 
-pub fn run(quick: bool) -> Result<()> {
+pub fn run(quick: bool, sections: &[String]) -> Result<()> {
+    for s in sections {
+        if !SECTIONS.contains(&s.as_str()) {
+            bail!("unknown bench section {s}; one of {}", SECTIONS.join(", "));
+        }
+    }
+    let failover = sections.iter().any(|s| s == "failover");
+    if failover && sections.len() > 1 {
+        bail!("run `cargo xtask bench failover` on its own (it is recorded in its own section)");
+    }
     if !util::is_root() {
         bail!("the bench builds network namespaces and loads XDP programs: run it as root");
     }
@@ -133,6 +155,9 @@ pub fn run(quick: bool) -> Result<()> {
     if quick {
         cmd.arg("--quick");
     }
+    for s in sections {
+        cmd.arg("--only").arg(s);
+    }
     eprintln!("+ {:?}", cmd);
     let out = cmd.stderr(Stdio::inherit()).output();
     cleanup();
@@ -145,8 +170,15 @@ pub fn run(quick: bool) -> Result<()> {
             out.status
         );
     }
-    if !quick {
-        record(table.trim_end())?;
+    if quick {
+        return Ok(());
+    }
+    if failover {
+        record(table.trim_end(), FAILOVER_BEGIN, FAILOVER_END)?;
+    } else if sections.is_empty() {
+        record(table.trim_end(), BEGIN, END)?;
+    } else {
+        eprintln!("a run of some sections is not recorded (the table between the markers is a whole run)");
     }
     Ok(())
 }

@@ -35,6 +35,9 @@ enum Cmd {
         /// Shorter runs, nothing recorded.
         #[arg(long)]
         quick: bool,
+        /// Sections to run (testrun, pps, conns, maglev, failover); none: all but failover.
+        /// `failover` (~15 min) is recorded in its own part of BENCHMARKS.md.
+        sections: Vec<String>,
     },
     /// Random and mutated frames through the kernel and the reference model (root): verdicts
     /// and bytes must agree. `cargo xtask test` runs 100,000; this runs as many as asked.
@@ -53,7 +56,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf { release } => ebpf::build(release),
         Cmd::Test => test(),
         Cmd::Demo => demo::run(),
-        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Bench { quick, sections } => bench::run(quick, &sections),
         Cmd::Fuzz { frames, seed } => fuzz(frames, seed),
     }
 }

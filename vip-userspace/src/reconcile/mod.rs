@@ -135,13 +135,19 @@ impl Reconciler {
     /// Check in with the data plane's dead-man: ARP for owned VIPs is answered for `grace`
     /// more (zero: no dead-man). Failures are logged; XDP goes silent if they persist.
     pub fn check_in(&mut self, grace: std::time::Duration) {
+        let deadline = if grace.is_zero() {
+            0
+        } else {
+            crate::dataplane::maps::monotonic_ns() + grace.as_nanos() as u64
+        };
+        self.check_in_until(deadline);
+    }
+
+    /// Set the dead-man deadline itself (CLOCK_MONOTONIC ns, 0: off), e.g. one bounded by an
+    /// election lease.
+    pub fn check_in_until(&mut self, deadline_ns: u64) {
         if let Backend::Xdp { lb, .. } = &mut self.backend {
-            let deadline = if grace.is_zero() {
-                0
-            } else {
-                crate::dataplane::maps::monotonic_ns() + grace.as_nanos() as u64
-            };
-            if let Err(e) = lb.sync.set_deadline(deadline) {
+            if let Err(e) = lb.sync.set_deadline(deadline_ns) {
                 tracing::warn!(error = %e, "dead-man deadline not pushed");
             }
         }

@@ -96,7 +96,7 @@ pub fn metric(body: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
 }
 
-/// Sends an ARP request for the VIP from the client every 20 ms until dropped.
+/// Sends an ARP request for the VIP from the client every 20 ms (or `period`) until dropped.
 pub struct Prober {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -106,6 +106,10 @@ pub struct Prober {
 
 impl Prober {
     pub fn start(client: &Host) -> Prober {
+        Self::start_every(client, Duration::from_millis(20))
+    }
+
+    pub fn start_every(client: &Host, period: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let mac = parse_mac(&client.mac);
@@ -124,7 +128,7 @@ impl Prober {
                 if sock.send(&f).is_ok() {
                     sent2.lock().unwrap().push(Instant::now());
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(period);
             }
         });
         Prober {

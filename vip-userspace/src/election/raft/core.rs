@@ -87,6 +87,17 @@ pub enum Role {
     Leader,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "precandidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub heartbeat: Duration,

@@ -230,6 +230,8 @@ pub struct RaftStatus {
 struct Fence {
     inner: Mutex<FenceInner>,
     tx: watch::Sender<bool>,
+    /// `until` as it changes: the daemon pushes it to the data plane's dead-man at once.
+    lease_tx: watch::Sender<Option<Instant>>,
 }
 
 struct FenceInner {
@@ -253,6 +255,14 @@ impl Fence {
             if !i.closed {
                 i.until = until;
             }
+            // The lease before the flag: a consumer woken by `true` already finds the
+            // deadline that bounds it.
+            let u = i.until;
+            self.lease_tx.send_if_modified(|v| {
+                let changed = *v != u;
+                *v = u;
+                changed
+            });
             self.publish(&i);
         }
     }
@@ -262,10 +272,12 @@ impl Fence {
             Ok(mut i) => {
                 i.closed = true;
                 i.until = None;
+                self.lease_tx.send_replace(None);
                 self.publish(&i);
             }
             // A poisoned lock: still go silent.
             Err(_) => {
+                self.lease_tx.send_replace(None);
                 self.tx.send_replace(false);
             }
         }
@@ -300,8 +312,50 @@ struct Snapshot {
     reachable: Vec<u64>,
 }
 
+/// Reads an elector's status without holding the elector.
+#[derive(Clone)]
+pub struct StatusSource {
+    id: u64,
+    snapshot: Arc<Mutex<Snapshot>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl StatusSource {
+    pub fn get(&self) -> RaftStatus {
+        let s = self.snapshot.lock().map(|s| s.clone()).ok();
+        let fenced_leader = *self.rx.borrow();
+        match s {
+            Some(s) => RaftStatus {
+                id: self.id,
+                term: s.term,
+                leader: s.leader,
+                role: s.role,
+                fenced_leader,
+                millis_since_quorum_ack: s.quorum_ack.map(|t| t.elapsed().as_millis() as u64),
+                reachable: s.reachable,
+            },
+            None => RaftStatus {
+                id: self.id,
+                term: 0,
+                leader: None,
+                role: RaftRole::Follower,
+                fenced_leader,
+                millis_since_quorum_ack: None,
+                reachable: Vec::new(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for StatusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusSource").field("id", &self.id).finish()
+    }
+}
+
 pub struct RaftElector {
     id: u64,
+    heartbeat: Duration,
     fence: Arc<Fence>,
     rx: watch::Receiver<bool>,
     snapshot: Arc<Mutex<Snapshot>>,
@@ -345,6 +399,7 @@ impl RaftElector {
                 closed: false,
             }),
             tx,
+            lease_tx: watch::Sender::new(None),
         });
         let snapshot = Arc::new(Mutex::new(Snapshot {
             term: hs.term,
@@ -383,6 +438,7 @@ impl RaftElector {
         let task = tokio::spawn(io.run(stop_rx));
         Ok(RaftElector {
             id: cfg.id,
+            heartbeat: cfg.heartbeat,
             fence,
             rx,
             snapshot,
@@ -391,6 +447,10 @@ impl RaftElector {
             watchdog_stop,
             watchdog: Some(watchdog),
         })
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
     }
 
     /// Fenced leadership: true only while a majority acknowledged us within `lease`.
@@ -404,28 +464,21 @@ impl RaftElector {
         self.fence.until()
     }
 
+    /// `lease_deadline` as it changes (every quorum-acknowledged heartbeat while leading).
+    pub fn lease_watch(&self) -> watch::Receiver<Option<Instant>> {
+        self.fence.lease_tx.subscribe()
+    }
+
     pub fn status(&self) -> RaftStatus {
-        let s = self.snapshot.lock().map(|s| s.clone()).ok();
-        let fenced_leader = *self.rx.borrow();
-        match s {
-            Some(s) => RaftStatus {
-                id: self.id,
-                term: s.term,
-                leader: s.leader,
-                role: s.role,
-                fenced_leader,
-                millis_since_quorum_ack: s.quorum_ack.map(|t| t.elapsed().as_millis() as u64),
-                reachable: s.reachable,
-            },
-            None => RaftStatus {
-                id: self.id,
-                term: 0,
-                leader: None,
-                role: RaftRole::Follower,
-                fenced_leader,
-                millis_since_quorum_ack: None,
-                reachable: Vec::new(),
-            },
+        self.status_source().get()
+    }
+
+    /// A handle that reads the status later (metrics at scrape time).
+    pub fn status_source(&self) -> StatusSource {
+        StatusSource {
+            id: self.id,
+            snapshot: self.snapshot.clone(),
+            rx: self.rx.clone(),
         }
     }
 

@@ -1,0 +1,841 @@
+//! Failover: three nodes share one VIP; the owner is killed (SIGKILL of the daemon) or cut
+//! off (its switch port down), again and again, and a prober in the client's namespace asks
+//! for the VIP by ARP every millisecond, recording which MAC answers when.
+//!
+//! vip (Raft election, XDP, a dsr service to two backends) against keepalived (Debian's
+//! package, VRRPv3, the VIP on the uplink) on the same bed, in the same run, at matching
+//! intervals: keepalived's `advert_int` and our `heartbeat_ms` of 1 s, 100 ms and 20 ms.
+//! Per case: time from the fault to the first reply from another node (p50/p99/max), the
+//! longest window in which two nodes answered, and long-lived TCP connections through the
+//! VIP that no longer work after the failover.
+use std::{
+    fs::File,
+    net::{Ipv4Addr, SocketAddr},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use testbed::{http_get, parse_mac, poll, Bed, Host, LongConn, Proc, TcpServer};
+
+use crate::{stopped, table::Row, PREFIX};
+
+const VIP: &str = "192.0.2.100";
+const PORT: u16 = 8080;
+const RAFT_PORT: u16 = 7946;
+const METRICS: &str = "127.0.0.1:9472";
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const BACKENDS: [&str; 2] = ["be1", "be2"];
+/// Long-lived connections through the VIP held across each failover.
+const CONNS: usize = 8;
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+/// Two owners: both MACs answered within the same bucket of this width.
+const BUCKET: Duration = Duration::from_millis(5);
+/// The daemons' pins (removed by the bench and by xtask).
+pub const PIN_DIR: &str = "/sys/fs/bpf/vip-bench-failover";
+
+fn work_dir() -> PathBuf {
+    std::env::temp_dir().join("vip-bench-failover")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum System {
+    Vip,
+    Keepalived,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Vip => "vip (Raft)",
+            System::Keepalived => "keepalived",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    /// SIGKILL of the owner's daemon (keepalived: its whole process group).
+    Kill,
+    /// The owner's switch port down (node and daemon keep running).
+    Cut,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "SIGKILL",
+            Fault::Cut => "link cut",
+        }
+    }
+}
+
+/// Our timing for a heartbeat `h`, proportional at every interval: election timeout
+/// 2.5–3.5 h (keepalived's master-down interval is 3 adverts + skew, 3.61 at priority 100),
+/// lease 1.75 h (must end 10 ms before the shortest election timeout).
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    heartbeat: Duration,
+    election: (Duration, Duration),
+    lease: Duration,
+}
+
+fn timing(h: Duration) -> Timing {
+    Timing {
+        heartbeat: h,
+        election: (h * 5 / 2, h * 7 / 2),
+        lease: h * 7 / 4,
+    }
+}
+
+/// ARP requests for the VIP from the client every `PROBE_EVERY`; every reply (arrival,
+/// sender MAC) is kept.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    replies: Arc<Mutex<Vec<(Instant, [u8; 6])>>>,
+}
+
+fn arp_socket(proto: u16, ifindex: u32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); checked below.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto.to_be() as i32) };
+    ensure!(
+        raw >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_ll is plain data; fd is ours.
+    unsafe {
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        let rc = libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 20_000,
+        };
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    Ok(fd)
+}
+
+impl Prober {
+    fn start(client: &Host) -> Result<Prober> {
+        let mac = parse_mac(&client.mac);
+        let src: Ipv4Addr = client.addr.parse()?;
+        let vip: Ipv4Addr = VIP.parse()?;
+        let (sock, ifindex) = client.ns.run(|| -> Result<_> {
+            let idx = crate::ifindex("eth0")?;
+            Ok((arp_socket(0x0806, idx)?, idx))
+        })?;
+        let sock = Arc::new(sock);
+        let stop = Arc::new(AtomicBool::new(false));
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let mut req = vip_userspace::net::garp::frame(mac, vip);
+        req[28..32].copy_from_slice(&src.octets());
+        let sender = {
+            let (stop, sock) = (stop.clone(), sock.clone());
+            std::thread::spawn(move || {
+                // SAFETY: sockaddr_ll is plain data.
+                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_ifindex = ifindex as i32;
+                sll.sll_halen = 6;
+                sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: the frame and the address outlive the call.
+                    unsafe {
+                        libc::sendto(
+                            sock.as_raw_fd(),
+                            req.as_ptr().cast(),
+                            req.len(),
+                            0,
+                            (&sll as *const libc::sockaddr_ll).cast(),
+                            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                        );
+                    }
+                    next += PROBE_EVERY;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+        };
+        let receiver = {
+            let (stop, sock, sink) = (stop.clone(), sock.clone(), replies.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: buf is valid for its length.
+                    let n = unsafe {
+                        libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                    };
+                    let f = &buf[..n.max(0) as usize];
+                    if f.len() >= 42 && f[20..22] == [0, 2] && f[28..32] == vip.octets() {
+                        let mut m = [0u8; 6];
+                        m.copy_from_slice(&f[22..28]);
+                        if let Ok(mut r) = sink.lock() {
+                            r.push((Instant::now(), m));
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Prober {
+            stop,
+            threads: vec![sender, receiver],
+            replies,
+        })
+    }
+
+    /// Replies that arrived after `t`.
+    fn since(&self, t: Instant) -> Vec<(Instant, [u8; 6])> {
+        self.replies
+            .lock()
+            .map(|r| r.iter().filter(|x| x.0 > t).copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forget replies before `t` (memory stays bounded over hundreds of failovers).
+    fn forget_before(&self, t: Instant) {
+        if let Ok(mut r) = self.replies.lock() {
+            r.retain(|x| x.0 >= t);
+        }
+    }
+
+    /// The one MAC that answered during the last `window`, if exactly one did (and often).
+    fn sole_owner(&self, window: Duration) -> Option<[u8; 6]> {
+        let r = self.since(Instant::now() - window);
+        let first = r.first()?.1;
+        let enough = r.len() as u128 >= window.as_millis() / PROBE_EVERY.as_millis() / 2;
+        (enough && r.iter().all(|x| x.1 == first)).then_some(first)
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The longest run of `BUCKET`s in which two or more MACs answered.
+fn two_owner_window(replies: &[(Instant, [u8; 6])]) -> Duration {
+    let Some(t0) = replies.first().map(|r| r.0) else {
+        return Duration::ZERO;
+    };
+    let mut buckets: std::collections::BTreeMap<u128, std::collections::BTreeSet<[u8; 6]>> =
+        Default::default();
+    for (t, m) in replies {
+        let b = (*t - t0).as_micros() / BUCKET.as_micros();
+        buckets.entry(b).or_default().insert(*m);
+    }
+    let (mut best, mut run, mut prev) = (0u32, 0u32, None::<u128>);
+    for (b, macs) in &buckets {
+        if macs.len() >= 2 {
+            run = if prev == Some(b.wrapping_sub(1)) {
+                run + 1
+            } else {
+                1
+            };
+            prev = Some(*b);
+            best = best.max(run);
+        } else {
+            run = 0;
+            prev = None;
+        }
+    }
+    BUCKET * best
+}
+
+/// A node's daemon: `vip run`, or keepalived in its own process group (parent and VRRP
+/// child are killed together, as a crash of the service would).
+struct NodeProc {
+    proc: Proc,
+    group: bool,
+    log: PathBuf,
+}
+
+impl NodeProc {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let pid = self.proc.child.id() as i32;
+        // SAFETY: signalling our own child (or its process group, which it leads).
+        unsafe {
+            libc::kill(if self.group { -pid } else { pid }, libc::SIGKILL);
+        }
+        let _ = self.proc.child.wait();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.proc.child.try_wait() {
+            let pid = self.proc.child.id() as i32;
+            // SAFETY: as in kill().
+            unsafe {
+                libc::kill(if self.group { -pid } else { pid }, libc::SIGTERM);
+            }
+            if self.proc.wait_timeout(Duration::from_secs(5)).is_none() {
+                self.kill();
+            }
+        } else if self.group {
+            // The parent is gone; a VRRP child may not be.
+            // SAFETY: as in kill().
+            unsafe {
+                libc::kill(-(self.proc.child.id() as i32), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl in the forked child before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+fn start_vip(bed: &Bed, i: usize, t: Timing, vip_bin: &Path) -> Result<NodeProc> {
+    let node = bed.host(NODES[i]);
+    let dir = work_dir();
+    let backends: String = BACKENDS
+        .iter()
+        .map(|b| format!("      - {{addr: {}}}\n", bed.host(b).addr))
+        .collect();
+    let peers: Vec<String> = (0..3)
+        .map(|j| format!("{}: \"{}:{RAFT_PORT}\"", j + 1, bed.host(NODES[j]).addr))
+        .collect();
+    let cfg = dir.join(format!("{}.yaml", NODES[i]));
+    std::fs::write(
+        &cfg,
+        format!(
+            "interface: eth0\nmode: xdp\nmetrics_addr: {METRICS}\npin_dir: {PIN_DIR}/{}\nlog_level: warn\n\
+             services:\n  - vip: {VIP}\n    port: {PORT}\n    protocol: tcp\n    mode: dsr\n    backends:\n{backends}\
+             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n",
+            NODES[i],
+            i + 1,
+            peers.join(", "),
+            dir.join(NODES[i]).display(),
+            t.heartbeat.as_millis(),
+            t.election.0.as_millis(),
+            t.election.1.as_millis(),
+            t.lease.as_millis(),
+        ),
+    )?;
+    let log = dir.join(format!("{}-vip.log", NODES[i]));
+    let mut cmd = node.ns.command(vip_bin);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            File::options().create(true).append(true).open(&log)?,
+        ));
+    die_with_parent(&mut cmd);
+    let mut p = NodeProc {
+        proc: Proc {
+            child: cmd
+                .spawn()
+                .with_context(|| format!("starting {}", vip_bin.display()))?,
+        },
+        group: false,
+        log,
+    };
+    let metrics: SocketAddr = METRICS.parse()?;
+    let ready = poll(Duration::from_secs(15), || {
+        if let Ok(Some(_)) = p.proc.child.try_wait() {
+            return Some(false);
+        }
+        match http_get(&node.ns, metrics, "/readyz") {
+            Ok((200, _)) => Some(true),
+            _ => None,
+        }
+    });
+    if ready != Some(true) {
+        let logs = p.logs();
+        p.kill();
+        bail!("vip on {} not ready in 15 s:\n{logs}", NODES[i]);
+    }
+    Ok(p)
+}
+
+/// keepalived, VRRPv3, every node BACKUP at priority 100 with nopreempt (like our election:
+/// whoever wins keeps it); the VIP on the uplink, answered by the kernel.
+fn start_keepalived(bed: &Bed, i: usize, advert: Duration) -> Result<NodeProc> {
+    let node = bed.host(NODES[i]);
+    let dir = work_dir();
+    let cfg = dir.join(format!("{}-keepalived.conf", NODES[i]));
+    std::fs::write(
+        &cfg,
+        format!(
+            "global_defs {{\n    router_id {}\n    vrrp_version 3\n    vrrp_garp_master_delay 0\n    vrrp_garp_master_repeat 1\n    script_user root\n}}\n\
+             vrrp_instance VI_1 {{\n    state BACKUP\n    nopreempt\n    interface eth0\n    virtual_router_id 51\n    priority 100\n    advert_int {}\n    virtual_ipaddress {{\n        {VIP}/32 dev eth0\n    }}\n}}\n",
+            NODES[i],
+            advert.as_secs_f64()
+        ),
+    )?;
+    let log = dir.join(format!("{}-keepalived.log", NODES[i]));
+    let mut cmd = node.ns.command("keepalived");
+    cmd.args(["-n", "-l", "-D", "-P", "-G"])
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-p")
+        .arg(dir.join(format!("{}-keepalived.pid", NODES[i])))
+        .arg("-r")
+        .arg(dir.join(format!("{}-vrrp.pid", NODES[i])))
+        .stdout(Stdio::from(
+            File::options().create(true).append(true).open(&log)?,
+        ))
+        .stderr(Stdio::null())
+        .process_group(0);
+    die_with_parent(&mut cmd);
+    let p = NodeProc {
+        proc: Proc {
+            child: cmd.spawn().context(
+                "starting keepalived (`cargo xtask bench` installs the Debian package keepalived)",
+            )?,
+        },
+        group: true,
+        log,
+    };
+    Ok(p)
+}
+
+struct Sample {
+    takeover: Duration,
+    two_owners: Duration,
+    /// Two owners still answering when the observation ended (before the repair).
+    two_owners_at_end: bool,
+    lost: usize,
+}
+
+struct Case<'a> {
+    bed: &'a Bed,
+    prober: &'a Prober,
+    system: System,
+    timing: Timing,
+    vip_bin: &'a Path,
+    procs: Vec<Option<NodeProc>>,
+}
+
+impl Case<'_> {
+    fn start(&mut self, i: usize) -> Result<()> {
+        let p = match self.system {
+            System::Vip => start_vip(self.bed, i, self.timing, self.vip_bin)?,
+            System::Keepalived => start_keepalived(self.bed, i, self.timing.heartbeat)?,
+        };
+        self.procs[i] = Some(p);
+        Ok(())
+    }
+
+    fn node_of(&self, mac: [u8; 6]) -> Option<usize> {
+        (0..3).find(|i| parse_mac(&self.bed.host(NODES[*i]).mac) == mac)
+    }
+
+    /// Wait until exactly one node answers, steadily; its index.
+    fn stable_owner(&self) -> Result<usize> {
+        let window = Duration::from_millis(200).max(self.timing.heartbeat);
+        let owner = poll(Duration::from_secs(20) + self.timing.heartbeat * 10, || {
+            if stopped() {
+                return Some(None);
+            }
+            self.prober.sole_owner(window).map(Some)
+        })
+        .flatten();
+        let Some(mac) = owner else {
+            bail!(
+                "{}: no single owner answering\n{}",
+                self.system.name(),
+                self.logs()
+            );
+        };
+        self.node_of(mac).context("an unknown MAC answers")
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .flatten()
+            .map(|p| {
+                let l = p.logs();
+                l[l.len().saturating_sub(3000)..].to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    /// One failover: fault the owner, time the takeover, check the connections, repair.
+    fn once(&mut self, fault: Fault) -> Result<Sample> {
+        let owner = self.stable_owner()?;
+        let old_mac = parse_mac(&self.bed.host(NODES[owner]).mac);
+        let client = self.bed.host("client");
+        let vip: SocketAddr = format!("{VIP}:{PORT}").parse()?;
+        let mut conns = Vec::new();
+        for _ in 0..CONNS {
+            conns.push(LongConn::open(&client.ns, vip).context("connecting through the VIP")?);
+        }
+        let t0 = Instant::now();
+        self.prober.forget_before(t0 - Duration::from_secs(1));
+        match fault {
+            Fault::Kill => {
+                if let Some(p) = self.procs[owner].as_mut() {
+                    p.kill();
+                }
+            }
+            Fault::Cut => self.bed.cut(NODES[owner]),
+        }
+        let limit = self.timing.heartbeat * 10 + Duration::from_secs(5);
+        let first_new = poll(limit, || {
+            self.prober
+                .since(t0)
+                .into_iter()
+                .find(|r| r.1 != old_mac)
+                .map(|r| r.0)
+        });
+        let Some(first_new) = first_new else {
+            bail!(
+                "{} {}: no takeover within {limit:?}\n{}",
+                self.system.name(),
+                fault.name(),
+                self.logs()
+            );
+        };
+        // A cut is done somewhere inside `ip link set`: no frame of the old owner can reach
+        // the client after it, so its last reply bounds the instant from below.
+        let fault_at = match fault {
+            Fault::Kill => t0,
+            Fault::Cut => self
+                .prober
+                .since(t0)
+                .iter()
+                .filter(|r| r.1 == old_mac && r.0 < first_new)
+                .map(|r| r.0)
+                .max()
+                .unwrap_or(t0)
+                .max(t0),
+        };
+        let settle = (self.timing.heartbeat * 2).max(Duration::from_millis(300));
+        std::thread::sleep(settle);
+        let mut lost = 0;
+        for c in conns.iter_mut() {
+            let _ = c.stream.set_read_timeout(Some(Duration::from_secs(2)));
+            match c.echo("still there") {
+                Ok(s) if s == "still there" => {}
+                _ => lost += 1,
+            }
+        }
+        drop(conns);
+        let before_repair = self.prober.since(t0);
+        let end_window = Instant::now() - Duration::from_millis(50);
+        let at_end = before_repair
+            .iter()
+            .filter(|r| r.0 > end_window)
+            .map(|r| r.1)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= 2;
+        // Repair: what a crashed keepalived leaves (the VIP on the uplink) goes by hand.
+        match fault {
+            Fault::Kill => {
+                if self.system == System::Keepalived {
+                    let _ = Command::new("ip")
+                        .args(["-n", &self.bed.host(NODES[owner]).ns.name])
+                        .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                self.start(owner)?;
+            }
+            Fault::Cut => self.bed.heal(NODES[owner]),
+        }
+        std::thread::sleep(settle);
+        let all = self.prober.since(t0);
+        Ok(Sample {
+            takeover: first_new.saturating_duration_since(fault_at),
+            two_owners: two_owner_window(&all),
+            two_owners_at_end: at_end,
+            lost,
+        })
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    let m = d.as_secs_f64() * 1000.0;
+    if m >= 1000.0 {
+        format!("{:.2} s", m / 1000.0)
+    } else {
+        format!("{m:.0} ms")
+    }
+}
+
+struct Summary {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    two_owners: Duration,
+    two_owners_persisting: usize,
+    lost: usize,
+    n: usize,
+}
+
+fn summarize(samples: &[Sample]) -> Summary {
+    let mut t: Vec<Duration> = samples.iter().map(|s| s.takeover).collect();
+    t.sort();
+    Summary {
+        p50: percentile(&t, 0.50),
+        p99: percentile(&t, 0.99),
+        max: t.last().copied().unwrap_or_default(),
+        two_owners: samples
+            .iter()
+            .map(|s| s.two_owners)
+            .max()
+            .unwrap_or_default(),
+        two_owners_persisting: samples.iter().filter(|s| s.two_owners_at_end).count(),
+        lost: samples.iter().map(|s| s.lost).sum(),
+        n: samples.len(),
+    }
+}
+
+fn describe(s: &Summary) -> String {
+    let two = if s.two_owners.is_zero() {
+        "never".to_string()
+    } else if s.two_owners_persisting > 0 {
+        format!(
+            "{} (still two at the end in {}/{})",
+            ms(s.two_owners),
+            s.two_owners_persisting,
+            s.n
+        )
+    } else {
+        ms(s.two_owners)
+    };
+    format!(
+        "p50 {} / p99 {} / max {}; two owners: {two}; conns lost {}/{}",
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.max),
+        s.lost,
+        s.n * CONNS
+    )
+}
+
+fn run_system(
+    bed: &Bed,
+    prober: &Prober,
+    system: System,
+    t: Timing,
+    vip_bin: &Path,
+    iters: usize,
+) -> Result<Vec<(Fault, Vec<Sample>)>> {
+    let mut case = Case {
+        bed,
+        prober,
+        system,
+        timing: t,
+        vip_bin,
+        procs: vec![None, None, None],
+    };
+    if system == System::Vip {
+        // A fresh cluster: no term or pins from the previous interval.
+        let _ = std::fs::remove_dir_all(PIN_DIR);
+        for n in NODES {
+            let _ = std::fs::remove_dir_all(work_dir().join(n));
+        }
+    }
+    for i in 0..3 {
+        case.start(i)?;
+    }
+    let mut out = Vec::new();
+    for fault in [Fault::Kill, Fault::Cut] {
+        let mut samples = Vec::new();
+        for k in 0..iters {
+            if stopped() {
+                bail!("interrupted");
+            }
+            let s = case.once(fault)?;
+            eprintln!(
+                "   {} {:>4} ms {} #{k}: takeover {}, two owners {}, lost {}",
+                system.name(),
+                t.heartbeat.as_millis(),
+                fault.name(),
+                ms(s.takeover),
+                ms(s.two_owners),
+                s.lost
+            );
+            samples.push(s);
+        }
+        out.push((fault, samples));
+    }
+    drop(case);
+    // keepalived's VIP must not outlive its run (a clean stop removes it; be sure).
+    for n in NODES {
+        let _ = Command::new("ip")
+            .args(["-n", &bed.host(n).ns.name])
+            .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+            .stderr(Stdio::null())
+            .status();
+    }
+    Ok(out)
+}
+
+pub fn run(
+    quick: bool,
+    vip_bin: Option<&Path>,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let vip_bin = vip_bin.context("--vip-bin PATH (the vip binary) is needed for this section")?;
+    ensure!(
+        vip_bin.exists(),
+        "{} missing: build it (`cargo build --release -p vip-userspace`)",
+        vip_bin.display()
+    );
+    let iters = if quick { 3 } else { 20 };
+    let intervals: Vec<Duration> = if quick {
+        vec![Duration::from_millis(100), Duration::from_millis(20)]
+    } else {
+        vec![
+            Duration::from_millis(1000),
+            Duration::from_millis(100),
+            Duration::from_millis(20),
+        ]
+    };
+    let _ = std::fs::remove_dir_all(work_dir());
+    std::fs::create_dir_all(work_dir())?;
+    let bed = Bed::new(
+        &format!("{PREFIX}f"),
+        &[
+            ("client", "192.0.2.10/24"),
+            ("n1", "192.0.2.11/24"),
+            ("n2", "192.0.2.12/24"),
+            ("n3", "192.0.2.13/24"),
+            ("be1", "192.0.2.21/24"),
+            ("be2", "192.0.2.22/24"),
+        ],
+    );
+    let mut servers = Vec::new();
+    let listen: SocketAddr = format!("0.0.0.0:{PORT}").parse()?;
+    for b in BACKENDS {
+        let h = bed.host(b);
+        testbed::make_dsr_backend(h, VIP);
+        servers.push(TcpServer::start(&h.ns, listen, &format!("{b}\n")));
+    }
+    // keepalived has no load balancer: its connections end on the owner itself.
+    for n in NODES {
+        servers.push(TcpServer::start(&bed.host(n).ns, listen, &format!("{n}\n")));
+    }
+    let prober = Prober::start(bed.host("client"))?;
+    let mut table = Vec::new();
+    for h in &intervals {
+        let t = timing(*h);
+        let ours = run_system(&bed, &prober, System::Vip, t, vip_bin, iters)?;
+        let theirs = run_system(&bed, &prober, System::Keepalived, t, vip_bin, iters)?;
+        table.push((t, ours, theirs));
+    }
+    drop(prober);
+    drop(servers);
+    for (t, ours, theirs) in &table {
+        for ((fault, o), (_, k)) in ours.iter().zip(theirs) {
+            let (o, k) = (summarize(o), summarize(k));
+            let mut row = Row::new(format!(
+                "failover, {}: heartbeat {} (election {}–{}, lease {}) vs keepalived advert_int {}",
+                fault.name(),
+                ms(t.heartbeat),
+                ms(t.election.0),
+                ms(t.election.1),
+                ms(t.lease),
+                t.heartbeat.as_secs_f64()
+            ))
+            .result(describe(&o))
+            .baseline(describe(&k))
+            .ratio(o.p99.as_secs_f64() / k.p99.as_secs_f64().max(1e-6));
+            if t.heartbeat == Duration::from_millis(20) {
+                row = row.goal_at_most(o.p99.as_secs_f64(), 0.100, "p99 100 ms");
+            }
+            rows.push(row);
+        }
+    }
+    notes.push(format!(
+        "failover: testbed bed (bridge; client, 3 nodes, 2 backends on veths), all on the same 2 cores; {iters} faults per case, \
+         the owner's daemon SIGKILLed (keepalived: its process group, parent and VRRP child) or its switch port set down; \
+         the client asks for the VIP by ARP every {} ms and records which MAC answers. Takeover = fault to the first reply from \
+         another node (for a cut, the fault instant is the old owner's last reply if later than the command's start). Two owners = \
+         the longest run of {} ms buckets in which two MACs answered, from the fault until the repair has settled. Conns lost: of \
+         {CONNS} long-lived TCP connections through the VIP per fault, those whose echo failed {} after the takeover (vip: a dsr \
+         service to two backends, so flows can survive; keepalived has no load balancer here, its connections end on the owner). \
+         Repair after each fault: the daemon restarted (a crashed keepalived's VIP removed from its uplink by hand first, as an \
+         operator would have to) or the port brought up. vip: `election.mode: raft`, election timeout 2.5–3.5 heartbeats, lease \
+         1.75 heartbeats; keepalived {}: VRRPv3, all BACKUP, priority 100, nopreempt, the VIP on the uplink (master down = 3 adverts + \
+         skew 0.61 advert).",
+        PROBE_EVERY.as_millis(),
+        BUCKET.as_millis(),
+        "max(2 heartbeats, 300 ms)",
+        keepalived_version(),
+    ));
+    Ok(())
+}
+
+fn keepalived_version() -> String {
+    Command::new("keepalived")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            text.lines()
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("?")
+                .to_string()
+        })
+        .unwrap_or_else(|| "?".into())
+}
