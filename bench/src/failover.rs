@@ -100,8 +100,11 @@ fn timing(h: Duration) -> Timing {
 struct Prober {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    replies: Arc<Mutex<Vec<(Instant, [u8; 6])>>>,
+    replies: Arc<Mutex<Vec<Reply>>>,
 }
+
+/// An ARP reply for the VIP: arrival and sender MAC.
+type Reply = (Instant, [u8; 6]);
 
 fn arp_socket(proto: u16, ifindex: u32) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
@@ -215,7 +218,7 @@ impl Prober {
     }
 
     /// Replies that arrived after `t`.
-    fn since(&self, t: Instant) -> Vec<(Instant, [u8; 6])> {
+    fn since(&self, t: Instant) -> Vec<Reply> {
         self.replies
             .lock()
             .map(|r| r.iter().filter(|x| x.0 > t).copied().collect())
@@ -248,7 +251,7 @@ impl Drop for Prober {
 }
 
 /// The longest run of `BUCKET`s in which two or more MACs answered.
-fn two_owner_window(replies: &[(Instant, [u8; 6])]) -> Duration {
+fn two_owner_window(replies: &[Reply]) -> Duration {
     let Some(t0) = replies.first().map(|r| r.0) else {
         return Duration::ZERO;
     };
@@ -410,6 +413,11 @@ fn start_keepalived(bed: &Bed, i: usize, advert: Duration) -> Result<NodeProc> {
         ),
     )?;
     let log = dir.join(format!("{}-keepalived.log", NODES[i]));
+    // A killed run's pid files (its VRRP child may not be reaped yet) would make keepalived
+    // refuse to start ("daemon is already running").
+    for f in ["keepalived", "vrrp"] {
+        let _ = std::fs::remove_file(dir.join(format!("{}-{f}.pid", NODES[i])));
+    }
     let mut cmd = node.ns.command("keepalived");
     cmd.args(["-n", "-l", "-D", "-P", "-G"])
         .arg("-f")
@@ -421,7 +429,9 @@ fn start_keepalived(bed: &Bed, i: usize, advert: Duration) -> Result<NodeProc> {
         .stdout(Stdio::from(
             File::options().create(true).append(true).open(&log)?,
         ))
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            File::options().create(true).append(true).open(&log)?,
+        ))
         .process_group(0);
     die_with_parent(&mut cmd);
     let p = NodeProc {
@@ -499,6 +509,47 @@ impl Case<'_> {
             .join("\n----\n")
     }
 
+    /// Where flows through the VIP went when some were lost: the client's neighbour entry
+    /// and each node's forwarding counters (stderr).
+    fn diagnose(&self) {
+        let client = self.bed.host("client");
+        let n = client.ns.ip(&["neigh", "show", VIP]);
+        eprintln!(
+            "   client neigh: {}",
+            String::from_utf8_lossy(&n.stdout).trim()
+        );
+        for (i, node) in NODES.iter().enumerate() {
+            let h = self.bed.host(node);
+            let m = http_get(
+                &h.ns,
+                METRICS.parse().unwrap_or(([127, 0, 0, 1], 9472).into()),
+                "/metrics",
+            )
+            .map(|r| r.1)
+            .unwrap_or_default();
+            let pick: Vec<&str> = m
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.starts_with("vip_lb_")
+                            || l.starts_with("vip_raft_fenced")
+                            || l.starts_with("vip_vips_owned")
+                            || l.starts_with("vip_xdp_verdicts"))
+                })
+                .collect();
+            eprintln!(
+                "   {node} ({}): {}",
+                self.bed.host(NODES[i]).mac,
+                pick.join(", ")
+            );
+            let neigh = h.ns.ip(&["neigh", "show"]);
+            eprintln!(
+                "   {node} neigh: {}",
+                String::from_utf8_lossy(&neigh.stdout).replace('\n', "; ")
+            );
+        }
+    }
+
     /// One failover: fault the owner, time the takeover, check the connections, repair.
     fn once(&mut self, fault: Fault) -> Result<Sample> {
         let owner = self.stable_owner()?;
@@ -506,8 +557,15 @@ impl Case<'_> {
         let client = self.bed.host("client");
         let vip: SocketAddr = format!("{VIP}:{PORT}").parse()?;
         let mut conns = Vec::new();
+        let mut refused = 0;
         for _ in 0..CONNS {
-            conns.push(LongConn::open(&client.ns, vip).context("connecting through the VIP")?);
+            match LongConn::open(&client.ns, vip) {
+                Ok(c) => conns.push(c),
+                Err(e) => {
+                    refused += 1;
+                    eprintln!("   connecting through the VIP before the fault: {e}");
+                }
+            }
         }
         let t0 = Instant::now();
         self.prober.forget_before(t0 - Duration::from_secs(1));
@@ -551,7 +609,7 @@ impl Case<'_> {
         };
         let settle = (self.timing.heartbeat * 2).max(Duration::from_millis(300));
         std::thread::sleep(settle);
-        let mut lost = 0;
+        let mut lost = refused;
         for c in conns.iter_mut() {
             let _ = c.stream.set_read_timeout(Some(Duration::from_secs(2)));
             match c.echo("still there") {
@@ -560,6 +618,9 @@ impl Case<'_> {
             }
         }
         drop(conns);
+        if lost > 0 && self.system == System::Vip {
+            self.diagnose();
+        }
         let before_repair = self.prober.since(t0);
         let end_window = Instant::now() - Duration::from_millis(50);
         let at_end = before_repair
@@ -584,6 +645,12 @@ impl Case<'_> {
             Fault::Cut => self.bed.heal(NODES[owner]),
         }
         std::thread::sleep(settle);
+        // A node cut off lost its neighbour entries; its first datagrams to a peer after the
+        // heal wait for ARP (retried every second). Let that settle before the next fault,
+        // or the next election may wait on it (unicast Raft; VRRP adverts are multicast).
+        if fault == Fault::Cut {
+            std::thread::sleep(Duration::from_millis(1200));
+        }
         let all = self.prober.since(t0);
         Ok(Sample {
             takeover: first_new.saturating_duration_since(fault_at),
@@ -734,6 +801,7 @@ pub fn run(
         vip_bin.display()
     );
     let iters = if quick { 3 } else { 20 };
+    let only_keepalived = std::env::var_os("VIP_BENCH_FAILOVER_KEEPALIVED_ONLY").is_some();
     let intervals: Vec<Duration> = if quick {
         vec![Duration::from_millis(100), Duration::from_millis(20)]
     } else {
@@ -771,7 +839,11 @@ pub fn run(
     let mut table = Vec::new();
     for h in &intervals {
         let t = timing(*h);
-        let ours = run_system(&bed, &prober, System::Vip, t, vip_bin, iters)?;
+        let ours = if only_keepalived {
+            vec![]
+        } else {
+            run_system(&bed, &prober, System::Vip, t, vip_bin, iters)?
+        };
         let theirs = run_system(&bed, &prober, System::Keepalived, t, vip_bin, iters)?;
         table.push((t, ours, theirs));
     }

@@ -635,9 +635,7 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
     })
 }
 
-fn resolve_raft(
-    f: Option<RaftFile>,
-) -> Result<crate::election::raft::RaftConfig, ConfigError> {
+fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig, ConfigError> {
     use crate::election::raft::{self, RaftConfig, RaftError};
     let f = f.ok_or_else(|| {
         ConfigError::new(
@@ -645,9 +643,9 @@ fn resolve_raft(
             "required with mode: raft (id and peers at least)",
         )
     })?;
-    let id = f
-        .id
-        .ok_or_else(|| ConfigError::new("election.raft.id", "required (this node's key in peers)"))?;
+    let id = f.id.ok_or_else(|| {
+        ConfigError::new("election.raft.id", "required (this node's key in peers)")
+    })?;
     let raw = f.peers.unwrap_or_default();
     let mut peers = std::collections::BTreeMap::new();
     for (k, v) in &raw {
@@ -948,7 +946,8 @@ mod tests {
     #[test]
     fn raft_election_config() {
         let base = "interface: eth0\nvips: [192.0.2.1]\nelection:\n  mode: raft\n  raft:\n";
-        let peers = "    peers: {1: \"10.0.0.1:7946\", 2: \"10.0.0.2:7946\", 3: \"10.0.0.3:7946\"}\n";
+        let peers =
+            "    peers: {1: \"10.0.0.1:7946\", 2: \"10.0.0.2:7946\", 3: \"10.0.0.3:7946\"}\n";
         let c = resolve(
             file(&format!("{base}    id: 2\n{peers}")),
             Overrides::default(),
@@ -981,22 +980,26 @@ mod tests {
         // Each mistake names its field.
         for (extra, field) in [
             ("    id: 9\n", "election.raft.id"),
-            ("    peers: {1: \"10.0.0.1\"}\n    id: 1\n", "election.raft.peers.1"),
+            (
+                "    peers: {1: \"10.0.0.1\"}\n    id: 1\n",
+                "election.raft.peers.1",
+            ),
             ("    id: 1\n    listen: nowhere\n", "election.raft.listen"),
-            ("    id: 1\n    listen: \"0.0.0.0:1\"\n", "election.raft.listen"),
+            (
+                "    id: 1\n    listen: \"0.0.0.0:1\"\n",
+                "election.raft.listen",
+            ),
             ("    id: 1\n    lease_ms: 600\n", "election.raft.lease_ms"),
-            ("    id: 1\n    election_timeout_max_ms: 100\n", "election.raft.election_timeout_max_ms"),
+            (
+                "    id: 1\n    election_timeout_max_ms: 100\n",
+                "election.raft.election_timeout_max_ms",
+            ),
         ] {
             let p = if extra.contains("peers") { "" } else { peers };
-            let e = resolve(file(&format!("{base}{extra}{p}")), Overrides::default())
-                .unwrap_err();
+            let e = resolve(file(&format!("{base}{extra}{p}")), Overrides::default()).unwrap_err();
             assert_eq!(e.field, field, "{extra}: {e}");
         }
-        let e = resolve(
-            file(&format!("{base}{peers}")),
-            Overrides::default(),
-        )
-        .unwrap_err();
+        let e = resolve(file(&format!("{base}{peers}")), Overrides::default()).unwrap_err();
         assert_eq!(e.field, "election.raft.id");
         let e = resolve(
             file("interface: eth0\nvips: [192.0.2.1]\nelection: {mode: raft}\n"),

@@ -166,7 +166,13 @@ fn raft_metrics(
     .iter()
     .map(|x| (x.as_str().to_string(), (*x == r.role) as i64))
     .collect();
-    gauges(enc, "vip_raft_role", "1 for this node's Raft role", "role", &roles)
+    gauges(
+        enc,
+        "vip_raft_role",
+        "1 for this node's Raft role",
+        "role",
+        &roles,
+    )
 }
 
 impl Collector for DataplaneCollector {
@@ -249,7 +255,11 @@ impl Collector for DataplaneCollector {
                 )?;
             }
         }
-        let raft = st.raft.read().ok().and_then(|r| r.as_ref().map(|s| s.get()));
+        let raft = st
+            .raft
+            .read()
+            .ok()
+            .and_then(|r| r.as_ref().map(|s| s.get()));
         if let Some(r) = raft {
             raft_metrics(&mut enc, &r)?;
         }

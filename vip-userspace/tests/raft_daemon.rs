@@ -53,7 +53,10 @@ impl Cluster {
     }
 
     fn pins(&self, i: usize) -> PathBuf {
-        PathBuf::from(format!("/sys/fs/bpf/vip-test-{}-{}", self.bed.prefix, NODES[i]))
+        PathBuf::from(format!(
+            "/sys/fs/bpf/vip-test-{}-{}",
+            self.bed.prefix, NODES[i]
+        ))
     }
 
     fn state_dir(&self, i: usize) -> PathBuf {
@@ -97,9 +100,7 @@ impl Cluster {
     }
 
     fn node_of(&self, mac: [u8; 6]) -> usize {
-        (0..3)
-            .find(|i| self.mac(*i) == mac)
-            .expect("a node's MAC")
+        (0..3).find(|i| self.mac(*i) == mac).expect("a node's MAC")
     }
 
     /// Nodes whose metrics say "fenced leader" (running daemons only).
@@ -172,10 +173,7 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
     let leader = cl.node_of(first);
     let settled = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        replies(&cap).iter().all(|r| r.1 == first),
-        "one owner only"
-    );
+    assert!(replies(&cap).iter().all(|r| r.1 == first), "one owner only");
     assert_eq!(cl.fenced_leaders(), vec![leader]);
     let m = cl.metrics(leader).unwrap();
     assert_eq!(metric(&m, "vip_raft_leader_id"), leader as u64 + 1);
@@ -263,7 +261,7 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
     let restarted = Instant::now();
     let d = cl.start(follower);
     cl.daemons[follower] = Some(d);
-    let joined = poll(Duration::from_secs(3), || {
+    let joined = poll(Duration::from_secs(5), || {
         cl.metrics(follower)
             .filter(|m| metric(m, "vip_raft_leader_id") == new as u64 + 1)
             .map(|m| metric(&m, "vip_raft_term"))
@@ -276,7 +274,10 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
             cl.logs()
         )
     });
-    assert!(joined >= term_before, "term {joined} < persisted {term_before}");
+    assert!(
+        joined >= term_before,
+        "term {joined} < persisted {term_before}"
+    );
     assert!(persisted_term(&cl.state_dir(follower)) >= term_before);
     assert!(only_from(&replies(&cap), restarted, cl.mac(new)));
     assert_eq!(cl.fenced_leaders(), vec![new]);

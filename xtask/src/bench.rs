@@ -178,7 +178,9 @@ pub fn run(quick: bool, sections: &[String]) -> Result<()> {
     } else if sections.is_empty() {
         record(table.trim_end(), BEGIN, END)?;
     } else {
-        eprintln!("a run of some sections is not recorded (the table between the markers is a whole run)");
+        eprintln!(
+            "a run of some sections is not recorded (the table between the markers is a whole run)"
+        );
     }
     Ok(())
 }

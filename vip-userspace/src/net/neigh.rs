@@ -46,3 +46,23 @@ pub async fn remove_managed(
     }
     Ok(())
 }
+
+/// IPv4 addresses with a neighbour entry (any state) on `index`.
+pub async fn present(
+    handle: &Handle,
+    index: u32,
+) -> Result<std::collections::BTreeSet<Ipv4Addr>, rtnetlink::Error> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut entries = handle.neighbours().get().execute();
+    while let Some(m) = entries.try_next().await? {
+        if m.header.ifindex != index {
+            continue;
+        }
+        for a in &m.attributes {
+            if let NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) = a {
+                out.insert(*d);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -51,6 +51,17 @@ impl LbSide {
         }
     }
 
+    /// The kernel must never answer ARP for a VIP: XDP does, for the owner only. The VIP is
+    /// bound on the local device, and by default the kernel answers ARP on any interface for
+    /// any local address, so without this a node whose XDP program is gone (a SIGKILLed
+    /// daemon without a pinned link) or a VIP left on `lo` by a crashed run would answer as
+    /// a second owner. arp_ignore=1: answer only for addresses on the uplink itself. Restored
+    /// on a clean release; a crash leaves it set, which is what keeps the dead node quiet.
+    pub fn quiet_kernel_arp(&mut self) {
+        let uplink = self.uplink.clone();
+        self.set_sysctl(&uplink, "arp_ignore", "1");
+    }
+
     pub async fn apply(
         &mut self,
         handle: &Handle,
@@ -93,6 +104,12 @@ impl LbSide {
                     .any(|(n, l)| *l < 32 && in_prefix(*ip, *n, *l))
             })
             .collect();
+        // The kernel drops even managed entries when the uplink loses carrier (a cut cable):
+        // re-create any that went missing, or a dsr flow would find no MAC after the link
+        // came back (checked on every apply, so at least on every ownership change).
+        if let Ok(present) = neigh::present(handle, self.uplink_index).await {
+            self.neighbours.retain(|ip| present.contains(ip));
+        }
         for ip in want.difference(&self.neighbours.clone()) {
             match neigh::ensure_managed(handle, self.uplink_index, *ip).await {
                 Ok(()) => {

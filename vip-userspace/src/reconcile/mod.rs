@@ -75,6 +75,10 @@ impl Reconciler {
                 None
             }
         };
+        let mut backend = backend;
+        if let Backend::Xdp { lb, .. } = &mut backend {
+            lb.quiet_kernel_arp();
+        }
         Self {
             backend,
             handle,

@@ -79,6 +79,10 @@ impl ServiceSync {
     /// Take over the maps: global config written, services left by an earlier run removed
     /// (their entries are rebuilt from the config by the first `apply`).
     pub fn new(mut maps: LbMaps, ring_size: u32, hash_seed: u32) -> Result<Self, ServiceError> {
+        // The dead-man deadline a previous run left in the pinned map stays: with Raft it is
+        // already past on a node that lost (or never had) the lease, and resetting it to 0
+        // (off) would let VIPs still in the pinned map be answered until the first check-in.
+        let deadline_ns = maps.config.get(&0, 0).map_or(0, |c| c.deadline_ns);
         maps.config.set(
             0,
             BpfConfig {
@@ -86,7 +90,7 @@ impl ServiceSync {
                 hash_seed,
                 epoch: 1,
                 _pad: 0,
-                deadline_ns: 0,
+                deadline_ns,
             },
             0,
         )?;

@@ -349,7 +349,9 @@ impl StatusSource {
 
 impl std::fmt::Debug for StatusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusSource").field("id", &self.id).finish()
+        f.debug_struct("StatusSource")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
