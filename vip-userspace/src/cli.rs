@@ -22,11 +22,15 @@ pub enum Command {
     Run(RunArgs),
     /// Print deployment manifests: daemonset, pod (static) or rbac.
     Manifest(ManifestArgs),
-    /// Print VIPs, services, backends and counters from the pinned maps.
+    /// Print VIPs, services, backends and counters from the pinned maps, and the BGP
+    /// sessions (peers, state, announced prefixes) from the running daemon.
     Status {
         /// Directory of the pinned maps.
         #[arg(long, env = "VIP_PIN_DIR", default_value = crate::paths::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// The daemon's metrics address, where it serves its BGP status.
+        #[arg(long, env = "VIP_METRICS_ADDR", default_value = crate::paths::DEFAULT_METRICS_ADDR)]
+        metrics_addr: std::net::SocketAddr,
     },
 }
 

@@ -476,7 +476,10 @@ fn resolve_bgp(
             let peers =
                 crate::bgp::parse_kube_vip_peers(&env_nonempty("bgp_peers").unwrap_or_default())
                     .map_err(|e| ConfigError::new(e.field, e.message))?;
-            crate::bgp::BgpConfig::new(local_as, router_id, peers)
+            let mut b = crate::bgp::BgpConfig::new(local_as, router_id, peers);
+            // kube-vip in BGP mode usually runs with ARP off (`vip_arp=false`).
+            b.arp = env_nonempty("vip_arp").as_deref() != Some("false");
+            b
         }
         None => return Ok(None),
     };

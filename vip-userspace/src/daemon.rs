@@ -28,7 +28,7 @@ use crate::{
     reconcile::{
         lb::LbSide,
         services::{ServiceError, ServiceSync},
-        Backend, ReconcileError, Reconciler,
+        Backend, Claims, ReconcileError, Reconciler,
     },
     shutdown,
 };
@@ -137,6 +137,9 @@ struct Ownership {
     vip_leases: Option<VipLeases>,
     /// False while the uplink is gone: every lease is handed on instead of left to expire.
     able: tokio::sync::watch::Sender<bool>,
+    /// Whether this node's control plane is fit to serve (lease: the elector's readiness
+    /// check; single: always): BGP ECMP announces the control-plane VIP from every such node.
+    healthy: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The control-plane VIP must be elected against this node's own API server, never through
@@ -171,6 +174,7 @@ impl Ownership {
             config::Election::Single => {
                 let (_tx, rx) = tokio::sync::watch::channel(true);
                 state.leader.set(1);
+                let able = tokio::sync::watch::Sender::new(true);
                 Ok(Ownership {
                     leader: rx,
                     stop: None,
@@ -179,7 +183,8 @@ impl Ownership {
                     k8s_task: None,
                     per_vip_mode: false,
                     vip_leases: None,
-                    able: tokio::sync::watch::Sender::new(true),
+                    healthy: able.subscribe(),
+                    able,
                 })
             }
             config::Election::Lease {
@@ -208,10 +213,13 @@ impl Ownership {
                 let client =
                     kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(e.to_string()))?;
                 let able = tokio::sync::watch::Sender::new(true);
+                // Unhealthy until the elector's first check says otherwise.
+                let (healthy_tx, healthy) = tokio::sync::watch::channel(false);
                 let elector =
                     crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
                         .map_err(|e| DaemonError::Kube(e.to_string()))?
-                        .with_able(able.subscribe());
+                        .with_able(able.subscribe())
+                        .with_healthy(healthy_tx);
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
@@ -245,6 +253,7 @@ impl Ownership {
                     per_vip_mode: *per_vip,
                     vip_leases,
                     able,
+                    healthy,
                 })
             }
         }
@@ -274,8 +283,9 @@ impl Ownership {
     }
 
     /// The desired state (the file's, plus Services from the API server) and the VIPs this
-    /// node owns in it; tells the per-VIP leases which VIPs to compete for.
-    fn plan(&self, cfg: &Config) -> (Desired, BTreeSet<Ipv4Addr>) {
+    /// node owns in it (plus, with BGP, those it serves because it announces them); tells
+    /// the per-VIP leases which VIPs to compete for.
+    fn plan(&self, cfg: &Config) -> (Desired, Claims) {
         let desired = match &self.k8s {
             Some(rx) => Desired::from_sources(cfg, &rx.borrow().services),
             None => Desired::from_config(cfg),
@@ -304,7 +314,63 @@ impl Ownership {
                     .filter(|v| single.get(v) == Some(&true) && desired.vips.contains(v)),
             );
         }
-        (desired, owned)
+        let routed = match &cfg.bgp {
+            Some(b) => {
+                let local = self
+                    .k8s
+                    .as_ref()
+                    .map(|rx| rx.borrow().local.clone())
+                    .unwrap_or_default();
+                routed(
+                    &b.announce,
+                    cfg,
+                    &desired,
+                    &local,
+                    *self.healthy.borrow() && *self.able.borrow(),
+                )
+                .difference(&owned)
+                .copied()
+                .collect()
+            }
+            None => BTreeSet::new(),
+        };
+        (desired, Claims { owned, routed })
+    }
+
+    /// What goes with each served VIP's announcement (pool and Service annotations).
+    fn routes(&self, served: &[Ipv4Addr]) -> crate::bgp::Routes {
+        let policies = self
+            .k8s
+            .as_ref()
+            .map(|rx| rx.borrow().routes.clone())
+            .unwrap_or_default();
+        served
+            .iter()
+            .map(|v| {
+                (
+                    std::net::IpAddr::V4(*v),
+                    policies.get(v).cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Before the first BGP table goes out: wait (bounded) for what decides it, so a
+    /// restarted daemon does not announce a partial table and End-of-RIB, which would make
+    /// graceful-restart peers drop the routes it has not re-learnt yet.
+    async fn settle(&self, cfg: &Config) {
+        let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+        if let Some(rx) = &self.k8s {
+            let mut rx = rx.clone();
+            let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+        }
+        if let config::Election::Lease { lease, .. } = &cfg.election {
+            // A restarted holder renews its own lease on its first round.
+            let first_round = tokio::time::Instant::now() + lease.retry_period + lease.api_timeout;
+            let mut leader = self.leader.clone();
+            let _ =
+                tokio::time::timeout_at(first_round.min(deadline), leader.wait_for(|l| *l)).await;
+        }
     }
 
     /// Stop electing and release the leases (after the VIPs were released).
@@ -322,6 +388,45 @@ impl Ownership {
             let _ = t.await;
         }
     }
+}
+
+/// The longest the first BGP table waits for the sources and the election (see `settle`).
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// VIPs this node announces by BGP under `bgp.announce` besides those it owns:
+/// - control plane (the file's VIPs), `ecmp`: every node whose control plane is healthy;
+/// - Services, `ecmp`: `externalTrafficPolicy: Local` VIPs where this node has a ready
+///   endpoint (`local`), and `Cluster` VIPs all of whose services are balanced in XDP
+///   (dsr/nat), since every node's data plane sends their flows to the same backends.
+///   `Cluster` VIPs in `local` mode stay with the owner.
+pub fn routed(
+    announce: &crate::bgp::AnnounceConfig,
+    cfg: &Config,
+    desired: &Desired,
+    local: &BTreeMap<Ipv4Addr, bool>,
+    healthy: bool,
+) -> BTreeSet<Ipv4Addr> {
+    use crate::bgp::AnnounceMode;
+    let mut out = BTreeSet::new();
+    for vip in &desired.vips {
+        let wanted = if cfg.vips.contains(vip) {
+            announce.control_plane == AnnounceMode::Ecmp && healthy
+        } else if announce.services == AnnounceMode::Ecmp {
+            match local.get(vip) {
+                Some(eligible) => *eligible,
+                None => {
+                    let mut svcs = desired.services.iter().filter(|s| s.vip == *vip).peekable();
+                    svcs.peek().is_some() && svcs.all(|s| s.mode != config::LbMode::Local)
+                }
+            }
+        } else {
+            false
+        };
+        if wanted {
+            out.insert(*vip);
+        }
+    }
+    out
 }
 
 /// How often the uplink is checked. A vanished or replaced uplink (new ifindex or MAC) tears
@@ -356,15 +461,24 @@ pub async fn run(
 
     let uplink = link::get(&handle, &cfg.interface).await?;
     let mut ownership = Ownership::start(&cfg, &state).await?;
-    // BGP announces exactly what the data plane has applied (owned VIPs).
+    let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
+    // BGP announces exactly what the data plane serves (owned and routed VIPs), and its
+    // first table waits until the election and sources have had their say.
     let speaker = match &cfg.bgp {
-        Some(b) => Some(
-            crate::bgp::Speaker::start(b.clone()).map_err(|e| DaemonError::Bgp(e.to_string()))?,
-        ),
+        Some(b) => {
+            ownership.settle(&cfg).await;
+            apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+            let first = ownership.routes(&state.served.borrow());
+            Some(
+                crate::bgp::Speaker::start_announcing(b.clone(), first)
+                    .map_err(|e| DaemonError::Bgp(e.to_string()))?,
+            )
+        }
         None => None,
     };
-    let mut owned_rx = state.owned.subscribe();
-    let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
+    let mut served_rx = state.served.subscribe();
+    served_rx.mark_unchanged();
+    let mut healthy_rx = Some(ownership.healthy.clone());
     let shutdown = shutdown::wait();
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(LINK_CHECK);
@@ -378,6 +492,11 @@ pub async fn run(
         tokio::time::interval((cfg.dead_man / 4).max(std::time::Duration::from_millis(5)));
     check_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let announce = |speaker: &Option<crate::bgp::Speaker>, ownership: &Ownership| {
+        if let Some(sp) = speaker {
+            sp.announce_routes(ownership.routes(&state.served.borrow()));
+        }
+    };
     let sig = loop {
         let hangup = async {
             match hup.as_mut() {
@@ -402,6 +521,8 @@ pub async fn run(
             changed = watch_changed(&mut k8s_rx) => {
                 if changed {
                     apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                    // Communities or LOCAL_PREF may have changed without the VIPs changing.
+                    announce(&speaker, &ownership);
                 }
                 continue;
             }
@@ -411,11 +532,16 @@ pub async fn run(
                 }
                 continue;
             }
-            r = owned_rx.changed(), if speaker.is_some() => {
+            changed = watch_changed(&mut healthy_rx), if cfg.bgp.is_some() => {
+                if changed {
+                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            r = served_rx.changed(), if speaker.is_some() => {
                 if r.is_ok() {
-                    if let Some(sp) = &speaker {
-                        sp.announce(owned_rx.borrow_and_update().iter().map(|v| std::net::IpAddr::V4(*v)).collect());
-                    }
+                    served_rx.mark_unchanged();
+                    announce(&speaker, &ownership);
                 }
                 continue;
             }
@@ -501,10 +627,21 @@ pub async fn run(
     } else if !keep_pinned {
         load::remove_pins(&cfg.pin_dir);
     }
-    // Routes withdrawn (nothing is owned any more), then Cease.
     if let Some(sp) = speaker {
-        sp.announce(Default::default());
-        sp.shutdown().await;
+        let graceful = cfg
+            .bgp
+            .as_ref()
+            .is_some_and(|b| b.graceful_restart.is_some());
+        if keep_pinned && graceful {
+            // A planned restart: close without withdrawing or Cease, so graceful-restart
+            // peers keep the routes (stale) until the next daemon's End-of-RIB.
+            tracing::info!("closing BGP sessions for a restart; peers keep the routes");
+            sp.stop_for_restart().await;
+        } else {
+            // Routes withdrawn (nothing is served any more), then Cease.
+            sp.announce(Default::default());
+            sp.shutdown().await;
+        }
     }
     ownership.stop().await;
     result?;
@@ -546,8 +683,8 @@ async fn apply_desired(
     let Some(r) = running else {
         return;
     };
-    let (desired, owned) = ownership.plan(cfg);
-    if let Err(e) = r.rec.converge(&desired.services, &owned).await {
+    let (desired, claims) = ownership.plan(cfg);
+    if let Err(e) = r.rec.converge(&desired.services, &claims).await {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "applying the desired state failed");
     }
@@ -590,8 +727,8 @@ async fn reload_config(
         tracing::info!("configuration reloaded; applied when the uplink returns");
         return;
     };
-    let (desired, owned) = ownership.plan(cfg);
-    match r.rec.converge(&desired.services, &owned).await {
+    let (desired, claims) = ownership.plan(cfg);
+    match r.rec.converge(&desired.services, &claims).await {
         Ok(()) => {
             state.reloads.inc();
             tracing::info!(vips = ?r.rec.applied(), services = desired.services.len(), "configuration reloaded");
@@ -669,12 +806,13 @@ async fn bring_up(
         uplink.mac,
         cfg.garp,
         state.clone(),
-    );
+    )
+    .with_arp(cfg.bgp.as_ref().is_none_or(|b| b.arp));
     rec.check_in(cfg.dead_man);
-    let (desired, owned) = ownership.plan(cfg);
+    let (desired, claims) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
-    let applied = match rec.prune_stale(&owned) {
-        Ok(()) => rec.converge(&desired.services, &owned).await,
+    let applied = match rec.prune_stale(&claims) {
+        Ok(()) => rec.converge(&desired.services, &claims).await,
         Err(e) => Err(e),
     };
     if let Err(e) = applied {
@@ -739,6 +877,67 @@ fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bgp::{AnnounceConfig, AnnounceMode};
+
+    fn svc(vip: &str, port: u16, mode: config::LbMode) -> config::Service {
+        config::Service {
+            vip: vip.parse().unwrap(),
+            port,
+            proto: config::Proto::Tcp,
+            mode,
+            backends: vec![],
+        }
+    }
+
+    #[test]
+    fn who_announces_what() {
+        use config::LbMode::{Dsr, Local, Nat};
+        let cfg = config::resolve(
+            config::parse_file("interface: eth0\nvips: [192.0.2.1]\n").unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        // .10 Cluster dsr+nat, .11 Cluster with one local-mode port, .12 ETP Local with a
+        // ready endpoint here, .13 ETP Local without.
+        let k8s = vec![
+            svc("192.0.2.10", 80, Dsr),
+            svc("192.0.2.10", 443, Nat),
+            svc("192.0.2.11", 80, Dsr),
+            svc("192.0.2.11", 443, Local),
+            svc("192.0.2.12", 80, Local),
+            svc("192.0.2.13", 80, Dsr),
+        ];
+        let desired = Desired::from_sources(&cfg, &k8s);
+        let local: BTreeMap<Ipv4Addr, bool> = [
+            ("192.0.2.12".parse().unwrap(), true),
+            ("192.0.2.13".parse().unwrap(), false),
+        ]
+        .into();
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let owner = AnnounceConfig::default();
+        assert!(routed(&owner, &cfg, &desired, &local, true).is_empty());
+        let ecmp = AnnounceConfig {
+            control_plane: AnnounceMode::Ecmp,
+            services: AnnounceMode::Ecmp,
+        };
+        assert_eq!(
+            routed(&ecmp, &cfg, &desired, &local, true),
+            [ip("192.0.2.1"), ip("192.0.2.10"), ip("192.0.2.12")].into()
+        );
+        // An unhealthy control plane withdraws its VIP only; services stay.
+        assert_eq!(
+            routed(&ecmp, &cfg, &desired, &local, false),
+            [ip("192.0.2.10"), ip("192.0.2.12")].into()
+        );
+        let cp_only = AnnounceConfig {
+            control_plane: AnnounceMode::Ecmp,
+            services: AnnounceMode::Owner,
+        };
+        assert_eq!(
+            routed(&cp_only, &cfg, &desired, &local, true),
+            [ip("192.0.2.1")].into()
+        );
+    }
 
     #[test]
     fn a_kubeconfig_naming_the_vip_is_pointed_at_the_local_api_server() {

@@ -41,6 +41,9 @@ pub struct State {
     /// VIPs applied in the data plane (after every converge); the per-VIP lease manager
     /// waits on it before handing a lease on, and the controller writes holder annotations.
     pub owned: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
+    /// Owned VIPs plus those served because BGP routes them here: what the speaker
+    /// announces.
+    pub served: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
@@ -528,6 +531,15 @@ fn route(path: &str, registry: &Registry, state: &State) -> (&'static str, &'sta
             }
         }
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        // BGP sessions and what each announces, for `vip status`.
+        "/bgp" => {
+            let peers = state.bgp.lock().map(|b| b.clone()).unwrap_or_default();
+            (
+                "200 OK",
+                "application/json",
+                crate::bgp::status::to_json(&peers).to_string(),
+            )
+        }
         "/readyz" => {
             if state.ready.load(Ordering::Relaxed) {
                 ("200 OK", TEXT, "ready\n".into())

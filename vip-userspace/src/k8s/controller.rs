@@ -41,6 +41,12 @@ const SHARING_ANNOTATIONS: [&str; 2] = [
 /// Per-Service forwarding mode: `local` (default: the node's stack, i.e. kube-proxy, does
 /// the service hop, as with kube-vip), `dsr` or `nat` (vip balances in XDP).
 pub const MODE_ANNOTATION: &str = "vip.dev/forwarding-mode";
+/// BGP communities for the Service's VIPs (comma-separated `ASN:VALUE` or `ASN:D1:D2`),
+/// added to those of `bgp.communities` and of the address's pool.
+pub const BGP_COMMUNITIES_ANNOTATION: &str = "vip.dev/bgp-communities";
+/// LOCAL_PREF for the Service's VIPs (iBGP peers only); overrides the pool's and
+/// `bgp.local_pref`.
+pub const BGP_LOCAL_PREF_ANNOTATION: &str = "vip.dev/bgp-local-pref";
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -102,6 +108,24 @@ pub struct View {
     /// them: it has a ready endpoint of every such Service on the VIP. Those VIPs are
     /// elected one lease each, among eligible nodes only.
     pub local: BTreeMap<Ipv4Addr, bool>,
+    /// BGP communities / LOCAL_PREF per VIP, from its pool and its Services' annotations
+    /// (VIPs without any are absent).
+    pub routes: BTreeMap<Ipv4Addr, crate::bgp::RoutePolicy>,
+}
+
+/// A Service's own BGP policy from its annotations; a malformed value is named in the error.
+pub fn bgp_annotations(svc: &Service) -> Result<crate::bgp::RoutePolicy, String> {
+    let mut p = crate::bgp::RoutePolicy::default();
+    if let Some(v) = annotation(svc, &[BGP_COMMUNITIES_ANNOTATION]) {
+        p.communities = crate::bgp::parse_communities(v)
+            .map_err(|e| format!("annotation {BGP_COMMUNITIES_ANNOTATION}: {e}"))?;
+    }
+    if let Some(v) = annotation(svc, &[BGP_LOCAL_PREF_ANNOTATION]) {
+        p.local_pref = Some(v.trim().parse().map_err(|_| {
+            format!("annotation {BGP_LOCAL_PREF_ANNOTATION}: `{v}` is not a number 0..=4294967295")
+        })?);
+    }
+    Ok(p)
 }
 
 pub struct Controller {
@@ -113,6 +137,8 @@ pub struct Controller {
     known: HashSet<(String, String)>,
     /// Services whose last pass failed, with the message (one Event per new failure).
     failing: BTreeMap<(String, String), String>,
+    /// Services whose BGP annotations are malformed (warned once per new message).
+    bad_annotations: BTreeMap<(String, String), String>,
 }
 
 fn key(s: &Service) -> (String, String) {
@@ -293,6 +319,7 @@ impl Controller {
             restored: false,
             known: HashSet::new(),
             failing: BTreeMap::new(),
+            bad_annotations: BTreeMap::new(),
         }
     }
 
@@ -443,6 +470,34 @@ impl Controller {
                         .await;
                         report.owner_changed.push(format!("{}/{}", k.0, k.1));
                     }
+                }
+            }
+            let own_policy = match bgp_annotations(s) {
+                Ok(p) => {
+                    self.bad_annotations.remove(&k);
+                    p
+                }
+                Err(msg) => {
+                    if self.bad_annotations.get(&k) != Some(&msg) {
+                        tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %msg, "BGP annotation ignored");
+                        if leader {
+                            self.event(s, "Warning", "BadAnnotation", &msg).await;
+                        }
+                        self.bad_annotations.insert(k.clone(), msg);
+                    }
+                    crate::bgp::RoutePolicy::default()
+                }
+            };
+            for v in &v4 {
+                let p = self
+                    .ipam
+                    .pools()
+                    .bgp_policy(IpAddr::V4(*v))
+                    .merged(&own_policy);
+                if p != crate::bgp::RoutePolicy::default() {
+                    // Services sharing a VIP: their communities add up.
+                    let cur = view.routes.entry(*v).or_default();
+                    *cur = cur.merged(&p);
                 }
             }
             let (services, eligible) = model_services(s, slices, &v4, &self.cfg.node);

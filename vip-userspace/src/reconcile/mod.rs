@@ -2,6 +2,12 @@
 //! be. Order matters for "never answer for an IP we shouldn't": on gain the data plane answers
 //! first and the first gratuitous ARP leaves at once; on loss the data plane goes silent
 //! first, and only then is the address unbound.
+//!
+//! Two kinds of VIP are applied: *owned* ones (the election's choice: the data plane answers
+//! ARP for them, gratuitous ARP on gain) and *routed* ones (announced by BGP from this node
+//! although another node owns them on the segment, or none does: their traffic is balanced
+//! here, ARP for them is dropped). A VIP moving between the two keeps its address binding
+//! and its map entry; only the ARP flag flips.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -48,6 +54,27 @@ pub enum Backend {
     Kernel { uplink_index: u32 },
 }
 
+/// What this node applies: VIPs it owns, and VIPs it only serves because routers send
+/// their traffic here (BGP). Disjoint: `owned` wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    pub owned: BTreeSet<Ipv4Addr>,
+    pub routed: BTreeSet<Ipv4Addr>,
+}
+
+impl Claims {
+    pub fn owned(owned: BTreeSet<Ipv4Addr>) -> Self {
+        Self {
+            owned,
+            routed: BTreeSet::new(),
+        }
+    }
+
+    pub fn all(&self) -> BTreeSet<Ipv4Addr> {
+        self.owned.union(&self.routed).copied().collect()
+    }
+}
+
 pub struct Reconciler {
     backend: Backend,
     handle: Handle,
@@ -56,6 +83,9 @@ pub struct Reconciler {
     garp: Option<Arc<GarpSocket>>,
     state: Arc<State>,
     applied: BTreeMap<Ipv4Addr, Option<JoinHandle<()>>>,
+    routed: BTreeSet<Ipv4Addr>,
+    /// Whether owned VIPs answer ARP (off: BGP-only, see `bgp.arp`).
+    arp: bool,
     conflicts: conflict::Conflicts,
 }
 
@@ -83,19 +113,28 @@ impl Reconciler {
             garp,
             state,
             applied: BTreeMap::new(),
+            routed: BTreeSet::new(),
+            arp: true,
             conflicts: conflict::Conflicts::default(),
         }
     }
 
+    /// `false`: owned VIPs are applied like routed ones (served, bound locally, ARP for
+    /// them dropped, no gratuitous ARP), for fabrics where only BGP attracts their traffic.
+    pub fn with_arp(mut self, arp: bool) -> Self {
+        self.arp = arp;
+        self
+    }
+
     /// Services first (the first packet to a newly owned VIP finds its backends), then the
-    /// owned VIPs.
+    /// owned and routed VIPs.
     pub async fn converge(
         &mut self,
         services: &[Service],
-        owned: &BTreeSet<Ipv4Addr>,
+        claims: &Claims,
     ) -> Result<(), ReconcileError> {
         self.apply_services(services).await?;
-        self.apply(owned).await
+        self.apply(claims).await
     }
 
     /// Services into the data plane (XDP only; the kernel backend cannot balance, so the
@@ -150,6 +189,9 @@ impl Reconciler {
     /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
     /// `conflict`).
     pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+        if !self.arp {
+            return;
+        }
         let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();
         for c in self
             .conflicts
@@ -171,11 +213,17 @@ impl Reconciler {
         self.applied.keys().copied().collect()
     }
 
+    /// VIPs served without owning them (see [`Claims`]).
+    pub fn routed(&self) -> Vec<Ipv4Addr> {
+        self.routed.iter().copied().collect()
+    }
+
     /// Drop data-plane entries a previous run left for VIPs no longer wanted (kept pins).
-    pub fn prune_stale(&mut self, owned: &BTreeSet<Ipv4Addr>) -> Result<(), ReconcileError> {
+    pub fn prune_stale(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
+        let wanted = claims.all();
         if let Backend::Xdp { maps, .. } = &mut self.backend {
             for ip in maps.vips() {
-                if !owned.contains(&ip) {
+                if !wanted.contains(&ip) {
                     tracing::info!(vip = %ip, "removing VIP left in the map by an earlier run");
                     maps.forget(ip)?;
                 }
@@ -184,7 +232,9 @@ impl Reconciler {
         Ok(())
     }
 
-    pub async fn apply(&mut self, owned: &BTreeSet<Ipv4Addr>) -> Result<(), ReconcileError> {
+    pub async fn apply(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
+        let owned = &claims.owned;
+        let routed: BTreeSet<Ipv4Addr> = claims.routed.difference(owned).copied().collect();
         let lost: Vec<Ipv4Addr> = self
             .applied
             .keys()
@@ -192,11 +242,33 @@ impl Reconciler {
             .copied()
             .collect();
         for ip in lost {
+            if routed.contains(&ip) {
+                self.demote(ip)?;
+            } else {
+                self.release(ip).await?;
+            }
+        }
+        let unrouted: Vec<Ipv4Addr> = self
+            .routed
+            .iter()
+            .filter(|ip| !routed.contains(ip) && !owned.contains(ip))
+            .copied()
+            .collect();
+        for ip in unrouted {
             self.release(ip).await?;
         }
         for ip in owned {
             if !self.applied.contains_key(ip) {
-                self.acquire(*ip).await?;
+                if self.routed.contains(ip) {
+                    self.promote(*ip)?;
+                } else {
+                    self.acquire(*ip).await?;
+                }
+            }
+        }
+        for ip in &routed {
+            if !self.routed.contains(ip) {
+                self.acquire_routed(*ip).await?;
             }
         }
         self.publish();
@@ -210,6 +282,75 @@ impl Reconciler {
             *o = now;
             changed
         });
+        let all: Vec<Ipv4Addr> = self
+            .applied
+            .keys()
+            .chain(&self.routed)
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.state.served.send_if_modified(|o| {
+            let changed = *o != all;
+            *o = all;
+            changed
+        });
+    }
+
+    /// Serve `ip` without owning it: in the LB, silent for ARP, bound locally so the
+    /// `local` forwarding mode (and the node's own sockets) accept its traffic.
+    async fn acquire_routed(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        let bind_index = match &mut self.backend {
+            Backend::Xdp {
+                maps,
+                uplink_index,
+                local_index,
+                ..
+            } => {
+                maps.route(ip, *uplink_index)?;
+                *local_index
+            }
+            // The kernel answers ARP for any local address: bound on the uplink like an
+            // owned VIP (no gratuitous ARP). Routers prefer the BGP /32 over ARP anyway.
+            Backend::Kernel { uplink_index } => *uplink_index,
+        };
+        self.bind(ip, bind_index).await?;
+        tracing::info!(vip = %ip, "serving VIP routed here (not owner)");
+        self.routed.insert(ip);
+        Ok(())
+    }
+
+    /// Owned → routed: stop answering ARP, keep serving.
+    fn demote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        if let Some(Some(burst)) = self.applied.remove(&ip) {
+            burst.abort();
+        }
+        if let Backend::Xdp {
+            maps, uplink_index, ..
+        } = &mut self.backend
+        {
+            maps.route(ip, *uplink_index)?;
+        }
+        self.routed.insert(ip);
+        tracing::info!(vip = %ip, "no longer owner; still serving the VIP routed here");
+        Ok(())
+    }
+
+    /// Routed → owned: answer ARP and announce, binding already in place.
+    fn promote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        if let Backend::Xdp {
+            maps, uplink_index, ..
+        } = &mut self.backend
+        {
+            if self.arp {
+                maps.own(ip, *uplink_index)?;
+            }
+        }
+        self.routed.remove(&ip);
+        let burst = if self.arp { self.announce(ip) } else { None };
+        self.applied.insert(ip, burst);
+        tracing::info!(vip = %ip, "acquired VIP (was serving it routed)");
+        Ok(())
     }
 
     async fn acquire(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
@@ -220,11 +361,21 @@ impl Reconciler {
                 local_index,
                 ..
             } => {
-                maps.own(ip, *uplink_index)?;
+                if self.arp {
+                    maps.own(ip, *uplink_index)?;
+                } else {
+                    maps.route(ip, *uplink_index)?;
+                }
                 *local_index
             }
             Backend::Kernel { uplink_index } => *uplink_index,
         };
+        if !self.arp {
+            self.bind(ip, bind_index).await?;
+            tracing::info!(vip = %ip, "acquired VIP (no ARP: announced by BGP only)");
+            self.applied.insert(ip, None);
+            return Ok(());
+        }
         // In XDP mode the map entry already answers, so the announcement can go before the
         // local binding; in kernel mode the binding is what answers, so it goes first.
         let burst = if matches!(self.backend, Backend::Xdp { .. }) {
@@ -280,6 +431,7 @@ impl Reconciler {
         if let Some(Some(burst)) = self.applied.remove(&ip) {
             burst.abort();
         }
+        self.routed.remove(&ip);
         let index = match &mut self.backend {
             Backend::Xdp {
                 maps, local_index, ..
@@ -303,7 +455,7 @@ impl Reconciler {
     /// the program is detached, for `vip status` and the next run.
     pub async fn release_all(&mut self, keep_services: bool) -> Result<(), ReconcileError> {
         let mut first = None;
-        for ip in self.applied() {
+        for ip in self.applied().into_iter().chain(self.routed()) {
             if let Err(e) = self.release(ip).await {
                 tracing::error!(vip = %ip, error = %e, "release failed");
                 first.get_or_insert(e);
