@@ -1178,6 +1178,10 @@ fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
         "n2's path not withdrawn: {}",
         kernel_route()
     );
+    eprintln!(
+        "n2 stopped: its path left the router's FIB {:?} after SIGTERM",
+        t_stop.elapsed()
+    );
     reach("n2 stopped");
     d1.stop();
     drop(d2);
