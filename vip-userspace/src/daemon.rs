@@ -532,8 +532,20 @@ async fn leadership_changed(
     let leader = ownership.is_leader();
     state.leader.set(leader as i64);
     state.leader_transitions.inc();
+    let Some(r) = running else {
+        tracing::info!(leader, "leadership changed");
+        return;
+    };
+    // The takeover (or silence) path first: the services did not change with leadership and
+    // are already in the data plane, so re-applying them (sysctls, neighbour entries, all
+    // netlink round trips) would only delay the map entry and the first gratuitous ARP.
+    let (_, owned) = ownership.plan(cfg);
+    if let Err(e) = r.rec.apply(&owned).await {
+        state.reconcile_errors.inc();
+        tracing::error!(error = %e, "applying ownership failed");
+    }
     tracing::info!(leader, "leadership changed");
-    apply_desired(cfg, running, state, ownership).await;
+    apply_desired(cfg, Some(r), state, ownership).await;
 }
 
 /// Services and owned VIPs from the current sources and leadership.
