@@ -364,6 +364,29 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
         "{m}"
     );
     assert!(m.contains("vip_k8s_pool_used{pool=\"global\"} 1"), "{m}");
+    // Another host claims the address: the holder records a Warning on the Service.
+    let claimer = parse_mac(&client.mac);
+    let claimed: std::net::Ipv4Addr = ip.parse().unwrap();
+    client.ns.run(move || {
+        let c = std::ffi::CString::new("eth0").unwrap();
+        // SAFETY: valid C string.
+        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        let sock = vip_userspace::net::garp::GarpSocket::open(idx).unwrap();
+        sock.send(&vip_userspace::net::garp::frame(claimer, claimed))
+            .unwrap();
+    });
+    let conflict = poll(Duration::from_secs(5), || {
+        server
+            .objects("events")
+            .into_iter()
+            .find(|e| e["reason"] == "VIPConflict")
+    })
+    .unwrap_or_else(|| panic!("conflict Event recorded:\n{}", daemons[0].logs()));
+    assert_eq!(conflict["type"], "Warning");
+    assert_eq!(conflict["involvedObject"]["kind"], "Service");
+    assert_eq!(conflict["involvedObject"]["name"], "web");
+    let msg = conflict["message"].as_str().unwrap();
+    assert!(msg.contains(&client.mac) && msg.contains(&holder), "{msg}");
     for mut d in daemons {
         assert!(d.stop().success(), "{}", d.logs());
     }

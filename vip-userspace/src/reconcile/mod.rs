@@ -154,6 +154,7 @@ impl Reconciler {
     /// `conflict`).
     pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
         let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();
+        let mut reported = Vec::new();
         for c in self
             .conflicts
             .observe(std::time::Instant::now(), rows, &owned)
@@ -166,7 +167,11 @@ impl Reconciler {
                 }
                 let burst = self.announce(c.vip);
                 self.applied.insert(c.vip, burst);
+                reported.push((c.vip, c.mac));
             }
+        }
+        if !reported.is_empty() {
+            self.state.conflicts.send_replace(reported);
         }
     }
 
