@@ -124,6 +124,26 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     })
 }
 
+/// XDP mode binds VIPs on the local device (`lo`), and Linux by default answers ARP on any
+/// interface for any local address. While XDP runs that never shows (it answers or drops
+/// every request for an owned VIP first), but a detached program (a crash without pinned
+/// link, a failed attach) would leave the kernel answering for a VIP this node may no longer
+/// own. `arp_ignore=1` on the uplink: the kernel answers only for the uplink's own addresses
+/// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Left set on exit.
+fn strict_arp(cfg: &Config) {
+    if cfg.local_device == cfg.interface {
+        return;
+    }
+    // 2 and above are stricter still; only the default is raised.
+    let current = crate::net::sysctl::get(&cfg.interface, "arp_ignore");
+    if current.as_deref().is_ok_and(|v| v != "0") {
+        return;
+    }
+    if let Err(e) = crate::net::sysctl::set(&cfg.interface, "arp_ignore", "1") {
+        tracing::warn!(iface = %cfg.interface, error = %e, "arp_ignore not set: without XDP the kernel would answer ARP for VIPs bound on the local device");
+    }
+}
+
 /// Who owns the VIPs: this node always, or the holder of a Lease (fenced); service VIPs
 /// elected one lease each (`per-vip`, and always for `externalTrafficPolicy: Local`).
 struct Ownership {
@@ -643,6 +663,7 @@ async fn bring_up(
                     teardown(plane, cfg, state, false);
                     return Err(ConfigError::new("local_device", "device disappeared").into());
                 };
+                strict_arp(cfg);
                 let sync = match ServiceSync::new(parts.lb, cfg.maglev_size, cfg.hash_seed) {
                     Ok(s) => s,
                     Err(e) => {
@@ -683,6 +704,13 @@ async fn bring_up(
         state.clone(),
     );
     rec.check_in(cfg.dead_man);
+    let rows = state
+        .stats
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|r| r.per_vip()))
+        .unwrap_or_default();
+    rec.prime_conflicts(&rows);
     let (desired, owned) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = match rec.prune_stale(&owned) {

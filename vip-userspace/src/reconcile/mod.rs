@@ -152,6 +152,11 @@ impl Reconciler {
 
     /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
     /// `conflict`).
+    /// Counters present when the data plane came up (kept pins) are the baseline.
+    pub fn prime_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+        self.conflicts.prime(rows);
+    }
+
     pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
         let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();
         let mut reported = Vec::new();
