@@ -44,6 +44,9 @@ pub struct State {
     /// Owned VIPs plus those served because BGP routes them here: what the speaker
     /// announces.
     pub served: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
+    /// Foreign claims on owned VIPs, each batch the reconciler re-announced for (so at the
+    /// conflict back-off's pace); the Kubernetes source turns them into Events.
+    pub conflicts: tokio::sync::watch::Sender<Vec<(Ipv4Addr, [u8; 6])>>,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
