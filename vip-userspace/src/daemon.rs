@@ -108,8 +108,7 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     maps.set_iface(uplink.index, uplink.mac)?;
     let reader = StatsReader::open(&cfg.pin_dir)?;
     // Reverse NAT first, so a nat reply never leaves unrewritten once XDP forwards.
-    let tc = match attach::attach_tc_egress(&mut ebpf, &cfg.interface, uplink.index, &cfg.pin_dir)
-    {
+    let tc = match attach::attach_tc_egress(&mut ebpf, &cfg.interface, uplink.index, &cfg.pin_dir) {
         Ok((held, adoption)) => {
             tracing::debug!(program = adoption.as_str(), "tc egress attached");
             Some(held)
@@ -715,7 +714,9 @@ async fn bring_up(
         cfg.garp,
         state.clone(),
     );
-    let adopted = plane.as_ref().is_some_and(|p| p.adoption != Adoption::Fresh);
+    let adopted = plane
+        .as_ref()
+        .is_some_and(|p| p.adoption != Adoption::Fresh);
     if adopted && ownership.stop.is_some() {
         // Elected: the previous run's VIPs still answer (until its deadline); wait for the
         // first decision before planning, or they would be pruned as not ours and

@@ -171,8 +171,16 @@ impl Collector for DataplaneCollector {
                 &[(a.program.to_string(), 1)],
             )?;
             for (name, help, v) in [
-                ("vip_xdp_link_id", "Kernel id of the XDP bpf_link (stays the same across restarts)", a.link_id),
-                ("vip_xdp_program_id", "Kernel id of the XDP program running in the link", a.prog_id),
+                (
+                    "vip_xdp_link_id",
+                    "Kernel id of the XDP bpf_link (stays the same across restarts)",
+                    a.link_id,
+                ),
+                (
+                    "vip_xdp_program_id",
+                    "Kernel id of the XDP program running in the link",
+                    a.prog_id,
+                ),
             ] {
                 let g = ConstGauge::new(v as i64);
                 g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;

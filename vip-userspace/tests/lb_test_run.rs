@@ -847,7 +847,11 @@ fn adopting_kept_pins_changes_nothing_for_the_same_services() {
         )
         .unwrap();
         let mut sync = ServiceSync::adopt(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
-        assert_eq!(backends(&fx.pins), before, "adoption leaves backends as they were");
+        assert_eq!(
+            backends(&fx.pins),
+            before,
+            "adoption leaves backends as they were"
+        );
         let ch = sync.apply(&services()).unwrap();
         assert_eq!(ch, Default::default(), "same services: nothing written");
         assert_eq!(backends(&fx.pins), before);

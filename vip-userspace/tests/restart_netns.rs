@@ -11,8 +11,8 @@ use std::{
 
 use common::{metric, metrics, replies, Daemon, Prober, VIP};
 use testbed::{
-    addrs, arping, has_xdp, make_dsr_backend, parse_mac, poll, require_root_and_bpf,
-    tcp_request, Bed, Capture, LongConn, TcpServer,
+    addrs, has_xdp, make_dsr_backend, parse_mac, poll, require_root_and_bpf, tcp_request, Bed,
+    Capture, LongConn, TcpServer,
 };
 
 const BACKENDS: [&str; 2] = ["be1", "be2"];
@@ -140,7 +140,10 @@ fn vip_arp_replies(bed: &Bed) -> u64 {
 fn longest_silence(cap: &Capture, from: Instant, to: Instant) -> Duration {
     let mut last = from;
     let mut worst = Duration::ZERO;
-    for (t, _) in replies(cap).into_iter().filter(|(t, _)| *t > from && *t < to) {
+    for (t, _) in replies(cap)
+        .into_iter()
+        .filter(|(t, _)| *t > from && *t < to)
+    {
         worst = worst.max(t - last);
         last = t;
     }
@@ -190,7 +193,9 @@ fn planned_restart_and_upgrade_are_hitless() {
     let cap = Capture::start(client, 0x0806);
     let prober = Prober::start_every(client, Duration::from_millis(5));
     assert!(
-        poll(Duration::from_secs(3), || (!replies(&cap).is_empty()).then_some(())).is_some(),
+        poll(Duration::from_secs(3), || (!replies(&cap).is_empty())
+            .then_some(()))
+        .is_some(),
         "VIP answered before the restart"
     );
     let arp_before = vip_arp_replies(&fx.bed);
@@ -199,7 +204,10 @@ fn planned_restart_and_upgrade_are_hitless() {
     let t0 = Instant::now();
     let st = d.stop();
     assert!(st.success(), "hand-over exits cleanly: {st}\n{}", d.logs());
-    assert!(has_xdp(&node.ns, "eth0"), "XDP still attached without a daemon");
+    assert!(
+        has_xdp(&node.ns, "eth0"),
+        "XDP still attached without a daemon"
+    );
     // Longer than the dead-man: only the restart grace keeps ARP answered now.
     std::thread::sleep(Duration::from_millis(3 * DEAD_MAN_MS));
     assert_eq!(
@@ -308,21 +316,42 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("dsr connection through the VIP");
     assert_eq!(long.echo("before").unwrap(), "before");
 
+    let cap = Capture::start(client, 0x0806);
+    let _prober = Prober::start_every(client, Duration::from_millis(5));
+    assert!(
+        poll(Duration::from_secs(3), || (!replies(&cap).is_empty())
+            .then_some(()))
+        .is_some(),
+        "VIP answered before the kill"
+    );
+
     let mut d = d;
     d.proc.signal(libc::SIGKILL);
-    assert!(d.proc.wait_timeout(Duration::from_secs(5)).is_some());
     let killed = Instant::now();
-    assert!(has_xdp(&node.ns, "eth0"), "XDP still attached after SIGKILL");
+    assert!(d.proc.wait_timeout(Duration::from_secs(5)).is_some());
+    assert!(
+        has_xdp(&node.ns, "eth0"),
+        "XDP still attached after SIGKILL"
+    );
     assert_eq!(
         long.echo("orphaned").unwrap(),
         "orphaned",
         "established flow forwarded with no daemon"
     );
-    let silent = poll(Duration::from_secs(5), || {
-        arping(client, VIP).is_none().then(|| killed.elapsed())
+    // Silent once no answer came for a while (probes every 5 ms).
+    let last = poll(Duration::from_secs(5), || {
+        let last = replies(&cap).last().map(|(t, _)| *t)?;
+        (last.elapsed() > Duration::from_millis(300)).then_some(last)
     })
     .expect("ARP silent after the dead-man deadline");
-    eprintln!("SIGKILL: ARP silent after {silent:?} (dead_man_ms {DEAD_MAN_MS})");
+    let silent_after = last.saturating_duration_since(killed);
+    eprintln!(
+        "SIGKILL: last ARP answer {silent_after:?} after the kill (dead_man_ms {DEAD_MAN_MS})"
+    );
+    assert!(
+        silent_after <= Duration::from_millis(DEAD_MAN_MS + 50),
+        "fenced by the dead-man: last answer {silent_after:?} after the kill"
+    );
     assert_eq!(
         long.echo("silent").unwrap(),
         "silent",
@@ -336,10 +365,14 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
         ("unchanged", link, prog),
         "the new daemon took over the pinned link"
     );
-    assert_eq!(
-        arping(client, VIP).as_deref(),
-        Some(node.mac.as_str()),
-        "ARP answered again"
+    let back = Instant::now();
+    assert!(
+        poll(Duration::from_secs(2), || replies(&cap)
+            .iter()
+            .any(|(t, mac)| *t > back && *mac == parse_mac(&node.mac))
+            .then_some(()))
+        .is_some(),
+        "ARP answered again by the node"
     );
     assert_eq!(long.echo("after").unwrap(), "after");
     assert!(d.stop().success(), "{}", d.logs());

@@ -118,11 +118,12 @@ pub fn force_replace() -> bool {
     std::env::var(FORCE_REPLACE_ENV).is_ok_and(|v| v == "1")
 }
 
-const XDP_PIN_PREFIX: &str = "link_xdp.";
-const TC_PIN_PREFIX: &str = "link_tc_egress.";
+// bpffs refuses names with a dot (EPERM), hence underscores throughout.
+const XDP_PIN_PREFIX: &str = "link_xdp_";
+const TC_PIN_PREFIX: &str = "link_tc_egress_";
 
 fn xdp_pin(pin_dir: &Path, ifindex: u32, mode: AttachMode) -> PathBuf {
-    pin_dir.join(format!("{XDP_PIN_PREFIX}{ifindex}.{}", mode.pin_suffix()))
+    pin_dir.join(format!("{XDP_PIN_PREFIX}{ifindex}_{}", mode.pin_suffix()))
 }
 
 fn tc_pin(pin_dir: &Path, ifindex: u32) -> PathBuf {
@@ -152,7 +153,7 @@ fn remove_foreign_pins(pin_dir: &Path, prefix: &str, ifindex: u32) {
         let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let ours = name == own || name.starts_with(&format!("{own}."));
+        let ours = name == own || name.starts_with(&format!("{own}_"));
         if name.starts_with(prefix) && !ours {
             tracing::info!(pin = %p.display(), "removing a link pinned for another device");
             let _ = std::fs::remove_file(&p);
@@ -425,7 +426,10 @@ pub fn attach_tc_egress(
     Ok((Held::Link { link, pin }, Adoption::Fresh))
 }
 
-fn adopt_tc(prog: &mut SchedClassifier, link: FdLink) -> Result<(FdLink, Adoption), DataplaneError> {
+fn adopt_tc(
+    prog: &mut SchedClassifier,
+    link: FdLink,
+) -> Result<(FdLink, Adoption), DataplaneError> {
     let running = link.info().map_err(DataplaneError::Link)?.program_id();
     let ours = prog.info()?.tag();
     if !force_replace() && program_tag(running) == Some(ours) {
@@ -439,4 +443,3 @@ fn adopt_tc(prog: &mut SchedClassifier, link: FdLink) -> Result<(FdLink, Adoptio
         .map_err(DataplaneError::Link)?;
     Ok((link, Adoption::Replaced))
 }
-

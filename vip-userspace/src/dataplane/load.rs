@@ -136,7 +136,7 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(map_names::SVC_STATS, sizes.max_services)
         .map_max_entries(map_names::SERVICES, sizes.max_services);
     for (sym, file) in PINNED.iter().chain(std::iter::once(&LOG_MAP)) {
-        loader.map_pin_path(*sym, pin_dir.join(file));
+        loader.map_pin_path(sym, pin_dir.join(file));
     }
     Ok(loader.load(OBJECT)?)
 }

@@ -175,7 +175,10 @@ impl ServiceSync {
             sync.next_sid = sync.next_sid.max(v.id + 1);
         }
         let used: Vec<u32> = services.iter().map(|(_, v)| v.id).collect();
-        sync.free_sids = (0..sync.next_sid).filter(|i| !used.contains(i)).rev().collect();
+        sync.free_sids = (0..sync.next_sid)
+            .filter(|i| !used.contains(i))
+            .rev()
+            .collect();
         let mut active = Vec::new();
         for id in 0..sync.maps.backends.len() {
             let Ok(mut b) = sync.maps.backends.get(&id, 0) else {
@@ -401,7 +404,11 @@ impl ServiceSync {
             if unchanged {
                 continue;
             }
-            if let Some(a) = self.applied.get(&k).filter(|a| a.backends.is_none() && a.mode == mode) {
+            if let Some(a) = self
+                .applied
+                .get(&k)
+                .filter(|a| a.backends.is_none() && a.mode == mode)
+            {
                 // Adopted: if the live ring already is what this config builds, take it as
                 // it is (no write, no flip); backends the config dropped are retired.
                 let (sid, live) = (a.id, a.live);
