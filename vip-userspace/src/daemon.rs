@@ -142,6 +142,26 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     })
 }
 
+/// XDP mode binds VIPs on the local device (`lo`), and Linux by default answers ARP on any
+/// interface for any local address. While XDP runs that never shows (it answers or drops
+/// every request for an owned VIP first), but a detached program (a crash without pinned
+/// link, a failed attach) would leave the kernel answering for a VIP this node may no longer
+/// own. `arp_ignore=1` on the uplink: the kernel answers only for the uplink's own addresses
+/// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Left set on exit.
+fn strict_arp(cfg: &Config) {
+    if cfg.local_device == cfg.interface {
+        return;
+    }
+    // 2 and above are stricter still; only the default is raised.
+    let current = crate::net::sysctl::get(&cfg.interface, "arp_ignore");
+    if current.as_deref().is_ok_and(|v| v != "0") {
+        return;
+    }
+    if let Err(e) = crate::net::sysctl::set(&cfg.interface, "arp_ignore", "1") {
+        tracing::warn!(iface = %cfg.interface, error = %e, "arp_ignore not set: without XDP the kernel would answer ARP for VIPs bound on the local device");
+    }
+}
+
 /// Who owns the VIPs: this node always, or the holder of a Lease (fenced); service VIPs
 /// elected one lease each (`per-vip`, and always for `externalTrafficPolicy: Local`).
 struct Ownership {
@@ -557,8 +577,20 @@ async fn leadership_changed(
     let leader = ownership.is_leader();
     state.leader.set(leader as i64);
     state.leader_transitions.inc();
+    let Some(r) = running else {
+        tracing::info!(leader, "leadership changed");
+        return;
+    };
+    // The takeover (or silence) path first: the services did not change with leadership and
+    // are already in the data plane, so re-applying them (sysctls, neighbour entries, all
+    // netlink round trips) would only delay the map entry and the first gratuitous ARP.
+    let (_, owned) = ownership.plan(cfg);
+    if let Err(e) = r.rec.apply(&owned).await {
+        state.reconcile_errors.inc();
+        tracing::error!(error = %e, "applying ownership failed");
+    }
     tracing::info!(leader, "leadership changed");
-    apply_desired(cfg, running, state, ownership).await;
+    apply_desired(cfg, Some(r), state, ownership).await;
 }
 
 /// Services and owned VIPs from the current sources and leadership.
@@ -675,6 +707,7 @@ async fn bring_up(
                     teardown(plane, cfg, state, false);
                     return Err(ConfigError::new("local_device", "device disappeared").into());
                 };
+                strict_arp(cfg);
                 let sync = match ServiceSync::adopt(parts.lb, cfg.maglev_size, cfg.hash_seed) {
                     Ok(s) => s,
                     Err(e) => {
@@ -725,6 +758,13 @@ async fn bring_up(
         let _ = tokio::time::timeout(cfg.restart_grace, leader.wait_for(|l| *l)).await;
     }
     rec.check_in(cfg.dead_man);
+    let rows = state
+        .stats
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|r| r.per_vip()))
+        .unwrap_or_default();
+    rec.prime_conflicts(&rows);
     let (desired, owned) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = async {

@@ -41,6 +41,9 @@ pub struct State {
     /// VIPs applied in the data plane (after every converge); the per-VIP lease manager
     /// waits on it before handing a lease on, and the controller writes holder annotations.
     pub owned: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
+    /// Foreign claims on owned VIPs, each batch the reconciler re-announced for (so at the
+    /// conflict back-off's pace); the Kubernetes source turns them into Events.
+    pub conflicts: tokio::sync::watch::Sender<Vec<(Ipv4Addr, [u8; 6])>>,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,

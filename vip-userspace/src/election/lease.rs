@@ -362,12 +362,7 @@ impl LeaseElector {
                 let mut tick = tokio::time::interval(Duration::from_millis(10));
                 loop {
                     tick.tick().await;
-                    let leader = fence.is_leader();
-                    tx.send_if_modified(|v| {
-                        let changed = *v != leader;
-                        *v = leader;
-                        changed
-                    });
+                    publish(&tx, fence.is_leader());
                 }
             })
         };
@@ -390,6 +385,9 @@ impl LeaseElector {
                         if let Err(e) = r {
                             tracing::warn!(lease = %self.cfg.name, error = %e, "lease round failed");
                         }
+                        // A won lease is acted on now, not at the publisher's next tick:
+                        // that tick would be most of the 10 ms takeover budget.
+                        publish(&tx, self.fence.is_leader());
                     }
                     _ = stop.changed() => break,
                 }
@@ -405,4 +403,12 @@ impl LeaseElector {
             tracing::warn!(lease = %self.cfg.name, error = %e, "lease not released");
         }
     }
+}
+
+fn publish(tx: &tokio::sync::watch::Sender<bool>, leader: bool) {
+    tx.send_if_modified(|v| {
+        let changed = *v != leader;
+        *v = leader;
+        changed
+    });
 }

@@ -298,21 +298,61 @@ impl Controller {
 
     async fn event(&self, svc: &Service, type_: &str, reason: &str, message: &str) {
         let (ns, name) = key(svc);
+        let object = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(name),
+            namespace: Some(ns.clone()),
+            uid: svc.metadata.uid.clone(),
+            ..Default::default()
+        };
+        self.record(&ns, object, type_, reason, message).await;
+    }
+
+    /// Another host claims a VIP this node owns (seen by XDP): a Warning on every Service
+    /// with that address, or on this Node for a VIP no Service has (the control plane's).
+    pub async fn conflict_event(&self, services: &[Service], vip: Ipv4Addr, mac: [u8; 6]) {
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        let message = format!(
+            "host {mac} claims {vip}, which node {} owns; re-announcing (check for a duplicate address)",
+            self.cfg.node
+        );
+        let on: Vec<&Service> = services
+            .iter()
+            .filter(|s| status_ips(s).contains(&IpAddr::V4(vip)))
+            .collect();
+        if on.is_empty() {
+            let object = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.cfg.node.clone()),
+                ..Default::default()
+            };
+            self.record("default", object, "Warning", "VIPConflict", &message)
+                .await;
+        }
+        for s in on {
+            self.event(s, "Warning", "VIPConflict", &message).await;
+        }
+    }
+
+    async fn record(
+        &self,
+        ns: &str,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
         let now = Timestamp::now();
+        let name = object.name.clone().unwrap_or_default();
         let ev = Event {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{name}.")),
-                namespace: Some(ns.clone()),
+                namespace: Some(ns.to_string()),
                 ..Default::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Service".into()),
-                name: Some(name),
-                namespace: Some(ns.clone()),
-                uid: svc.metadata.uid.clone(),
-                ..Default::default()
-            },
+            involved_object: object,
             reason: Some(reason.into()),
             message: Some(message.into()),
             type_: Some(type_.into()),
@@ -325,7 +365,7 @@ impl Controller {
             count: Some(1),
             ..Default::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
         if let Err(e) = api.create(&PostParams::default(), &ev).await {
             tracing::warn!(error = %e, reason, "event not recorded");
         }

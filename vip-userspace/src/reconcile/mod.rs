@@ -56,6 +56,8 @@ pub struct Reconciler {
     garp: Option<Arc<GarpSocket>>,
     state: Arc<State>,
     applied: BTreeMap<Ipv4Addr, Option<JoinHandle<()>>>,
+    /// XDP mode: owned (in the map, announced) but the local address binding failed.
+    unbound: BTreeSet<Ipv4Addr>,
     conflicts: conflict::Conflicts,
 }
 
@@ -83,6 +85,7 @@ impl Reconciler {
             garp,
             state,
             applied: BTreeMap::new(),
+            unbound: BTreeSet::new(),
             conflicts: conflict::Conflicts::default(),
         }
     }
@@ -149,8 +152,14 @@ impl Reconciler {
 
     /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
     /// `conflict`).
+    /// Counters present when the data plane came up (kept pins) are the baseline.
+    pub fn prime_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+        self.conflicts.prime(rows);
+    }
+
     pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
         let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();
+        let mut reported = Vec::new();
         for c in self
             .conflicts
             .observe(std::time::Instant::now(), rows, &owned)
@@ -163,7 +172,11 @@ impl Reconciler {
                 }
                 let burst = self.announce(c.vip);
                 self.applied.insert(c.vip, burst);
+                reported.push((c.vip, c.mac));
             }
+        }
+        if !reported.is_empty() {
+            self.state.conflicts.send_replace(reported);
         }
     }
 
@@ -242,12 +255,50 @@ impl Reconciler {
         for ip in lost {
             self.release(ip).await?;
         }
-        for ip in owned {
-            if !self.applied.contains_key(ip) {
-                self.acquire(*ip).await?;
+        let gained: Vec<Ipv4Addr> = owned
+            .iter()
+            .filter(|ip| !self.applied.contains_key(ip))
+            .copied()
+            .collect();
+        if matches!(self.backend, Backend::Xdp { .. }) {
+            // Every gained VIP answers and is announced before any (slower, netlink) address
+            // binding: with many VIPs the last one's first GARP would otherwise wait for all
+            // the binds before it.
+            for ip in &gained {
+                self.take_over(*ip)?;
+            }
+        }
+        // A failed binding is retried on the next pass (the VIP already answers in XDP mode).
+        let mut first_err = None;
+        let retry: Vec<Ipv4Addr> = self.unbound.intersection(owned).copied().collect();
+        self.unbound.retain(|ip| owned.contains(ip));
+        for ip in retry.into_iter().chain(gained) {
+            match self.acquire(ip).await {
+                Ok(()) => {
+                    self.unbound.remove(&ip);
+                }
+                Err(e) => {
+                    if matches!(self.backend, Backend::Xdp { .. }) {
+                        self.unbound.insert(ip);
+                    }
+                    first_err.get_or_insert(e);
+                }
             }
         }
         self.publish();
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// XDP only: the map entry (XDP answers ARP from now on), then the first gratuitous ARP.
+    fn take_over(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        if let Backend::Xdp {
+            maps, uplink_index, ..
+        } = &mut self.backend
+        {
+            maps.own(ip, *uplink_index)?;
+            let burst = self.announce(ip);
+            self.applied.insert(ip, burst);
+        }
         Ok(())
     }
 
@@ -260,31 +311,23 @@ impl Reconciler {
         });
     }
 
+    /// The address binding; in XDP mode after `take_over` (the map entry already answers, so
+    /// the announcement went first), in kernel mode the binding is what answers, so it goes
+    /// before the announcement.
     async fn acquire(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
-        let bind_index = match &mut self.backend {
-            Backend::Xdp {
-                maps,
-                uplink_index,
-                local_index,
-                ..
-            } => {
-                maps.own(ip, *uplink_index)?;
-                *local_index
+        match &self.backend {
+            Backend::Xdp { local_index, .. } => {
+                let index = *local_index;
+                self.bind(ip, index).await?;
             }
-            Backend::Kernel { uplink_index } => *uplink_index,
-        };
-        // In XDP mode the map entry already answers, so the announcement can go before the
-        // local binding; in kernel mode the binding is what answers, so it goes first.
-        let burst = if matches!(self.backend, Backend::Xdp { .. }) {
-            let b = self.announce(ip);
-            self.bind(ip, bind_index).await?;
-            b
-        } else {
-            self.bind(ip, bind_index).await?;
-            self.announce(ip)
-        };
+            Backend::Kernel { uplink_index } => {
+                let index = *uplink_index;
+                self.bind(ip, index).await?;
+                let burst = self.announce(ip);
+                self.applied.insert(ip, burst);
+            }
+        }
         tracing::info!(vip = %ip, "acquired VIP");
-        self.applied.insert(ip, burst);
         Ok(())
     }
 

@@ -176,3 +176,19 @@ pub fn replies(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
         .map(|(t, f)| (t, f[22..28].try_into().unwrap()))
         .collect()
 }
+
+/// (arrival, sender MAC) of every gratuitous ARP (RFC 5227 announcement: request with
+/// sender = target = the VIP) seen by the client.
+pub fn garps(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    cap.frames()
+        .into_iter()
+        .filter(|(_, f)| {
+            f.len() >= 42
+                && f[20..22] == [0, 1]
+                && f[28..32] == vip.octets()
+                && f[38..42] == vip.octets()
+        })
+        .map(|(t, f)| (t, f[22..28].try_into().unwrap()))
+        .collect()
+}
