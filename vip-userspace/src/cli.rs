@@ -63,9 +63,13 @@ pub struct RunArgs {
     /// Level or filter directive (info, debug, vip=trace).
     #[arg(long, env = "VIP_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Keep the pinned maps on exit (for restarts).
+    /// Keep the pinned maps on exit (inspection; the program is detached).
     #[arg(long)]
     pub keep_pinned: bool,
+    /// Treat SIGTERM/SIGINT as a planned restart: leave XDP attached and the VIPs answered
+    /// (for `restart_grace_ms`) for the next vip to adopt. SIGUSR2 always does this.
+    #[arg(long, env = "VIP_HANDOVER")]
+    pub handover: bool,
     /// Who owns the VIPs: single (this node) or lease (a Kubernetes Lease holder).
     #[arg(long, env = "VIP_ELECTION")]
     pub election: Option<String>,
@@ -120,6 +124,7 @@ impl RunArgs {
             services: self.services.then_some(true),
             readyz_gate: self.readyz_gate.then_some(true),
             service_election: self.service_election.clone(),
+            handover: self.handover.then_some(true),
         }
     }
 }

@@ -6,12 +6,15 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use aya::{programs::xdp::XdpLinkId, Ebpf};
+use aya::{
+    programs::{tc::SchedClassifierLink, xdp::XdpLink},
+    Ebpf,
+};
 
 use crate::{
     config::{self, Config, ConfigError, Mode},
     dataplane::{
-        attach::{self, AttachMode},
+        attach::{self, Adoption, AttachMode, Held},
         lb::LbMaps,
         load,
         maps::{Maps, StatsReader},
@@ -63,9 +66,11 @@ pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
 /// The XDP program as attached, kept alive for the daemon's lifetime.
 struct XdpPlane {
     ebpf: Ebpf,
-    link: XdpLinkId,
+    xdp: Held<XdpLink>,
     mode: AttachMode,
-    tc: Option<aya::programs::tc::SchedClassifierLinkId>,
+    /// Whether the XDP link was adopted from a previous daemon (and how).
+    adoption: Adoption,
+    tc: Option<Held<SchedClassifierLink>>,
 }
 
 /// Checks that need the system: interface, local device and address conflicts. Failing here
@@ -103,19 +108,32 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     maps.set_iface(uplink.index, uplink.mac)?;
     let reader = StatsReader::open(&cfg.pin_dir)?;
     // Reverse NAT first, so a nat reply never leaves unrewritten once XDP forwards.
-    let tc = match attach::attach_tc_egress(&mut ebpf, &cfg.interface) {
-        Ok(id) => Some(id),
+    let tc = match attach::attach_tc_egress(&mut ebpf, &cfg.interface, uplink.index, &cfg.pin_dir) {
+        Ok((held, adoption)) => {
+            tracing::debug!(program = adoption.as_str(), "tc egress attached");
+            Some(held)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "tc egress not attached: nat services will not work");
             None
         }
     };
-    let (link, mode) = attach::attach(&mut ebpf, &cfg.interface, uplink.index)?;
+    let x = match attach::attach(&mut ebpf, &cfg.interface, uplink.index, &cfg.pin_dir) {
+        Ok(x) => x,
+        Err(e) => {
+            // Pinned, the tc link would outlive us: detach it with the failed attempt.
+            if let Some(t) = tc {
+                t.release();
+            }
+            return Err(e);
+        }
+    };
     Ok(XdpParts {
         plane: XdpPlane {
             ebpf,
-            link,
-            mode,
+            xdp: x.held,
+            mode: x.mode,
+            adoption: x.adoption,
             tc,
         },
         maps,
@@ -617,7 +635,7 @@ pub async fn run(
                 }
             }
             state.uplink_present.set(0);
-            if let Err(e) = bring_down(r, &cfg, &state, keep_pinned).await {
+            if let Err(e) = bring_down(r, &cfg, &state, keep_pinned, false).await {
                 // The device took most state with it; what is left is retried by bring_up.
                 tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
             }
@@ -639,12 +657,15 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(signal = sig, "shutting down");
+    // A planned restart (SIGUSR2, or SIGTERM/SIGINT with `handover`) leaves the data plane
+    // running for the next daemon; anything else releases everything.
+    let planned_restart = sig == shutdown::Stop::Restart || cfg.handover;
+    tracing::info!(signal = sig.name(), planned_restart, "shutting down");
     let mut result = Ok(());
     // Silence first (VIPs out of the data plane, addresses unbound), then hand the lease on.
     if let Some(r) = running {
-        result = bring_down(r, &cfg, &state, keep_pinned).await;
-    } else if !keep_pinned {
+        result = bring_down(r, &cfg, &state, keep_pinned, planned_restart).await;
+    } else if !keep_pinned && !planned_restart {
         load::remove_pins(&cfg.pin_dir);
     }
     if let Some(sp) = speaker {
@@ -652,9 +673,10 @@ pub async fn run(
             .bgp
             .as_ref()
             .is_some_and(|b| b.graceful_restart.is_some());
-        if keep_pinned && graceful {
-            // A planned restart: close without withdrawing or Cease, so graceful-restart
-            // peers keep the routes (stale) until the next daemon's End-of-RIB.
+        if planned_restart && graceful {
+            // A hand-over: the data plane keeps forwarding, so close without withdrawing
+            // or Cease; graceful-restart peers keep the routes (stale) until the next
+            // daemon's End-of-RIB.
             tracing::info!("closing BGP sessions for a restart; peers keep the routes");
             sp.stop_for_restart().await;
         } else {
@@ -663,7 +685,11 @@ pub async fn run(
             sp.shutdown().await;
         }
     }
-    ownership.stop().await;
+    // On a planned restart the leases stay held (not released): the next daemon, same
+    // identity, renews them; releasing would let another node take VIPs we still answer.
+    if !planned_restart {
+        ownership.stop().await;
+    }
     result?;
     tracing::info!("clean exit");
     Ok(())
@@ -788,7 +814,26 @@ async fn bring_up(
         Mode::Xdp | Mode::Auto => match try_xdp(cfg, &uplink) {
             Ok(parts) => {
                 let p = parts.plane;
-                tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached");
+                match p.adoption {
+                    Adoption::Fresh => {
+                        tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached")
+                    }
+                    a => tracing::info!(
+                        iface = %cfg.interface,
+                        mode = p.mode.as_str(),
+                        program = a.as_str(),
+                        "adopted pinned data plane (program {})",
+                        a.as_str()
+                    ),
+                }
+                if let Ok(mut at) = state.attachment.write() {
+                    let (link_id, prog_id) = p.xdp.ids().unwrap_or_default();
+                    *at = Some(metrics::Attachment {
+                        program: p.adoption.as_str(),
+                        link_id,
+                        prog_id,
+                    });
+                }
                 if let Ok(mut s) = state.stats.lock() {
                     *s = Some(parts.reader);
                 }
@@ -801,7 +846,7 @@ async fn bring_up(
                     return Err(ConfigError::new("local_device", "device disappeared").into());
                 };
                 strict_arp(cfg);
-                let sync = match ServiceSync::new(parts.lb, cfg.maglev_size, cfg.hash_seed) {
+                let sync = match ServiceSync::adopt(parts.lb, cfg.maglev_size, cfg.hash_seed) {
                     Ok(s) => s,
                     Err(e) => {
                         teardown(plane, cfg, state, false);
@@ -841,6 +886,16 @@ async fn bring_up(
         state.clone(),
     )
     .with_arp(cfg.bgp.as_ref().is_none_or(|b| b.arp));
+    let adopted = plane
+        .as_ref()
+        .is_some_and(|p| p.adoption != Adoption::Fresh);
+    if adopted && ownership.stop.is_some() {
+        // Elected: the previous run's VIPs still answer (until its deadline); wait for the
+        // first decision before planning, or they would be pruned as not ours and
+        // re-acquired a moment later. The lease held by our identity is renewed at once.
+        let mut leader = ownership.leader.clone();
+        let _ = tokio::time::timeout(cfg.restart_grace, leader.wait_for(|l| *l)).await;
+    }
     rec.check_in(cfg.dead_man);
     let rows = state
         .stats
@@ -851,10 +906,14 @@ async fn bring_up(
     rec.prime_conflicts(&rows);
     let (desired, claims) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
-    let applied = match rec.prune_stale(&claims) {
-        Ok(()) => rec.converge(&desired.services, &claims).await,
-        Err(e) => Err(e),
-    };
+    let applied = async {
+        if adopted {
+            rec.adopt(&claims.owned).await?;
+        }
+        rec.prune_stale(&claims)?;
+        rec.converge(&desired.services, &claims).await
+    }
+    .await;
     if let Err(e) = applied {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "could not apply VIPs; cleaning up");
@@ -868,20 +927,48 @@ async fn bring_up(
     Ok(Running { uplink, plane, rec })
 }
 
-/// Release every VIP (data plane first), detach, unpin.
+/// Release every VIP (data plane first), detach, unpin; or, on a planned restart, leave
+/// everything in place for the next daemon.
 async fn bring_down(
     mut r: Running,
     cfg: &Config,
     state: &Arc<State>,
     keep_pinned: bool,
+    planned_restart: bool,
 ) -> Result<(), DaemonError> {
     state.ready.store(false, Ordering::Relaxed);
+    if planned_restart {
+        r.rec.hand_over(cfg.dead_man, cfg.restart_grace);
+        hand_over(r.plane, cfg, state);
+        return Ok(());
+    }
     let released = r.rec.release_all(keep_pinned).await;
     if released.is_err() {
         state.reconcile_errors.inc();
     }
     teardown(r.plane, cfg, state, keep_pinned);
     Ok(released?)
+}
+
+/// Planned restart: close our handles only. The pinned links keep the programs attached
+/// and the pinned maps keep their state; the next daemon adopts both.
+fn hand_over(plane: Option<XdpPlane>, cfg: &Config, state: &State) {
+    if let Ok(mut s) = state.stats.lock() {
+        *s = None;
+    }
+    if let Some(p) = plane {
+        if let Some(tc) = p.tc {
+            if !tc.keep() {
+                tracing::warn!("tc egress attached through netlink cannot be handed over; detached (nat replies unrewritten until the next daemon)");
+            }
+        }
+        if p.xdp.keep() {
+            tracing::info!(iface = %cfg.interface, dir = %cfg.pin_dir.display(), grace_ms = cfg.restart_grace.as_millis() as u64, "handing over: XDP left attached, VIPs answered for the next daemon");
+        } else {
+            tracing::warn!(iface = %cfg.interface, "XDP attached through netlink cannot be handed over; detached");
+        }
+        drop(p.ebpf);
+    }
 }
 
 fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: bool) {
@@ -891,17 +978,12 @@ fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: b
     if let Ok(mut d) = state.pin_dir.write() {
         *d = None;
     }
-    if let Some(mut p) = plane {
-        if let Some(tc) = p.tc.take() {
-            if let Err(e) = attach::detach_tc_egress(&mut p.ebpf, tc) {
-                tracing::warn!(error = %e, "tc egress detach");
-            }
+    if let Some(p) = plane {
+        if let Some(tc) = p.tc {
+            tc.release();
         }
-        match attach::program(&mut p.ebpf).and_then(|prog| Ok(prog.detach(p.link)?)) {
-            Ok(()) => tracing::info!(iface = %cfg.interface, "XDP detached"),
-            // Expected when the device is already gone: the kernel dropped the attachment.
-            Err(e) => tracing::warn!(error = %e, "XDP detach"),
-        }
+        p.xdp.release();
+        tracing::info!(iface = %cfg.interface, "XDP detached");
         drop(p.ebpf);
     }
     if keep_pinned {

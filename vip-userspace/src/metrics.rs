@@ -61,6 +61,18 @@ pub struct State {
     pub k8s: Mutex<K8sStats>,
     /// BGP sessions, refreshed by the daemon every link check.
     pub bgp: Mutex<Vec<crate::bgp::PeerStatus>>,
+    /// How the XDP attachment came about (XDP mode only).
+    pub attachment: RwLock<Option<Attachment>>,
+}
+
+/// The XDP attachment as reported: adopted or not, and the kernel's ids (0 when the
+/// attachment is not a bpf_link).
+#[derive(Debug, Clone, Default)]
+pub struct Attachment {
+    /// `fresh`, `unchanged` or `replaced` (see `dataplane::attach::Adoption`).
+    pub program: &'static str,
+    pub link_id: u32,
+    pub prog_id: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -155,6 +167,31 @@ impl Collector for DataplaneCollector {
             None,
             g.metric_type(),
         )?)?;
+        let att = st.attachment.read().ok().and_then(|a| a.clone());
+        if let Some(a) = att {
+            gauges(
+                &mut enc,
+                "vip_dataplane_attachment",
+                "How this daemon got its XDP attachment: fresh, or adopted from the previous daemon's pinned link with the program unchanged or replaced",
+                "program",
+                &[(a.program.to_string(), 1)],
+            )?;
+            for (name, help, v) in [
+                (
+                    "vip_xdp_link_id",
+                    "Kernel id of the XDP bpf_link (stays the same across restarts)",
+                    a.link_id,
+                ),
+                (
+                    "vip_xdp_program_id",
+                    "Kernel id of the XDP program running in the link",
+                    a.prog_id,
+                ),
+            ] {
+                let g = ConstGauge::new(v as i64);
+                g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
         // Ownership per VIP ("which node owns the VIP?" from any node's metrics).
         let owned_vips: Vec<(String, i64)> = st
             .owned

@@ -958,9 +958,9 @@ fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
 ///                    bird: BGP →  ├─ bgpx-be1 10.99.0.21 VIP on lo, TCP :8080
 ///                    kernel FIB   └─ bgpx-be2 10.99.0.22
 /// ```
-/// Then a planned restart of one node (`--keep-pinned`, graceful restart): the router
-/// keeps its path throughout; and a plain stop of the other: its path is withdrawn and
-/// traffic still flows through the first.
+/// Then a planned restart of one node (a hand-over, `--handover`, with graceful restart):
+/// the router keeps its path throughout and traffic flows during the gap; and a plain stop
+/// of the other: its path is withdrawn and traffic still flows through the first.
 #[test]
 fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
     const VIP: &str = "192.0.2.100";
@@ -1050,11 +1050,11 @@ fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
     };
     let cfg1 = node_cfg("n1", "10.99.0.11");
     let cfg2 = node_cfg("n2", "10.99.0.12");
-    // n1 stops as for an upgrade (--keep-pinned: a planned restart), n2 for good.
+    // n1 stops as for an upgrade (--handover: a planned restart), n2 for good.
     let start = |role: &str, cfg: &PathBuf, keep: bool| {
         let mut args = vec!["--config", cfg.to_str().unwrap()];
         if keep {
-            args.push("--keep-pinned");
+            args.push("--handover");
         }
         common::Daemon::start_in(&bed, role, &args)
     };
@@ -1113,7 +1113,7 @@ fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
     );
 
     // Planned restart of n1: no withdrawal, no Cease; bird keeps the path (stale) until the
-    // new daemon's End-of-RIB.
+    // new daemon's End-of-RIB, and n1's data plane keeps balancing meanwhile.
     d1.proc.signal(libc::SIGTERM);
     let exited = d1.proc.wait_timeout(Duration::from_secs(10));
     assert!(
@@ -1140,6 +1140,7 @@ fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
         "n1's path dropped at once:\n{}",
         bird.birdc("show route all")
     );
+    reach("n1 between daemons");
     let t_restart = Instant::now();
     let mut d1 = start("n1", &cfg1, true);
     let back = poll(Duration::from_secs(15), || {

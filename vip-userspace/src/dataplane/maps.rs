@@ -142,6 +142,16 @@ impl Maps {
         Ok(())
     }
 
+    /// VIPs a previous run left answering on `ifindex` (or on any uplink).
+    pub fn owned_on(&self, ifindex: u32) -> Vec<Ipv4Addr> {
+        self.vips
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.flags & VIP_F_OWNED != 0 && (v.ifindex == ifindex || v.ifindex == 0))
+            .map(|(k, _)| Ipv4Addr::from(k.addr_be))
+            .collect()
+    }
+
     /// VIPs currently in the map (for reconciling against what a previous run left).
     pub fn vips(&self) -> Vec<Ipv4Addr> {
         self.vips

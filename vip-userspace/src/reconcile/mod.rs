@@ -231,6 +231,54 @@ impl Reconciler {
         self.routed.iter().copied().collect()
     }
 
+    /// Take over the VIPs a previous run left answering in the (pinned) data plane that are
+    /// still owned: they stay in the map untouched (no silence, no re-add, counters go on),
+    /// their local binding is checked, and one gratuitous ARP goes out instead of a burst,
+    /// since neighbours never stopped getting answers. Returns the adopted VIPs.
+    pub async fn adopt(
+        &mut self,
+        owned: &BTreeSet<Ipv4Addr>,
+    ) -> Result<Vec<Ipv4Addr>, ReconcileError> {
+        let (left, local_index) = match &self.backend {
+            Backend::Xdp {
+                maps,
+                uplink_index,
+                local_index,
+                ..
+            } => (maps.owned_on(*uplink_index), *local_index),
+            Backend::Kernel { .. } => return Ok(Vec::new()),
+        };
+        let mut adopted = Vec::new();
+        for ip in left.into_iter().filter(|ip| owned.contains(ip)) {
+            if self.applied.contains_key(&ip) {
+                continue;
+            }
+            self.bind(ip, local_index).await?;
+            let one = self.announce_n(ip, 1);
+            self.applied.insert(ip, one);
+            tracing::info!(vip = %ip, "adopted VIP from the previous run");
+            adopted.push(ip);
+        }
+        self.publish();
+        Ok(adopted)
+    }
+
+    /// Planned restart: leave everything in place for the next daemon (map entries,
+    /// services, bindings, neighbour entries, sysctls) and push the dead-man deadline to
+    /// cover the gap, so ARP keeps being answered while no daemon runs. Only the pending
+    /// gratuitous ARPs stop.
+    pub fn hand_over(&mut self, dead_man: std::time::Duration, grace: std::time::Duration) {
+        for burst in self.applied.values_mut() {
+            if let Some(b) = burst.take() {
+                b.abort();
+            }
+        }
+        // Zero dead-man: the program answers without a deadline anyway.
+        if !dead_man.is_zero() {
+            self.check_in(grace.max(dead_man));
+        }
+    }
+
     /// Drop data-plane entries a previous run left for VIPs no longer wanted (kept pins).
     pub fn prune_stale(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
         let wanted = claims.all();
@@ -448,9 +496,13 @@ impl Reconciler {
 
     /// First gratuitous ARP now, the rest of the burst in the background.
     fn announce(&self, ip: Ipv4Addr) -> Option<JoinHandle<()>> {
+        self.announce_n(ip, self.garp_cfg.count)
+    }
+
+    fn announce_n(&self, ip: Ipv4Addr, count: u32) -> Option<JoinHandle<()>> {
         let sock = self.garp.clone()?;
         let frame = garp::frame(self.mac, ip);
-        let schedule = garp::schedule(self.garp_cfg.count, self.garp_cfg.window);
+        let schedule = garp::schedule(count, self.garp_cfg.window);
         let state = self.state.clone();
         let send = move |sock: &GarpSocket| match sock.send(&frame) {
             Ok(()) => {

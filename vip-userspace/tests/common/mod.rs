@@ -31,13 +31,26 @@ impl Daemon {
 
     /// The daemon on host `role` of the bed.
     pub fn start_in(bed: &Bed, role: &str, args: &[&str]) -> Daemon {
+        let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
+        File::create(&log).unwrap();
+        Self::start_with_env(bed, role, args, &[])
+    }
+
+    /// The daemon on host `role` with extra environment variables; its log is appended to
+    /// (a restarted daemon's log follows its predecessor's).
+    pub fn start_with_env(bed: &Bed, role: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let node = bed.host(role);
         let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
-        let f = File::create(&log).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_vip"));
         cmd.arg("run")
             .args(["--interface", "eth0", "--metrics-addr", METRICS])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(f));
         let mut d = Daemon {
@@ -106,6 +119,11 @@ pub struct Prober {
 
 impl Prober {
     pub fn start(client: &Host) -> Prober {
+        Self::start_every(client, Duration::from_millis(20))
+    }
+
+    /// Requests every `interval`.
+    pub fn start_every(client: &Host, interval: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let mac = parse_mac(&client.mac);
@@ -124,7 +142,7 @@ impl Prober {
                 if sock.send(&f).is_ok() {
                     sent2.lock().unwrap().push(Instant::now());
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(interval);
             }
         });
         Prober {
