@@ -147,18 +147,28 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
 /// every request for an owned VIP first), but a detached program (a crash without pinned
 /// link, a failed attach) would leave the kernel answering for a VIP this node may no longer
 /// own. `arp_ignore=1` on the uplink: the kernel answers only for the uplink's own addresses
-/// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Left set on exit.
+/// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Left set on exit. Kernel mode
+/// needs it too when BGP may route VIPs here without this node owning them (those are bound
+/// on `lo`, owned ones on the uplink, which still answers for its own addresses).
 fn strict_arp(cfg: &Config) {
-    if cfg.local_device == cfg.interface {
+    let on_lo = match cfg.mode {
+        Mode::Kernel => cfg.bgp.is_some(),
+        Mode::Xdp | Mode::Auto => cfg.local_device != cfg.interface,
+    };
+    if !on_lo {
         return;
     }
+    strict_arp_on(&cfg.interface);
+}
+
+fn strict_arp_on(iface: &str) {
     // 2 and above are stricter still; only the default is raised.
-    let current = crate::net::sysctl::get(&cfg.interface, "arp_ignore");
+    let current = crate::net::sysctl::get(iface, "arp_ignore");
     if current.as_deref().is_ok_and(|v| v != "0") {
         return;
     }
-    if let Err(e) = crate::net::sysctl::set(&cfg.interface, "arp_ignore", "1") {
-        tracing::warn!(iface = %cfg.interface, error = %e, "arp_ignore not set: without XDP the kernel would answer ARP for VIPs bound on the local device");
+    if let Err(e) = crate::net::sysctl::set(iface, "arp_ignore", "1") {
+        tracing::warn!(iface, error = %e, "arp_ignore not set: the kernel may answer ARP for VIPs bound on lo");
     }
 }
 
@@ -808,9 +818,12 @@ async fn bring_up(
 ) -> Result<Running, DaemonError> {
     let mut plane = None;
     let backend = match cfg.mode {
-        Mode::Kernel => Backend::Kernel {
-            uplink_index: uplink.index,
-        },
+        Mode::Kernel => {
+            strict_arp(cfg);
+            Backend::Kernel {
+                uplink_index: uplink.index,
+            }
+        }
         Mode::Xdp | Mode::Auto => match try_xdp(cfg, &uplink) {
             Ok(parts) => {
                 let p = parts.plane;
@@ -863,6 +876,10 @@ async fn bring_up(
             Err(e) if cfg.mode == Mode::Auto => {
                 tracing::warn!(error = %e, "XDP unavailable, falling back to kernel binding (mode auto)");
                 load::remove_pins(&cfg.pin_dir);
+                if cfg.bgp.is_some() {
+                    // As kernel mode (the Auto fallback keeps mode Auto in the config).
+                    strict_arp_on(&cfg.interface);
+                }
                 Backend::Kernel {
                     uplink_index: uplink.index,
                 }

@@ -890,16 +890,32 @@ fn frr_bgpd_receives_host_route() {
 /// them and closes the session.
 #[test]
 fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
-    let link = Link::new("bgpi", 209);
+    daemon_announces(
+        "bgpi",
+        209,
+        "mode: xdp\npin_dir: /sys/fs/bpf/vip-test-bgpi\n",
+        "",
+    );
+}
+
+/// The kernel fallback with `bgp.arp: false`: announced, bound on lo, and the kernel does
+/// not answer ARP for it (strict ARP on the uplink), as XDP would not.
+#[test]
+fn kernel_mode_without_arp_announces_but_never_answers_arp() {
+    daemon_announces("bgpk", 208, "mode: kernel\n", "  arp: false\n");
+}
+
+fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
+    let link = Link::new(prefix, n);
     let bird = Bird::start(&link, BirdOpts::default());
-    let dir = std::env::temp_dir().join("bgpi-daemon");
+    let dir = std::env::temp_dir().join(format!("{prefix}-daemon"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("vip.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-bgpi\nvips: [{VIP4}]\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
+            "interface: eth0\n{mode}vips: [{VIP4}]\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n{bgp_extra}  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
             link.node_addr(),
             link.rt_addr()
         ),
@@ -930,6 +946,24 @@ fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
         .then_some(body)
     });
     assert!(metrics.is_some(), "session in the metrics:\n{}", logs());
+    if !bgp_extra.is_empty() {
+        let on_lo = link
+            .node()
+            .command("ip")
+            .args(["-4", "-o", "addr", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&on_lo.stdout).contains(&format!("{VIP4}/32")),
+            "bound on lo:\n{}",
+            logs()
+        );
+        assert_eq!(
+            testbed::arping(link.bed.host("rt"), &VIP4.to_string()),
+            None,
+            "nothing answers ARP for a routed-only VIP"
+        );
+    }
     d.signal(libc::SIGTERM);
     let exited = d.wait_timeout(Duration::from_secs(10));
     assert!(

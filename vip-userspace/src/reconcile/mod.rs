@@ -304,7 +304,7 @@ impl Reconciler {
             .collect();
         for ip in lost {
             if routed.contains(&ip) {
-                self.demote(ip)?;
+                self.demote(ip).await?;
             } else {
                 self.release(ip).await?;
             }
@@ -325,7 +325,7 @@ impl Reconciler {
             }
             if self.routed.contains(ip) {
                 // Already served and bound: only the ARP flag flips.
-                self.promote(*ip)?;
+                self.promote(*ip).await?;
             } else {
                 gained.push(*ip);
             }
@@ -420,9 +420,9 @@ impl Reconciler {
                 maps.route(ip, *uplink_index)?;
                 *local_index
             }
-            // The kernel answers ARP for any local address: bound on the uplink like an
-            // owned VIP (no gratuitous ARP). Routers prefer the BGP /32 over ARP anyway.
-            Backend::Kernel { uplink_index } => *uplink_index,
+            // On lo: with the uplink's arp_ignore=1 (set by the daemon when BGP is on) the
+            // kernel does not answer ARP for it, as several nodes may serve it at once.
+            Backend::Kernel { .. } => loopback(),
         };
         self.bind(ip, bind_index).await?;
         tracing::info!(vip = %ip, "serving VIP routed here (not owner)");
@@ -431,30 +431,47 @@ impl Reconciler {
     }
 
     /// Owned → routed: stop answering ARP, keep serving.
-    fn demote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    async fn demote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
         if let Some(Some(burst)) = self.applied.remove(&ip) {
             burst.abort();
         }
-        if let Backend::Xdp {
-            maps, uplink_index, ..
-        } = &mut self.backend
-        {
-            maps.route(ip, *uplink_index)?;
+        match &mut self.backend {
+            Backend::Xdp {
+                maps, uplink_index, ..
+            } => maps.route(ip, *uplink_index)?,
+            // The uplink binding is what answers ARP: off it first, then onto lo.
+            Backend::Kernel { uplink_index } if self.arp => {
+                let uplink = *uplink_index;
+                addr::unbind(&self.handle, uplink, ip)
+                    .await
+                    .map_err(|source| ReconcileError::Addr { ip, source })?;
+                self.bind(ip, loopback()).await?;
+            }
+            Backend::Kernel { .. } => {}
         }
         self.routed.insert(ip);
         tracing::info!(vip = %ip, "no longer owner; still serving the VIP routed here");
         Ok(())
     }
 
-    /// Routed → owned: answer ARP and announce, binding already in place.
-    fn promote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
-        if let Backend::Xdp {
-            maps, uplink_index, ..
-        } = &mut self.backend
-        {
-            if self.arp {
-                maps.own(ip, *uplink_index)?;
+    /// Routed → owned: answer ARP and announce (XDP: the binding is already in place).
+    async fn promote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        match &mut self.backend {
+            Backend::Xdp {
+                maps, uplink_index, ..
+            } => {
+                if self.arp {
+                    maps.own(ip, *uplink_index)?;
+                }
             }
+            Backend::Kernel { uplink_index } if self.arp => {
+                let uplink = *uplink_index;
+                self.bind(ip, uplink).await?;
+                addr::unbind(&self.handle, loopback(), ip)
+                    .await
+                    .map_err(|source| ReconcileError::Addr { ip, source })?;
+            }
+            Backend::Kernel { .. } => {}
         }
         self.routed.remove(&ip);
         let burst = if self.arp { self.announce(ip) } else { None };
@@ -472,11 +489,16 @@ impl Reconciler {
                 let index = *local_index;
                 self.bind(ip, index).await?;
             }
-            Backend::Kernel { uplink_index } => {
+            Backend::Kernel { uplink_index } if self.arp => {
                 let index = *uplink_index;
                 self.bind(ip, index).await?;
                 let burst = self.announce(ip);
                 self.applied.insert(ip, burst);
+            }
+            // No ARP: on lo like a routed VIP (see `acquire_routed`), not announced.
+            Backend::Kernel { .. } => {
+                self.bind(ip, loopback()).await?;
+                self.applied.insert(ip, None);
             }
         }
         tracing::info!(vip = %ip, "acquired VIP");
@@ -527,7 +549,7 @@ impl Reconciler {
         if let Some(Some(burst)) = self.applied.remove(&ip) {
             burst.abort();
         }
-        self.routed.remove(&ip);
+        let was_routed = self.routed.remove(&ip);
         let index = match &mut self.backend {
             Backend::Xdp {
                 maps, local_index, ..
@@ -535,6 +557,7 @@ impl Reconciler {
                 maps.forget(ip)?;
                 *local_index
             }
+            Backend::Kernel { .. } if was_routed || !self.arp => loopback(),
             Backend::Kernel { uplink_index } => *uplink_index,
         };
         addr::unbind(&self.handle, index, ip)
@@ -577,4 +600,9 @@ impl Reconciler {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// The loopback device (ifindex 1 in every network namespace).
+fn loopback() -> u32 {
+    crate::net::link::index("lo").unwrap_or(1)
 }
