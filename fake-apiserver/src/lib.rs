@@ -20,8 +20,8 @@ use std::{
     time::Duration,
 };
 
-pub use store::Resource;
 use store::Store;
+pub use store::{Event, Resource};
 
 /// The resources the server knows: (API prefix, plural, kind, namespaced, has /status).
 pub const RESOURCES: &[Resource] = &[
@@ -158,6 +158,11 @@ impl FakeApiServer {
             .lock()
             .map(|s| s.all(plural))
             .unwrap_or_default()
+    }
+
+    /// Every change from now on, as committed (for tests that time what follows a write).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
     }
 
     /// "METHOD path?query" of every request so far, for tests that check what a client did.

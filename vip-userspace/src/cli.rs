@@ -22,11 +22,15 @@ pub enum Command {
     Run(RunArgs),
     /// Print deployment manifests: daemonset, pod (static) or rbac.
     Manifest(ManifestArgs),
-    /// Print VIPs, services, backends and counters from the pinned maps.
+    /// Print VIPs, services, backends and counters from the pinned maps, and the BGP
+    /// sessions (peers, state, announced prefixes) from the running daemon.
     Status {
         /// Directory of the pinned maps.
         #[arg(long, env = "VIP_PIN_DIR", default_value = crate::paths::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// The daemon's metrics address, where it serves its BGP status.
+        #[arg(long, env = "VIP_METRICS_ADDR", default_value = crate::paths::DEFAULT_METRICS_ADDR)]
+        metrics_addr: std::net::SocketAddr,
     },
 }
 
@@ -59,9 +63,13 @@ pub struct RunArgs {
     /// Level or filter directive (info, debug, vip=trace).
     #[arg(long, env = "VIP_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Keep the pinned maps on exit (for restarts).
+    /// Keep the pinned maps on exit (inspection; the program is detached).
     #[arg(long)]
     pub keep_pinned: bool,
+    /// Treat SIGTERM/SIGINT as a planned restart: leave XDP attached and the VIPs answered
+    /// (for `restart_grace_ms`) for the next vip to adopt. SIGUSR2 always does this.
+    #[arg(long, env = "VIP_HANDOVER")]
+    pub handover: bool,
     /// Who owns the VIPs: single (this node), lease (a Kubernetes Lease holder) or raft
     /// (static peers; needs the file's `election.raft` section).
     #[arg(long, env = "VIP_ELECTION")]
@@ -117,6 +125,7 @@ impl RunArgs {
             services: self.services.then_some(true),
             readyz_gate: self.readyz_gate.then_some(true),
             service_election: self.service_election.clone(),
+            handover: self.handover.then_some(true),
         }
     }
 }

@@ -112,6 +112,11 @@ pub struct FileConfig {
     pub dead_man_ms: Option<u64>,
     /// Announce owned VIPs to BGP peers (see README, BGP).
     pub bgp: Option<crate::bgp::BgpConfig>,
+    /// SIGTERM/SIGINT hand the running data plane over to the next daemon (planned
+    /// restart) instead of releasing the VIPs (see README, Upgrades and restarts).
+    pub handover: Option<bool>,
+    /// On a hand-over, ARP stays answered this long for the next daemon to take over.
+    pub restart_grace_ms: Option<u64>,
 }
 
 /// `election:` — who owns the VIPs. Absent or `mode: single`: this node, always.
@@ -204,6 +209,7 @@ pub struct Overrides {
     pub services: Option<bool>,
     pub readyz_gate: Option<bool>,
     pub service_election: Option<String>,
+    pub handover: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -296,6 +302,12 @@ pub struct Config {
     /// lease's renew deadline.
     pub dead_man: Duration,
     pub bgp: Option<crate::bgp::BgpConfig>,
+    /// SIGTERM/SIGINT are a planned restart (SIGUSR2 always is): the data plane is left
+    /// running and adopted by the next daemon.
+    pub handover: bool,
+    /// How long the data plane keeps answering ARP after a hand-over without a daemon
+    /// (the dead-man deadline pushed out); never past the renew deadline with a lease.
+    pub restart_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -471,6 +483,8 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         maglev_size,
         max_services,
         dead_man: dead_man(file.dead_man_ms, &election)?,
+        restart_grace: restart_grace(file.restart_grace_ms, &election)?,
+        handover: ov.handover.or(file.handover).unwrap_or(false),
         election,
         bgp: resolve_bgp(file.bgp)?,
     })
@@ -497,7 +511,10 @@ fn resolve_bgp(
             let peers =
                 crate::bgp::parse_kube_vip_peers(&env_nonempty("bgp_peers").unwrap_or_default())
                     .map_err(|e| ConfigError::new(e.field, e.message))?;
-            crate::bgp::BgpConfig::new(local_as, router_id, peers)
+            let mut b = crate::bgp::BgpConfig::new(local_as, router_id, peers);
+            // kube-vip in BGP mode usually runs with ARP off (`vip_arp=false`).
+            b.arp = env_nonempty("vip_arp").as_deref() != Some("false");
+            b
         }
         None => return Ok(None),
     };
@@ -518,6 +535,23 @@ fn dead_man(ms: Option<u64>, election: &Election) -> Result<Duration, ConfigErro
     }
     Ok(match election {
         Election::Lease { lease, .. } if !d.is_zero() => d.min(lease.renew_deadline),
+        _ => d,
+    })
+}
+
+/// Default 10 s (a pod restart with the image cached); with a Lease at most the renew
+/// deadline, like the dead-man, so a node that never comes back is silent before another
+/// can take the lease over.
+fn restart_grace(ms: Option<u64>, election: &Election) -> Result<Duration, ConfigError> {
+    let d = Duration::from_millis(ms.unwrap_or(10_000));
+    if d > Duration::from_secs(300) {
+        return Err(ConfigError::new(
+            "restart_grace_ms",
+            "must be at most 300000 (a data plane left without a daemon answers this long)",
+        ));
+    }
+    Ok(match election {
+        Election::Lease { lease, .. } => d.min(lease.renew_deadline),
         _ => d,
     })
 }
@@ -901,6 +935,41 @@ mod tests {
             Duration::from_secs(1),
             "never past the renew deadline"
         );
+    }
+
+    #[test]
+    fn restart_grace_defaults_validates_and_fits_the_fence() {
+        let base = "interface: eth0\nvips: [192.0.2.1]\n";
+        let c = resolve(file(base), Overrides::default()).unwrap();
+        assert_eq!(c.restart_grace, Duration::from_secs(10));
+        assert!(!c.handover, "SIGTERM releases unless asked");
+        let c = resolve(
+            file(&format!("{base}restart_grace_ms: 3000\nhandover: true\n")),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.restart_grace, Duration::from_secs(3));
+        assert!(c.handover);
+        let e = resolve(
+            file(&format!("{base}restart_grace_ms: 900000\n")),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "restart_grace_ms");
+        let c = resolve(
+            file(&format!("{base}election: {{identity: n1, lease_duration_ms: 2000, renew_deadline_ms: 1000, retry_period_ms: 100}}\n")),
+            Overrides {
+                handover: Some(true),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.restart_grace,
+            Duration::from_secs(1),
+            "never past the renew deadline"
+        );
+        assert!(c.handover, "--handover flag");
     }
 
     #[test]

@@ -8,12 +8,15 @@ use std::{
 
 use std::time::{Duration, Instant};
 
-use aya::{programs::xdp::XdpLinkId, Ebpf};
+use aya::{
+    programs::{tc::SchedClassifierLink, xdp::XdpLink},
+    Ebpf,
+};
 
 use crate::{
     config::{self, Config, ConfigError, Mode},
     dataplane::{
-        attach::{self, AttachMode},
+        attach::{self, Adoption, AttachMode, Held},
         lb::LbMaps,
         load,
         maps::{monotonic_ns, Maps, StatsReader},
@@ -30,7 +33,7 @@ use crate::{
     reconcile::{
         lb::LbSide,
         services::{ServiceError, ServiceSync},
-        Backend, ReconcileError, Reconciler,
+        Backend, Claims, ReconcileError, Reconciler,
     },
     shutdown,
 };
@@ -67,9 +70,11 @@ pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
 /// The XDP program as attached, kept alive for the daemon's lifetime.
 struct XdpPlane {
     ebpf: Ebpf,
-    link: XdpLinkId,
+    xdp: Held<XdpLink>,
     mode: AttachMode,
-    tc: Option<aya::programs::tc::SchedClassifierLinkId>,
+    /// Whether the XDP link was adopted from a previous daemon (and how).
+    adoption: Adoption,
+    tc: Option<Held<SchedClassifierLink>>,
 }
 
 /// Checks that need the system: interface, local device and address conflicts. Failing here
@@ -107,25 +112,68 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     maps.set_iface(uplink.index, uplink.mac)?;
     let reader = StatsReader::open(&cfg.pin_dir)?;
     // Reverse NAT first, so a nat reply never leaves unrewritten once XDP forwards.
-    let tc = match attach::attach_tc_egress(&mut ebpf, &cfg.interface) {
-        Ok(id) => Some(id),
+    let tc = match attach::attach_tc_egress(&mut ebpf, &cfg.interface, uplink.index, &cfg.pin_dir) {
+        Ok((held, adoption)) => {
+            tracing::debug!(program = adoption.as_str(), "tc egress attached");
+            Some(held)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "tc egress not attached: nat services will not work");
             None
         }
     };
-    let (link, mode) = attach::attach(&mut ebpf, &cfg.interface, uplink.index)?;
+    let x = match attach::attach(&mut ebpf, &cfg.interface, uplink.index, &cfg.pin_dir) {
+        Ok(x) => x,
+        Err(e) => {
+            // Pinned, the tc link would outlive us: detach it with the failed attempt.
+            if let Some(t) = tc {
+                t.release();
+            }
+            return Err(e);
+        }
+    };
     Ok(XdpParts {
         plane: XdpPlane {
             ebpf,
-            link,
-            mode,
+            xdp: x.held,
+            mode: x.mode,
+            adoption: x.adoption,
             tc,
         },
         maps,
         lb,
         reader,
     })
+}
+
+/// XDP mode binds VIPs on the local device (`lo`), and Linux by default answers ARP on any
+/// interface for any local address. While XDP runs that never shows (it answers or drops
+/// every request for an owned VIP first), but a detached program (a crash without pinned
+/// link, a failed attach) would leave the kernel answering for a VIP this node may no longer
+/// own. `arp_ignore=1` on the uplink: the kernel answers only for the uplink's own addresses
+/// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Left set on exit. Kernel mode
+/// needs it too when BGP may route VIPs here without this node owning them (those are bound
+/// on `lo`, owned ones on the uplink, which still answers for its own addresses).
+fn strict_arp(cfg: &Config) {
+    let on_lo = match cfg.mode {
+        Mode::Kernel => cfg.bgp.is_some(),
+        Mode::Xdp | Mode::Auto => cfg.local_device != cfg.interface,
+    };
+    if !on_lo {
+        return;
+    }
+    strict_arp_on(&cfg.interface);
+}
+
+fn strict_arp_on(iface: &str) {
+    // 2 and above are stricter still; only the default is raised.
+    let current = crate::net::sysctl::get(iface, "arp_ignore");
+    if current.as_deref().is_ok_and(|v| v != "0") {
+        return;
+    }
+    if let Err(e) = crate::net::sysctl::set(iface, "arp_ignore", "1") {
+        tracing::warn!(iface, error = %e, "arp_ignore not set: the kernel may answer ARP for VIPs bound on lo");
+    }
 }
 
 /// Who owns the VIPs: this node always, or the holder of a Lease (fenced); service VIPs
@@ -143,6 +191,9 @@ struct Ownership {
     able: tokio::sync::watch::Sender<bool>,
     /// `election.mode: raft`: the elector, whose lease also bounds the data plane's dead-man.
     raft: Option<RaftElector>,
+    /// Whether this node's control plane is fit to serve (lease: the elector's readiness
+    /// check; single: always): BGP ECMP announces the control-plane VIP from every such node.
+    healthy: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The control-plane VIP must be elected against this node's own API server, never through
@@ -177,6 +228,7 @@ impl Ownership {
             config::Election::Single => {
                 let (_tx, rx) = tokio::sync::watch::channel(true);
                 state.leader.set(1);
+                let able = tokio::sync::watch::Sender::new(true);
                 Ok(Ownership {
                     leader: rx,
                     stop: None,
@@ -185,7 +237,8 @@ impl Ownership {
                     k8s_task: None,
                     per_vip_mode: false,
                     vip_leases: None,
-                    able: tokio::sync::watch::Sender::new(true),
+                    healthy: able.subscribe(),
+                    able,
                     raft: None,
                 })
             }
@@ -195,6 +248,7 @@ impl Ownership {
                     *r = Some(elector.status_source());
                 }
                 tracing::info!(id = rc.id, members = rc.peers.len(), heartbeat = ?rc.heartbeat, lease = ?rc.lease, "raft election started");
+                let able = tokio::sync::watch::Sender::new(true);
                 Ok(Ownership {
                     leader: elector.leader(),
                     stop: None,
@@ -203,7 +257,8 @@ impl Ownership {
                     k8s_task: None,
                     per_vip_mode: false,
                     vip_leases: None,
-                    able: tokio::sync::watch::Sender::new(true),
+                    healthy: able.subscribe(),
+                    able,
                     raft: Some(elector),
                 })
             }
@@ -233,10 +288,13 @@ impl Ownership {
                 let client =
                     kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(e.to_string()))?;
                 let able = tokio::sync::watch::Sender::new(true);
+                // Unhealthy until the elector's first check says otherwise.
+                let (healthy_tx, healthy) = tokio::sync::watch::channel(false);
                 let elector =
                     crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
                         .map_err(|e| DaemonError::Kube(e.to_string()))?
-                        .with_able(able.subscribe());
+                        .with_able(able.subscribe())
+                        .with_healthy(healthy_tx);
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
@@ -270,6 +328,7 @@ impl Ownership {
                     per_vip_mode: *per_vip,
                     vip_leases,
                     able,
+                    healthy,
                     raft: None,
                 })
             }
@@ -329,8 +388,9 @@ impl Ownership {
     }
 
     /// The desired state (the file's, plus Services from the API server) and the VIPs this
-    /// node owns in it; tells the per-VIP leases which VIPs to compete for.
-    fn plan(&self, cfg: &Config) -> (Desired, BTreeSet<Ipv4Addr>) {
+    /// node owns in it (plus, with BGP, those it serves because it announces them); tells
+    /// the per-VIP leases which VIPs to compete for.
+    fn plan(&self, cfg: &Config) -> (Desired, Claims) {
         let desired = match &self.k8s {
             Some(rx) => Desired::from_sources(cfg, &rx.borrow().services),
             None => Desired::from_config(cfg),
@@ -359,7 +419,63 @@ impl Ownership {
                     .filter(|v| single.get(v) == Some(&true) && desired.vips.contains(v)),
             );
         }
-        (desired, owned)
+        let routed = match &cfg.bgp {
+            Some(b) => {
+                let local = self
+                    .k8s
+                    .as_ref()
+                    .map(|rx| rx.borrow().local.clone())
+                    .unwrap_or_default();
+                routed(
+                    &b.announce,
+                    cfg,
+                    &desired,
+                    &local,
+                    *self.healthy.borrow() && *self.able.borrow(),
+                )
+                .difference(&owned)
+                .copied()
+                .collect()
+            }
+            None => BTreeSet::new(),
+        };
+        (desired, Claims { owned, routed })
+    }
+
+    /// What goes with each served VIP's announcement (pool and Service annotations).
+    fn routes(&self, served: &[Ipv4Addr]) -> crate::bgp::Routes {
+        let policies = self
+            .k8s
+            .as_ref()
+            .map(|rx| rx.borrow().routes.clone())
+            .unwrap_or_default();
+        served
+            .iter()
+            .map(|v| {
+                (
+                    std::net::IpAddr::V4(*v),
+                    policies.get(v).cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Before the first BGP table goes out: wait (bounded) for what decides it, so a
+    /// restarted daemon does not announce a partial table and End-of-RIB, which would make
+    /// graceful-restart peers drop the routes it has not re-learnt yet.
+    async fn settle(&self, cfg: &Config) {
+        let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+        if let Some(rx) = &self.k8s {
+            let mut rx = rx.clone();
+            let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+        }
+        if let config::Election::Lease { lease, .. } = &cfg.election {
+            // A restarted holder renews its own lease on its first round.
+            let first_round = tokio::time::Instant::now() + lease.retry_period + lease.api_timeout;
+            let mut leader = self.leader.clone();
+            let _ =
+                tokio::time::timeout_at(first_round.min(deadline), leader.wait_for(|l| *l)).await;
+        }
     }
 
     /// Stop electing and release the leases (after the VIPs were released).
@@ -381,6 +497,45 @@ impl Ownership {
             r.stop().await;
         }
     }
+}
+
+/// The longest the first BGP table waits for the sources and the election (see `settle`).
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// VIPs this node announces by BGP under `bgp.announce` besides those it owns:
+/// - control plane (the file's VIPs), `ecmp`: every node whose control plane is healthy;
+/// - Services, `ecmp`: `externalTrafficPolicy: Local` VIPs where this node has a ready
+///   endpoint (`local`), and `Cluster` VIPs all of whose services are balanced in XDP
+///   (dsr/nat), since every node's data plane sends their flows to the same backends.
+///   `Cluster` VIPs in `local` mode stay with the owner.
+pub fn routed(
+    announce: &crate::bgp::AnnounceConfig,
+    cfg: &Config,
+    desired: &Desired,
+    local: &BTreeMap<Ipv4Addr, bool>,
+    healthy: bool,
+) -> BTreeSet<Ipv4Addr> {
+    use crate::bgp::AnnounceMode;
+    let mut out = BTreeSet::new();
+    for vip in &desired.vips {
+        let wanted = if cfg.vips.contains(vip) {
+            announce.control_plane == AnnounceMode::Ecmp && healthy
+        } else if announce.services == AnnounceMode::Ecmp {
+            match local.get(vip) {
+                Some(eligible) => *eligible,
+                None => {
+                    let mut svcs = desired.services.iter().filter(|s| s.vip == *vip).peekable();
+                    svcs.peek().is_some() && svcs.all(|s| s.mode != config::LbMode::Local)
+                }
+            }
+        } else {
+            false
+        };
+        if wanted {
+            out.insert(*vip);
+        }
+    }
+    out
 }
 
 /// How often the uplink is checked. A vanished or replaced uplink (new ifindex or MAC) tears
@@ -415,15 +570,24 @@ pub async fn run(
 
     let uplink = link::get(&handle, &cfg.interface).await?;
     let mut ownership = Ownership::start(&cfg, &state).await?;
-    // BGP announces exactly what the data plane has applied (owned VIPs).
+    let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
+    // BGP announces exactly what the data plane serves (owned and routed VIPs), and its
+    // first table waits until the election and sources have had their say.
     let speaker = match &cfg.bgp {
-        Some(b) => Some(
-            crate::bgp::Speaker::start(b.clone()).map_err(|e| DaemonError::Bgp(e.to_string()))?,
-        ),
+        Some(b) => {
+            ownership.settle(&cfg).await;
+            apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+            let first = ownership.routes(&state.served.borrow());
+            Some(
+                crate::bgp::Speaker::start_announcing(b.clone(), first)
+                    .map_err(|e| DaemonError::Bgp(e.to_string()))?,
+            )
+        }
         None => None,
     };
-    let mut owned_rx = state.owned.subscribe();
-    let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
+    let mut served_rx = state.served.subscribe();
+    served_rx.mark_unchanged();
+    let mut healthy_rx = Some(ownership.healthy.clone());
     let shutdown = shutdown::wait();
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(LINK_CHECK);
@@ -437,6 +601,11 @@ pub async fn run(
     let mut lease_rx = ownership.raft.as_ref().map(|r| r.lease_watch());
     check_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let announce = |speaker: &Option<crate::bgp::Speaker>, ownership: &Ownership| {
+        if let Some(sp) = speaker {
+            sp.announce_routes(ownership.routes(&state.served.borrow()));
+        }
+    };
     let sig = loop {
         let hangup = async {
             match hup.as_mut() {
@@ -461,6 +630,8 @@ pub async fn run(
             changed = watch_changed(&mut k8s_rx) => {
                 if changed {
                     apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                    // Communities or LOCAL_PREF may have changed without the VIPs changing.
+                    announce(&speaker, &ownership);
                 }
                 continue;
             }
@@ -470,11 +641,16 @@ pub async fn run(
                 }
                 continue;
             }
-            r = owned_rx.changed(), if speaker.is_some() => {
+            changed = watch_changed(&mut healthy_rx), if cfg.bgp.is_some() => {
+                if changed {
+                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            r = served_rx.changed(), if speaker.is_some() => {
                 if r.is_ok() {
-                    if let Some(sp) = &speaker {
-                        sp.announce(owned_rx.borrow_and_update().iter().map(|v| std::net::IpAddr::V4(*v)).collect());
-                    }
+                    served_rx.mark_unchanged();
+                    announce(&speaker, &ownership);
                 }
                 continue;
             }
@@ -538,7 +714,7 @@ pub async fn run(
                 }
             }
             state.uplink_present.set(0);
-            if let Err(e) = bring_down(r, &cfg, &state, keep_pinned).await {
+            if let Err(e) = bring_down(r, &cfg, &state, keep_pinned, false).await {
                 // The device took most state with it; what is left is retried by bring_up.
                 tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
             }
@@ -560,20 +736,39 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(signal = sig, "shutting down");
+    // A planned restart (SIGUSR2, or SIGTERM/SIGINT with `handover`) leaves the data plane
+    // running for the next daemon; anything else releases everything.
+    let planned_restart = sig == shutdown::Stop::Restart || cfg.handover;
+    tracing::info!(signal = sig.name(), planned_restart, "shutting down");
     let mut result = Ok(());
     // Silence first (VIPs out of the data plane, addresses unbound), then hand the lease on.
     if let Some(r) = running {
-        result = bring_down(r, &cfg, &state, keep_pinned).await;
-    } else if !keep_pinned {
+        result = bring_down(r, &cfg, &state, keep_pinned, planned_restart).await;
+    } else if !keep_pinned && !planned_restart {
         load::remove_pins(&cfg.pin_dir);
     }
-    // Routes withdrawn (nothing is owned any more), then Cease.
     if let Some(sp) = speaker {
-        sp.announce(Default::default());
-        sp.shutdown().await;
+        let graceful = cfg
+            .bgp
+            .as_ref()
+            .is_some_and(|b| b.graceful_restart.is_some());
+        if planned_restart && graceful {
+            // A hand-over: the data plane keeps forwarding, so close without withdrawing
+            // or Cease; graceful-restart peers keep the routes (stale) until the next
+            // daemon's End-of-RIB.
+            tracing::info!("closing BGP sessions for a restart; peers keep the routes");
+            sp.stop_for_restart().await;
+        } else {
+            // Routes withdrawn (nothing is served any more), then Cease.
+            sp.announce(Default::default());
+            sp.shutdown().await;
+        }
     }
-    ownership.stop().await;
+    // On a planned restart the leases stay held (not released): the next daemon, same
+    // identity, renews them; releasing would let another node take VIPs we still answer.
+    if !planned_restart {
+        ownership.stop().await;
+    }
     result?;
     tracing::info!("clean exit");
     Ok(())
@@ -599,13 +794,22 @@ async fn leadership_changed(
     let leader = ownership.is_leader();
     state.leader.set(leader as i64);
     state.leader_transitions.inc();
-    tracing::info!(leader, "leadership changed");
-    let mut running = running;
+    let Some(r) = running else {
+        tracing::info!(leader, "leadership changed");
+        return;
+    };
+    // The takeover (or silence) path first: the services did not change with leadership and
+    // are already in the data plane, so re-applying them (sysctls, neighbour entries, all
+    // netlink round trips) would only delay the map entry and the first gratuitous ARP.
     // The deadline before the VIPs: a newly owned VIP is answered only under the new lease.
-    if let Some(r) = running.as_mut() {
-        r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+    r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+    let (_, claims) = ownership.plan(cfg);
+    if let Err(e) = r.rec.apply(&claims).await {
+        state.reconcile_errors.inc();
+        tracing::error!(error = %e, "applying ownership failed");
     }
-    apply_desired(cfg, running, state, ownership).await;
+    tracing::info!(leader, "leadership changed");
+    apply_desired(cfg, Some(r), state, ownership).await;
 }
 
 /// Services and owned VIPs from the current sources and leadership.
@@ -618,8 +822,8 @@ async fn apply_desired(
     let Some(r) = running else {
         return;
     };
-    let (desired, owned) = ownership.plan(cfg);
-    if let Err(e) = r.rec.converge(&desired.services, &owned).await {
+    let (desired, claims) = ownership.plan(cfg);
+    if let Err(e) = r.rec.converge(&desired.services, &claims).await {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "applying the desired state failed");
     }
@@ -662,8 +866,8 @@ async fn reload_config(
         tracing::info!("configuration reloaded; applied when the uplink returns");
         return;
     };
-    let (desired, owned) = ownership.plan(cfg);
-    match r.rec.converge(&desired.services, &owned).await {
+    let (desired, claims) = ownership.plan(cfg);
+    match r.rec.converge(&desired.services, &claims).await {
         Ok(()) => {
             state.reloads.inc();
             tracing::info!(vips = ?r.rec.applied(), services = desired.services.len(), "configuration reloaded");
@@ -685,13 +889,35 @@ async fn bring_up(
 ) -> Result<Running, DaemonError> {
     let mut plane = None;
     let backend = match cfg.mode {
-        Mode::Kernel => Backend::Kernel {
-            uplink_index: uplink.index,
-        },
+        Mode::Kernel => {
+            strict_arp(cfg);
+            Backend::Kernel {
+                uplink_index: uplink.index,
+            }
+        }
         Mode::Xdp | Mode::Auto => match try_xdp(cfg, &uplink) {
             Ok(parts) => {
                 let p = parts.plane;
-                tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached");
+                match p.adoption {
+                    Adoption::Fresh => {
+                        tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached")
+                    }
+                    a => tracing::info!(
+                        iface = %cfg.interface,
+                        mode = p.mode.as_str(),
+                        program = a.as_str(),
+                        "adopted pinned data plane (program {})",
+                        a.as_str()
+                    ),
+                }
+                if let Ok(mut at) = state.attachment.write() {
+                    let (link_id, prog_id) = p.xdp.ids().unwrap_or_default();
+                    *at = Some(metrics::Attachment {
+                        program: p.adoption.as_str(),
+                        link_id,
+                        prog_id,
+                    });
+                }
                 if let Ok(mut s) = state.stats.lock() {
                     *s = Some(parts.reader);
                 }
@@ -703,7 +929,8 @@ async fn bring_up(
                     teardown(plane, cfg, state, false);
                     return Err(ConfigError::new("local_device", "device disappeared").into());
                 };
-                let sync = match ServiceSync::new(parts.lb, cfg.maglev_size, cfg.hash_seed) {
+                strict_arp(cfg);
+                let sync = match ServiceSync::adopt(parts.lb, cfg.maglev_size, cfg.hash_seed) {
                     Ok(s) => s,
                     Err(e) => {
                         teardown(plane, cfg, state, false);
@@ -720,6 +947,10 @@ async fn bring_up(
             Err(e) if cfg.mode == Mode::Auto => {
                 tracing::warn!(error = %e, "XDP unavailable, falling back to kernel binding (mode auto)");
                 load::remove_pins(&cfg.pin_dir);
+                if cfg.bgp.is_some() {
+                    // As kernel mode (the Auto fallback keeps mode Auto in the config).
+                    strict_arp_on(&cfg.interface);
+                }
                 Backend::Kernel {
                     uplink_index: uplink.index,
                 }
@@ -741,14 +972,36 @@ async fn bring_up(
         uplink.mac,
         cfg.garp,
         state.clone(),
-    );
+    )
+    .with_arp(cfg.bgp.as_ref().is_none_or(|b| b.arp));
+    let adopted = plane
+        .as_ref()
+        .is_some_and(|p| p.adoption != Adoption::Fresh);
+    if adopted && ownership.stop.is_some() {
+        // Elected: the previous run's VIPs still answer (until its deadline); wait for the
+        // first decision before planning, or they would be pruned as not ours and
+        // re-acquired a moment later. The lease held by our identity is renewed at once.
+        let mut leader = ownership.leader.clone();
+        let _ = tokio::time::timeout(cfg.restart_grace, leader.wait_for(|l| *l)).await;
+    }
     rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
-    let (desired, owned) = ownership.plan(cfg);
+    let rows = state
+        .stats
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|r| r.per_vip()))
+        .unwrap_or_default();
+    rec.prime_conflicts(&rows);
+    let (desired, claims) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
-    let applied = match rec.prune_stale(&owned) {
-        Ok(()) => rec.converge(&desired.services, &owned).await,
-        Err(e) => Err(e),
-    };
+    let applied = async {
+        if adopted {
+            rec.adopt(&claims.owned).await?;
+        }
+        rec.prune_stale(&claims)?;
+        rec.converge(&desired.services, &claims).await
+    }
+    .await;
     if let Err(e) = applied {
         state.reconcile_errors.inc();
         tracing::error!(error = %e, "could not apply VIPs; cleaning up");
@@ -762,20 +1015,54 @@ async fn bring_up(
     Ok(Running { uplink, plane, rec })
 }
 
-/// Release every VIP (data plane first), detach, unpin.
+/// Release every VIP (data plane first), detach, unpin; or, on a planned restart, leave
+/// everything in place for the next daemon.
 async fn bring_down(
     mut r: Running,
     cfg: &Config,
     state: &Arc<State>,
     keep_pinned: bool,
+    planned_restart: bool,
 ) -> Result<(), DaemonError> {
     state.ready.store(false, Ordering::Relaxed);
+    if planned_restart {
+        r.rec.hand_over(cfg.dead_man, cfg.restart_grace);
+        if matches!(cfg.election, config::Election::Raft(_)) {
+            // Raft hands leadership over (TimeoutNow) as it stops: the successor answers
+            // within a round trip, so ARP must not outlive us here (1: already past). Flows
+            // keep forwarding; only ARP is gated by the deadline.
+            r.rec.check_in_until(1);
+        }
+        hand_over(r.plane, cfg, state);
+        return Ok(());
+    }
     let released = r.rec.release_all(keep_pinned).await;
     if released.is_err() {
         state.reconcile_errors.inc();
     }
     teardown(r.plane, cfg, state, keep_pinned);
     Ok(released?)
+}
+
+/// Planned restart: close our handles only. The pinned links keep the programs attached
+/// and the pinned maps keep their state; the next daemon adopts both.
+fn hand_over(plane: Option<XdpPlane>, cfg: &Config, state: &State) {
+    if let Ok(mut s) = state.stats.lock() {
+        *s = None;
+    }
+    if let Some(p) = plane {
+        if let Some(tc) = p.tc {
+            if !tc.keep() {
+                tracing::warn!("tc egress attached through netlink cannot be handed over; detached (nat replies unrewritten until the next daemon)");
+            }
+        }
+        if p.xdp.keep() {
+            tracing::info!(iface = %cfg.interface, dir = %cfg.pin_dir.display(), grace_ms = cfg.restart_grace.as_millis() as u64, "handing over: XDP left attached, VIPs answered for the next daemon");
+        } else {
+            tracing::warn!(iface = %cfg.interface, "XDP attached through netlink cannot be handed over; detached");
+        }
+        drop(p.ebpf);
+    }
 }
 
 fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: bool) {
@@ -785,17 +1072,12 @@ fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: b
     if let Ok(mut d) = state.pin_dir.write() {
         *d = None;
     }
-    if let Some(mut p) = plane {
-        if let Some(tc) = p.tc.take() {
-            if let Err(e) = attach::detach_tc_egress(&mut p.ebpf, tc) {
-                tracing::warn!(error = %e, "tc egress detach");
-            }
+    if let Some(p) = plane {
+        if let Some(tc) = p.tc {
+            tc.release();
         }
-        match attach::program(&mut p.ebpf).and_then(|prog| Ok(prog.detach(p.link)?)) {
-            Ok(()) => tracing::info!(iface = %cfg.interface, "XDP detached"),
-            // Expected when the device is already gone: the kernel dropped the attachment.
-            Err(e) => tracing::warn!(error = %e, "XDP detach"),
-        }
+        p.xdp.release();
+        tracing::info!(iface = %cfg.interface, "XDP detached");
         drop(p.ebpf);
     }
     if keep_pinned {
@@ -811,6 +1093,67 @@ fn teardown(plane: Option<XdpPlane>, cfg: &Config, state: &State, keep_pinned: b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bgp::{AnnounceConfig, AnnounceMode};
+
+    fn svc(vip: &str, port: u16, mode: config::LbMode) -> config::Service {
+        config::Service {
+            vip: vip.parse().unwrap(),
+            port,
+            proto: config::Proto::Tcp,
+            mode,
+            backends: vec![],
+        }
+    }
+
+    #[test]
+    fn who_announces_what() {
+        use config::LbMode::{Dsr, Local, Nat};
+        let cfg = config::resolve(
+            config::parse_file("interface: eth0\nvips: [192.0.2.1]\n").unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        // .10 Cluster dsr+nat, .11 Cluster with one local-mode port, .12 ETP Local with a
+        // ready endpoint here, .13 ETP Local without.
+        let k8s = vec![
+            svc("192.0.2.10", 80, Dsr),
+            svc("192.0.2.10", 443, Nat),
+            svc("192.0.2.11", 80, Dsr),
+            svc("192.0.2.11", 443, Local),
+            svc("192.0.2.12", 80, Local),
+            svc("192.0.2.13", 80, Dsr),
+        ];
+        let desired = Desired::from_sources(&cfg, &k8s);
+        let local: BTreeMap<Ipv4Addr, bool> = [
+            ("192.0.2.12".parse().unwrap(), true),
+            ("192.0.2.13".parse().unwrap(), false),
+        ]
+        .into();
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let owner = AnnounceConfig::default();
+        assert!(routed(&owner, &cfg, &desired, &local, true).is_empty());
+        let ecmp = AnnounceConfig {
+            control_plane: AnnounceMode::Ecmp,
+            services: AnnounceMode::Ecmp,
+        };
+        assert_eq!(
+            routed(&ecmp, &cfg, &desired, &local, true),
+            [ip("192.0.2.1"), ip("192.0.2.10"), ip("192.0.2.12")].into()
+        );
+        // An unhealthy control plane withdraws its VIP only; services stay.
+        assert_eq!(
+            routed(&ecmp, &cfg, &desired, &local, false),
+            [ip("192.0.2.10"), ip("192.0.2.12")].into()
+        );
+        let cp_only = AnnounceConfig {
+            control_plane: AnnounceMode::Ecmp,
+            services: AnnounceMode::Owner,
+        };
+        assert_eq!(
+            routed(&cp_only, &cfg, &desired, &local, true),
+            [ip("192.0.2.1")].into()
+        );
+    }
 
     #[test]
     fn a_kubeconfig_naming_the_vip_is_pointed_at_the_local_api_server() {

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Status { pin_dir } => status(&pin_dir),
+        Command::Status {
+            pin_dir,
+            metrics_addr,
+        } => status(&pin_dir, metrics_addr),
         Command::Manifest(m) => match vip_userspace::manifest::render(&m.kind, &m.options()) {
             Ok(y) => {
                 print!("{y}");
@@ -29,8 +32,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn status(pin_dir: &std::path::Path) -> ExitCode {
-    match vip_userspace::dataplane::inspect::Snapshot::read(pin_dir, true) {
+fn status(pin_dir: &std::path::Path, metrics: std::net::SocketAddr) -> ExitCode {
+    let code = match vip_userspace::dataplane::inspect::Snapshot::read(pin_dir, true) {
         Ok(s) => {
             print!("{}", s.render(pin_dir));
             ExitCode::SUCCESS
@@ -42,7 +45,18 @@ fn status(pin_dir: &std::path::Path) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    };
+    // Sessions live in the daemon, not in the maps; a daemon without BGP has no peers.
+    if let Ok(v) = vip_userspace::bgp::status::fetch(metrics) {
+        let has_peers = v
+            .get("peers")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|p| !p.is_empty());
+        if has_peers {
+            print!("\n{}", vip_userspace::bgp::status::render(&v));
+        }
     }
+    code
 }
 
 fn run(args: vip_userspace::cli::RunArgs) -> ExitCode {

@@ -41,6 +41,12 @@ pub struct State {
     /// VIPs applied in the data plane (after every converge); the per-VIP lease manager
     /// waits on it before handing a lease on, and the controller writes holder annotations.
     pub owned: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
+    /// Owned VIPs plus those served because BGP routes them here: what the speaker
+    /// announces.
+    pub served: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
+    /// Foreign claims on owned VIPs, each batch the reconciler re-announced for (so at the
+    /// conflict back-off's pace); the Kubernetes source turns them into Events.
+    pub conflicts: tokio::sync::watch::Sender<Vec<(Ipv4Addr, [u8; 6])>>,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
@@ -57,6 +63,18 @@ pub struct State {
     pub bgp: Mutex<Vec<crate::bgp::PeerStatus>>,
     /// The Raft election, read at scrape time (`election.mode: raft`).
     pub raft: RwLock<Option<crate::election::raft::StatusSource>>,
+    /// How the XDP attachment came about (XDP mode only).
+    pub attachment: RwLock<Option<Attachment>>,
+}
+
+/// The XDP attachment as reported: adopted or not, and the kernel's ids (0 when the
+/// attachment is not a bpf_link).
+#[derive(Debug, Clone, Default)]
+pub struct Attachment {
+    /// `fresh`, `unchanged` or `replaced` (see `dataplane::attach::Adoption`).
+    pub program: &'static str,
+    pub link_id: u32,
+    pub prog_id: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -199,6 +217,31 @@ impl Collector for DataplaneCollector {
             None,
             g.metric_type(),
         )?)?;
+        let att = st.attachment.read().ok().and_then(|a| a.clone());
+        if let Some(a) = att {
+            gauges(
+                &mut enc,
+                "vip_dataplane_attachment",
+                "How this daemon got its XDP attachment: fresh, or adopted from the previous daemon's pinned link with the program unchanged or replaced",
+                "program",
+                &[(a.program.to_string(), 1)],
+            )?;
+            for (name, help, v) in [
+                (
+                    "vip_xdp_link_id",
+                    "Kernel id of the XDP bpf_link (stays the same across restarts)",
+                    a.link_id,
+                ),
+                (
+                    "vip_xdp_program_id",
+                    "Kernel id of the XDP program running in the link",
+                    a.prog_id,
+                ),
+            ] {
+                let g = ConstGauge::new(v as i64);
+                g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
         // Ownership per VIP ("which node owns the VIP?" from any node's metrics).
         let owned_vips: Vec<(String, i64)> = st
             .owned
@@ -586,6 +629,15 @@ fn route(path: &str, registry: &Registry, state: &State) -> (&'static str, &'sta
             }
         }
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        // BGP sessions and what each announces, for `vip status`.
+        "/bgp" => {
+            let peers = state.bgp.lock().map(|b| b.clone()).unwrap_or_default();
+            (
+                "200 OK",
+                "application/json",
+                crate::bgp::status::to_json(&peers).to_string(),
+            )
+        }
         "/readyz" => {
             if state.ready.load(Ordering::Relaxed) {
                 ("200 OK", TEXT, "ready\n".into())

@@ -18,9 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use testbed::{poll, Bed, Netns, Proc};
 use vip_userspace::bgp::{
-    BfdConfig, BfdState, BgpConfig, GrConfig, PeerConfig, SessionState, Speaker,
+    BfdConfig, BfdState, BgpConfig, Community, GrConfig, PeerConfig, RoutePolicy, Routes,
+    SessionState, Speaker,
 };
 
 const ROUTER_AS: u32 = 65000;
@@ -163,6 +166,8 @@ struct BirdOpts {
     active: bool,
     /// The session runs over IPv6 (fd00:N::1 <-> fd00:N::2).
     v6_session: bool,
+    /// iBGP: the router is in our AS (LOCAL_PREF is only sent to iBGP peers).
+    ibgp: bool,
 }
 
 impl Bird {
@@ -198,14 +203,20 @@ impl Bird {
         };
         let conf = format!(
             "router id {rt};\nprotocol device {{ scan time 1; }}\n{bfd_proto}\
-             protocol bgp node {{\n  local {local} as {ROUTER_AS};\n  neighbor {neighbor} as {NODE_AS};\n  hold time {hold};\n{bgp_extra}\
+             protocol bgp node {{\n  local {local} as {router_as};\n  neighbor {neighbor} as {NODE_AS};\n  hold time {hold};\n{bgp_extra}\
                ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
             rt = link.rt_addr(),
+            router_as = if o.ibgp { NODE_AS } else { ROUTER_AS },
             hold = if o.hold == 0 { 9 } else { o.hold },
         );
+        Bird::launch(link.rt(), dir, &conf)
+    }
+
+    /// bird with `conf` in namespace `ns`, its files in `dir`; up when this returns.
+    fn launch(ns: &Netns, dir: PathBuf, conf: &str) -> Bird {
         std::fs::write(dir.join("bird.conf"), conf).unwrap();
         let log = std::fs::File::create(dir.join("bird.log")).unwrap();
-        let mut cmd = link.rt().command("bird");
+        let mut cmd = ns.command("bird");
         cmd.arg("-f")
             .arg("-c")
             .arg(dir.join("bird.conf"))
@@ -221,7 +232,7 @@ impl Bird {
         };
         let mut b = Bird {
             dir,
-            ns_name: link.rt().name.clone(),
+            ns_name: ns.name.clone(),
             proc,
         };
         let up = poll(Duration::from_secs(5), || {
@@ -352,6 +363,66 @@ fn bird_receives_v4_and_v6_host_routes_and_withdrawals() {
     assert_eq!(st.flaps, 0, "{st:?}");
     assert!(st.uptime.is_some(), "{st:?}");
     drop(sp);
+}
+
+/// Communities (standard and large) and LOCAL_PREF per prefix, on top of the speaker-wide
+/// ones, as an iBGP router sees them; a changed policy replaces the route in place.
+#[test]
+fn bird_sees_communities_and_local_pref_per_prefix() {
+    let link = Link::new("bgpj", 210);
+    let bird = Bird::start(
+        &link,
+        BirdOpts {
+            ibgp: true,
+            ..Default::default()
+        },
+    );
+    let rt = NodeRt::new(&link);
+    let mut cfg = link.config();
+    cfg.peers[0].remote_as = NODE_AS;
+    cfg.communities = vec![Community::new(65001, 7)];
+    cfg.local_pref = Some(50);
+    let special = RoutePolicy {
+        communities: vec![Community::new(65001, 100), Community::Large(65001, 1, 2)],
+        local_pref: Some(250),
+    };
+    let routes: Routes = [
+        (IpAddr::V4(VIP4), special.clone()),
+        (IpAddr::V4(VIP4_B), RoutePolicy::default()),
+    ]
+    .into();
+    let sp = rt
+        .run(async move { Speaker::start_announcing(cfg, routes) })
+        .unwrap();
+    wait_bird_established(&bird, &sp, Duration::from_secs(10));
+    let r = bird.wait_route("192.0.2.10/32", Duration::from_secs(5));
+    assert!(r.contains("BGP.local_pref: 250"), "{r}");
+    assert!(r.contains("BGP.community: (65001,7) (65001,100)"), "{r}");
+    assert!(r.contains("BGP.large_community: (65001, 1, 2)"), "{r}");
+    let r = bird.wait_route("192.0.2.11/32", Duration::from_secs(5));
+    assert!(r.contains("BGP.local_pref: 50"), "{r}");
+    assert!(r.contains("BGP.community: (65001,7)"), "{r}");
+    assert!(!r.contains("large_community"), "{r}");
+    // The pool or annotation changes: same prefix, new attributes, no withdrawal.
+    sp.announce_routes(
+        [
+            (IpAddr::V4(VIP4), RoutePolicy::default()),
+            (IpAddr::V4(VIP4_B), special),
+        ]
+        .into(),
+    );
+    let swapped = poll(Duration::from_secs(5), || {
+        let a = bird.route("192.0.2.10/32")?;
+        let b = bird.route("192.0.2.11/32")?;
+        (a.contains("BGP.local_pref: 50") && b.contains("BGP.local_pref: 250")).then_some(())
+    });
+    assert!(
+        swapped.is_some(),
+        "{:?}\n{:?}",
+        bird.route("192.0.2.10/32"),
+        bird.route("192.0.2.11/32")
+    );
+    rt.run(sp.shutdown());
 }
 
 #[test]
@@ -819,16 +890,32 @@ fn frr_bgpd_receives_host_route() {
 /// them and closes the session.
 #[test]
 fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
-    let link = Link::new("bgpi", 209);
+    daemon_announces(
+        "bgpi",
+        209,
+        "mode: xdp\npin_dir: /sys/fs/bpf/vip-test-bgpi\n",
+        "",
+    );
+}
+
+/// The kernel fallback with `bgp.arp: false`: announced, bound on lo, and the kernel does
+/// not answer ARP for it (strict ARP on the uplink), as XDP would not.
+#[test]
+fn kernel_mode_without_arp_announces_but_never_answers_arp() {
+    daemon_announces("bgpk", 208, "mode: kernel\n", "  arp: false\n");
+}
+
+fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
+    let link = Link::new(prefix, n);
     let bird = Bird::start(&link, BirdOpts::default());
-    let dir = std::env::temp_dir().join("bgpi-daemon");
+    let dir = std::env::temp_dir().join(format!("{prefix}-daemon"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("vip.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-bgpi\nvips: [{VIP4}]\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
+            "interface: eth0\n{mode}vips: [{VIP4}]\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n{bgp_extra}  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
             link.node_addr(),
             link.rt_addr()
         ),
@@ -859,6 +946,24 @@ fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
         .then_some(body)
     });
     assert!(metrics.is_some(), "session in the metrics:\n{}", logs());
+    if !bgp_extra.is_empty() {
+        let on_lo = link
+            .node()
+            .command("ip")
+            .args(["-4", "-o", "addr", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&on_lo.stdout).contains(&format!("{VIP4}/32")),
+            "bound on lo:\n{}",
+            logs()
+        );
+        assert_eq!(
+            testbed::arping(link.bed.host("rt"), &VIP4.to_string()),
+            None,
+            "nothing answers ARP for a routed-only VIP"
+        );
+    }
     d.signal(libc::SIGTERM);
     let exited = d.wait_timeout(Duration::from_secs(10));
     assert!(
@@ -873,4 +978,249 @@ fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
         bird.log()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------------------ end to end
+
+/// Traffic through a router to a VIP that two nodes announce (ECMP), balanced in XDP on
+/// whichever node the router picks, to direct-server-return backends:
+///
+/// ```text
+///  ns bgpx-cl ─veth─ ns bgpx-rt ──┐ ns bgpx-sw (bridge)
+///  172.31.0.2        172.31.0.1   ├─ bgpx-n1 10.99.0.11  vip daemon, XDP, BGP
+///                    10.99.0.1    ├─ bgpx-n2 10.99.0.12  vip daemon, XDP, BGP
+///                    bird: BGP →  ├─ bgpx-be1 10.99.0.21 VIP on lo, TCP :8080
+///                    kernel FIB   └─ bgpx-be2 10.99.0.22
+/// ```
+/// Then a planned restart of one node (a hand-over, `--handover`, with graceful restart):
+/// the router keeps its path throughout and traffic flows during the gap; and a plain stop
+/// of the other: its path is withdrawn and traffic still flows through the first.
+#[test]
+fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
+    const VIP: &str = "192.0.2.100";
+    let bed = Bed::new(
+        "bgpx",
+        &[
+            ("rt", "10.99.0.1/24"),
+            ("n1", "10.99.0.11/24"),
+            ("n2", "10.99.0.12/24"),
+            ("be1", "10.99.0.21/24"),
+            ("be2", "10.99.0.22/24"),
+        ],
+    );
+    testbed::require_root_and_bpf();
+    // The client sits behind the router, on a link of its own.
+    let client = Netns::new("bgpx-cl");
+    let rt = &bed.host("rt").ns;
+    rt.ip(&[
+        "link",
+        "add",
+        "eth1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ]);
+    rt.ip(&["addr", "add", "172.31.0.1/24", "dev", "eth1"]);
+    rt.ip(&["link", "set", "eth1", "up"]);
+    rt.sysctl("net.ipv4.ip_forward", "1");
+    client.ip(&["addr", "add", "172.31.0.2/24", "dev", "eth0"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+    client.ip(&["route", "add", "default", "via", "172.31.0.1"]);
+    for (ns, dev) in [(&client, "eth0"), (rt, "eth1")] {
+        // Forwarded frames must carry full checksums by the time XDP rewrites them.
+        testbed::sh(
+            ns.command("ethtool")
+                .args(["-K", dev, "tx", "off"])
+                .stdout(Stdio::null()),
+        );
+    }
+    let mut servers = Vec::new();
+    for be in ["be1", "be2"] {
+        let h = bed.host(be);
+        testbed::make_dsr_backend(h, VIP);
+        h.ns.ip(&["route", "add", "default", "via", "10.99.0.1"]);
+        servers.push(testbed::TcpServer::start(
+            &h.ns,
+            "0.0.0.0:8080".parse().unwrap(),
+            &format!("{be}\n"),
+        ));
+    }
+
+    // bird: both nodes as passive eBGP neighbours with graceful restart, the best paths
+    // merged into one multipath kernel route.
+    let dir = std::env::temp_dir().join("bgpx-router");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut conf = String::from(
+        "router id 10.99.0.1;\nprotocol device { scan time 1; }\n\
+         protocol kernel { ipv4 { export all; }; merge paths on; }\n",
+    );
+    for (name, addr) in [("n1", "10.99.0.11"), ("n2", "10.99.0.12")] {
+        conf += &format!(
+            "protocol bgp {name} {{\n  local 10.99.0.1 as {ROUTER_AS};\n  neighbor {addr} as {NODE_AS};\n\
+             \x20 passive on;\n  hold time 9;\n  graceful restart on;\n\
+             \x20 ipv4 {{ import all; export none; }};\n}}\n"
+        );
+    }
+    let bird = Bird::launch(rt, dir.clone(), &conf);
+    let node_cfg = |n: &str, addr: &str| {
+        let path = dir.join(format!("{n}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "mode: xdp\npin_dir: /sys/fs/bpf/vip-test-bgpx-{n}\nvips: [{VIP}]\n\
+                 services:\n  - {{vip: {VIP}, port: 8080, protocol: tcp, mode: dsr, backends: [{{addr: 10.99.0.21}}, {{addr: 10.99.0.22}}]}}\n\
+                 bgp:\n  local_as: {NODE_AS}\n  router_id: {addr}\n  arp: false\n\
+                 \x20 announce: {{control_plane: ecmp}}\n  graceful_restart: {{restart_time_s: 30}}\n\
+                 \x20 peers:\n    - {{address: 10.99.0.1, remote_as: {ROUTER_AS}}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let cfg1 = node_cfg("n1", "10.99.0.11");
+    let cfg2 = node_cfg("n2", "10.99.0.12");
+    // n1 stops as for an upgrade (--handover: a planned restart), n2 for good.
+    let start = |role: &str, cfg: &PathBuf, keep: bool| {
+        let mut args = vec!["--config", cfg.to_str().unwrap()];
+        if keep {
+            args.push("--handover");
+        }
+        common::Daemon::start_in(&bed, role, &args)
+    };
+    let mut d1 = start("n1", &cfg1, true);
+    let mut d2 = start("n2", &cfg2, false);
+    let kernel_route = || {
+        let out = rt.ip(&["route", "show", VIP]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let multipath = poll(Duration::from_secs(20), || {
+        let r = kernel_route();
+        (r.contains("via 10.99.0.11") && r.contains("via 10.99.0.12")).then_some(r)
+    });
+    assert!(
+        multipath.is_some(),
+        "no multipath route to the VIP in the router's kernel: {}\n{}\n{}\n{}",
+        kernel_route(),
+        bird.birdc("show route all"),
+        d1.logs(),
+        d2.logs()
+    );
+    let vip_port: std::net::SocketAddr = format!("{VIP}:8080").parse().unwrap();
+    let reach = |why: &str| {
+        let got = poll(Duration::from_secs(5), || {
+            testbed::tcp_request(&client, vip_port)
+                .ok()
+                .filter(|g| g == "be1\n" || g == "be2\n")
+        });
+        assert!(
+            got.is_some(),
+            "client could not reach a backend through the VIP ({why}): {:?}\nroute: {}\n{}",
+            testbed::tcp_request(&client, vip_port),
+            kernel_route(),
+            std::fs::read_to_string(std::env::temp_dir().join("bgpx-n1-vip.log"))
+                .unwrap_or_default()
+        );
+    };
+    reach("both nodes announcing");
+    // `vip status` in the node: the VIP served without ARP (bgp.arp: false, only the route
+    // attracts it), and the session with what it announces (from the daemon).
+    let out = bed
+        .host("n1")
+        .ns
+        .command(env!("CARGO_BIN_EXE_vip"))
+        .args(["status", "--pin-dir", "/sys/fs/bpf/vip-test-bgpx-n1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("no-arp")
+            && text.contains("BGP peers:")
+            && text.contains("10.99.0.1")
+            && text.contains("established")
+            && text.contains(&format!("    {VIP}/32")),
+        "vip status lists the peer and the announced prefix:\n{text}"
+    );
+
+    // Planned restart of n1: no withdrawal, no Cease; bird keeps the path (stale) until the
+    // new daemon's End-of-RIB, and n1's data plane keeps balancing meanwhile.
+    d1.proc.signal(libc::SIGTERM);
+    let exited = d1.proc.wait_timeout(Duration::from_secs(10));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "n1 exit:\n{}",
+        d1.logs()
+    );
+    let in_gr = poll(Duration::from_secs(5), || {
+        let s = bird.birdc("show protocols all n1");
+        s.contains("Neighbor graceful restart active").then_some(())
+    });
+    assert!(
+        in_gr.is_some(),
+        "bird is not in graceful restart for n1:\n{}\n{}",
+        bird.birdc("show protocols all n1"),
+        d1.logs()
+    );
+    let via_n1 = || {
+        bird.route(&format!("{VIP}/32"))
+            .is_some_and(|r| r.contains("via 10.99.0.11"))
+    };
+    assert!(
+        via_n1(),
+        "n1's path dropped at once:\n{}",
+        bird.birdc("show route all")
+    );
+    reach("n1 between daemons");
+    let t_restart = Instant::now();
+    let mut d1 = start("n1", &cfg1, true);
+    let back = poll(Duration::from_secs(15), || {
+        assert!(
+            via_n1(),
+            "n1's path dropped {:?} into the restart:\n{}",
+            t_restart.elapsed(),
+            bird.birdc("show protocols all n1")
+        );
+        let s = bird.birdc("show protocols all n1");
+        (s.contains("Established") && !s.contains("graceful restart active")).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "n1 not back (End-of-RIB) after the restart:\n{}\n{}",
+        bird.birdc("show protocols all n1"),
+        d1.logs()
+    );
+    assert!(via_n1(), "n1's path gone after its End-of-RIB");
+    eprintln!(
+        "n1 restarted: path kept throughout, back from graceful restart {:?} after the new daemon started",
+        t_restart.elapsed()
+    );
+    reach("after n1's restart");
+
+    // A plain stop of n2 withdraws its path; traffic goes on through n1 alone.
+    let t_stop = Instant::now();
+    d2.proc.signal(libc::SIGTERM);
+    assert!(d2.proc.wait_timeout(Duration::from_secs(10)).is_some());
+    let single = poll(Duration::from_secs(5), || {
+        let r = kernel_route();
+        (r.contains("via 10.99.0.11") && !r.contains("10.99.0.12")).then_some(())
+    });
+    assert!(
+        single.is_some(),
+        "n2's path not withdrawn: {}",
+        kernel_route()
+    );
+    eprintln!(
+        "n2 stopped: its path left the router's FIB {:?} after SIGTERM",
+        t_stop.elapsed()
+    );
+    reach("n2 stopped");
+    d1.stop();
+    drop(d2);
+    for n in ["n1", "n2"] {
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/vip-test-bgpx-{n}"));
+    }
 }

@@ -377,7 +377,12 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
     assert_eq!(arping(client, VIP).as_deref(), Some(node.mac.as_str()));
 
     // Another host claims the VIP (gratuitous ARP from its own MAC): counted, logged with
-    // that MAC, and answered by a fresh announcement from the owner.
+    // that MAC, and answered by a fresh announcement from the owner. After the start-up
+    // burst (5 frames), so that an announcement after the claim can only be the answer.
+    poll(Duration::from_secs(5), || {
+        (metric(&metrics(&bed), "vip_garp_sent_total") >= 5).then_some(())
+    })
+    .expect("start-up burst sent");
     let cap = Capture::start(client, 0x0806);
     let claim_at = std::time::Instant::now();
     let claimer = parse_mac(&client.mac);
@@ -417,7 +422,12 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
     );
     let client_mac = client.mac.clone();
     assert!(
-        d.logs().contains("another host claims") && d.logs().contains(&client_mac),
+        poll(Duration::from_secs(2), || (d
+            .logs()
+            .contains("another host claims")
+            && d.logs().contains(&client_mac))
+        .then_some(()))
+        .is_some(),
         "{}",
         d.logs()
     );
@@ -464,6 +474,44 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
         d.logs()
     );
     assert!(metric(&metrics(&bed), "vip_arp_deadman_drops_total") >= 1);
-    assert!(d.stop().success());
+
+    // The daemon dies (SIGKILL: no cleanup, the VIP stays bound on lo). Whatever is left of
+    // the data plane, nothing may answer for the VIP past the dead-man: not XDP, and not the
+    // kernel for the address on lo (strict ARP on the uplink).
+    assert_eq!(
+        node.ns
+            .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/eth0/arp_ignore"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let cap = Capture::start(client, 0x0806);
+    let probe = common::Prober::start(client);
+    assert!(poll(Duration::from_secs(2), || (!common::replies(&cap)
+        .is_empty())
+    .then_some(()))
+    .is_some());
+    let killed = std::time::Instant::now();
+    d.proc.signal(libc::SIGKILL);
+    assert!(d.proc.wait_timeout(Duration::from_secs(5)).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    let last = common::replies(&cap)
+        .into_iter()
+        .map(|(t, _)| t)
+        .max()
+        .unwrap();
+    let silent_after = last.saturating_duration_since(killed);
+    assert!(
+        silent_after <= Duration::from_millis(400 + 150),
+        "last ARP answer {silent_after:?} after SIGKILL (dead-man 400 ms)"
+    );
+    let unanswered = probe.sent_after(last);
+    assert!(
+        unanswered >= 20,
+        "no answers after the kill, though asked {unanswered} times"
+    );
+    eprintln!("killed daemon: last ARP answer {silent_after:?} after SIGKILL");
+    drop(probe);
+    let _ = std::fs::remove_dir_all(&pins);
     let _ = std::fs::remove_file(&cfg);
 }

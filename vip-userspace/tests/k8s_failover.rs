@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{replies, Daemon, Prober, VIP};
+use common::{garps, replies, Daemon, Prober, VIP};
 use fake_apiserver::{FakeApiServer, Fault};
 use testbed::{parse_mac, poll, require_root_and_bpf, Bed, Capture, Host};
 
@@ -227,6 +227,22 @@ fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
     );
 
     let leader_name = ["node1", "node2"][leader];
+    let other_name = ["node1", "node2"][other];
+    // When the API server commits the other node's claim: the start of its takeover path.
+    let mut events = cl.server().subscribe();
+    let other_id = other_name.to_string();
+    let claimed = std::thread::spawn(move || loop {
+        match events.blocking_recv() {
+            Ok(e)
+                if e.res.ends_with("leases")
+                    && e.obj["spec"]["holderIdentity"].as_str() == Some(other_id.as_str()) =>
+            {
+                return Some(Instant::now());
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        }
+    });
     cl.server().set_fault(leader_name, Fault::BlackHole);
     let cut = Instant::now();
     let took = poll(Duration::from_secs(8), || {
@@ -259,6 +275,23 @@ fn lease_owner_partitioned_goes_silent_then_other_node_takes_over() {
     assert!(
         took_after <= Duration::from_secs(4),
         "takeover soon after expiry: {took_after:?}"
+    );
+    // The fast path: from the committed claim to the first gratuitous ARP on the wire.
+    let claimed = claimed
+        .join()
+        .unwrap()
+        .expect("the other node's claim was committed");
+    let garp = poll(Duration::from_secs(2), || {
+        garps(&cap)
+            .into_iter()
+            .find(|g| g.1 == macs[other] && g.0 >= claimed)
+    })
+    .expect("the new owner announces the VIP");
+    let first_garp = garp.0 - claimed;
+    println!("lease committed → first gratuitous ARP from the new owner: {first_garp:?}");
+    assert!(
+        first_garp < Duration::from_millis(10),
+        "first GARP {first_garp:?} after the claim was committed (goal < 10 ms)"
     );
     for mut d in daemons {
         assert!(d.stop().success(), "{}", d.logs());
@@ -331,6 +364,29 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
         "{m}"
     );
     assert!(m.contains("vip_k8s_pool_used{pool=\"global\"} 1"), "{m}");
+    // Another host claims the address: the holder records a Warning on the Service.
+    let claimer = parse_mac(&client.mac);
+    let claimed: std::net::Ipv4Addr = ip.parse().unwrap();
+    client.ns.run(move || {
+        let c = std::ffi::CString::new("eth0").unwrap();
+        // SAFETY: valid C string.
+        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        let sock = vip_userspace::net::garp::GarpSocket::open(idx).unwrap();
+        sock.send(&vip_userspace::net::garp::frame(claimer, claimed))
+            .unwrap();
+    });
+    let conflict = poll(Duration::from_secs(5), || {
+        server
+            .objects("events")
+            .into_iter()
+            .find(|e| e["reason"] == "VIPConflict")
+    })
+    .unwrap_or_else(|| panic!("conflict Event recorded:\n{}", daemons[0].logs()));
+    assert_eq!(conflict["type"], "Warning");
+    assert_eq!(conflict["involvedObject"]["kind"], "Service");
+    assert_eq!(conflict["involvedObject"]["name"], "web");
+    let msg = conflict["message"].as_str().unwrap();
+    assert!(msg.contains(&client.mac) && msg.contains(&holder), "{msg}");
     for mut d in daemons {
         assert!(d.stop().success(), "{}", d.logs());
     }

@@ -816,6 +816,74 @@ fn restart_on_kept_pins_continues_backend_generations() {
     });
 }
 
+/// A restarted daemon adopting the pins (hitless restart) changes nothing a packet could
+/// notice: same backend ids, generations and flags, and applying the same services writes
+/// no slot and flips no ring; a changed service is then updated as usual.
+#[test]
+fn adopting_kept_pins_changes_nothing_for_the_same_services() {
+    with_fixture("adopt", |fx| {
+        let backends = |pins: &std::path::Path| {
+            let b: aya::maps::Array<_, vip_common::BackendValue> =
+                aya::maps::Array::try_from(aya::maps::Map::Array(
+                    aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::BACKENDS))
+                        .unwrap(),
+                ))
+                .unwrap();
+            (0..16)
+                .map(|i| {
+                    let v = b.get(&i, 0).unwrap();
+                    (v.addr_be, v.port_be, v.mode, v.flags, v.gen, v.svc)
+                })
+                .collect::<Vec<_>>()
+        };
+        let before = backends(&fx.pins);
+        let id_before = fx.sync.backend_id(dsr_be(1), 80).unwrap();
+        let mut again = load::load(
+            &fx.pins,
+            Sizes {
+                ring_size: M,
+                max_services: 16,
+            },
+        )
+        .unwrap();
+        let mut sync = ServiceSync::adopt(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
+        assert_eq!(
+            backends(&fx.pins),
+            before,
+            "adoption leaves backends as they were"
+        );
+        let ch = sync.apply(&services()).unwrap();
+        assert_eq!(ch, Default::default(), "same services: nothing written");
+        assert_eq!(backends(&fx.pins), before);
+        assert_eq!(sync.backend_id(dsr_be(1), 80), Some(id_before));
+        // Another ring size or seed is not adopted: rebuilt from scratch.
+        let ch = sync
+            .apply(&[svc(80, Proto::Tcp, LbMode::Dsr, &[(dsr_be(1), 80)])])
+            .unwrap();
+        assert_eq!((ch.updated, ch.removed), (1, services().len() - 1));
+        let mut other = ServiceSync::adopt(
+            LbMaps::take(
+                &mut load::load(
+                    &fx.pins,
+                    Sizes {
+                        ring_size: M,
+                        max_services: 16,
+                    },
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+            M,
+            SEED ^ 1,
+        )
+        .unwrap();
+        let ch = other
+            .apply(&[svc(80, Proto::Tcp, LbMode::Dsr, &[(dsr_be(1), 80)])])
+            .unwrap();
+        assert_eq!(ch.added, 1, "another seed: services rebuilt");
+    });
+}
+
 /// Conntrack is a per-CPU array of 2-way sets with LRU replacement: a third flow in a full
 /// set evicts the least recently used one, never the one just used.
 #[test]

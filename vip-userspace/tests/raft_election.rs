@@ -705,7 +705,12 @@ fn hung_leader_goes_silent() {
         (old.status().leader == Some(next as u64 + 1)).then_some(())
     })
     .unwrap_or_else(|| panic!("thawed leader did not follow: {:?}", old.status()));
-    assert_eq!(sampler.leaders(), vec![next]);
+    // Sampled, not read once: on a loaded machine the leader's fence may lapse for a moment
+    // (a late acknowledgement) without anyone else leading.
+    poll(Duration::from_secs(2), || {
+        (sampler.leaders() == vec![next]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("one leader after the thaw: {:?}", sampler.leaders()));
     let overlaps = sampler.overlaps();
     assert!(
         overlaps.is_empty(),

@@ -56,7 +56,18 @@ pub struct BgpConfig {
     #[serde(default)]
     pub graceful_restart: Option<GrConfig>,
     #[serde(default)]
+    pub announce: AnnounceConfig,
+    /// Also answer ARP for the VIPs this node owns, as in L2 mode (default). `false` when
+    /// only routers need to reach the VIPs: no node answers ARP or sends gratuitous ARP for
+    /// them, which `election: single` on several nodes (each owning every VIP) requires.
+    #[serde(default = "default_true")]
+    pub arp: bool,
+    #[serde(default)]
     pub peers: Vec<PeerConfig>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_hold() -> u16 {
@@ -155,39 +166,67 @@ impl Default for BfdConfig {
     }
 }
 
-/// A standard community (RFC 1997), written `"65000:100"` or as its 32-bit value.
+/// A BGP community: standard (RFC 1997, `"65000:100"` or its 32-bit value) or large
+/// (RFC 8092, `"65000:1:2"`, three 32-bit parts, for 4-byte AS numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Community(pub u32);
+pub enum Community {
+    Standard(u32),
+    Large(u32, u32, u32),
+}
 
 impl Community {
     pub fn new(asn: u16, value: u16) -> Self {
-        Self((u32::from(asn) << 16) | u32::from(value))
+        Self::Standard((u32::from(asn) << 16) | u32::from(value))
     }
 }
 
 impl fmt::Display for Community {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.0 >> 16, self.0 & 0xffff)
+        match self {
+            Community::Standard(v) => write!(f, "{}:{}", v >> 16, v & 0xffff),
+            Community::Large(a, b, c) => write!(f, "{a}:{b}:{c}"),
+        }
     }
 }
 
 impl std::str::FromStr for Community {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let parse = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("`{s}` is not `ASN:VALUE` with both parts 0..=65535"))
-        };
-        match s.split_once(':') {
-            Some((a, v)) => Ok(Community::new(parse(a)?, parse(v)?)),
-            None => s
-                .trim()
-                .parse::<u32>()
-                .map(Community)
-                .map_err(|_| format!("`{s}` is not `ASN:VALUE` or a 32-bit number")),
+        let t = s.trim();
+        let parts: Vec<&str> = t.split(':').map(str::trim).collect();
+        match parts.as_slice() {
+            [a, v] => {
+                let p = |x: &str| {
+                    x.parse::<u16>()
+                        .map_err(|_| format!("`{s}` is not `ASN:VALUE` with both parts 0..=65535"))
+                };
+                Ok(Community::new(p(a)?, p(v)?))
+            }
+            [a, b, c] => {
+                let p = |x: &str| {
+                    x.parse::<u32>().map_err(|_| {
+                        format!("`{s}` is not a large community `ASN:DATA1:DATA2` (32-bit parts)")
+                    })
+                };
+                Ok(Community::Large(p(a)?, p(b)?, p(c)?))
+            }
+            [v] => v.parse::<u32>().map(Community::Standard).map_err(|_| {
+                format!("`{s}` is not `ASN:VALUE`, `ASN:DATA1:DATA2` or a 32-bit number")
+            }),
+            _ => Err(format!(
+                "`{s}` is not `ASN:VALUE`, `ASN:DATA1:DATA2` or a 32-bit number"
+            )),
         }
     }
+}
+
+/// A comma-separated list of communities (annotations, pool keys).
+pub fn parse_communities(s: &str) -> Result<Vec<Community>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::parse)
+        .collect()
 }
 
 impl<'de> Deserialize<'de> for Community {
@@ -196,16 +235,16 @@ impl<'de> Deserialize<'de> for Community {
         impl de::Visitor<'_> for V {
             type Value = Community;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a community `ASN:VALUE` or a 32-bit number")
+                f.write_str("a community `ASN:VALUE`, `ASN:DATA1:DATA2` or a 32-bit number")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Community, E> {
                 u32::try_from(v)
-                    .map(Community)
+                    .map(Community::Standard)
                     .map_err(|_| E::custom(format!("{v} does not fit in 32 bits")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Community, E> {
                 u32::try_from(v)
-                    .map(Community)
+                    .map(Community::Standard)
                     .map_err(|_| E::custom(format!("{v} does not fit in 32 bits")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Community, E> {
@@ -214,6 +253,59 @@ impl<'de> Deserialize<'de> for Community {
         }
         d.deserialize_any(V)
     }
+}
+
+/// What goes with one announced prefix besides the session's own attributes: added to
+/// `bgp.communities`, and a LOCAL_PREF that replaces `bgp.local_pref`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RoutePolicy {
+    pub communities: Vec<Community>,
+    pub local_pref: Option<u32>,
+}
+
+impl RoutePolicy {
+    /// `self` refined by `more`: communities added (sorted, no duplicates), `more`'s
+    /// LOCAL_PREF winning when it has one.
+    pub fn merged(&self, more: &RoutePolicy) -> RoutePolicy {
+        let mut communities: Vec<Community> = self
+            .communities
+            .iter()
+            .chain(&more.communities)
+            .copied()
+            .collect();
+        communities.sort();
+        communities.dedup();
+        RoutePolicy {
+            communities,
+            local_pref: more.local_pref.or(self.local_pref),
+        }
+    }
+}
+
+/// Which nodes announce a VIP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnounceMode {
+    /// Only the node that owns the VIP (the election's choice), as in ARP mode.
+    #[default]
+    Owner,
+    /// Every node that can serve it; the router spreads flows over them (ECMP).
+    Ecmp,
+}
+
+/// `bgp.announce`: who announces the control-plane VIP (the file's `vips`) and the
+/// Services' VIPs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceConfig {
+    /// `ecmp`: every node whose control plane is healthy (lease election with
+    /// `readyz_gate`: its API server answers /readyz; otherwise: the daemon is up).
+    #[serde(default)]
+    pub control_plane: AnnounceMode,
+    /// `ecmp`: for `externalTrafficPolicy: Local`, every node with a ready local endpoint;
+    /// for `Cluster` Services balanced in XDP (dsr/nat), every node. Others: the owner.
+    #[serde(default)]
+    pub services: AnnounceMode,
 }
 
 impl BgpConfig {
@@ -227,6 +319,8 @@ impl BgpConfig {
             communities: Vec::new(),
             local_pref: None,
             graceful_restart: None,
+            announce: AnnounceConfig::default(),
+            arp: true,
             peers,
         }
     }
@@ -457,11 +551,40 @@ mod tests {
     }
 
     #[test]
+    fn communities_standard_and_large() {
+        assert_eq!(
+            parse_communities("65000:100, 4200000001:7:8,42").unwrap(),
+            vec![
+                Community::new(65000, 100),
+                Community::Large(4_200_000_001, 7, 8),
+                Community::Standard(42)
+            ]
+        );
+        assert!(parse_communities("65536:1").is_err());
+        assert!(parse_communities("1:2:3:4").is_err());
+        assert_eq!(Community::Large(1, 2, 3).to_string(), "1:2:3");
+        let base = RoutePolicy {
+            communities: vec![Community::new(1, 1)],
+            local_pref: Some(100),
+        };
+        let m = base.merged(&RoutePolicy {
+            communities: vec![Community::new(1, 1), Community::new(0, 5)],
+            local_pref: None,
+        });
+        assert_eq!(
+            m.communities,
+            vec![Community::new(0, 5), Community::new(1, 1)]
+        );
+        assert_eq!(m.local_pref, Some(100));
+    }
+
+    #[test]
     fn yaml_and_validation() {
         let y = r#"
 local_as: 65001
 router_id: 10.0.0.2
 communities: ["65001:100", 42]
+announce: { control_plane: ecmp }
 graceful_restart: {}
 peers:
   - address: 10.0.0.1
@@ -474,9 +597,11 @@ peers:
         assert_eq!(c.hold_time_s, DEFAULT_HOLD_TIME_S);
         assert_eq!(
             c.communities,
-            vec![Community::new(65001, 100), Community(42)]
+            vec![Community::new(65001, 100), Community::Standard(42)]
         );
         assert_eq!(c.graceful_restart.unwrap().restart_time_s, 120);
+        assert_eq!(c.announce.control_plane, AnnounceMode::Ecmp);
+        assert_eq!(c.announce.services, AnnounceMode::Owner);
         assert_eq!(c.peers[0].bfd.unwrap().multiplier, 3);
         assert_eq!(c.validate().unwrap_err().field, "bgp.peers[1].remote_as");
         let bad: Result<BgpConfig, _> =

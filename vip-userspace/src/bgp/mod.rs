@@ -1,8 +1,10 @@
 //! BGP speaker: announces this node's VIPs as host routes (/32, /128) to upstream routers.
 //!
 //! One tokio task per peer runs our own small FSM (connect with backoff or wait for the
-//! peer, OPEN, keepalives, hold timer, UPDATEs). [`Speaker::announce`] takes the full
-//! desired set; each session diffs it against what it has advertised. Optional per-peer
+//! peer, OPEN, keepalives, hold timer, UPDATEs). [`Speaker::announce_routes`] takes the
+//! full desired set, each prefix with its communities and LOCAL_PREF; each session diffs it
+//! against what it has advertised (a changed policy is re-announced, which replaces the
+//! route at the peer). Optional per-peer
 //! BFD (RFC 5880/5881) tears a session down within the detection time.
 //!
 //! The speaker never imports routes: UPDATEs from peers are read and dropped.
@@ -10,10 +12,11 @@ pub mod bfd;
 pub mod config;
 mod session;
 mod sock;
+pub mod status;
 mod wire;
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -27,8 +30,12 @@ use tokio::{
 
 pub use bfd::BfdState;
 pub use config::{
-    parse_kube_vip_peers, BfdConfig, BgpConfig, BgpConfigError, Community, GrConfig, PeerConfig,
+    parse_communities, parse_kube_vip_peers, AnnounceConfig, AnnounceMode, BfdConfig, BgpConfig,
+    BgpConfigError, Community, GrConfig, PeerConfig, RoutePolicy,
 };
+
+/// Host routes to advertise, each with what goes with it.
+pub type Routes = BTreeMap<IpAddr, RoutePolicy>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BgpError {
@@ -87,6 +94,8 @@ pub struct PeerStatus {
     pub flaps: u64,
     /// Host routes currently advertised on this session.
     pub prefixes_announced: usize,
+    /// Those routes.
+    pub prefixes: Vec<IpAddr>,
     pub last_error: Option<String>,
     /// None when BFD is not configured for this peer.
     pub bfd: Option<BfdState>,
@@ -98,7 +107,7 @@ struct Shared {
     state: SessionState,
     established_at: Option<Instant>,
     flaps: u64,
-    announced: usize,
+    announced: Vec<IpAddr>,
     last_error: Option<String>,
     bfd: Option<BfdState>,
 }
@@ -110,7 +119,7 @@ impl Shared {
             state: SessionState::Idle,
             established_at: None,
             flaps: 0,
-            announced: 0,
+            announced: Vec::new(),
             last_error: None,
             bfd: bfd.then_some(BfdState::Down),
         }))
@@ -143,7 +152,7 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
 pub struct Speaker {
     peers: Vec<(PeerConfig, SharedRef)>,
-    desired: watch::Sender<Arc<BTreeSet<IpAddr>>>,
+    desired: watch::Sender<Arc<Routes>>,
     control: watch::Sender<Control>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -152,11 +161,18 @@ impl Speaker {
     /// Validate `cfg` and spawn one task per peer (plus listeners for passive peers and
     /// the BFD receivers) on the current tokio runtime.
     pub fn start(cfg: BgpConfig) -> Result<Speaker, BgpError> {
+        Self::start_announcing(cfg, Routes::new())
+    }
+
+    /// [`Speaker::start`] with the first table already set: every session's initial
+    /// UPDATEs (and the End-of-RIB after them) carry `routes`, never an empty table that
+    /// would make a graceful-restart peer drop our stale routes.
+    pub fn start_announcing(cfg: BgpConfig, routes: Routes) -> Result<Speaker, BgpError> {
         cfg.validate()?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| BgpError::NoRuntime)?;
         let _guard = rt.enter();
         let cfg = Arc::new(cfg);
-        let (desired, desired_rx) = watch::channel(Arc::new(BTreeSet::new()));
+        let (desired, desired_rx) = watch::channel(Arc::new(routes));
         let (control, control_rx) = watch::channel(Control::Run);
         let mut tasks = Vec::new();
 
@@ -238,14 +254,25 @@ impl Speaker {
         })
     }
 
+    /// The full set of host routes this node should advertise now, with only the
+    /// speaker-wide communities and LOCAL_PREF (see [`Speaker::announce_routes`]).
+    pub fn announce(&self, prefixes: BTreeSet<IpAddr>) {
+        self.announce_routes(
+            prefixes
+                .into_iter()
+                .map(|p| (p, RoutePolicy::default()))
+                .collect(),
+        );
+    }
+
     /// The full set of host routes this node should advertise now. Sessions diff it
     /// against what they advertised; calling it again with the same set does nothing.
-    pub fn announce(&self, prefixes: BTreeSet<IpAddr>) {
+    pub fn announce_routes(&self, routes: Routes) {
         self.desired.send_if_modified(|cur| {
-            if **cur == prefixes {
+            if **cur == routes {
                 false
             } else {
-                *cur = Arc::new(prefixes);
+                *cur = Arc::new(routes);
                 true
             }
         });
@@ -265,7 +292,8 @@ impl Speaker {
                     state: g.state,
                     uptime: g.established_at.map(|t| t.elapsed()),
                     flaps: g.flaps,
-                    prefixes_announced: g.announced,
+                    prefixes_announced: g.announced.len(),
+                    prefixes: g.announced.clone(),
                     last_error: g.last_error.clone(),
                     bfd: g.bfd,
                 }

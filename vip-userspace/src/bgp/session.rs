@@ -1,7 +1,7 @@
 //! One peer: connect (or wait for the peer), run a session, reconnect with backoff.
 use std::{
-    collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
@@ -22,15 +22,15 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::{
     bfd::{self, BfdState},
-    config::{BgpConfig, PeerConfig},
-    sock, update, wire, Control, SessionState, SharedRef,
+    config::{BgpConfig, PeerConfig, RoutePolicy},
+    sock, update, wire, Control, Routes, SessionState, SharedRef,
 };
 
 pub(super) struct PeerCtx {
     pub cfg: Arc<BgpConfig>,
     pub peer: PeerConfig,
     pub shared: SharedRef,
-    pub desired: watch::Receiver<Arc<BTreeSet<IpAddr>>>,
+    pub desired: watch::Receiver<Arc<Routes>>,
     pub control: watch::Receiver<Control>,
     /// Connections accepted for this peer (passive peers only).
     pub incoming: Option<mpsc::Receiver<TcpStream>>,
@@ -94,7 +94,7 @@ pub(super) async fn run(mut ctx: PeerCtx) {
                         }
                         s.state = SessionState::Active;
                         s.established_at = None;
-                        s.announced = 0;
+                        s.announced.clear();
                         s.last_error = Some(error);
                         if s.bfd.is_some() {
                             s.bfd = Some(BfdState::Down);
@@ -117,7 +117,7 @@ pub(super) async fn run(mut ctx: PeerCtx) {
             }
             s.state = SessionState::Idle;
             s.established_at = None;
-            s.announced = 0;
+            s.announced.clear();
         });
     }
     .instrument(span)
@@ -375,10 +375,11 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
         s.established_at = Some(std::time::Instant::now());
         s.last_error = None;
     });
-    let eligible = |set: &BTreeSet<IpAddr>| -> BTreeSet<IpAddr> {
-        set.iter()
-            .copied()
-            .filter(|a| if a.is_ipv4() { can_v4 } else { can_v6 })
+    let eligible = |routes: &Routes| -> Routes {
+        routes
+            .iter()
+            .filter(|(a, _)| if a.is_ipv4() { can_v4 } else { can_v6 })
+            .map(|(a, p)| (*a, p.clone()))
             .collect()
     };
 
@@ -387,7 +388,9 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
     if let Err(e) = send_table(&mut conn, &attrs, &advertised, can_v4, can_v6).await {
         return failed(e, true);
     }
-    update(&ctx.shared, |s| s.announced = advertised.len());
+    update(&ctx.shared, |s| {
+        s.announced = advertised.keys().copied().collect()
+    });
 
     let mut bfd_session = match (&ctx.bfd, p.bfd) {
         (Some(hub), Some(bcfg)) => match hub.session(local, p.address, bcfg) {
@@ -446,20 +449,25 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
                     return End::Stopped;
                 }
                 let want = eligible(&ctx.desired.borrow_and_update());
-                let add: Vec<IpAddr> = want.difference(&advertised).copied().collect();
-                let del: Vec<IpAddr> = advertised.difference(&want).copied().collect();
-                let (d4, d6) = wire::split(del);
-                let (a4, a6) = wire::split(add);
+                // New prefixes and ones whose policy changed: announcing again replaces the
+                // route at the peer (RFC 4271 3.1), no withdrawal in between.
+                let add: Routes = want
+                    .iter()
+                    .filter(|(a, p)| advertised.get(a) != Some(p))
+                    .map(|(a, p)| (*a, p.clone()))
+                    .collect();
+                let del: Vec<IpAddr> = advertised.keys().filter(|a| !want.contains_key(a)).copied().collect();
+                let (d4, d6) = wire::split(del.iter().copied());
                 let mut msgs = wire::withdraw(&d4, &d6);
-                msgs.extend(wire::announce(&attrs, &a4, &a6));
+                msgs.extend(announcements(&attrs, &add));
                 if !msgs.is_empty() {
-                    debug!(announce = a4.len() + a6.len(), withdraw = d4.len() + d6.len(), "UPDATE");
+                    debug!(announce = add.len(), withdraw = del.len(), "UPDATE");
                     if let Err(e) = send_all(&mut conn, msgs).await {
                         return failed(e, true);
                     }
                 }
                 advertised = want;
-                update(&ctx.shared, |s| s.announced = advertised.len());
+                update(&ctx.shared, |s| s.announced = advertised.keys().copied().collect());
             }
             r = ctx.control.changed() => {
                 let how = if r.is_err() { Control::Restart } else { *ctx.control.borrow() };
@@ -470,7 +478,7 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
                         return End::Stopped;
                     }
                     Control::Shutdown => {
-                        let (v4, v6) = wire::split(advertised.iter().copied());
+                        let (v4, v6) = wire::split(advertised.keys().copied());
                         let mut msgs = wire::withdraw(&v4, &v6);
                         msgs.push(wire::cease_admin_shutdown());
                         if let Err(e) = send_all(&mut conn, msgs).await {
@@ -497,15 +505,29 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
     }
 }
 
+/// UPDATEs for `routes`: one group per distinct policy, each with the session's attributes
+/// refined by that policy.
+fn announcements(base: &wire::RouteAttrs, routes: &Routes) -> Vec<netgauze_bgp_pkt::BgpMessage> {
+    let mut groups: BTreeMap<&RoutePolicy, Vec<IpAddr>> = BTreeMap::new();
+    for (a, p) in routes {
+        groups.entry(p).or_default().push(*a);
+    }
+    let mut out = Vec::new();
+    for (policy, addrs) in groups {
+        let (a4, a6) = wire::split(addrs);
+        out.extend(wire::announce(&base.with_policy(policy), &a4, &a6));
+    }
+    out
+}
+
 async fn send_table(
     conn: &mut Conn,
     attrs: &wire::RouteAttrs,
-    set: &BTreeSet<IpAddr>,
+    routes: &Routes,
     v4: bool,
     v6: bool,
 ) -> Result<(), String> {
-    let (a4, a6): (Vec<Ipv4Addr>, Vec<Ipv6Addr>) = wire::split(set.iter().copied());
-    let mut msgs = wire::announce(attrs, &a4, &a6);
+    let mut msgs = announcements(attrs, routes);
     if v4 {
         msgs.push(wire::end_of_rib(false));
     }
@@ -545,12 +567,13 @@ mod tests {
         update::BgpUpdateMessage,
     };
     use netgauze_iana::address_family::AddressType;
+    use std::net::Ipv4Addr;
     use tokio::{io::AsyncWriteExt, net::TcpListener};
 
     struct Harness {
         conn: Framed<TcpStream, BgpCodec>,
         shared: SharedRef,
-        desired: watch::Sender<Arc<BTreeSet<IpAddr>>>,
+        desired: watch::Sender<Arc<Routes>>,
         _control: watch::Sender<Control>,
     }
 
@@ -565,8 +588,12 @@ mod tests {
         let mut cfg = BgpConfig::new(65001, Ipv4Addr::new(10, 0, 0, 2), vec![peer.clone()]);
         cfg.hold_time_s = 30;
         let shared = Shared::idle(false);
-        let (desired, desired_rx) =
-            watch::channel(Arc::new(announce.iter().copied().collect::<BTreeSet<_>>()));
+        let (desired, desired_rx) = watch::channel(Arc::new(
+            announce
+                .iter()
+                .map(|a| (*a, RoutePolicy::default()))
+                .collect::<Routes>(),
+        ));
         let (control, control_rx) = watch::channel(Control::Run);
         tokio::spawn(run(PeerCtx {
             cfg: Arc::new(cfg),
@@ -638,8 +665,22 @@ mod tests {
         )));
         let eor = next_update(&mut h.conn).await;
         assert_eq!(eor.end_of_rib(), Some(AddressType::Ipv4Unicast));
-        assert_eq!(h.shared.lock().unwrap().announced, 1);
-        h.desired.send_replace(Arc::new(BTreeSet::new()));
+        assert_eq!(h.shared.lock().unwrap().announced, vec![v4]);
+        // A new policy for the same prefix: announced again (replacing it), not withdrawn.
+        let mut policy = RoutePolicy::default();
+        policy
+            .communities
+            .push(crate::bgp::Community::new(65001, 9));
+        h.desired.send_replace(Arc::new([(v4, policy)].into()));
+        let u = next_update(&mut h.conn).await;
+        assert_eq!(u.nlri().len(), 1);
+        assert!(u.withdraw_routes().is_empty());
+        assert!(u.path_attributes().iter().any(|a| matches!(
+            a.value(),
+            netgauze_bgp_pkt::path_attribute::PathAttributeValue::Communities(c)
+                if c.communities().len() == 1
+        )));
+        h.desired.send_replace(Arc::new(Routes::new()));
         let w = next_update(&mut h.conn).await;
         assert_eq!(w.withdraw_routes().len(), 1);
         assert!(w.nlri().is_empty());

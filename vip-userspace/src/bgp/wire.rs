@@ -9,13 +9,13 @@ use netgauze_bgp_pkt::{
         BgpCapability, FourOctetAsCapability, GracefulRestartAddressFamily,
         GracefulRestartCapability, MultiProtocolExtensionsCapability,
     },
-    community::Community as NgCommunity,
+    community::{Community as NgCommunity, LargeCommunity},
     nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress},
     notification::{BgpNotificationMessage, CeaseError, HoldTimerExpiredError},
     open::{BgpOpenMessage, BgpOpenMessageParameter},
     path_attribute::{
-        As2PathSegment, As4PathSegment, AsPath, AsPathSegmentType, Communities, LocalPreference,
-        MpReach, MpUnreach, NextHop, Origin, PathAttribute, PathAttributeValue,
+        As2PathSegment, As4PathSegment, AsPath, AsPathSegmentType, Communities, LargeCommunities,
+        LocalPreference, MpReach, MpUnreach, NextHop, Origin, PathAttribute, PathAttributeValue,
     },
     update::BgpUpdateMessage,
     BgpMessage,
@@ -138,6 +138,21 @@ fn attr(
 }
 
 impl RouteAttrs {
+    /// These attributes with a prefix's own communities added and its LOCAL_PREF (if any)
+    /// in place of the speaker-wide one.
+    pub fn with_policy(&self, p: &super::config::RoutePolicy) -> RouteAttrs {
+        let merged = super::config::RoutePolicy {
+            communities: self.communities.clone(),
+            local_pref: self.local_pref,
+        }
+        .merged(p);
+        RouteAttrs {
+            communities: merged.communities,
+            local_pref: merged.local_pref,
+            ..self.clone()
+        }
+    }
+
     fn common(&self) -> Vec<PathAttribute> {
         let mut out = Vec::new();
         out.extend(attr(
@@ -176,17 +191,36 @@ impl RouteAttrs {
                 ));
             }
         }
-        if !self.communities.is_empty() {
-            let cs: Vec<NgCommunity> = self
-                .communities
-                .iter()
-                .map(|c| NgCommunity::new(c.0))
-                .collect();
+        let cs: Vec<NgCommunity> = self
+            .communities
+            .iter()
+            .filter_map(|c| match c {
+                Community::Standard(v) => Some(NgCommunity::new(*v)),
+                Community::Large(..) => None,
+            })
+            .collect();
+        if !cs.is_empty() {
             out.extend(attr(
                 true,
                 true,
                 cs.len() * 4 > 255,
                 PathAttributeValue::Communities(Communities::new(cs)),
+            ));
+        }
+        let large: Vec<LargeCommunity> = self
+            .communities
+            .iter()
+            .filter_map(|c| match c {
+                Community::Large(a, b, d) => Some(LargeCommunity::new(*a, *b, *d)),
+                Community::Standard(_) => None,
+            })
+            .collect();
+        if !large.is_empty() {
+            out.extend(attr(
+                true,
+                true,
+                large.len() * 12 > 255,
+                PathAttributeValue::LargeCommunities(LargeCommunities::new(large)),
             ));
         }
         out
@@ -357,7 +391,7 @@ mod tests {
             ebgp: true,
             asn4: true,
             local_pref: Some(200),
-            communities: vec![Community::new(65001, 7)],
+            communities: vec![Community::new(65001, 7), Community::Large(65001, 1, 2)],
             next_hop_v4: Some(Ipv4Addr::new(10, 0, 0, 2)),
             next_hop_v6: Some("fd00::2".parse().unwrap()),
         };

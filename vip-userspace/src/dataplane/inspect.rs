@@ -226,7 +226,8 @@ impl Snapshot {
                 o,
                 "  {:<16} {:<8} ifindex {:<3} arp replies {:<8} arp drops {:<8} ipv4 {}",
                 v.addr,
-                if v.owned { "owned" } else { "elsewhere" },
+                // Without the ARP flag the VIP is served but silent: routed here by BGP.
+                if v.owned { "owned" } else { "no-arp" },
                 v.ifindex,
                 v.stats.arp_reply,
                 v.stats.arp_drop,

@@ -135,17 +135,25 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(map_names::RINGS, rings)
         .map_max_entries(map_names::SVC_STATS, sizes.max_services)
         .map_max_entries(map_names::SERVICES, sizes.max_services);
-    for (sym, file) in PINNED {
+    for (sym, file) in PINNED.iter().chain(std::iter::once(&LOG_MAP)) {
         loader.map_pin_path(sym, pin_dir.join(file));
     }
     Ok(loader.load(OBJECT)?)
 }
 
-/// Remove vip's pins and the directory if nothing else is in it.
+/// aya-log's ring buffer, pinned too: a program left running by an earlier daemon (adopted
+/// unchanged) keeps logging into the buffer the new daemon reads.
+const LOG_MAP: (&str, &str) = ("AYA_LOGS", "aya_logs");
+
+/// Remove vip's pins (maps, and links, which detaches them) and the directory if nothing
+/// else is in it.
 pub fn remove_pins(pin_dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    for (_, file) in PINNED {
-        let p = pin_dir.join(file);
+    let maps = PINNED
+        .iter()
+        .chain(std::iter::once(&LOG_MAP))
+        .map(|(_, file)| pin_dir.join(file));
+    for p in super::attach::link_pins(pin_dir).into_iter().chain(maps) {
         if std::fs::remove_file(&p).is_ok() {
             removed.push(p);
         }

@@ -107,6 +107,17 @@ impl Maps {
     /// Make the data plane answer for `ip`. Counters are created first so the very first
     /// answered packet is counted.
     pub fn own(&mut self, ip: Ipv4Addr, ifindex: u32) -> Result<(), DataplaneError> {
+        self.put(ip, ifindex, VIP_F_OWNED)
+    }
+
+    /// Serve `ip` without answering ARP for it: its traffic is balanced, requests for it are
+    /// dropped (as for a VIP held elsewhere). For VIPs routed here by BGP while another
+    /// node (or none) owns them on the segment.
+    pub fn route(&mut self, ip: Ipv4Addr, ifindex: u32) -> Result<(), DataplaneError> {
+        self.put(ip, ifindex, 0)
+    }
+
+    fn put(&mut self, ip: Ipv4Addr, ifindex: u32, flags: u32) -> Result<(), DataplaneError> {
         let k = key(ip);
         if self.vip_stats.get(&k, 0).is_err() {
             let zero = PerCpuValues::try_from(vec![VipStats::default(); nr_cpus_or_one()])
@@ -115,14 +126,7 @@ impl Maps {
         }
         // The filter bit first: once the VIP answers ARP, its traffic must reach the LB.
         self.filter_add(ip)?;
-        self.vips.insert(
-            k,
-            VipValue {
-                flags: VIP_F_OWNED,
-                ifindex,
-            },
-            0,
-        )?;
+        self.vips.insert(k, VipValue { flags, ifindex }, 0)?;
         Ok(())
     }
 
@@ -136,6 +140,16 @@ impl Maps {
             }
         }
         Ok(())
+    }
+
+    /// VIPs a previous run left answering on `ifindex` (or on any uplink).
+    pub fn owned_on(&self, ifindex: u32) -> Vec<Ipv4Addr> {
+        self.vips
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.flags & VIP_F_OWNED != 0 && (v.ifindex == ifindex || v.ifindex == 0))
+            .map(|(k, _)| Ipv4Addr::from(k.addr_be))
+            .collect()
     }
 
     /// VIPs currently in the map (for reconciling against what a previous run left).

@@ -32,6 +32,10 @@ pub enum DataplaneError {
     Map(#[from] aya::maps::MapError),
     #[error("per-CPU value: {0}")]
     PerCpu(std::io::Error),
+    #[error("link: {0}")]
+    Link(aya::programs::links::LinkError),
+    #[error("pinning: {0}")]
+    Pin(#[from] aya::pin::PinError),
     #[error("attaching XDP to `{iface}`: native failed ({native}); generic failed ({generic})")]
     Attach {
         iface: String,

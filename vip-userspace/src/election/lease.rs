@@ -129,6 +129,9 @@ pub struct LeaseElector {
     free_since: Option<Instant>,
     /// While false this node can't serve (its uplink is gone): hold nothing, compete for nothing.
     able: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Whether this node may lead (uplink up, API server ready when gated), published each
+    /// round: BGP's ECMP mode announces the control-plane VIP from every such node.
+    healthy: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Asked with `true` each round the lease is seen free: how long this node lets it lie for
@@ -162,6 +165,7 @@ impl LeaseElector {
             patience: None,
             free_since: None,
             able: None,
+            healthy: None,
         })
     }
 
@@ -176,6 +180,12 @@ impl LeaseElector {
     /// lease on at once instead of letting it expire).
     pub fn with_able(mut self, able: tokio::sync::watch::Receiver<bool>) -> Self {
         self.able = Some(able);
+        self
+    }
+
+    /// Publish, each round, whether this node is fit to lead (see `healthy`).
+    pub fn with_healthy(mut self, healthy: tokio::sync::watch::Sender<bool>) -> Self {
+        self.healthy = Some(healthy);
         self
     }
 
@@ -362,12 +372,7 @@ impl LeaseElector {
                 let mut tick = tokio::time::interval(Duration::from_millis(10));
                 loop {
                     tick.tick().await;
-                    let leader = fence.is_leader();
-                    tx.send_if_modified(|v| {
-                        let changed = *v != leader;
-                        *v = leader;
-                        changed
-                    });
+                    publish(&tx, fence.is_leader());
                 }
             })
         };
@@ -375,6 +380,9 @@ impl LeaseElector {
         loop {
             let able = self.able.as_ref().is_none_or(|a| *a.borrow());
             let ready = able && (!self.cfg.readyz_gate || self.apiserver_ready().await);
+            if let Some(h) = &self.healthy {
+                h.send_if_modified(|v| std::mem::replace(v, ready) != ready);
+            }
             if ready != was_ready {
                 tracing::warn!(lease = %self.cfg.name, ready, able, "able to lead changed (uplink, or API server readiness)");
                 was_ready = ready;
@@ -390,6 +398,9 @@ impl LeaseElector {
                         if let Err(e) = r {
                             tracing::warn!(lease = %self.cfg.name, error = %e, "lease round failed");
                         }
+                        // A won lease is acted on now, not at the publisher's next tick:
+                        // that tick would be most of the 10 ms takeover budget.
+                        publish(&tx, self.fence.is_leader());
                     }
                     _ = stop.changed() => break,
                 }
@@ -405,4 +416,12 @@ impl LeaseElector {
             tracing::warn!(lease = %self.cfg.name, error = %e, "lease not released");
         }
     }
+}
+
+fn publish(tx: &tokio::sync::watch::Sender<bool>, leader: bool) {
+    tx.send_if_modified(|v| {
+        let changed = *v != leader;
+        *v = leader;
+        changed
+    });
 }

@@ -41,6 +41,12 @@ const SHARING_ANNOTATIONS: [&str; 2] = [
 /// Per-Service forwarding mode: `local` (default: the node's stack, i.e. kube-proxy, does
 /// the service hop, as with kube-vip), `dsr` or `nat` (vip balances in XDP).
 pub const MODE_ANNOTATION: &str = "vip.dev/forwarding-mode";
+/// BGP communities for the Service's VIPs (comma-separated `ASN:VALUE` or `ASN:D1:D2`),
+/// added to those of `bgp.communities` and of the address's pool.
+pub const BGP_COMMUNITIES_ANNOTATION: &str = "vip.dev/bgp-communities";
+/// LOCAL_PREF for the Service's VIPs (iBGP peers only); overrides the pool's and
+/// `bgp.local_pref`.
+pub const BGP_LOCAL_PREF_ANNOTATION: &str = "vip.dev/bgp-local-pref";
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -102,6 +108,24 @@ pub struct View {
     /// them: it has a ready endpoint of every such Service on the VIP. Those VIPs are
     /// elected one lease each, among eligible nodes only.
     pub local: BTreeMap<Ipv4Addr, bool>,
+    /// BGP communities / LOCAL_PREF per VIP, from its pool and its Services' annotations
+    /// (VIPs without any are absent).
+    pub routes: BTreeMap<Ipv4Addr, crate::bgp::RoutePolicy>,
+}
+
+/// A Service's own BGP policy from its annotations; a malformed value is named in the error.
+pub fn bgp_annotations(svc: &Service) -> Result<crate::bgp::RoutePolicy, String> {
+    let mut p = crate::bgp::RoutePolicy::default();
+    if let Some(v) = annotation(svc, &[BGP_COMMUNITIES_ANNOTATION]) {
+        p.communities = crate::bgp::parse_communities(v)
+            .map_err(|e| format!("annotation {BGP_COMMUNITIES_ANNOTATION}: {e}"))?;
+    }
+    if let Some(v) = annotation(svc, &[BGP_LOCAL_PREF_ANNOTATION]) {
+        p.local_pref = Some(v.trim().parse().map_err(|_| {
+            format!("annotation {BGP_LOCAL_PREF_ANNOTATION}: `{v}` is not a number 0..=4294967295")
+        })?);
+    }
+    Ok(p)
 }
 
 pub struct Controller {
@@ -113,6 +137,8 @@ pub struct Controller {
     known: HashSet<(String, String)>,
     /// Services whose last pass failed, with the message (one Event per new failure).
     failing: BTreeMap<(String, String), String>,
+    /// Services whose BGP annotations are malformed (warned once per new message).
+    bad_annotations: BTreeMap<(String, String), String>,
 }
 
 fn key(s: &Service) -> (String, String) {
@@ -293,26 +319,67 @@ impl Controller {
             restored: false,
             known: HashSet::new(),
             failing: BTreeMap::new(),
+            bad_annotations: BTreeMap::new(),
         }
     }
 
     async fn event(&self, svc: &Service, type_: &str, reason: &str, message: &str) {
         let (ns, name) = key(svc);
+        let object = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(name),
+            namespace: Some(ns.clone()),
+            uid: svc.metadata.uid.clone(),
+            ..Default::default()
+        };
+        self.record(&ns, object, type_, reason, message).await;
+    }
+
+    /// Another host claims a VIP this node owns (seen by XDP): a Warning on every Service
+    /// with that address, or on this Node for a VIP no Service has (the control plane's).
+    pub async fn conflict_event(&self, services: &[Service], vip: Ipv4Addr, mac: [u8; 6]) {
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        let message = format!(
+            "host {mac} claims {vip}, which node {} owns; re-announcing (check for a duplicate address)",
+            self.cfg.node
+        );
+        let on: Vec<&Service> = services
+            .iter()
+            .filter(|s| status_ips(s).contains(&IpAddr::V4(vip)))
+            .collect();
+        if on.is_empty() {
+            let object = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.cfg.node.clone()),
+                ..Default::default()
+            };
+            self.record("default", object, "Warning", "VIPConflict", &message)
+                .await;
+        }
+        for s in on {
+            self.event(s, "Warning", "VIPConflict", &message).await;
+        }
+    }
+
+    async fn record(
+        &self,
+        ns: &str,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
         let now = Timestamp::now();
+        let name = object.name.clone().unwrap_or_default();
         let ev = Event {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{name}.")),
-                namespace: Some(ns.clone()),
+                namespace: Some(ns.to_string()),
                 ..Default::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Service".into()),
-                name: Some(name),
-                namespace: Some(ns.clone()),
-                uid: svc.metadata.uid.clone(),
-                ..Default::default()
-            },
+            involved_object: object,
             reason: Some(reason.into()),
             message: Some(message.into()),
             type_: Some(type_.into()),
@@ -325,7 +392,7 @@ impl Controller {
             count: Some(1),
             ..Default::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
         if let Err(e) = api.create(&PostParams::default(), &ev).await {
             tracing::warn!(error = %e, reason, "event not recorded");
         }
@@ -443,6 +510,34 @@ impl Controller {
                         .await;
                         report.owner_changed.push(format!("{}/{}", k.0, k.1));
                     }
+                }
+            }
+            let own_policy = match bgp_annotations(s) {
+                Ok(p) => {
+                    self.bad_annotations.remove(&k);
+                    p
+                }
+                Err(msg) => {
+                    if self.bad_annotations.get(&k) != Some(&msg) {
+                        tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %msg, "BGP annotation ignored");
+                        if leader {
+                            self.event(s, "Warning", "BadAnnotation", &msg).await;
+                        }
+                        self.bad_annotations.insert(k.clone(), msg);
+                    }
+                    crate::bgp::RoutePolicy::default()
+                }
+            };
+            for v in &v4 {
+                let p = self
+                    .ipam
+                    .pools()
+                    .bgp_policy(IpAddr::V4(*v))
+                    .merged(&own_policy);
+                if p != crate::bgp::RoutePolicy::default() {
+                    // Services sharing a VIP: their communities add up.
+                    let cur = view.routes.entry(*v).or_default();
+                    *cur = cur.merged(&p);
                 }
             }
             let (services, eligible) = model_services(s, slices, &v4, &self.cfg.node);

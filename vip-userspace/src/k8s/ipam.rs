@@ -1,6 +1,8 @@
 //! IP address management for LoadBalancer Services, compatible with kube-vip's pool
 //! ConfigMap (`kube-system/kubevip`): keys `cidr-<ns>`, `range-<ns>`, `cidr-global`,
-//! `range-global` (comma-separated lists) and `allow-share-<ns>: "true"`.
+//! `range-global` (comma-separated lists) and `allow-share-<ns>: "true"`. For BGP,
+//! `bgp-communities-<ns|global>` (comma-separated, `ASN:VALUE` or large `ASN:D1:D2`) and
+//! `bgp-local-pref-<ns|global>` go with the announcements of addresses from that pool.
 //!
 //! Rules an operator can rely on:
 //! - a requested address (`spec.loadBalancerIP`, or the `kube-vip.io/loadbalancerIPs` /
@@ -178,6 +180,8 @@ pub struct Pools {
     pub per_ns: HashMap<String, Pool>,
     pub global: Option<Pool>,
     pub allow_share: HashSet<String>,
+    /// BGP communities / LOCAL_PREF per pool (`global` or a namespace).
+    pub bgp: BTreeMap<String, crate::bgp::RoutePolicy>,
 }
 
 impl Pools {
@@ -186,6 +190,23 @@ impl Pools {
     pub fn from_configmap(data: &BTreeMap<String, String>) -> Result<Pools, IpamError> {
         let mut p = Pools::default();
         for (k, v) in data {
+            if let Some(scope) = k.strip_prefix("bgp-communities-") {
+                let cs =
+                    crate::bgp::parse_communities(v).map_err(|message| IpamError::BadPool {
+                        key: k.clone(),
+                        message,
+                    })?;
+                p.bgp.entry(scope.to_string()).or_default().communities = cs;
+                continue;
+            }
+            if let Some(scope) = k.strip_prefix("bgp-local-pref-") {
+                let lp = v.trim().parse::<u32>().map_err(|_| IpamError::BadPool {
+                    key: k.clone(),
+                    message: format!("`{v}` is not a LOCAL_PREF (0..=4294967295)"),
+                })?;
+                p.bgp.entry(scope.to_string()).or_default().local_pref = Some(lp);
+                continue;
+            }
             let (kind, scope) = match k.split_once('-') {
                 Some(("cidr", s)) => ("cidr", s),
                 Some(("range", s)) => ("range", s),
@@ -210,6 +231,30 @@ impl Pools {
             }
         }
         Ok(p)
+    }
+
+    /// BGP communities / LOCAL_PREF for an address: the global pool's, refined by those of
+    /// the namespace pool holding it (as MetalLB's advertisements select pools).
+    pub fn bgp_policy(&self, ip: IpAddr) -> crate::bgp::RoutePolicy {
+        let mut out = crate::bgp::RoutePolicy::default();
+        if self.global.as_ref().is_some_and(|g| g.contains(ip)) {
+            if let Some(p) = self.bgp.get("global") {
+                out = out.merged(p);
+            }
+        }
+        let mut scopes: Vec<&String> = self
+            .per_ns
+            .iter()
+            .filter(|(_, pool)| pool.contains(ip))
+            .map(|(ns, _)| ns)
+            .collect();
+        scopes.sort();
+        for ns in scopes {
+            if let Some(p) = self.bgp.get(ns) {
+                out = out.merged(p);
+            }
+        }
+        out
     }
 
     fn for_ns(&self, ns: &str) -> Option<&Pool> {
@@ -256,6 +301,10 @@ impl Ipam {
             pools,
             held: BTreeMap::new(),
         }
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
     }
 
     pub fn set_pools(&mut self, pools: Pools) {
@@ -416,6 +465,39 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn bgp_policy_per_pool() {
+        use crate::bgp::Community;
+        let p = pools(&[
+            ("cidr-global", "192.0.2.0/24"),
+            ("cidr-prod", "192.0.2.128/28"),
+            ("bgp-communities-global", "65000:1"),
+            ("bgp-local-pref-global", "100"),
+            ("bgp-communities-prod", "65000:2,65000:7:8"),
+            ("bgp-local-pref-prod", "300"),
+        ]);
+        let g = p.bgp_policy(ip("192.0.2.10"));
+        assert_eq!(g.communities, vec![Community::new(65000, 1)]);
+        assert_eq!(g.local_pref, Some(100));
+        let prod = p.bgp_policy(ip("192.0.2.130"));
+        assert_eq!(
+            prod.communities,
+            vec![
+                Community::new(65000, 1),
+                Community::new(65000, 2),
+                Community::Large(65000, 7, 8)
+            ]
+        );
+        assert_eq!(prod.local_pref, Some(300));
+        assert_eq!(p.bgp_policy(ip("198.51.100.1")), Default::default());
+        let bad: BTreeMap<String, String> =
+            [("bgp-local-pref-prod".to_string(), "high".to_string())].into();
+        assert!(matches!(
+            Pools::from_configmap(&bad),
+            Err(IpamError::BadPool { key, .. }) if key == "bgp-local-pref-prod"
+        ));
     }
 
     #[test]

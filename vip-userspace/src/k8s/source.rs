@@ -29,6 +29,7 @@ pub async fn run(
 ) {
     // What this node has applied: holder annotations follow the data plane, not the lease.
     let mut held = stats.owned.subscribe();
+    let mut conflicts = stats.conflicts.subscribe();
     let (svcs, w1) = reflector::store::<Service>();
     let (slices, w2) = reflector::store::<EndpointSlice>();
     let (cms, w3) = reflector::store::<ConfigMap>();
@@ -71,6 +72,15 @@ pub async fn run(
             c = changes.next() => if c.is_none() { return },
             r = leader.changed() => if r.is_err() { return },
             r = held.changed() => if r.is_err() { return },
+            r = conflicts.changed() => {
+                if r.is_err() { return }
+                let seen = conflicts.borrow_and_update().clone();
+                let s: Vec<Service> = svcs.state().iter().map(|x| (**x).clone()).collect();
+                for (vip, mac) in seen {
+                    ctl.conflict_event(&s, vip, mac).await;
+                }
+                continue;
+            }
             _ = tokio::time::sleep(RESYNC) => {}
         }
         // Take whatever else arrived meanwhile.

@@ -41,6 +41,22 @@ pub struct Conflicts {
 }
 
 impl Conflicts {
+    /// Take the counters as they are as the baseline: what kept pins carry from an earlier
+    /// run was that run's business (and would otherwise be re-reported at every start).
+    pub fn prime(&mut self, rows: &[(Ipv4Addr, VipStats)]) {
+        for (vip, s) in rows {
+            self.seen.insert(
+                *vip,
+                Track {
+                    count: s.arp_conflict,
+                    last_claim: None,
+                    next: None,
+                    backoff: FIRST,
+                },
+            );
+        }
+    }
+
     /// Compare the counters with the last look; VIPs not owned only update their baseline.
     pub fn observe(
         &mut self,
@@ -51,7 +67,7 @@ impl Conflicts {
         let mut out = Vec::new();
         for (vip, s) in rows {
             // Counters start at zero with the VIP's stats entry: a claim that arrived before
-            // our first look is still a claim.
+            // our first look is still a claim (entries from before this run are primed).
             let t = self.seen.entry(*vip).or_insert(Track {
                 count: 0,
                 last_claim: None,
@@ -131,5 +147,16 @@ mod tests {
         let mut c = Conflicts::default();
         let t0 = Instant::now();
         assert!(c.observe(t0, &row(4), &BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn counts_kept_from_an_earlier_run_are_not_new_claims() {
+        let owned: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(192, 0, 2, 100)].into();
+        let mut c = Conflicts::default();
+        c.prime(&row(4));
+        let t0 = Instant::now();
+        assert!(c.observe(t0, &row(4), &owned).is_empty());
+        let got = c.observe(t0, &row(5), &owned);
+        assert_eq!((got[0].new, got[0].reannounce), (1, true));
     }
 }

@@ -51,17 +51,6 @@ impl LbSide {
         }
     }
 
-    /// The kernel must never answer ARP for a VIP: XDP does, for the owner only. The VIP is
-    /// bound on the local device, and by default the kernel answers ARP on any interface for
-    /// any local address, so without this a node whose XDP program is gone (a SIGKILLed
-    /// daemon without a pinned link) or a VIP left on `lo` by a crashed run would answer as
-    /// a second owner. arp_ignore=1: answer only for addresses on the uplink itself. Restored
-    /// on a clean release; a crash leaves it set, which is what keeps the dead node quiet.
-    pub fn quiet_kernel_arp(&mut self) {
-        let uplink = self.uplink.clone();
-        self.set_sysctl(&uplink, "arp_ignore", "1");
-    }
-
     pub async fn apply(
         &mut self,
         handle: &Handle,

@@ -2,6 +2,12 @@
 //! be. Order matters for "never answer for an IP we shouldn't": on gain the data plane answers
 //! first and the first gratuitous ARP leaves at once; on loss the data plane goes silent
 //! first, and only then is the address unbound.
+//!
+//! Two kinds of VIP are applied: *owned* ones (the election's choice: the data plane answers
+//! ARP for them, gratuitous ARP on gain) and *routed* ones (announced by BGP from this node
+//! although another node owns them on the segment, or none does: their traffic is balanced
+//! here, ARP for them is dropped). A VIP moving between the two keeps its address binding
+//! and its map entry; only the ARP flag flips.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -48,6 +54,27 @@ pub enum Backend {
     Kernel { uplink_index: u32 },
 }
 
+/// What this node applies: VIPs it owns, and VIPs it only serves because routers send
+/// their traffic here (BGP). Disjoint: `owned` wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    pub owned: BTreeSet<Ipv4Addr>,
+    pub routed: BTreeSet<Ipv4Addr>,
+}
+
+impl Claims {
+    pub fn owned(owned: BTreeSet<Ipv4Addr>) -> Self {
+        Self {
+            owned,
+            routed: BTreeSet::new(),
+        }
+    }
+
+    pub fn all(&self) -> BTreeSet<Ipv4Addr> {
+        self.owned.union(&self.routed).copied().collect()
+    }
+}
+
 pub struct Reconciler {
     backend: Backend,
     handle: Handle,
@@ -56,6 +83,11 @@ pub struct Reconciler {
     garp: Option<Arc<GarpSocket>>,
     state: Arc<State>,
     applied: BTreeMap<Ipv4Addr, Option<JoinHandle<()>>>,
+    routed: BTreeSet<Ipv4Addr>,
+    /// Whether owned VIPs answer ARP (off: BGP-only, see `bgp.arp`).
+    arp: bool,
+    /// XDP mode: owned (in the map, announced) but the local address binding failed.
+    unbound: BTreeSet<Ipv4Addr>,
     conflicts: conflict::Conflicts,
 }
 
@@ -75,10 +107,6 @@ impl Reconciler {
                 None
             }
         };
-        let mut backend = backend;
-        if let Backend::Xdp { lb, .. } = &mut backend {
-            lb.quiet_kernel_arp();
-        }
         Self {
             backend,
             handle,
@@ -87,19 +115,29 @@ impl Reconciler {
             garp,
             state,
             applied: BTreeMap::new(),
+            routed: BTreeSet::new(),
+            arp: true,
+            unbound: BTreeSet::new(),
             conflicts: conflict::Conflicts::default(),
         }
     }
 
+    /// `false`: owned VIPs are applied like routed ones (served, bound locally, ARP for
+    /// them dropped, no gratuitous ARP), for fabrics where only BGP attracts their traffic.
+    pub fn with_arp(mut self, arp: bool) -> Self {
+        self.arp = arp;
+        self
+    }
+
     /// Services first (the first packet to a newly owned VIP finds its backends), then the
-    /// owned VIPs.
+    /// owned and routed VIPs.
     pub async fn converge(
         &mut self,
         services: &[Service],
-        owned: &BTreeSet<Ipv4Addr>,
+        claims: &Claims,
     ) -> Result<(), ReconcileError> {
         self.apply_services(services).await?;
-        self.apply(owned).await
+        self.apply(claims).await
     }
 
     /// Services into the data plane (XDP only; the kernel backend cannot balance, so the
@@ -159,8 +197,17 @@ impl Reconciler {
 
     /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
     /// `conflict`).
+    /// Counters present when the data plane came up (kept pins) are the baseline.
+    pub fn prime_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+        self.conflicts.prime(rows);
+    }
+
     pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+        if !self.arp {
+            return;
+        }
         let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();
+        let mut reported = Vec::new();
         for c in self
             .conflicts
             .observe(std::time::Instant::now(), rows, &owned)
@@ -173,7 +220,11 @@ impl Reconciler {
                 }
                 let burst = self.announce(c.vip);
                 self.applied.insert(c.vip, burst);
+                reported.push((c.vip, c.mac));
             }
+        }
+        if !reported.is_empty() {
+            self.state.conflicts.send_replace(reported);
         }
     }
 
@@ -181,11 +232,65 @@ impl Reconciler {
         self.applied.keys().copied().collect()
     }
 
+    /// VIPs served without owning them (see [`Claims`]).
+    pub fn routed(&self) -> Vec<Ipv4Addr> {
+        self.routed.iter().copied().collect()
+    }
+
+    /// Take over the VIPs a previous run left answering in the (pinned) data plane that are
+    /// still owned: they stay in the map untouched (no silence, no re-add, counters go on),
+    /// their local binding is checked, and one gratuitous ARP goes out instead of a burst,
+    /// since neighbours never stopped getting answers. Returns the adopted VIPs.
+    pub async fn adopt(
+        &mut self,
+        owned: &BTreeSet<Ipv4Addr>,
+    ) -> Result<Vec<Ipv4Addr>, ReconcileError> {
+        let (left, local_index) = match &self.backend {
+            Backend::Xdp {
+                maps,
+                uplink_index,
+                local_index,
+                ..
+            } => (maps.owned_on(*uplink_index), *local_index),
+            Backend::Kernel { .. } => return Ok(Vec::new()),
+        };
+        let mut adopted = Vec::new();
+        for ip in left.into_iter().filter(|ip| owned.contains(ip)) {
+            if self.applied.contains_key(&ip) {
+                continue;
+            }
+            self.bind(ip, local_index).await?;
+            let one = self.announce_n(ip, 1);
+            self.applied.insert(ip, one);
+            tracing::info!(vip = %ip, "adopted VIP from the previous run");
+            adopted.push(ip);
+        }
+        self.publish();
+        Ok(adopted)
+    }
+
+    /// Planned restart: leave everything in place for the next daemon (map entries,
+    /// services, bindings, neighbour entries, sysctls) and push the dead-man deadline to
+    /// cover the gap, so ARP keeps being answered while no daemon runs. Only the pending
+    /// gratuitous ARPs stop.
+    pub fn hand_over(&mut self, dead_man: std::time::Duration, grace: std::time::Duration) {
+        for burst in self.applied.values_mut() {
+            if let Some(b) = burst.take() {
+                b.abort();
+            }
+        }
+        // Zero dead-man: the program answers without a deadline anyway.
+        if !dead_man.is_zero() {
+            self.check_in(grace.max(dead_man));
+        }
+    }
+
     /// Drop data-plane entries a previous run left for VIPs no longer wanted (kept pins).
-    pub fn prune_stale(&mut self, owned: &BTreeSet<Ipv4Addr>) -> Result<(), ReconcileError> {
+    pub fn prune_stale(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
+        let wanted = claims.all();
         if let Backend::Xdp { maps, .. } = &mut self.backend {
             for ip in maps.vips() {
-                if !owned.contains(&ip) {
+                if !wanted.contains(&ip) {
                     tracing::info!(vip = %ip, "removing VIP left in the map by an earlier run");
                     maps.forget(ip)?;
                 }
@@ -194,7 +299,9 @@ impl Reconciler {
         Ok(())
     }
 
-    pub async fn apply(&mut self, owned: &BTreeSet<Ipv4Addr>) -> Result<(), ReconcileError> {
+    pub async fn apply(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
+        let owned = &claims.owned;
+        let routed: BTreeSet<Ipv4Addr> = claims.routed.difference(owned).copied().collect();
         let lost: Vec<Ipv4Addr> = self
             .applied
             .keys()
@@ -202,14 +309,85 @@ impl Reconciler {
             .copied()
             .collect();
         for ip in lost {
+            if routed.contains(&ip) {
+                self.demote(ip).await?;
+            } else {
+                self.release(ip).await?;
+            }
+        }
+        let unrouted: Vec<Ipv4Addr> = self
+            .routed
+            .iter()
+            .filter(|ip| !routed.contains(ip) && !owned.contains(ip))
+            .copied()
+            .collect();
+        for ip in unrouted {
             self.release(ip).await?;
         }
+        let mut gained: Vec<Ipv4Addr> = Vec::new();
         for ip in owned {
-            if !self.applied.contains_key(ip) {
-                self.acquire(*ip).await?;
+            if self.applied.contains_key(ip) {
+                continue;
+            }
+            if self.routed.contains(ip) {
+                // Already served and bound: only the ARP flag flips.
+                self.promote(*ip).await?;
+            } else {
+                gained.push(*ip);
+            }
+        }
+        if matches!(self.backend, Backend::Xdp { .. }) {
+            // Every gained VIP answers and is announced before any (slower, netlink) address
+            // binding: with many VIPs the last one's first GARP would otherwise wait for all
+            // the binds before it.
+            for ip in &gained {
+                self.take_over(*ip)?;
+            }
+        }
+        // A failed binding is retried on the next pass (the VIP already answers in XDP mode).
+        let mut first_err = None;
+        let retry: Vec<Ipv4Addr> = self.unbound.intersection(owned).copied().collect();
+        self.unbound.retain(|ip| owned.contains(ip));
+        for ip in retry.into_iter().chain(gained) {
+            match self.acquire(ip).await {
+                Ok(()) => {
+                    self.unbound.remove(&ip);
+                }
+                Err(e) => {
+                    if matches!(self.backend, Backend::Xdp { .. }) {
+                        self.unbound.insert(ip);
+                    }
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        for ip in &routed {
+            if !self.routed.contains(ip) {
+                if let Err(e) = self.acquire_routed(*ip).await {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         self.publish();
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// XDP only: the map entry (XDP answers ARP from now on), then the first gratuitous ARP.
+    fn take_over(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        if let Backend::Xdp {
+            maps, uplink_index, ..
+        } = &mut self.backend
+        {
+            if self.arp {
+                maps.own(ip, *uplink_index)?;
+                let burst = self.announce(ip);
+                self.applied.insert(ip, burst);
+            } else {
+                // BGP only: served, silent for ARP, no gratuitous ARP.
+                maps.route(ip, *uplink_index)?;
+                self.applied.insert(ip, None);
+            }
+        }
         Ok(())
     }
 
@@ -220,9 +398,24 @@ impl Reconciler {
             *o = now;
             changed
         });
+        let all: Vec<Ipv4Addr> = self
+            .applied
+            .keys()
+            .chain(&self.routed)
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.state.served.send_if_modified(|o| {
+            let changed = *o != all;
+            *o = all;
+            changed
+        });
     }
 
-    async fn acquire(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    /// Serve `ip` without owning it: in the LB, silent for ARP, bound locally so the
+    /// `local` forwarding mode (and the node's own sockets) accept its traffic.
+    async fn acquire_routed(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
         let bind_index = match &mut self.backend {
             Backend::Xdp {
                 maps,
@@ -230,23 +423,91 @@ impl Reconciler {
                 local_index,
                 ..
             } => {
-                maps.own(ip, *uplink_index)?;
+                maps.route(ip, *uplink_index)?;
                 *local_index
             }
-            Backend::Kernel { uplink_index } => *uplink_index,
+            // On lo: with the uplink's arp_ignore=1 (set by the daemon when BGP is on) the
+            // kernel does not answer ARP for it, as several nodes may serve it at once.
+            Backend::Kernel { .. } => loopback(),
         };
-        // In XDP mode the map entry already answers, so the announcement can go before the
-        // local binding; in kernel mode the binding is what answers, so it goes first.
-        let burst = if matches!(self.backend, Backend::Xdp { .. }) {
-            let b = self.announce(ip);
-            self.bind(ip, bind_index).await?;
-            b
-        } else {
-            self.bind(ip, bind_index).await?;
-            self.announce(ip)
-        };
-        tracing::info!(vip = %ip, "acquired VIP");
+        self.bind(ip, bind_index).await?;
+        tracing::info!(vip = %ip, "serving VIP routed here (not owner)");
+        self.routed.insert(ip);
+        Ok(())
+    }
+
+    /// Owned → routed: stop answering ARP, keep serving.
+    async fn demote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        if let Some(Some(burst)) = self.applied.remove(&ip) {
+            burst.abort();
+        }
+        match &mut self.backend {
+            Backend::Xdp {
+                maps, uplink_index, ..
+            } => maps.route(ip, *uplink_index)?,
+            // The uplink binding is what answers ARP: off it first, then onto lo.
+            Backend::Kernel { uplink_index } if self.arp => {
+                let uplink = *uplink_index;
+                addr::unbind(&self.handle, uplink, ip)
+                    .await
+                    .map_err(|source| ReconcileError::Addr { ip, source })?;
+                self.bind(ip, loopback()).await?;
+            }
+            Backend::Kernel { .. } => {}
+        }
+        self.routed.insert(ip);
+        tracing::info!(vip = %ip, "no longer owner; still serving the VIP routed here");
+        Ok(())
+    }
+
+    /// Routed → owned: answer ARP and announce (XDP: the binding is already in place).
+    async fn promote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        match &mut self.backend {
+            Backend::Xdp {
+                maps, uplink_index, ..
+            } => {
+                if self.arp {
+                    maps.own(ip, *uplink_index)?;
+                }
+            }
+            Backend::Kernel { uplink_index } if self.arp => {
+                let uplink = *uplink_index;
+                self.bind(ip, uplink).await?;
+                addr::unbind(&self.handle, loopback(), ip)
+                    .await
+                    .map_err(|source| ReconcileError::Addr { ip, source })?;
+            }
+            Backend::Kernel { .. } => {}
+        }
+        self.routed.remove(&ip);
+        let burst = if self.arp { self.announce(ip) } else { None };
         self.applied.insert(ip, burst);
+        tracing::info!(vip = %ip, "acquired VIP (was serving it routed)");
+        Ok(())
+    }
+
+    /// The address binding; in XDP mode after `take_over` (the map entry already answers, so
+    /// the announcement went first), in kernel mode the binding is what answers, so it goes
+    /// before the announcement.
+    async fn acquire(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+        match &self.backend {
+            Backend::Xdp { local_index, .. } => {
+                let index = *local_index;
+                self.bind(ip, index).await?;
+            }
+            Backend::Kernel { uplink_index } if self.arp => {
+                let index = *uplink_index;
+                self.bind(ip, index).await?;
+                let burst = self.announce(ip);
+                self.applied.insert(ip, burst);
+            }
+            // No ARP: on lo like a routed VIP (see `acquire_routed`), not announced.
+            Backend::Kernel { .. } => {
+                self.bind(ip, loopback()).await?;
+                self.applied.insert(ip, None);
+            }
+        }
+        tracing::info!(vip = %ip, "acquired VIP");
         Ok(())
     }
 
@@ -263,9 +524,13 @@ impl Reconciler {
 
     /// First gratuitous ARP now, the rest of the burst in the background.
     fn announce(&self, ip: Ipv4Addr) -> Option<JoinHandle<()>> {
+        self.announce_n(ip, self.garp_cfg.count)
+    }
+
+    fn announce_n(&self, ip: Ipv4Addr, count: u32) -> Option<JoinHandle<()>> {
         let sock = self.garp.clone()?;
         let frame = garp::frame(self.mac, ip);
-        let schedule = garp::schedule(self.garp_cfg.count, self.garp_cfg.window);
+        let schedule = garp::schedule(count, self.garp_cfg.window);
         let state = self.state.clone();
         let send = move |sock: &GarpSocket| match sock.send(&frame) {
             Ok(()) => {
@@ -290,6 +555,7 @@ impl Reconciler {
         if let Some(Some(burst)) = self.applied.remove(&ip) {
             burst.abort();
         }
+        let was_routed = self.routed.remove(&ip);
         let index = match &mut self.backend {
             Backend::Xdp {
                 maps, local_index, ..
@@ -297,6 +563,7 @@ impl Reconciler {
                 maps.forget(ip)?;
                 *local_index
             }
+            Backend::Kernel { .. } if was_routed || !self.arp => loopback(),
             Backend::Kernel { uplink_index } => *uplink_index,
         };
         addr::unbind(&self.handle, index, ip)
@@ -313,7 +580,7 @@ impl Reconciler {
     /// the program is detached, for `vip status` and the next run.
     pub async fn release_all(&mut self, keep_services: bool) -> Result<(), ReconcileError> {
         let mut first = None;
-        for ip in self.applied() {
+        for ip in self.applied().into_iter().chain(self.routed()) {
             if let Err(e) = self.release(ip).await {
                 tracing::error!(vip = %ip, error = %e, "release failed");
                 first.get_or_insert(e);
@@ -339,4 +606,9 @@ impl Reconciler {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// The loopback device (ifindex 1 in every network namespace).
+fn loopback() -> u32 {
+    crate::net::link::index("lo").unwrap_or(1)
 }

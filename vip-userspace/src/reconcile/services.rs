@@ -46,7 +46,9 @@ struct Applied {
     id: u32,
     live: u32,
     mode: u8,
-    backends: Vec<Backend>,
+    /// None: adopted from a previous run's maps, whose weights are not recorded; the first
+    /// `apply` compares the table it builds with the live ring instead.
+    backends: Option<Vec<Backend>>,
     /// What each of the two rings holds, as far as we wrote it (None: unknown).
     rings: [Option<Vec<u32>>; 2],
 }
@@ -127,6 +129,109 @@ impl ServiceSync {
             next_bid: 0,
             gens,
         })
+    }
+
+    /// Take over the maps a previous run left (planned restart or crash), changing nothing a
+    /// packet could notice: services, backend ids and generations and the live rings stay,
+    /// so established flows (conntrack) and new ones hash exactly as before. The first
+    /// `apply` then changes only what the configuration changed. Maps built for another
+    /// ring size or hash seed are rebuilt instead (`new`).
+    pub fn adopt(maps: LbMaps, ring_size: u32, hash_seed: u32) -> Result<Self, ServiceError> {
+        let cfg = maps.config.get(&0, 0)?;
+        if cfg.ring_size != ring_size || cfg.hash_seed != hash_seed {
+            if cfg.ring_size != 0 {
+                tracing::info!(
+                    ring_size = cfg.ring_size,
+                    hash_seed = cfg.hash_seed,
+                    "pinned services were built for another maglev_size or hash_seed; rebuilding"
+                );
+            }
+            return Self::new(maps, ring_size, hash_seed);
+        }
+        let mut sync = Self {
+            capacity: maps.ring_capacity(ring_size),
+            maps,
+            m: ring_size,
+            applied: BTreeMap::new(),
+            free_sids: Vec::new(),
+            next_sid: 0,
+            backend_ids: HashMap::new(),
+            free_bids: Vec::new(),
+            next_bid: 0,
+            gens: HashMap::new(),
+        };
+        // Cached next hops were the previous run's: refreshed on their next packet.
+        sync.tick_epoch()?;
+        let services: Vec<(ServiceKey, ServiceValue)> =
+            sync.maps.services.iter().filter_map(Result::ok).collect();
+        let by_sid: HashMap<u32, ServiceKey> = services.iter().map(|(k, v)| (v.id, *k)).collect();
+        for (k, v) in &services {
+            sync.applied.insert(
+                *k,
+                Applied {
+                    id: v.id,
+                    live: v.ring & 1,
+                    mode: v.mode,
+                    backends: None,
+                    rings: [None, None],
+                },
+            );
+            sync.next_sid = sync.next_sid.max(v.id + 1);
+        }
+        let used: Vec<u32> = services.iter().map(|(_, v)| v.id).collect();
+        sync.free_sids = (0..sync.next_sid)
+            .filter(|i| !used.contains(i))
+            .rev()
+            .collect();
+        let mut active = Vec::new();
+        for id in 0..sync.maps.backends.len() {
+            let Ok(mut b) = sync.maps.backends.get(&id, 0) else {
+                continue;
+            };
+            if b.gen == 0 && b.flags == 0 {
+                continue;
+            }
+            sync.gens.insert(id, b.gen);
+            if b.flags & BACKEND_F_ACTIVE == 0 {
+                continue;
+            }
+            let owner = by_sid
+                .get(&b.svc)
+                .filter(|k| sync.applied.get(k).is_some_and(|a| a.mode == b.mode));
+            match owner {
+                Some(k) => {
+                    let addr = Ipv4Addr::from(b.addr_be);
+                    let port = u16::from_be_bytes(b.port_be);
+                    sync.backend_ids.insert((*k, addr, port, b.mode), id);
+                    active.push(id);
+                    sync.next_bid = sync.next_bid.max(id + 1);
+                }
+                None => {
+                    // No service refers to it: nothing can reach it.
+                    b.flags = 0;
+                    sync.maps.backends.set(id, b, 0)?;
+                }
+            }
+        }
+        sync.free_bids = (0..sync.next_bid)
+            .filter(|i| !active.contains(i))
+            .rev()
+            .collect();
+        tracing::info!(
+            services = sync.applied.len(),
+            backends = active.len(),
+            "adopted the services in the pinned maps"
+        );
+        Ok(sync)
+    }
+
+    /// Whether ring `which` of service `sid` holds exactly `table`.
+    fn ring_holds(&self, sid: u32, which: u32, table: &[u32]) -> bool {
+        let base = (sid * 2 + which) * self.m;
+        table
+            .iter()
+            .enumerate()
+            .all(|(s, v)| self.maps.rings.get(&(base + s as u32), 0).ok() == Some(*v))
     }
 
     /// Backend id of (addr, port) in any service, as written in the maps (for stats and
@@ -299,9 +404,35 @@ impl ServiceSync {
             let unchanged = self
                 .applied
                 .get(&k)
-                .is_some_and(|a| a.backends == svc.backends && a.mode == mode);
+                .is_some_and(|a| a.backends.as_ref() == Some(&svc.backends) && a.mode == mode);
             if unchanged {
                 continue;
+            }
+            if let Some(a) = self
+                .applied
+                .get(&k)
+                .filter(|a| a.backends.is_none() && a.mode == mode)
+            {
+                // Adopted: if the live ring already is what this config builds, take it as
+                // it is (no write, no flip); backends the config dropped are retired.
+                let (sid, live) = (a.id, a.live);
+                for b in &svc.backends {
+                    self.acquire_backend(k, sid, mode, b)?;
+                }
+                let table = self.table(k, mode, &svc.backends)?;
+                if self.ring_holds(sid, live, &table) {
+                    let keep: Vec<(Ipv4Addr, u16, u8)> = svc
+                        .backends
+                        .iter()
+                        .map(|b| (b.addr, b.port, mode))
+                        .collect();
+                    deactivate.extend(self.drop_backends(k, &keep));
+                    if let Some(a) = self.applied.get_mut(&k) {
+                        a.backends = Some(svc.backends.clone());
+                        a.rings[live as usize] = Some(table);
+                    }
+                    continue;
+                }
             }
             let existing = self.applied.remove(&k);
             let sid = match &existing {
@@ -336,7 +467,7 @@ impl ServiceSync {
                             id: sid,
                             live: 0,
                             mode,
-                            backends: svc.backends.clone(),
+                            backends: Some(svc.backends.clone()),
                             rings: [Some(table), None],
                         },
                     );
@@ -361,7 +492,7 @@ impl ServiceSync {
                     a.rings[idle as usize] = Some(table);
                     a.live = idle;
                     a.mode = mode;
-                    a.backends = svc.backends.clone();
+                    a.backends = Some(svc.backends.clone());
                     self.applied.insert(k, a);
                     ch.updated += 1;
                 }

@@ -31,13 +31,26 @@ impl Daemon {
 
     /// The daemon on host `role` of the bed.
     pub fn start_in(bed: &Bed, role: &str, args: &[&str]) -> Daemon {
+        let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
+        File::create(&log).unwrap();
+        Self::start_with_env(bed, role, args, &[])
+    }
+
+    /// The daemon on host `role` with extra environment variables; its log is appended to
+    /// (a restarted daemon's log follows its predecessor's).
+    pub fn start_with_env(bed: &Bed, role: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let node = bed.host(role);
         let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
-        let f = File::create(&log).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_vip"));
         cmd.arg("run")
             .args(["--interface", "eth0", "--metrics-addr", METRICS])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(f));
         let mut d = Daemon {
@@ -109,7 +122,8 @@ impl Prober {
         Self::start_every(client, Duration::from_millis(20))
     }
 
-    pub fn start_every(client: &Host, period: Duration) -> Prober {
+    /// Requests every `interval`.
+    pub fn start_every(client: &Host, interval: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let mac = parse_mac(&client.mac);
@@ -128,7 +142,7 @@ impl Prober {
                 if sock.send(&f).is_ok() {
                     sent2.lock().unwrap().push(Instant::now());
                 }
-                std::thread::sleep(period);
+                std::thread::sleep(interval);
             }
         });
         Prober {
@@ -159,6 +173,22 @@ pub fn replies(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
     cap.frames()
         .into_iter()
         .filter(|(_, f)| f.len() >= 42 && f[20..22] == [0, 2] && f[28..32] == vip.octets())
+        .map(|(t, f)| (t, f[22..28].try_into().unwrap()))
+        .collect()
+}
+
+/// (arrival, sender MAC) of every gratuitous ARP (RFC 5227 announcement: request with
+/// sender = target = the VIP) seen by the client.
+pub fn garps(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    cap.frames()
+        .into_iter()
+        .filter(|(_, f)| {
+            f.len() >= 42
+                && f[20..22] == [0, 1]
+                && f[28..32] == vip.octets()
+                && f[38..42] == vip.octets()
+        })
         .map(|(t, f)| (t, f[22..28].try_into().unwrap()))
         .collect()
 }
