@@ -176,6 +176,16 @@ fn strict_arp_on(iface: &str) {
     }
 }
 
+/// The data plane's per-VIP counters (empty without XDP).
+fn vip_rows(state: &State) -> Vec<(std::net::Ipv4Addr, vip_common::VipStats)> {
+    state
+        .stats
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|r| r.per_vip()))
+        .unwrap_or_default()
+}
+
 /// Who owns the VIPs: this node always, or the holder of a Lease (fenced); service VIPs
 /// elected one lease each (`per-vip`, and always for `externalTrafficPolicy: Local`).
 struct Ownership {
@@ -680,13 +690,7 @@ pub async fn run(
             if ticks.is_multiple_of(EPOCH_TICKS) {
                 r.rec.tick_epoch();
             }
-            let rows = state
-                .stats
-                .lock()
-                .ok()
-                .and_then(|s| s.as_ref().map(|r| r.per_vip()))
-                .unwrap_or_default();
-            r.rec.check_conflicts(&rows);
+            r.rec.check_conflicts(&vip_rows(&state));
         }
         let current = match link::get(&handle, &cfg.interface).await {
             Ok(l) => Some(l),
@@ -985,13 +989,7 @@ async fn bring_up(
         let _ = tokio::time::timeout(cfg.restart_grace, leader.wait_for(|l| *l)).await;
     }
     rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
-    let rows = state
-        .stats
-        .lock()
-        .ok()
-        .and_then(|s| s.as_ref().map(|r| r.per_vip()))
-        .unwrap_or_default();
-    rec.prime_conflicts(&rows);
+    rec.prime_conflicts(&vip_rows(state));
     let (desired, claims) = ownership.plan(cfg);
     // Services before VIPs: the first packet to an acquired VIP already finds its backends.
     let applied = async {

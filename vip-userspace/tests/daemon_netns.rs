@@ -33,6 +33,40 @@ fn assert_silent(bed: &Bed) {
     assert!(silent.is_some(), "someone still answers ARP for {VIP}");
 }
 
+/// A capture of ARP at the client and a prober asking for the VIP, once answered.
+fn answered_probe(client: &testbed::Host) -> (Capture, common::Prober) {
+    let cap = Capture::start(client, 0x0806);
+    let probe = common::Prober::start(client);
+    poll(Duration::from_secs(2), || {
+        (!common::replies(&cap).is_empty()).then_some(())
+    })
+    .expect("the VIP is answered before the fault");
+    (cap, probe)
+}
+
+/// After `wait`: how long after `since` the last ARP answer came. Silence, not a quiet
+/// client: asserts the prober kept asking (`asked` times at least) after that answer.
+fn silent_since(
+    cap: &Capture,
+    probe: &common::Prober,
+    since: std::time::Instant,
+    wait: Duration,
+    asked: usize,
+) -> Duration {
+    std::thread::sleep(wait);
+    let last = common::replies(cap)
+        .into_iter()
+        .map(|(t, _)| t)
+        .max()
+        .unwrap();
+    let unanswered = probe.sent_after(last);
+    assert!(
+        unanswered >= asked,
+        "no answers after the fault, though asked {unanswered} times"
+    );
+    last.saturating_duration_since(since)
+}
+
 fn assert_tcp_through_vip(bed: &Bed) {
     let node = bed.host("node");
     let client = bed.host("client");
@@ -434,30 +468,13 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
 
     // The daemon hangs (SIGSTOP): its map still says "owned", but XDP goes silent once the
     // dead-man deadline passes (400 ms), and answers again when it resumes.
-    let cap = Capture::start(client, 0x0806);
-    let probe = common::Prober::start(client);
-    assert!(poll(Duration::from_secs(2), || (!common::replies(&cap)
-        .is_empty())
-    .then_some(()))
-    .is_some());
+    let (cap, probe) = answered_probe(client);
     let stopped = std::time::Instant::now();
     d.proc.signal(libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(1200));
-    let last = common::replies(&cap)
-        .into_iter()
-        .map(|(t, _)| t)
-        .max()
-        .unwrap();
-    let silent_after = last.saturating_duration_since(stopped);
+    let silent_after = silent_since(&cap, &probe, stopped, Duration::from_millis(1200), 10);
     assert!(
         silent_after <= Duration::from_millis(400 + 150),
         "last ARP answer {silent_after:?} after the daemon stopped (dead-man 400 ms)"
-    );
-    // Silence, not a quiet client: the prober kept asking (every 20 ms) after the last answer.
-    let unanswered = probe.sent_after(last);
-    assert!(
-        unanswered >= 10,
-        "no answers while hung, though asked {unanswered} times"
     );
     eprintln!("hung daemon: last ARP answer {silent_after:?} after SIGSTOP (dead-man 400 ms)");
     d.proc.signal(libc::SIGCONT);
@@ -485,30 +502,14 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
             .trim(),
         "1"
     );
-    let cap = Capture::start(client, 0x0806);
-    let probe = common::Prober::start(client);
-    assert!(poll(Duration::from_secs(2), || (!common::replies(&cap)
-        .is_empty())
-    .then_some(()))
-    .is_some());
+    let (cap, probe) = answered_probe(client);
     let killed = std::time::Instant::now();
     d.proc.signal(libc::SIGKILL);
     assert!(d.proc.wait_timeout(Duration::from_secs(5)).is_some());
-    std::thread::sleep(Duration::from_millis(1500));
-    let last = common::replies(&cap)
-        .into_iter()
-        .map(|(t, _)| t)
-        .max()
-        .unwrap();
-    let silent_after = last.saturating_duration_since(killed);
+    let silent_after = silent_since(&cap, &probe, killed, Duration::from_millis(1500), 20);
     assert!(
         silent_after <= Duration::from_millis(400 + 150),
         "last ARP answer {silent_after:?} after SIGKILL (dead-man 400 ms)"
-    );
-    let unanswered = probe.sent_after(last);
-    assert!(
-        unanswered >= 20,
-        "no answers after the kill, though asked {unanswered} times"
     );
     eprintln!("killed daemon: last ARP answer {silent_after:?} after SIGKILL");
     drop(probe);
