@@ -12,10 +12,16 @@
 //! Why the fence holds. A leader's lease starts at the *send* time of the latest heartbeat a
 //! majority (itself included) acknowledged, and lasts `lease`. Every member of that majority
 //! received the heartbeat after it was sent, and refuses PreVote and Vote (without a leader
-//! transfer) for `election_min` after hearing from its leader. Any new leader needs a
+//! transfer) for `loyalty` after hearing from its leader. Any new leader needs a
 //! majority of votes, which shares a member with the acknowledging majority, so it cannot
-//! win before `send time + election_min`, while the old leader's lease ended at `send time +
-//! lease` and `lease + watchdog period < election_min` (validated). A node also treats its
+//! win before `send time + loyalty`, while the old leader's lease ended at `send time +
+//! lease` and `lease + watchdog period <= loyalty <= election_min` (validated).
+//!
+//! Election timeouts are not uniformly random: each member has its own slot of the
+//! `[election_min, election_max]` range by its rank among the members (plus jitter within
+//! half the slot). Two followers of a dead leader then never time out together (a split
+//! vote costs a whole second round, which made the tail of failover times), and the order
+//! is predictable, like VRRP priorities: the lowest live id takes over first. A node also treats its
 //! own start as "just heard from a leader", because a restarted node has forgotten when it
 //! last did and might otherwise vote inside the lease of a leader it acknowledged before.
 use std::{
@@ -104,6 +110,11 @@ pub struct Timing {
     pub election_min: Duration,
     pub election_max: Duration,
     pub lease: Duration,
+    /// How long after hearing from its leader a node refuses (pre-)votes. Longer than the
+    /// lease plus the fence's lateness (that is what keeps two leaders apart), but shorter
+    /// than `election_min`: the first follower to time out must find the others already
+    /// willing, even if they heard the last heartbeat a little later than it did.
+    pub loyalty: Duration,
 }
 
 pub struct Core {
@@ -401,11 +412,11 @@ impl Core {
     fn in_lease(&self, now: Instant) -> bool {
         match self.role {
             // A live leader refuses to help depose itself; check-quorum makes a cut-off one
-            // a follower within `election_min`.
+            // a follower within `election_min`; followers are loyal for `loyalty`.
             Role::Leader => true,
             _ => self
                 .last_heard
-                .is_some_and(|t| now.saturating_duration_since(t) < self.timing.election_min),
+                .is_some_and(|t| now.saturating_duration_since(t) < self.timing.loyalty),
         }
     }
 
@@ -416,7 +427,11 @@ impl Core {
     fn reset_election_timer(&mut self, now: Instant) {
         let min = self.timing.election_min.as_micros() as u64;
         let max = (self.timing.election_max.as_micros() as u64).max(min);
-        self.election_deadline = now + Duration::from_micros(self.rng.u64(min..=max));
+        let members = self.others.len() as u64 + 1;
+        let rank = self.others.iter().filter(|o| **o < self.id).count() as u64;
+        let slot = (max - min) / members;
+        let at = min + slot * rank + self.rng.u64(0..=slot / 2);
+        self.election_deadline = now + Duration::from_micros(at);
     }
 
     fn become_follower(&mut self, now: Instant, term: u64, leader: Option<u64>) {
@@ -537,11 +552,34 @@ mod tests {
             election_min: Duration::from_millis(100),
             election_max: Duration::from_millis(200),
             lease: Duration::from_millis(80),
+            loyalty: Duration::from_millis(90),
         }
     }
 
     fn members() -> BTreeSet<u64> {
         BTreeSet::from([1, 2, 3])
+    }
+
+    #[test]
+    fn election_timeouts_take_one_slot_per_member_by_rank() {
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            let at: Vec<Duration> = [1, 2, 3]
+                .iter()
+                .map(|id| {
+                    let c = Core::new(*id, &members(), timing(), HardState::default(), t0);
+                    c.next_deadline() - t0
+                })
+                .collect();
+            // Slots of 33.3 ms from 100 ms, jitter within the first half of each.
+            for (rank, d) in at.iter().enumerate() {
+                let lo = Duration::from_micros(100_000 + 33_333 * rank as u64);
+                assert!(
+                    *d >= lo && *d <= lo + Duration::from_micros(16_667),
+                    "{at:?}"
+                );
+            }
+        }
     }
 
     /// Deliver every queued message among `nodes` until quiet.
@@ -635,8 +673,9 @@ mod tests {
         c.step(t0 + Duration::from_millis(50), 3, Msg::PreVote { term: 4 });
         let t1 = t0 + Duration::from_millis(150);
         c.step(t1, 2, Msg::Heartbeat { term: 3, seq: 1 });
+        // Within `loyalty` (90 ms) of the heartbeat.
         c.step(
-            t1 + Duration::from_millis(90),
+            t1 + Duration::from_millis(85),
             3,
             Msg::Vote {
                 term: 4,

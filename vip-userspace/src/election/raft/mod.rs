@@ -206,6 +206,9 @@ impl RaftConfig {
             election_min: self.election_timeout.0,
             election_max: self.election_timeout.1,
             lease: self.lease,
+            loyalty: (self.lease + WATCHDOG_PERIOD)
+                .max(self.election_timeout.0.saturating_sub(self.heartbeat / 2))
+                .min(self.election_timeout.0),
         }
     }
 }
