@@ -579,7 +579,7 @@ pub async fn run(
     tokio::spawn(metrics::serve(listener, state.clone()));
 
     let uplink = link::get(&handle, &cfg.interface).await?;
-    let mut ownership = Ownership::start(&cfg, &state).await?;
+    let ownership = Ownership::start(&cfg, &state).await?;
     let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
     // BGP announces exactly what the data plane serves (owned and routed VIPs), and its
     // first table waits until the election and sources have had their say.
@@ -605,6 +605,7 @@ pub async fn run(
     let mut ticks: u64 = 0;
     // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
     let mut k8s_rx = ownership.k8s.clone();
+    let mut leader_rx = Some(ownership.leader.clone());
     let mut held_rx = ownership.vip_leases.as_ref().map(|l| l.held.clone());
     // Check in with the data plane's dead-man four times per grace period (Raft: per heartbeat).
     let mut check_in = tokio::time::interval(ownership.check_in_period(cfg.dead_man));
@@ -631,8 +632,8 @@ pub async fn run(
                 }
                 continue;
             }
-            changed = ownership.leader.changed() => {
-                if changed.is_ok() {
+            changed = watch_changed(&mut leader_rx) => {
+                if changed {
                     leadership_changed(&cfg, running.as_mut(), &state, &ownership).await;
                 }
                 continue;
@@ -781,11 +782,17 @@ pub async fn run(
 /// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
 /// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are
 /// kept as they are, with a warning naming them.
+/// A watch channel whose sender is gone never changes again: it becomes `None` (pending
+/// forever) instead of failing at once on every turn of the loop, which would spin it.
 async fn watch_changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> bool {
-    match rx.as_mut() {
-        Some(rx) => rx.changed().await.is_ok(),
+    let changed = match rx.as_mut() {
+        Some(r) => r.changed().await.is_ok(),
         None => std::future::pending().await,
+    };
+    if !changed {
+        *rx = None;
     }
+    changed
 }
 
 /// Leadership moved: own every VIP (leader) or none (follower, or fenced off).
