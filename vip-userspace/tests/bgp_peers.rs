@@ -1129,21 +1129,30 @@ fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
     reach("both nodes announcing");
     // `vip status` in the node: the VIP served without ARP (bgp.arp: false, only the route
     // attracts it), and the session with what it announces (from the daemon).
-    let out = bed
-        .host("n1")
-        .ns
-        .command(env!("CARGO_BIN_EXE_vip"))
-        .args(["status", "--pin-dir", "/sys/fs/bpf/vip-test-bgpx-n1"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        text.contains("no-arp")
+    // The daemon refreshes what it reports every 500 ms: polled, not read once.
+    let status = || {
+        let out = bed
+            .host("n1")
+            .ns
+            .command(env!("CARGO_BIN_EXE_vip"))
+            .args(["status", "--pin-dir", "/sys/fs/bpf/vip-test-bgpx-n1"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = poll(Duration::from_secs(3), || {
+        let text = status();
+        (text.contains("no-arp")
             && text.contains("BGP peers:")
             && text.contains("10.99.0.1")
             && text.contains("established")
-            && text.contains(&format!("    {VIP}/32")),
-        "vip status lists the peer and the announced prefix:\n{text}"
+            && text.contains(&format!("    {VIP}/32")))
+        .then_some(())
+    });
+    assert!(
+        listed.is_some(),
+        "vip status lists the peer and the announced prefix:\n{}",
+        status()
     );
 
     // Planned restart of n1: no withdrawal, no Cease; bird keeps the path (stale) until the
