@@ -233,24 +233,34 @@ pub fn elect_locally(kcfg: &mut kube::Config, vips: &BTreeSet<Ipv4Addr>) -> bool
 }
 
 impl Ownership {
+    /// Single or Raft: no API server, no per-VIP leases, healthy while able.
+    fn without_kubernetes(
+        leader: tokio::sync::watch::Receiver<bool>,
+        raft: Option<RaftElector>,
+    ) -> Ownership {
+        let able = tokio::sync::watch::Sender::new(true);
+        Ownership {
+            leader,
+            stop: None,
+            task: None,
+            k8s: None,
+            k8s_task: None,
+            per_vip_mode: false,
+            vip_leases: None,
+            healthy: able.subscribe(),
+            able,
+            raft,
+        }
+    }
+
     async fn start(cfg: &Config, state: &Arc<State>) -> Result<Ownership, DaemonError> {
         match &cfg.election {
             config::Election::Single => {
+                // The sender goes at once: the loop treats a closed channel as "never
+                // changes" (leader for good).
                 let (_tx, rx) = tokio::sync::watch::channel(true);
                 state.leader.set(1);
-                let able = tokio::sync::watch::Sender::new(true);
-                Ok(Ownership {
-                    leader: rx,
-                    stop: None,
-                    task: None,
-                    k8s: None,
-                    k8s_task: None,
-                    per_vip_mode: false,
-                    vip_leases: None,
-                    healthy: able.subscribe(),
-                    able,
-                    raft: None,
-                })
+                Ok(Ownership::without_kubernetes(rx, None))
             }
             config::Election::Raft(rc) => {
                 let elector = RaftElector::start(rc.clone()).await?;
@@ -258,19 +268,10 @@ impl Ownership {
                     *r = Some(elector.status_source());
                 }
                 tracing::info!(id = rc.id, members = rc.peers.len(), heartbeat = ?rc.heartbeat, lease = ?rc.lease, "raft election started");
-                let able = tokio::sync::watch::Sender::new(true);
-                Ok(Ownership {
-                    leader: elector.leader(),
-                    stop: None,
-                    task: None,
-                    k8s: None,
-                    k8s_task: None,
-                    per_vip_mode: false,
-                    vip_leases: None,
-                    healthy: able.subscribe(),
-                    able,
-                    raft: Some(elector),
-                })
+                Ok(Ownership::without_kubernetes(
+                    elector.leader(),
+                    Some(elector),
+                ))
             }
             config::Election::Lease {
                 kubeconfig,
