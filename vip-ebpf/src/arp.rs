@@ -47,8 +47,12 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     }
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     // Anyone else speaking *from* a VIP we own (reply, gratuitous ARP, probe) claims it: two
-    // owners. Counted for the daemon (metric, log, re-announcement), and passed.
-    if let Some(src) = maps::vip(&arp.spa) {
+    // owners. Counted for the daemon (metric, log, re-announcement), and passed. The
+    // prefilter first: almost every sender is a plain host, and that costs no hash lookup.
+    if let Some(src) = maps::maybe_vip(&arp.spa)
+        .then(|| maps::vip(&arp.spa))
+        .flatten()
+    {
         if src.flags & VIP_F_OWNED != 0 {
             let ours = maps::iface(ifindex).is_some_and(|i| i.mac == arp.sha);
             if !ours {
@@ -76,10 +80,11 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     }
     // The dead-man: a daemon that stopped refreshing the deadline may be hung or cut off, and
     // someone else may own the VIP by now. Silent, like a non-owner.
-    if let Some(cfg) = maps::config() {
+    // The clock is read only when a deadline is set (reading it is not free in a VM).
+    if let Some(cfg) = maps::config().filter(|c| c.deadline_ns != 0) {
         // SAFETY: a helper without preconditions.
         let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-        if cfg.deadline_ns != 0 && now > cfg.deadline_ns {
+        if now > cfg.deadline_ns {
             stats::bump(|s| s.arp_deadman += 1);
             stats::bump_vip(&arp.tpa, |v| v.arp_drop += 1);
             return xdp_action::XDP_DROP;
