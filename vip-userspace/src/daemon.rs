@@ -154,18 +154,17 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
 /// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Left set on exit. Kernel mode
 /// needs it too when BGP may route VIPs here without this node owning them (those are bound
 /// on `lo`, owned ones on the uplink, which still answers for its own addresses).
-fn strict_arp(cfg: &Config) {
-    let on_lo = match cfg.mode {
-        Mode::Kernel => cfg.bgp.is_some(),
-        Mode::Xdp | Mode::Auto => cfg.local_device != cfg.interface,
+/// `xdp`: the data plane that came up (mode `auto` may have fallen back to the kernel).
+fn strict_arp(cfg: &Config, xdp: bool) {
+    let on_lo = if xdp {
+        cfg.local_device != cfg.interface
+    } else {
+        cfg.bgp.is_some()
     };
     if !on_lo {
         return;
     }
-    strict_arp_on(&cfg.interface);
-}
-
-fn strict_arp_on(iface: &str) {
+    let iface = cfg.interface.as_str();
     // 2 and above are stricter still; only the default is raised.
     let current = crate::net::sysctl::get(iface, "arp_ignore");
     if current.as_deref().is_ok_and(|v| v != "0") {
@@ -902,7 +901,7 @@ async fn bring_up(
     let mut plane = None;
     let backend = match cfg.mode {
         Mode::Kernel => {
-            strict_arp(cfg);
+            strict_arp(cfg, false);
             Backend::Kernel {
                 uplink_index: uplink.index,
             }
@@ -941,7 +940,7 @@ async fn bring_up(
                     teardown(plane, cfg, state, false);
                     return Err(ConfigError::new("local_device", "device disappeared").into());
                 };
-                strict_arp(cfg);
+                strict_arp(cfg, true);
                 let sync = match ServiceSync::adopt(parts.lb, cfg.maglev_size, cfg.hash_seed) {
                     Ok(s) => s,
                     Err(e) => {
@@ -959,10 +958,7 @@ async fn bring_up(
             Err(e) if cfg.mode == Mode::Auto => {
                 tracing::warn!(error = %e, "XDP unavailable, falling back to kernel binding (mode auto)");
                 load::remove_pins(&cfg.pin_dir);
-                if cfg.bgp.is_some() {
-                    // As kernel mode (the Auto fallback keeps mode Auto in the config).
-                    strict_arp_on(&cfg.interface);
-                }
+                strict_arp(cfg, false);
                 Backend::Kernel {
                     uplink_index: uplink.index,
                 }

@@ -363,11 +363,15 @@ pub fn attach(
     })
 }
 
+/// Whether the link already runs the program with tag `ours` (and no replacement is forced).
+fn runs(link: &FdLink, ours: u64) -> Result<bool, DataplaneError> {
+    let running = link.info().map_err(DataplaneError::Link)?.program_id();
+    Ok(!force_replace() && program_tag(running) == Some(ours))
+}
+
 /// Keep the running program if it is ours, else swap ours in through the link.
 fn adopt_xdp(prog: &mut Xdp, link: FdLink) -> Result<(FdLink, Adoption), DataplaneError> {
-    let running = link.info().map_err(DataplaneError::Link)?.program_id();
-    let ours = prog.info()?.tag();
-    if !force_replace() && program_tag(running) == Some(ours) {
+    if runs(&link, prog.info()?.tag())? {
         return Ok((link, Adoption::Unchanged));
     }
     let link = XdpLink::try_from(link).map_err(DataplaneError::Link)?;
@@ -430,9 +434,7 @@ fn adopt_tc(
     prog: &mut SchedClassifier,
     link: FdLink,
 ) -> Result<(FdLink, Adoption), DataplaneError> {
-    let running = link.info().map_err(DataplaneError::Link)?.program_id();
-    let ours = prog.info()?.tag();
-    if !force_replace() && program_tag(running) == Some(ours) {
+    if runs(&link, prog.info()?.tag())? {
         return Ok((link, Adoption::Unchanged));
     }
     let link = SchedClassifierLink::try_from(link).map_err(DataplaneError::Link)?;

@@ -195,13 +195,13 @@ impl Reconciler {
         }
     }
 
-    /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
-    /// `conflict`).
     /// Counters present when the data plane came up (kept pins) are the baseline.
     pub fn prime_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
         self.conflicts.prime(rows);
     }
 
+    /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
+    /// `conflict`).
     pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
         if !self.arp {
             return;
