@@ -271,14 +271,24 @@ fn delta(a: &Stats, b: &Stats) -> Stats {
     d
 }
 
-fn load(ifindex: u32) -> Result<Ebpf> {
+/// The embedded vip object with `progs` loaded, its maps written by the daemon's own calls for
+/// a node on `ifindex` (MAC `mac`) that owns `vip` (with its prefilter bit and counters) and
+/// serves `services`. The userspace map handles are dropped here; the maps stay in the kernel
+/// with the loaded programs that use them.
+pub fn load_vip(
+    progs: &[&str],
+    ifindex: u32,
+    mac: [u8; 6],
+    vip: Ipv4Addr,
+    services: &[Service],
+) -> Result<Ebpf> {
     let obj = vip_userspace::dataplane::load::OBJECT;
     ensure!(
         !obj.is_empty(),
         "eBPF object not embedded: run `cargo xtask build-ebpf --release` and rebuild"
     );
     let mut ebpf = Ebpf::load(obj).context("loading the vip object")?;
-    for name in [vip_common::BENCH_PROG, vip_common::BENCH_NOOP_PROG] {
+    for &name in progs {
         let p: &mut Xdp = ebpf
             .program_mut(name)
             .with_context(|| format!("no program {name}"))?
@@ -286,10 +296,19 @@ fn load(ifindex: u32) -> Result<Ebpf> {
         p.load()
             .with_context(|| format!("verifier rejects {name}"))?;
     }
-    // The daemon's own calls: interface MAC, VIP owned (with its prefilter bit and counters).
     let mut maps = vip_userspace::dataplane::maps::Maps::take(&mut ebpf)?;
-    maps.set_iface(ifindex, NODE_MAC)?;
-    maps.own(Ipv4Addr::from(VIP), ifindex)?;
+    maps.set_iface(ifindex, mac)?;
+    maps.own(vip, ifindex)?;
+    let mut sync = ServiceSync::new(
+        LbMaps::take(&mut ebpf)?,
+        vip_userspace::maglev::DEFAULT_M,
+        0x5eed,
+    )?;
+    sync.apply(services)?;
+    Ok(ebpf)
+}
+
+fn load(ifindex: u32) -> Result<Ebpf> {
     let backends: Vec<Backend> = (0..N_BACKENDS)
         .map(|i| Backend {
             addr: Ipv4Addr::from(backend_ip(i)),
@@ -304,31 +323,28 @@ fn load(ifindex: u32) -> Result<Ebpf> {
             ..b.clone()
         })
         .collect();
-    let mut sync = ServiceSync::new(
-        LbMaps::take(&mut ebpf)?,
-        vip_userspace::maglev::DEFAULT_M,
-        0x5eed,
-    )?;
-    sync.apply(&[
-        Service {
-            vip: Ipv4Addr::from(VIP),
-            port: NAT_PORT,
-            proto: Proto::Tcp,
-            mode: LbMode::Nat,
-            backends,
-        },
-        Service {
-            vip: Ipv4Addr::from(VIP),
-            port: DSR_PORT,
-            proto: Proto::Tcp,
-            mode: LbMode::Dsr,
-            backends: dsr_backends,
-        },
-    ])?;
-    // The maps stay alive in the kernel while the programs that use them are loaded; the
-    // userspace handles go with `sync`.
-    drop(sync);
-    Ok(ebpf)
+    load_vip(
+        &[vip_common::BENCH_PROG, vip_common::BENCH_NOOP_PROG],
+        ifindex,
+        NODE_MAC,
+        Ipv4Addr::from(VIP),
+        &[
+            Service {
+                vip: Ipv4Addr::from(VIP),
+                port: NAT_PORT,
+                proto: Proto::Tcp,
+                mode: LbMode::Nat,
+                backends,
+            },
+            Service {
+                vip: Ipv4Addr::from(VIP),
+                port: DSR_PORT,
+                proto: Proto::Tcp,
+                mode: LbMode::Dsr,
+                backends: dsr_backends,
+            },
+        ],
+    )
 }
 
 /// xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
