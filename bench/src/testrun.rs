@@ -362,7 +362,8 @@ pub struct Timing {
     pub goal: Option<f64>,
 }
 
-fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<Vec<Timing>> {
+/// The cases' timings, and the breakdown's (empty program, one FIB lookup).
+fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<(Vec<Timing>, Vec<Timing>)> {
     pin_cpu(1);
     let mut ebpf = load(ifindex)?;
     let ctx = xdp_md(ifindex, 64);
@@ -423,12 +424,11 @@ fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<Vec<Timing>> {
             goal: case.goal,
         });
     }
-    out.extend(breakdown(&ctx, repeat, calls)?);
-    Ok(out)
+    Ok((out, breakdown(&ctx, repeat, calls)?))
 }
 
 /// For explaining the figures: an empty program, and one bpf_fib_lookup as the load balancer
-/// makes it (to an on-link backend with a permanent neighbour), from `xdp-gen`.
+/// makes it (to an on-link backend with a permanent neighbour), from `xdp-gen`; in that order.
 fn breakdown(ctx: &[u8; 24], repeat: u32, calls: usize) -> Result<Vec<Timing>> {
     let path = testbed::ebpf_dir().join("xdp-gen");
     let mut ebpf = Ebpf::load_file(&path).with_context(|| {
@@ -512,51 +512,39 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
             "permanent",
         ]);
     }
-    let timings = ns.run(move || {
+    let (cases, breakdown) = ns.run(move || {
         let ifindex = crate::ifindex("v0")?;
         measure(ifindex, repeat, calls)
     })?;
-    let noop = timings
+    let noop = cases
         .iter()
         .find(|t| t.name.starts_with("no-op"))
-        .map(|t| t.ns)
         .context("no-op timing")?;
-    let empty = timings
-        .iter()
-        .find(|t| t.name.starts_with("empty"))
-        .map(|t| t.ns)
-        .context("empty-program timing")?;
-    let mut extra = Vec::new();
-    for t in &timings {
-        if t.name.starts_with("empty") {
-            continue;
-        }
-        if t.name.starts_with("one bpf_fib") || t.name.starts_with("no-op") {
-            let ratio = t.ns as f64 / empty as f64;
-            extra.push(
-                Row::new(format!(
-                    "test_run ns/pkt, breakdown: {} vs an empty program",
-                    t.name
-                ))
-                .result(format!("{} ns", t.ns))
-                .baseline(format!("empty {empty} ns"))
-                .ratio(ratio),
-            );
-            if t.name.starts_with("one bpf_fib") {
-                continue;
-            }
-        }
-        let ratio = t.ns as f64 / noop as f64;
+    let [empty, fib] = &breakdown[..] else {
+        bail!("breakdown: {} timings, want 2", breakdown.len());
+    };
+    for t in &cases {
+        let ratio = t.ns as f64 / noop.ns as f64;
         let mut row = Row::new(format!("test_run ns/pkt: {}", t.name))
             .result(format!("{} ns", t.ns))
-            .baseline(format!("no-op {noop} ns"))
+            .baseline(format!("no-op {} ns", noop.ns))
             .ratio(ratio);
         if let Some(g) = t.goal {
             row = row.goal_at_most(ratio, g, &format!("{g}× no-op"));
         }
         rows.push(row);
     }
-    rows.extend(extra);
+    for t in [noop, fib] {
+        rows.push(
+            Row::new(format!(
+                "test_run ns/pkt, breakdown: {} vs an empty program",
+                t.name
+            ))
+            .result(format!("{} ns", t.ns))
+            .baseline(format!("empty {} ns", empty.ns))
+            .ratio(t.ns as f64 / empty.ns as f64),
+        );
+    }
     notes.push(format!(
         "test_run: median of {calls} calls × repeat {repeat} per case (kernel-reported mean per repeat, whole ns), \
          entries `vip_bench` / `vip_bench_noop` restore the 64-byte frame before every repeat; thread pinned to CPU 1; \
