@@ -370,11 +370,7 @@ pub fn run(
             h.ns.sysctl(&format!("net.ipv4.conf.{dev}.accept_redirects"), "0");
         }
         // dsr: the backend holds the VIP on lo and never answers ARP for it.
-        h.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-        for dev in ["all", "eth0"] {
-            h.ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1");
-            h.ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2");
-        }
+        testbed::make_dsr_backend(h, VIP);
         servers.push(Server::start(&h.ns)?);
     }
     let client = &bed.host("client").ns;
