@@ -25,7 +25,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use testbed::{http_get, parse_mac, poll, Bed, Host, LongConn, Proc, TcpServer};
 
-use crate::{stopped, table::Row, PREFIX};
+use crate::{die_with_parent, stopped, table::Row, PREFIX};
 
 const VIP: &str = "192.0.2.100";
 const PORT: u16 = 8080;
@@ -320,16 +320,6 @@ impl Drop for NodeProc {
                 libc::kill(-(self.proc.child.id() as i32), libc::SIGKILL);
             }
         }
-    }
-}
-
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl in the forked child before exec; async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
     }
 }
 
@@ -794,12 +784,7 @@ pub fn run(
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) -> Result<()> {
-    let vip_bin = vip_bin.context("--vip-bin PATH (the vip binary) is needed for this section")?;
-    ensure!(
-        vip_bin.exists(),
-        "{} missing: build it (`cargo build --release -p vip-userspace`)",
-        vip_bin.display()
-    );
+    let vip_bin = crate::vip_bin(vip_bin)?;
     let iters = if quick { 3 } else { 20 };
     let only_keepalived = std::env::var_os("VIP_BENCH_FAILOVER_KEEPALIVED_ONLY").is_some();
     let intervals: Vec<Duration> = if quick {
