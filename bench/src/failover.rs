@@ -786,7 +786,6 @@ pub fn run(
 ) -> Result<()> {
     let vip_bin = crate::vip_bin(vip_bin)?;
     let iters = if quick { 3 } else { 20 };
-    let only_keepalived = std::env::var_os("VIP_BENCH_FAILOVER_KEEPALIVED_ONLY").is_some();
     let intervals: Vec<Duration> = if quick {
         vec![Duration::from_millis(100), Duration::from_millis(20)]
     } else {
@@ -824,11 +823,7 @@ pub fn run(
     let mut table = Vec::new();
     for h in &intervals {
         let t = timing(*h);
-        let ours = if only_keepalived {
-            vec![]
-        } else {
-            run_system(&bed, &prober, System::Vip, t, vip_bin, iters)?
-        };
+        let ours = run_system(&bed, &prober, System::Vip, t, vip_bin, iters)?;
         let theirs = run_system(&bed, &prober, System::Keepalived, t, vip_bin, iters)?;
         table.push((t, ours, theirs));
     }
