@@ -436,6 +436,15 @@ fn start_keepalived(bed: &Bed, i: usize, advert: Duration) -> Result<NodeProc> {
     Ok(p)
 }
 
+/// Take the VIP off a node's uplink (what a stopped keepalived leaves), if it is there.
+fn remove_vip(node: &Host) {
+    let _ = Command::new("ip")
+        .args(["-n", &node.ns.name])
+        .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+        .stderr(Stdio::null())
+        .status();
+}
+
 struct Sample {
     takeover: Duration,
     two_owners: Duration,
@@ -624,11 +633,7 @@ impl Case<'_> {
         match fault {
             Fault::Kill => {
                 if self.system == System::Keepalived {
-                    let _ = Command::new("ip")
-                        .args(["-n", &self.bed.host(NODES[owner]).ns.name])
-                        .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
-                        .stderr(Stdio::null())
-                        .status();
+                    remove_vip(self.bed.host(NODES[owner]));
                 }
                 self.start(owner)?;
             }
@@ -769,11 +774,7 @@ fn run_system(
     drop(case);
     // keepalived's VIP must not outlive its run (a clean stop removes it; be sure).
     for n in NODES {
-        let _ = Command::new("ip")
-            .args(["-n", &bed.host(n).ns.name])
-            .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
-            .stderr(Stdio::null())
-            .status();
+        remove_vip(bed.host(n));
     }
     Ok(out)
 }
