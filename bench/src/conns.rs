@@ -8,9 +8,9 @@ use std::{
     fs::File,
     io::Read,
     net::{SocketAddr, TcpListener, TcpStream},
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -22,7 +22,7 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use testbed::{http_get, poll, Bed, Netns, Proc};
 
-use crate::{stopped, table::Row, PREFIX};
+use crate::{die_with_parent, stopped, table::Row, PREFIX};
 
 const VIP: &str = "192.0.2.100";
 const PORT: u16 = 8080;
@@ -32,17 +32,6 @@ const METRICS: &str = "127.0.0.1:9472";
 pub const PIN_DIR: &str = "/sys/fs/bpf/vip-bench";
 const CLIENT_THREADS: usize = 4;
 const SERVER_THREADS: usize = 2;
-
-/// Kill the child if the bench dies (even by SIGKILL), so nothing outlives it.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl in the forked child before exec; async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
 
 /// A backend: accept, write "ok\n", close; a few accept threads on one listener.
 struct Server {
@@ -339,12 +328,7 @@ pub fn run(
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) -> Result<()> {
-    let vip_bin = vip_bin.context("--vip-bin PATH (the vip binary) is needed for this section")?;
-    ensure!(
-        vip_bin.exists(),
-        "{} missing: build it (`cargo build --release -p vip-userspace`)",
-        vip_bin.display()
-    );
+    let vip_bin = crate::vip_bin(vip_bin)?;
     let secs = Duration::from_millis(if quick { 1000 } else { 3000 });
     let reps = if quick { 1 } else { 3 };
     let bed = Bed::new(
@@ -370,11 +354,7 @@ pub fn run(
             h.ns.sysctl(&format!("net.ipv4.conf.{dev}.accept_redirects"), "0");
         }
         // dsr: the backend holds the VIP on lo and never answers ARP for it.
-        h.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-        for dev in ["all", "eth0"] {
-            h.ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1");
-            h.ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2");
-        }
+        testbed::make_dsr_backend(h, VIP);
         servers.push(Server::start(&h.ns)?);
     }
     let client = &bed.host("client").ns;

@@ -25,7 +25,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use testbed::{http_get, parse_mac, poll, Bed, Host, LongConn, Proc, TcpServer};
 
-use crate::{stopped, table::Row, PREFIX};
+use crate::{die_with_parent, stopped, table::Row, PREFIX};
 
 const VIP: &str = "192.0.2.100";
 const PORT: u16 = 8080;
@@ -323,16 +323,6 @@ impl Drop for NodeProc {
     }
 }
 
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl in the forked child before exec; async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
 fn start_vip(bed: &Bed, i: usize, t: Timing, vip_bin: &Path) -> Result<NodeProc> {
     let node = bed.host(NODES[i]);
     let dir = work_dir();
@@ -444,6 +434,15 @@ fn start_keepalived(bed: &Bed, i: usize, advert: Duration) -> Result<NodeProc> {
         log,
     };
     Ok(p)
+}
+
+/// Take the VIP off a node's uplink (what a stopped keepalived leaves), if it is there.
+fn remove_vip(node: &Host) {
+    let _ = Command::new("ip")
+        .args(["-n", &node.ns.name])
+        .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+        .stderr(Stdio::null())
+        .status();
 }
 
 struct Sample {
@@ -634,11 +633,7 @@ impl Case<'_> {
         match fault {
             Fault::Kill => {
                 if self.system == System::Keepalived {
-                    let _ = Command::new("ip")
-                        .args(["-n", &self.bed.host(NODES[owner]).ns.name])
-                        .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
-                        .stderr(Stdio::null())
-                        .status();
+                    remove_vip(self.bed.host(NODES[owner]));
                 }
                 self.start(owner)?;
             }
@@ -779,11 +774,7 @@ fn run_system(
     drop(case);
     // keepalived's VIP must not outlive its run (a clean stop removes it; be sure).
     for n in NODES {
-        let _ = Command::new("ip")
-            .args(["-n", &bed.host(n).ns.name])
-            .args(["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
-            .stderr(Stdio::null())
-            .status();
+        remove_vip(bed.host(n));
     }
     Ok(out)
 }
@@ -794,14 +785,8 @@ pub fn run(
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) -> Result<()> {
-    let vip_bin = vip_bin.context("--vip-bin PATH (the vip binary) is needed for this section")?;
-    ensure!(
-        vip_bin.exists(),
-        "{} missing: build it (`cargo build --release -p vip-userspace`)",
-        vip_bin.display()
-    );
+    let vip_bin = crate::vip_bin(vip_bin)?;
     let iters = if quick { 3 } else { 20 };
-    let only_keepalived = std::env::var_os("VIP_BENCH_FAILOVER_KEEPALIVED_ONLY").is_some();
     let intervals: Vec<Duration> = if quick {
         vec![Duration::from_millis(100), Duration::from_millis(20)]
     } else {
@@ -839,11 +824,7 @@ pub fn run(
     let mut table = Vec::new();
     for h in &intervals {
         let t = timing(*h);
-        let ours = if only_keepalived {
-            vec![]
-        } else {
-            run_system(&bed, &prober, System::Vip, t, vip_bin, iters)?
-        };
+        let ours = run_system(&bed, &prober, System::Vip, t, vip_bin, iters)?;
         let theirs = run_system(&bed, &prober, System::Keepalived, t, vip_bin, iters)?;
         table.push((t, ours, theirs));
     }

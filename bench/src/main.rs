@@ -61,6 +61,30 @@ pub fn ifindex(dev: &str) -> Result<u32> {
     Ok(i)
 }
 
+/// Kill the child if the bench dies (even by SIGKILL), so nothing outlives it.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl in the forked child before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// The `vip` binary of `--vip-bin`, for the sections that run the daemon.
+pub fn vip_bin(p: Option<&std::path::Path>) -> Result<&std::path::Path> {
+    let p = p.context("--vip-bin PATH (the vip binary) is needed for this section")?;
+    if !p.exists() {
+        bail!(
+            "{} missing: build it (`cargo build --release -p vip-userspace`)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
 struct Args {
     quick: bool,
     vip_bin: Option<PathBuf>,

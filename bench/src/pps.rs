@@ -29,13 +29,14 @@ use aya::{
     Ebpf,
 };
 use testbed::{link_mac, parse_mac, sh, Netns};
-use vip_userspace::{
-    config::{Backend, LbMode, Proto, Service},
-    dataplane::lb::LbMaps,
-    reconcile::services::ServiceSync,
-};
+use vip_userspace::config::{Backend, LbMode, Proto, Service};
 
-use crate::{pin_cpu, stopped, table::Row, testrun::ipv4, PREFIX};
+use crate::{
+    pin_cpu, stopped,
+    table::Row,
+    testrun::{ipv4, load_vip},
+    PREFIX,
+};
 
 const GEN_IP: [u8; 4] = [10, 10, 0, 2];
 const VIP: [u8; 4] = [10, 10, 0, 100];
@@ -274,38 +275,31 @@ fn nft_rules() -> String {
 
 fn attach_vip(lb: &Netns, l0_mac: [u8; 6]) -> Result<Held> {
     let (held, ()) = hold(lb, move || {
-        let obj = vip_userspace::dataplane::load::OBJECT;
-        ensure!(!obj.is_empty(), "eBPF object not embedded");
-        let mut ebpf = Ebpf::load(obj).context("loading the vip object")?;
         let ifindex = crate::ifindex("l0")?;
-        // The daemon's own calls: interface MAC, VIP owned (with its prefilter bit and counters).
-        let mut maps = vip_userspace::dataplane::maps::Maps::take(&mut ebpf)?;
-        maps.set_iface(ifindex, l0_mac)?;
-        maps.own(Ipv4Addr::from(VIP), ifindex)?;
-        let mut sync = ServiceSync::new(
-            LbMaps::take(&mut ebpf)?,
-            vip_userspace::maglev::DEFAULT_M,
-            0x5eed,
+        let mut ebpf = load_vip(
+            &[vip_common::XDP_PROG],
+            ifindex,
+            l0_mac,
+            Ipv4Addr::from(VIP),
+            &[Service {
+                vip: Ipv4Addr::from(VIP),
+                port: VIP_PORT,
+                proto: Proto::Udp,
+                mode: LbMode::Nat,
+                backends: BACKENDS
+                    .iter()
+                    .map(|b| Backend {
+                        addr: Ipv4Addr::from(*b),
+                        port: BACKEND_PORT,
+                        weight: 1,
+                    })
+                    .collect(),
+            }],
         )?;
-        sync.apply(&[Service {
-            vip: Ipv4Addr::from(VIP),
-            port: VIP_PORT,
-            proto: Proto::Udp,
-            mode: LbMode::Nat,
-            backends: BACKENDS
-                .iter()
-                .map(|b| Backend {
-                    addr: Ipv4Addr::from(*b),
-                    port: BACKEND_PORT,
-                    weight: 1,
-                })
-                .collect(),
-        }])?;
         let p: &mut Xdp = ebpf
             .program_mut(vip_common::XDP_PROG)
             .context("vip_xdp")?
             .try_into()?;
-        p.load().context("verifier rejects vip_xdp")?;
         p.attach("l0", XdpMode::Driver)
             .context("attaching vip_xdp to l0 (native)")?;
         Ok((ebpf, ()))

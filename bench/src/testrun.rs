@@ -257,24 +257,8 @@ fn stats(ebpf: &Ebpf) -> Result<Stats> {
     Ok(t)
 }
 
+/// `b - a`, field by field.
 fn delta(a: &Stats, b: &Stats) -> Stats {
-    Stats {
-        rx: b.rx - a.rx,
-        pass: b.pass - a.pass,
-        drop: b.drop - a.drop,
-        tx: b.tx - a.tx,
-        arp_reply: b.arp_reply - a.arp_reply,
-        ipv4_to_vip: b.ipv4_to_vip - a.ipv4_to_vip,
-        ct_hit: b.ct_hit - a.ct_hit,
-        ct_new: b.ct_new - a.ct_new,
-        lb_forward: b.lb_forward - a.lb_forward,
-        fib_fail: b.fib_fail - a.fib_fail,
-        fib_no_neigh: b.fib_no_neigh - a.fib_no_neigh,
-        ..Stats::default()
-    }
-}
-
-fn delta_full(a: &Stats, b: &Stats) -> Stats {
     let mut d = *b;
     let (pa, pd) = (
         a as *const Stats as *const u64,
@@ -287,14 +271,24 @@ fn delta_full(a: &Stats, b: &Stats) -> Stats {
     d
 }
 
-fn load(ifindex: u32) -> Result<Ebpf> {
+/// The embedded vip object with `progs` loaded, its maps written by the daemon's own calls for
+/// a node on `ifindex` (MAC `mac`) that owns `vip` (with its prefilter bit and counters) and
+/// serves `services`. The userspace map handles are dropped here; the maps stay in the kernel
+/// with the loaded programs that use them.
+pub fn load_vip(
+    progs: &[&str],
+    ifindex: u32,
+    mac: [u8; 6],
+    vip: Ipv4Addr,
+    services: &[Service],
+) -> Result<Ebpf> {
     let obj = vip_userspace::dataplane::load::OBJECT;
     ensure!(
         !obj.is_empty(),
         "eBPF object not embedded: run `cargo xtask build-ebpf --release` and rebuild"
     );
     let mut ebpf = Ebpf::load(obj).context("loading the vip object")?;
-    for name in [vip_common::BENCH_PROG, vip_common::BENCH_NOOP_PROG] {
+    for &name in progs {
         let p: &mut Xdp = ebpf
             .program_mut(name)
             .with_context(|| format!("no program {name}"))?
@@ -302,10 +296,19 @@ fn load(ifindex: u32) -> Result<Ebpf> {
         p.load()
             .with_context(|| format!("verifier rejects {name}"))?;
     }
-    // The daemon's own calls: interface MAC, VIP owned (with its prefilter bit and counters).
     let mut maps = vip_userspace::dataplane::maps::Maps::take(&mut ebpf)?;
-    maps.set_iface(ifindex, NODE_MAC)?;
-    maps.own(Ipv4Addr::from(VIP), ifindex)?;
+    maps.set_iface(ifindex, mac)?;
+    maps.own(vip, ifindex)?;
+    let mut sync = ServiceSync::new(
+        LbMaps::take(&mut ebpf)?,
+        vip_userspace::maglev::DEFAULT_M,
+        0x5eed,
+    )?;
+    sync.apply(services)?;
+    Ok(ebpf)
+}
+
+fn load(ifindex: u32) -> Result<Ebpf> {
     let backends: Vec<Backend> = (0..N_BACKENDS)
         .map(|i| Backend {
             addr: Ipv4Addr::from(backend_ip(i)),
@@ -320,31 +323,28 @@ fn load(ifindex: u32) -> Result<Ebpf> {
             ..b.clone()
         })
         .collect();
-    let mut sync = ServiceSync::new(
-        LbMaps::take(&mut ebpf)?,
-        vip_userspace::maglev::DEFAULT_M,
-        0x5eed,
-    )?;
-    sync.apply(&[
-        Service {
-            vip: Ipv4Addr::from(VIP),
-            port: NAT_PORT,
-            proto: Proto::Tcp,
-            mode: LbMode::Nat,
-            backends,
-        },
-        Service {
-            vip: Ipv4Addr::from(VIP),
-            port: DSR_PORT,
-            proto: Proto::Tcp,
-            mode: LbMode::Dsr,
-            backends: dsr_backends,
-        },
-    ])?;
-    // The maps stay alive in the kernel while the programs that use them are loaded; the
-    // userspace handles go with `sync`.
-    drop(sync);
-    Ok(ebpf)
+    load_vip(
+        &[vip_common::BENCH_PROG, vip_common::BENCH_NOOP_PROG],
+        ifindex,
+        NODE_MAC,
+        Ipv4Addr::from(VIP),
+        &[
+            Service {
+                vip: Ipv4Addr::from(VIP),
+                port: NAT_PORT,
+                proto: Proto::Tcp,
+                mode: LbMode::Nat,
+                backends,
+            },
+            Service {
+                vip: Ipv4Addr::from(VIP),
+                port: DSR_PORT,
+                proto: Proto::Tcp,
+                mode: LbMode::Dsr,
+                backends: dsr_backends,
+            },
+        ],
+    )
 }
 
 /// xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
@@ -362,7 +362,8 @@ pub struct Timing {
     pub goal: Option<f64>,
 }
 
-fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<Vec<Timing>> {
+/// The cases' timings, and the breakdown's (empty program, one FIB lookup).
+fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<(Vec<Timing>, Vec<Timing>)> {
     pin_cpu(1);
     let mut ebpf = load(ifindex)?;
     let ctx = xdp_md(ifindex, 64);
@@ -405,11 +406,10 @@ fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<Vec<Timing>> {
             let d = delta(&before, &stats(&ebpf)?);
             ensure!(
                 r.return_value == case.verdict,
-                "{}: verdict {} (want {}); counters {:?}",
+                "{}: verdict {} (want {}); counters {d:?}",
                 case.name,
                 r.return_value,
                 case.verdict,
-                delta_full(&before, &stats(&ebpf)?),
             );
             ensure!(r.data_size_out == 64, "{}: output length", case.name);
             (case.check)(&buf, &d, repeat as u64)
@@ -424,12 +424,11 @@ fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<Vec<Timing>> {
             goal: case.goal,
         });
     }
-    out.extend(breakdown(&ctx, repeat, calls)?);
-    Ok(out)
+    Ok((out, breakdown(&ctx, repeat, calls)?))
 }
 
 /// For explaining the figures: an empty program, and one bpf_fib_lookup as the load balancer
-/// makes it (to an on-link backend with a permanent neighbour), from `xdp-gen`.
+/// makes it (to an on-link backend with a permanent neighbour), from `xdp-gen`; in that order.
 fn breakdown(ctx: &[u8; 24], repeat: u32, calls: usize) -> Result<Vec<Timing>> {
     let path = testbed::ebpf_dir().join("xdp-gen");
     let mut ebpf = Ebpf::load_file(&path).with_context(|| {
@@ -513,51 +512,39 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
             "permanent",
         ]);
     }
-    let timings = ns.run(move || {
+    let (cases, breakdown) = ns.run(move || {
         let ifindex = crate::ifindex("v0")?;
         measure(ifindex, repeat, calls)
     })?;
-    let noop = timings
+    let noop = cases
         .iter()
         .find(|t| t.name.starts_with("no-op"))
-        .map(|t| t.ns)
         .context("no-op timing")?;
-    let empty = timings
-        .iter()
-        .find(|t| t.name.starts_with("empty"))
-        .map(|t| t.ns)
-        .context("empty-program timing")?;
-    let mut extra = Vec::new();
-    for t in &timings {
-        if t.name.starts_with("empty") {
-            continue;
-        }
-        if t.name.starts_with("one bpf_fib") || t.name.starts_with("no-op") {
-            let ratio = t.ns as f64 / empty as f64;
-            extra.push(
-                Row::new(format!(
-                    "test_run ns/pkt, breakdown: {} vs an empty program",
-                    t.name
-                ))
-                .result(format!("{} ns", t.ns))
-                .baseline(format!("empty {empty} ns"))
-                .ratio(ratio),
-            );
-            if t.name.starts_with("one bpf_fib") {
-                continue;
-            }
-        }
-        let ratio = t.ns as f64 / noop as f64;
+    let [empty, fib] = &breakdown[..] else {
+        bail!("breakdown: {} timings, want 2", breakdown.len());
+    };
+    for t in &cases {
+        let ratio = t.ns as f64 / noop.ns as f64;
         let mut row = Row::new(format!("test_run ns/pkt: {}", t.name))
             .result(format!("{} ns", t.ns))
-            .baseline(format!("no-op {noop} ns"))
+            .baseline(format!("no-op {} ns", noop.ns))
             .ratio(ratio);
         if let Some(g) = t.goal {
             row = row.goal_at_most(ratio, g, &format!("{g}× no-op"));
         }
         rows.push(row);
     }
-    rows.extend(extra);
+    for t in [noop, fib] {
+        rows.push(
+            Row::new(format!(
+                "test_run ns/pkt, breakdown: {} vs an empty program",
+                t.name
+            ))
+            .result(format!("{} ns", t.ns))
+            .baseline(format!("empty {} ns", empty.ns))
+            .ratio(t.ns as f64 / empty.ns as f64),
+        );
+    }
     notes.push(format!(
         "test_run: median of {calls} calls × repeat {repeat} per case (kernel-reported mean per repeat, whole ns), \
          entries `vip_bench` / `vip_bench_noop` restore the 64-byte frame before every repeat; thread pinned to CPU 1; \
