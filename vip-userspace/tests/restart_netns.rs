@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{metric, metrics, replies, Daemon, Prober, VIP};
+use common::{answered_probe, garps, metric, metrics, replies, Daemon, VIP};
 use testbed::{
     addrs, has_xdp, make_dsr_backend, parse_mac, poll, require_root_and_bpf, tcp_request, Bed,
     Capture, LongConn, TcpServer,
@@ -152,17 +152,9 @@ fn longest_silence(cap: &Capture, from: Instant, to: Instant) -> Duration {
 
 /// Gratuitous ARPs for the VIP sent by the node after `from`.
 fn garps_after(cap: &Capture, node_mac: [u8; 6], from: Instant) -> usize {
-    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
-    cap.frames()
+    garps(cap)
         .into_iter()
-        .filter(|(t, f)| {
-            *t > from
-                && f.len() >= 42
-                && f[6..12] == node_mac
-                && f[20..22] == [0, 1]
-                && f[28..32] == vip.octets()
-                && f[38..42] == vip.octets()
-        })
+        .filter(|(t, mac)| *t > from && *mac == node_mac)
         .count()
 }
 
@@ -190,14 +182,7 @@ fn planned_restart_and_upgrade_are_hitless() {
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("connection through the VIP");
     let home = long.greeting.trim().to_string();
     assert_eq!(long.echo("before").unwrap(), "before");
-    let cap = Capture::start(client, 0x0806);
-    let prober = Prober::start_every(client, Duration::from_millis(5));
-    assert!(
-        poll(Duration::from_secs(3), || (!replies(&cap).is_empty())
-            .then_some(()))
-        .is_some(),
-        "VIP answered before the restart"
-    );
+    let (cap, prober) = answered_probe(client, Duration::from_millis(5));
     let arp_before = vip_arp_replies(&fx.bed);
 
     // 1. Planned restart: the daemon exits, the data plane stays.
@@ -316,14 +301,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("dsr connection through the VIP");
     assert_eq!(long.echo("before").unwrap(), "before");
 
-    let cap = Capture::start(client, 0x0806);
-    let _prober = Prober::start_every(client, Duration::from_millis(5));
-    assert!(
-        poll(Duration::from_secs(3), || (!replies(&cap).is_empty())
-            .then_some(()))
-        .is_some(),
-        "VIP answered before the kill"
-    );
+    let (cap, _prober) = answered_probe(client, Duration::from_millis(5));
 
     let mut d = d;
     d.proc.signal(libc::SIGKILL);

@@ -95,7 +95,12 @@ impl Daemon {
 }
 
 pub fn metrics(bed: &Bed) -> String {
-    let (code, body) = http_get(&bed.host("node").ns, METRICS.parse().unwrap(), "/metrics")
+    metrics_of(bed, "node")
+}
+
+/// The metrics of the daemon on host `role`.
+pub fn metrics_of(bed: &Bed, role: &str) -> String {
+    let (code, body) = http_get(&bed.host(role).ns, METRICS.parse().unwrap(), "/metrics")
         .expect("metrics reachable");
     assert_eq!(code, 200);
     body
@@ -131,10 +136,7 @@ impl Prober {
         let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sent2 = sent.clone();
         let thread = client.ns.spawn(move || {
-            let c = std::ffi::CString::new("eth0").unwrap();
-            // SAFETY: valid C string.
-            let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-            let sock = GarpSocket::open(idx).unwrap();
+            let sock = eth0_socket();
             let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
             let mut f = vip_userspace::net::garp::frame(mac, vip);
             f[28..32].copy_from_slice(&src.octets()); // a request from the client
@@ -165,6 +167,36 @@ impl Drop for Prober {
             let _ = t.join();
         }
     }
+}
+
+/// A raw ARP socket on eth0 of the namespace the calling thread is in.
+fn eth0_socket() -> GarpSocket {
+    let c = std::ffi::CString::new("eth0").unwrap();
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    GarpSocket::open(idx).unwrap()
+}
+
+/// `host` claims `ip` as its own: one gratuitous ARP from its eth0, with its MAC.
+pub fn claim(host: &Host, ip: std::net::Ipv4Addr) {
+    let mac = parse_mac(&host.mac);
+    host.ns.run(move || {
+        eth0_socket()
+            .send(&vip_userspace::net::garp::frame(mac, ip))
+            .unwrap();
+    });
+}
+
+/// A capture of ARP at the client and a prober asking for the VIP every `interval`, once
+/// the VIP is answered.
+pub fn answered_probe(client: &Host, interval: Duration) -> (Capture, Prober) {
+    let cap = Capture::start(client, 0x0806);
+    let probe = Prober::start_every(client, interval);
+    poll(Duration::from_secs(3), || {
+        (!replies(&cap).is_empty()).then_some(())
+    })
+    .expect("the VIP is answered before the fault");
+    (cap, probe)
 }
 
 /// (arrival, sender MAC) of every ARP reply for the VIP seen by the client.
