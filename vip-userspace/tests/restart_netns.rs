@@ -301,7 +301,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("dsr connection through the VIP");
     assert_eq!(long.echo("before").unwrap(), "before");
 
-    let (cap, _prober) = answered_probe(client, Duration::from_millis(5));
+    let (cap, prober) = answered_probe(client, Duration::from_millis(5));
 
     let mut d = d;
     d.proc.signal(libc::SIGKILL);
@@ -322,6 +322,12 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
         (last.elapsed() > Duration::from_millis(300)).then_some(last)
     })
     .expect("ARP silent after the dead-man deadline");
+    // Silence, not a quiet client: the prober kept asking after the last answer.
+    let unanswered = prober.sent_after(last);
+    assert!(
+        unanswered >= 20,
+        "asked only {unanswered} times after the last answer"
+    );
     let silent_after = last.saturating_duration_since(killed);
     eprintln!(
         "SIGKILL: last ARP answer {silent_after:?} after the kill (dead_man_ms {DEAD_MAN_MS})"
