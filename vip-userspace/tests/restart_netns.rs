@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{answered_probe, garps, metric, metrics, replies, Daemon, VIP};
+use common::{answered_probe, garps, lb_bed, metric, metrics, replies, Daemon, VIP};
 use testbed::{
-    addrs, has_xdp, make_dsr_backend, parse_mac, poll, require_root_and_bpf, tcp_request, Bed,
-    Capture, LongConn, TcpServer,
+    addrs, has_xdp, parse_mac, poll, require_root_and_bpf, tcp_request, Bed, Capture, LongConn,
+    TcpServer,
 };
 
 const BACKENDS: [&str; 2] = ["be1", "be2"];
@@ -33,37 +33,7 @@ impl Fixture {
     /// nat (backends on their own subnet behind the node).
     fn new(tag: &str, nat: bool) -> Fixture {
         require_root_and_bpf();
-        let mut hosts = vec![
-            ("client", "192.0.2.10/24".to_string()),
-            ("node", "192.0.2.11/24".to_string()),
-        ];
-        for (i, b) in BACKENDS.iter().enumerate() {
-            let net = if nat { "198.51.100" } else { "192.0.2" };
-            hosts.push((b, format!("{net}.{}/24", 21 + i)));
-        }
-        let hosts: Vec<(&str, &str)> = hosts.iter().map(|(r, a)| (*r, a.as_str())).collect();
-        let bed = Bed::new(&format!("vr{tag}"), &hosts);
-        if nat {
-            bed.host("node")
-                .ns
-                .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"]);
-        }
-        let mut tcp = Vec::new();
-        for b in BACKENDS {
-            let h = bed.host(b);
-            if nat {
-                h.ns.ip(&["route", "add", "default", "via", "198.51.100.1"]);
-                h.ns.sysctl("net.ipv4.conf.all.accept_redirects", "0");
-                h.ns.sysctl("net.ipv4.conf.eth0.accept_redirects", "0");
-            } else {
-                make_dsr_backend(h, VIP);
-            }
-            tcp.push(TcpServer::start(
-                &h.ns,
-                "0.0.0.0:8080".parse().unwrap(),
-                &format!("{b}\n"),
-            ));
-        }
+        let (bed, tcp) = lb_bed(&format!("vr{tag}"), &BACKENDS, nat);
         let pins = PathBuf::from(format!("/sys/fs/bpf/vip-test-restart-{tag}"));
         vip_userspace::dataplane::load::remove_pins(&pins);
         let (mode, port) = if nat { ("nat", 80) } else { ("dsr", 8080) };

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{http_get, parse_mac, poll, Bed, Capture, Host, Proc};
+use testbed::{http_get, make_dsr_backend, parse_mac, poll, Bed, Capture, Host, Proc, TcpServer};
 use vip_userspace::net::garp::GarpSocket;
 
 pub const METRICS: &str = "127.0.0.1:9472";
@@ -92,6 +92,46 @@ impl Daemon {
             .wait_timeout(Duration::from_secs(10))
             .unwrap_or_else(|| panic!("daemon did not exit on SIGTERM:\n{}", self.logs()))
     }
+}
+
+/// A load-balancer bed `prefix`: client 192.0.2.10, node 192.0.2.11 and `backends`, each
+/// with a TCP server on :8080 greeting with its name and a newline. dsr (`nat` false):
+/// backends on the client's segment (192.0.2.21..) with the VIP on their lo, not answering
+/// ARP for it; nat: backends on their own subnet (198.51.100.21..) behind the node
+/// (198.51.100.1, their gateway), one arm.
+pub fn lb_bed(prefix: &str, backends: &[&str], nat: bool) -> (Bed, Vec<TcpServer>) {
+    let net = if nat { "198.51.100" } else { "192.0.2" };
+    let mut hosts = vec![
+        ("client", "192.0.2.10/24".to_string()),
+        ("node", "192.0.2.11/24".to_string()),
+    ];
+    for (i, b) in backends.iter().enumerate() {
+        hosts.push((b, format!("{net}.{}/24", 21 + i)));
+    }
+    let hosts: Vec<(&str, &str)> = hosts.iter().map(|(r, a)| (*r, a.as_str())).collect();
+    let bed = Bed::new(prefix, &hosts);
+    if nat {
+        bed.host("node")
+            .ns
+            .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"]);
+    }
+    let mut tcp = Vec::new();
+    for b in backends {
+        let h = bed.host(b);
+        if nat {
+            h.ns.ip(&["route", "add", "default", "via", "198.51.100.1"]);
+            h.ns.sysctl("net.ipv4.conf.all.accept_redirects", "0");
+            h.ns.sysctl("net.ipv4.conf.eth0.accept_redirects", "0");
+        } else {
+            make_dsr_backend(h, VIP);
+        }
+        tcp.push(TcpServer::start(
+            &h.ns,
+            "0.0.0.0:8080".parse().unwrap(),
+            &format!("{b}\n"),
+        ));
+    }
+    (bed, tcp)
 }
 
 pub fn metrics(bed: &Bed) -> String {
