@@ -94,16 +94,21 @@ async fn crud_conflicts_and_errors_are_kubernetes_shaped() {
             .unwrap();
     }
     let mut names = Vec::new();
+    let mut pages = Vec::new();
     let mut lp = kube::api::ListParams::default().limit(2);
     loop {
         let page = api.list(&lp).await.unwrap();
+        pages.push(page.items.len());
         names.extend(page.items.iter().filter_map(|c| c.metadata.name.clone()));
         match page.metadata.continue_ {
             Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
             _ => break,
         }
     }
-    assert_eq!(names.len(), 6);
+    assert_eq!(pages, [2, 2, 2], "pages of at most the limit");
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 6, "every object once: {names:?}");
     // Server-side apply creates, then updates.
     let leases: Api<Lease> = Api::namespaced(client(&s, "a"), "kube-system");
     let lease: Lease = serde_json::from_value(serde_json::json!({
@@ -117,6 +122,20 @@ async fn crud_conflicts_and_errors_are_kubernetes_shaped() {
         .await
         .unwrap();
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("node1"));
+    let rv_created = l.metadata.resource_version.clone();
+    let lease: Lease = serde_json::from_value(serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "plndr-cp-lock"}, "spec": {"holderIdentity": "node2"}
+    }))
+    .unwrap();
+    let l = leases
+        .patch("plndr-cp-lock", &pp, &Patch::Apply(&lease))
+        .await
+        .unwrap();
+    assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("node2"));
+    assert_ne!(l.metadata.resource_version, rv_created, "updated in place");
+    let got = leases.get("plndr-cp-lock").await.unwrap();
+    assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("node2"));
 }
 
 /// A kube-runtime reflector over `api`, polled in the background.

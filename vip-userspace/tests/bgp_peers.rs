@@ -921,31 +921,25 @@ fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
         ),
     )
     .unwrap();
-    let log = dir.join("vip.log");
-    let mut cmd = link.node().command(env!("CARGO_BIN_EXE_vip"));
-    cmd.args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut d = Proc::spawn(cmd);
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut d = common::Daemon::start_in(&link.bed, "node", &["--config", cfg.to_str().unwrap()]);
     let route = poll(Duration::from_secs(20), || {
         bird.route(&format!("{VIP4}/32"))
     })
-    .unwrap_or_else(|| panic!("no route in bird:\n{}\n{}", bird.log(), logs()));
+    .unwrap_or_else(|| panic!("no route in bird:\n{}\n{}", bird.log(), d.logs()));
     assert!(
         route.contains(&format!("via {}", link.node_addr())),
         "next hop is the node: {route}"
     );
     let metrics = poll(Duration::from_secs(5), || {
         let (_, body) =
-            testbed::http_get(link.node(), "127.0.0.1:9472".parse().unwrap(), "/metrics").ok()?;
+            testbed::http_get(link.node(), common::METRICS.parse().unwrap(), "/metrics").ok()?;
         body.contains(&format!(
             "vip_bgp_session_established{{peer=\"{}\"}} 1",
             link.rt_addr()
         ))
         .then_some(body)
     });
-    assert!(metrics.is_some(), "session in the metrics:\n{}", logs());
+    assert!(metrics.is_some(), "session in the metrics:\n{}", d.logs());
     if !bgp_extra.is_empty() {
         let on_lo = link
             .node()
@@ -956,7 +950,7 @@ fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
         assert!(
             String::from_utf8_lossy(&on_lo.stdout).contains(&format!("{VIP4}/32")),
             "bound on lo:\n{}",
-            logs()
+            d.logs()
         );
         assert_eq!(
             testbed::arping(link.bed.host("rt"), &VIP4.to_string()),
@@ -964,13 +958,7 @@ fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
             "nothing answers ARP for a routed-only VIP"
         );
     }
-    d.signal(libc::SIGTERM);
-    let exited = d.wait_timeout(Duration::from_secs(10));
-    assert!(
-        exited.is_some_and(|s| s.success()),
-        "clean exit:\n{}",
-        logs()
-    );
+    assert!(d.stop().success(), "clean exit:\n{}", d.logs());
     assert!(
         bird.wait_no_route(&format!("{VIP4}/32"), Duration::from_secs(2))
             .is_some(),

@@ -3,14 +3,12 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod common;
-use common::{metric, metrics, Daemon, METRICS};
+use common::{answered_probe, garps, metric, metrics, Daemon, METRICS, VIP};
 use testbed::{
     addrs, arping, has_xdp, http_get, neighbour, parse_mac, poll, require_root_and_bpf,
     tcp_request, Bed, Capture, TcpServer,
 };
 use vip_userspace::dataplane::maps::StatsReader;
-
-const VIP: &str = "192.0.2.100";
 
 fn bed(tag: &str) -> Bed {
     require_root_and_bpf();
@@ -31,17 +29,6 @@ fn assert_silent(bed: &Bed) {
         arping(client, VIP).is_none().then_some(())
     });
     assert!(silent.is_some(), "someone still answers ARP for {VIP}");
-}
-
-/// A capture of ARP at the client and a prober asking for the VIP, once answered.
-fn answered_probe(client: &testbed::Host) -> (Capture, common::Prober) {
-    let cap = Capture::start(client, 0x0806);
-    let probe = common::Prober::start(client);
-    poll(Duration::from_secs(2), || {
-        (!common::replies(&cap).is_empty()).then_some(())
-    })
-    .expect("the VIP is answered before the fault");
-    (cap, probe)
 }
 
 /// After `wait`: how long after `since` the last ARP answer came. Silence, not a quiet
@@ -429,28 +416,12 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
     .expect("start-up burst sent");
     let cap = Capture::start(client, 0x0806);
     let claim_at = std::time::Instant::now();
-    let claimer = parse_mac(&client.mac);
-    client.ns.run(move || {
-        let c = std::ffi::CString::new("eth0").unwrap();
-        // SAFETY: valid C string.
-        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        let sock = vip_userspace::net::garp::GarpSocket::open(idx).unwrap();
-        let f = vip_userspace::net::garp::frame(claimer, VIP.parse().unwrap());
-        sock.send(&f).unwrap();
-    });
+    common::claim(client, VIP.parse().unwrap());
     let node_mac = parse_mac(&node.mac);
-    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
     let reannounced = poll(Duration::from_secs(3), || {
-        cap.frames()
+        garps(&cap)
             .into_iter()
-            .find(|(t, f)| {
-                *t > claim_at
-                    && f.len() >= 42
-                    && f[22..28] == node_mac
-                    && f[28..32] == vip.octets()
-                    && f[38..42] == vip.octets()
-            })
-            .map(|(t, _)| t.duration_since(claim_at))
+            .find(|(t, mac)| *t > claim_at && *mac == node_mac)
     });
     assert!(
         reannounced.is_some(),
@@ -478,7 +449,7 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
 
     // The daemon hangs (SIGSTOP): its map still says "owned", but XDP goes silent once the
     // dead-man deadline passes (400 ms), and answers again when it resumes.
-    let (cap, probe) = answered_probe(client);
+    let (cap, probe) = answered_probe(client, Duration::from_millis(20));
     let stopped = std::time::Instant::now();
     d.proc.signal(libc::SIGSTOP);
     let silent_after = silent_since(&cap, &probe, stopped, Duration::from_millis(1200), 10);
@@ -512,7 +483,7 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
             .trim(),
         "1"
     );
-    let (cap, probe) = answered_probe(client);
+    let (cap, probe) = answered_probe(client, Duration::from_millis(20));
     let killed = std::time::Instant::now();
     d.proc.signal(libc::SIGKILL);
     assert!(d.proc.wait_timeout(Duration::from_secs(5)).is_some());

@@ -347,13 +347,7 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
     assert_eq!(mac, bed.host(&holder).mac, "the holder answers");
     let got = testbed::tcp_request(&client.ns, format!("{ip}:80").parse().unwrap()).unwrap();
     assert_eq!(got, format!("{holder}\n"));
-    let m = testbed::http_get(
-        &bed.host(&holder).ns,
-        common::METRICS.parse().unwrap(),
-        "/metrics",
-    )
-    .unwrap()
-    .1;
+    let m = common::metrics_of(bed, &holder);
     assert!(
         m.contains(&format!("vip_vip_owner{{vip=\"{ip}\"}} 1")),
         "{m}"
@@ -365,16 +359,7 @@ fn kubernetes_service_gets_an_address_and_one_node_serves_it() {
     );
     assert!(m.contains("vip_k8s_pool_used{pool=\"global\"} 1"), "{m}");
     // Another host claims the address: the holder records a Warning on the Service.
-    let claimer = parse_mac(&client.mac);
-    let claimed: std::net::Ipv4Addr = ip.parse().unwrap();
-    client.ns.run(move || {
-        let c = std::ffi::CString::new("eth0").unwrap();
-        // SAFETY: valid C string.
-        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        let sock = vip_userspace::net::garp::GarpSocket::open(idx).unwrap();
-        sock.send(&vip_userspace::net::garp::frame(claimer, claimed))
-            .unwrap();
-    });
+    common::claim(client, ip.parse().unwrap());
     let conflict = poll(Duration::from_secs(5), || {
         server
             .objects("events")
@@ -657,13 +642,7 @@ fn dsr_connection_survives_owner_change() {
     // Same stream, same backend: node2 had no conntrack entry and placed the flow by Maglev.
     assert_eq!(conn.echo("through node2").unwrap(), "through node2");
     assert_eq!(conn.echo("still").unwrap(), "still");
-    let m = testbed::http_get(
-        &bed.host("node2").ns,
-        common::METRICS.parse().unwrap(),
-        "/metrics",
-    )
-    .unwrap()
-    .1;
+    let m = common::metrics_of(bed, "node2");
     assert!(
         common::metric(&m, "vip_lb_forwarded_packets_total") >= 2,
         "the stream went through node2's XDP:\n{m}"

@@ -9,10 +9,10 @@ use std::{
     time::Duration,
 };
 
-use common::{metric, metrics, Daemon, VIP};
+use common::{lb_bed, metric, metrics, Daemon, VIP};
 use testbed::{
-    make_dsr_backend, poll, require_root_and_bpf, tcp_request, tcp_requests, udp_request, Bed,
-    LongConn, TcpServer, UdpServer,
+    poll, require_root_and_bpf, tcp_request, tcp_requests, udp_request, Bed, LongConn, TcpServer,
+    UdpServer,
 };
 
 const BACKENDS: [&str; 3] = ["be1", "be2", "be3"];
@@ -30,41 +30,9 @@ impl Lb {
     /// nat: backends on their own subnet behind the node (their gateway), one arm.
     fn new(tag: &str, nat: bool) -> Lb {
         require_root_and_bpf();
-        let mut hosts = vec![
-            ("client", "192.0.2.10/24".to_string()),
-            ("node", "192.0.2.11/24".to_string()),
-        ];
-        for (i, b) in BACKENDS.iter().enumerate() {
-            let addr = if nat {
-                format!("198.51.100.{}/24", 21 + i)
-            } else {
-                format!("192.0.2.{}/24", 21 + i)
-            };
-            hosts.push((b, addr));
-        }
-        let hosts: Vec<(&str, &str)> = hosts.iter().map(|(r, a)| (*r, a.as_str())).collect();
-        let bed = Bed::new(&format!("vl{tag}"), &hosts);
-        if nat {
-            bed.host("node")
-                .ns
-                .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"]);
-        }
-        let mut tcp = Vec::new();
+        let (bed, tcp) = lb_bed(&format!("vl{tag}"), &BACKENDS, nat);
         let mut udp = Vec::new();
         for b in BACKENDS {
-            let h = bed.host(b);
-            if nat {
-                h.ns.ip(&["route", "add", "default", "via", "198.51.100.1"]);
-                h.ns.sysctl("net.ipv4.conf.all.accept_redirects", "0");
-                h.ns.sysctl("net.ipv4.conf.eth0.accept_redirects", "0");
-            } else {
-                make_dsr_backend(h, VIP);
-            }
-            tcp.push(TcpServer::start(
-                &h.ns,
-                "0.0.0.0:8080".parse().unwrap(),
-                &format!("{b}\n"),
-            ));
             // In dsr a UDP server must answer from the VIP: bound to 0.0.0.0 it would
             // reply from its own address (the route's source), which the client rejects.
             let udp_bind = if nat {
@@ -72,7 +40,11 @@ impl Lb {
             } else {
                 format!("{VIP}:9000")
             };
-            udp.push(UdpServer::start(&h.ns, udp_bind.parse().unwrap(), b));
+            udp.push(UdpServer::start(
+                &bed.host(b).ns,
+                udp_bind.parse().unwrap(),
+                b,
+            ));
         }
         let cfg = std::env::temp_dir().join(format!("vl{tag}.yaml"));
         let pins = PathBuf::from(format!("/sys/fs/bpf/vip-test-lb{tag}"));

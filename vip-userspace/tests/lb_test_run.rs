@@ -1,7 +1,10 @@
 //! The load-balancer path through BPF_PROG_TEST_RUN: Katran-style fixtures with exact output
 //! bytes (including the backend Maglev picks), and a fuzz run in which every frame must get
 //! the same verdict and bytes from the kernel and from the reference model.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
@@ -134,14 +137,7 @@ fn with_fixture<T: Send + 'static>(tag: &str, f: impl FnOnce(&mut Fx) -> T + Sen
     ns.run(move || {
         pin_cpu0();
         load::remove_pins(&pins);
-        let mut ebpf = load::load(
-            &pins,
-            Sizes {
-                ring_size: M,
-                max_services: 16,
-            },
-        )
-        .expect("load");
+        let mut ebpf = load_at(&pins);
         let prog: &mut Xdp = ebpf
             .program_mut(vip_common::XDP_PROG)
             .unwrap()
@@ -767,6 +763,27 @@ fn fuzz_kernel_and_model_agree() {
     });
 }
 
+/// Load the program and maps at `pins`, creating them or reusing those pinned there, as the
+/// daemon does.
+fn load_at(pins: &Path) -> Ebpf {
+    load::load(
+        pins,
+        Sizes {
+            ring_size: M,
+            max_services: 16,
+        },
+    )
+    .expect("load")
+}
+
+/// The backends array pinned under `pins`.
+fn pinned_backends(pins: &Path) -> aya::maps::Array<aya::maps::MapData, vip_common::BackendValue> {
+    aya::maps::Array::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::BACKENDS)).unwrap(),
+    ))
+    .unwrap()
+}
+
 /// A restarted daemon (kept pins) deactivates the previous run's backends and continues
 /// their generations: a flow pinned to id N by the old run must not follow N to a new
 /// backend.
@@ -774,32 +791,15 @@ fn fuzz_kernel_and_model_agree() {
 fn restart_on_kept_pins_continues_backend_generations() {
     with_fixture("gen", |fx| {
         let before: Vec<_> = {
-            let b: aya::maps::Array<_, vip_common::BackendValue> =
-                aya::maps::Array::try_from(aya::maps::Map::Array(
-                    aya::maps::MapData::from_pin(fx.pins.join(vip_common::pin_names::BACKENDS))
-                        .unwrap(),
-                ))
-                .unwrap();
+            let b = pinned_backends(&fx.pins);
             (0..4).map(|i| b.get(&i, 0).unwrap()).collect()
         };
         assert!(before
             .iter()
             .any(|b| b.gen == 1 && b.flags == vip_common::BACKEND_F_ACTIVE));
-        let mut again = load::load(
-            &fx.pins,
-            Sizes {
-                ring_size: M,
-                max_services: 16,
-            },
-        )
-        .unwrap();
+        let mut again = load_at(&fx.pins);
         let mut sync = ServiceSync::new(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
-        let b: aya::maps::Array<_, vip_common::BackendValue> =
-            aya::maps::Array::try_from(aya::maps::Map::Array(
-                aya::maps::MapData::from_pin(fx.pins.join(vip_common::pin_names::BACKENDS))
-                    .unwrap(),
-            ))
-            .unwrap();
+        let b = pinned_backends(&fx.pins);
         assert!(
             (0..4).all(|i| b.get(&i, 0).unwrap().flags == 0),
             "old run's backends deactivated"
@@ -823,12 +823,7 @@ fn restart_on_kept_pins_continues_backend_generations() {
 fn adopting_kept_pins_changes_nothing_for_the_same_services() {
     with_fixture("adopt", |fx| {
         let backends = |pins: &std::path::Path| {
-            let b: aya::maps::Array<_, vip_common::BackendValue> =
-                aya::maps::Array::try_from(aya::maps::Map::Array(
-                    aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::BACKENDS))
-                        .unwrap(),
-                ))
-                .unwrap();
+            let b = pinned_backends(pins);
             (0..16)
                 .map(|i| {
                     let v = b.get(&i, 0).unwrap();
@@ -838,14 +833,7 @@ fn adopting_kept_pins_changes_nothing_for_the_same_services() {
         };
         let before = backends(&fx.pins);
         let id_before = fx.sync.backend_id(dsr_be(1), 80).unwrap();
-        let mut again = load::load(
-            &fx.pins,
-            Sizes {
-                ring_size: M,
-                max_services: 16,
-            },
-        )
-        .unwrap();
+        let mut again = load_at(&fx.pins);
         let mut sync = ServiceSync::adopt(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
         assert_eq!(
             backends(&fx.pins),
@@ -861,22 +849,8 @@ fn adopting_kept_pins_changes_nothing_for_the_same_services() {
             .apply(&[svc(80, Proto::Tcp, LbMode::Dsr, &[(dsr_be(1), 80)])])
             .unwrap();
         assert_eq!((ch.updated, ch.removed), (1, services().len() - 1));
-        let mut other = ServiceSync::adopt(
-            LbMaps::take(
-                &mut load::load(
-                    &fx.pins,
-                    Sizes {
-                        ring_size: M,
-                        max_services: 16,
-                    },
-                )
-                .unwrap(),
-            )
-            .unwrap(),
-            M,
-            SEED ^ 1,
-        )
-        .unwrap();
+        let mut other =
+            ServiceSync::adopt(LbMaps::take(&mut load_at(&fx.pins)).unwrap(), M, SEED ^ 1).unwrap();
         let ch = other
             .apply(&[svc(80, Proto::Tcp, LbMode::Dsr, &[(dsr_be(1), 80)])])
             .unwrap();

@@ -171,7 +171,6 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
     })
     .unwrap_or_else(|| panic!("one node answers for the VIP:\n{}", cl.logs()));
     let leader = cl.node_of(first);
-    let settled = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     assert!(replies(&cap).iter().all(|r| r.1 == first), "one owner only");
     assert_eq!(cl.fenced_leaders(), vec![leader]);
@@ -315,7 +314,6 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
     });
     assert!(back.is_some_and(|t| t > term_leader));
     assert_eq!(cl.fenced_leaders().len(), 1);
-    let _ = settled;
 }
 
 #[test]

@@ -323,6 +323,33 @@ fn assert_one_leader_per_term(
     }
 }
 
+/// The end of a test: never two leaders (at no sampled instant, in no term); the nodes
+/// stopped and their state removed.
+fn finish(
+    sampler: &Sampler,
+    events: &mpsc::Receiver<Event>,
+    per_term: &mut BTreeMap<u64, BTreeSet<u64>>,
+    nodes: Vec<Option<Node>>,
+    root: &std::path::Path,
+) {
+    let overlaps = sampler.overlaps();
+    println!(
+        "sampler: {} samples, {} with two leaders",
+        sampler.count(),
+        overlaps.len()
+    );
+    assert!(
+        overlaps.is_empty(),
+        "two leaders at once: {:?}",
+        &overlaps[..overlaps.len().min(5)]
+    );
+    assert_one_leader_per_term(events, per_term);
+    for n in nodes.into_iter().flatten() {
+        n.stop(true);
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -491,22 +518,7 @@ fn elect_partition_heal() {
         ms(rejoin)
     );
 
-    let overlaps = sampler.overlaps();
-    println!(
-        "sampler: {} samples, {} with two leaders",
-        sampler.count(),
-        overlaps.len()
-    );
-    assert!(
-        overlaps.is_empty(),
-        "two leaders at once: {:?}",
-        &overlaps[..overlaps.len().min(5)]
-    );
-    assert_one_leader_per_term(&ev_rx, &mut per_term);
-    for n in nodes.into_iter().flatten() {
-        n.stop(true);
-    }
-    let _ = std::fs::remove_dir_all(&root);
+    finish(&sampler, &ev_rx, &mut per_term, nodes, &root);
 }
 
 /// The first change of `node` to `value` in the channel: when its harness saw it and the
@@ -598,7 +610,7 @@ fn restart_keeps_term_and_vote() {
     // Crash a follower (no stop: the elector is just dropped) and restart it.
     let f = (0..3).find(|i| *i != next).expect("a follower");
     nodes[f].take().expect("node").stop(false);
-    let (term_f, _) = persisted_term(&root, f);
+    let (term_f, vote_f) = persisted_term(&root, f);
     let (n, rx) = Node::start(node_ns(&bed, f), f, config(f, &root), ev_tx.clone());
     sampler.set(f, rx);
     assert!(n.status().term >= term_f);
@@ -606,6 +618,13 @@ fn restart_keeps_term_and_vote() {
         (n.status().leader == Some(next as u64 + 1)).then_some(())
     })
     .unwrap_or_else(|| panic!("restarted follower did not follow: {:?}", n.status()));
+    // Same leader, same term: the vote it cast in that term is still on disk.
+    assert_eq!(
+        persisted_term(&root, f),
+        (term_f, vote_f),
+        "term and vote kept across the crash: {:?}",
+        n.status()
+    );
     nodes[f] = Some(n);
 
     // Crash the leader: the others elect after the lease, the crashed one rejoins.
@@ -648,18 +667,8 @@ fn restart_keeps_term_and_vote() {
             s.term
         );
     }
-    let overlaps = sampler.overlaps();
-    assert!(
-        overlaps.is_empty(),
-        "two leaders at once: {:?}",
-        &overlaps[..overlaps.len().min(5)]
-    );
-    assert_one_leader_per_term(&ev_rx, &mut per_term);
+    finish(&sampler, &ev_rx, &mut per_term, nodes, &root);
     println!("leaders per term: {per_term:?}");
-    for n in nodes.into_iter().flatten() {
-        n.stop(true);
-    }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A leader whose runtime hangs (I/O loop stuck) still goes silent on time: the fence
@@ -711,17 +720,7 @@ fn hung_leader_goes_silent() {
         (sampler.leaders() == vec![next]).then_some(())
     })
     .unwrap_or_else(|| panic!("one leader after the thaw: {:?}", sampler.leaders()));
-    let overlaps = sampler.overlaps();
-    assert!(
-        overlaps.is_empty(),
-        "two leaders at once: {:?}",
-        &overlaps[..overlaps.len().min(5)]
-    );
-    assert_one_leader_per_term(&ev_rx, &mut per_term);
-    for n in nodes.into_iter().flatten() {
-        n.stop(true);
-    }
-    let _ = std::fs::remove_dir_all(&root);
+    finish(&sampler, &ev_rx, &mut per_term, nodes, &root);
 }
 
 /// Test 5: invalid configurations are refused by `start`, naming the field.

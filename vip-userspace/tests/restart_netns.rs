@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{metric, metrics, replies, Daemon, Prober, VIP};
+use common::{answered_probe, garps, lb_bed, metric, metrics, replies, Daemon, VIP};
 use testbed::{
-    addrs, has_xdp, make_dsr_backend, parse_mac, poll, require_root_and_bpf, tcp_request, Bed,
-    Capture, LongConn, TcpServer,
+    addrs, has_xdp, parse_mac, poll, require_root_and_bpf, tcp_request, Bed, Capture, LongConn,
+    TcpServer,
 };
 
 const BACKENDS: [&str; 2] = ["be1", "be2"];
@@ -33,37 +33,7 @@ impl Fixture {
     /// nat (backends on their own subnet behind the node).
     fn new(tag: &str, nat: bool) -> Fixture {
         require_root_and_bpf();
-        let mut hosts = vec![
-            ("client", "192.0.2.10/24".to_string()),
-            ("node", "192.0.2.11/24".to_string()),
-        ];
-        for (i, b) in BACKENDS.iter().enumerate() {
-            let net = if nat { "198.51.100" } else { "192.0.2" };
-            hosts.push((b, format!("{net}.{}/24", 21 + i)));
-        }
-        let hosts: Vec<(&str, &str)> = hosts.iter().map(|(r, a)| (*r, a.as_str())).collect();
-        let bed = Bed::new(&format!("vr{tag}"), &hosts);
-        if nat {
-            bed.host("node")
-                .ns
-                .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"]);
-        }
-        let mut tcp = Vec::new();
-        for b in BACKENDS {
-            let h = bed.host(b);
-            if nat {
-                h.ns.ip(&["route", "add", "default", "via", "198.51.100.1"]);
-                h.ns.sysctl("net.ipv4.conf.all.accept_redirects", "0");
-                h.ns.sysctl("net.ipv4.conf.eth0.accept_redirects", "0");
-            } else {
-                make_dsr_backend(h, VIP);
-            }
-            tcp.push(TcpServer::start(
-                &h.ns,
-                "0.0.0.0:8080".parse().unwrap(),
-                &format!("{b}\n"),
-            ));
-        }
+        let (bed, tcp) = lb_bed(&format!("vr{tag}"), &BACKENDS, nat);
         let pins = PathBuf::from(format!("/sys/fs/bpf/vip-test-restart-{tag}"));
         vip_userspace::dataplane::load::remove_pins(&pins);
         let (mode, port) = if nat { ("nat", 80) } else { ("dsr", 8080) };
@@ -152,17 +122,9 @@ fn longest_silence(cap: &Capture, from: Instant, to: Instant) -> Duration {
 
 /// Gratuitous ARPs for the VIP sent by the node after `from`.
 fn garps_after(cap: &Capture, node_mac: [u8; 6], from: Instant) -> usize {
-    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
-    cap.frames()
+    garps(cap)
         .into_iter()
-        .filter(|(t, f)| {
-            *t > from
-                && f.len() >= 42
-                && f[6..12] == node_mac
-                && f[20..22] == [0, 1]
-                && f[28..32] == vip.octets()
-                && f[38..42] == vip.octets()
-        })
+        .filter(|(t, mac)| *t > from && *mac == node_mac)
         .count()
 }
 
@@ -190,14 +152,7 @@ fn planned_restart_and_upgrade_are_hitless() {
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("connection through the VIP");
     let home = long.greeting.trim().to_string();
     assert_eq!(long.echo("before").unwrap(), "before");
-    let cap = Capture::start(client, 0x0806);
-    let prober = Prober::start_every(client, Duration::from_millis(5));
-    assert!(
-        poll(Duration::from_secs(3), || (!replies(&cap).is_empty())
-            .then_some(()))
-        .is_some(),
-        "VIP answered before the restart"
-    );
+    let (cap, prober) = answered_probe(client, Duration::from_millis(5));
     let arp_before = vip_arp_replies(&fx.bed);
 
     // 1. Planned restart: the daemon exits, the data plane stays.
@@ -316,14 +271,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("dsr connection through the VIP");
     assert_eq!(long.echo("before").unwrap(), "before");
 
-    let cap = Capture::start(client, 0x0806);
-    let _prober = Prober::start_every(client, Duration::from_millis(5));
-    assert!(
-        poll(Duration::from_secs(3), || (!replies(&cap).is_empty())
-            .then_some(()))
-        .is_some(),
-        "VIP answered before the kill"
-    );
+    let (cap, prober) = answered_probe(client, Duration::from_millis(5));
 
     let mut d = d;
     d.proc.signal(libc::SIGKILL);
@@ -344,6 +292,12 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
         (last.elapsed() > Duration::from_millis(300)).then_some(last)
     })
     .expect("ARP silent after the dead-man deadline");
+    // Silence, not a quiet client: the prober kept asking after the last answer.
+    let unanswered = prober.sent_after(last);
+    assert!(
+        unanswered >= 20,
+        "asked only {unanswered} times after the last answer"
+    );
     let silent_after = last.saturating_duration_since(killed);
     eprintln!(
         "SIGKILL: last ARP answer {silent_after:?} after the kill (dead_man_ms {DEAD_MAN_MS})"

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{http_get, parse_mac, poll, Bed, Capture, Host, Proc};
+use testbed::{http_get, make_dsr_backend, parse_mac, poll, Bed, Capture, Host, Proc, TcpServer};
 use vip_userspace::net::garp::GarpSocket;
 
 pub const METRICS: &str = "127.0.0.1:9472";
@@ -94,8 +94,53 @@ impl Daemon {
     }
 }
 
+/// A load-balancer bed `prefix`: client 192.0.2.10, node 192.0.2.11 and `backends`, each
+/// with a TCP server on :8080 greeting with its name and a newline. dsr (`nat` false):
+/// backends on the client's segment (192.0.2.21..) with the VIP on their lo, not answering
+/// ARP for it; nat: backends on their own subnet (198.51.100.21..) behind the node
+/// (198.51.100.1, their gateway), one arm.
+pub fn lb_bed(prefix: &str, backends: &[&str], nat: bool) -> (Bed, Vec<TcpServer>) {
+    let net = if nat { "198.51.100" } else { "192.0.2" };
+    let mut hosts = vec![
+        ("client", "192.0.2.10/24".to_string()),
+        ("node", "192.0.2.11/24".to_string()),
+    ];
+    for (i, b) in backends.iter().enumerate() {
+        hosts.push((b, format!("{net}.{}/24", 21 + i)));
+    }
+    let hosts: Vec<(&str, &str)> = hosts.iter().map(|(r, a)| (*r, a.as_str())).collect();
+    let bed = Bed::new(prefix, &hosts);
+    if nat {
+        bed.host("node")
+            .ns
+            .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"]);
+    }
+    let mut tcp = Vec::new();
+    for b in backends {
+        let h = bed.host(b);
+        if nat {
+            h.ns.ip(&["route", "add", "default", "via", "198.51.100.1"]);
+            h.ns.sysctl("net.ipv4.conf.all.accept_redirects", "0");
+            h.ns.sysctl("net.ipv4.conf.eth0.accept_redirects", "0");
+        } else {
+            make_dsr_backend(h, VIP);
+        }
+        tcp.push(TcpServer::start(
+            &h.ns,
+            "0.0.0.0:8080".parse().unwrap(),
+            &format!("{b}\n"),
+        ));
+    }
+    (bed, tcp)
+}
+
 pub fn metrics(bed: &Bed) -> String {
-    let (code, body) = http_get(&bed.host("node").ns, METRICS.parse().unwrap(), "/metrics")
+    metrics_of(bed, "node")
+}
+
+/// The metrics of the daemon on host `role`.
+pub fn metrics_of(bed: &Bed, role: &str) -> String {
+    let (code, body) = http_get(&bed.host(role).ns, METRICS.parse().unwrap(), "/metrics")
         .expect("metrics reachable");
     assert_eq!(code, 200);
     body
@@ -131,10 +176,7 @@ impl Prober {
         let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sent2 = sent.clone();
         let thread = client.ns.spawn(move || {
-            let c = std::ffi::CString::new("eth0").unwrap();
-            // SAFETY: valid C string.
-            let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-            let sock = GarpSocket::open(idx).unwrap();
+            let sock = eth0_socket();
             let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
             let mut f = vip_userspace::net::garp::frame(mac, vip);
             f[28..32].copy_from_slice(&src.octets()); // a request from the client
@@ -165,6 +207,36 @@ impl Drop for Prober {
             let _ = t.join();
         }
     }
+}
+
+/// A raw ARP socket on eth0 of the namespace the calling thread is in.
+fn eth0_socket() -> GarpSocket {
+    let c = std::ffi::CString::new("eth0").unwrap();
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    GarpSocket::open(idx).unwrap()
+}
+
+/// `host` claims `ip` as its own: one gratuitous ARP from its eth0, with its MAC.
+pub fn claim(host: &Host, ip: std::net::Ipv4Addr) {
+    let mac = parse_mac(&host.mac);
+    host.ns.run(move || {
+        eth0_socket()
+            .send(&vip_userspace::net::garp::frame(mac, ip))
+            .unwrap();
+    });
+}
+
+/// A capture of ARP at the client and a prober asking for the VIP every `interval`, once
+/// the VIP is answered.
+pub fn answered_probe(client: &Host, interval: Duration) -> (Capture, Prober) {
+    let cap = Capture::start(client, 0x0806);
+    let probe = Prober::start_every(client, interval);
+    poll(Duration::from_secs(3), || {
+        (!replies(&cap).is_empty()).then_some(())
+    })
+    .expect("the VIP is answered before the fault");
+    (cap, probe)
 }
 
 /// (arrival, sender MAC) of every ARP reply for the VIP seen by the client.
