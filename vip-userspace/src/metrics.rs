@@ -51,6 +51,8 @@ pub struct State {
     pub garp_sent: Counter,
     pub garp_errors: Counter,
     pub uplink_present: prometheus_client::metrics::gauge::Gauge,
+    /// 1 while the kernel settings the fence depends on are applied (or none are needed).
+    pub fence_ready: prometheus_client::metrics::gauge::Gauge,
     pub dataplane_restarts: Counter,
     pub reconcile_errors: Counter,
     pub reloads: Counter,
@@ -554,6 +556,11 @@ pub fn registry(state: Arc<State>) -> Registry {
             "vip_uplink_present",
             "1 while the configured uplink exists and the data plane is up on it",
             &state.uplink_present,
+        ),
+        (
+            "vip_fence_ready",
+            "1 while the kernel settings the fence depends on (arp_ignore on the uplink) are applied or not needed; 0: this node claims no VIP",
+            &state.fence_ready,
         ),
         (
             "vip_leader",

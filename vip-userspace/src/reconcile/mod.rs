@@ -270,7 +270,7 @@ impl Reconciler {
     }
 
     /// Planned restart: leave everything in place for the next daemon (map entries,
-    /// services, bindings, neighbour entries, sysctls) and push the dead-man deadline to
+    /// services, bindings, neighbour entries, interface settings) and push the dead-man deadline to
     /// cover the gap, so ARP keeps being answered while no daemon runs. Only the pending
     /// gratuitous ARPs stop.
     pub fn hand_over(&mut self, dead_man: std::time::Duration, grace: std::time::Duration) {

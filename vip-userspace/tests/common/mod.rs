@@ -31,14 +31,32 @@ impl Daemon {
 
     /// The daemon on host `role` of the bed.
     pub fn start_in(bed: &Bed, role: &str, args: &[&str]) -> Daemon {
+        Self::fresh_log(bed, role);
+        Self::start_with_env(bed, role, args, &[])
+    }
+
+    /// Empty the log of host `role`'s daemon (the launchers append to it).
+    pub fn fresh_log(bed: &Bed, role: &str) {
         let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
         File::create(&log).unwrap();
-        Self::start_with_env(bed, role, args, &[])
     }
 
     /// The daemon on host `role` with extra environment variables; its log is appended to
     /// (a restarted daemon's log follows its predecessor's).
     pub fn start_with_env(bed: &Bed, role: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut d = Self::spawn_with(bed, role, args, env, |_| {});
+        d.wait_ready(bed, role);
+        d
+    }
+
+    /// The daemon on host `role`, `configure` applied to its command, not waited for.
+    pub fn spawn_with(
+        bed: &Bed,
+        role: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Daemon {
         let node = bed.host(role);
         let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
         let f = std::fs::OpenOptions::new()
@@ -53,22 +71,31 @@ impl Daemon {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(f));
-        let mut d = Daemon {
+        configure(&mut cmd);
+        Daemon {
             proc: Proc::spawn(cmd),
             log,
-        };
+        }
+    }
+
+    /// Until `/readyz` answers 200 (10 s at most); panics with the log if it exits first.
+    pub fn wait_ready(&mut self, bed: &Bed, role: &str) {
+        let node = bed.host(role);
         let metrics: SocketAddr = METRICS.parse().unwrap();
         let ready = poll(Duration::from_secs(10), || {
-            if let Ok(Some(st)) = d.proc.child.try_wait() {
-                panic!("daemon exited early ({st}):\n{}", d.logs());
+            if let Ok(Some(st)) = self.proc.child.try_wait() {
+                panic!("daemon exited early ({st}):\n{}", self.logs());
             }
             match http_get(&node.ns, metrics, "/readyz") {
                 Ok((200, _)) => Some(()),
                 _ => None,
             }
         });
-        assert!(ready.is_some(), "daemon not ready in 10 s:\n{}", d.logs());
-        d
+        assert!(
+            ready.is_some(),
+            "daemon not ready in 10 s:\n{}",
+            self.logs()
+        );
     }
 
     pub fn pid(&self) -> i32 {
