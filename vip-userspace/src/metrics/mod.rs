@@ -800,6 +800,9 @@ fn services(
 }
 
 #[cfg(test)]
+mod dashboard_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
