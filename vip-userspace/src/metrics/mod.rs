@@ -221,6 +221,7 @@ struct MapsScrape {
     per_vip: Vec<(Ipv4Addr, vip_common::VipStats)>,
     /// From the pin directory, when it is known and readable.
     services: Option<Vec<crate::dataplane::inspect::ServiceView>>,
+    /// Likewise, and only looked for when the services were read.
     backends: Option<Vec<crate::dataplane::inspect::BackendView>>,
 }
 
