@@ -47,6 +47,12 @@ pub struct State {
     /// Foreign claims on owned VIPs, each batch the reconciler re-announced for (so at the
     /// conflict back-off's pace); the Kubernetes source turns them into Events.
     pub conflicts: tokio::sync::watch::Sender<Vec<(Ipv4Addr, [u8; 6])>>,
+    /// Services the data plane could not take (each failed alone), with why: the
+    /// Kubernetes source records Events for them.
+    pub unplaced:
+        tokio::sync::watch::Sender<std::collections::BTreeMap<crate::reconcile::Unplaced, String>>,
+    pub service_failures: Counter,
+    pub services_unplaced: prometheus_client::metrics::gauge::Gauge,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
@@ -584,6 +590,11 @@ fn registered(state: &State) -> Registry {
             &state.garp_errors,
         ),
         (
+            "vip_service_failures",
+            "Times a service could not be applied (a map or limit full); each fails alone",
+            &state.service_failures,
+        ),
+        (
             "vip_dataplane_restarts",
             "Times the data plane was rebuilt after the uplink vanished or was replaced",
             &state.dataplane_restarts,
@@ -617,6 +628,11 @@ fn registered(state: &State) -> Registry {
             "vip_uplink_present",
             "1 while the configured uplink exists and the data plane is up on it",
             &state.uplink_present,
+        ),
+        (
+            "vip_services_unplaced",
+            "Services the data plane does not serve as configured right now (see the log and Events)",
+            &state.services_unplaced,
         ),
         (
             "vip_fence_ready",
