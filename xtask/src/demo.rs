@@ -16,7 +16,7 @@ use testbed::{
     Proc, TcpServer,
 };
 
-use crate::{ebpf, util};
+use crate::{ebpf, setup, util};
 
 const PREFIX: &str = "vipdemo";
 const VIP: &str = "192.0.2.100";
@@ -32,7 +32,8 @@ fn say(s: &str) {
 fn cleanup() {
     let pid = DAEMON_PID.swap(0, Ordering::SeqCst);
     if pid != 0 {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
+        // SAFETY: kill(2) on the daemon this demo started and has not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
     testbed::cleanup_prefix(&format!("{PREFIX}-"));
     let _ = std::fs::remove_dir_all(PIN_DIR);
@@ -48,6 +49,7 @@ pub fn run() -> Result<()> {
         std::process::exit(130);
     })
     .context("installing the Ctrl-C handler")?;
+    setup::run()?;
     say("building the eBPF object and the vip binary");
     ebpf::build(true)?;
     util::cargo(&["build", "--quiet", "-p", "vip-userspace", "--bin", "vip"])?;
@@ -146,7 +148,7 @@ fn demo(vip: &Path) -> Result<()> {
             }
         }
         say("SIGTERM: vip releases the VIP and cleans up");
-        daemon.signal(libc_sigterm());
+        daemon.signal(libc::SIGTERM);
         let st = daemon
             .wait_timeout(Duration::from_secs(10))
             .context("vip did not exit on SIGTERM")?;
@@ -158,10 +160,6 @@ fn demo(vip: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn libc_sigterm() -> i32 {
-    15
 }
 
 fn start(bed: &Bed, vip: &Path, cfg: &PathBuf, log: &PathBuf) -> Result<Proc> {
@@ -267,7 +265,7 @@ fn demo_lb(vip: &Path) -> Result<()> {
     print!("{}", status(vip)?);
     say("remove 192.0.2.23 from the file, SIGHUP: new connections avoid it");
     write(&["192.0.2.21", "192.0.2.22"])?;
-    daemon.signal(1);
+    daemon.signal(libc::SIGHUP);
     let reloaded = poll(Duration::from_secs(10), || {
         metric(&bed, "vip_config_reloads_total").filter(|n| *n >= 1)
     });
@@ -279,7 +277,7 @@ fn demo_lb(vip: &Path) -> Result<()> {
     for (who, n) in count(60)? {
         println!("  {n:>3} x {who}");
     }
-    daemon.signal(libc_sigterm());
+    daemon.signal(libc::SIGTERM);
     daemon
         .wait_timeout(Duration::from_secs(10))
         .context("vip did not exit on SIGTERM")?;
