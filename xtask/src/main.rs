@@ -30,7 +30,8 @@ enum Cmd {
     },
     /// Setup, build-ebpf, fmt, clippy, unit tests, kernel tests. What CI runs.
     Test,
-    /// Show vip on a namespace bed: XDP answering ARP, then the kernel fallback.
+    /// Show vip on a namespace bed: XDP answering ARP, the kernel fallback, load balancing,
+    /// then three Raft nodes with the owner SIGKILLed (longest gap, one owner at a time).
     Demo,
     /// Measure vip against its baselines and print one table (root). Without --quick the
     /// table is recorded in BENCHMARKS.md.
