@@ -223,3 +223,15 @@ fn bpf_linker() -> Result<()> {
     .context("building bpf-linker failed (no network to crates.io, or LLVM mismatch)")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_dpkg_query_tells_missing_packages_apart() {
+        // dpkg is on every Debian system; dpkg-query complains about the other and goes on.
+        assert_eq!(
+            super::missing_packages(&["dpkg", "vip-no-such-package"]).unwrap(),
+            vec!["vip-no-such-package"]
+        );
+    }
+}
