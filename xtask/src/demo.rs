@@ -461,7 +461,7 @@ fn demo_raft(vip: &Path) -> Result<()> {
         ));
     }
     events.sort_by_key(|e| e.0);
-    println!("  seconds since the client's first request:");
+    println!("  seconds since the client started asking:");
     for (at, what) in &events {
         println!("    {:6.3} s  {what}", t(*at));
     }
