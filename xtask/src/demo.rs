@@ -425,6 +425,9 @@ fn demo_raft(vip: &Path) -> Result<()> {
         (r.len() >= 100 && r.iter().all(|x| node_of(x.1) == Some(leader))).then_some(())
     })
     .with_context(|| format!("the elected owner does not answer steadily\n{}", logs()))?;
+    // Requests the owner's XDP left unanswered while its lease had lapsed for a moment (a
+    // heartbeat acknowledged late), before the crash.
+    let lapsed = metric_of(&bed, NODES[leader], "vip_arp_deadman_drops_total");
     let killed_at = Instant::now();
     let killed = &mut daemons[leader];
     let _ = killed.child.kill();
@@ -513,6 +516,17 @@ fn demo_raft(vip: &Path) -> Result<()> {
             ms(gap),
             t(gap_end),
             ms(failover_gap)
+        );
+        let why = match lapsed {
+            Some(0) => "no request: frames ran late (a loaded machine)".to_string(),
+            Some(n) => {
+                format!("{n} requests: its lease lapsed for a moment (a late heartbeat ack)")
+            }
+            None => "? requests (no metrics)".to_string(),
+        };
+        println!(
+            "  before the kill {}'s dead-man dropped {why}",
+            NODES[leader]
         );
     }
     // One owner answers each request once: more replies than requests would be two owners.
