@@ -23,6 +23,8 @@ pub enum Command {
     /// Print deployment manifests: daemonset, pod (static), rbac or podmonitor (Prometheus
     /// Operator).
     Manifest(ManifestArgs),
+    /// Print a fresh random key for `election.raft.key_file` (32 bytes, base64).
+    RaftKey,
     /// Print VIPs, services, backends and counters from the pinned maps, and the BGP
     /// sessions (peers, state, announced prefixes) from the running daemon.
     Status {

@@ -161,6 +161,13 @@ pub struct RaftFile {
     pub election_timeout_min_ms: Option<u64>,
     pub election_timeout_max_ms: Option<u64>,
     pub lease_ms: Option<u64>,
+    /// The shared key every datagram is authenticated with: base64 decoding to ≥ 32 bytes
+    /// (a Kubernetes Secret mounted as a file works as is).
+    pub key_file: Option<PathBuf>,
+    /// A second key also accepted, for rotation (see README, key rotation).
+    pub previous_key_file: Option<PathBuf>,
+    /// Run without a key (unauthenticated datagrams): must be said explicitly.
+    pub insecure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -676,6 +683,7 @@ fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig
     let id = f.id.ok_or_else(|| {
         ConfigError::new("election.raft.id", "required (this node's key in peers)")
     })?;
+    let auth = resolve_raft_auth(&f)?;
     let raw = f.peers.unwrap_or_default();
     let mut peers = std::collections::BTreeMap::new();
     for (k, v) in &raw {
@@ -712,6 +720,7 @@ fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig
             peers,
             f.state_dir
                 .unwrap_or_else(|| PathBuf::from(paths::DEFAULT_RAFT_STATE_DIR)),
+            auth,
         )
     };
     cfg.validate().map_err(|e| match e {
@@ -719,6 +728,47 @@ fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig
         other => ConfigError::new("election.raft", other.to_string()),
     })?;
     Ok(cfg)
+}
+
+/// `key_file` (+ `previous_key_file`), or an explicit `insecure: true`; never neither.
+fn resolve_raft_auth(f: &RaftFile) -> Result<crate::election::raft::RaftAuth, ConfigError> {
+    use crate::election::raft::{RaftAuth, RaftKey};
+    let load = |field: &str, path: &Path| {
+        RaftKey::from_file(path).map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            ConfigError::new(field, format!("{e}{cause}"))
+        })
+    };
+    match (&f.key_file, f.insecure.unwrap_or(false)) {
+        (Some(_), true) => Err(ConfigError::new(
+            "election.raft.insecure",
+            "true together with key_file: choose one",
+        )),
+        (None, true) => {
+            if f.previous_key_file.is_some() {
+                return Err(ConfigError::new(
+                    "election.raft.previous_key_file",
+                    "given without key_file",
+                ));
+            }
+            Ok(RaftAuth::Insecure)
+        }
+        (None, false) => Err(ConfigError::new(
+            "election.raft.key_file",
+            "required: a file with the cluster's shared key (base64 of at least 32 random bytes: `vip raft-key > FILE`), \
+             or `insecure: true` to run unauthenticated on a network nobody else can send to",
+        )),
+        (Some(path), false) => Ok(RaftAuth::Keys {
+            primary: load("election.raft.key_file", path)?,
+            previous: f
+                .previous_key_file
+                .as_deref()
+                .map(|p| load("election.raft.previous_key_file", p))
+                .transpose()?,
+        }),
+    }
 }
 
 fn resolve_services(
@@ -1031,7 +1081,8 @@ mod tests {
 
     #[test]
     fn raft_election_config() {
-        let base = "interface: eth0\nvips: [192.0.2.1]\nelection:\n  mode: raft\n  raft:\n";
+        let base =
+            "interface: eth0\nvips: [192.0.2.1]\nelection:\n  mode: raft\n  raft:\n    insecure: true\n";
         let peers =
             "    peers: {1: \"10.0.0.1:7946\", 2: \"10.0.0.2:7946\", 3: \"10.0.0.3:7946\"}\n";
         let c = resolve(
@@ -1093,6 +1144,75 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "election.raft");
+    }
+
+    #[test]
+    fn raft_keys_are_required_and_checked() {
+        use crate::election::raft::{RaftAuth, RaftKey};
+        let d = std::env::temp_dir().join(format!("vip-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let (good, old, short) = (d.join("good"), d.join("old"), d.join("short"));
+        std::fs::write(&good, RaftKey::generate().unwrap()).unwrap();
+        std::fs::write(&old, RaftKey::generate().unwrap()).unwrap();
+        std::fs::write(&short, "c2hvcnQ=\n").unwrap();
+        let base = "interface: eth0\nvips: [192.0.2.1]\nelection:\n  raft:\n    id: 1\n    peers: {1: \"10.0.0.1:7946\", 2: \"10.0.0.2:7946\"}\n";
+        let raft = |extra: &str| {
+            resolve(file(&format!("{base}{extra}")), Overrides::default()).map(|c| {
+                match c.election {
+                    Election::Raft(r) => r.auth,
+                    other => panic!("{other:?}"),
+                }
+            })
+        };
+        let p = |f: &Path| f.display().to_string();
+        let RaftAuth::Keys { primary, previous } = raft(&format!(
+            "    key_file: {}\n    previous_key_file: {}\n",
+            p(&good),
+            p(&old)
+        ))
+        .unwrap() else {
+            panic!("keyed")
+        };
+        assert_eq!(primary, RaftKey::from_file(&good).unwrap());
+        assert_eq!(previous, Some(RaftKey::from_file(&old).unwrap()));
+        assert_eq!(raft("    insecure: true\n").unwrap(), RaftAuth::Insecure);
+        for (extra, field, says) in [
+            (String::new(), "election.raft.key_file", "insecure: true"),
+            (
+                format!("    key_file: {}\n", p(&short)),
+                "election.raft.key_file",
+                "5-byte",
+            ),
+            (
+                format!("    key_file: {}\n", p(&d.join("nope"))),
+                "election.raft.key_file",
+                "No such file",
+            ),
+            (
+                format!(
+                    "    key_file: {}\n    previous_key_file: {}\n",
+                    p(&good),
+                    p(&short)
+                ),
+                "election.raft.previous_key_file",
+                "at least 32",
+            ),
+            (
+                format!("    key_file: {}\n    insecure: true\n", p(&good)),
+                "election.raft.insecure",
+                "choose one",
+            ),
+            (
+                format!("    insecure: true\n    previous_key_file: {}\n", p(&old)),
+                "election.raft.previous_key_file",
+                "without key_file",
+            ),
+        ] {
+            let e = raft(&extra).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

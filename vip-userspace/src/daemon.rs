@@ -933,6 +933,8 @@ async fn reload_config(
         ("maglev_size", new.maglev_size != cfg.maglev_size),
         ("max_services", new.max_services != cfg.max_services),
         ("hash_seed", new.hash_seed != cfg.hash_seed),
+        // Includes the Raft keys (re-read from their files): rotation is a restart.
+        ("election", new.election != cfg.election),
     ];
     for (field, changed) in fixed {
         if changed {

@@ -19,6 +19,16 @@ fn main() -> ExitCode {
             pin_dir,
             metrics_addr,
         } => status(&pin_dir, metrics_addr),
+        Command::RaftKey => match vip_userspace::election::raft::RaftKey::generate() {
+            Ok(k) => {
+                print!("{k}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vip: no randomness for a key: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Manifest(m) => match vip_userspace::manifest::render(&m.kind, &m.options()) {
             Ok(y) => {
                 print!("{y}");

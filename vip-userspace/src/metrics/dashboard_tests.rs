@@ -45,6 +45,11 @@ fn every_family() -> Scrape {
             fenced_leader: true,
             millis_since_quorum_ack: Some(20),
             reachable: vec![2, 3],
+            authenticated: true,
+            rejected: crate::election::raft::Reject::ALL
+                .iter()
+                .map(|r| (*r, 1))
+                .collect(),
         }),
         bgp: vec![crate::bgp::PeerStatus {
             address: "10.0.0.1".parse().unwrap(),

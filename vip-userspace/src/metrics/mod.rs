@@ -183,6 +183,24 @@ fn raft_metrics(
         r.millis_since_quorum_ack
             .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)),
     )?;
+    plain(
+        enc,
+        "vip_raft_authenticated",
+        "1 when election datagrams are authenticated with a key, 0 with insecure: true",
+        r.authenticated as i64,
+    )?;
+    let rejected: Vec<(String, u64)> = r
+        .rejected
+        .iter()
+        .map(|(reason, n)| (reason.as_str().to_string(), *n))
+        .collect();
+    counters(
+        enc,
+        "vip_raft_rejected",
+        "Election datagrams dropped, by reason (malformed, wrong_source, misdirected, unknown_key, bad_mac, replay, stale)",
+        "reason",
+        &rejected,
+    )?;
     let roles: Vec<(String, i64)> = [
         RaftRole::Follower,
         RaftRole::PreCandidate,

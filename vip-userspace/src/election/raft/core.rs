@@ -77,14 +77,6 @@ pub enum Msg {
     },
 }
 
-/// A message on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    pub from: u64,
-    pub to: u64,
-    pub msg: Msg,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Role {
     Follower,

@@ -22,13 +22,19 @@
 //! shutdown. There is no log: any member may win.
 //!
 //! # Transport
-//! JSON datagrams over UDP (`serde_json`, already a dependency; messages are < 100 bytes).
+//! UDP datagrams: a binary header, the message as JSON (`serde_json`, already a dependency;
+//! messages are < 100 bytes) and an HMAC-SHA-256 tag (`auth.rs`: frame, keys, and the
+//! replay protection that holds across restarts of either side).
 //! UDP because every message is idempotent and superseded by the next one: no connections
 //! to re-establish after a partition heals, no head-of-line blocking or retransmission
 //! back-off delaying a heartbeat. Every request has a timeout: an acknowledgement counts only
 //! if its heartbeat was sent less than `lease` ago, votes only for the current round, which
 //! the next election timeout ends. Sends never block (`try_send_to`); a peer that is down
-//! just never answers. No authentication yet: anyone who can reach the port can vote.
+//! just never answers. A datagram that fails authentication is dropped before the state
+//! machine sees it, counted by reason and logged at most once per reason every 10 s.
+//!
+//! HMAC with ring (0.17, already compiled in for rustls): no new crypto crate in the
+//! binary, and `ring::hmac::verify` compares tags in constant time.
 //!
 //! # The fence
 //! The node is leader for VIP purposes only while `now < lease_until`, where `lease_until` is
@@ -44,6 +50,7 @@
 //!   heard from it; `validate` requires `lease + 10 ms < election_timeout.0`, so the two
 //!   never overlap. Whoever consumes `leader()` (the data plane) must act within the rest of
 //!   that margin.
+pub mod auth;
 mod core;
 mod store;
 
@@ -52,7 +59,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -60,10 +67,14 @@ use std::{
 
 use tokio::{net::UdpSocket, sync::watch};
 
-pub use self::core::{Envelope, HardState, Msg, Role as RaftRole};
 use self::{
+    auth::{Opened, Session},
     core::{Core, Timing},
     store::Store,
+};
+pub use self::{
+    auth::{RaftAuth, RaftKey, Reject},
+    core::{HardState, Msg, Role as RaftRole},
 };
 
 /// How often (at most) the watchdog re-evaluates the fence.
@@ -111,6 +122,8 @@ pub struct RaftConfig {
     pub election_timeout: (Duration, Duration),
     /// How long after its last quorum acknowledgement a leader still acts as leader.
     pub lease: Duration,
+    /// The shared key(s), or `insecure`.
+    pub auth: RaftAuth,
 }
 
 impl RaftConfig {
@@ -120,6 +133,7 @@ impl RaftConfig {
         listen: SocketAddr,
         peers: BTreeMap<u64, SocketAddr>,
         state_dir: PathBuf,
+        auth: RaftAuth,
     ) -> RaftConfig {
         RaftConfig {
             id,
@@ -129,6 +143,7 @@ impl RaftConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             election_timeout: DEFAULT_ELECTION_TIMEOUT,
             lease: DEFAULT_LEASE,
+            auth,
         }
     }
 
@@ -225,6 +240,27 @@ pub struct RaftStatus {
     pub millis_since_quorum_ack: Option<u64>,
     /// Other members heard from within the maximum election timeout.
     pub reachable: Vec<u64>,
+    /// False with `insecure: true`.
+    pub authenticated: bool,
+    /// Datagrams dropped since start, per reason (every reason, in `Reject::ALL` order).
+    pub rejected: Vec<(Reject, u64)>,
+}
+
+/// Dropped datagrams per reason, shared by the I/O loop and the status readers.
+#[derive(Debug, Default)]
+struct Rejected([AtomicU64; Reject::ALL.len()]);
+
+impl Rejected {
+    fn count(&self, r: Reject) {
+        self.0[r.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn rows(&self) -> Vec<(Reject, u64)> {
+        Reject::ALL
+            .iter()
+            .map(|r| (*r, self.0[r.index()].load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// The published leadership and the lease behind it, shared by the I/O loop and the
@@ -319,7 +355,9 @@ struct Snapshot {
 #[derive(Clone)]
 pub struct StatusSource {
     id: u64,
+    authenticated: bool,
     snapshot: Arc<Mutex<Snapshot>>,
+    rejected: Arc<Rejected>,
     rx: watch::Receiver<bool>,
 }
 
@@ -327,6 +365,7 @@ impl StatusSource {
     pub fn get(&self) -> RaftStatus {
         let s = self.snapshot.lock().map(|s| s.clone()).ok();
         let fenced_leader = *self.rx.borrow();
+        let (authenticated, rejected) = (self.authenticated, self.rejected.rows());
         match s {
             Some(s) => RaftStatus {
                 id: self.id,
@@ -336,6 +375,8 @@ impl StatusSource {
                 fenced_leader,
                 millis_since_quorum_ack: s.quorum_ack.map(|t| t.elapsed().as_millis() as u64),
                 reachable: s.reachable,
+                authenticated,
+                rejected,
             },
             None => RaftStatus {
                 id: self.id,
@@ -345,6 +386,8 @@ impl StatusSource {
                 fenced_leader,
                 millis_since_quorum_ack: None,
                 reachable: Vec::new(),
+                authenticated,
+                rejected,
             },
         }
     }
@@ -360,6 +403,8 @@ impl std::fmt::Debug for StatusSource {
 
 pub struct RaftElector {
     id: u64,
+    authenticated: bool,
+    rejected: Arc<Rejected>,
     heartbeat: Duration,
     fence: Arc<Fence>,
     rx: watch::Receiver<bool>,
@@ -375,14 +420,22 @@ impl RaftElector {
     /// follower that won't vote or campaign for a minimum election timeout.
     pub async fn start(cfg: RaftConfig) -> Result<RaftElector, RaftError> {
         cfg.validate()?;
-        let (store, hs) = {
+        let (store, hs, epoch) = {
             let (dir, id) = (cfg.state_dir.clone(), cfg.id);
-            tokio::task::spawn_blocking(move || Store::open(&dir, id))
-                .await
-                .map_err(|e| RaftError::State {
-                    path: cfg.state_dir.clone(),
-                    source: std::io::Error::other(e),
-                })??
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // A new epoch, durable before any datagram of this start leaves (auth.rs).
+            tokio::task::spawn_blocking(move || {
+                let (mut store, hs) = Store::open(&dir, id)?;
+                let epoch = store.begin_epoch(&hs, unix)?;
+                Ok::<_, RaftError>((store, hs, epoch))
+            })
+            .await
+            .map_err(|e| RaftError::State {
+                path: cfg.state_dir.clone(),
+                source: std::io::Error::other(e),
+            })??
         };
         let socket = UdpSocket::bind(cfg.listen)
             .await
@@ -394,7 +447,17 @@ impl RaftElector {
             tracing::warn!(id = cfg.id, lease = ?cfg.lease, heartbeat = ?cfg.heartbeat,
                 "raft: the lease covers fewer than 3 heartbeats: a couple of lost datagrams will make the leader go silent");
         }
-        tracing::info!(id = cfg.id, listen = %cfg.listen, term = hs.term, voted_for = ?hs.voted_for, state = %store.path().display(), "raft: starting");
+        match &cfg.auth {
+            RaftAuth::Keys { primary, previous } => {
+                tracing::info!(id = cfg.id, key = %primary.id_hex(), previous = ?previous.as_ref().map(|k| k.id_hex()), "raft: datagrams authenticated (HMAC-SHA-256)")
+            }
+            RaftAuth::Insecure => tracing::warn!(
+                id = cfg.id,
+                "raft: insecure: true, datagrams are NOT authenticated: anyone who can reach {} can depose the leader or make two owners",
+                cfg.listen
+            ),
+        }
+        tracing::info!(id = cfg.id, listen = %cfg.listen, term = hs.term, voted_for = ?hs.voted_for, epoch, state = %store.path().display(), "raft: starting");
         let members: BTreeSet<u64> = cfg.peers.keys().copied().collect();
         let core = Core::new(cfg.id, &members, cfg.timing(), hs, Instant::now());
         let (tx, rx) = watch::channel(false);
@@ -430,9 +493,15 @@ impl RaftElector {
                 })?
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let rejected = Arc::new(Rejected::default());
+        let authenticated = cfg.auth != RaftAuth::Insecure;
         let io = IoLoop {
             id: cfg.id,
             core,
+            session: Session::new(cfg.id, epoch, cfg.auth.clone(), &cfg.peers),
+            rejected: rejected.clone(),
+            reject_log: Default::default(),
+            heartbeat: cfg.heartbeat,
             socket,
             peers: cfg.peers.clone(),
             store,
@@ -443,6 +512,8 @@ impl RaftElector {
         let task = tokio::spawn(io.run(stop_rx));
         Ok(RaftElector {
             id: cfg.id,
+            authenticated,
+            rejected,
             heartbeat: cfg.heartbeat,
             fence,
             rx,
@@ -482,7 +553,9 @@ impl RaftElector {
     pub fn status_source(&self) -> StatusSource {
         StatusSource {
             id: self.id,
+            authenticated: self.authenticated,
             snapshot: self.snapshot.clone(),
+            rejected: self.rejected.clone(),
             rx: self.rx.clone(),
         }
     }
@@ -523,9 +596,33 @@ impl Drop for RaftElector {
     }
 }
 
+/// A rejected datagram is logged at most once per reason in this period.
+const REJECT_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// Per reason: when it was last logged, and how many went unlogged since.
+#[derive(Default)]
+struct RejectLog([(Option<Instant>, u64); Reject::ALL.len()]);
+
+impl RejectLog {
+    /// How many were suppressed before this one, if this one is to be logged.
+    fn due(&mut self, r: Reject, now: Instant) -> Option<u64> {
+        let (last, suppressed) = &mut self.0[r.index()];
+        if last.is_some_and(|t| now.saturating_duration_since(t) < REJECT_LOG_PERIOD) {
+            *suppressed += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(suppressed))
+    }
+}
+
 struct IoLoop {
     id: u64,
     core: Core,
+    session: Session,
+    rejected: Arc<Rejected>,
+    reject_log: RejectLog,
+    heartbeat: Duration,
     socket: UdpSocket,
     peers: BTreeMap<u64, SocketAddr>,
     store: Store,
@@ -537,6 +634,8 @@ struct IoLoop {
 impl IoLoop {
     async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut buf = vec![0u8; 2048];
+        // Hellos carry no Raft state (nothing to persist first): members learn our epoch.
+        let mut hello_at = tokio::time::Instant::now();
         loop {
             let deadline = tokio::time::Instant::from_std(self.core.next_deadline());
             tokio::select! {
@@ -548,6 +647,12 @@ impl IoLoop {
                     Err(e) => tracing::trace!(id = self.id, error = %e, "raft: recv"),
                 },
                 _ = tokio::time::sleep_until(deadline) => self.core.tick(Instant::now()),
+                _ = tokio::time::sleep_until(hello_at) => {
+                    hello_at += self.heartbeat;
+                    for (to, bytes) in self.session.hellos(Instant::now()) {
+                        self.send_bytes(to, &bytes);
+                    }
+                }
             }
             self.flush().await;
         }
@@ -563,12 +668,22 @@ impl IoLoop {
     }
 
     fn receive(&mut self, data: &[u8], src: SocketAddr) {
-        match serde_json::from_slice::<Envelope>(data) {
-            Ok(env) if env.to == self.id => self.core.step(Instant::now(), env.from, env.msg),
-            Ok(env) => {
-                tracing::debug!(id = self.id, to = env.to, %src, "raft: datagram for another node")
+        match self.session.open(src, data) {
+            Ok(Opened::Msg { from, msg }) => self.core.step(Instant::now(), from, msg),
+            Ok(Opened::Hello { from }) => tracing::trace!(id = self.id, from, "raft: hello"),
+            Err(r) => {
+                self.rejected.count(r);
+                if let Some(suppressed) = self.reject_log.due(r, Instant::now()) {
+                    let reason = r.as_str();
+                    // After a member restarts a few of its peers' datagrams are stale until
+                    // they hear its hello: expected, so not a warning.
+                    if r == Reject::Stale {
+                        tracing::info!(id = self.id, %src, reason, suppressed, "raft: datagram rejected");
+                    } else {
+                        tracing::warn!(id = self.id, %src, reason, suppressed, "raft: datagram rejected (logged once per reason every 10 s; vip_raft_rejected_total counts all)");
+                    }
+                }
             }
-            Err(e) => tracing::debug!(id = self.id, %src, error = %e, "raft: undecodable datagram"),
         }
     }
 
@@ -618,23 +733,20 @@ impl IoLoop {
         self.fence.set(if durable { lease } else { None });
     }
 
-    fn send(&self, to: u64, msg: Msg) {
+    fn send(&mut self, to: u64, msg: Msg) {
+        match self.session.seal(to, Some(&msg)) {
+            Some(bytes) => self.send_bytes(to, &bytes),
+            None => tracing::warn!(id = self.id, to, "raft: cannot encode for a non-member"),
+        }
+    }
+
+    fn send_bytes(&self, to: u64, bytes: &[u8]) {
         let Some(addr) = self.peers.get(&to) else {
             return;
         };
-        let env = Envelope {
-            from: self.id,
-            to,
-            msg,
-        };
-        match serde_json::to_vec(&env) {
-            // Never wait for the socket: a datagram that can't go now is lost like any other.
-            Ok(bytes) => {
-                if let Err(e) = self.socket.try_send_to(&bytes, *addr) {
-                    tracing::trace!(id = self.id, to, error = %e, "raft: send");
-                }
-            }
-            Err(e) => tracing::warn!(id = self.id, error = %e, "raft: encode"),
+        // Never wait for the socket: a datagram that can't go now is lost like any other.
+        if let Err(e) = self.socket.try_send_to(bytes, *addr) {
+            tracing::trace!(id = self.id, to, error = %e, "raft: send");
         }
     }
 }
@@ -656,6 +768,7 @@ mod tests {
                 "127.0.0.1:17001".parse().unwrap(),
                 peers,
                 dir.to_path_buf(),
+                RaftAuth::keyed(RaftKey::from_bytes(&[1; 32])),
             )
         }
     }
@@ -677,7 +790,13 @@ mod tests {
     fn validation_names_the_field() {
         let d = tempdir("validate");
         assert!(cfg(&d).validate().is_ok());
-        let defaults = RaftConfig::new(1, cfg(&d).listen, cfg(&d).peers, d.clone());
+        let defaults = RaftConfig::new(
+            1,
+            cfg(&d).listen,
+            cfg(&d).peers,
+            d.clone(),
+            RaftAuth::Insecure,
+        );
         assert!(defaults.validate().is_ok(), "defaults must validate");
         assert_eq!(
             field(&RaftConfig {
@@ -818,6 +937,19 @@ mod tests {
             }
         );
         assert!(!d.join("raft-state.json.tmp").exists());
+        // Every start a higher boot epoch, kept by the saves in between (auth.rs relies on
+        // it); the clock term when it is ahead, the counter when the clock is behind.
+        let (mut store, hs) = Store::open(&d, 1).unwrap();
+        let e1 = store.begin_epoch(&hs, 1_000).unwrap();
+        store.save(&hs).unwrap();
+        let (mut store, hs) = Store::open(&d, 1).unwrap();
+        let e2 = store.begin_epoch(&hs, 5).unwrap();
+        assert_eq!((e1, e2), (1_000, 1_001));
+        assert_eq!(
+            store.load().unwrap().term,
+            6,
+            "the epoch leaves term and vote alone"
+        );
         // Another node's state, or garbage, is refused rather than read as term 0.
         assert!(matches!(Store::open(&d, 2), Err(RaftError::Corrupt { .. })));
         std::fs::write(d.join("raft-state.json"), b"{not json").unwrap();

@@ -4,6 +4,9 @@
 //! that forgot its vote after a restart could vote again in the same term and let two
 //! candidates win it. So every change is on disk (temp file, fsync, rename, fsync of the
 //! directory) before any message that depends on it leaves the node.
+//!
+//! It also holds the boot *epoch* that makes every datagram's counter unique (see
+//! `auth.rs`): raised and made durable on every start, before the first datagram leaves.
 use std::{
     fs::{self, File},
     io::Write,
@@ -25,6 +28,9 @@ struct OnDisk {
     id: u64,
     term: u64,
     voted_for: Option<u64>,
+    /// Boot epoch of the last start (absent in files written before authentication: 0).
+    #[serde(default)]
+    epoch: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +38,8 @@ pub struct Store {
     dir: PathBuf,
     path: PathBuf,
     id: u64,
+    /// This start's epoch, written with every save.
+    epoch: u64,
 }
 
 impl Store {
@@ -41,23 +49,41 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let store = Store {
+        let mut store = Store {
             dir: dir.to_path_buf(),
             path: dir.join(FILE),
             id,
+            epoch: 0,
         };
-        let hs = store.load()?;
+        let (hs, epoch) = store.load_all()?;
+        store.epoch = epoch;
         Ok((store, hs))
+    }
+
+    /// Start a new boot epoch: `max(last + 1, unix_secs)`, durable before it is returned.
+    /// The clock term keeps epochs rising even if the file is lost (as long as the clock
+    /// is not set back and starts are less frequent than one a second on average).
+    pub fn begin_epoch(&mut self, hs: &HardState, unix_secs: u64) -> Result<u64, RaftError> {
+        self.epoch = (self.epoch + 1).max(unix_secs);
+        self.save(hs)?;
+        Ok(self.epoch)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    #[cfg(test)]
     pub fn load(&self) -> Result<HardState, RaftError> {
+        self.load_all().map(|(hs, _)| hs)
+    }
+
+    fn load_all(&self) -> Result<(HardState, u64), RaftError> {
         let text = match fs::read(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HardState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((HardState::default(), 0))
+            }
             Err(source) => {
                 return Err(RaftError::State {
                     path: self.path.clone(),
@@ -83,10 +109,13 @@ impl Store {
                 reason: format!("written by node {} but this is node {}", d.id, self.id),
             });
         }
-        Ok(HardState {
-            term: d.term,
-            voted_for: d.voted_for,
-        })
+        Ok((
+            HardState {
+                term: d.term,
+                voted_for: d.voted_for,
+            },
+            d.epoch,
+        ))
     }
 
     /// Durably replace the state: write aside, fsync, rename over, fsync the directory (so
@@ -101,6 +130,7 @@ impl Store {
             id: self.id,
             term: hs.term,
             voted_for: hs.voted_for,
+            epoch: self.epoch,
         })
         .map_err(|e| RaftError::Corrupt {
             path: self.path.clone(),
