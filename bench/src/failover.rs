@@ -333,16 +333,23 @@ fn start_vip(bed: &Bed, i: usize, t: Timing, vip_bin: &Path) -> Result<NodeProc>
     let peers: Vec<String> = (0..3)
         .map(|j| format!("{}: \"{}:{RAFT_PORT}\"", j + 1, bed.host(NODES[j]).addr))
         .collect();
+    let key = dir.join("raft-key");
+    if !key.exists() {
+        let k = vip_userspace::election::raft::RaftKey::generate()
+            .map_err(|e| anyhow::anyhow!("no randomness for the Raft key: {e}"))?;
+        std::fs::write(&key, k)?;
+    }
     let cfg = dir.join(format!("{}.yaml", NODES[i]));
     std::fs::write(
         &cfg,
         format!(
             "interface: eth0\nmode: xdp\nmetrics_addr: {METRICS}\npin_dir: {PIN_DIR}/{}\nlog_level: warn\n\
              services:\n  - vip: {VIP}\n    port: {PORT}\n    protocol: tcp\n    mode: dsr\n    backends:\n{backends}\
-             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n",
+             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n",
             NODES[i],
             i + 1,
             peers.join(", "),
+            key.display(),
             dir.join(NODES[i]).display(),
             t.heartbeat.as_millis(),
             t.election.0.as_millis(),

@@ -40,6 +40,11 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("{prefix}-raft"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("raft-key"),
+            vip_userspace::election::raft::RaftKey::generate().unwrap(),
+        )
+        .unwrap();
         let mut c = Cluster {
             bed,
             dir,
@@ -71,10 +76,11 @@ impl Cluster {
         std::fs::write(
             &cfg,
             format!(
-                "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
+                "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
                 self.pins(i).display(),
                 i + 1,
                 peers.join(", "),
+                self.dir.join("raft-key").display(),
                 self.state_dir(i).display(),
                 ELECTION_MS.0,
                 ELECTION_MS.1,

@@ -19,7 +19,9 @@ use std::{
 
 use testbed::{poll, Bed, Netns};
 use tokio::sync::watch;
-use vip_userspace::election::raft::{RaftConfig, RaftElector, RaftError, RaftRole, RaftStatus};
+use vip_userspace::election::raft::{
+    RaftAuth, RaftConfig, RaftElector, RaftError, RaftKey, RaftRole, RaftStatus,
+};
 
 const PORT: u16 = 17946;
 const HEARTBEAT: Duration = Duration::from_millis(20);
@@ -74,6 +76,7 @@ fn config(i: usize, root: &std::path::Path) -> RaftConfig {
         heartbeat: HEARTBEAT,
         election_timeout: ELECTION,
         lease: LEASE,
+        auth: RaftAuth::keyed(RaftKey::from_bytes(b"raft_election test key, 32 bytes")),
     }
 }
 

@@ -352,13 +352,25 @@ fn demo_raft(vip: &Path) -> Result<()> {
     let peers: Vec<String> = (0..3)
         .map(|j| format!("{}: \"{}:{RAFT_PORT}\"", j + 1, bed.host(NODES[j]).addr))
         .collect();
+    // One shared key authenticates every election datagram (on a cluster: a Secret).
+    let key = dir.join("raft-key");
+    let out = Command::new(vip)
+        .arg("raft-key")
+        .output()
+        .context("vip raft-key")?;
+    if !out.status.success() {
+        bail!("vip raft-key: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::write(&key, &out.stdout)?;
+    println!("  shared key: `vip raft-key > {}`", key.display());
     let mut daemons = Vec::new();
     for (i, n) in NODES.iter().enumerate() {
         let yaml = format!(
             "interface: eth0\nmode: xdp\nvips: [{VIP}]\nmetrics_addr: {METRICS}\npin_dir: {PIN_DIR}/{n}\nlog_level: warn\n\
-             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
+             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
             i + 1,
             peers.join(", "),
+            key.display(),
             dir.join(n).display(),
             ELECTION_MS.0,
             ELECTION_MS.1,
