@@ -240,6 +240,11 @@ impl RaftKey {
         ))
     }
 
+    /// The id datagrams sealed with this key carry (in clear).
+    pub fn id(&self) -> [u8; 4] {
+        self.id
+    }
+
     /// The id as hex, for logs (it reveals nothing about the key).
     pub fn id_hex(&self) -> String {
         self.id.iter().map(|b| format!("{b:02x}")).collect()
