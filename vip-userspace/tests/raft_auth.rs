@@ -60,6 +60,11 @@ struct Cluster {
 impl Cluster {
     /// Three nodes, all with key `k1` (written to `<dir>/k1`), and `evil`.
     fn new(prefix: &str) -> Cluster {
+        Self::with_key(prefix, "k1")
+    }
+
+    /// Three nodes with key file `key` ("": `insecure: true`), and `evil`.
+    fn with_key(prefix: &str, key: &str) -> Cluster {
         require_root_and_bpf();
         let bed = Bed::new(
             prefix,
@@ -83,7 +88,7 @@ impl Cluster {
             daemons: Vec::new(),
         };
         for i in 0..3 {
-            let d = c.start(i, "k1", None);
+            let d = c.start(i, key, None);
             c.daemons.push(Some(d));
         }
         c
@@ -101,16 +106,21 @@ impl Cluster {
         let previous = previous
             .map(|p| format!("    previous_key_file: {}\n", self.dir.join(p).display()))
             .unwrap_or_default();
+        // "" is `insecure: true` (the control experiment).
+        let key = if key.is_empty() {
+            "    insecure: true\n".to_string()
+        } else {
+            format!("    key_file: {}\n", self.dir.join(key).display())
+        };
         let cfg = self.dir.join(format!("{}.yaml", NODES[i]));
         std::fs::write(
             &cfg,
             format!(
-                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-{}-{}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n{previous}    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
+                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-{}-{}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n{key}{previous}    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
                 self.bed.prefix,
                 NODES[i],
                 i + 1,
                 peers.join(", "),
-                self.dir.join(key).display(),
                 self.dir.join(NODES[i]).display(),
                 ELECTION_MS.0,
                 ELECTION_MS.1,
@@ -149,11 +159,23 @@ impl Cluster {
     /// that node is the fenced leader.
     fn settled(&self, timeout: Duration) -> (usize, u64) {
         poll(timeout, || {
+            // Only scrapes that already show the election (it starts after the server).
             let ms: Vec<String> = (0..3)
                 .filter(|i| self.daemons[*i].is_some())
-                .map(|i| self.metrics(i))
+                .map(|i| {
+                    self.metrics(i)
+                        .filter(|m| m.contains("vip_raft_leader_id "))
+                })
                 .collect::<Option<_>>()?;
-            let ids: Vec<u64> = ms.iter().map(|m| metric(m, "vip_raft_leader_id")).collect();
+            // -1 (no leader known) does not parse as a u64: not settled.
+            let ids: Vec<u64> = ms
+                .iter()
+                .map(|m| {
+                    m.lines()
+                        .find_map(|l| l.strip_prefix("vip_raft_leader_id "))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect::<Option<_>>()?;
             let fenced: Vec<usize> = ms
                 .iter()
                 .enumerate()
@@ -453,6 +475,63 @@ fn forged_datagrams_depose_nobody_and_win_nothing() {
     }
     // And the cluster still works: still settled on the same leader.
     assert_eq!(cl.settled(Duration::from_secs(2)), (leader, term0));
+}
+
+/// The control for test (a): the same Heartbeats without a key, against `insecure: true`,
+/// depose the leader: it loses the VIP. (The receiver's epoch, which such a forger must echo, is on the wire
+/// in clear; the test reads it from the state file.)
+#[test]
+fn without_a_key_the_same_forgery_deposes_the_leader() {
+    let cl = Cluster::with_key("rai", "");
+    let (leader, term0) = cl.settled(Duration::from_secs(10));
+    let m = cl.metrics(leader).unwrap();
+    assert_eq!(metric(&m, "vip_raft_authenticated"), 0);
+    let epoch = |i: usize| -> u64 {
+        let text = std::fs::read_to_string(cl.dir.join(NODES[i]).join("raft-state.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["epoch"]
+            .as_u64()
+            .unwrap()
+    };
+    let targets: Vec<(usize, u64)> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| (i, epoch(i)))
+        .collect();
+    let first_target = targets[0].0;
+    let evil_mac = parse_mac(&cl.host("evil").mac);
+    let macs: Vec<[u8; 6]> = (0..3).map(|i| cl.mac(i)).collect();
+    let mut forger = Session::new(
+        leader as u64 + 1,
+        u64::MAX / 2,
+        RaftAuth::Insecure,
+        &peers(),
+    );
+    let flood = Flood::start(cl.host("evil"), Duration::from_millis(10), move |r| {
+        targets
+            .iter()
+            .filter_map(|(to, their_epoch)| {
+                let term = term0 + 1000 + r;
+                let mut b = forger.seal(*to as u64 + 1, Some(&Msg::Heartbeat { term, seq: r }))?;
+                b[41..49].copy_from_slice(&their_epoch.to_be_bytes());
+                Some(udp_frame(
+                    macs[*to],
+                    evil_mac,
+                    node_ip(leader),
+                    node_ip(*to),
+                    &b,
+                ))
+            })
+            .collect()
+    });
+    // The followers take the forged term; the leader loses its quorum and the VIP.
+    let deposed = poll(Duration::from_secs(3), || {
+        cl.metrics(leader)
+            .filter(|m| metric(m, "vip_raft_fenced_leader") == 0)
+            .map(|_| ())
+    });
+    drop(flood);
+    assert!(deposed.is_some(), "the unauthenticated leader kept the VIP");
+    let m = cl.metrics(first_target).unwrap();
+    assert!(metric(&m, "vip_raft_term") >= term0 + 1000, "{m}");
 }
 
 /// Test (b): captured real datagrams re-sent from `evil` with their original source
