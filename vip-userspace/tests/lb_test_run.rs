@@ -841,7 +841,7 @@ fn adopting_kept_pins_changes_nothing_for_the_same_services() {
             "adoption leaves backends as they were"
         );
         let ch = sync.apply(&services()).unwrap();
-        assert_eq!(ch, Default::default(), "same services: nothing written");
+        assert!(ch.is_empty(), "same services: nothing written: {ch:?}");
         assert_eq!(backends(&fx.pins), before);
         assert_eq!(sync.backend_id(dsr_be(1), 80), Some(id_before));
         // Another ring size or seed is not adopted: rebuilt from scratch.
