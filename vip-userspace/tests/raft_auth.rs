@@ -20,7 +20,6 @@ mod common;
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -28,7 +27,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{answered_probe, metric, replies, Daemon, METRICS, VIP};
+use common::{
+    answered_probe, metric,
+    raft::{node_ip, Cluster, Timing, NODES},
+    replies, Daemon, METRICS, VIP,
+};
 use testbed::{http_get, parse_mac, poll, require_root_and_bpf, Bed, Capture, Host};
 use vip_userspace::{
     election::raft::{auth::Session, Msg, RaftAuth, RaftKey, Reject},
@@ -36,14 +39,14 @@ use vip_userspace::{
 };
 
 const PORT: u16 = 17960;
-const HEARTBEAT_MS: u64 = 50;
 const ELECTION_MS: (u64, u64) = (300, 450);
 const LEASE_MS: u64 = 150;
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-
-fn node_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, 11 + i as u8)
-}
+const TIMING: Timing = Timing {
+    port: PORT,
+    heartbeat_ms: 50,
+    election_ms: ELECTION_MS,
+    lease_ms: LEASE_MS,
+};
 
 fn peers() -> BTreeMap<u64, SocketAddr> {
     (0..3)
@@ -51,163 +54,14 @@ fn peers() -> BTreeMap<u64, SocketAddr> {
         .collect()
 }
 
-struct Cluster {
-    bed: Bed,
-    dir: PathBuf,
-    daemons: Vec<Option<Daemon>>,
+/// Three nodes with key file `key` (`""`: `insecure: true`), a second key file `k2` for
+/// rotation, and the attacker `evil` at 192.0.2.66.
+fn cluster(prefix: &str, key: &str) -> Cluster {
+    Cluster::new(prefix, TIMING, &[key, "k2"], &[("evil", "192.0.2.66/24")])
 }
 
-impl Cluster {
-    /// Three nodes, all with key `k1` (written to `<dir>/k1`), and `evil`.
-    fn new(prefix: &str) -> Cluster {
-        Self::with_key(prefix, "k1")
-    }
-
-    /// Three nodes with key file `key` ("": `insecure: true`), and `evil`.
-    fn with_key(prefix: &str, key: &str) -> Cluster {
-        require_root_and_bpf();
-        let bed = Bed::new(
-            prefix,
-            &[
-                ("client", "192.0.2.10/24"),
-                ("node1", "192.0.2.11/24"),
-                ("node2", "192.0.2.12/24"),
-                ("node3", "192.0.2.13/24"),
-                ("evil", "192.0.2.66/24"),
-            ],
-        );
-        let dir = std::env::temp_dir().join(format!("{prefix}-raft-auth"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for k in ["k1", "k2"] {
-            std::fs::write(dir.join(k), RaftKey::generate().unwrap()).unwrap();
-        }
-        let mut c = Cluster {
-            bed,
-            dir,
-            daemons: Vec::new(),
-        };
-        for i in 0..3 {
-            let d = c.start(i, key, None);
-            c.daemons.push(Some(d));
-        }
-        c
-    }
-
-    fn key(&self, name: &str) -> RaftKey {
-        RaftKey::from_file(&self.dir.join(name)).unwrap()
-    }
-
-    /// Node `i` with `key` as primary and `previous` also accepted (file names in `dir`).
-    fn start(&self, i: usize, key: &str, previous: Option<&str>) -> Daemon {
-        let peers: Vec<String> = (0..3)
-            .map(|j| format!("{}: \"{}:{PORT}\"", j + 1, node_ip(j)))
-            .collect();
-        let previous = previous
-            .map(|p| format!("    previous_key_file: {}\n", self.dir.join(p).display()))
-            .unwrap_or_default();
-        // "" is `insecure: true` (the control experiment).
-        let key = if key.is_empty() {
-            "    insecure: true\n".to_string()
-        } else {
-            format!("    key_file: {}\n", self.dir.join(key).display())
-        };
-        let cfg = self.dir.join(format!("{}.yaml", NODES[i]));
-        std::fs::write(
-            &cfg,
-            format!(
-                "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-{}-{}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n{key}{previous}    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
-                self.bed.prefix,
-                NODES[i],
-                i + 1,
-                peers.join(", "),
-                self.dir.join(NODES[i]).display(),
-                ELECTION_MS.0,
-                ELECTION_MS.1,
-            ),
-        )
-        .unwrap();
-        Daemon::start_in(&self.bed, NODES[i], &["--config", cfg.to_str().unwrap()])
-    }
-
-    fn restart(&mut self, i: usize, key: &str, previous: Option<&str>) {
-        let mut d = self.daemons[i].take().expect("running");
-        assert!(d.stop().success(), "{}", d.logs());
-        self.daemons[i] = Some(self.start(i, key, previous));
-    }
-
-    fn metrics(&self, i: usize) -> Option<String> {
-        match http_get(
-            &self.bed.host(NODES[i]).ns,
-            METRICS.parse().unwrap(),
-            "/metrics",
-        ) {
-            Ok((200, b)) => Some(b),
-            _ => None,
-        }
-    }
-
-    fn host(&self, role: &str) -> &Host {
-        self.bed.host(role)
-    }
-
-    fn mac(&self, i: usize) -> [u8; 6] {
-        parse_mac(&self.host(NODES[i]).mac)
-    }
-
-    /// (leader index, term) once every running node names the same leader and exactly
-    /// that node is the fenced leader.
-    fn settled(&self, timeout: Duration) -> (usize, u64) {
-        poll(timeout, || {
-            // Only scrapes that already show the election (it starts after the server).
-            let ms: Vec<String> = (0..3)
-                .filter(|i| self.daemons[*i].is_some())
-                .map(|i| {
-                    self.metrics(i)
-                        .filter(|m| m.contains("vip_raft_leader_id "))
-                })
-                .collect::<Option<_>>()?;
-            // -1 (no leader known) does not parse as a u64: not settled.
-            let ids: Vec<u64> = ms
-                .iter()
-                .map(|m| {
-                    m.lines()
-                        .find_map(|l| l.strip_prefix("vip_raft_leader_id "))
-                        .and_then(|v| v.trim().parse().ok())
-                })
-                .collect::<Option<_>>()?;
-            let fenced: Vec<usize> = ms
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| metric(m, "vip_raft_fenced_leader") == 1)
-                .map(|(i, _)| i)
-                .collect();
-            let leader = ids[0];
-            (ids.iter().all(|l| *l == leader)
-                && fenced.len() == 1
-                && fenced[0] as u64 + 1 == leader)
-                .then(|| (fenced[0], metric(&ms[fenced[0]], "vip_raft_term")))
-        })
-        .unwrap_or_else(|| panic!("no settled leader:\n{}", self.logs()))
-    }
-
-    fn logs(&self) -> String {
-        self.daemons
-            .iter()
-            .flatten()
-            .map(|d| d.logs())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for d in self.daemons.iter_mut().flatten() {
-            d.stop();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn key_of(cl: &Cluster, name: &str) -> RaftKey {
+    RaftKey::from_file(&cl.dir.join(name)).unwrap()
 }
 
 fn rejected(m: &str, r: Reject) -> u64 {
@@ -344,20 +198,20 @@ fn replies_since(cap: &Capture, from: Instant) -> (Duration, Vec<[u8; 6]>) {
 /// reasons, unkeyed datagrams, the old JSON format, and datagrams from its own address.
 #[test]
 fn forged_datagrams_depose_nobody_and_win_nothing() {
-    let cl = Cluster::new("raf");
-    let client = cl.host("client");
+    let cl = cluster("raf", "k1");
+    let client = cl.bed.host("client");
     let (cap, _probe) = answered_probe(client, Duration::from_millis(5));
     let (leader, term0) = cl.settled(Duration::from_secs(10));
     let transitions0: Vec<u64> = (0..3)
         .map(|i| metric(&cl.metrics(i).unwrap(), "vip_leader_transitions_total"))
         .collect();
-    let evil = cl.host("evil");
+    let evil = cl.bed.host("evil");
     let evil_mac = parse_mac(&evil.mac);
     let evil_ip: Ipv4Addr = evil.addr.parse().unwrap();
     let macs: Vec<[u8; 6]> = (0..3).map(|i| cl.mac(i)).collect();
     let wrong = RaftAuth::keyed(RaftKey::from_bytes(&[0x66; 32]));
     // The key id is on the wire in clear: a forger copies it, so the tag must decide.
-    let real_id = cl.key("k1").id();
+    let real_id = key_of(&cl, "k1").id();
     // One forging session per member it pretends to be (epoch far above any real one).
     let mut forgers: Vec<Session> = (0..3)
         .map(|i| Session::new(i as u64 + 1, u64::MAX / 2, wrong.clone(), &peers()))
@@ -482,7 +336,7 @@ fn forged_datagrams_depose_nobody_and_win_nothing() {
 /// in clear; the test reads it from the state file.)
 #[test]
 fn without_a_key_the_same_forgery_deposes_the_leader() {
-    let cl = Cluster::with_key("rai", "");
+    let cl = cluster("rai", "");
     let (leader, term0) = cl.settled(Duration::from_secs(10));
     let m = cl.metrics(leader).unwrap();
     assert_eq!(metric(&m, "vip_raft_authenticated"), 0);
@@ -497,7 +351,7 @@ fn without_a_key_the_same_forgery_deposes_the_leader() {
         .map(|i| (i, epoch(i)))
         .collect();
     let first_target = targets[0].0;
-    let evil_mac = parse_mac(&cl.host("evil").mac);
+    let evil_mac = parse_mac(&cl.bed.host("evil").mac);
     let macs: Vec<[u8; 6]> = (0..3).map(|i| cl.mac(i)).collect();
     let mut forger = Session::new(
         leader as u64 + 1,
@@ -505,7 +359,7 @@ fn without_a_key_the_same_forgery_deposes_the_leader() {
         RaftAuth::Insecure,
         &peers(),
     );
-    let flood = Flood::start(cl.host("evil"), Duration::from_millis(10), move |r| {
+    let flood = Flood::start(cl.bed.host("evil"), Duration::from_millis(10), move |r| {
         targets
             .iter()
             .filter_map(|(to, their_epoch)| {
@@ -539,15 +393,15 @@ fn without_a_key_the_same_forgery_deposes_the_leader() {
 /// to keep a cut-off leader's followers loyal (they elect a successor anyway).
 #[test]
 fn replayed_datagrams_change_nothing_before_or_after_restarts() {
-    let mut cl = Cluster::new("rar");
-    let client = cl.host("client");
+    let mut cl = cluster("rar", "k1");
+    let client = cl.bed.host("client");
     let (cap, _probe) = answered_probe(client, Duration::from_millis(5));
     let (leader, term0) = cl.settled(Duration::from_secs(10));
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     // Capture at both followers for a second: heartbeats in, acknowledgements out.
     let caps: Vec<Capture> = followers
         .iter()
-        .map(|f| Capture::start(cl.host(NODES[*f]), 0x0800))
+        .map(|f| Capture::start(cl.bed.host(NODES[*f]), 0x0800))
         .collect();
     let t = Instant::now();
     let _ = poll(Duration::from_secs(2), || {
@@ -563,7 +417,7 @@ fn replayed_datagrams_change_nothing_before_or_after_restarts() {
         "{} datagrams captured",
         captured.len()
     );
-    let evil_mac = parse_mac(&cl.host("evil").mac);
+    let evil_mac = parse_mac(&cl.bed.host("evil").mac);
     let mac_of: BTreeMap<Ipv4Addr, [u8; 6]> = (0..3).map(|i| (node_ip(i), cl.mac(i))).collect();
     let frames = |to: Option<Ipv4Addr>| -> Vec<Vec<u8>> {
         captured
@@ -623,7 +477,7 @@ fn replayed_datagrams_change_nothing_before_or_after_restarts() {
         .filter(|(s, _, _)| *s == node_ip(leader))
         .map(|(s, d, p)| udp_frame(mac_of[d], evil_mac, *s, *d, p))
         .collect();
-    let flood = Flood::start(cl.host("evil"), Duration::from_millis(5), move |_| {
+    let flood = Flood::start(cl.bed.host("evil"), Duration::from_millis(5), move |_| {
         from_leader.clone()
     });
     let cut = Instant::now();
@@ -652,7 +506,7 @@ fn replayed_datagrams_change_nothing_before_or_after_restarts() {
 /// Send `frames` from `evil`, `rounds` times over, and wait until they are out.
 fn replay(cl: &Cluster, frames: Vec<Vec<u8>>, rounds: u64) {
     let n = frames.len() as u64 * rounds;
-    let f = Flood::start(cl.host("evil"), Duration::from_millis(5), move |r| {
+    let f = Flood::start(cl.bed.host("evil"), Duration::from_millis(5), move |r| {
         if r < rounds {
             frames.clone()
         } else {
@@ -666,8 +520,8 @@ fn replay(cl: &Cluster, frames: Vec<Vec<u8>>, rounds: u64) {
 /// previous on every node, then k2 alone — while the client asks for the VIP every 5 ms.
 #[test]
 fn key_rotation_loses_no_leadership() {
-    let mut cl = Cluster::new("rak");
-    let client = cl.host("client");
+    let mut cl = cluster("rak", "k1");
+    let client = cl.bed.host("client");
     let (cap, _probe) = answered_probe(client, Duration::from_millis(5));
     let (mut leader, _) = cl.settled(Duration::from_secs(10));
     let started = Instant::now();
@@ -719,7 +573,7 @@ fn key_rotation_loses_no_leadership() {
         }
     }
     assert_eq!(cl.settled(Duration::from_secs(2)).0, leader);
-    assert_ne!(cl.key("k1"), cl.key("k2"));
+    assert_ne!(key_of(&cl, "k1"), key_of(&cl, "k2"));
 }
 
 /// Test (d): a missing, short or absent key stops the daemon with exit 2 naming the field;

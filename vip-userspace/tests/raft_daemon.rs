@@ -6,143 +6,27 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use common::{metric, replies, Daemon, Prober, METRICS, VIP};
-use testbed::{http_get, parse_mac, poll, require_root_and_bpf, Bed, Capture};
+use common::{
+    gauge, metric,
+    raft::{Cluster, Timing, NODES},
+    replies, Prober,
+};
+use testbed::{poll, Capture};
 
-const PORT: u16 = 17950;
 const HEARTBEAT_MS: u64 = 20;
 const ELECTION_MS: (u64, u64) = (100, 200);
 const LEASE_MS: u64 = 80;
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-
-struct Cluster {
-    bed: Bed,
-    dir: PathBuf,
-    daemons: Vec<Option<Daemon>>,
-}
-
-impl Cluster {
-    fn new(prefix: &str) -> Cluster {
-        require_root_and_bpf();
-        let bed = Bed::new(
-            prefix,
-            &[
-                ("client", "192.0.2.10/24"),
-                ("node1", "192.0.2.11/24"),
-                ("node2", "192.0.2.12/24"),
-                ("node3", "192.0.2.13/24"),
-            ],
-        );
-        let dir = std::env::temp_dir().join(format!("{prefix}-raft"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("raft-key"),
-            vip_userspace::election::raft::RaftKey::generate().unwrap(),
-        )
-        .unwrap();
-        let mut c = Cluster {
-            bed,
-            dir,
-            daemons: Vec::new(),
-        };
-        for i in 0..3 {
-            let d = c.start(i);
-            c.daemons.push(Some(d));
-        }
-        c
-    }
-
-    fn pins(&self, i: usize) -> PathBuf {
-        PathBuf::from(format!(
-            "/sys/fs/bpf/vip-test-{}-{}",
-            self.bed.prefix, NODES[i]
-        ))
-    }
-
-    fn state_dir(&self, i: usize) -> PathBuf {
-        self.dir.join(NODES[i])
-    }
-
-    fn start(&self, i: usize) -> Daemon {
-        let peers: Vec<String> = (0..3)
-            .map(|j| format!("{}: \"192.0.2.{}:{PORT}\"", j + 1, 11 + j))
-            .collect();
-        let cfg = self.dir.join(format!("{}.yaml", NODES[i]));
-        std::fs::write(
-            &cfg,
-            format!(
-                "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
-                self.pins(i).display(),
-                i + 1,
-                peers.join(", "),
-                self.dir.join("raft-key").display(),
-                self.state_dir(i).display(),
-                ELECTION_MS.0,
-                ELECTION_MS.1,
-            ),
-        )
-        .unwrap();
-        Daemon::start_in(&self.bed, NODES[i], &["--config", cfg.to_str().unwrap()])
-    }
-
-    fn metrics(&self, i: usize) -> Option<String> {
-        match http_get(
-            &self.bed.host(NODES[i]).ns,
-            METRICS.parse().unwrap(),
-            "/metrics",
-        ) {
-            Ok((200, b)) => Some(b),
-            _ => None,
-        }
-    }
-
-    fn mac(&self, i: usize) -> [u8; 6] {
-        parse_mac(&self.bed.host(NODES[i]).mac)
-    }
-
-    fn node_of(&self, mac: [u8; 6]) -> usize {
-        (0..3).find(|i| self.mac(*i) == mac).expect("a node's MAC")
-    }
-
-    /// Nodes whose metrics say "fenced leader" (running daemons only).
-    fn fenced_leaders(&self) -> Vec<usize> {
-        (0..3)
-            .filter(|i| self.daemons[*i].is_some())
-            .filter(|i| {
-                self.metrics(*i)
-                    .is_some_and(|m| metric(&m, "vip_raft_fenced_leader") == 1)
-            })
-            .collect()
-    }
-
-    fn stop(&mut self, i: usize) {
-        let mut d = self.daemons[i].take().expect("running");
-        assert!(d.stop().success(), "{}", d.logs());
-    }
-
-    fn logs(&self) -> String {
-        self.daemons
-            .iter()
-            .flatten()
-            .map(|d| d.logs())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for d in self.daemons.iter_mut().flatten() {
-            d.stop();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+const TIMING: Timing = Timing {
+    port: 17950,
+    heartbeat_ms: HEARTBEAT_MS,
+    election_ms: ELECTION_MS,
+    lease_ms: LEASE_MS,
+};
+const KEY: &str = "raft-key";
 
 /// The persisted term in `<state_dir>/raft-state.json`.
 fn persisted_term(dir: &Path) -> u64 {
@@ -166,7 +50,7 @@ fn only_from(all: &[(Instant, [u8; 6])], from: Instant, mac: [u8; 6]) -> bool {
 
 #[test]
 fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
-    let mut cl = Cluster::new("vrd");
+    let mut cl = Cluster::new("vrd", TIMING, &[KEY], &[]);
     let client = cl.bed.host("client");
     let cap = Capture::start(client, 0x0806);
     let _probe = Prober::start_every(client, Duration::from_millis(2));
@@ -264,11 +148,11 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
     cl.stop(follower);
     assert!(persisted_term(&cl.state_dir(follower)) >= term_before);
     let restarted = Instant::now();
-    let d = cl.start(follower);
+    let d = cl.start(follower, KEY, None);
     cl.daemons[follower] = Some(d);
     let joined = poll(Duration::from_secs(5), || {
         cl.metrics(follower)
-            .filter(|m| metric(m, "vip_raft_leader_id") == new as u64 + 1)
+            .filter(|m| gauge(m, "vip_raft_leader_id") == Some(new as i64 + 1))
             .map(|m| metric(&m, "vip_raft_term"))
     })
     .unwrap_or_else(|| {
@@ -310,11 +194,11 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
         handed.saturating_duration_since(stopped)
     );
     // Back with its persisted term, as a follower: the new leader keeps the VIP.
-    let d = cl.start(new);
+    let d = cl.start(new, KEY, None);
     cl.daemons[new] = Some(d);
     let back = poll(Duration::from_secs(3), || {
         cl.metrics(new)
-            .filter(|m| metric(m, "vip_raft_leader_id") != u64::MAX)
+            .filter(|m| gauge(m, "vip_raft_leader_id").is_some_and(|l| l > 0))
             .filter(|m| m.contains("vip_raft_role{role=\"follower\"} 1"))
             .map(|m| metric(&m, "vip_raft_term"))
     });
@@ -324,7 +208,7 @@ fn raft_daemons_one_owner_partitioned_leader_silent_restart_keeps_term() {
 
 #[test]
 fn raft_leader_frozen_goes_silent_in_xdp_by_its_lease() {
-    let cl = Cluster::new("vrf");
+    let cl = Cluster::new("vrf", TIMING, &[KEY], &[]);
     let client = cl.bed.host("client");
     let cap = Capture::start(client, 0x0806);
     let _probe = Prober::start_every(client, Duration::from_millis(2));

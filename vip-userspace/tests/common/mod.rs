@@ -1,6 +1,8 @@
 //! Shared by the namespace tests: the daemon as a child process in the node's namespace,
 //! and its metrics.
 #![allow(dead_code)]
+pub mod raft;
+
 use std::{
     fs::File,
     net::SocketAddr,
@@ -171,6 +173,14 @@ pub fn metrics_of(bed: &Bed, role: &str) -> String {
         .expect("metrics reachable");
     assert_eq!(code, 200);
     body
+}
+
+/// A gauge that may be negative or not there yet (e.g. `vip_raft_leader_id`: -1 with no
+/// leader known, absent before the election started): for polling.
+pub fn gauge(body: &str, name: &str) -> Option<i64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub fn metric(body: &str, name: &str) -> u64 {
