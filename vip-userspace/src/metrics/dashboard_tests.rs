@@ -284,6 +284,8 @@ fn dashboard_queries_only_exported_metrics() {
         "vip_backend_new_flows_total",
         "vip_bgp_session_established",
         "vip_raft_role",
+        "vip_raft_rejected_total",
+        "vip_raft_authenticated",
     ] {
         assert!(queried.contains(m), "the dashboard does not show {m}");
     }
