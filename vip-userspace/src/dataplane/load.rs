@@ -37,14 +37,15 @@ pub const PINNED: [(&str, &str); 14] = [
 /// Sizes that depend on configuration, applied before the maps are created.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
-    pub ring_size: u32,
+    /// Slots of the shared Maglev table map (`ring_slots`).
+    pub ring_slots: u32,
     pub max_services: u32,
 }
 
 impl Default for Sizes {
     fn default() -> Self {
         Self {
-            ring_size: vip_common::RING_SIZE,
+            ring_slots: vip_common::RING_SLOTS,
             max_services: vip_common::MAX_SERVICES,
         }
     }
@@ -107,10 +108,7 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
         return Err(DataplaneError::NotBuilt);
     }
     ensure_pin_dir(pin_dir)?;
-    let rings = sizes
-        .max_services
-        .saturating_mul(2)
-        .saturating_mul(sizes.ring_size);
+    let rings = sizes.ring_slots;
     // A kept pin of another size cannot be reused: the loader would refuse it. Such maps hold
     // only what the reconciler writes again, so they are replaced.
     for (sym, file, want) in [
@@ -124,7 +122,12 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
     ] {
         let p = pin_dir.join(file);
         if let Ok(m) = aya::maps::MapData::from_pin(&p) {
-            if m.info().map(|i| i.max_entries()).ok() != Some(want) {
+            // An older build's service entries (another value layout) cannot be reused
+            // either: the program would read past them.
+            let layout = sym != map_names::SERVICES
+                || m.info().map(|i| i.value_size()).ok()
+                    == Some(std::mem::size_of::<vip_common::ServiceValue>() as u32);
+            if m.info().map(|i| i.max_entries()).ok() != Some(want) || !layout {
                 tracing::info!(map = sym, "pinned map has another size; replacing it");
                 let _ = std::fs::remove_file(&p);
             }
