@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{answered_probe, garps, lb_bed, metric, metrics, replies, Daemon, VIP};
+use common::{
+    answered_probe, attachment, garps, last_answer, lb_bed, longest_silence, metric, metrics,
+    replies, Daemon, VIP,
+};
 use testbed::{
     addrs, has_xdp, parse_mac, poll, require_root_and_bpf, tcp_request, Bed, Capture, LongConn,
     TcpServer,
@@ -83,41 +86,11 @@ impl Drop for Fixture {
     }
 }
 
-/// (how the attachment came about, link id, program id) from the daemon's metrics.
-fn attachment(bed: &Bed) -> (String, u64, u64) {
-    let m = metrics(bed);
-    let how = m
-        .lines()
-        .find_map(|l| l.strip_prefix("vip_dataplane_attachment{program=\""))
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_else(|| panic!("no attachment metric:\n{m}"))
-        .to_string();
-    (
-        how,
-        metric(&m, "vip_xdp_link_id"),
-        metric(&m, "vip_xdp_program_id"),
-    )
-}
-
 fn vip_arp_replies(bed: &Bed) -> u64 {
     metric(
         &metrics(bed),
         &format!("vip_vip_arp_replies_total{{vip=\"{VIP}\"}}"),
     )
-}
-
-/// Longest time without an ARP answer for the VIP at the client between `from` and `to`.
-fn longest_silence(cap: &Capture, from: Instant, to: Instant) -> Duration {
-    let mut last = from;
-    let mut worst = Duration::ZERO;
-    for (t, _) in replies(cap)
-        .into_iter()
-        .filter(|(t, _)| *t > from && *t < to)
-    {
-        worst = worst.max(t - last);
-        last = t;
-    }
-    worst.max(to - last)
 }
 
 /// Gratuitous ARPs for the VIP sent by the node after `from`.
@@ -287,17 +260,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
         "established flow forwarded with no daemon"
     );
     // Silent once no answer came for a while (probes every 5 ms).
-    let last = poll(Duration::from_secs(5), || {
-        let last = replies(&cap).last().map(|(t, _)| *t)?;
-        (last.elapsed() > Duration::from_millis(300)).then_some(last)
-    })
-    .expect("ARP silent after the dead-man deadline");
-    // Silence, not a quiet client: the prober kept asking after the last answer.
-    let unanswered = prober.sent_after(last);
-    assert!(
-        unanswered >= 20,
-        "asked only {unanswered} times after the last answer"
-    );
+    let last = last_answer(&cap, &prober, Duration::from_millis(300), 20);
     let silent_after = last.saturating_duration_since(killed);
     eprintln!(
         "SIGKILL: last ARP answer {silent_after:?} after the kill (dead_man_ms {DEAD_MAN_MS})"
