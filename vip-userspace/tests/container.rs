@@ -93,11 +93,11 @@ impl Podman {
             .to_string()
     }
 
-    /// Containers, then images, then the store (also what an interrupted run left).
+    /// Containers (killed), images and the store, also what an interrupted run left:
+    /// `system reset` unmounts what the containers had mounted before it deletes.
     fn clear(&self) {
         if self.dir.exists() {
-            let _ = self.cmd().args(["rm", "--all", "--force"]).output();
-            let _ = self.cmd().args(["rmi", "--all", "--force"]).output();
+            let _ = self.cmd().args(["system", "reset", "--force"]).output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -294,7 +294,7 @@ fn podman_run_args(spec: &PodSpec, node: &Node) -> Vec<String> {
 
 /// The bed, the API server, the image loaded and the arguments of the DaemonSet's container.
 struct Fixture {
-    // Dropped in this order: containers and image, API server, bed, pins, scratch.
+    // Dropped after Fixture::drop (containers, image, pins, scratch), in this order.
     podman: Podman,
     _api: Api,
     bed: Bed,
@@ -400,6 +400,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        // Containers first: the store lives in `dir`, and a running daemon holds the pins.
+        self.podman.clear();
         vip_userspace::dataplane::load::remove_pins(&self.pins());
         let _ = std::fs::remove_dir_all(&self.bpf_root);
         let _ = std::fs::remove_dir_all(&self.dir);
