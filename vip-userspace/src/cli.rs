@@ -20,7 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Run(RunArgs),
-    /// Print deployment manifests: daemonset, pod (static) or rbac.
+    /// Print deployment manifests: daemonset, pod (static), rbac or podmonitor (Prometheus
+    /// Operator).
     Manifest(ManifestArgs),
     /// Print VIPs, services, backends and counters from the pinned maps, and the BGP
     /// sessions (peers, state, announced prefixes) from the running daemon.
@@ -29,7 +30,13 @@ pub enum Command {
         #[arg(long, env = "VIP_PIN_DIR", default_value = crate::paths::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
         /// The daemon's metrics address, where it serves its BGP status.
-        #[arg(long, env = "VIP_METRICS_ADDR", default_value = crate::paths::DEFAULT_METRICS_ADDR)]
+        /// In the pods `vip manifest` makes, VIP_METRICS_ADDR is already the node's address.
+        #[arg(
+            long,
+            env = "VIP_METRICS_ADDR",
+            default_value = crate::paths::DEFAULT_METRICS_ADDR,
+            value_parser = crate::config::parse_listen_addr
+        )]
         metrics_addr: std::net::SocketAddr,
     },
 }
@@ -132,8 +139,8 @@ impl RunArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ManifestArgs {
-    /// daemonset | pod | rbac
-    #[arg(value_parser = ["daemonset", "pod", "rbac"])]
+    /// daemonset | pod | rbac | podmonitor
+    #[arg(value_parser = ["daemonset", "pod", "rbac", "podmonitor"])]
     pub kind: String,
     /// The container image. The default is the one `cargo xtask image` builds (an OCI
     /// archive under target/image/); after pushing it elsewhere, name that copy here.

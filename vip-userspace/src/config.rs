@@ -415,12 +415,8 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         .metrics_addr
         .or(file.metrics_addr)
         .unwrap_or_else(|| paths::DEFAULT_METRICS_ADDR.to_string());
-    let metrics_addr = metrics_raw.parse::<SocketAddr>().map_err(|e| {
-        ConfigError::new(
-            "metrics_addr",
-            format!("`{metrics_raw}`: {e} (want ip:port)"),
-        )
-    })?;
+    let metrics_addr =
+        parse_listen_addr(&metrics_raw).map_err(|m| ConfigError::new("metrics_addr", m))?;
     let pin_dir = ov
         .pin_dir
         .or(file.pin_dir)
@@ -834,6 +830,27 @@ fn resolve_services(
     Ok(out)
 }
 
+/// A listen address, `ip:port` or `[ipv6]:port`. Also a bare IPv6 address followed by
+/// `:port`, which is what the manifests' `$(VIP_NODE_IP):9472` becomes on a node whose
+/// primary address (`status.hostIP`) is IPv6.
+pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = raw.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some((host, port)) = raw.rsplit_once(':') {
+        if let (Ok(ip), Ok(port)) = (host.parse::<std::net::Ipv6Addr>(), port.parse::<u16>()) {
+            return Ok(SocketAddr::new(IpAddr::V6(ip), port));
+        }
+    }
+    // Kubernetes leaves `$(NAME)` as is when the container has no variable NAME.
+    let hint = if raw.contains("$(") {
+        "; a `$(NAME)` left in it means the pod defines no variable NAME before this one"
+    } else {
+        ""
+    };
+    Err(format!("`{raw}` is not an address (want ip:port){hint}"))
+}
+
 fn parse_vip(raw: &str) -> Result<Ipv4Addr, String> {
     let ip: IpAddr = raw
         .trim()
@@ -1172,6 +1189,14 @@ mod tests {
                 "metrics_addr",
             ),
             (
+                "interface: eth0\nvips: [192.0.2.1]\nmetrics_addr: '$(VIP_NODE_IP):9472'\n",
+                "metrics_addr",
+            ),
+            (
+                "interface: eth0\nvips: [192.0.2.1]\nmetrics_addr: '192.0.2.1'\n",
+                "metrics_addr",
+            ),
+            (
                 "interface: eth0\nvips: [192.0.2.1]\npin_dir: relative/dir\n",
                 "pin_dir",
             ),
@@ -1193,6 +1218,23 @@ mod tests {
             assert_eq!(e.field, field, "for {yaml:?}: {e}");
             assert!(e.to_string().contains(field));
         }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        for (raw, want) in [
+            ("127.0.0.1:9472", "127.0.0.1:9472"),
+            ("[fd00::1]:9472", "[fd00::1]:9472"),
+            // `$(VIP_NODE_IP):9472` on an IPv6 node
+            ("fd00::1:9472", "[fd00::1]:9472"),
+        ] {
+            assert_eq!(parse_listen_addr(raw).unwrap().to_string(), want, "{raw}");
+        }
+        for bad in ["", "192.0.2.1", "fd00::1", "host:9472", "192.0.2.1:99999"] {
+            assert!(parse_listen_addr(bad).is_err(), "{bad}");
+        }
+        let e = parse_listen_addr("$(VIP_NODE_IP):9472").unwrap_err();
+        assert!(e.contains("no variable NAME"), "{e}");
     }
 
     #[test]

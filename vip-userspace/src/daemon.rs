@@ -62,6 +62,8 @@ pub enum DaemonError {
     Bgp(String),
     #[error(transparent)]
     Raft(#[from] crate::election::raft::RaftError),
+    #[error(transparent)]
+    Fence(#[from] FenceError),
 }
 
 /// Re-reads the configuration (SIGHUP).
@@ -146,32 +148,86 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     })
 }
 
+/// The fence's kernel layer could not be put in place: this node claims no VIP until it is.
+#[derive(Debug, thiserror::Error)]
+#[error("arp_ignore must be at least 1 on `{iface}`, or the kernel answers ARP for the VIPs bound on `{local}` whenever the XDP program is not there; this node claims no VIP until it is set")]
+pub struct FenceError {
+    iface: String,
+    local: String,
+    #[source]
+    source: crate::net::devconf::DevconfError,
+}
+
+/// Whether VIPs are bound where the kernel would answer ARP for them on the uplink.
 /// XDP mode binds VIPs on the local device (`lo`), and Linux by default answers ARP on any
 /// interface for any local address. While XDP runs that never shows (it answers or drops
-/// every request for an owned VIP first), but a detached program (a crash without pinned
-/// link, a failed attach) would leave the kernel answering for a VIP this node may no longer
-/// own. `arp_ignore=1` on the uplink: the kernel answers only for the uplink's own addresses
-/// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Left set on exit. Kernel mode
-/// needs it too when BGP may route VIPs here without this node owning them (those are bound
-/// on `lo`, owned ones on the uplink, which still answers for its own addresses).
+/// every request for an owned VIP first), but a detached program (pins removed, a kernel
+/// without bpf_link XDP, a restart whose program fails to load) would leave the kernel
+/// answering for a VIP this node may no longer own. Kernel mode needs it too when BGP may
+/// route VIPs here without this node owning them (those are bound on `lo`, owned ones on
+/// the uplink, which still answers for its own addresses).
 /// `xdp`: the data plane that came up (mode `auto` may have fallen back to the kernel).
-fn strict_arp(cfg: &Config, xdp: bool) {
-    let on_lo = if xdp {
+fn needs_strict_arp(cfg: &Config, xdp: bool) -> bool {
+    if xdp {
         cfg.local_device != cfg.interface
     } else {
         cfg.bgp.is_some()
-    };
-    if !on_lo {
-        return;
+    }
+}
+
+/// `arp_ignore=1` on the uplink: the kernel answers only for the uplink's own addresses
+/// (what kube-proxy's IPVS mode and MetalLB's strictARP set). Through rtnetlink, so it works
+/// where /proc/sys is read-only (any unprivileged container). 2 and above are stricter still;
+/// only the default is raised. Left set on exit.
+async fn strict_arp(cfg: &Config, handle: &rtnetlink::Handle, xdp: bool) -> Result<(), FenceError> {
+    use crate::net::devconf::{self, Setting};
+    if !needs_strict_arp(cfg, xdp) {
+        return Ok(());
     }
     let iface = cfg.interface.as_str();
-    // 2 and above are stricter still; only the default is raised.
-    let current = crate::net::sysctl::get(iface, "arp_ignore");
-    if current.as_deref().is_ok_and(|v| v != "0") {
-        return;
-    }
-    if let Err(e) = crate::net::sysctl::set(iface, "arp_ignore", "1") {
-        tracing::warn!(iface, error = %e, "arp_ignore not set: the kernel may answer ARP for VIPs bound on lo");
+    let raised = match devconf::get(handle, iface, Setting::ArpIgnore).await {
+        Ok(v) if v >= 1 => Ok(()),
+        Ok(_) => devconf::set(handle, iface, Setting::ArpIgnore, 1)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    raised.map_err(|source| FenceError {
+        iface: cfg.interface.clone(),
+        local: cfg.local_device.clone(),
+        source,
+    })
+}
+
+/// Before the election starts: a node that cannot keep the kernel from answering for VIPs
+/// must not compete for them. Retried every link check, not ready and `vip_fence_ready 0`
+/// meanwhile, the error logged each time it changes. Returns the signal if one came first.
+async fn wait_fenced(
+    cfg: &Config,
+    handle: &rtnetlink::Handle,
+    state: &State,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = shutdown::Stop>>,
+) -> Option<shutdown::Stop> {
+    let mut logged = String::new();
+    loop {
+        match strict_arp(cfg, handle, cfg.mode != Mode::Kernel).await {
+            Ok(()) => {
+                state.fence_ready.set(1);
+                return None;
+            }
+            Err(e) => {
+                state.fence_ready.set(0);
+                let msg = crate::Chain(&e).to_string();
+                if msg != logged {
+                    tracing::error!(error = %msg, "fence not in place; retrying");
+                    logged = msg;
+                }
+            }
+        }
+        tokio::select! {
+            sig = shutdown.as_mut() => return Some(sig),
+            _ = tokio::time::sleep(LINK_CHECK) => {}
+        }
     }
 }
 
@@ -579,6 +635,15 @@ pub async fn run(
     tokio::spawn(metrics::serve(listener, state.clone()));
 
     let uplink = link::get(&handle, &cfg.interface).await?;
+    let shutdown = shutdown::wait();
+    tokio::pin!(shutdown);
+    if let Some(sig) = wait_fenced(&cfg, &handle, &state, &mut shutdown).await {
+        tracing::info!(
+            signal = sig.name(),
+            "stopped before the fence was in place; nothing was claimed"
+        );
+        return Ok(());
+    }
     let ownership = Ownership::start(&cfg, &state).await?;
     let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
     // BGP announces exactly what the data plane serves (owned and routed VIPs), and its
@@ -598,8 +663,6 @@ pub async fn run(
     let mut served_rx = state.served.subscribe();
     served_rx.mark_unchanged();
     let mut healthy_rx = Some(ownership.healthy.clone());
-    let shutdown = shutdown::wait();
-    tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(LINK_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -732,11 +795,17 @@ pub async fn run(
                 Ok(r) => {
                     tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
                     running = Some(r);
+                    state.fence_ready.set(1);
                     ownership.able.send_replace(true);
                 }
-                // Retried on the next tick: the device may still be settling.
+                // Retried on the next tick: the device may still be settling. Meanwhile
+                // nothing is served here, so the leases go to nodes that can.
                 Err(e) => {
-                    tracing::error!(error = %e, "bringing the data plane up failed; retrying")
+                    if matches!(e, DaemonError::Fence(_)) {
+                        state.fence_ready.set(0);
+                    }
+                    ownership.able.send_replace(false);
+                    tracing::error!(error = %crate::Chain(&e), "bringing the data plane up failed; retrying")
                 }
             }
         }
@@ -810,7 +879,7 @@ async fn leadership_changed(
         return;
     };
     // The takeover (or silence) path first: the services did not change with leadership and
-    // are already in the data plane, so re-applying them (sysctls, neighbour entries, all
+    // are already in the data plane, so re-applying them (interface settings, neighbour entries, all
     // netlink round trips) would only delay the map entry and the first gratuitous ARP.
     // The deadline before the VIPs: a newly owned VIP is answered only under the new lease.
     r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
@@ -901,7 +970,7 @@ async fn bring_up(
     let mut plane = None;
     let backend = match cfg.mode {
         Mode::Kernel => {
-            strict_arp(cfg, false);
+            strict_arp(cfg, handle, false).await?;
             Backend::Kernel {
                 uplink_index: uplink.index,
             }
@@ -940,7 +1009,10 @@ async fn bring_up(
                     teardown(plane, cfg, state, false);
                     return Err(ConfigError::new("local_device", "device disappeared").into());
                 };
-                strict_arp(cfg, true);
+                if let Err(e) = strict_arp(cfg, handle, true).await {
+                    teardown(plane, cfg, state, false);
+                    return Err(e.into());
+                }
                 let sync = match ServiceSync::adopt(parts.lb, cfg.maglev_size, cfg.hash_seed) {
                     Ok(s) => s,
                     Err(e) => {
@@ -958,7 +1030,7 @@ async fn bring_up(
             Err(e) if cfg.mode == Mode::Auto => {
                 tracing::warn!(error = %e, "XDP unavailable, falling back to kernel binding (mode auto)");
                 load::remove_pins(&cfg.pin_dir);
-                strict_arp(cfg, false);
+                strict_arp(cfg, handle, false).await?;
                 Backend::Kernel {
                     uplink_index: uplink.index,
                 }

@@ -19,3 +19,18 @@ pub mod net;
 pub mod paths;
 pub mod reconcile;
 pub mod shutdown;
+
+/// An error and its causes on one line (`a: b: c`), for logs: `error = %Chain(&e)`.
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}

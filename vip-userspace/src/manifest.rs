@@ -1,16 +1,16 @@
-//! `vip manifest daemonset|pod|rbac`: deployment manifests for the control-plane VIP, held by
-//! Lease election (kube-vip's main use). Built from k8s-openapi types, so they are valid
-//! objects by construction; `manifests/` holds copies generated with the defaults, and a
-//! test fails when they drift.
+//! `vip manifest daemonset|pod|rbac|podmonitor`: deployment manifests for the control-plane
+//! VIP, held by Lease election (kube-vip's main use). Built from k8s-openapi types (the
+//! PodMonitor from its own few typed fields), so they are valid objects by construction;
+//! `manifests/` holds copies generated with the defaults, and a test fails when they drift.
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
-            Capabilities, Container, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
-            ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe, SecurityContext,
-            ServiceAccount, Toleration, Volume, VolumeMount,
+            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+            HostPathVolumeSource, ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe,
+            SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
         },
         rbac::v1::{
             ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -58,6 +58,10 @@ impl Default for Options {
 
 const NAME: &str = "vip";
 const METRICS_PORT: i32 = 9472;
+/// The container port's name: what the probes and the PodMonitor refer to.
+const METRICS_PORT_NAME: &str = "metrics";
+/// The node's primary address (`status.hostIP`), which the daemon serves metrics on.
+const NODE_IP_ENV: &str = "VIP_NODE_IP";
 
 fn labels() -> BTreeMap<String, String> {
     [("app.kubernetes.io/name".to_string(), NAME.to_string())].into()
@@ -72,12 +76,13 @@ fn meta(o: &Options) -> ObjectMeta {
     }
 }
 
+/// The kubelet probes the pod IP when `host` is unset, and a host-network pod's IP is the
+/// node's: the address the daemon listens on (`host` cannot name a variable).
 fn probe(path: &str) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::Int(METRICS_PORT),
-            host: Some("127.0.0.1".into()),
+            port: IntOrString::String(METRICS_PORT_NAME.into()),
             ..Default::default()
         }),
         period_seconds: Some(5),
@@ -98,8 +103,6 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
         o.lease_name.clone(),
         "--lease-namespace".into(),
         o.namespace.clone(),
-        "--metrics-addr".into(),
-        format!("127.0.0.1:{METRICS_PORT}"),
     ];
     for v in &o.vips {
         args.push("--vip".into());
@@ -130,15 +133,23 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
         name: NAME.into(),
         image: Some(o.image.clone()),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "NODE_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "spec.nodeName".into(),
-                    ..Default::default()
-                }),
+        env: Some(vec![
+            field_env("NODE_NAME", "spec.nodeName"),
+            // The kubelet resolves status.hostIP itself, so this works in the static pod too,
+            // before any API server exists. In the environment rather than the arguments so
+            // that `vip status` run in the container finds the daemon as well.
+            field_env(NODE_IP_ENV, "status.hostIP"),
+            EnvVar {
+                name: "VIP_METRICS_ADDR".into(),
+                // Expanded by the kubelet from the variable above (defined first, as it must be).
+                value: Some(format!("$({NODE_IP_ENV}):{METRICS_PORT}")),
                 ..Default::default()
-            }),
+            },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some(METRICS_PORT_NAME.into()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".into()),
             ..Default::default()
         }]),
         // Exactly what the daemon does: BPF and PERFMON to load the program and maps,
@@ -159,6 +170,21 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
         liveness_probe: Some(probe("/healthz")),
         readiness_probe: Some(probe("/readyz")),
         volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+/// An environment variable from the downward API.
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -322,8 +348,67 @@ pub fn rbac(o: &Options) -> (ServiceAccount, Role, RoleBinding) {
     (sa, role, binding)
 }
 
-fn yaml<T: serde::Serialize + k8s_openapi::Resource>(v: &T) -> Result<String, ManifestError> {
-    // k8s-openapi fills apiVersion/kind on serialization.
+/// Prometheus Operator's PodMonitor (`monitoring.coreos.com/v1`), which k8s-openapi does not
+/// know: only the fields used, typed like the rest.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMonitor {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: PodMonitorSpec,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMonitorSpec {
+    pub selector: LabelSelector,
+    pub pod_metrics_endpoints: Vec<PodMetricsEndpoint>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetricsEndpoint {
+    /// A container port name.
+    pub port: String,
+    pub path: String,
+    pub relabelings: Vec<Relabeling>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relabeling {
+    pub source_labels: Vec<String>,
+    pub target_label: String,
+}
+
+/// Scrapes every vip pod, in the pods' namespace (a PodMonitor selects in its own namespace
+/// unless told otherwise), on the port the probes use.
+pub fn pod_monitor(o: &Options) -> PodMonitor {
+    PodMonitor {
+        api_version: "monitoring.coreos.com/v1".into(),
+        kind: "PodMonitor".into(),
+        metadata: meta(o),
+        spec: PodMonitorSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels()),
+                ..Default::default()
+            },
+            pod_metrics_endpoints: vec![PodMetricsEndpoint {
+                port: METRICS_PORT_NAME.into(),
+                path: "/metrics".into(),
+                // A host-network pod's address is the node's; the dashboard names nodes.
+                relabelings: vec![Relabeling {
+                    source_labels: vec!["__meta_kubernetes_pod_node_name".into()],
+                    target_label: "node".into(),
+                }],
+            }],
+        },
+    }
+}
+
+fn yaml<T: serde::Serialize>(v: &T) -> Result<String, ManifestError> {
+    // k8s-openapi fills apiVersion/kind on serialization (PodMonitor carries its own).
     serde_saphyr::to_string(v).map_err(|e| ManifestError::Yaml(e.to_string()))
 }
 
@@ -333,6 +418,7 @@ pub fn render(kind: &str, o: &Options) -> Result<String, ManifestError> {
     let body = match kind {
         "daemonset" => yaml(&daemonset(o))?,
         "pod" => yaml(&pod(o))?,
+        "podmonitor" => yaml(&pod_monitor(o))?,
         "rbac" => {
             let (sa, role, rb) = rbac(o);
             let mut docs = vec![yaml(&sa)?, yaml(&role)?, yaml(&rb)?];

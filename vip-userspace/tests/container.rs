@@ -26,7 +26,7 @@ use std::{
 
 use common::{
     answered_probe, assert_answered_by_xdp, attachment, kubeconfig, last_answer, lb_bed_with,
-    longest_silence, metric, metrics, replies, wait_ready, Api, METRICS, VIP,
+    longest_silence, metric, metrics_at, replies, wait_ready, Api, VIP,
 };
 use k8s_openapi::{
     api::{
@@ -158,8 +158,9 @@ impl Ctr<'_> {
 struct Node<'a> {
     /// The node's network namespace (hostNetwork).
     netns: &'a Path,
-    /// The node name the downward API gives.
+    /// The node name and address the downward API gives (the pod's IP too: host network).
     name: &'a str,
+    ip: &'a str,
     /// hostPath on the node → the path the test uses for it.
     host_paths: &'a [(&'a str, &'a Path)],
     /// Extra bind mounts (host, container) and arguments: API access and the config.
@@ -169,10 +170,11 @@ struct Node<'a> {
     seccomp_default: &'a str,
 }
 
-/// The `podman run` options, image and arguments for the DaemonSet's container: every field
-/// the pod spec sets is turned into what the kubelet would ask the runtime for, and a field
-/// this does not know fails the test rather than being left out.
-fn podman_run_args(spec: &PodSpec, node: &Node) -> Vec<String> {
+/// The `podman run` options, image and arguments for the DaemonSet's container, and the
+/// address its readiness probe asks: every field the pod spec sets is turned into what the
+/// kubelet would ask the runtime for, and a field this does not know fails the test rather
+/// than being left out.
+fn podman_run_args(spec: &PodSpec, node: &Node) -> (Vec<String>, SocketAddr) {
     assert_eq!(
         spec.host_network,
         Some(true),
@@ -259,37 +261,45 @@ fn podman_run_args(spec: &PodSpec, node: &Node) -> Vec<String> {
     for (host, inside) in node.mounts {
         a.push(format!("--volume={}:{inside}:ro", host.display()));
     }
+    let mut env: Vec<(String, String)> = Vec::new();
     for e in c.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
-            (Some(v), None) => v.clone(),
-            (None, Some(from)) => {
-                let path = from.field_ref.as_ref().map(|f| f.field_path.as_str());
-                assert_eq!(path, Some("spec.nodeName"), "env {}: {from:?}", e.name);
-                node.name.to_string()
-            }
+            // `$(NAME)` names a variable defined before it, as the kubelet expands it.
+            (Some(v), None) => env.iter().fold(v.clone(), |v, (name, value)| {
+                v.replace(&format!("$({name})"), value)
+            }),
+            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                Some("spec.nodeName") => node.name.to_string(),
+                Some("status.hostIP" | "status.podIP") => node.ip.to_string(),
+                _ => panic!("env {}: {from:?} not handled by the test", e.name),
+            },
             other => panic!("env {}: {other:?}", e.name),
         };
         a.push(format!("--env={}={value}", e.name));
+        env.push((e.name.clone(), value));
     }
-    // The probes are what the test polls: the manifest's address must be the daemon's.
+    // The kubelet probes the pod's IP (the node's, with the host network) unless the probe
+    // names a host; the test polls the same address.
     let probe = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
     let probe = probe.expect("an HTTP readiness probe");
+    assert_eq!(probe.path.as_deref(), Some("/readyz"));
     let port = match &probe.port {
-        IntOrString::Int(p) => p.to_string(),
-        IntOrString::String(p) => p.clone(),
+        IntOrString::Int(p) => *p,
+        IntOrString::String(name) => {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("probe port {name} is not a container port"))
+                .container_port
+        }
     };
-    assert_eq!(
-        (
-            format!("{}:{port}", probe.host.as_deref().unwrap_or_default()),
-            probe.path.as_deref()
-        ),
-        (METRICS.to_string(), Some("/readyz")),
-        "the readiness probe asks the daemon's metrics address"
-    );
+    let host = probe.host.as_deref().unwrap_or(node.ip);
+    let ready_at: SocketAddr = format!("{host}:{port}").parse().unwrap();
     a.push(c.image.clone().unwrap_or_default());
     a.extend(c.args.iter().flatten().cloned());
     a.extend(node.args.iter().map(|s| s.to_string()));
-    a
+    (a, ready_at)
 }
 
 /// The bed, the API server, the image loaded and the arguments of the DaemonSet's container.
@@ -303,6 +313,8 @@ struct Fixture {
     bpf_root: PathBuf,
     dir: PathBuf,
     run_args: Vec<String>,
+    /// Where the readiness probe asks, and the metrics are.
+    metrics: SocketAddr,
 }
 
 impl Fixture {
@@ -353,11 +365,12 @@ impl Fixture {
             .and_then(|s| s.template.spec)
             .expect("a pod template");
         let netns = node.ns.path();
-        let run_args = podman_run_args(
+        let (run_args, metrics) = podman_run_args(
             &spec,
             &Node {
                 netns: &netns,
                 name: "node",
+                ip: &node.addr,
                 host_paths: &[("/sys/fs/bpf", &bpf_root)],
                 mounts: &[(&kc, KUBECONFIG), (&cfg, CONFIG)],
                 args: &["--kubeconfig", KUBECONFIG, "--config", CONFIG],
@@ -373,7 +386,12 @@ impl Fixture {
             bpf_root,
             dir,
             run_args,
+            metrics,
         }
+    }
+
+    fn metrics(&self) -> String {
+        metrics_at(&self.bed.host("node").ns, self.metrics)
     }
 
     fn pins(&self) -> PathBuf {
@@ -391,6 +409,7 @@ impl Fixture {
         };
         wait_ready(
             &self.bed.host("node").ns,
+            self.metrics,
             || c.exited().map(|code| format!("exit code {code}")),
             || c.logs(),
         );
@@ -419,7 +438,7 @@ fn scenario(tag: &str, seccomp_default: &str) {
 
     // The data plane came up in XDP and answers ARP from there.
     assert!(has_xdp(&node.ns, "eth0"), "XDP attached:\n{}", c1.logs());
-    let m = metrics(bed);
+    let m = fx.metrics();
     assert!(
         m.contains("vip_dataplane_info{mode=\"xdp-native\",interface=\"eth0\"} 1"),
         "{m}\n{}",
@@ -452,7 +471,7 @@ fn scenario(tag: &str, seccomp_default: &str) {
             .unwrap_or_else(|e| panic!("{mode}: TCP to {vip}: {e}\n{}", c1.logs()));
         assert_eq!(got, format!("{backend}\n"), "{mode}: answered by {backend}");
         let flows = metric(
-            &metrics(bed),
+            &fx.metrics(),
             &format!("vip_service_new_flows_total{{service=\"{VIP}:{port}/tcp\",mode=\"{mode}\"}}"),
         );
         assert!(flows >= 1, "{mode}: the flow went through XDP");
@@ -462,7 +481,7 @@ fn scenario(tag: &str, seccomp_default: &str) {
     // plane; ARP stays answered and a nat connection keeps working across the gap.
     let nat_vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
     let mut long = LongConn::open(&client.ns, nat_vip).expect("nat connection through the VIP");
-    let (how, link, prog) = attachment(bed);
+    let (how, link, prog) = attachment(&fx.metrics());
     assert_eq!(how, "fresh");
     let (cap, prober) = answered_probe(client, Duration::from_millis(5));
     let t0 = Instant::now();
@@ -476,7 +495,7 @@ fn scenario(tag: &str, seccomp_default: &str) {
     let c2 = fx.start(&format!("ct{tag}-vip-2"));
     let t_ready = Instant::now();
     assert_eq!(
-        attachment(bed),
+        attachment(&fx.metrics()),
         ("unchanged".to_string(), link, prog),
         "same link, same program:\n{}",
         c2.logs()

@@ -479,3 +479,157 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
     let _ = std::fs::remove_dir_all(&pins);
     let _ = std::fs::remove_file(&cfg);
 }
+
+/// Make `/proc/sys` read-only for the daemon alone, as container runtimes mount it for every
+/// unprivileged container: a mount namespace of its own, /proc/sys bound read-only there.
+fn read_only_proc_sys(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; unshare and mount are plain syscalls
+    // on C strings that outlive the calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            let err = std::io::Error::last_os_error;
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(err());
+            }
+            let root = c"/".as_ptr();
+            let sys = c"/proc/sys".as_ptr();
+            let none = std::ptr::null();
+            if libc::mount(none, root, none, libc::MS_REC | libc::MS_PRIVATE, none as _) != 0
+                || libc::mount(sys, sys, none, libc::MS_BIND, none as _) != 0
+                || libc::mount(
+                    none,
+                    sys,
+                    none,
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                    none as _,
+                ) != 0
+            {
+                return Err(err());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn conf(bed: &Bed, key: &str) -> String {
+    let path = format!("/proc/sys/net/ipv4/conf/eth0/{key}");
+    bed.host("node")
+        .ns
+        .run(move || std::fs::read_to_string(path))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The fence's kernel layer (arp_ignore) and the setting XDP forwarding needs (forwarding)
+/// are applied through rtnetlink, so a daemon that cannot write /proc/sys (any unprivileged
+/// container) still gets them; and the daemon really could not write it.
+#[test]
+fn interface_settings_are_applied_without_a_writable_proc_sys() {
+    let bed = bed("rosys");
+    let pins = pin_dir("rosys");
+    let _ = std::fs::remove_dir_all(&pins);
+    assert_eq!(conf(&bed, "arp_ignore"), "0");
+    assert_eq!(conf(&bed, "forwarding"), "0");
+    let cfg = std::env::temp_dir().join("vtrosys.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interface: eth0\nvips: [{VIP}]\nmode: xdp\npin_dir: {}\nservices:\n  - vip: {VIP}\n    port: 80\n    mode: dsr\n    backends: [{{addr: 192.0.2.21, port: 80}}]\n",
+            pins.display()
+        ),
+    )
+    .unwrap();
+    Daemon::fresh_log(&bed, "node");
+    let mut d = Daemon::spawn_with(
+        &bed,
+        "node",
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+        read_only_proc_sys,
+    );
+    d.wait_ready(&bed, "node");
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", d.pid())).unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some("/proc/sys") && l.contains(" ro,")),
+        "the daemon's /proc/sys is read-only:\n{mounts}"
+    );
+    assert_eq!(conf(&bed, "arp_ignore"), "1", "\n{}", d.logs());
+    assert_eq!(conf(&bed, "forwarding"), "1", "\n{}", d.logs());
+    assert!(arping(bed.host("client"), VIP).is_some(), "ARP answered");
+    assert_eq!(metric(&metrics(&bed), "vip_fence_ready"), 1);
+    assert!(d.stop().success());
+    // forwarding was ours to turn on, so it is restored; arp_ignore stays (see README).
+    assert_eq!(conf(&bed, "forwarding"), "0");
+    assert_eq!(conf(&bed, "arp_ignore"), "1");
+    let _ = std::fs::remove_file(&cfg);
+}
+
+/// A node that cannot put the fence's kernel layer in place claims nothing: a daemon
+/// without CAP_NET_ADMIN (dropped from its bounding set, so it cannot set arp_ignore) is not
+/// ready, exports `vip_fence_ready 0`, logs an error naming the setting, loads no data
+/// plane and answers no ARP; the kernel does not answer for it either.
+/// From linux/capability.h (libc does not carry the capability numbers).
+const CAP_NET_ADMIN: u64 = 12;
+
+#[test]
+fn unmet_fence_claims_nothing() {
+    let bed = bed("nofence");
+    let pins = pin_dir("nofence");
+    let _ = std::fs::remove_dir_all(&pins);
+    let node = bed.host("node");
+    let pins_s = pins.to_str().unwrap();
+    Daemon::fresh_log(&bed, "node");
+    let mut d = Daemon::spawn_with(
+        &bed,
+        "node",
+        &["--vip", VIP, "--mode", "xdp", "--pin-dir", pins_s],
+        &[],
+        |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl in the forked child before exec, no memory involved.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    let logged = poll(Duration::from_secs(10), || {
+        d.logs().contains("fence not in place").then_some(())
+    });
+    assert!(logged.is_some(), "error logged:\n{}", d.logs());
+    assert!(
+        d.logs().contains("arp_ignore"),
+        "names the setting:\n{}",
+        d.logs()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    assert_eq!(eff & (1 << CAP_NET_ADMIN), 0, "NET_ADMIN really dropped");
+    let m: SocketAddr = METRICS.parse().unwrap();
+    assert_eq!(
+        http_get(&node.ns, m, "/readyz").map(|r| r.0).ok(),
+        Some(503)
+    );
+    assert_eq!(metric(&metrics(&bed), "vip_fence_ready"), 0);
+    assert_eq!(metric(&metrics(&bed), "vip_leader"), 0, "nothing owned");
+    assert!(!pins.exists(), "no data plane loaded");
+    assert_eq!(conf(&bed, "arp_ignore"), "0");
+    assert!(arping(bed.host("client"), VIP).is_none(), "nobody answers");
+    assert!(
+        d.stop().success(),
+        "stops cleanly while waiting:\n{}",
+        d.logs()
+    );
+}

@@ -1,11 +1,14 @@
 //! `vip manifest`: generated copies in manifests/ stay in sync, and every document is a
 //! valid Kubernetes object with what the daemon needs (and no more).
-use k8s_openapi::api::{
-    apps::v1::DaemonSet,
-    core::v1::{Pod, ServiceAccount},
-    rbac::v1::{Role, RoleBinding},
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{Container, Pod, ServiceAccount},
+        rbac::v1::{Role, RoleBinding},
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
-use vip_userspace::manifest::{render, Options};
+use vip_userspace::manifest::{render, Options, PodMonitor};
 
 fn committed(kind: &str) -> String {
     let p =
@@ -15,7 +18,7 @@ fn committed(kind: &str) -> String {
 
 #[test]
 fn committed_manifests_match_the_generator() {
-    for kind in ["daemonset", "pod", "rbac"] {
+    for kind in ["daemonset", "pod", "rbac", "podmonitor"] {
         assert_eq!(
             committed(kind),
             render(kind, &Options::default()).unwrap(),
@@ -111,4 +114,89 @@ fn flags_shape_the_manifest() {
     let args = c.args.clone().unwrap();
     assert!(args.windows(2).any(|w| w == ["--interface", "bond0"]));
     assert!(args.windows(2).any(|w| w == ["--vip", "198.51.100.7"]));
+}
+
+/// The address the daemon listens on, as the kubelet expands it for a node at `node_ip`.
+fn metrics_addr(c: &Container, node_ip: &str) -> std::net::SocketAddr {
+    let env = c.env.as_deref().unwrap();
+    let pos = |name: &str| env.iter().position(|e| e.name == name);
+    let ip = pos("VIP_NODE_IP").expect("VIP_NODE_IP");
+    assert_eq!(
+        env[ip]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("status.hostIP")
+    );
+    let addr = pos("VIP_METRICS_ADDR").expect("VIP_METRICS_ADDR");
+    assert!(ip < addr, "$(VIP_NODE_IP) only expands if defined before");
+    let raw = env[addr].value.as_deref().unwrap();
+    assert!(
+        !c.args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--metrics-addr"),
+        "a flag would override the environment"
+    );
+    vip_userspace::config::parse_listen_addr(&raw.replace("$(VIP_NODE_IP)", node_ip)).unwrap()
+}
+
+/// Probes and Prometheus reach the daemon on the node's address: a host-network pod's IP,
+/// which the kubelet probes when `host` is unset.
+#[test]
+fn probes_and_metrics_on_the_node_address() {
+    let ds: DaemonSet = serde_saphyr::from_str(&committed("daemonset")).unwrap();
+    let pod: Pod = serde_saphyr::from_str(&committed("pod")).unwrap();
+    for spec in [ds.spec.unwrap().template.spec.unwrap(), pod.spec.unwrap()] {
+        assert_eq!(spec.host_network, Some(true));
+        let c = &spec.containers[0];
+        for node in ["10.0.0.5", "fd00::5"] {
+            let a = metrics_addr(c, node);
+            assert_eq!(a.ip(), node.parse::<std::net::IpAddr>().unwrap());
+            assert_eq!(a.port(), 9472);
+        }
+        let port = &c.ports.as_deref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("metrics"), 9472)
+        );
+        for (probe, path) in [
+            (c.liveness_probe.as_ref(), "/healthz"),
+            (c.readiness_probe.as_ref(), "/readyz"),
+        ] {
+            let get = probe.unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.path.as_deref(), Some(path));
+            assert_eq!(get.port, IntOrString::String("metrics".into()));
+            assert_eq!(get.host, None, "unset: the pod IP, i.e. the node's");
+        }
+    }
+}
+
+#[test]
+fn pod_monitor_selects_the_daemonset_pods_and_port() {
+    let pm: PodMonitor = serde_saphyr::from_str(&committed("podmonitor")).unwrap();
+    assert_eq!(
+        (pm.api_version.as_str(), pm.kind.as_str()),
+        ("monitoring.coreos.com/v1", "PodMonitor")
+    );
+    let ds: DaemonSet = serde_saphyr::from_str(&committed("daemonset")).unwrap();
+    assert_eq!(pm.metadata.namespace, ds.metadata.namespace);
+    let tmpl = ds.spec.unwrap().template;
+    let pod_labels = tmpl.metadata.unwrap().labels.unwrap();
+    for (k, v) in pm.spec.selector.match_labels.as_ref().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v), "selector {k}={v}");
+    }
+    let ports = tmpl.spec.unwrap().containers[0].ports.clone().unwrap();
+    for ep in &pm.spec.pod_metrics_endpoints {
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some(ep.port.as_str())),
+            "endpoint port {} is not a container port name",
+            ep.port
+        );
+        assert_eq!(ep.path, "/metrics");
+    }
 }

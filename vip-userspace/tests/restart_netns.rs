@@ -118,7 +118,7 @@ fn planned_restart_and_upgrade_are_hitless() {
     let node = fx.bed.host("node");
     let node_mac = parse_mac(&node.mac);
     let mut d = fx.start(true, &["--handover"], &[]);
-    let (how, link, prog) = attachment(&fx.bed);
+    let (how, link, prog) = attachment(&metrics(&fx.bed));
     assert_eq!(how, "fresh");
     assert!(link > 0 && prog > 0, "XDP attached through a bpf_link");
 
@@ -150,7 +150,7 @@ fn planned_restart_and_upgrade_are_hitless() {
     let t_start = Instant::now();
     let mut d = fx.start(false, &["--handover"], &[]);
     let t_ready = Instant::now();
-    let (how, link2, prog2) = attachment(&fx.bed);
+    let (how, link2, prog2) = attachment(&metrics(&fx.bed));
     assert_eq!(
         (how.as_str(), link2, prog2),
         ("unchanged", link, prog),
@@ -199,7 +199,7 @@ fn planned_restart_and_upgrade_are_hitless() {
         d.logs()
     );
     let mut d = fx.start(false, &[], &[("VIP_FORCE_PROGRAM_REPLACE", "1")]);
-    let (how, link3, prog3) = attachment(&fx.bed);
+    let (how, link3, prog3) = attachment(&metrics(&fx.bed));
     assert_eq!(how, "replaced");
     assert_eq!(link3, link, "the link was never detached");
     assert_ne!(prog3, prog, "the new program runs in it");
@@ -240,7 +240,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     let client = fx.bed.host("client");
     let node = fx.bed.host("node");
     let d = fx.start(true, &[], &[]);
-    let (_, link, prog) = attachment(&fx.bed);
+    let (_, link, prog) = attachment(&metrics(&fx.bed));
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("dsr connection through the VIP");
     assert_eq!(long.echo("before").unwrap(), "before");
 
@@ -276,7 +276,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     );
 
     let mut d = fx.start(false, &[], &[]);
-    let (how, link2, prog2) = attachment(&fx.bed);
+    let (how, link2, prog2) = attachment(&metrics(&fx.bed));
     assert_eq!(
         (how.as_str(), link2, prog2),
         ("unchanged", link, prog),

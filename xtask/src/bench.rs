@@ -16,59 +16,12 @@ const BEGIN: &str = "<!-- bench:begin (written by `cargo xtask bench`) -->";
 const END: &str = "<!-- bench:end -->";
 const FAILOVER_BEGIN: &str = "<!-- failover:begin (written by `cargo xtask bench failover`) -->";
 const FAILOVER_END: &str = "<!-- failover:end -->";
-/// Debian packages only the bench needs (the baselines it compares against).
-const PACKAGES: [(&str, &str); 3] = [
-    ("haproxy", "haproxy"),
-    ("nftables", "nft"),
-    ("keepalived", "keepalived"),
-];
 const SECTIONS: [&str; 5] = ["testrun", "pps", "conns", "maglev", "failover"];
 
 fn cleanup() {
     testbed::cleanup_prefix("vb-");
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench");
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench-failover");
-}
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args([
-            "-c",
-            &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(_, bin)| !have(bin))
-        .map(|(pkg, _)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!(
-        "xtask bench: installing {} with apt-get (the baselines the bench compares vip against)",
-        missing.join(" ")
-    );
-    let apt = |args: &[&str]| {
-        util::run(
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
-    install.extend(&missing);
-    if apt(&install).is_err() {
-        apt(&["update", "-q"])?;
-        apt(&install)?;
-    }
-    Ok(())
 }
 
 fn target_dir() -> PathBuf {
@@ -78,28 +31,29 @@ fn target_dir() -> PathBuf {
 }
 
 fn machine() -> String {
-    let sh = |c: &str| {
-        util::output(Command::new("sh").args(["-c", c]))
+    let text = |cmd: &mut Command| {
+        util::output(cmd)
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "?".into())
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let file = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = file("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "?".into(), |m| m.trim().to_string());
+    let os = file("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map_or_else(|| "?".into(), |n| n.trim_matches('"').to_string());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let git = |args: &[&str]| text(Command::new("git").args(args).current_dir(util::root()));
     format!(
-        "Run {} on {} CPUs ({cpu}), kernel {}, {}; commit {}{}.",
-        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
-        sh("nproc"),
-        sh("uname -r"),
-        sh(". /etc/os-release && echo $PRETTY_NAME"),
-        sh("git rev-parse --short HEAD"),
-        if sh("git status --porcelain --untracked-files=no").is_empty() {
+        "Run {} on {cpus} CPUs ({cpu}), kernel {}, {os}; commit {}{}.",
+        text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+        file("/proc/sys/kernel/osrelease").trim(),
+        git(&["rev-parse", "--short", "HEAD"]),
+        if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
             ""
         } else {
             " (with uncommitted changes)"
@@ -145,7 +99,6 @@ pub fn run(quick: bool, sections: &[String]) -> Result<()> {
     ctrlc::set_handler(|| eprintln!("\ninterrupted: the bench is cleaning up"))
         .context("installing the Ctrl-C handler")?;
     setup::run()?;
-    install_packages()?;
     ebpf::build(true)?;
     util::cargo(&["build", "--release", "-p", "vip-userspace", "--bin", "vip"])?;
     util::cargo(&["build", "--release", "-p", "vip-bench"])?;

@@ -1,41 +1,53 @@
 //! `cargo xtask demo`: a client and a node on a bridge, vip on the node. First XDP answers ARP
 //! for the VIP (counter before/after) and TCP reaches a server on the node through the VIP;
-//! then the same with `mode: kernel`. Everything is removed on exit, Ctrl-C included.
+//! then the same with `mode: kernel`; then load balancing over three dsr backends; then three
+//! nodes electing the owner by Raft, the owner's daemon SIGKILLed while a client asks for the
+//! VIP every 10 ms: the longest gap and that one node answered at a time. Everything is
+//! removed on exit, Ctrl-C included.
 use std::{
     fs::File,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
+    sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use testbed::{
-    arping, has_xdp, http_get, make_dsr_backend, neighbour, poll, tcp_request, tcp_requests, Bed,
-    Proc, TcpServer,
+    arping, has_xdp, http_get, make_dsr_backend, neighbour, parse_mac, poll, tcp_request,
+    tcp_requests, Bed, Capture, Proc, TcpServer,
 };
 
-use crate::{ebpf, util};
+use crate::{ebpf, setup, util};
 
 const PREFIX: &str = "vipdemo";
 const VIP: &str = "192.0.2.100";
 const METRICS: &str = "127.0.0.1:9472";
 const PIN_DIR: &str = "/sys/fs/bpf/vip-demo";
 
-static DAEMON_PID: AtomicU32 = AtomicU32::new(0);
+/// Children running now (daemons, the prober; pids), stopped by `cleanup` on Ctrl-C or an
+/// error.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn say(s: &str) {
     println!("\n\x1b[1m== {s}\x1b[0m");
 }
 
 fn cleanup() {
-    let pid = DAEMON_PID.swap(0, Ordering::SeqCst);
-    if pid != 0 {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
+    let pids = CHILDREN.lock().map(|mut d| std::mem::take(&mut *d));
+    for pid in pids.unwrap_or_default() {
+        // SAFETY: kill(2) on a child this demo started and has not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
     testbed::cleanup_prefix(&format!("{PREFIX}-"));
     let _ = std::fs::remove_dir_all(PIN_DIR);
+    let _ = std::fs::remove_dir_all(raft_dir());
+}
+
+/// The Raft nodes' files, state directories and logs.
+fn raft_dir() -> PathBuf {
+    std::env::temp_dir().join("vip-demo-raft")
 }
 
 pub fn run() -> Result<()> {
@@ -48,11 +60,14 @@ pub fn run() -> Result<()> {
         std::process::exit(130);
     })
     .context("installing the Ctrl-C handler")?;
+    setup::run()?;
     say("building the eBPF object and the vip binary");
     ebpf::build(true)?;
     util::cargo(&["build", "--quiet", "-p", "vip-userspace", "--bin", "vip"])?;
     let vip = util::root().join("target/debug/vip");
-    let res = demo(&vip).and_then(|()| demo_lb(&vip));
+    let res = demo(&vip)
+        .and_then(|()| demo_lb(&vip))
+        .and_then(|()| demo_raft(&vip));
     cleanup();
     res?;
     say("done: namespaces, pins and addresses removed");
@@ -146,11 +161,11 @@ fn demo(vip: &Path) -> Result<()> {
             }
         }
         say("SIGTERM: vip releases the VIP and cleans up");
-        daemon.signal(libc_sigterm());
+        daemon.signal(libc::SIGTERM);
         let st = daemon
             .wait_timeout(Duration::from_secs(10))
             .context("vip did not exit on SIGTERM")?;
-        DAEMON_PID.store(0, Ordering::SeqCst);
+        exited(&daemon);
         print_log(&log, &mut seen);
         println!(
             "exit: {st}; ARP answer now: {}",
@@ -160,12 +175,20 @@ fn demo(vip: &Path) -> Result<()> {
     Ok(())
 }
 
-fn libc_sigterm() -> i32 {
-    15
+/// A child that was waited for: `cleanup` must not signal its (reusable) pid.
+fn exited(p: &Proc) {
+    if let Ok(mut d) = CHILDREN.lock() {
+        d.retain(|pid| *pid != p.child.id());
+    }
 }
 
 fn start(bed: &Bed, vip: &Path, cfg: &PathBuf, log: &PathBuf) -> Result<Proc> {
-    let node = bed.host("node");
+    start_on(bed, "node", vip, cfg, log)
+}
+
+/// `vip run --config cfg` on host `role`, ready (readyz 200) when this returns.
+fn start_on(bed: &Bed, role: &str, vip: &Path, cfg: &PathBuf, log: &PathBuf) -> Result<Proc> {
+    let node = bed.host(role);
     let mut cmd = node.ns.command(vip);
     cmd.args(["run", "--config"])
         .arg(cfg)
@@ -173,7 +196,9 @@ fn start(bed: &Bed, vip: &Path, cfg: &PathBuf, log: &PathBuf) -> Result<Proc> {
         .stderr(Stdio::from(File::create(log)?))
         .env("NO_COLOR", "1");
     let mut p = Proc::spawn(cmd);
-    DAEMON_PID.store(p.child.id(), Ordering::SeqCst);
+    if let Ok(mut d) = CHILDREN.lock() {
+        d.push(p.child.id());
+    }
     let metrics: SocketAddr = METRICS.parse()?;
     let ready = poll(Duration::from_secs(10), || {
         if let Ok(Some(_)) = p.child.try_wait() {
@@ -183,7 +208,7 @@ fn start(bed: &Bed, vip: &Path, cfg: &PathBuf, log: &PathBuf) -> Result<Proc> {
     });
     if ready != Some(true) {
         print_log(log, &mut 0);
-        bail!("vip did not become ready");
+        bail!("vip on {role} did not become ready");
     }
     Ok(p)
 }
@@ -199,7 +224,12 @@ fn print_log(log: &Path, seen: &mut usize) {
 }
 
 fn metric(bed: &Bed, name: &str) -> Option<u64> {
-    let (_, body) = http_get(&bed.host("node").ns, METRICS.parse().ok()?, "/metrics").ok()?;
+    metric_of(bed, "node", name)
+}
+
+/// A metric of the daemon on host `role` (the first sample of that name).
+fn metric_of(bed: &Bed, role: &str, name: &str) -> Option<u64> {
+    let (_, body) = http_get(&bed.host(role).ns, METRICS.parse().ok()?, "/metrics").ok()?;
     body.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.split_whitespace().last())
@@ -267,7 +297,7 @@ fn demo_lb(vip: &Path) -> Result<()> {
     print!("{}", status(vip)?);
     say("remove 192.0.2.23 from the file, SIGHUP: new connections avoid it");
     write(&["192.0.2.21", "192.0.2.22"])?;
-    daemon.signal(1);
+    daemon.signal(libc::SIGHUP);
     let reloaded = poll(Duration::from_secs(10), || {
         metric(&bed, "vip_config_reloads_total").filter(|n| *n >= 1)
     });
@@ -279,11 +309,11 @@ fn demo_lb(vip: &Path) -> Result<()> {
     for (who, n) in count(60)? {
         println!("  {n:>3} x {who}");
     }
-    daemon.signal(libc_sigterm());
+    daemon.signal(libc::SIGTERM);
     daemon
         .wait_timeout(Duration::from_secs(10))
         .context("vip did not exit on SIGTERM")?;
-    DAEMON_PID.store(0, Ordering::SeqCst);
+    exited(&daemon);
     print_log(&log, &mut seen);
     drop(servers);
     Ok(())
@@ -295,4 +325,266 @@ fn status(vip: &Path) -> Result<String> {
         .output()
         .context("vip status")?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+const RAFT_PORT: u16 = 7946;
+/// The failover bench's timing at 20 ms heartbeats (README "Standalone HA (Raft)").
+const HEARTBEAT_MS: u64 = 20;
+const ELECTION_MS: (u64, u64) = (50, 70);
+const LEASE_MS: u64 = 35;
+/// The client's ARP requests for the VIP: one every 10 ms, this many (~4 s).
+const PROBE_EVERY: &str = "0.01";
+const PROBES: u32 = 400;
+
+/// Three nodes elect the VIP's owner by Raft; a client asks for the VIP every 10 ms while the
+/// owner's daemon is SIGKILLed. Its pinned XDP program stays attached and goes silent by the
+/// dead-man deadline (the lease); a follower takes over after its election timeout.
+fn demo_raft(vip: &Path) -> Result<()> {
+    say("Raft: three nodes (192.0.2.11-13) elect the owner of the VIP; a client on the bridge");
+    let mut hosts = vec![("client", "192.0.2.10/24")];
+    let addrs = ["192.0.2.11/24", "192.0.2.12/24", "192.0.2.13/24"];
+    hosts.extend(NODES.iter().copied().zip(addrs));
+    let bed = Bed::new(PREFIX, &hosts);
+    let dir = raft_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let peers: Vec<String> = (0..3)
+        .map(|j| format!("{}: \"{}:{RAFT_PORT}\"", j + 1, bed.host(NODES[j]).addr))
+        .collect();
+    let mut daemons = Vec::new();
+    for (i, n) in NODES.iter().enumerate() {
+        let yaml = format!(
+            "interface: eth0\nmode: xdp\nvips: [{VIP}]\nmetrics_addr: {METRICS}\npin_dir: {PIN_DIR}/{n}\nlog_level: warn\n\
+             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    state_dir: {}\n    heartbeat_ms: {HEARTBEAT_MS}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {LEASE_MS}\n",
+            i + 1,
+            peers.join(", "),
+            dir.join(n).display(),
+            ELECTION_MS.0,
+            ELECTION_MS.1,
+        );
+        if i == 0 {
+            println!("  {n}'s file (the others differ only in id, pin_dir, state_dir):");
+            for l in yaml.lines() {
+                println!("    {l}");
+            }
+        }
+        let cfg = dir.join(format!("{n}.yaml"));
+        std::fs::write(&cfg, &yaml)?;
+        let log = dir.join(format!("{n}.log"));
+        daemons.push(start_on(&bed, n, vip, &cfg, &log)?);
+        println!("  {n}: MAC {}, vip running", bed.host(n).mac);
+    }
+    let logs = || {
+        NODES
+            .iter()
+            .map(|n| {
+                let l = std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default();
+                format!("--- {n}:\n{l}")
+            })
+            .collect::<String>()
+    };
+    let node_of = |mac: [u8; 6]| {
+        NODES
+            .iter()
+            .position(|n| parse_mac(&bed.host(n).mac) == mac)
+    };
+    let leader = poll(Duration::from_secs(10), || {
+        NODES
+            .iter()
+            .position(|n| metric_of(&bed, n, "vip_raft_fenced_leader") == Some(1))
+    })
+    .with_context(|| format!("no node became the fenced leader in 10 s\n{}", logs()))?;
+    println!(
+        "  elected: {} (term {}); the others follow it",
+        NODES[leader],
+        metric_of(&bed, NODES[leader], "vip_raft_term").unwrap_or(0)
+    );
+
+    say(&format!(
+        "client: ARP request for {VIP} every 10 ms; after ~1 s of answers, SIGKILL of {}'s daemon",
+        NODES[leader]
+    ));
+    let client = bed.host("client");
+    let cap = Capture::start(client, 0x0806);
+    let mut probe = client.ns.command("arping");
+    probe
+        .args(["-q", "-W", PROBE_EVERY, "-c", &PROBES.to_string()])
+        .args(["-i", "eth0", VIP])
+        .stdout(Stdio::null());
+    let mut probe = Proc {
+        child: probe.spawn().context("starting arping")?,
+    };
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.push(probe.child.id());
+    }
+    let started = Instant::now();
+    // About a second of answers from the owner alone, then the crash.
+    poll(Duration::from_secs(5), || {
+        let r = vip_replies(&cap);
+        (r.len() >= 100 && r.iter().all(|x| node_of(x.1) == Some(leader))).then_some(())
+    })
+    .with_context(|| format!("the elected owner does not answer steadily\n{}", logs()))?;
+    // Requests the owner's XDP left unanswered while its lease had lapsed for a moment (a
+    // heartbeat acknowledged late), before the crash.
+    let lapsed = metric_of(&bed, NODES[leader], "vip_arp_deadman_drops_total");
+    let killed_at = Instant::now();
+    let killed = &mut daemons[leader];
+    let _ = killed.child.kill();
+    let _ = killed.child.wait();
+    exited(killed);
+    let done = probe.wait_timeout(Duration::from_secs(10));
+    if done.is_none() {
+        bail!("arping did not finish its {PROBES} requests");
+    }
+    exited(&probe);
+    let replies = vip_replies(&cap);
+    let t = |at: Instant| at.saturating_duration_since(started).as_secs_f64();
+    let runs = runs(&replies);
+    let owners: std::collections::BTreeSet<[u8; 6]> = replies.iter().map(|r| r.1).collect();
+    let name = |mac: [u8; 6]| node_of(mac).map_or("an unknown MAC", |i| NODES[i]);
+    // The timeline: when each node began and stopped answering, and the kill.
+    let mut events = vec![(
+        killed_at,
+        format!(
+            "SIGKILL of {}'s daemon; its pinned XDP program stays attached",
+            NODES[leader]
+        ),
+    )];
+    for (i, (mac, first, last, n)) in runs.iter().enumerate() {
+        events.push((*first, format!("{} answers", name(*mac))));
+        let end = if i + 1 == runs.len() {
+            "; the client stops asking"
+        } else {
+            ""
+        };
+        events.push((
+            *last,
+            format!("{}'s last answer ({n} replies){end}", name(*mac)),
+        ));
+    }
+    events.sort_by_key(|e| e.0);
+    println!("  seconds since the client started asking:");
+    for (at, what) in &events {
+        println!("    {:6.3} s  {what}", t(*at));
+    }
+    let new = runs
+        .last()
+        .and_then(|r| node_of(r.0).map(|i| (i, r.1)))
+        .filter(|(i, _)| *i != leader)
+        .with_context(|| {
+            format!(
+                "no other node answered after {} died\n{}",
+                NODES[leader],
+                logs()
+            )
+        })?;
+    let last_old = replies
+        .iter()
+        .filter(|r| node_of(r.1) == Some(leader))
+        .map(|r| r.0)
+        .max()
+        .unwrap_or(killed_at);
+    let (gap, gap_end) = replies
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0, w[1].0))
+        .max()
+        .context("too few ARP answers to measure a gap")?;
+    say("result");
+    println!(
+        "  {}'s last answer: {:.0} ms after the kill (the dead-man silences it by its lease, {LEASE_MS} ms)",
+        NODES[leader],
+        ms(last_old.saturating_duration_since(killed_at))
+    );
+    println!(
+        "  new owner: {} (term {}), first answer {:.0} ms after the kill (a follower's election timeout of {}-{} ms since the last heartbeat, the vote, the client's next request)",
+        NODES[new.0],
+        metric_of(&bed, NODES[new.0], "vip_raft_term").unwrap_or(0),
+        ms(new.1.saturating_duration_since(killed_at)),
+        ELECTION_MS.0,
+        ELECTION_MS.1
+    );
+    let failover_gap = new.1.saturating_duration_since(last_old);
+    if gap_end == new.1 {
+        println!(
+            "  the client's longest gap without an answer: {:.0} ms, across the failover",
+            ms(gap)
+        );
+    } else {
+        println!(
+            "  the client's longest gap without an answer: {:.0} ms, ending at {:.3} s; across the failover {:.0} ms",
+            ms(gap),
+            t(gap_end),
+            ms(failover_gap)
+        );
+        let why = match lapsed {
+            Some(0) => "no request: frames ran late (a loaded machine)".to_string(),
+            Some(n) => {
+                format!("{n} requests: its lease lapsed for a moment (a late heartbeat ack)")
+            }
+            None => "? requests (no metrics)".to_string(),
+        };
+        println!(
+            "  before the kill {}'s dead-man dropped {why}",
+            NODES[leader]
+        );
+    }
+    // One owner answers each request once: more replies than requests would be two owners.
+    println!(
+        "  requests: {PROBES} sent, {} answered, {} not",
+        replies.len(),
+        (PROBES as usize).saturating_sub(replies.len())
+    );
+    // Two owners at once would interleave their MACs: more stretches than answering nodes.
+    if runs.len() != owners.len() || replies.len() > PROBES as usize {
+        bail!(
+            "two nodes answered at once: {} stretches of answers from {} nodes, {} replies to {PROBES} requests",
+            runs.len(),
+            owners.len(),
+            replies.len()
+        );
+    }
+    println!(
+        "  only one node ever answered at a time: yes ({} replies from {} nodes, each node in one unbroken stretch)",
+        replies.len(),
+        owners.len()
+    );
+    for mut d in daemons {
+        if let Ok(None) = d.child.try_wait() {
+            d.signal(libc::SIGTERM);
+            d.wait_timeout(Duration::from_secs(10))
+                .context("vip did not exit on SIGTERM")?;
+        }
+        exited(&d);
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// (arrival, sender MAC) of the ARP replies for the VIP the client captured.
+fn vip_replies(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    cap.frames()
+        .into_iter()
+        .filter(|(_, f)| f.len() >= 42 && f[20..22] == [0, 2] && f[28..32] == vip.octets())
+        .filter_map(|(t, f)| Some((t, f[22..28].try_into().ok()?)))
+        .collect()
+}
+
+/// Consecutive replies from the same MAC: (mac, first, last, count) per stretch.
+fn runs(replies: &[(Instant, [u8; 6])]) -> Vec<([u8; 6], Instant, Instant, usize)> {
+    let mut out: Vec<([u8; 6], Instant, Instant, usize)> = Vec::new();
+    for (t, mac) in replies {
+        match out.last_mut() {
+            Some(r) if r.0 == *mac => {
+                r.2 = *t;
+                r.3 += 1;
+            }
+            _ => out.push((*mac, *t, *t, 1)),
+        }
+    }
+    out
 }

@@ -16,20 +16,16 @@ use anyhow::{bail, Context, Result};
 use vip_common::image;
 
 use crate::{
-    ebpf,
+    ebpf, setup, tools,
     util::{output, root, run},
 };
 
-const TARGET: &str = "x86_64-unknown-linux-musl";
+/// Installed by `cargo xtask setup`.
+const TARGET: &str = setup::MUSL;
 
-/// Programs this task runs (besides cargo and rustup), with the Debian package of each.
-const TOOLS: &[(&str, &str)] = &[
-    ("buildah", "buildah"),
-    // `ring` compiles C for the target.
-    ("musl-gcc", "musl-tools"),
-    ("git", "git"),
-    ("date", "coreutils"),
-];
+/// Programs this task runs besides cargo, rustup and date; their packages are in the one
+/// table, `tools::TOOLS`.
+const PROGRAMS: &[&str] = &["buildah", "musl-gcc", "git"];
 
 const DESCRIPTION: &str = "Floating virtual IPs for bare-metal clusters, answered from XDP";
 
@@ -69,16 +65,17 @@ pub fn build() -> Result<()> {
     Ok(())
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
 fn check_tools() -> Result<()> {
-    let missing: Vec<String> = TOOLS
+    let missing: Vec<String> = PROGRAMS
         .iter()
-        .filter(|(prog, _)| !on_path(prog))
-        .map(|(prog, pkg)| format!("`{prog}` (Debian package {pkg})"))
+        .filter(|p| !tools::found(p))
+        .map(|p| {
+            let pkgs = tools::TOOLS
+                .iter()
+                .find(|t| t.program == *p)
+                .map_or_else(|| "?".to_string(), |t| t.packages.join(" "));
+            format!("`{p}` (Debian package {pkgs})")
+        })
         .collect();
     if !missing.is_empty() {
         bail!(

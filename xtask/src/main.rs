@@ -5,6 +5,7 @@ mod demo;
 mod ebpf;
 mod image;
 mod setup;
+mod tools;
 mod util;
 
 use anyhow::Result;
@@ -19,7 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what building and testing need (apt packages, rust-src, bpf-linker). Root.
+    /// Install what building, testing, the demo and the bench need: the Debian packages of
+    /// every program they spawn (xtask/src/tools.rs), rust-src, rustfmt, clippy, the musl
+    /// target and bpf-linker. Root when something is missing.
     Setup,
     /// Build the eBPF object (nightly, bpfel-unknown-none, BTF).
     BuildEbpf {
@@ -31,7 +34,8 @@ enum Cmd {
     Image,
     /// Setup, build-ebpf, fmt, clippy, unit tests, image, kernel tests. What CI runs.
     Test,
-    /// Show vip on a namespace bed: XDP answering ARP, then the kernel fallback.
+    /// Show vip on a namespace bed: XDP answering ARP, the kernel fallback, load balancing,
+    /// then three Raft nodes with the owner SIGKILLed (longest gap, one owner at a time).
     Demo,
     /// Measure vip against its baselines and print one table (root). Without --quick the
     /// table is recorded in BENCHMARKS.md.

@@ -1,30 +1,31 @@
 //! `cargo xtask setup`: idempotent and quick when nothing is missing.
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{self, is_root, output};
+use crate::{
+    tools::{self, TOOLS},
+    util::{self, is_root, output},
+};
 
-/// Debian packages the build, the tests and the demo use.
-const APT: &[&str] = &[
-    "iproute2",
-    "bpftool",
-    "arping",
-    "util-linux",
-    "gcc",
-    "libc6-dev",
-    // Real BGP peers for vip-userspace/tests/bgp_peers.rs (FRR: bgpd and vtysh only,
-    // started by the test without zebra).
-    "bird2",
-    "gobgpd",
-    "frr",
-];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The target of the static `vip` in the container image.
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
 
 pub fn run() -> Result<()> {
     let t = std::time::Instant::now();
+    // Started first, read after the nightly checks: rustup takes ~70 ms per list.
+    let stable = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("rustup not found: vip builds with rustup toolchains")?;
     apt()?;
     rust_src()?;
+    stable_parts(stable)?;
     bpf_linker()?;
     eprintln!(
         "setup: everything present ({:.1} s)",
@@ -33,31 +34,86 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn installed(pkg: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .map(|s| s.contains("install ok installed"))
-        .unwrap_or(false)
+/// The packages of `pkgs` that are not installed, with one dpkg-query for all of them (it
+/// prints what it knows and complains on stderr about packages it never saw).
+fn missing_packages(pkgs: &[&'static str]) -> Result<Vec<&'static str>> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\n"])
+        .args(pkgs)
+        .output()
+        .context("cannot run dpkg-query: setup needs a Debian system")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ok: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(" install ok installed"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    Ok(pkgs.iter().copied().filter(|p| !ok.contains(p)).collect())
 }
 
+/// Install the packages of `tools::TOOLS` that are missing, then check that every program
+/// of the table can be spawned.
 fn apt() -> Result<()> {
-    let missing: Vec<&str> = APT.iter().copied().filter(|p| !installed(p)).collect();
-    if missing.is_empty() {
-        return Ok(());
+    let missing = missing_packages(&tools::packages())?;
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "missing Debian packages {missing:?}; run `cargo xtask setup` as root (or apt-get install them)"
+            );
+        }
+        for t in TOOLS
+            .iter()
+            .filter(|t| t.packages.iter().any(|p| missing.contains(p)))
+        {
+            eprintln!("setup: {} ({}): {}", t.program, t.packages.join(" "), t.why);
+        }
+        // Other apt users (unattended upgrades, a parallel setup) hold the lock for a while.
+        let apt = |args: &[&str]| {
+            util::run(
+                Command::new("apt-get")
+                    .args(["-o", "DPkg::Lock::Timeout=300"])
+                    .args(args)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        };
+        apt(&["update", "-qq"])
+            .context("apt-get update failed: is the Debian mirror reachable?")?;
+        let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        install.extend(&missing);
+        apt(&install).with_context(|| format!("apt-get install {missing:?} failed"))?;
     }
-    if !is_root() {
-        bail!(
-            "missing Debian packages {missing:?}; run `cargo xtask setup` as root (or apt-get install them)"
-        );
+    let absent: Vec<String> = TOOLS
+        .iter()
+        .filter(|t| !tools::found(t.program))
+        .map(|t| format!("{} (package {})", t.program, t.packages.join(" ")))
+        .collect();
+    if !absent.is_empty() {
+        bail!("installed, but not found in PATH, /usr/sbin or /sbin: {absent:?}");
     }
-    util::run(Command::new("apt-get").args(["update", "-qq"]))
-        .context("apt-get update failed: is the Debian mirror reachable?")?;
-    util::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .with_context(|| format!("apt-get install {missing:?} failed"))?;
+    Ok(())
+}
+
+/// What the stable toolchain running xtask needs: rustfmt and clippy (`cargo xtask test`)
+/// and the musl target of the static `vip` in the image.
+fn stable_parts(list: Child) -> Result<()> {
+    let out = list.wait_with_output()?;
+    if !out.status.success() {
+        bail!("rustup component list failed ({})", out.status);
+    }
+    let installed = String::from_utf8_lossy(&out.stdout);
+    for c in ["rustfmt", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(c)) {
+            util::run(Command::new("rustup").args(["component", "add", c]))
+                .with_context(|| format!("rustup component add {c} failed (no network?)"))?;
+        }
+    }
+    if !installed
+        .lines()
+        .any(|l| l.starts_with(&format!("rust-std-{MUSL}")))
+    {
+        util::run(Command::new("rustup").args(["target", "add", MUSL]))
+            .with_context(|| format!("rustup target add {MUSL} failed (no network?)"))?;
+    }
     Ok(())
 }
 
@@ -166,4 +222,16 @@ fn bpf_linker() -> Result<()> {
     )
     .context("building bpf-linker failed (no network to crates.io, or LLVM mismatch)")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_dpkg_query_tells_missing_packages_apart() {
+        // dpkg is on every Debian system; dpkg-query complains about the other and goes on.
+        assert_eq!(
+            super::missing_packages(&["dpkg", "vip-no-such-package"]).unwrap(),
+            vec!["vip-no-such-package"]
+        );
+    }
 }

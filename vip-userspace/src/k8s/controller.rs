@@ -336,6 +336,37 @@ impl Controller {
         self.record(&ns, object, type_, reason, message).await;
     }
 
+    /// The data plane could not take a service (VIP, port, protocol): a Warning on every
+    /// Service with that address and port, naming this node and why.
+    pub async fn unplaced_event(
+        &self,
+        services: &[Service],
+        what: crate::reconcile::Unplaced,
+        why: &str,
+    ) {
+        let message = format!("node {} could not serve {what}: {why}", self.cfg.node);
+        for s in services {
+            let on_vip = status_ips(s).contains(&IpAddr::V4(what.vip));
+            let on_port = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.ports.as_ref())
+                .is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p.port == i32::from(what.port)
+                            && p.protocol
+                                .as_deref()
+                                .unwrap_or("TCP")
+                                .eq_ignore_ascii_case(what.proto.as_str())
+                    })
+                });
+            if on_vip && on_port {
+                self.event(s, "Warning", "ServiceNotApplied", &message)
+                    .await;
+            }
+        }
+    }
+
     /// Another host claims a VIP this node owns (seen by XDP): a Warning on every Service
     /// with that address, or on this Node for a VIP no Service has (the control plane's).
     pub async fn conflict_event(&self, services: &[Service], vip: Ipv4Addr, mac: [u8; 6]) {

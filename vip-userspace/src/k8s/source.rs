@@ -30,6 +30,8 @@ pub async fn run(
     // What this node has applied: holder annotations follow the data plane, not the lease.
     let mut held = stats.owned.subscribe();
     let mut conflicts = stats.conflicts.subscribe();
+    let mut unplaced = stats.unplaced.subscribe();
+    let mut reported = std::collections::BTreeMap::new();
     let (svcs, w1) = reflector::store::<Service>();
     let (slices, w2) = reflector::store::<EndpointSlice>();
     let (cms, w3) = reflector::store::<ConfigMap>();
@@ -79,6 +81,19 @@ pub async fn run(
                 for (vip, mac) in seen {
                     ctl.conflict_event(&s, vip, mac).await;
                 }
+                continue;
+            }
+            r = unplaced.changed() => {
+                if r.is_err() { return }
+                // Once per failure (and again if its reason changes).
+                let now = unplaced.borrow_and_update().clone();
+                let s: Vec<Service> = svcs.state().iter().map(|x| (**x).clone()).collect();
+                for (what, why) in &now {
+                    if reported.get(what) != Some(why) {
+                        ctl.unplaced_event(&s, *what, why).await;
+                    }
+                }
+                reported = now;
                 continue;
             }
             _ = tokio::time::sleep(RESYNC) => {}

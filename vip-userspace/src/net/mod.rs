@@ -1,9 +1,9 @@
 //! Talking to the kernel's network configuration: links, addresses, gratuitous ARP.
 pub mod addr;
+pub mod devconf;
 pub mod garp;
 pub mod link;
 pub mod neigh;
-pub mod sysctl;
 
 use std::num::NonZeroI32;
 

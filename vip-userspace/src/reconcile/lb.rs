@@ -1,5 +1,5 @@
 //! Everything a service needs around the maps: backends' neighbour entries (so XDP's FIB
-//! lookup finds their MACs) and the sysctls forwarding depends on.
+//! lookup finds their MACs) and the interface settings forwarding depends on.
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use rtnetlink::Handle;
@@ -7,7 +7,11 @@ use rtnetlink::Handle;
 use super::services::{Changes, ServiceError, ServiceSync};
 use crate::{
     config::{LbMode, Service},
-    net::{addr, neigh, sysctl},
+    net::{
+        addr,
+        devconf::{self, Setting},
+        neigh,
+    },
 };
 
 pub struct LbSide {
@@ -15,8 +19,10 @@ pub struct LbSide {
     uplink: String,
     uplink_index: u32,
     neighbours: BTreeSet<Ipv4Addr>,
-    /// (device, key, value before we changed it), restored on release.
-    restore: Vec<(String, &'static str, String)>,
+    /// (device, setting, value before we changed it), restored on release.
+    restore: Vec<(String, Setting, i32)>,
+    /// `net.ipv4.conf.all` keys we changed (through /proc/sys), with their old values.
+    restore_all: Vec<(&'static str, String)>,
 }
 
 fn in_prefix(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
@@ -36,18 +42,26 @@ impl LbSide {
             uplink_index,
             neighbours: BTreeSet::new(),
             restore: Vec::new(),
+            restore_all: Vec::new(),
         }
     }
 
-    fn set_sysctl(&mut self, dev: &str, key: &'static str, value: &str) {
-        match sysctl::set(dev, key, value) {
+    /// A setting forwarding needs: a failure is logged and counted, and the service keeps
+    /// its maps (traffic XDP cannot forward goes to the stack).
+    async fn set(&mut self, handle: &Handle, setting: Setting, value: u32) {
+        let dev = self.uplink.clone();
+        match devconf::set(handle, &dev, setting, value).await {
             Ok(Some(old)) => {
-                if !self.restore.iter().any(|(d, k, _)| d == dev && *k == key) {
-                    self.restore.push((dev.to_string(), key, old));
+                if !self
+                    .restore
+                    .iter()
+                    .any(|(d, k, _)| *d == dev && *k == setting)
+                {
+                    self.restore.push((dev, setting, old));
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(dev, key, error = %e, "cannot set sysctl"),
+            Err(e) => tracing::warn!(error = %e, "interface setting not applied"),
         }
     }
 
@@ -61,13 +75,22 @@ impl LbSide {
         let uplink = self.uplink.clone();
         if forwarding {
             // bpf_fib_lookup refuses to route for a device without IPv4 forwarding.
-            self.set_sysctl(&uplink, "forwarding", "1");
+            self.set(handle, Setting::Forwarding, 1).await;
         }
         if nat {
             // nat replies are forwarded out of the interface they came in on; redirects
             // would tell backends to bypass us, and the reverse NAT with it.
-            self.set_sysctl(&uplink, "send_redirects", "0");
-            self.set_sysctl("all", "send_redirects", "0");
+            // The kernel sends redirects if `all` or the device says so.
+            self.set(handle, Setting::SendRedirects, 0).await;
+            match devconf::set_all("send_redirects", "0") {
+                Ok(Some(old)) if !self.restore_all.iter().any(|(k, _)| *k == "send_redirects") => {
+                    self.restore_all.push(("send_redirects", old))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "net.ipv4.conf.all.send_redirects not set to 0 (it has no rtnetlink form; /proc/sys is read-only in a container): set it on the node, or backends may be told to bypass the reverse NAT")
+                }
+            }
         }
         let changes = self.sync.apply(services)?;
 
@@ -116,14 +139,19 @@ impl LbSide {
         Ok(changes)
     }
 
-    /// Remove what we added to the node (neighbour entries, sysctls).
+    /// Remove what we added to the node (neighbour entries, interface settings).
     pub async fn release(&mut self, handle: &Handle) {
         for ip in std::mem::take(&mut self.neighbours) {
             let _ = neigh::remove_managed(handle, self.uplink_index, ip).await;
         }
-        for (dev, key, old) in std::mem::take(&mut self.restore) {
-            if let Err(e) = sysctl::set(&dev, key, &old) {
-                tracing::warn!(dev, key, error = %e, "cannot restore sysctl");
+        for (dev, setting, old) in std::mem::take(&mut self.restore) {
+            if let Err(e) = devconf::set(handle, &dev, setting, old as u32).await {
+                tracing::warn!(error = %e, "cannot restore an interface setting");
+            }
+        }
+        for (key, old) in std::mem::take(&mut self.restore_all) {
+            if let Err(e) = devconf::set_all(key, &old) {
+                tracing::warn!(key, error = %e, "cannot restore a net.ipv4.conf.all setting");
             }
         }
     }

@@ -41,6 +41,34 @@ pub enum ReconcileError {
     Services(#[from] services::ServiceError),
 }
 
+/// A service (VIP, port, protocol) the data plane could not take, as logs and Events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unplaced {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: crate::config::Proto,
+}
+
+impl Unplaced {
+    fn of(k: &vip_common::ServiceKey) -> Self {
+        Self {
+            vip: Ipv4Addr::from(k.addr_be),
+            port: u16::from_be_bytes(k.port_be),
+            proto: if k.proto == vip_common::PROTO_UDP {
+                crate::config::Proto::Udp
+            } else {
+                crate::config::Proto::Tcp
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Unplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{}", self.vip, self.port, self.proto.as_str())
+    }
+}
+
 /// Where the VIP is made reachable.
 pub enum Backend {
     /// XDP answers ARP on the uplink; the VIP is bound on a non-ARP local device.
@@ -146,15 +174,17 @@ impl Reconciler {
         match &mut self.backend {
             Backend::Xdp { lb, .. } => {
                 let ch = lb.apply(&self.handle, services).await?;
-                if ch != services::Changes::default() {
+                if !ch.is_empty() {
                     tracing::info!(
                         added = ch.added,
                         updated = ch.updated,
                         removed = ch.removed,
                         slots = ch.slots_written,
+                        failed = ch.failed.len(),
                         "services applied"
                     );
                 }
+                self.report_unplaced(&ch.failed);
             }
             Backend::Kernel { .. } => {
                 if services.iter().any(|s| s.mode != LbMode::Local) {
@@ -163,6 +193,31 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// Services that failed alone: logged (each when it starts or stops failing, or its
+    /// reason changes), counted, and published for the Kubernetes source to record as
+    /// Events on the Services concerned.
+    fn report_unplaced(&mut self, failed: &[(vip_common::ServiceKey, services::ServiceError)]) {
+        let now: BTreeMap<Unplaced, String> = failed
+            .iter()
+            .map(|(k, e)| (Unplaced::of(k), crate::Chain(e).to_string()))
+            .collect();
+        let before = self.state.unplaced.borrow().clone();
+        if now == before {
+            return;
+        }
+        for (u, why) in &now {
+            if before.get(u) != Some(why) {
+                self.state.service_failures.inc();
+                tracing::error!(service = %u, error = %why, "service not applied (the others are)");
+            }
+        }
+        for u in before.keys().filter(|u| !now.contains_key(u)) {
+            tracing::info!(service = %u, "service applied after an earlier failure");
+        }
+        self.state.services_unplaced.set(now.len() as i64);
+        self.state.unplaced.send_replace(now);
     }
 
     /// Start a new next-hop epoch (see `ServiceSync::tick_epoch`); failures are logged.
@@ -270,7 +325,7 @@ impl Reconciler {
     }
 
     /// Planned restart: leave everything in place for the next daemon (map entries,
-    /// services, bindings, neighbour entries, sysctls) and push the dead-man deadline to
+    /// services, bindings, neighbour entries, interface settings) and push the dead-man deadline to
     /// cover the gap, so ARP keeps being answered while no daemon runs. Only the pending
     /// gratuitous ARPs stop.
     pub fn hand_over(&mut self, dead_man: std::time::Duration, grace: std::time::Duration) {

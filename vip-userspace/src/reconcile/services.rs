@@ -51,15 +51,31 @@ struct Applied {
     backends: Option<Vec<Backend>>,
     /// What each of the two rings holds, as far as we wrote it (None: unknown).
     rings: [Option<Vec<u32>>; 2],
+    /// Every backend of `backends` is in the live ring (false: some did not fit and are
+    /// tried again on the next pass).
+    complete: bool,
 }
 
 /// What one `apply` did, for logs and tests.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Changes {
     pub added: usize,
     pub updated: usize,
     pub removed: usize,
     pub slots_written: usize,
+    /// Services that could not be placed, or were placed without some of their backends (a
+    /// map or a limit was full): each fails alone, every other service is applied.
+    pub failed: Vec<(ServiceKey, ServiceError)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added == 0
+            && self.updated == 0
+            && self.removed == 0
+            && self.slots_written == 0
+            && self.failed.is_empty()
+    }
 }
 
 pub struct ServiceSync {
@@ -174,6 +190,7 @@ impl ServiceSync {
                     mode: v.mode,
                     backends: None,
                     rings: [None, None],
+                    complete: true,
                 },
             );
             sync.next_sid = sync.next_sid.max(v.id + 1);
@@ -379,6 +396,10 @@ impl ServiceSync {
         Ok(n)
     }
 
+    /// Make the maps serve exactly `desired`. A service that cannot be placed fails alone
+    /// (in `Changes::failed`, nothing of it live) and one whose backends do not all fit is
+    /// served by those that do (and reported): removals always take effect. Only a failure
+    /// to remove or retire what is gone is an error of the whole pass.
     pub fn apply(&mut self, desired: &[Service]) -> Result<Changes, ServiceError> {
         let mut ch = Changes::default();
         let mut deactivate = Vec::new();
@@ -400,102 +421,8 @@ impl ServiceSync {
         }
 
         for (k, svc) in want {
-            let mode = svc.mode.code();
-            let unchanged = self
-                .applied
-                .get(&k)
-                .is_some_and(|a| a.backends.as_ref() == Some(&svc.backends) && a.mode == mode);
-            if unchanged {
-                continue;
-            }
-            if let Some(a) = self
-                .applied
-                .get(&k)
-                .filter(|a| a.backends.is_none() && a.mode == mode)
-            {
-                // Adopted: if the live ring already is what this config builds, take it as
-                // it is (no write, no flip); backends the config dropped are retired.
-                let (sid, live) = (a.id, a.live);
-                for b in &svc.backends {
-                    self.acquire_backend(k, sid, mode, b)?;
-                }
-                let table = self.table(k, mode, &svc.backends)?;
-                if self.ring_holds(sid, live, &table) {
-                    let keep: Vec<(Ipv4Addr, u16, u8)> = svc
-                        .backends
-                        .iter()
-                        .map(|b| (b.addr, b.port, mode))
-                        .collect();
-                    deactivate.extend(self.drop_backends(k, &keep));
-                    if let Some(a) = self.applied.get_mut(&k) {
-                        a.backends = Some(svc.backends.clone());
-                        a.rings[live as usize] = Some(table);
-                    }
-                    continue;
-                }
-            }
-            let existing = self.applied.remove(&k);
-            let sid = match &existing {
-                Some(a) => a.id,
-                None => self.alloc_sid()?,
-            };
-            for b in &svc.backends {
-                self.acquire_backend(k, sid, mode, b)?;
-            }
-            let table = self.table(k, mode, &svc.backends)?;
-            let keep: Vec<(Ipv4Addr, u16, u8)> = svc
-                .backends
-                .iter()
-                .map(|b| (b.addr, b.port, mode))
-                .collect();
-            match existing {
-                None => {
-                    ch.slots_written += self.write_ring(sid, 0, &table, None)?;
-                    self.maps.services.insert(
-                        k,
-                        ServiceValue {
-                            id: sid,
-                            ring: 0,
-                            mode,
-                            _pad: [0; 3],
-                        },
-                        0,
-                    )?;
-                    self.applied.insert(
-                        k,
-                        Applied {
-                            id: sid,
-                            live: 0,
-                            mode,
-                            backends: Some(svc.backends.clone()),
-                            rings: [Some(table), None],
-                        },
-                    );
-                    ch.added += 1;
-                }
-                Some(mut a) => {
-                    let idle = 1 - a.live;
-                    let known = a.rings[idle as usize].take();
-                    ch.slots_written += self.write_ring(a.id, idle, &table, known.as_ref())?;
-                    // The flip: one map update makes the new table live.
-                    self.maps.services.insert(
-                        k,
-                        ServiceValue {
-                            id: a.id,
-                            ring: idle,
-                            mode,
-                            _pad: [0; 3],
-                        },
-                        0,
-                    )?;
-                    deactivate.extend(self.drop_backends(k, &keep));
-                    a.rings[idle as usize] = Some(table);
-                    a.live = idle;
-                    a.mode = mode;
-                    a.backends = Some(svc.backends.clone());
-                    self.applied.insert(k, a);
-                    ch.updated += 1;
-                }
+            if let Err(e) = self.apply_one(k, svc, &mut ch, &mut deactivate) {
+                ch.failed.push((k, e));
             }
         }
 
@@ -509,4 +436,154 @@ impl ServiceSync {
         }
         Ok(ch)
     }
+
+    /// Ids for `backends` of service `k`; those that do not fit (no free backend slot) are
+    /// left out, the first such error returned beside the ones that fit.
+    fn acquire_backends(
+        &mut self,
+        k: ServiceKey,
+        sid: u32,
+        mode: u8,
+        backends: &[Backend],
+    ) -> Result<(Vec<Backend>, Option<ServiceError>), ServiceError> {
+        let mut placed = Vec::with_capacity(backends.len());
+        let mut full = None;
+        for b in backends {
+            match self.acquire_backend(k, sid, mode, b) {
+                Ok(_) => placed.push(b.clone()),
+                Err(e @ ServiceError::TooManyBackends(_)) => {
+                    full.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((placed, full))
+    }
+
+    /// One service into the maps (see `apply`). On an error nothing new of it is live: a
+    /// new service is not inserted and its slot and backends are given back; an existing one
+    /// keeps its live ring, and the idle ring it may have half written is marked unknown.
+    fn apply_one(
+        &mut self,
+        k: ServiceKey,
+        svc: &Service,
+        ch: &mut Changes,
+        deactivate: &mut Vec<u32>,
+    ) -> Result<(), ServiceError> {
+        let mode = svc.mode.code();
+        let unchanged = self.applied.get(&k).is_some_and(|a| {
+            a.complete && a.backends.as_ref() == Some(&svc.backends) && a.mode == mode
+        });
+        if unchanged {
+            return Ok(());
+        }
+        if let Some(a) = self
+            .applied
+            .get(&k)
+            .filter(|a| a.backends.is_none() && a.mode == mode)
+        {
+            // Adopted: if the live ring already is what this config builds, take it as it
+            // is (no write, no flip); backends the config dropped are retired.
+            let (sid, live) = (a.id, a.live);
+            let (placed, full) = self.acquire_backends(k, sid, mode, &svc.backends)?;
+            let table = self.table(k, mode, &placed)?;
+            if full.is_none() && self.ring_holds(sid, live, &table) {
+                deactivate.extend(self.drop_backends(k, &keep_of(&placed, mode)));
+                if let Some(a) = self.applied.get_mut(&k) {
+                    a.backends = Some(svc.backends.clone());
+                    a.rings[live as usize] = Some(table);
+                }
+                return Ok(());
+            }
+        }
+        match self.applied.remove(&k) {
+            None => {
+                let sid = self.alloc_sid()?;
+                let placed = self.acquire_backends(k, sid, mode, &svc.backends).and_then(
+                    |(placed, full)| {
+                        let table = self.table(k, mode, &placed)?;
+                        let written = self.write_ring(sid, 0, &table, None)?;
+                        self.maps.services.insert(
+                            k,
+                            ServiceValue {
+                                id: sid,
+                                ring: 0,
+                                mode,
+                                _pad: [0; 3],
+                            },
+                            0,
+                        )?;
+                        Ok((placed, full, table, written))
+                    },
+                );
+                let (_, full, table, written) = match placed {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // Nothing refers to them: give them back at once.
+                        deactivate.extend(self.drop_backends(k, &[]));
+                        self.free_sids.push(sid);
+                        return Err(e);
+                    }
+                };
+                ch.slots_written += written;
+                self.applied.insert(
+                    k,
+                    Applied {
+                        id: sid,
+                        live: 0,
+                        mode,
+                        backends: Some(svc.backends.clone()),
+                        rings: [Some(table), None],
+                        complete: full.is_none(),
+                    },
+                );
+                ch.added += 1;
+                full.map_or(Ok(()), Err)
+            }
+            Some(mut a) => {
+                let idle = 1 - a.live;
+                let known = a.rings[idle as usize].take();
+                let flipped = self
+                    .acquire_backends(k, a.id, mode, &svc.backends)
+                    .and_then(|(placed, full)| {
+                        let table = self.table(k, mode, &placed)?;
+                        let written = self.write_ring(a.id, idle, &table, known.as_ref())?;
+                        // The flip: one map update makes the new table live.
+                        self.maps.services.insert(
+                            k,
+                            ServiceValue {
+                                id: a.id,
+                                ring: idle,
+                                mode,
+                                _pad: [0; 3],
+                            },
+                            0,
+                        )?;
+                        Ok((placed, full, table, written))
+                    });
+                let (placed, full, table, written) = match flipped {
+                    Ok(f) => f,
+                    Err(e) => {
+                        // Still live as it was; the idle ring is in an unknown state.
+                        self.applied.insert(k, a);
+                        return Err(e);
+                    }
+                };
+                ch.slots_written += written;
+                deactivate.extend(self.drop_backends(k, &keep_of(&placed, mode)));
+                a.rings[idle as usize] = Some(table);
+                a.live = idle;
+                a.mode = mode;
+                a.backends = Some(svc.backends.clone());
+                a.complete = full.is_none();
+                self.applied.insert(k, a);
+                ch.updated += 1;
+                full.map_or(Ok(()), Err)
+            }
+        }
+    }
+}
+
+fn keep_of(backends: &[Backend], mode: u8) -> Vec<(Ipv4Addr, u16, u8)> {
+    backends.iter().map(|b| (b.addr, b.port, mode)).collect()
 }

@@ -34,14 +34,32 @@ impl Daemon {
 
     /// The daemon on host `role` of the bed.
     pub fn start_in(bed: &Bed, role: &str, args: &[&str]) -> Daemon {
+        Self::fresh_log(bed, role);
+        Self::start_with_env(bed, role, args, &[])
+    }
+
+    /// Empty the log of host `role`'s daemon (the launchers append to it).
+    pub fn fresh_log(bed: &Bed, role: &str) {
         let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
         File::create(&log).unwrap();
-        Self::start_with_env(bed, role, args, &[])
     }
 
     /// The daemon on host `role` with extra environment variables; its log is appended to
     /// (a restarted daemon's log follows its predecessor's).
     pub fn start_with_env(bed: &Bed, role: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut d = Self::spawn_with(bed, role, args, env, |_| {});
+        d.wait_ready(bed, role);
+        d
+    }
+
+    /// The daemon on host `role`, `configure` applied to its command, not waited for.
+    pub fn spawn_with(
+        bed: &Bed,
+        role: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Daemon {
         let node = bed.host(role);
         let log = std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix));
         let f = std::fs::OpenOptions::new()
@@ -56,20 +74,26 @@ impl Daemon {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(f));
-        let mut d = Daemon {
+        configure(&mut cmd);
+        Daemon {
             proc: Proc::spawn(cmd),
             log,
-        };
-        let log = d.log.clone();
+        }
+    }
+
+    /// Until `/readyz` answers 200 (10 s at most); panics with the log if it exits first.
+    pub fn wait_ready(&mut self, bed: &Bed, role: &str) {
+        let log = self.log.clone();
+        let child = &mut self.proc.child;
         wait_ready(
-            &node.ns,
-            || match d.proc.child.try_wait() {
+            &bed.host(role).ns,
+            METRICS.parse().unwrap(),
+            || match child.try_wait() {
                 Ok(Some(st)) => Some(st.to_string()),
                 _ => None,
             },
             || std::fs::read_to_string(&log).unwrap_or_default(),
         );
-        d
     }
 
     pub fn pid(&self) -> i32 {
@@ -147,14 +171,14 @@ pub fn lb_bed_with(prefix: &str, dsr: &[&str], nat: &[&str]) -> (Bed, Vec<TcpSer
     (bed, tcp)
 }
 
-/// Polls the /readyz of the daemon in `ns` until it answers 200, for 10 s. `exited` says
+/// Polls `/readyz` at `metrics` in `ns` until it answers 200, for 10 s. `exited` says
 /// whether (and how) the daemon ended, `logs` what it wrote; both go into the panic.
 pub fn wait_ready(
     ns: &Netns,
+    metrics: SocketAddr,
     mut exited: impl FnMut() -> Option<String>,
     logs: impl Fn() -> String,
 ) {
-    let metrics: SocketAddr = METRICS.parse().unwrap();
     let ready = poll(Duration::from_secs(10), || {
         if let Some(st) = exited() {
             panic!("daemon exited early ({st}):\n{}", logs());
@@ -173,15 +197,18 @@ pub fn metrics(bed: &Bed) -> String {
 
 /// The metrics of the daemon on host `role`.
 pub fn metrics_of(bed: &Bed, role: &str) -> String {
-    let (code, body) = http_get(&bed.host(role).ns, METRICS.parse().unwrap(), "/metrics")
-        .expect("metrics reachable");
+    metrics_at(&bed.host(role).ns, METRICS.parse().unwrap())
+}
+
+/// The metrics served at `addr` in `ns`.
+pub fn metrics_at(ns: &Netns, addr: SocketAddr) -> String {
+    let (code, body) = http_get(ns, addr, "/metrics").expect("metrics reachable");
     assert_eq!(code, 200);
     body
 }
 
-/// (how the attachment came about, link id, program id) from the daemon's metrics.
-pub fn attachment(bed: &Bed) -> (String, u64, u64) {
-    let m = metrics(bed);
+/// (how the attachment came about, link id, program id) from the daemon's metrics `m`.
+pub fn attachment(m: &str) -> (String, u64, u64) {
     let how = m
         .lines()
         .find_map(|l| l.strip_prefix("vip_dataplane_attachment{program=\""))
@@ -190,8 +217,8 @@ pub fn attachment(bed: &Bed) -> (String, u64, u64) {
         .to_string();
     (
         how,
-        metric(&m, "vip_xdp_link_id"),
-        metric(&m, "vip_xdp_program_id"),
+        metric(m, "vip_xdp_link_id"),
+        metric(m, "vip_xdp_program_id"),
     )
 }
 

@@ -47,10 +47,18 @@ pub struct State {
     /// Foreign claims on owned VIPs, each batch the reconciler re-announced for (so at the
     /// conflict back-off's pace); the Kubernetes source turns them into Events.
     pub conflicts: tokio::sync::watch::Sender<Vec<(Ipv4Addr, [u8; 6])>>,
+    /// Services the data plane could not take (each failed alone), with why: the
+    /// Kubernetes source records Events for them.
+    pub unplaced:
+        tokio::sync::watch::Sender<std::collections::BTreeMap<crate::reconcile::Unplaced, String>>,
+    pub service_failures: Counter,
+    pub services_unplaced: prometheus_client::metrics::gauge::Gauge,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
     pub uplink_present: prometheus_client::metrics::gauge::Gauge,
+    /// 1 while the kernel settings the fence depends on are applied (or none are needed).
+    pub fence_ready: prometheus_client::metrics::gauge::Gauge,
     pub dataplane_restarts: Counter,
     pub reconcile_errors: Counter,
     pub reloads: Counter,
@@ -194,11 +202,77 @@ fn raft_metrics(
 }
 
 impl Collector for DataplaneCollector {
+    fn encode(&self, enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        Scrape::read(&self.0).encode(enc)
+    }
+}
+
+/// What one scrape reports beyond the registered counters: read from [`State`] and the
+/// pinned maps in [`Scrape::read`], so that [`Scrape::encode`] is a function of plain values
+/// (and a test can render every family, rows included, without a data plane).
+#[derive(Debug, Default)]
+struct Scrape {
+    mode: String,
+    interface: String,
+    owned: Vec<Ipv4Addr>,
+    attachment: Option<Attachment>,
+    k8s: K8sStats,
+    raft: Option<crate::election::raft::RaftStatus>,
+    bgp: Vec<crate::bgp::PeerStatus>,
+    /// None without a stats reader (kernel mode, or before the data plane is up).
+    maps: Option<MapsScrape>,
+}
+
+#[derive(Debug, Default)]
+struct MapsScrape {
+    totals: Option<vip_common::Stats>,
+    per_vip: Vec<(Ipv4Addr, vip_common::VipStats)>,
+    /// From the pin directory, when it is known and readable.
+    services: Option<Vec<crate::dataplane::inspect::ServiceView>>,
+    /// Likewise, and only looked for when the services were read.
+    backends: Option<Vec<crate::dataplane::inspect::BackendView>>,
+}
+
+impl Scrape {
+    fn read(st: &State) -> Scrape {
+        use crate::dataplane::inspect::Snapshot;
+        let reader = st.stats.lock().ok();
+        let maps = reader.as_ref().and_then(|r| r.as_ref()).map(|reader| {
+            let dir = st.pin_dir.read().ok().and_then(|d| d.clone());
+            let services = dir
+                .as_deref()
+                .and_then(|d| Snapshot::read(d, false).ok())
+                .map(|s| s.services);
+            MapsScrape {
+                totals: reader.totals().ok(),
+                per_vip: reader.per_vip(),
+                backends: services
+                    .as_ref()
+                    .and(dir.as_deref())
+                    .and_then(|d| Snapshot::active_backends(d).ok()),
+                services,
+            }
+        });
+        Scrape {
+            mode: st.mode.read().map(|m| m.clone()).unwrap_or_default(),
+            interface: st.interface.read().map(|m| m.clone()).unwrap_or_default(),
+            owned: st.owned.borrow().clone(),
+            attachment: st.attachment.read().ok().and_then(|a| a.clone()),
+            k8s: st.k8s.lock().map(|k| k.clone()).unwrap_or_default(),
+            raft: st
+                .raft
+                .read()
+                .ok()
+                .and_then(|r| r.as_ref().map(|s| s.get())),
+            bgp: st.bgp.lock().map(|b| b.clone()).unwrap_or_default(),
+            maps,
+        }
+    }
+
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let st = &self.0;
-        let mode = st.mode.read().map(|m| m.clone()).unwrap_or_default();
-        let iface = st.interface.read().map(|m| m.clone()).unwrap_or_default();
-        let owned = st.owned.borrow().len();
+        let mode = &self.mode;
+        let iface = &self.interface;
+        let owned = self.owned.len();
         {
             let g = ConstGauge::new(1i64);
             let mut fam = enc.encode_descriptor(
@@ -217,8 +291,7 @@ impl Collector for DataplaneCollector {
             None,
             g.metric_type(),
         )?)?;
-        let att = st.attachment.read().ok().and_then(|a| a.clone());
-        if let Some(a) = att {
+        if let Some(a) = &self.attachment {
             gauges(
                 &mut enc,
                 "vip_dataplane_attachment",
@@ -243,12 +316,8 @@ impl Collector for DataplaneCollector {
             }
         }
         // Ownership per VIP ("which node owns the VIP?" from any node's metrics).
-        let owned_vips: Vec<(String, i64)> = st
-            .owned
-            .borrow()
-            .iter()
-            .map(|v| (v.to_string(), 1))
-            .collect();
+        let owned_vips: Vec<(String, i64)> =
+            self.owned.iter().map(|v| (v.to_string(), 1)).collect();
         gauges(
             &mut enc,
             "vip_vip_owner",
@@ -257,7 +326,7 @@ impl Collector for DataplaneCollector {
             &owned_vips,
         )?;
         {
-            let k = st.k8s.lock().map(|k| k.clone()).unwrap_or_default();
+            let k = &self.k8s;
             if k.enabled {
                 for (name, help, v) in [
                     (
@@ -298,15 +367,10 @@ impl Collector for DataplaneCollector {
                 )?;
             }
         }
-        let raft = st
-            .raft
-            .read()
-            .ok()
-            .and_then(|r| r.as_ref().map(|s| s.get()));
-        if let Some(r) = raft {
-            raft_metrics(&mut enc, &r)?;
+        if let Some(r) = &self.raft {
+            raft_metrics(&mut enc, r)?;
         }
-        let peers = st.bgp.lock().map(|b| b.clone()).unwrap_or_default();
+        let peers = &self.bgp;
         if !peers.is_empty() {
             let peer = |f: fn(&crate::bgp::PeerStatus) -> i64| -> Vec<(String, i64)> {
                 peers
@@ -340,11 +404,10 @@ impl Collector for DataplaneCollector {
                 &flaps,
             )?;
         }
-        let reader = st.stats.lock().ok();
-        let Some(reader) = reader.as_ref().and_then(|r| r.as_ref()) else {
+        let Some(maps) = &self.maps else {
             return Ok(());
         };
-        if let Ok(s) = reader.totals() {
+        if let Some(s) = &maps.totals {
             counter(
                 &mut enc,
                 "vip_xdp_rx_packets",
@@ -467,7 +530,7 @@ impl Collector for DataplaneCollector {
                 s.fib_fail,
             )?;
         }
-        let rows = reader.per_vip();
+        let rows = &maps.per_vip;
         let col = |f: fn(&vip_common::VipStats) -> u64| -> Vec<(String, u64)> {
             rows.iter().map(|(ip, s)| (ip.to_string(), f(s))).collect()
         };
@@ -499,15 +562,21 @@ impl Collector for DataplaneCollector {
             "vip",
             &col(|s| s.ipv4_pkts),
         )?;
-        let dir = st.pin_dir.read().ok().and_then(|d| d.clone());
-        if let Some(dir) = dir {
-            services(&mut enc, &dir)?;
+        if let Some(svcs) = &maps.services {
+            services(&mut enc, svcs, maps.backends.as_deref())?;
         }
         Ok(())
     }
 }
 
 pub fn registry(state: Arc<State>) -> Registry {
+    let mut r = registered(&state);
+    r.register_collector(Box::new(DataplaneCollector(state)));
+    r
+}
+
+/// The counters and gauges the daemon updates as it goes (the rest is read at scrape time).
+fn registered(state: &State) -> Registry {
     let mut r = Registry::default();
     let counters = [
         (
@@ -519,6 +588,11 @@ pub fn registry(state: Arc<State>) -> Registry {
             "vip_garp_errors",
             "Gratuitous ARP frames that failed to send",
             &state.garp_errors,
+        ),
+        (
+            "vip_service_failures",
+            "Times a service could not be applied (a map or limit full); each fails alone",
+            &state.service_failures,
         ),
         (
             "vip_dataplane_restarts",
@@ -556,6 +630,16 @@ pub fn registry(state: Arc<State>) -> Registry {
             &state.uplink_present,
         ),
         (
+            "vip_services_unplaced",
+            "Services the data plane does not serve as configured right now (see the log and Events)",
+            &state.services_unplaced,
+        ),
+        (
+            "vip_fence_ready",
+            "1 while the kernel settings the fence depends on (arp_ignore on the uplink) are applied or not needed; 0: this node claims no VIP",
+            &state.fence_ready,
+        ),
+        (
             "vip_leader",
             "1 while this node owns the VIPs (always 1 without election)",
             &state.leader,
@@ -564,7 +648,6 @@ pub fn registry(state: Arc<State>) -> Registry {
     for (name, help, g) in gauges {
         r.register(name, help, g.clone());
     }
-    r.register_collector(Box::new(DataplaneCollector(state)));
     r
 }
 
@@ -665,13 +748,13 @@ fn labelled(
 }
 
 /// Per-service and per-backend counters from the pinned maps.
-fn services(enc: &mut DescriptorEncoder, dir: &std::path::Path) -> std::fmt::Result {
-    use crate::dataplane::inspect::Snapshot;
-    let Ok(snap) = Snapshot::read(dir, false) else {
-        return Ok(());
-    };
+fn services(
+    enc: &mut DescriptorEncoder,
+    services: &[crate::dataplane::inspect::ServiceView],
+    backends: Option<&[crate::dataplane::inspect::BackendView]>,
+) -> std::fmt::Result {
     let svc = |f: fn(&vip_common::LbStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
-        snap.services
+        services
             .iter()
             .map(|s| {
                 (
@@ -705,7 +788,7 @@ fn services(enc: &mut DescriptorEncoder, dir: &std::path::Path) -> std::fmt::Res
         "Packets dropped per service (no backend)",
         &svc(|s| s.drops),
     )?;
-    let Ok(backends) = Snapshot::active_backends(dir) else {
+    let Some(backends) = backends else {
         return Ok(());
     };
     let be = |f: fn(&vip_common::LbStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
@@ -739,6 +822,9 @@ fn services(enc: &mut DescriptorEncoder, dir: &std::path::Path) -> std::fmt::Res
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod dashboard_tests;
 
 #[cfg(test)]
 mod tests {
