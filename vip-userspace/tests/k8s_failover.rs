@@ -590,3 +590,96 @@ fn dsr_connection_survives_owner_change() {
     drop(servers);
     cl.remove_dir();
 }
+
+/// More Services than the data plane has slots for (`max_services: 4`, six dsr Services):
+/// the daemon stays up and serves the four that fit; the other two fail alone — a
+/// `ServiceNotApplied` Warning on each, `vip_services_unplaced 2`, a log line naming each —
+/// and are applied as soon as slots are freed. (Before, a 65th service at start made the
+/// daemon exit, and one added later stopped every later pass before it applied VIPs.)
+#[test]
+fn services_beyond_the_data_plane_limit_fail_alone() {
+    let cl = Cluster::new("vksl", &[]);
+    let mut objects = vec![pool("192.0.2.200-192.0.2.205")];
+    for i in 0..6 {
+        let mut s = lb_service(&format!("s{i}"), 80, "Cluster");
+        s["metadata"]["annotations"] = serde_json::json!({"vip.dev/forwarding-mode": "dsr"});
+        objects.push(s);
+    }
+    cl.create(objects);
+    let mut d = cl.daemon("node1", "max_services: 4\n", "  services: true\n");
+    let server = cl.server();
+    let metric = |name: &str| common::metric(&common::metrics_of(&cl.bed, "node1"), name);
+    let two = poll(Duration::from_secs(15), || {
+        (metric("vip_services_unplaced") == 2).then_some(())
+    });
+    assert!(two.is_some(), "two services unplaced:\n{}", d.logs());
+    let warned = poll(Duration::from_secs(5), || {
+        let evs: Vec<_> = server
+            .objects("events")
+            .into_iter()
+            .filter(|e| e["reason"] == "ServiceNotApplied")
+            .collect();
+        (evs.len() == 2).then_some(evs)
+    })
+    .unwrap_or_else(|| panic!("two ServiceNotApplied Events:\n{}", d.logs()));
+    let unplaced: Vec<String> = warned
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "Warning");
+            assert!(
+                e["message"].as_str().unwrap().contains("max_services"),
+                "{e}"
+            );
+            e["involvedObject"]["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        d.logs().matches("service not applied").count(),
+        2,
+        "{}",
+        d.logs()
+    );
+    assert!(metric("vip_service_failures_total") >= 2);
+    // The ones that fit are served: the owner answers ARP for all six addresses (the VIP
+    // claims were applied although two services failed).
+    let client = cl.bed.host("client");
+    for i in 0..6 {
+        let ip = format!("192.0.2.20{i}");
+        let mac = poll(Duration::from_secs(5), || testbed::arping(client, &ip));
+        assert_eq!(
+            mac.as_deref(),
+            Some(cl.bed.host("node1").mac.as_str()),
+            "{ip}"
+        );
+    }
+    // Two placed Services go: the two that failed take their slots.
+    let placed: Vec<String> = (0..6)
+        .map(|i| format!("s{i}"))
+        .filter(|n| !unplaced.contains(n))
+        .take(2)
+        .collect();
+    cl.kube(move |c| async move {
+        let api = kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(c, "default");
+        for n in placed {
+            api.delete(&n, &Default::default()).await.unwrap();
+        }
+    });
+    let none = poll(Duration::from_secs(10), || {
+        (metric("vip_services_unplaced") == 0).then_some(())
+    });
+    assert!(
+        none.is_some(),
+        "all placed after slots were freed:\n{}",
+        d.logs()
+    );
+    assert_eq!(
+        d.logs()
+            .matches("service applied after an earlier failure")
+            .count(),
+        2,
+        "{}",
+        d.logs()
+    );
+    assert!(d.stop().success(), "{}", d.logs());
+    cl.remove_dir();
+}
