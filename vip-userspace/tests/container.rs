@@ -9,8 +9,8 @@
 //!   └ fake API server on 127.0.0.1 (the Lease)
 //! ```
 //!
-//! What the kubelet would add, the test adds, and nothing else: the node name for the
-//! downward API, the hostPath (the test's own directory on bpffs instead of all of
+//! What the kubelet would add, the test adds, and nothing else: the node's name and address
+//! for the downward API, the hostPath (the test's own directory on bpffs instead of all of
 //! /sys/fs/bpf), API access (a kubeconfig for the fake API server instead of the service
 //! account token), and a config file with a `dsr` and a `nat` service.
 //! Run once with the seccomp profile a default kubelet gives a manifest that names none
@@ -40,7 +40,7 @@ use testbed::{
 };
 use vip_userspace::dataplane::maps::StatsReader;
 
-/// The daemon's default (the manifest sets none): how soon ARP stops after a crash.
+/// `dead_man_ms`'s default (the manifest sets none): how soon ARP stops after a crash.
 const DEAD_MAN_MS: u64 = 2000;
 /// Where the container sees its config and kubeconfig.
 const CONFIG: &str = "/etc/vip/vip.yaml";
