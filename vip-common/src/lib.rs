@@ -40,6 +40,25 @@ pub mod pin_names {
     pub const NEXTHOP: &str = "nexthop";
 }
 
+/// The container image: `cargo xtask image` builds it, `vip manifest` names it, the container
+/// test runs it. One name, tagged with the workspace version, so no manifest can name an
+/// image the project does not build.
+pub mod image {
+    macro_rules! repository {
+        () => {
+            "ghcr.io/vip-project/vip"
+        };
+    }
+    pub const REPOSITORY: &str = repository!();
+    pub const TAG: &str = env!("CARGO_PKG_VERSION");
+    /// `REPOSITORY:TAG`.
+    pub const NAME: &str = concat!(repository!(), ":", env!("CARGO_PKG_VERSION"));
+    /// Where the image's source lives (its `org.opencontainers.image.source` label).
+    pub const SOURCE: &str = "https://github.com/vip-project/vip";
+    /// The OCI archive `cargo xtask image` writes, relative to the workspace root.
+    pub const ARCHIVE: &str = concat!("target/image/vip-", env!("CARGO_PKG_VERSION"), ".oci.tar");
+}
+
 /// Name of the XDP entry point in the object.
 pub const XDP_PROG: &str = "vip_xdp";
 /// Name of the tc egress program (reverse NAT for `nat` services).
