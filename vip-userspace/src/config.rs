@@ -108,6 +108,7 @@ pub struct FileConfig {
     pub maglev_size: Option<u32>,
     pub max_services: Option<u32>,
     pub ring_slots: Option<u32>,
+    pub max_backends: Option<u32>,
     pub maglev_sizing: Option<String>,
     pub election: Option<ElectionFile>,
     /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
@@ -300,6 +301,8 @@ pub struct Config {
     pub max_services: u32,
     /// Slots of the shared Maglev table map.
     pub ring_slots: u32,
+    /// Backend ids (one per service, endpoint and mode of a `dsr`/`nat` service).
+    pub max_backends: u32,
     /// Tables sized by each service's backend count (`maglev_sizing: by-need`) rather than
     /// all `maglev_size`.
     pub maglev_by_need: bool,
@@ -414,6 +417,13 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
             format!("must be between {smallest} and 268435456 (4 bytes each)"),
         ));
     }
+    let max_backends = file.max_backends.unwrap_or(vip_common::MAX_BACKENDS);
+    if !(1..=1 << 20).contains(&max_backends) {
+        return Err(ConfigError::new(
+            "max_backends",
+            "must be between 1 and 1048576",
+        ));
+    }
     let maglev_by_need = match file.maglev_sizing.as_deref() {
         None | Some("fixed") => false,
         Some("by-need") => true,
@@ -516,6 +526,7 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         maglev_size,
         max_services,
         ring_slots,
+        max_backends,
         maglev_by_need,
         dead_man: dead_man(file.dead_man_ms, &election)?,
         restart_grace: restart_grace(file.restart_grace_ms, &election)?,
@@ -1191,6 +1202,7 @@ mod tests {
             ("maglev_sizing: auto", "maglev_sizing"),
             ("ring_slots: 10", "ring_slots"),
             ("max_services: 0", "max_services"),
+            ("max_backends: 0", "max_backends"),
         ] {
             let e = resolve(
                 file(&format!("interface: eth0\nvips: [192.0.2.1]\n{line}\n")),

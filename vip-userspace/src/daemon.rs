@@ -106,6 +106,7 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     let sizes = load::Sizes {
         ring_slots: cfg.ring_slots,
         max_services: cfg.max_services,
+        max_backends: cfg.max_backends,
     };
     let mut ebpf = load::load(&cfg.pin_dir, sizes)?;
     load::spawn_log_forwarder(&mut ebpf);
@@ -934,6 +935,7 @@ async fn reload_config(
         ("max_services", new.max_services != cfg.max_services),
         ("maglev_sizing", new.maglev_by_need != cfg.maglev_by_need),
         ("ring_slots", new.ring_slots != cfg.ring_slots),
+        ("max_backends", new.max_backends != cfg.max_backends),
         ("hash_seed", new.hash_seed != cfg.hash_seed),
     ];
     for (field, changed) in fixed {

@@ -805,6 +805,7 @@ fn load_sized(pins: &Path, ring_slots: u32) -> Ebpf {
         Sizes {
             ring_slots,
             max_services: 16,
+            max_backends: vip_common::MAX_BACKENDS,
         },
     )
     .expect("load")
@@ -868,10 +869,17 @@ fn flow_to_a_resolved_backend(list: &[Ipv4Addr], port: u16) -> (u16, Ipv4Addr) {
 fn tables_are_sized_by_need_and_local_services_take_none() {
     with_fixture_sized("size", FIXTURE_RING_SLOTS, Sizing::by_need(M), |fx| {
         let mut all = services();
+        all.push(svc(7001, Proto::Tcp, LbMode::Local, &[(dsr_be(5), 7001)]));
         all.push(dsr_svc(81, 11));
         let ch = fx.sync.apply(&all).unwrap();
         assert!(ch.failed.is_empty(), "{ch:?}");
+        assert_eq!(
+            fx.sync.backend_id(dsr_be(5), 7001),
+            None,
+            "a local service's endpoints take no backend id"
+        );
         let svcs = pinned_services(&fx.pins);
+        assert_eq!(svcs[&7001].ring_size, 0);
         assert_eq!(svcs[&7000].ring_size, 0, "local: no table");
         assert_eq!(svcs[&9996].ring_size, 0, "no backends: no table");
         assert_eq!(svcs[&80].ring_size, 1021, "3 backends");

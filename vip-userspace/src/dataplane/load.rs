@@ -40,6 +40,8 @@ pub struct Sizes {
     /// Slots of the shared Maglev table map (`ring_slots`).
     pub ring_slots: u32,
     pub max_services: u32,
+    /// Backend ids (`max_backends`): BACKENDS and its per-CPU companions.
+    pub max_backends: u32,
 }
 
 impl Default for Sizes {
@@ -47,6 +49,7 @@ impl Default for Sizes {
         Self {
             ring_slots: vip_common::RING_SLOTS,
             max_services: vip_common::MAX_SERVICES,
+            max_backends: vip_common::MAX_BACKENDS,
         }
     }
 }
@@ -119,6 +122,13 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
             sizes.max_services,
         ),
         (map_names::SERVICES, pin_names::SERVICES, sizes.max_services),
+        (map_names::BACKENDS, pin_names::BACKENDS, sizes.max_backends),
+        (
+            map_names::BACKEND_STATS,
+            pin_names::BACKEND_STATS,
+            sizes.max_backends,
+        ),
+        (map_names::NEXTHOP, pin_names::NEXTHOP, sizes.max_backends),
     ] {
         let p = pin_dir.join(file);
         if let Ok(m) = aya::maps::MapData::from_pin(&p) {
@@ -130,6 +140,12 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
             if m.info().map(|i| i.max_entries()).ok() != Some(want) || !layout {
                 tracing::info!(map = sym, "pinned map has another size; replacing it");
                 let _ = std::fs::remove_file(&p);
+                if sym == map_names::BACKENDS {
+                    // Flow entries name backends by id and generation: with the
+                    // generations gone, an old entry could match a new holder of its id.
+                    tracing::info!("backend ids start afresh; flow table replaced too");
+                    let _ = std::fs::remove_file(pin_dir.join(pin_names::CONNTRACK));
+                }
             }
         }
     }
@@ -137,7 +153,10 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
     loader
         .map_max_entries(map_names::RINGS, rings)
         .map_max_entries(map_names::SVC_STATS, sizes.max_services)
-        .map_max_entries(map_names::SERVICES, sizes.max_services);
+        .map_max_entries(map_names::SERVICES, sizes.max_services)
+        .map_max_entries(map_names::BACKENDS, sizes.max_backends)
+        .map_max_entries(map_names::BACKEND_STATS, sizes.max_backends)
+        .map_max_entries(map_names::NEXTHOP, sizes.max_backends);
     for (sym, file) in PINNED.iter().chain(std::iter::once(&LOG_MAP)) {
         loader.map_pin_path(sym, pin_dir.join(file));
     }

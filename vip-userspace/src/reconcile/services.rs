@@ -36,7 +36,7 @@ pub enum ServiceError {
         "no room for two Maglev tables of {size} slots ({free} of {total} free): raise ring_slots"
     )]
     RingsFull { size: u32, free: u32, total: u32 },
-    #[error("no free backend slot ({0} in use)")]
+    #[error("no free backend slot ({0} in use): raise max_backends")]
     TooManyBackends(u32),
 }
 
@@ -579,10 +579,11 @@ impl ServiceSync {
         deactivate: &mut Vec<u32>,
     ) -> Result<(), ServiceError> {
         let mode = svc.mode.code();
-        let size = match svc.mode {
-            crate::config::LbMode::Local => 0,
-            _ => self.sizing.size(svc.backends.len()),
-        };
+        // `local` hands packets to this node's stack: no table and no backend ids (its
+        // endpoints would only use up backend slots).
+        let local = svc.mode == crate::config::LbMode::Local;
+        let backends: &[Backend] = if local { &[] } else { &svc.backends };
+        let size = self.sizing.size(backends.len());
         let unchanged = self.applied.get(&k).is_some_and(|a| {
             a.complete && a.backends.as_ref() == Some(&svc.backends) && a.mode == mode
         });
@@ -601,7 +602,7 @@ impl ServiceSync {
                 .region
                 .as_ref()
                 .map(|r| (r.size, r.table_off(r.live), r.live));
-            let (placed, full) = self.acquire_backends(k, sid, mode, &svc.backends)?;
+            let (placed, full) = self.acquire_backends(k, sid, mode, backends)?;
             let same = match live {
                 None if size == 0 => Some(None),
                 Some((s, base, which)) if s == size => {
@@ -643,33 +644,33 @@ impl ServiceSync {
             None
         };
         let mut region = reuse.or(fresh.clone());
-        let flipped =
-            self.acquire_backends(k, sid, mode, &svc.backends)
-                .and_then(|(placed, full)| {
-                    let mut written = 0;
-                    let mut value = ServiceValue {
-                        id: sid,
-                        ring_off: 0,
-                        ring_size: 0,
-                        mode,
-                        live: 0,
-                        _pad: [0; 2],
-                    };
-                    if let Some(r) = region.as_mut() {
-                        let idle = 1 - r.live;
-                        let table = self.table(k, mode, &placed, size)?;
-                        let known = r.known[idle as usize].take();
-                        written = self.write_ring(r.table_off(idle), &table, known.as_ref())?;
-                        r.known[idle as usize] = Some(table);
-                        r.live = idle;
-                        value.ring_off = r.table_off(idle);
-                        value.ring_size = r.size;
-                        value.live = idle;
-                    }
-                    // The flip: one map update makes the new table (and mode) live.
-                    self.maps.services.insert(k, value, 0)?;
-                    Ok((placed, full, written))
-                });
+        let flipped = self
+            .acquire_backends(k, sid, mode, backends)
+            .and_then(|(placed, full)| {
+                let mut written = 0;
+                let mut value = ServiceValue {
+                    id: sid,
+                    ring_off: 0,
+                    ring_size: 0,
+                    mode,
+                    live: 0,
+                    _pad: [0; 2],
+                };
+                if let Some(r) = region.as_mut() {
+                    let idle = 1 - r.live;
+                    let table = self.table(k, mode, &placed, size)?;
+                    let known = r.known[idle as usize].take();
+                    written = self.write_ring(r.table_off(idle), &table, known.as_ref())?;
+                    r.known[idle as usize] = Some(table);
+                    r.live = idle;
+                    value.ring_off = r.table_off(idle);
+                    value.ring_size = r.size;
+                    value.live = idle;
+                }
+                // The flip: one map update makes the new table (and mode) live.
+                self.maps.services.insert(k, value, 0)?;
+                Ok((placed, full, written))
+            });
         let (placed, full, written) = match flipped {
             Ok(f) => f,
             Err(e) => {
