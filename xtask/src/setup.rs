@@ -13,7 +13,7 @@ use crate::{
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The target of the static `vip` in the container image.
-const MUSL: &str = "x86_64-unknown-linux-musl";
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
 
 pub fn run() -> Result<()> {
     let t = std::time::Instant::now();
