@@ -607,11 +607,7 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
             ))
         }
     }
-    let secs = |k: &str| {
-        env_nonempty(k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|s| s * 1000)
-    };
+    let secs = |k: &str| env_nonempty(k).and_then(|v| kube_vip_secs_to_ms(&v));
     let identity = f
         .identity
         .or_else(|| env_nonempty("NODE_NAME"))
@@ -663,6 +659,12 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
         services: f.services.unwrap_or(false),
         per_vip,
     })
+}
+
+/// kube-vip's durations are whole seconds; like a value that is not a number, one too
+/// large to be counted in milliseconds is ignored (the default stays).
+fn kube_vip_secs_to_ms(v: &str) -> Option<u64> {
+    v.parse::<u64>().ok()?.checked_mul(1000)
 }
 
 fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig, ConfigError> {
@@ -907,6 +909,19 @@ mod tests {
 
     fn file(y: &str) -> FileConfig {
         parse_file(y).unwrap()
+    }
+
+    #[test]
+    fn kube_vip_seconds_that_overflow_milliseconds_are_ignored() {
+        // Found by fuzz/fuzz_targets/kube_vip_env.rs: `vip_leaseduration=18446744073709552`
+        // overflowed `s * 1000` (a panic with overflow checks, a wrapped lease without).
+        assert_eq!(kube_vip_secs_to_ms("15"), Some(15_000));
+        assert_eq!(
+            kube_vip_secs_to_ms("18446744073709551"),
+            Some(18_446_744_073_709_551_000)
+        );
+        assert_eq!(kube_vip_secs_to_ms("18446744073709552"), None);
+        assert_eq!(kube_vip_secs_to_ms("x"), None);
     }
 
     #[test]
