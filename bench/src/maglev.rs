@@ -3,7 +3,7 @@
 use std::{hint::black_box, time::Instant};
 
 use anyhow::Result;
-use vip_userspace::maglev::{build, extra_churn, Entry, DEFAULT_M};
+use vip_userspace::maglev::{build, extra_churn, size_for, Entry, DEFAULT_M};
 
 use crate::table::Row;
 
@@ -90,6 +90,22 @@ pub fn run(quick: bool, rows: &mut Vec<Row>) -> Result<()> {
             row = row.goal_at_most(mg, g, &format!("{:.1} %", g * 100.0));
         }
         rows.push(row);
+    }
+    // `maglev_sizing: by-need`: the table a service of N backends gets, kept across the ±1
+    // change (the daemon keeps it unless the count crosses a size step). Less memory, more
+    // disruption: no goal, the trade-off is documented.
+    for n in [10usize, 100] {
+        let sm = size_for(n, m);
+        let mg = churn(n, samples, |e| Ok(build(e, sm)?))?;
+        let md = churn(n, samples, |e| Ok(mod_n(e.len(), sm)))?;
+        rows.push(
+            Row::new(format!(
+                "Maglev extra churn, by-need table M={sm}, ±1 backend of N={n} (mean of {samples})"
+            ))
+            .result(format!("{:.3} %", mg * 100.0))
+            .baseline(format!("mod-N {:.1} %", md * 100.0))
+            .ratio(mg / md),
+        );
     }
     Ok(())
 }

@@ -565,6 +565,17 @@ impl Netns {
         let v = value.to_string();
         self.run(move || std::fs::write(&path, v).unwrap_or_else(|e| panic!("{path}: {e}")));
     }
+
+    /// Read an IPv4 sysctl inside this namespace (`net.ipv4...`), trimmed.
+    pub fn sysctl_value(&self, key: &str) -> String {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.run(move || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+                .trim()
+                .to_string()
+        })
+    }
 }
 
 /// HTTP GET over plain TCP from inside `ns` (metrics endpoints).

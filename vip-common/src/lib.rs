@@ -40,6 +40,25 @@ pub mod pin_names {
     pub const NEXTHOP: &str = "nexthop";
 }
 
+/// The container image: `cargo xtask image` builds it, `vip manifest` names it, the container
+/// test runs it. One name, tagged with the workspace version, so no manifest can name an
+/// image the project does not build.
+pub mod image {
+    macro_rules! repository {
+        () => {
+            "ghcr.io/vip-project/vip"
+        };
+    }
+    pub const REPOSITORY: &str = repository!();
+    pub const TAG: &str = env!("CARGO_PKG_VERSION");
+    /// `REPOSITORY:TAG`.
+    pub const NAME: &str = concat!(repository!(), ":", env!("CARGO_PKG_VERSION"));
+    /// Where the image's source lives (its `org.opencontainers.image.source` label).
+    pub const SOURCE: &str = "https://github.com/vip-project/vip";
+    /// The OCI archive `cargo xtask image` writes, relative to the workspace root.
+    pub const ARCHIVE: &str = concat!("target/image/vip-", env!("CARGO_PKG_VERSION"), ".oci.tar");
+}
+
 /// Name of the XDP entry point in the object.
 pub const XDP_PROG: &str = "vip_xdp";
 /// Name of the tc egress program (reverse NAT for `nat` services).
@@ -51,9 +70,12 @@ pub const BENCH_NOOP_PROG: &str = "vip_bench_noop";
 pub const MAX_VIPS: u32 = 4096;
 pub const MAX_IFACES: u32 = 64;
 /// Defaults; the daemon may resize maps at load (`map_max_entries`).
-pub const MAX_SERVICES: u32 = 64;
+pub const MAX_SERVICES: u32 = 4096;
 pub const MAX_BACKENDS: u32 = 4096;
+/// The largest Maglev table a service may get (`maglev_size`); tables are sized by need.
 pub const RING_SIZE: u32 = 65537;
+/// Slots of `RINGS`, shared by every service's pair of tables (4 bytes each: 64 MiB).
+pub const RING_SLOTS: u32 = 1 << 24;
 /// Conntrack sets per CPU (a power of two); two flows per set.
 pub const CT_SETS: u32 = 1 << 17;
 pub const REVNAT_ENTRIES: u32 = 262_144;
@@ -69,6 +91,10 @@ pub const MODE_LOCAL: u8 = 3;
 /// `BackendValue::flags`: may receive new and existing flows.
 pub const BACKEND_F_ACTIVE: u32 = 1;
 
+/// `Config::table_sizing`.
+pub const TABLE_FIXED: u32 = 0;
+pub const TABLE_BY_NEED: u32 = 1;
+
 /// A ring slot with no backend (a service without endpoints).
 pub const RING_EMPTY: u32 = u32::MAX;
 
@@ -76,7 +102,9 @@ pub const RING_EMPTY: u32 = u32::MAX;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// Maglev table size M (prime); every ring holds M slots.
+    /// The largest Maglev table a service may get (prime, `maglev_size`): each service's
+    /// own size is in its `ServiceValue`. Kept here so a restarted daemon can tell whether
+    /// the pinned tables were built under the same rule.
     pub ring_size: u32,
     /// Cluster-wide hash seed: the same on every node so every node picks the same backend.
     pub hash_seed: u32,
@@ -84,7 +112,8 @@ pub struct Config {
     /// looked up again, so neighbour and route changes reach forwarding within a second
     /// without a clock read per packet.
     pub epoch: u32,
-    pub _pad: u32,
+    /// How tables are sized: `TABLE_FIXED` (every one `ring_size`) or `TABLE_BY_NEED`.
+    pub table_sizing: u32,
     /// Dead-man deadline (CLOCK_MONOTONIC ns, as `bpf_ktime_get_ns`): after it, ARP for
     /// owned VIPs is no longer answered. The daemon pushes it forward while it runs, so a hung
     /// or stopped daemon goes silent even though its map entries still say "owned". 0: off.
@@ -106,22 +135,30 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceValue {
-    /// Index of this service: its stats slot and its pair of rings.
+    /// Index of this service: its stats slot. Backends carry it (`BackendValue::svc`), so a
+    /// ring slot read after its region was given to another service is never followed.
     pub id: u32,
-    /// Which of the service's two rings is live (0 or 1). Userspace writes the other one and
-    /// then flips this field: one 4-byte store, so a packet sees the old or the new table,
-    /// never a mix.
-    pub ring: u32,
+    /// First slot in `RINGS` of the live Maglev table.
+    pub ring_off: u32,
+    /// Slots of the live table (a prime); 0: no table (`local` mode, or no backends).
+    pub ring_size: u32,
     pub mode: u8,
-    pub _pad: [u8; 3],
+    /// Which half of the service's two-table region is live (0 or 1): userspace writes the
+    /// other half and then replaces this value, which makes the new table live at once, so
+    /// a packet sees the old table or the new one, never a mix.
+    pub live: u8,
+    pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 12);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
 
 impl ServiceValue {
-    /// Index of the first slot of the live ring in `RINGS`.
+    /// The `RINGS` slot for flow hash `h`, if the service has a table.
     #[inline(always)]
-    pub fn ring_base(&self, ring_size: u32) -> u32 {
-        (self.id * 2 + (self.ring & 1)) * ring_size
+    pub fn ring_slot(&self, h: u32) -> Option<u32> {
+        if self.ring_size == 0 {
+            return None;
+        }
+        Some(self.ring_off.wrapping_add(h % self.ring_size))
     }
 }
 

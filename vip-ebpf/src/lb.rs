@@ -136,10 +136,10 @@ fn forward(
 /// The backend the service's live Maglev ring gives this flow (no conntrack, no recording).
 #[inline(always)]
 pub fn maglev(flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)> {
-    let cfg = maps::config()?;
-    if cfg.ring_size == 0 {
+    if svc.ring_size == 0 {
         return None;
     }
+    let cfg = maps::config()?;
     let h = flow_hash(
         flow.src_be,
         flow.sport_be,
@@ -147,12 +147,14 @@ pub fn maglev(flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)>
         flow.proto,
         cfg.hash_seed,
     );
-    let id = maps::ring_slot(svc.ring_base(cfg.ring_size) + h % cfg.ring_size)?;
+    let id = maps::ring_slot(svc.ring_slot(h)?)?;
     if id == RING_EMPTY {
         return None;
     }
     let b = maps::backend(id)?;
-    if b.flags & BACKEND_F_ACTIVE == 0 {
+    // Another service's backend: this packet read a table region that was just handed to
+    // that service (it loaded the service entry before the flip). Never followed.
+    if b.flags & BACKEND_F_ACTIVE == 0 || b.svc != svc.id {
         return None;
     }
     Some((id, b))

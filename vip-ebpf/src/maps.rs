@@ -6,7 +6,7 @@ use aya_ebpf::{
 use vip_common::{
     vip_filter_slot, BackendValue, Config, CtSet, FlowKey, IfaceValue, LbStats, NextHop, RevValue,
     ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS, MAX_IFACES,
-    MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SIZE, VIP_FILTER_WORDS,
+    MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
 };
 
 #[btf_map]
@@ -30,10 +30,11 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }
 #[btf_map]
 pub static BACKENDS: Array<BackendValue, { MAX_BACKENDS as usize }> = Array::new();
 
-/// Two Maglev rings per service, back to back: slot `(id * 2 + ring) * M + hash % M` holds
-/// a backend id. Sized for the defaults; the daemon resizes it at load.
+/// Maglev tables of every service, each service two of its own size side by side (one
+/// live, see `ServiceValue`): slot `ring_off + hash % ring_size` holds a backend id. Sized
+/// for the defaults; the daemon resizes it at load (`ring_slots`).
 #[btf_map]
-pub static RINGS: Array<u32, { (MAX_SERVICES * 2 * RING_SIZE) as usize }> = Array::new();
+pub static RINGS: Array<u32, { RING_SLOTS as usize }> = Array::new();
 
 /// Flow table: per-CPU array of 2-way sets (see `vip_common::CtSet`). Per-CPU like
 /// Katran's: RSS steers a flow to one CPU, so no locks and no shared cache lines; a flow

@@ -142,7 +142,9 @@ pub struct ManifestArgs {
     /// daemonset | pod | rbac | podmonitor
     #[arg(value_parser = ["daemonset", "pod", "rbac", "podmonitor"])]
     pub kind: String,
-    #[arg(long, default_value = "ghcr.io/vip-project/vip:0.1.0")]
+    /// The container image. The default is the one `cargo xtask image` builds (an OCI
+    /// archive under target/image/); after pushing it elsewhere, name that copy here.
+    #[arg(long, default_value = vip_common::image::NAME)]
     pub image: String,
     #[arg(long, default_value = "eth0")]
     pub interface: String,

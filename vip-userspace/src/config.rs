@@ -107,6 +107,9 @@ pub struct FileConfig {
     pub hash_seed: Option<u32>,
     pub maglev_size: Option<u32>,
     pub max_services: Option<u32>,
+    pub ring_slots: Option<u32>,
+    pub max_backends: Option<u32>,
+    pub maglev_sizing: Option<String>,
     pub election: Option<ElectionFile>,
     /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
     pub dead_man_ms: Option<u64>,
@@ -296,6 +299,13 @@ pub struct Config {
     pub hash_seed: u32,
     pub maglev_size: u32,
     pub max_services: u32,
+    /// Slots of the shared Maglev table map.
+    pub ring_slots: u32,
+    /// Backend ids (one per service, endpoint and mode of a `dsr`/`nat` service).
+    pub max_backends: u32,
+    /// Tables sized by each service's backend count (`maglev_sizing: by-need`) rather than
+    /// all `maglev_size`.
+    pub maglev_by_need: bool,
     pub election: Election,
     /// XDP answers ARP for owned VIPs only until this long after the daemon's last check-in
     /// (a hung or stopped daemon goes silent); zero turns it off. Never longer than the
@@ -308,6 +318,17 @@ pub struct Config {
     /// How long the data plane keeps answering ARP after a hand-over without a daemon
     /// (the dead-man deadline pushed out); never past the renew deadline with a lease.
     pub restart_grace: Duration,
+}
+
+impl Config {
+    /// How services' Maglev tables are sized.
+    pub fn sizing(&self) -> crate::maglev::Sizing {
+        if self.maglev_by_need {
+            crate::maglev::Sizing::by_need(self.maglev_size)
+        } else {
+            crate::maglev::Sizing::fixed(self.maglev_size)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -381,12 +402,38 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         ));
     }
     let max_services = file.max_services.unwrap_or(vip_common::MAX_SERVICES);
-    if !(1..=4096).contains(&max_services) {
+    if !(1..=65536).contains(&max_services) {
         return Err(ConfigError::new(
             "max_services",
-            "must be between 1 and 4096",
+            "must be between 1 and 65536",
         ));
     }
+    let ring_slots = file.ring_slots.unwrap_or(vip_common::RING_SLOTS);
+    // At least the two smallest tables; at most 1 GiB of tables.
+    let smallest = 2 * crate::maglev::SIZES[0].min(maglev_size);
+    if !(smallest..=1 << 28).contains(&ring_slots) {
+        return Err(ConfigError::new(
+            "ring_slots",
+            format!("must be between {smallest} and 268435456 (4 bytes each)"),
+        ));
+    }
+    let max_backends = file.max_backends.unwrap_or(vip_common::MAX_BACKENDS);
+    if !(1..=1 << 20).contains(&max_backends) {
+        return Err(ConfigError::new(
+            "max_backends",
+            "must be between 1 and 1048576",
+        ));
+    }
+    let maglev_by_need = match file.maglev_sizing.as_deref() {
+        None | Some("fixed") => false,
+        Some("by-need") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "maglev_sizing",
+                format!("`{other}` is not `fixed` or `by-need`"),
+            ))
+        }
+    };
     let services = resolve_services(file.services.unwrap_or_default(), maglev_size, max_services)?;
     let k8s_services = election.as_ref().is_some_and(|e| e.services == Some(true));
     if raw_vips.is_empty() && services.is_empty() && !k8s_services {
@@ -478,6 +525,9 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         hash_seed: file.hash_seed.unwrap_or(DEFAULT_HASH_SEED),
         maglev_size,
         max_services,
+        ring_slots,
+        max_backends,
+        maglev_by_need,
         dead_man: dead_man(file.dead_man_ms, &election)?,
         restart_grace: restart_grace(file.restart_grace_ms, &election)?,
         handover: ov.handover.or(file.handover).unwrap_or(false),
@@ -1163,6 +1213,25 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "maglev_size");
+        for (line, field) in [
+            ("maglev_sizing: auto", "maglev_sizing"),
+            ("ring_slots: 10", "ring_slots"),
+            ("max_services: 0", "max_services"),
+            ("max_backends: 0", "max_backends"),
+        ] {
+            let e = resolve(
+                file(&format!("interface: eth0\nvips: [192.0.2.1]\n{line}\n")),
+                Overrides::default(),
+            )
+            .unwrap_err();
+            assert_eq!(e.field, field, "{line}: {e}");
+        }
+        let c = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nmaglev_sizing: by-need\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.sizing(), crate::maglev::Sizing::by_need(65537));
     }
 
     #[test]

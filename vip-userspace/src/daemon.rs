@@ -104,8 +104,9 @@ struct XdpParts {
 
 fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
     let sizes = load::Sizes {
-        ring_size: cfg.maglev_size,
+        ring_slots: cfg.ring_slots,
         max_services: cfg.max_services,
+        max_backends: cfg.max_backends,
     };
     let mut ebpf = load::load(&cfg.pin_dir, sizes)?;
     load::spawn_log_forwarder(&mut ebpf);
@@ -932,6 +933,9 @@ async fn reload_config(
         ("metrics_addr", new.metrics_addr != cfg.metrics_addr),
         ("maglev_size", new.maglev_size != cfg.maglev_size),
         ("max_services", new.max_services != cfg.max_services),
+        ("maglev_sizing", new.maglev_by_need != cfg.maglev_by_need),
+        ("ring_slots", new.ring_slots != cfg.ring_slots),
+        ("max_backends", new.max_backends != cfg.max_backends),
         ("hash_seed", new.hash_seed != cfg.hash_seed),
     ];
     for (field, changed) in fixed {
@@ -1013,7 +1017,7 @@ async fn bring_up(
                     teardown(plane, cfg, state, false);
                     return Err(e.into());
                 }
-                let sync = match ServiceSync::adopt(parts.lb, cfg.maglev_size, cfg.hash_seed) {
+                let sync = match ServiceSync::adopt(parts.lb, cfg.sizing(), cfg.hash_seed) {
                     Ok(s) => s,
                     Err(e) => {
                         teardown(plane, cfg, state, false);

@@ -8,6 +8,9 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_env("VIP_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: in a container (`kubectl logs`, `podman logs`) or a
+        // file, escape codes would be noise in every line.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let res = match format {
         LogFormat::Human => builder.try_init(),

@@ -60,6 +60,75 @@ pub fn fnv1a(seed: u64, data: &[u8]) -> u64 {
 
 /// Build the table: slot -> index into `entries`. Ties are broken by identity, not position,
 /// so the result does not depend on the order of `entries`.
+/// Table sizes a service may get, smallest first, each about four times the last; all
+/// prime, as Maglev needs.
+pub const SIZES: [u32; 7] = [251, 1021, 4093, 16381, 65537, 262_139, 1_000_003];
+
+/// Slots a table gives each backend at least: well above it, Maglev's balance and its
+/// disruption on a backend change stay near the ideal (see the bench).
+pub const SLOTS_PER_BACKEND: u64 = 100;
+
+/// How services' tables are sized: every one `max` slots (the default: Maglev's disruption
+/// goals hold), or by need up to `max` (`size_for`: far less memory for many services, more
+/// disruption per backend change, see the bench). Either way 0 slots without backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    pub max: u32,
+    pub by_need: bool,
+}
+
+impl Sizing {
+    pub fn fixed(max: u32) -> Self {
+        Self {
+            max,
+            by_need: false,
+        }
+    }
+
+    pub fn by_need(max: u32) -> Self {
+        Self { max, by_need: true }
+    }
+
+    pub fn size(&self, backends: usize) -> u32 {
+        match (backends, self.by_need) {
+            (0, _) => 0,
+            (_, true) => size_for(backends, self.max),
+            (_, false) => self.max,
+        }
+    }
+
+    /// `Config::table_sizing`, recorded so a restarted daemon adopts only tables built by
+    /// the same rule.
+    pub fn code(&self) -> u32 {
+        if self.by_need {
+            vip_common::TABLE_BY_NEED
+        } else {
+            vip_common::TABLE_FIXED
+        }
+    }
+}
+
+impl From<u32> for Sizing {
+    fn from(max: u32) -> Self {
+        Self::fixed(max)
+    }
+}
+
+/// The table size for `backends` backends, at most `max` (a prime): the smallest of `SIZES`
+/// with `SLOTS_PER_BACKEND` slots per backend, else `max`. A pure function of the backend
+/// count, so every node builds the same table for the same backends. 0 without backends.
+pub fn size_for(backends: usize, max: u32) -> u32 {
+    if backends == 0 {
+        return 0;
+    }
+    let need = SLOTS_PER_BACKEND.saturating_mul(backends as u64);
+    SIZES
+        .iter()
+        .copied()
+        .find(|&m| u64::from(m) >= need && m <= max)
+        .unwrap_or(max)
+}
+
 pub fn build(entries: &[Entry], m: u32) -> Result<Vec<u32>, MaglevError> {
     if !is_prime(m) || m < 3 {
         return Err(MaglevError::NotPrime(m));
@@ -163,6 +232,24 @@ mod tests {
             c[s as usize] += 1;
         }
         c
+    }
+
+    #[test]
+    fn sizes_are_prime_and_chosen_by_need() {
+        assert!(SIZES.iter().all(|&m| is_prime(m)));
+        assert_eq!(size_for(0, 65537), 0);
+        assert_eq!(size_for(1, 65537), 251);
+        assert_eq!(size_for(3, 65537), 1021);
+        assert_eq!(size_for(10, 65537), 1021);
+        assert_eq!(size_for(11, 65537), 4093);
+        assert_eq!(size_for(100, 65537), 16381);
+        assert_eq!(
+            size_for(1000, 65537),
+            65537,
+            "capped at the largest allowed"
+        );
+        assert_eq!(size_for(10, 13), 13, "a small maglev_size caps every table");
+        assert_eq!(size_for(5000, 1_000_003), 1_000_003);
     }
 
     #[test]

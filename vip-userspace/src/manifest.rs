@@ -44,7 +44,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            image: "ghcr.io/vip-project/vip:0.1.0".into(),
+            image: vip_common::image::NAME.into(),
             interface: "eth0".into(),
             vips: vec!["192.0.2.100".into()],
             mode: "auto".into(),

@@ -8,7 +8,6 @@ use testbed::{
     addrs, arping, has_xdp, http_get, neighbour, parse_mac, poll, require_root_and_bpf,
     tcp_request, Bed, Capture, TcpServer,
 };
-use vip_userspace::dataplane::maps::StatsReader;
 
 fn bed(tag: &str) -> Bed {
     require_root_and_bpf();
@@ -117,7 +116,6 @@ fn xdp_mode_answers_arp_serves_tcp_and_cleans_up() {
     let bed = bed("xdp");
     let pins = pin_dir("xdp");
     let node = bed.host("node");
-    let client = bed.host("client");
     let mut d = Daemon::start_xdp(&bed, &pins);
     assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the uplink");
     assert_least_privilege(&pins, d.pid());
@@ -130,17 +128,7 @@ fn xdp_mode_answers_arp_serves_tcp_and_cleans_up() {
         "VIP not on the uplink"
     );
 
-    let reader = StatsReader::open(&pins).expect("pinned counters readable");
-    let before = reader.totals().unwrap();
-    let mac = arping(client, VIP).expect("ARP answered");
-    assert_eq!(mac, node.mac, "answered with the node's MAC");
-    let after = reader.totals().unwrap();
-    assert!(
-        after.arp_reply > before.arp_reply,
-        "the answer came from XDP (arp_reply {} -> {})",
-        before.arp_reply,
-        after.arp_reply
-    );
+    common::assert_answered_by_xdp(&bed, &pins);
 
     assert_tcp_through_vip(&bed);
 
@@ -519,13 +507,7 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
     // The daemon dies (SIGKILL: no cleanup, the VIP stays bound on lo). Whatever is left of
     // the data plane, nothing may answer for the VIP past the dead-man: not XDP, and not the
     // kernel for the address on lo (strict ARP on the uplink).
-    assert_eq!(
-        node.ns
-            .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/eth0/arp_ignore"))
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_eq!(node.ns.sysctl_value("net.ipv4.conf.eth0.arp_ignore"), "1");
     let (cap, probe) = answered_probe(client, Duration::from_millis(20));
     let killed = std::time::Instant::now();
     d.proc.signal(libc::SIGKILL);

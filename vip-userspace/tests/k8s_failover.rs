@@ -9,72 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{garps, replies, Daemon, Prober, VIP};
+use common::{garps, kubeconfig, replies, Api, Daemon, Prober, VIP};
 use fake_apiserver::{FakeApiServer, Fault};
-use testbed::{parse_mac, poll, require_root_and_bpf, Bed, Capture, Host};
-
-/// Runs the fake API server inside the `api` host's namespace on its own runtime.
-struct Api {
-    server: Option<FakeApiServer>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Api {
-    fn start(host: &Host) -> (Api, String) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let addr: SocketAddr = format!("{}:0", host.addr).parse().unwrap();
-        let thread = host.ns.spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let s = FakeApiServer::start_on(addr).await.unwrap();
-                tx.send(s).unwrap();
-                tokio::task::spawn_blocking(move || {
-                    let _ = stop_rx.recv();
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let server = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        let url = server.url();
-        (
-            Api {
-                server: Some(server),
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            },
-            url,
-        )
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        drop(self.server.take());
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn kubeconfig(dir: &std::path::Path, url: &str, token: &str) -> PathBuf {
-    let p = dir.join(format!("{token}.kubeconfig"));
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: {token}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: {token}\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
-    p
-}
+use testbed::{parse_mac, poll, require_root_and_bpf, Bed, Capture};
 
 /// The bed every test here uses: client, node1, node2 and the API server's host (plus
 /// `extra` hosts), the API server running, and a scratch folder for configs.

@@ -19,6 +19,7 @@ use vip_userspace::{
         maps::Maps,
         refmodel::{self, Fib, FibTable, Model, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     },
+    maglev::Sizing,
     reconcile::services::ServiceSync,
 };
 
@@ -94,6 +95,19 @@ struct Fx {
 /// A namespace with the ingress link `in0`, on-link backends with permanent neighbour
 /// entries and forwarding on, so the FIB answers deterministically; then `f` runs there.
 fn with_fixture<T: Send + 'static>(tag: &str, f: impl FnOnce(&mut Fx) -> T + Send + 'static) -> T {
+    with_fixture_sized(tag, FIXTURE_RING_SLOTS, Sizing::fixed(M), f)
+}
+
+/// Slots of the fixture's table map: room for 16 tables pairs of the largest size.
+const FIXTURE_RING_SLOTS: u32 = 16 * 2 * M;
+
+/// `with_fixture` with a table map of `ring_slots` slots.
+fn with_fixture_sized<T: Send + 'static>(
+    tag: &str,
+    ring_slots: u32,
+    sizing: Sizing,
+    f: impl FnOnce(&mut Fx) -> T + Send + 'static,
+) -> T {
     require_root_and_bpf();
     let ns = Netns::new(&format!("vfx{tag}"));
     ns.ip(&["link", "add", "in0", "type", "veth", "peer", "name", "in1"]);
@@ -137,7 +151,7 @@ fn with_fixture<T: Send + 'static>(tag: &str, f: impl FnOnce(&mut Fx) -> T + Sen
     ns.run(move || {
         pin_cpu0();
         load::remove_pins(&pins);
-        let mut ebpf = load_at(&pins);
+        let mut ebpf = load_sized(&pins, ring_slots);
         let prog: &mut Xdp = ebpf
             .program_mut(vip_common::XDP_PROG)
             .unwrap()
@@ -158,8 +172,9 @@ fn with_fixture<T: Send + 'static>(tag: &str, f: impl FnOnce(&mut Fx) -> T + Sen
                 0,
             )
             .unwrap();
-        let mut sync = ServiceSync::new(LbMaps::take(&mut ebpf).unwrap(), M, SEED).unwrap();
-        sync.apply(&services()).unwrap();
+        let mut sync = ServiceSync::new(LbMaps::take(&mut ebpf).unwrap(), sizing, SEED).unwrap();
+        let ch = sync.apply(&services()).unwrap();
+        assert!(ch.failed.is_empty(), "fixture services placed: {ch:?}");
         let mut fx = Fx {
             pins: pins.clone(),
             ebpf,
@@ -353,8 +368,21 @@ fn dnat_expected(f: &[u8], addr: Ipv4Addr, port: u16, dmac: [u8; 6], udp_zero: b
     e
 }
 
-/// Which backend of `list` the userspace Maglev table and the shared flow hash give a flow.
+/// Which backend of `list` the userspace Maglev table (of the fixture's fixed size) and the
+/// shared flow hash give a flow.
 fn maglev_pick(
+    list: &[Ipv4Addr],
+    port: u16,
+    src: [u8; 4],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+) -> Ipv4Addr {
+    maglev_pick_sized(Sizing::fixed(M), list, port, src, sport, dport, proto)
+}
+
+fn maglev_pick_sized(
+    sizing: Sizing,
     list: &[Ipv4Addr],
     port: u16,
     src: [u8; 4],
@@ -369,9 +397,11 @@ fn maglev_pick(
             weight: 1,
         })
         .collect();
-    let t = vip_userspace::maglev::build(&entries, M).unwrap();
+    // The size every node gives a table of this many backends.
+    let m = sizing.size(list.len());
+    let t = vip_userspace::maglev::build(&entries, m).unwrap();
     let h = vip_common::flow_hash(src, sport.to_be_bytes(), dport.to_be_bytes(), proto, SEED);
-    list[t[(h % M) as usize] as usize]
+    list[t[(h % m) as usize] as usize]
 }
 
 // ---- fixtures -----------------------------------------------------------------------
@@ -766,14 +796,170 @@ fn fuzz_kernel_and_model_agree() {
 /// Load the program and maps at `pins`, creating them or reusing those pinned there, as the
 /// daemon does.
 fn load_at(pins: &Path) -> Ebpf {
+    load_sized(pins, FIXTURE_RING_SLOTS)
+}
+
+fn load_sized(pins: &Path, ring_slots: u32) -> Ebpf {
     load::load(
         pins,
         Sizes {
-            ring_size: M,
+            ring_slots,
             max_services: 16,
+            max_backends: vip_common::MAX_BACKENDS,
         },
     )
     .expect("load")
+}
+
+/// The pinned service entries by port.
+fn pinned_services(pins: &Path) -> std::collections::BTreeMap<u16, vip_common::ServiceValue> {
+    let m: aya::maps::HashMap<_, vip_common::ServiceKey, vip_common::ServiceValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::SERVICES)).unwrap(),
+        ))
+        .unwrap();
+    m.iter()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (u16::from_be_bytes(k.port_be), v)
+        })
+        .collect()
+}
+
+/// Slots the service entries' regions take (two tables each), checking that no two
+/// regions overlap.
+fn regions_in_use(svcs: &std::collections::BTreeMap<u16, vip_common::ServiceValue>) -> u32 {
+    let mut regions: Vec<(u32, u32)> = svcs
+        .values()
+        .filter(|v| v.ring_size > 0)
+        .map(|v| {
+            let start = v.ring_off - u32::from(v.live) * v.ring_size;
+            (start, start + 2 * v.ring_size)
+        })
+        .collect();
+    regions.sort();
+    for w in regions.windows(2) {
+        assert!(w[0].1 <= w[1].0, "regions overlap: {regions:?}");
+    }
+    regions.iter().map(|(a, b)| b - a).sum()
+}
+
+fn dsr_svc(port: u16, n: u8) -> Service {
+    let list: Vec<_> = (1..=n).map(|i| (dsr_be(i), port)).collect();
+    svc(port, Proto::Tcp, LbMode::Dsr, &list)
+}
+
+/// A source port whose SYN to `port` Maglev gives one of the backends with a neighbour
+/// entry (192.0.2.21-23), and that backend.
+fn flow_to_a_resolved_backend(list: &[Ipv4Addr], port: u16) -> (u16, Ipv4Addr) {
+    (41000..42000)
+        .map(|sp| {
+            let b = maglev_pick_sized(Sizing::by_need(M), list, port, CLIENT, sp, port, 6);
+            (sp, b)
+        })
+        .find(|(_, b)| (1..=3).map(dsr_be).any(|r| r == *b))
+        .unwrap()
+}
+
+/// `maglev_sizing: by-need`: tables are sized by the service's backend count
+/// (`maglev::size_for`), `local` services take none, regions never overlap, and a service
+/// whose size changes moves to a region of the new size (the old one freed) while
+/// forwarding by the new table.
+#[test]
+fn tables_are_sized_by_need_and_local_services_take_none() {
+    with_fixture_sized("size", FIXTURE_RING_SLOTS, Sizing::by_need(M), |fx| {
+        let mut all = services();
+        all.push(svc(7001, Proto::Tcp, LbMode::Local, &[(dsr_be(5), 7001)]));
+        all.push(dsr_svc(81, 11));
+        let ch = fx.sync.apply(&all).unwrap();
+        assert!(ch.failed.is_empty(), "{ch:?}");
+        assert_eq!(
+            fx.sync.backend_id(dsr_be(5), 7001),
+            None,
+            "a local service's endpoints take no backend id"
+        );
+        let svcs = pinned_services(&fx.pins);
+        assert_eq!(svcs[&7001].ring_size, 0);
+        assert_eq!(svcs[&7000].ring_size, 0, "local: no table");
+        assert_eq!(svcs[&9996].ring_size, 0, "no backends: no table");
+        assert_eq!(svcs[&80].ring_size, 1021, "3 backends");
+        assert_eq!(svcs[&9999].ring_size, 251, "1 backend");
+        assert_eq!(svcs[&81].ring_size, 4093, "11 backends");
+        let used = regions_in_use(&svcs);
+        assert_eq!(fx.sync.free_slots(), FIXTURE_RING_SLOTS - used);
+        // 11 -> 10 backends: a table of 1021 in a new region, flipped to.
+        let before = svcs[&81];
+        all.pop();
+        all.push(dsr_svc(81, 10));
+        let ch = fx.sync.apply(&all).unwrap();
+        assert!(ch.failed.is_empty() && ch.updated == 1, "{ch:?}");
+        let svcs = pinned_services(&fx.pins);
+        assert_eq!(svcs[&81].ring_size, 1021);
+        assert_eq!(svcs[&81].id, before.id, "same service slot");
+        let used = regions_in_use(&svcs);
+        assert_eq!(
+            fx.sync.free_slots(),
+            FIXTURE_RING_SLOTS - used,
+            "old region freed"
+        );
+        let list: Vec<_> = (1..=10).map(dsr_be).collect();
+        let (sport, be) = flow_to_a_resolved_backend(&list, 81);
+        let syn = tcp(CLIENT, sport, 81, 0x02);
+        let (v, out) = fx.run(&syn);
+        assert_eq!(v, XDP_TX);
+        assert_eq!(
+            out,
+            with_macs(syn, mac_of(be), IN_MAC),
+            "forwarded by the new table"
+        );
+        // Gone: its region is free again.
+        all.pop();
+        fx.sync.apply(&all).unwrap();
+        let svcs = pinned_services(&fx.pins);
+        assert_eq!(
+            fx.sync.free_slots(),
+            FIXTURE_RING_SLOTS - regions_in_use(&svcs)
+        );
+    });
+}
+
+/// A table map too small for one more service: that service fails alone (nothing of it
+/// live), the others keep forwarding, and it is placed once room is freed.
+#[test]
+fn a_service_whose_tables_do_not_fit_fails_alone() {
+    // The fixture's services take 2 × (4 × 1021 + 3 × 251) slots; room for one more
+    // table pair of 1021.
+    let slots = 2 * (4 * 1021 + 3 * 251) + 2 * 1021;
+    with_fixture_sized("full", slots, Sizing::by_need(M), |fx| {
+        let mut all = services();
+        all.push(dsr_svc(81, 3));
+        all.push(dsr_svc(82, 3));
+        let ch = fx.sync.apply(&all).unwrap();
+        assert_eq!(ch.failed.len(), 1, "{ch:?}");
+        let (k, e) = &ch.failed[0];
+        assert_eq!(u16::from_be_bytes(k.port_be), 82);
+        assert!(e.to_string().contains("ring_slots"), "{e}");
+        let svcs = pinned_services(&fx.pins);
+        assert!(!svcs.contains_key(&82), "nothing of it live");
+        assert_eq!(fx.sync.free_slots(), 0);
+        // Everything else still forwards.
+        let dsr: Vec<_> = (1..=3).map(dsr_be).collect();
+        for port in [80, 81] {
+            let syn = tcp(CLIENT, 40100, port, 0x02);
+            let be = maglev_pick_sized(Sizing::by_need(M), &dsr, port, CLIENT, 40100, port, 6);
+            let (v, out) = fx.run(&syn);
+            assert_eq!(
+                (v, out),
+                (XDP_TX, with_macs(syn, mac_of(be), IN_MAC)),
+                "port {port}"
+            );
+        }
+        // Room freed: placed on the next pass.
+        all.retain(|s| s.port != 81);
+        let ch = fx.sync.apply(&all).unwrap();
+        assert!(ch.failed.is_empty(), "{ch:?}");
+        assert_eq!(pinned_services(&fx.pins)[&82].ring_size, 1021);
+    });
 }
 
 /// The backends array pinned under `pins`.
@@ -841,7 +1027,7 @@ fn adopting_kept_pins_changes_nothing_for_the_same_services() {
             "adoption leaves backends as they were"
         );
         let ch = sync.apply(&services()).unwrap();
-        assert_eq!(ch, Default::default(), "same services: nothing written");
+        assert!(ch.is_empty(), "same services: nothing written: {ch:?}");
         assert_eq!(backends(&fx.pins), before);
         assert_eq!(sync.backend_id(dsr_be(1), 80), Some(id_before));
         // Another ring size or seed is not adopted: rebuilt from scratch.

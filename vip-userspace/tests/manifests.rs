@@ -34,6 +34,11 @@ fn manifests_parse_into_kubernetes_types() {
     assert_eq!(spec.host_network, Some(true));
     assert_eq!(spec.service_account_name.as_deref(), Some("vip"));
     let c = &spec.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some(vip_common::image::NAME),
+        "the image `cargo xtask image` builds"
+    );
     let caps = c
         .security_context
         .as_ref()

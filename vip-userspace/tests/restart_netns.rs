@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{answered_probe, garps, lb_bed, metric, metrics, replies, Daemon, VIP};
+use common::{
+    answered_probe, attachment, garps, last_answer, lb_bed, longest_silence, metric, metrics,
+    replies, Daemon, VIP,
+};
 use testbed::{
     addrs, has_xdp, parse_mac, poll, require_root_and_bpf, tcp_request, Bed, Capture, LongConn,
     TcpServer,
@@ -83,41 +86,11 @@ impl Drop for Fixture {
     }
 }
 
-/// (how the attachment came about, link id, program id) from the daemon's metrics.
-fn attachment(bed: &Bed) -> (String, u64, u64) {
-    let m = metrics(bed);
-    let how = m
-        .lines()
-        .find_map(|l| l.strip_prefix("vip_dataplane_attachment{program=\""))
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_else(|| panic!("no attachment metric:\n{m}"))
-        .to_string();
-    (
-        how,
-        metric(&m, "vip_xdp_link_id"),
-        metric(&m, "vip_xdp_program_id"),
-    )
-}
-
 fn vip_arp_replies(bed: &Bed) -> u64 {
     metric(
         &metrics(bed),
         &format!("vip_vip_arp_replies_total{{vip=\"{VIP}\"}}"),
     )
-}
-
-/// Longest time without an ARP answer for the VIP at the client between `from` and `to`.
-fn longest_silence(cap: &Capture, from: Instant, to: Instant) -> Duration {
-    let mut last = from;
-    let mut worst = Duration::ZERO;
-    for (t, _) in replies(cap)
-        .into_iter()
-        .filter(|(t, _)| *t > from && *t < to)
-    {
-        worst = worst.max(t - last);
-        last = t;
-    }
-    worst.max(to - last)
 }
 
 /// Gratuitous ARPs for the VIP sent by the node after `from`.
@@ -145,7 +118,7 @@ fn planned_restart_and_upgrade_are_hitless() {
     let node = fx.bed.host("node");
     let node_mac = parse_mac(&node.mac);
     let mut d = fx.start(true, &["--handover"], &[]);
-    let (how, link, prog) = attachment(&fx.bed);
+    let (how, link, prog) = attachment(&metrics(&fx.bed));
     assert_eq!(how, "fresh");
     assert!(link > 0 && prog > 0, "XDP attached through a bpf_link");
 
@@ -177,7 +150,7 @@ fn planned_restart_and_upgrade_are_hitless() {
     let t_start = Instant::now();
     let mut d = fx.start(false, &["--handover"], &[]);
     let t_ready = Instant::now();
-    let (how, link2, prog2) = attachment(&fx.bed);
+    let (how, link2, prog2) = attachment(&metrics(&fx.bed));
     assert_eq!(
         (how.as_str(), link2, prog2),
         ("unchanged", link, prog),
@@ -226,7 +199,7 @@ fn planned_restart_and_upgrade_are_hitless() {
         d.logs()
     );
     let mut d = fx.start(false, &[], &[("VIP_FORCE_PROGRAM_REPLACE", "1")]);
-    let (how, link3, prog3) = attachment(&fx.bed);
+    let (how, link3, prog3) = attachment(&metrics(&fx.bed));
     assert_eq!(how, "replaced");
     assert_eq!(link3, link, "the link was never detached");
     assert_ne!(prog3, prog, "the new program runs in it");
@@ -267,7 +240,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     let client = fx.bed.host("client");
     let node = fx.bed.host("node");
     let d = fx.start(true, &[], &[]);
-    let (_, link, prog) = attachment(&fx.bed);
+    let (_, link, prog) = attachment(&metrics(&fx.bed));
     let mut long = LongConn::open(&client.ns, fx.vip()).expect("dsr connection through the VIP");
     assert_eq!(long.echo("before").unwrap(), "before");
 
@@ -287,17 +260,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
         "established flow forwarded with no daemon"
     );
     // Silent once no answer came for a while (probes every 5 ms).
-    let last = poll(Duration::from_secs(5), || {
-        let last = replies(&cap).last().map(|(t, _)| *t)?;
-        (last.elapsed() > Duration::from_millis(300)).then_some(last)
-    })
-    .expect("ARP silent after the dead-man deadline");
-    // Silence, not a quiet client: the prober kept asking after the last answer.
-    let unanswered = prober.sent_after(last);
-    assert!(
-        unanswered >= 20,
-        "asked only {unanswered} times after the last answer"
-    );
+    let last = last_answer(&cap, &prober, Duration::from_millis(300), 20);
     let silent_after = last.saturating_duration_since(killed);
     eprintln!(
         "SIGKILL: last ARP answer {silent_after:?} after the kill (dead_man_ms {DEAD_MAN_MS})"
@@ -313,7 +276,7 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     );
 
     let mut d = fx.start(false, &[], &[]);
-    let (how, link2, prog2) = attachment(&fx.bed);
+    let (how, link2, prog2) = attachment(&metrics(&fx.bed));
     assert_eq!(
         (how.as_str(), link2, prog2),
         ("unchanged", link, prog),

@@ -1,9 +1,10 @@
-//! `cargo xtask setup | build-ebpf | test | demo | bench | fuzz | fuzz-parsers`: everything an
-//! operator or CI runs.
+//! `cargo xtask setup | build-ebpf | image | test | demo | bench | fuzz | fuzz-parsers`:
+//! everything an operator or CI runs.
 mod bench;
 mod demo;
 mod ebpf;
 mod fuzz_parsers;
+mod image;
 mod setup;
 mod tools;
 mod util;
@@ -29,8 +30,11 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Setup, build-ebpf, fmt, clippy, unit tests, kernel tests, a short parser fuzz run.
-    /// What CI runs.
+    /// The container image: static `vip` (musl) with the eBPF object embedded, from scratch,
+    /// written to target/image/vip-<version>.oci.tar (buildah; nothing downloaded).
+    Image,
+    /// Setup, build-ebpf, fmt, clippy, unit tests, image, kernel tests, a short parser fuzz
+    /// run. What CI runs.
     Test,
     /// Show vip on a namespace bed: XDP answering ARP, the kernel fallback, load balancing,
     /// then three Raft nodes with the owner SIGKILLed (longest gap, one owner at a time).
@@ -67,6 +71,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf { release } => ebpf::build(release),
+        Cmd::Image => image::build(),
         Cmd::Test => test(),
         Cmd::Demo => demo::run(),
         Cmd::Bench { quick, sections } => bench::run(quick, &sections),
@@ -134,7 +139,9 @@ fn test() -> Result<()> {
         // The fake API server driven by kube-rs (no root needed).
         util::cargo_test(&["-p", "fake-apiserver", "--test", "*"], &mut tally)
     });
-    let kernel = unit.and_then(|()| {
+    // The container test runs the image; up to date, this costs a no-op cargo build.
+    let image = unit.and_then(|()| t.step("image", image::build));
+    let kernel = image.and_then(|()| {
         t.step("kernel tests", || {
             util::cargo_test(
                 &[

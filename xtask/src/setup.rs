@@ -15,7 +15,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `cargo xtask fuzz-parsers` (and its short run in `cargo xtask test`).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The target of the static `vip` in the container image.
-const MUSL: &str = "x86_64-unknown-linux-musl";
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
 
 pub fn run() -> Result<()> {
     let t = std::time::Instant::now();

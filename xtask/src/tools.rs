@@ -74,7 +74,7 @@ pub const TOOLS: &[Tool] = &[
     tool(
         "git",
         &["git"],
-        "bench: the commit a recorded table was measured on",
+        "bench and cargo xtask image: the commit a table was measured on, the image's revision",
     ),
     tool(
         "podman",
@@ -89,7 +89,7 @@ pub const TOOLS: &[Tool] = &[
     tool(
         "skopeo",
         &["skopeo"],
-        "cargo xtask image: copies and inspects the OCI archive",
+        "pushing the image (README: skopeo copy oci-archive:… docker://…)",
     ),
     tool(
         "runc",

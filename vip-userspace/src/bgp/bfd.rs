@@ -385,7 +385,8 @@ fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Opti
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        // size_t in glibc, socklen_t in musl (the static build of the image).
+        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
         let n = libc::recvmsg(fd, &mut msg, 0);
         if n < 0 {
             return Err(io::Error::last_os_error());

@@ -36,7 +36,8 @@ pub struct ServiceView {
     pub proto: &'static str,
     pub mode: &'static str,
     pub id: u32,
-    pub ring: u32,
+    /// Slots of its live Maglev table (0: none, e.g. `local`).
+    pub table: u32,
     pub stats: LbStats,
     pub backends: Vec<BackendView>,
 }
@@ -134,10 +135,9 @@ impl Snapshot {
             let (k, v) = e?;
             // Which backends the live ring points at, and how many slots each holds.
             let mut shares: BTreeMap<u32, u32> = BTreeMap::new();
-            if rings && config.ring_size > 0 {
-                let base = v.ring_base(config.ring_size);
-                for s in 0..config.ring_size {
-                    if let Ok(id) = ring_map.get(&(base + s), 0) {
+            if rings {
+                for s in 0..v.ring_size {
+                    if let Ok(id) = ring_map.get(&(v.ring_off + s), 0) {
                         if id != RING_EMPTY {
                             *shares.entry(id).or_insert(0) += 1;
                         }
@@ -163,7 +163,7 @@ impl Snapshot {
                 proto: proto_name(k.proto),
                 mode: mode_name(v.mode),
                 id: v.id,
-                ring: v.ring,
+                table: v.ring_size,
                 stats: sum_lb(&svc_stats, v.id),
                 backends: bviews,
             });
@@ -211,7 +211,7 @@ impl Snapshot {
         let _ = writeln!(o, "pins        {}", dir.display());
         let _ = writeln!(
             o,
-            "maglev      M={} seed={:#010x}",
+            "maglev      tables sized by need, at most M={} seed={:#010x}",
             self.config.ring_size, self.config.hash_seed
         );
         let _ = writeln!(
@@ -238,11 +238,11 @@ impl Snapshot {
         for s in &self.services {
             let _ = writeln!(
                 o,
-                "  {:<24} {:<5} id {:<3} ring {}  packets {}  bytes {}  new flows {}  drops {}",
+                "  {:<24} {:<5} id {:<3} table {:<6} packets {}  bytes {}  new flows {}  drops {}",
                 s.name(),
                 s.mode,
                 s.id,
-                s.ring,
+                s.table,
                 s.stats.packets,
                 s.stats.bytes,
                 s.stats.new_flows,

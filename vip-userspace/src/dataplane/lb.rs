@@ -12,6 +12,7 @@ pub struct LbMaps {
     pub services: HashMap<MapData, ServiceKey, ServiceValue>,
     pub backends: Array<MapData, BackendValue>,
     pub rings: Array<MapData, u32>,
+    max_services: u32,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
@@ -20,9 +21,15 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Dataplane
 
 impl LbMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let services = take(ebpf, map_names::SERVICES)?;
+        let max_services = match &services {
+            aya::maps::Map::HashMap(d) => d.info().map_or(0, |i| i.max_entries()),
+            _ => 0,
+        };
         Ok(Self {
+            max_services,
             config: Array::try_from(take(ebpf, map_names::CONFIG)?)?,
-            services: HashMap::try_from(take(ebpf, map_names::SERVICES)?)?,
+            services: HashMap::try_from(services)?,
             backends: Array::try_from(take(ebpf, map_names::BACKENDS)?)?,
             rings: Array::try_from(take(ebpf, map_names::RINGS)?)?,
         })
@@ -32,9 +39,8 @@ impl LbMaps {
         self.backends.len()
     }
 
-    /// How many services the rings map has room for at `ring_size` slots each, two rings per
-    /// service.
-    pub fn ring_capacity(&self, ring_size: u32) -> u32 {
-        self.rings.len() / (2 * ring_size.max(1))
+    /// How many services the services map has room for.
+    pub fn max_services(&self) -> u32 {
+        self.max_services
     }
 }

@@ -37,15 +37,19 @@ pub const PINNED: [(&str, &str); 14] = [
 /// Sizes that depend on configuration, applied before the maps are created.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
-    pub ring_size: u32,
+    /// Slots of the shared Maglev table map (`ring_slots`).
+    pub ring_slots: u32,
     pub max_services: u32,
+    /// Backend ids (`max_backends`): BACKENDS and its per-CPU companions.
+    pub max_backends: u32,
 }
 
 impl Default for Sizes {
     fn default() -> Self {
         Self {
-            ring_size: vip_common::RING_SIZE,
+            ring_slots: vip_common::RING_SLOTS,
             max_services: vip_common::MAX_SERVICES,
+            max_backends: vip_common::MAX_BACKENDS,
         }
     }
 }
@@ -136,10 +140,7 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
         return Err(DataplaneError::NotBuilt);
     }
     ensure_pin_dir(pin_dir)?;
-    let rings = sizes
-        .max_services
-        .saturating_mul(2)
-        .saturating_mul(sizes.ring_size);
+    let rings = sizes.ring_slots;
     // A kept pin of another size cannot be reused: the loader would refuse it. Such maps hold
     // only what the reconciler writes again, so they are replaced.
     for (sym, file, want) in [
@@ -150,12 +151,30 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
             sizes.max_services,
         ),
         (map_names::SERVICES, pin_names::SERVICES, sizes.max_services),
+        (map_names::BACKENDS, pin_names::BACKENDS, sizes.max_backends),
+        (
+            map_names::BACKEND_STATS,
+            pin_names::BACKEND_STATS,
+            sizes.max_backends,
+        ),
+        (map_names::NEXTHOP, pin_names::NEXTHOP, sizes.max_backends),
     ] {
         let p = pin_dir.join(file);
         if let Ok(m) = aya::maps::MapData::from_pin(&p) {
-            if m.info().map(|i| i.max_entries()).ok() != Some(want) {
+            // An older build's service entries (another value layout) cannot be reused
+            // either: the program would read past them.
+            let layout = sym != map_names::SERVICES
+                || m.info().map(|i| i.value_size()).ok()
+                    == Some(std::mem::size_of::<vip_common::ServiceValue>() as u32);
+            if m.info().map(|i| i.max_entries()).ok() != Some(want) || !layout {
                 tracing::info!(map = sym, "pinned map has another size; replacing it");
                 let _ = std::fs::remove_file(&p);
+                if sym == map_names::BACKENDS {
+                    // Flow entries name backends by id and generation: with the
+                    // generations gone, an old entry could match a new holder of its id.
+                    tracing::info!("backend ids start afresh; flow table replaced too");
+                    let _ = std::fs::remove_file(pin_dir.join(pin_names::CONNTRACK));
+                }
             }
         }
     }
@@ -163,7 +182,10 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
     loader
         .map_max_entries(map_names::RINGS, rings)
         .map_max_entries(map_names::SVC_STATS, sizes.max_services)
-        .map_max_entries(map_names::SERVICES, sizes.max_services);
+        .map_max_entries(map_names::SERVICES, sizes.max_services)
+        .map_max_entries(map_names::BACKENDS, sizes.max_backends)
+        .map_max_entries(map_names::BACKEND_STATS, sizes.max_backends)
+        .map_max_entries(map_names::NEXTHOP, sizes.max_backends);
     for (sym, file) in PINNED.iter().chain(std::iter::once(&LOG_MAP)) {
         loader.map_pin_path(sym, pin_dir.join(file));
     }

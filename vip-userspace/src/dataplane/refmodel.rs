@@ -306,8 +306,7 @@ impl Model {
     }
 
     fn maglev_id(&self, flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)> {
-        let m = self.config.ring_size;
-        if m == 0 {
+        if svc.ring_size == 0 {
             return None;
         }
         let h = flow_hash(
@@ -317,7 +316,7 @@ impl Model {
             flow.proto,
             self.config.hash_seed,
         );
-        let idx = svc.ring_base(m).wrapping_add(h % m);
+        let idx = svc.ring_slot(h)?;
         if idx >= self.rings_len {
             return None;
         }
@@ -326,7 +325,7 @@ impl Model {
             return None;
         }
         let b = self.backend(id)?;
-        (b.flags & BACKEND_F_ACTIVE != 0).then_some((id, b))
+        (b.flags & BACKEND_F_ACTIVE != 0 && b.svc == svc.id).then_some((id, b))
     }
 
     fn backend(&self, id: u32) -> Option<BackendValue> {
@@ -429,9 +428,8 @@ pub fn from_pins(pin_dir: &std::path::Path, fib: FibTable) -> Result<Model, supe
     }
     for e in services.iter() {
         let (k, v) = e?;
-        let base = v.ring_base(m.config.ring_size);
-        for s in 0..m.config.ring_size {
-            let idx = base + s;
+        for s in 0..v.ring_size {
+            let idx = v.ring_off.wrapping_add(s);
             if idx < m.rings_len {
                 m.rings.insert(idx, rings.get(&idx, 0)?);
             }

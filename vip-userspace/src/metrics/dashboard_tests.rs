@@ -66,7 +66,7 @@ fn every_family() -> Scrape {
                 proto: "tcp",
                 mode: "dsr",
                 id: 0,
-                ring: 0,
+                table: 0,
                 stats: Default::default(),
                 backends: vec![backend.clone()],
             }]),

@@ -1,12 +1,17 @@
-//! Services into the data plane, as a diff. A changed backend set is written into the
-//! service's idle ring and then made live by flipping one field of the service entry, so a
-//! packet sees the old table or the new one, never a mix; a removed backend is deactivated
-//! only after that flip, so it receives nothing once the flip is done.
+//! Services into the data plane, as a diff. Each `dsr`/`nat` service owns a region of the
+//! shared `RINGS` map: two Maglev tables of the size its backend count needs
+//! (`maglev::size_for`), one live. A changed backend set is written into the idle table and
+//! made live by replacing the service entry, so a packet sees the old table or the new one,
+//! never a mix; a removed backend is deactivated only after that flip, so it receives nothing
+//! once the flip is done. A service whose table size changes gets a new region, flipped to
+//! the same way, and its old region goes back to the free space. `local` services (and ones
+//! without backends) take no region at all.
 use std::{
     collections::{BTreeMap, HashMap},
     net::Ipv4Addr,
 };
 
+use range_alloc::RangeAllocator;
 use vip_common::{
     BackendValue, Config as BpfConfig, ServiceKey, ServiceValue, BACKEND_F_ACTIVE, RING_EMPTY,
 };
@@ -27,7 +32,11 @@ pub enum ServiceError {
     Maglev(#[from] maglev::MaglevError),
     #[error("no free service slot ({0} in use): raise max_services")]
     TooManyServices(u32),
-    #[error("no free backend slot ({0} in use)")]
+    #[error(
+        "no room for two Maglev tables of {size} slots ({free} of {total} free): raise ring_slots"
+    )]
+    RingsFull { size: u32, free: u32, total: u32 },
+    #[error("no free backend slot ({0} in use): raise max_backends")]
     TooManyBackends(u32),
 }
 
@@ -42,16 +51,31 @@ pub fn key_of(s: &Service) -> ServiceKey {
 
 type BackendKey = (ServiceKey, Ipv4Addr, u16, u8);
 
+/// A service's region of `RINGS`: two tables of `size` slots from `off`, `live` in use.
+#[derive(Debug, Clone)]
+struct Region {
+    off: u32,
+    size: u32,
+    live: u8,
+    /// What each table holds, as far as we wrote it (None: unknown).
+    known: [Option<Vec<u32>>; 2],
+}
+
+impl Region {
+    fn table_off(&self, which: u8) -> u32 {
+        self.off + u32::from(which) * self.size
+    }
+}
+
 struct Applied {
     id: u32,
-    live: u32,
     mode: u8,
+    /// None: `local` mode or no backends (no table).
+    region: Option<Region>,
     /// None: adopted from a previous run's maps, whose weights are not recorded; the first
-    /// `apply` compares the table it builds with the live ring instead.
+    /// `apply` compares the table it builds with the live one instead.
     backends: Option<Vec<Backend>>,
-    /// What each of the two rings holds, as far as we wrote it (None: unknown).
-    rings: [Option<Vec<u32>>; 2],
-    /// Every backend of `backends` is in the live ring (false: some did not fit and are
+    /// Every backend of `backends` is in the live table (false: some did not fit and are
     /// tried again on the next pass).
     complete: bool,
 }
@@ -80,8 +104,12 @@ impl Changes {
 
 pub struct ServiceSync {
     maps: LbMaps,
-    m: u32,
+    /// How big each service's tables are.
+    sizing: maglev::Sizing,
+    /// Services the maps have room for (`max_services`).
     capacity: u32,
+    /// Free space of `RINGS`, in slots.
+    slab: RangeAllocator<u32>,
     applied: BTreeMap<ServiceKey, Applied>,
     free_sids: Vec<u32>,
     next_sid: u32,
@@ -96,7 +124,12 @@ pub struct ServiceSync {
 impl ServiceSync {
     /// Take over the maps: global config written, services left by an earlier run removed
     /// (their entries are rebuilt from the config by the first `apply`).
-    pub fn new(mut maps: LbMaps, ring_size: u32, hash_seed: u32) -> Result<Self, ServiceError> {
+    pub fn new(
+        mut maps: LbMaps,
+        sizing: impl Into<maglev::Sizing>,
+        hash_seed: u32,
+    ) -> Result<Self, ServiceError> {
+        let sizing = sizing.into();
         // The dead-man deadline a previous run left in the pinned map stays: with Raft it is
         // already past on a node that lost (or never had) the lease, and resetting it to 0
         // (off) would let VIPs still in the pinned map be answered until the first check-in.
@@ -104,10 +137,10 @@ impl ServiceSync {
         maps.config.set(
             0,
             BpfConfig {
-                ring_size,
+                ring_size: sizing.max,
                 hash_seed,
                 epoch: 1,
-                _pad: 0,
+                table_sizing: sizing.code(),
                 deadline_ns,
             },
             0,
@@ -132,11 +165,13 @@ impl ServiceSync {
                 }
             }
         }
-        let capacity = maps.ring_capacity(ring_size);
+        let capacity = maps.max_services();
+        let slab = RangeAllocator::new(0..maps.rings.len());
         Ok(Self {
             maps,
-            m: ring_size,
+            sizing,
             capacity,
+            slab,
             applied: BTreeMap::new(),
             free_sids: Vec::new(),
             next_sid: 0,
@@ -152,22 +187,31 @@ impl ServiceSync {
     /// so established flows (conntrack) and new ones hash exactly as before. The first
     /// `apply` then changes only what the configuration changed. Maps built for another
     /// ring size or hash seed are rebuilt instead (`new`).
-    pub fn adopt(maps: LbMaps, ring_size: u32, hash_seed: u32) -> Result<Self, ServiceError> {
+    pub fn adopt(
+        maps: LbMaps,
+        sizing: impl Into<maglev::Sizing>,
+        hash_seed: u32,
+    ) -> Result<Self, ServiceError> {
+        let sizing = sizing.into();
         let cfg = maps.config.get(&0, 0)?;
-        if cfg.ring_size != ring_size || cfg.hash_seed != hash_seed {
+        if cfg.ring_size != sizing.max
+            || cfg.table_sizing != sizing.code()
+            || cfg.hash_seed != hash_seed
+        {
             if cfg.ring_size != 0 {
                 tracing::info!(
                     ring_size = cfg.ring_size,
                     hash_seed = cfg.hash_seed,
-                    "pinned services were built for another maglev_size or hash_seed; rebuilding"
+                    "pinned services were built for another maglev_size, maglev_sizing or hash_seed; rebuilding"
                 );
             }
-            return Self::new(maps, ring_size, hash_seed);
+            return Self::new(maps, sizing, hash_seed);
         }
         let mut sync = Self {
-            capacity: maps.ring_capacity(ring_size),
+            capacity: maps.max_services(),
+            slab: RangeAllocator::new(0..maps.rings.len()),
             maps,
-            m: ring_size,
+            sizing,
             applied: BTreeMap::new(),
             free_sids: Vec::new(),
             next_sid: 0,
@@ -182,18 +226,49 @@ impl ServiceSync {
             sync.maps.services.iter().filter_map(Result::ok).collect();
         let by_sid: HashMap<u32, ServiceKey> = services.iter().map(|(k, v)| (v.id, *k)).collect();
         for (k, v) in &services {
+            let region = (v.ring_size > 0).then(|| Region {
+                off: v.ring_off - u32::from(v.live & 1) * v.ring_size,
+                size: v.ring_size,
+                live: v.live & 1,
+                known: [None, None],
+            });
             sync.applied.insert(
                 *k,
                 Applied {
                     id: v.id,
-                    live: v.ring & 1,
                     mode: v.mode,
+                    region,
                     backends: None,
-                    rings: [None, None],
                     complete: true,
                 },
             );
             sync.next_sid = sync.next_sid.max(v.id + 1);
+        }
+        // The regions the adopted services use are taken; the rest is free.
+        let mut used: Vec<std::ops::Range<u32>> = sync
+            .applied
+            .values()
+            .filter_map(|a| a.region.as_ref())
+            .map(|r| r.off..r.off + 2 * r.size)
+            .collect();
+        used.sort_by_key(|r| r.start);
+        let len = sync.maps.rings.len();
+        if len > 0 {
+            let all = sync
+                .slab
+                .allocate_range(len)
+                .map_err(|_| ServiceError::RingsFull {
+                    size: len,
+                    free: 0,
+                    total: len,
+                })?;
+            let mut at = all.start;
+            for r in used.iter().chain(std::iter::once(&(len..len))) {
+                if r.start > at {
+                    sync.slab.free_range(at..r.start);
+                }
+                at = at.max(r.end);
+            }
         }
         let used: Vec<u32> = services.iter().map(|(_, v)| v.id).collect();
         sync.free_sids = (0..sync.next_sid)
@@ -242,9 +317,8 @@ impl ServiceSync {
         Ok(sync)
     }
 
-    /// Whether ring `which` of service `sid` holds exactly `table`.
-    fn ring_holds(&self, sid: u32, which: u32, table: &[u32]) -> bool {
-        let base = (sid * 2 + which) * self.m;
+    /// Whether the table at `base` holds exactly `table`.
+    fn ring_holds(&self, base: u32, table: &[u32]) -> bool {
         table
             .iter()
             .enumerate()
@@ -352,6 +426,7 @@ impl ServiceSync {
         key: ServiceKey,
         mode: u8,
         backends: &[Backend],
+        size: u32,
     ) -> Result<Vec<u32>, ServiceError> {
         let entries: Vec<maglev::Entry> = backends
             .iter()
@@ -360,7 +435,7 @@ impl ServiceSync {
                 weight: b.weight,
             })
             .collect();
-        let t = maglev::build(&entries, self.m)?;
+        let t = maglev::build(&entries, size)?;
         Ok(t.into_iter()
             .map(|i| {
                 if i == maglev::EMPTY {
@@ -375,16 +450,14 @@ impl ServiceSync {
             .collect())
     }
 
-    /// Write `table` into ring `which` of service `sid`, only the slots that differ from
-    /// what the ring is known to hold.
+    /// Write `table` at slot `base`, only the slots that differ from what is known to be
+    /// there.
     fn write_ring(
         &mut self,
-        sid: u32,
-        which: u32,
+        base: u32,
         table: &[u32],
         known: Option<&Vec<u32>>,
     ) -> Result<usize, ServiceError> {
-        let base = (sid * 2 + which) * self.m;
         let mut n = 0;
         for (s, &v) in table.iter().enumerate() {
             if known.map(|k| k[s]) == Some(v) {
@@ -416,6 +489,9 @@ impl ServiceSync {
             if let Some(a) = self.applied.remove(&k) {
                 deactivate.extend(self.drop_backends(k, &[]));
                 self.free_sids.push(a.id);
+                if let Some(r) = a.region {
+                    self.free_region(&r);
+                }
             }
             ch.removed += 1;
         }
@@ -460,9 +536,41 @@ impl ServiceSync {
         Ok((placed, full))
     }
 
+    /// A region for two tables of `size` slots.
+    fn alloc_region(&mut self, size: u32) -> Result<Region, ServiceError> {
+        let need = size.saturating_mul(2);
+        let r = self
+            .slab
+            .allocate_range(need)
+            .map_err(|_| ServiceError::RingsFull {
+                size,
+                free: self.free_slots(),
+                total: self.maps.rings.len(),
+            })?;
+        Ok(Region {
+            off: r.start,
+            size,
+            live: 1,
+            known: [None, None],
+        })
+    }
+
+    /// Give a region back. A packet that loaded the service entry just before the flip
+    /// may still read it; the data plane never follows a slot to another service's
+    /// backend (`BackendValue::svc`), so its reuse is safe at once.
+    fn free_region(&mut self, r: &Region) {
+        self.slab.free_range(r.off..r.off + 2 * r.size);
+    }
+
+    /// Slots of the table map no service uses.
+    pub fn free_slots(&self) -> u32 {
+        self.slab.total_available()
+    }
+
     /// One service into the maps (see `apply`). On an error nothing new of it is live: a
-    /// new service is not inserted and its slot and backends are given back; an existing one
-    /// keeps its live ring, and the idle ring it may have half written is marked unknown.
+    /// new service is not inserted and its slot, region and backends are given back; an
+    /// existing one keeps its live table (the idle one it may have half written is marked
+    /// unknown).
     fn apply_one(
         &mut self,
         k: ServiceKey,
@@ -471,6 +579,11 @@ impl ServiceSync {
         deactivate: &mut Vec<u32>,
     ) -> Result<(), ServiceError> {
         let mode = svc.mode.code();
+        // `local` hands packets to this node's stack: no table and no backend ids (its
+        // endpoints would only use up backend slots).
+        let local = svc.mode == crate::config::LbMode::Local;
+        let backends: &[Backend] = if local { &[] } else { &svc.backends };
+        let size = self.sizing.size(backends.len());
         let unchanged = self.applied.get(&k).is_some_and(|a| {
             a.complete && a.backends.as_ref() == Some(&svc.backends) && a.mode == mode
         });
@@ -482,103 +595,134 @@ impl ServiceSync {
             .get(&k)
             .filter(|a| a.backends.is_none() && a.mode == mode)
         {
-            // Adopted: if the live ring already is what this config builds, take it as it
+            // Adopted: if the live table already is what this config builds, take it as it
             // is (no write, no flip); backends the config dropped are retired.
-            let (sid, live) = (a.id, a.live);
-            let (placed, full) = self.acquire_backends(k, sid, mode, &svc.backends)?;
-            let table = self.table(k, mode, &placed)?;
-            if full.is_none() && self.ring_holds(sid, live, &table) {
+            let sid = a.id;
+            let live = a
+                .region
+                .as_ref()
+                .map(|r| (r.size, r.table_off(r.live), r.live));
+            let (placed, full) = self.acquire_backends(k, sid, mode, backends)?;
+            let same = match live {
+                None if size == 0 => Some(None),
+                Some((s, base, which)) if s == size => {
+                    let table = self.table(k, mode, &placed, size)?;
+                    self.ring_holds(base, &table)
+                        .then_some(Some((which, table)))
+                }
+                _ => None,
+            };
+            if let (None, Some(kept)) = (&full, same) {
                 deactivate.extend(self.drop_backends(k, &keep_of(&placed, mode)));
                 if let Some(a) = self.applied.get_mut(&k) {
                     a.backends = Some(svc.backends.clone());
-                    a.rings[live as usize] = Some(table);
+                    if let (Some(r), Some((which, table))) = (a.region.as_mut(), kept) {
+                        r.known[which as usize] = Some(table);
+                    }
                 }
                 return Ok(());
             }
         }
-        match self.applied.remove(&k) {
-            None => {
-                let sid = self.alloc_sid()?;
-                let placed = self.acquire_backends(k, sid, mode, &svc.backends).and_then(
-                    |(placed, full)| {
-                        let table = self.table(k, mode, &placed)?;
-                        let written = self.write_ring(sid, 0, &table, None)?;
-                        self.maps.services.insert(
-                            k,
-                            ServiceValue {
-                                id: sid,
-                                ring: 0,
-                                mode,
-                                _pad: [0; 3],
-                            },
-                            0,
-                        )?;
-                        Ok((placed, full, table, written))
-                    },
-                );
-                let (_, full, table, written) = match placed {
-                    Ok(p) => p,
-                    Err(e) => {
-                        // Nothing refers to them: give them back at once.
-                        deactivate.extend(self.drop_backends(k, &[]));
-                        self.free_sids.push(sid);
-                        return Err(e);
-                    }
-                };
-                ch.slots_written += written;
-                self.applied.insert(
-                    k,
-                    Applied {
-                        id: sid,
-                        live: 0,
-                        mode,
-                        backends: Some(svc.backends.clone()),
-                        rings: [Some(table), None],
-                        complete: full.is_none(),
-                    },
-                );
-                ch.added += 1;
-                full.map_or(Ok(()), Err)
+        let existing = self.applied.remove(&k);
+        let sid = match &existing {
+            Some(a) => a.id,
+            None => self.alloc_sid()?,
+        };
+        // Where the new table goes: the idle half of the service's region if the size is
+        // the same, else a new region (the old one is freed after the flip).
+        let old_region = existing.as_ref().and_then(|a| a.region.clone());
+        let reuse = old_region.as_ref().filter(|r| r.size == size).cloned();
+        let fresh = if size > 0 && reuse.is_none() {
+            match self.alloc_region(size) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.undo(k, sid, existing, deactivate);
+                    return Err(e);
+                }
             }
-            Some(mut a) => {
-                let idle = 1 - a.live;
-                let known = a.rings[idle as usize].take();
-                let flipped = self
-                    .acquire_backends(k, a.id, mode, &svc.backends)
-                    .and_then(|(placed, full)| {
-                        let table = self.table(k, mode, &placed)?;
-                        let written = self.write_ring(a.id, idle, &table, known.as_ref())?;
-                        // The flip: one map update makes the new table live.
-                        self.maps.services.insert(
-                            k,
-                            ServiceValue {
-                                id: a.id,
-                                ring: idle,
-                                mode,
-                                _pad: [0; 3],
-                            },
-                            0,
-                        )?;
-                        Ok((placed, full, table, written))
-                    });
-                let (placed, full, table, written) = match flipped {
-                    Ok(f) => f,
-                    Err(e) => {
-                        // Still live as it was; the idle ring is in an unknown state.
-                        self.applied.insert(k, a);
-                        return Err(e);
-                    }
+        } else {
+            None
+        };
+        let mut region = reuse.or(fresh.clone());
+        let flipped = self
+            .acquire_backends(k, sid, mode, backends)
+            .and_then(|(placed, full)| {
+                let mut written = 0;
+                let mut value = ServiceValue {
+                    id: sid,
+                    ring_off: 0,
+                    ring_size: 0,
+                    mode,
+                    live: 0,
+                    _pad: [0; 2],
                 };
-                ch.slots_written += written;
-                deactivate.extend(self.drop_backends(k, &keep_of(&placed, mode)));
-                a.rings[idle as usize] = Some(table);
-                a.live = idle;
-                a.mode = mode;
-                a.backends = Some(svc.backends.clone());
-                a.complete = full.is_none();
+                if let Some(r) = region.as_mut() {
+                    let idle = 1 - r.live;
+                    let table = self.table(k, mode, &placed, size)?;
+                    let known = r.known[idle as usize].take();
+                    written = self.write_ring(r.table_off(idle), &table, known.as_ref())?;
+                    r.known[idle as usize] = Some(table);
+                    r.live = idle;
+                    value.ring_off = r.table_off(idle);
+                    value.ring_size = r.size;
+                    value.live = idle;
+                }
+                // The flip: one map update makes the new table (and mode) live.
+                self.maps.services.insert(k, value, 0)?;
+                Ok((placed, full, written))
+            });
+        let (placed, full, written) = match flipped {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(r) = &fresh {
+                    self.free_region(r);
+                }
+                self.undo(k, sid, existing, deactivate);
+                return Err(e);
+            }
+        };
+        ch.slots_written += written;
+        if let Some(old) = old_region.filter(|o| region.as_ref().is_none_or(|r| r.off != o.off)) {
+            self.free_region(&old);
+        }
+        deactivate.extend(self.drop_backends(k, &keep_of(&placed, mode)));
+        if existing.is_some() {
+            ch.updated += 1;
+        } else {
+            ch.added += 1;
+        }
+        self.applied.insert(
+            k,
+            Applied {
+                id: sid,
+                mode,
+                region,
+                backends: Some(svc.backends.clone()),
+                complete: full.is_none(),
+            },
+        );
+        full.map_or(Ok(()), Err)
+    }
+
+    /// After a failed `apply_one`: an existing service stays as it was live (its idle table
+    /// unknown now); a new one gives back its slot and backends.
+    fn undo(
+        &mut self,
+        k: ServiceKey,
+        sid: u32,
+        existing: Option<Applied>,
+        deactivate: &mut Vec<u32>,
+    ) {
+        match existing {
+            Some(mut a) => {
+                if let Some(r) = a.region.as_mut() {
+                    r.known[1 - r.live as usize] = None;
+                }
                 self.applied.insert(k, a);
-                ch.updated += 1;
-                full.map_or(Ok(()), Err)
+            }
+            None => {
+                deactivate.extend(self.drop_backends(k, &[]));
+                self.free_sids.push(sid);
             }
         }
     }

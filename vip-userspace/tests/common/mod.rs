@@ -13,8 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{http_get, make_dsr_backend, parse_mac, poll, Bed, Capture, Host, Proc, TcpServer};
-use vip_userspace::net::garp::GarpSocket;
+use fake_apiserver::FakeApiServer;
+use testbed::{
+    arping, http_get, make_dsr_backend, parse_mac, poll, Bed, Capture, Host, Netns, Proc, TcpServer,
+};
+use vip_userspace::{dataplane::maps::StatsReader, net::garp::GarpSocket};
 
 pub const METRICS: &str = "127.0.0.1:9472";
 pub const VIP: &str = "192.0.2.100";
@@ -80,21 +83,16 @@ impl Daemon {
 
     /// Until `/readyz` answers 200 (10 s at most); panics with the log if it exits first.
     pub fn wait_ready(&mut self, bed: &Bed, role: &str) {
-        let node = bed.host(role);
-        let metrics: SocketAddr = METRICS.parse().unwrap();
-        let ready = poll(Duration::from_secs(10), || {
-            if let Ok(Some(st)) = self.proc.child.try_wait() {
-                panic!("daemon exited early ({st}):\n{}", self.logs());
-            }
-            match http_get(&node.ns, metrics, "/readyz") {
-                Ok((200, _)) => Some(()),
+        let log = self.log.clone();
+        let child = &mut self.proc.child;
+        wait_ready(
+            &bed.host(role).ns,
+            METRICS.parse().unwrap(),
+            || match child.try_wait() {
+                Ok(Some(st)) => Some(st.to_string()),
                 _ => None,
-            }
-        });
-        assert!(
-            ready.is_some(),
-            "daemon not ready in 10 s:\n{}",
-            self.logs()
+            },
+            || std::fs::read_to_string(&log).unwrap_or_default(),
         );
     }
 
@@ -127,25 +125,37 @@ impl Daemon {
 /// ARP for it; nat: backends on their own subnet (198.51.100.21..) behind the node
 /// (198.51.100.1, their gateway), one arm.
 pub fn lb_bed(prefix: &str, backends: &[&str], nat: bool) -> (Bed, Vec<TcpServer>) {
-    let net = if nat { "198.51.100" } else { "192.0.2" };
+    if nat {
+        lb_bed_with(prefix, &[], backends)
+    } else {
+        lb_bed_with(prefix, backends, &[])
+    }
+}
+
+/// [`lb_bed`] with both kinds of backend: `dsr` ones on the client's segment and `nat` ones
+/// behind the node.
+pub fn lb_bed_with(prefix: &str, dsr: &[&str], nat: &[&str]) -> (Bed, Vec<TcpServer>) {
     let mut hosts = vec![
         ("client", "192.0.2.10/24".to_string()),
         ("node", "192.0.2.11/24".to_string()),
     ];
-    for (i, b) in backends.iter().enumerate() {
-        hosts.push((b, format!("{net}.{}/24", 21 + i)));
+    for (i, b) in dsr.iter().enumerate() {
+        hosts.push((b, format!("192.0.2.{}/24", 21 + i)));
+    }
+    for (i, b) in nat.iter().enumerate() {
+        hosts.push((b, format!("198.51.100.{}/24", 21 + i)));
     }
     let hosts: Vec<(&str, &str)> = hosts.iter().map(|(r, a)| (*r, a.as_str())).collect();
     let bed = Bed::new(prefix, &hosts);
-    if nat {
+    if !nat.is_empty() {
         bed.host("node")
             .ns
             .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"]);
     }
     let mut tcp = Vec::new();
-    for b in backends {
+    for b in dsr.iter().chain(nat) {
         let h = bed.host(b);
-        if nat {
+        if nat.contains(b) {
             h.ns.ip(&["route", "add", "default", "via", "198.51.100.1"]);
             h.ns.sysctl("net.ipv4.conf.all.accept_redirects", "0");
             h.ns.sysctl("net.ipv4.conf.eth0.accept_redirects", "0");
@@ -161,16 +171,55 @@ pub fn lb_bed(prefix: &str, backends: &[&str], nat: bool) -> (Bed, Vec<TcpServer
     (bed, tcp)
 }
 
+/// Polls `/readyz` at `metrics` in `ns` until it answers 200, for 10 s. `exited` says
+/// whether (and how) the daemon ended, `logs` what it wrote; both go into the panic.
+pub fn wait_ready(
+    ns: &Netns,
+    metrics: SocketAddr,
+    mut exited: impl FnMut() -> Option<String>,
+    logs: impl Fn() -> String,
+) {
+    let ready = poll(Duration::from_secs(10), || {
+        if let Some(st) = exited() {
+            panic!("daemon exited early ({st}):\n{}", logs());
+        }
+        match http_get(ns, metrics, "/readyz") {
+            Ok((200, _)) => Some(()),
+            _ => None,
+        }
+    });
+    assert!(ready.is_some(), "daemon not ready in 10 s:\n{}", logs());
+}
+
 pub fn metrics(bed: &Bed) -> String {
     metrics_of(bed, "node")
 }
 
 /// The metrics of the daemon on host `role`.
 pub fn metrics_of(bed: &Bed, role: &str) -> String {
-    let (code, body) = http_get(&bed.host(role).ns, METRICS.parse().unwrap(), "/metrics")
-        .expect("metrics reachable");
+    metrics_at(&bed.host(role).ns, METRICS.parse().unwrap())
+}
+
+/// The metrics served at `addr` in `ns`.
+pub fn metrics_at(ns: &Netns, addr: SocketAddr) -> String {
+    let (code, body) = http_get(ns, addr, "/metrics").expect("metrics reachable");
     assert_eq!(code, 200);
     body
+}
+
+/// (how the attachment came about, link id, program id) from the daemon's metrics `m`.
+pub fn attachment(m: &str) -> (String, u64, u64) {
+    let how = m
+        .lines()
+        .find_map(|l| l.strip_prefix("vip_dataplane_attachment{program=\""))
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no attachment metric:\n{m}"))
+        .to_string();
+    (
+        how,
+        metric(m, "vip_xdp_link_id"),
+        metric(m, "vip_xdp_program_id"),
+    )
 }
 
 pub fn metric(body: &str, name: &str) -> u64 {
@@ -276,6 +325,52 @@ pub fn replies(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
         .collect()
 }
 
+/// One ARP request from the client for the VIP: answered with the node's MAC, by the XDP
+/// program whose counters are pinned under `pins` (its reply counter moved).
+pub fn assert_answered_by_xdp(bed: &Bed, pins: &std::path::Path) {
+    let reader = StatsReader::open(pins).expect("pinned counters readable");
+    let before = reader.totals().unwrap();
+    let mac = arping(bed.host("client"), VIP).expect("ARP answered");
+    assert_eq!(mac, bed.host("node").mac, "answered with the node's MAC");
+    let after = reader.totals().unwrap();
+    assert!(
+        after.arp_reply > before.arp_reply,
+        "the answer came from XDP (arp_reply {} -> {})",
+        before.arp_reply,
+        after.arp_reply
+    );
+}
+
+/// The last ARP answer for the VIP the client saw, once none came for `quiet` (within 5 s).
+/// Silence, not a quiet client: the prober must have asked `asked` times after it.
+pub fn last_answer(cap: &Capture, probe: &Prober, quiet: Duration, asked: usize) -> Instant {
+    let last = poll(Duration::from_secs(5), || {
+        let last = replies(cap).last().map(|(t, _)| *t)?;
+        (last.elapsed() > quiet).then_some(last)
+    })
+    .expect("ARP for the VIP went silent");
+    let unanswered = probe.sent_after(last);
+    assert!(
+        unanswered >= asked,
+        "asked only {unanswered} times after the last answer"
+    );
+    last
+}
+
+/// Longest time without an ARP answer for the VIP at the client between `from` and `to`.
+pub fn longest_silence(cap: &Capture, from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut worst = Duration::ZERO;
+    for (t, _) in replies(cap)
+        .into_iter()
+        .filter(|(t, _)| *t > from && *t < to)
+    {
+        worst = worst.max(t - last);
+        last = t;
+    }
+    worst.max(to - last)
+}
+
 /// (arrival, sender MAC) of every gratuitous ARP (RFC 5227 announcement: request with
 /// sender = target = the VIP) seen by the client.
 pub fn garps(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
@@ -303,4 +398,90 @@ pub fn cpu_time(pid: i32) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// The in-process API server on its own runtime, on a thread inside a namespace.
+pub struct Api {
+    pub server: Option<FakeApiServer>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Api {
+    /// On `host`'s address (a port of its own).
+    pub fn start(host: &Host) -> (Api, String) {
+        Self::start_in(&host.ns, format!("{}:0", host.addr).parse().unwrap())
+    }
+
+    /// Listening on `addr` inside `ns`; the server and its URL.
+    pub fn start_in(ns: &Netns, addr: SocketAddr) -> (Api, String) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = ns.spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let s = FakeApiServer::start_on(addr).await.unwrap();
+                tx.send(s).unwrap();
+                tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let server = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let url = server.url();
+        (
+            Api {
+                server: Some(server),
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            url,
+        )
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A cluster CA for the test kubeconfigs (self-signed, never used to verify anything: the
+/// fake API server speaks plain HTTP). Real kubeconfigs and the in-cluster service account
+/// always carry one; without it kube-rs falls back to the system's roots, which an image
+/// built from scratch does not have.
+const TEST_CA_BASE64: &str = concat!(
+    "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJrekNDQVRtZ0F3SUJBZ0lVTjYzcTAxRDBxRXJYNlE1citM",
+    "eEpBcXN4NDFNd0NnWUlLb1pJemowRUF3SXcKRmpFVU1CSUdBMVVFQXd3TGRtbHdMWFJsYzNRdFkyRXdJQmNOTWpZ",
+    "eE1qQXhNVEF5TlRJNVdoZ1BNakV5TmpFeApNRGN4TURJMU1qbGFNQll4RkRBU0JnTlZCQU1NQzNacGNDMTBaWE4w",
+    "TFdOaE1Ga3dFd1lIS29aSXpqMENBUVlJCktvWkl6ajBEQVFjRFFnQUVSaVlFZVhjN3FjUjVITFBFT2ZHR21ndXpv",
+    "RVlSdW50eFk0UTZISExJZG43TzhLalMKc1QwUW9WeE5kdVZCMXdySStCU0E2VjMrM3V1RTUwZk1xRSsrd2FOak1H",
+    "RXdIUVlEVlIwT0JCWUVGSERqOGV0cgp6bDlQSnJqczA5aUpVNjJzSDMzSU1COEdBMVVkSXdRWU1CYUFGSERqOGV0",
+    "cnpsOVBKcmpzMDlpSlU2MnNIMzNJCk1BOEdBMVVkRXdFQi93UUZNQU1CQWY4d0RnWURWUjBQQVFIL0JBUURBZ0lF",
+    "TUFvR0NDcUdTTTQ5QkFNQ0EwZ0EKTUVVQ0lRRG5JRkVTWXpzTWVKa2loMFFuSTZ6QWpJMlVlc2VHdG5pTzRZOS82",
+    "ZFlGS3dJZ1M3TnhaV3RXYlJldQozdWNVV2ovV0FOVlM4UFBpUkhQWjlSMDBXWjdEdms0PQotLS0tLUVORCBDRVJU",
+    "SUZJQ0FURS0tLS0tCg==",
+);
+
+/// A kubeconfig in `dir` for the API server at `url`, authenticating with bearer `token`.
+pub fn kubeconfig(dir: &std::path::Path, url: &str, token: &str) -> PathBuf {
+    let p = dir.join(format!("{token}.kubeconfig"));
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {TEST_CA_BASE64}\nusers:\n- name: {token}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: {token}\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    p
 }
