@@ -52,11 +52,11 @@ pub fn drop_after_start() -> Result<Vec<Capability>, PrivilegeError> {
         // The bounding set needs CAP_SETPCAP to change; without it no exec of ours can
         // gain more than the bounding set allowed anyway.
         let _ = caps::drop(None, CapSet::Bounding, cap);
+        // The kernel lowers the ambient set with the permitted or inheritable one.
         for (set, name) in [
-            (CapSet::Ambient, "ambient"),
-            (CapSet::Inheritable, "inheritable"),
             (CapSet::Effective, "effective"),
             (CapSet::Permitted, "permitted"),
+            (CapSet::Inheritable, "inheritable"),
         ] {
             caps::drop(None, set, cap).map_err(|source| PrivilegeError::Drop {
                 cap,
@@ -69,4 +69,19 @@ pub fn drop_after_start() -> Result<Vec<Capability>, PrivilegeError> {
         }
     }
     Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refuses_once_threads_run() {
+        // The test harness runs this on a thread of its own: a drop here would leave the
+        // other threads with SYS_ADMIN, so nothing is dropped.
+        let other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(1)));
+        assert!(matches!(
+            super::drop_after_start(),
+            Err(super::PrivilegeError::Threads { threads }) if threads >= 2
+        ));
+        other.join().unwrap();
+    }
 }
