@@ -489,7 +489,7 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         .log_level
         .or(file.log_level)
         .unwrap_or_else(|| "info".to_string());
-    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+    if crate::logging::filter(&log_level).is_none() {
         return Err(ConfigError::new(
             "log_level",
             format!("`{log_level}` is not a level or filter (e.g. info, debug, vip=trace)"),
@@ -959,6 +959,17 @@ mod tests {
 
     fn file(y: &str) -> FileConfig {
         parse_file(y).unwrap()
+    }
+
+    #[test]
+    fn a_log_level_that_crashed_the_filter_parser_is_a_config_error() {
+        // fuzz/kube_vip_env: VIP_LOG_LEVEL=" Т[" panicked inside tracing-subscriber.
+        let ov = Overrides {
+            log_level: Some(" \u{422}[".into()),
+            ..Default::default()
+        };
+        let e = resolve(file("interface: eth0\nvips: [192.0.2.10]\n"), ov).unwrap_err();
+        assert_eq!(e.field, "log_level");
     }
 
     #[test]
