@@ -496,7 +496,7 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         .log_level
         .or(file.log_level)
         .unwrap_or_else(|| "info".to_string());
-    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+    if crate::logging::filter(&log_level).is_none() {
         return Err(ConfigError::new(
             "log_level",
             format!("`{log_level}` is not a level or filter (e.g. info, debug, vip=trace)"),
@@ -664,11 +664,7 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
             ))
         }
     }
-    let secs = |k: &str| {
-        env_nonempty(k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|s| s * 1000)
-    };
+    let secs = |k: &str| env_nonempty(k).and_then(|v| kube_vip_secs_to_ms(&v));
     let identity = f
         .identity
         .or_else(|| env_nonempty("NODE_NAME"))
@@ -720,6 +716,12 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
         services: f.services.unwrap_or(false),
         per_vip,
     })
+}
+
+/// kube-vip's durations are whole seconds; like a value that is not a number, one too
+/// large to be counted in milliseconds is ignored (the default stays).
+fn kube_vip_secs_to_ms(v: &str) -> Option<u64> {
+    v.parse::<u64>().ok()?.checked_mul(1000)
 }
 
 fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig, ConfigError> {
@@ -1007,6 +1009,30 @@ mod tests {
 
     fn file(y: &str) -> FileConfig {
         parse_file(y).unwrap()
+    }
+
+    #[test]
+    fn a_log_level_that_crashed_the_filter_parser_is_a_config_error() {
+        // fuzz/kube_vip_env: VIP_LOG_LEVEL=" Т[" panicked inside tracing-subscriber.
+        let ov = Overrides {
+            log_level: Some(" \u{422}[".into()),
+            ..Default::default()
+        };
+        let e = resolve(file("interface: eth0\nvips: [192.0.2.10]\n"), ov).unwrap_err();
+        assert_eq!(e.field, "log_level");
+    }
+
+    #[test]
+    fn kube_vip_seconds_that_overflow_milliseconds_are_ignored() {
+        // Found by fuzz/fuzz_targets/kube_vip_env.rs: `vip_leaseduration=18446744073709552`
+        // overflowed `s * 1000` (a panic with overflow checks, a wrapped lease without).
+        assert_eq!(kube_vip_secs_to_ms("15"), Some(15_000));
+        assert_eq!(
+            kube_vip_secs_to_ms("18446744073709551"),
+            Some(18_446_744_073_709_551_000)
+        );
+        assert_eq!(kube_vip_secs_to_ms("18446744073709552"), None);
+        assert_eq!(kube_vip_secs_to_ms("x"), None);
     }
 
     #[test]

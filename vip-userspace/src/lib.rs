@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod paths;
+pub mod privileges;
 pub mod reconcile;
 pub mod shutdown;
 

@@ -82,6 +82,7 @@ fn run(args: vip_userspace::cli::RunArgs) -> ExitCode {
         }
     };
     logging::init(cfg.log_format, &cfg.log_level);
+    start_privileged(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,6 +118,22 @@ fn run(args: vip_userspace::cli::RunArgs) -> ExitCode {
             Err(e) => report(e),
         }
     })
+}
+
+/// What needs CAP_SYS_ADMIN happens here, then it is dropped (privileges.rs says why that
+/// is safe), while the process still has one thread: capabilities are per thread. Neither
+/// step failing stops the daemon: a missing bpffs is reported where XDP needs it.
+fn start_privileged(cfg: &config::Config) {
+    if cfg.mode != config::Mode::Kernel {
+        if let Err(e) = vip_userspace::dataplane::load::mount_bpffs(&cfg.pin_dir) {
+            tracing::warn!(error = %e, "bpffs not mounted");
+        }
+    }
+    match vip_userspace::privileges::drop_after_start() {
+        Ok(dropped) if dropped.is_empty() => {}
+        Ok(dropped) => tracing::info!(?dropped, "capabilities needed only at start dropped"),
+        Err(e) => tracing::warn!(error = %vip_userspace::Chain(&e), "capabilities not dropped"),
+    }
 }
 
 /// Logging is up by now, so the error goes through it (JSON when asked) and only there.

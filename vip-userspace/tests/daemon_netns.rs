@@ -53,6 +53,46 @@ fn silent_since(
     last.saturating_duration_since(since)
 }
 
+/// Least privilege once the daemon is up: the pin directory is root's alone (0700), every
+/// pin in it 0600, and no thread of the daemon holds CAP_SYS_ADMIN any more, while it
+/// keeps BPF and NET_ADMIN (what re-attaching XDP later needs).
+fn assert_least_privilege(pins: &std::path::Path, pid: i32) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::metadata(pins).unwrap();
+    assert_eq!(dir.mode() & 0o7777, 0o700, "mode of {}", pins.display());
+    assert_eq!(dir.uid(), 0, "owner of {}", pins.display());
+    let mut n = 0;
+    for e in std::fs::read_dir(pins).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o600, "mode of {}", e.path().display());
+        assert_eq!(m.uid(), 0, "owner of {}", e.path().display());
+        n += 1;
+    }
+    assert!(n > 10, "maps and links pinned ({n})");
+    const SYS_ADMIN: u32 = 21;
+    const NET_ADMIN: u32 = 12;
+    const BPF: u32 = 39;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let caps = status
+                .lines()
+                .find_map(|l| l.strip_prefix(set))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                .unwrap();
+            let has = |cap: u32| (caps >> cap) & 1 == 1;
+            assert!(!has(SYS_ADMIN), "{set} {caps:x} has SYS_ADMIN");
+            if set != "CapBnd:" {
+                assert!(
+                    has(NET_ADMIN) && has(BPF),
+                    "{set} {caps:x} lacks NET_ADMIN or BPF"
+                );
+            }
+        }
+    }
+}
+
 fn assert_tcp_through_vip(bed: &Bed) {
     let node = bed.host("node");
     let client = bed.host("client");
@@ -78,6 +118,7 @@ fn xdp_mode_answers_arp_serves_tcp_and_cleans_up() {
     let node = bed.host("node");
     let mut d = Daemon::start_xdp(&bed, &pins);
     assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the uplink");
+    assert_least_privilege(&pins, d.pid());
     assert!(
         addrs(&node.ns, "lo").contains(&format!("{VIP}/32")),
         "VIP bound on lo"
@@ -209,6 +250,8 @@ fn uplink_removed_and_replaced_is_recovered() {
         d.logs()
     );
     assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the new device");
+    // Re-attached (maps, program, link, pins) without CAP_SYS_ADMIN, dropped at start.
+    assert_least_privilege(&pins, d.pid());
     let answered = poll(Duration::from_secs(5), || arping(client, VIP));
     assert_eq!(
         answered.as_deref(),

@@ -1,8 +1,9 @@
-//! `cargo xtask setup | build-ebpf | image | test | demo | bench | fuzz`: everything an operator or CI
-//! runs.
+//! `cargo xtask setup | build-ebpf | image | test | demo | bench | fuzz | fuzz-parsers`:
+//! everything an operator or CI runs.
 mod bench;
 mod demo;
 mod ebpf;
+mod fuzz_parsers;
 mod image;
 mod setup;
 mod tools;
@@ -32,7 +33,8 @@ enum Cmd {
     /// The container image: static `vip` (musl) with the eBPF object embedded, from scratch,
     /// written to target/image/vip-<version>.oci.tar (buildah; nothing downloaded).
     Image,
-    /// Setup, build-ebpf, fmt, clippy, unit tests, image, kernel tests. What CI runs.
+    /// Setup, build-ebpf, fmt, clippy, unit tests, image, kernel tests, a short parser fuzz
+    /// run. What CI runs.
     Test,
     /// Show vip on a namespace bed: XDP answering ARP, the kernel fallback, load balancing,
     /// then three Raft nodes with the owner SIGKILLed (longest gap, one owner at a time).
@@ -56,6 +58,13 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Coverage-guided fuzzing of the parsers (BGP, Raft, config, kube-vip env, Kubernetes
+    /// annotations): each cargo-fuzz target in fuzz/ for N seconds, then a table of execs,
+    /// corpus and crashes. Fails on any crash. `cargo xtask test` runs 20 s each.
+    FuzzParsers {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -67,6 +76,10 @@ fn main() -> Result<()> {
         Cmd::Demo => demo::run(),
         Cmd::Bench { quick, sections } => bench::run(quick, &sections),
         Cmd::Fuzz { frames, seed } => fuzz(frames, seed),
+        Cmd::FuzzParsers { seconds } => {
+            setup::run()?;
+            fuzz_parsers::run(seconds)
+        }
     }
 }
 
@@ -143,7 +156,9 @@ fn test() -> Result<()> {
             )
         })
     });
+    // Independent of the tests above: a crash is reported even when a kernel test failed.
+    let fuzzed = t.step("fuzz parsers (20 s per target)", || fuzz_parsers::run(20));
     t.summary();
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
-    kernel
+    kernel.and(fuzzed)
 }

@@ -12,6 +12,8 @@ use crate::{
 };
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// `cargo xtask fuzz-parsers` (and its short run in `cargo xtask test`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The target of the static `vip` in the container image.
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 
@@ -27,6 +29,7 @@ pub fn run() -> Result<()> {
     rust_src()?;
     stable_parts(stable)?;
     bpf_linker()?;
+    cargo_fuzz()?;
     eprintln!(
         "setup: everything present ({:.1} s)",
         t.elapsed().as_secs_f64()
@@ -156,6 +159,25 @@ fn rust_src() -> Result<()> {
             .with_context(|| format!("rustup component add {c} failed (no network?)"))?;
         }
     }
+    Ok(())
+}
+
+/// cargo-fuzz drives libFuzzer for the parser fuzz targets in fuzz/ (built with nightly,
+/// which `rust_src` makes sure of).
+fn cargo_fuzz() -> Result<()> {
+    if let Ok(v) = output(Command::new("cargo").args(["fuzz", "--version"])) {
+        if v.contains(CARGO_FUZZ_VERSION) {
+            return Ok(());
+        }
+    }
+    util::run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+    .context("installing cargo-fuzz failed (no network to crates.io?)")?;
     Ok(())
 }
 

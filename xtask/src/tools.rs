@@ -5,7 +5,7 @@
 //!
 //! Not listed: what every Debian system has (Essential packages: coreutils, dash,
 //! util-linux, dpkg, apt) and what setup's toolchain steps provide (rustup, cargo,
-//! bpf-linker); see `PROVIDED` in the test.
+//! bpf-linker, cargo-fuzz); see `PROVIDED` in the test.
 
 pub struct Tool {
     /// As the code spawns it: a name looked up in PATH, or an absolute path.
@@ -161,6 +161,10 @@ mod tests {
             "the cargo running xtask",
         ),
         ("env!(\"CARGO_BIN_EXE_vip\")", "vip, built by the workspace"),
+        (
+            "&bin",
+            "a cargo-fuzz target, built by `cargo fuzz build` (fuzz_parsers.rs)",
+        ),
         ("vip", "vip, built by the workspace"),
         ("vip_bin", "vip, built by the workspace"),
         (

@@ -13,7 +13,7 @@ pub mod config;
 mod session;
 mod sock;
 pub mod status;
-mod wire;
+pub mod wire;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

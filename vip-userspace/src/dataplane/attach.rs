@@ -166,15 +166,7 @@ fn remove_foreign_pins(pin_dir: &Path, prefix: &str, ifindex: u32) {
 /// a live link on our uplink from a defunct one (its device went away, which detaches the
 /// link but leaves the pin).
 fn link_target(path: &Path) -> io::Result<(u32, u32)> {
-    use std::os::unix::ffi::OsStrExt;
-    const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C, align(8))]
-    struct GetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
     // struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose xdp and tcx
     // members both start with the ifindex. Zero tail bytes are accepted by the kernel.
     #[repr(C, align(8))]
@@ -192,26 +184,7 @@ fn link_target(path: &Path) -> io::Result<(u32, u32)> {
         info_len: u32,
         info: u64,
     }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let mut get = GetAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: `get` points at a valid NUL-terminated path that outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &mut get as *mut GetAttr,
-            std::mem::size_of::<GetAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; OwnedFd closes it.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let fd = obj_get(path)?;
     let mut info = Info {
         type_: 0,
         id: 0,
@@ -241,16 +214,59 @@ fn link_target(path: &Path) -> io::Result<(u32, u32)> {
     Ok((info.type_, info.ifindex))
 }
 
+/// A descriptor for the object pinned at `path` (`BPF_OBJ_GET`: file permissions only,
+/// no capability).
+fn obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    #[repr(C, align(8))]
+    struct GetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut get = GetAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: `get` points at a valid NUL-terminated path that outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut get as *mut GetAttr,
+            std::mem::size_of::<GetAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; OwnedFd closes it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Tag (hash of the instructions, map references zeroed) of the program the link pinned at
+/// `path` runs, from the link's `/proc/self/fdinfo` (`prog_tag:`, hex, the kernel's byte
+/// order, which aya's `ProgramInfo::tag` reads big-endian). Unlike looking the program up
+/// by id (`BPF_PROG_GET_FD_BY_ID`), this needs no CAP_SYS_ADMIN, which the daemon drops
+/// at start (see `crate::privileges`).
+fn pinned_prog_tag(path: &Path) -> Option<u64> {
+    let fd = obj_get(path).ok()?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    parse_prog_tag(&info)
+}
+
+fn parse_prog_tag(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("prog_tag:"))
+        .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
+}
+
 const BPF_LINK_TYPE_XDP: u32 = 6;
 const BPF_LINK_TYPE_TCX: u32 = 11;
-
-/// Tag (hash of the instructions, map references zeroed) of a loaded program by id.
-fn program_tag(id: u32) -> Option<u64> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .map(|p| p.tag())
-}
 
 /// Open a pinned link and check it is live on `ifindex` with the expected type.
 fn open_pinned(path: &Path, want_type: u32, ifindex: u32) -> Result<FdLink, String> {
@@ -307,7 +323,7 @@ pub fn attach(
             continue;
         }
         let adopted = open_pinned(&pin, BPF_LINK_TYPE_XDP, ifindex)
-            .and_then(|link| adopt_xdp(prog, link).map_err(|e| e.to_string()));
+            .and_then(|link| adopt_xdp(prog, link, &pin).map_err(|e| e.to_string()));
         match adopted {
             Ok((link, adoption)) => {
                 return Ok(XdpAttached {
@@ -363,15 +379,19 @@ pub fn attach(
     })
 }
 
-/// Whether the link already runs the program with tag `ours` (and no replacement is forced).
-fn runs(link: &FdLink, ours: u64) -> Result<bool, DataplaneError> {
-    let running = link.info().map_err(DataplaneError::Link)?.program_id();
-    Ok(!force_replace() && program_tag(running) == Some(ours))
+/// Whether the link pinned at `pin` already runs the program with tag `ours` (and no
+/// replacement is forced).
+fn runs(pin: &Path, ours: u64) -> bool {
+    !force_replace() && pinned_prog_tag(pin) == Some(ours)
 }
 
 /// Keep the running program if it is ours, else swap ours in through the link.
-fn adopt_xdp(prog: &mut Xdp, link: FdLink) -> Result<(FdLink, Adoption), DataplaneError> {
-    if runs(&link, prog.info()?.tag())? {
+fn adopt_xdp(
+    prog: &mut Xdp,
+    link: FdLink,
+    pin: &Path,
+) -> Result<(FdLink, Adoption), DataplaneError> {
+    if runs(pin, prog.info()?.tag()) {
         return Ok((link, Adoption::Unchanged));
     }
     let link = XdpLink::try_from(link).map_err(DataplaneError::Link)?;
@@ -398,7 +418,7 @@ pub fn attach_tc_egress(
     let pin = tc_pin(pin_dir, ifindex);
     if pin.exists() {
         let adopted = open_pinned(&pin, BPF_LINK_TYPE_TCX, ifindex)
-            .and_then(|link| adopt_tc(prog, link).map_err(|e| e.to_string()));
+            .and_then(|link| adopt_tc(prog, link, &pin).map_err(|e| e.to_string()));
         match adopted {
             Ok((link, adoption)) => return Ok((Held::Link { link, pin }, adoption)),
             Err(e) => {
@@ -433,8 +453,9 @@ pub fn attach_tc_egress(
 fn adopt_tc(
     prog: &mut SchedClassifier,
     link: FdLink,
+    pin: &Path,
 ) -> Result<(FdLink, Adoption), DataplaneError> {
-    if runs(&link, prog.info()?.tag())? {
+    if runs(pin, prog.info()?.tag()) {
         return Ok((link, Adoption::Unchanged));
     }
     let link = SchedClassifierLink::try_from(link).map_err(DataplaneError::Link)?;
@@ -444,4 +465,20 @@ fn adopt_tc(
         .try_into()
         .map_err(DataplaneError::Link)?;
     Ok((link, Adoption::Replaced))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prog_tag_from_link_fdinfo() {
+        // /proc/self/fdinfo of an XDP bpf_link (6.x).
+        let info = "pos:\t0\nflags:\t02000000\nmnt_id:\t15\nino:\t2087\nlink_type:\txdp\nlink_id:\t4\nprog_tag:\ta04f5eef06a7f555\nprog_id:\t17\nifindex:\t2\n";
+        // Read like aya's ProgramInfo::tag: the kernel's bytes, big-endian.
+        let want = u64::from_be_bytes([0xa0, 0x4f, 0x5e, 0xef, 0x06, 0xa7, 0xf5, 0x55]);
+        assert_eq!(super::parse_prog_tag(info), Some(want));
+        assert_eq!(
+            super::parse_prog_tag("link_type:\txdp\nprog_id:\t3\n"),
+            None
+        );
+    }
 }

@@ -67,6 +67,23 @@ fn is_bpffs(path: &Path) -> bool {
 /// Make sure the pin directory sits on a bpffs, mounting one at /sys/fs/bpf when the node
 /// (or a fresh mount namespace) has none, as the kernel does not mount it by itself.
 pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
+    mount_bpffs(pin_dir)?;
+    std::fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir {
+        path: pin_dir.to_path_buf(),
+        source,
+    })?;
+    if !is_bpffs(pin_dir) {
+        return Err(DataplaneError::Bpffs(format!(
+            "{} is not on a bpffs",
+            pin_dir.display()
+        )));
+    }
+    restrict(pin_dir)
+}
+
+/// Mount a bpffs at /sys/fs/bpf if `pin_dir` is under it and there is none: the one step
+/// that needs CAP_SYS_ADMIN, so main does it before dropping that (`crate::privileges`).
+pub fn mount_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
     let root = Path::new(paths::BPFFS_ROOT);
     if pin_dir.starts_with(root) && !is_bpffs(root) {
         let src = CString::new("bpf").map_err(|e| DataplaneError::Bpffs(e.to_string()))?;
@@ -91,18 +108,30 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
         }
         tracing::info!(path = paths::BPFFS_ROOT, "mounted bpffs");
     }
-    std::fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir {
-        path: pin_dir.to_path_buf(),
-        source,
-    })?;
-    if !is_bpffs(pin_dir) {
-        return Err(DataplaneError::Bpffs(format!(
-            "{} is not on a bpffs",
-            pin_dir.display()
-        )));
-    }
     Ok(())
 }
+
+/// The pins decide which addresses are answered and where traffic goes, and an open map
+/// or link fd is enough to change them: the directory is the owner's alone (0700), also
+/// when an earlier run or the operator made it wider. The pins themselves are created by
+/// the kernel with 0600 minus the umask (`bpf_obj_do_pin`), so they never need widening or
+/// narrowing; both belong to the daemon's user (root in the manifests). A pin dir that is
+/// the bpffs root itself is shared with other programs and left as it is.
+fn restrict(pin_dir: &Path) -> Result<(), DataplaneError> {
+    use std::os::unix::fs::PermissionsExt;
+    if pin_dir == Path::new(paths::BPFFS_ROOT) {
+        return Ok(());
+    }
+    std::fs::set_permissions(pin_dir, std::fs::Permissions::from_mode(PIN_DIR_MODE)).map_err(
+        |source| DataplaneError::PinDir {
+            path: pin_dir.to_path_buf(),
+            source,
+        },
+    )
+}
+
+/// Mode of the pin directory (see `restrict`).
+pub const PIN_DIR_MODE: u32 = 0o700;
 
 /// Load the object, re-using maps already pinned under `pin_dir` (a restarted daemon keeps
 /// the state the data plane had) and pinning new ones there.

@@ -167,7 +167,8 @@ pub fn status_ips(s: &Service) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-fn request(s: &Service) -> Request {
+/// What `s` asks the IPAM for: its annotations (`loadbalancerIPs`, sharing key) and spec.
+pub fn request(s: &Service) -> Request {
     let spec = s.spec.clone().unwrap_or_default();
     let mut requested: Vec<String> = annotation(s, &IPS_ANNOTATIONS)
         .map(|v| {

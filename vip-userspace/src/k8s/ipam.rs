@@ -168,9 +168,9 @@ impl Pool {
 
     /// Number of addresses (saturating), for the pool-usage metric.
     pub fn size(&self) -> u128 {
-        self.ranges
-            .iter()
-            .fold(0u128, |a, (lo, hi, _)| a.saturating_add(hi - lo + 1))
+        self.ranges.iter().fold(0u128, |a, (lo, hi, _)| {
+            a.saturating_add((hi - lo).saturating_add(1))
+        })
     }
 }
 
@@ -526,6 +526,27 @@ mod tests {
         assert!(
             matches!(Pools::from_configmap(&bad), Err(IpamError::BadPool { key, .. }) if key == "range-x")
         );
+    }
+
+    #[test]
+    fn whole_address_space_pool_has_a_saturated_size() {
+        // Found by fuzz/fuzz_targets/k8s_annotations.rs: `cidr-global: ::/0` spans 2^128
+        // addresses, one more than u128 holds (`hi - lo + 1` overflowed).
+        let p = pools(&[
+            ("cidr-global", "::/0"),
+            ("range-x", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ]);
+        assert_eq!(p.global.as_ref().unwrap().size(), u128::MAX);
+        assert_eq!(p.per_ns["x"].size(), u128::MAX);
+        let mut ipam = Ipam::new(p);
+        let mut r = req("default", "a");
+        r.families = vec![Family::V6];
+        assert_eq!(ipam.allocate(&r).unwrap(), vec![ip("::")]);
+        let usage = vec![
+            ("x".to_string(), u128::MAX, 1),
+            ("global".to_string(), u128::MAX, 1),
+        ];
+        assert_eq!(ipam.usage(), usage);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Prometheus metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`), served by a
-//! small HTTP/1.1 responder: three read-only GETs do not justify a web framework.
+//! Prometheus metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`, `/bgp`), served by a
+//! small HTTP/1.1 responder: four read-only GETs do not justify a web framework. It answers
+//! GET on those paths only (404 elsewhere, 405 for other methods) and bounds what a client
+//! may cost it ([`Limits`]).
 use std::{
     net::{Ipv4Addr, SocketAddr},
     sync::{
@@ -676,10 +678,41 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
         .map_err(|source| MetricsError::Bind { addr, source })
 }
 
+/// What the server accepts from a client. The endpoints are read by Prometheus, kubelet
+/// probes and `vip status` on the node network, where anyone can connect: a client gets
+/// `timeout` for its whole request head (not per read, so trickling bytes does not keep a
+/// connection open, "slowloris") and as long again to take the answer, sends at most
+/// `max_head` bytes of head, and at most `max_conns` connections are served at a time
+/// (the next wait in the kernel's backlog).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_head: usize,
+    pub timeout: std::time::Duration,
+    pub max_conns: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_head: 8 * 1024,
+            timeout: std::time::Duration::from_secs(5),
+            max_conns: 64,
+        }
+    }
+}
+
 pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    serve_with(listener, state, Limits::default()).await
+}
+
+pub async fn serve_with(listener: TcpListener, state: Arc<State>, limits: Limits) {
     let registry = Arc::new(registry(state.clone()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_conns));
     loop {
-        let (mut sock, _) = match listener.accept().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (sock, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics accept failed");
@@ -690,29 +723,139 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
         let registry = registry.clone();
         let state = state.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = route(path, &registry, &state);
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            handle(sock, &registry, &state, limits).await;
+            drop(permit);
         });
     }
 }
 
+/// One request, one answer, then the connection is closed.
+async fn handle(
+    mut sock: tokio::net::TcpStream,
+    registry: &Registry,
+    state: &State,
+    limits: Limits,
+) {
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let head = tokio::time::timeout_at(deadline, read_head(&mut sock, limits.max_head)).await;
+    let (status, extra, ctype, body) = match head {
+        // Too slow: nothing is owed to a client that never finished asking.
+        Err(_) => (
+            "408 Request Timeout",
+            "",
+            TEXT,
+            "request timeout\n".to_string(),
+        ),
+        Ok(Err(HeadError::Closed)) => return,
+        Ok(Err(HeadError::TooLarge)) => (
+            "431 Request Header Fields Too Large",
+            "",
+            TEXT,
+            "request head too large\n".to_string(),
+        ),
+        Ok(Ok(head)) => match request_line(&head) {
+            None => ("400 Bad Request", "", TEXT, "bad request\n".to_string()),
+            Some((method, path)) => respond(method, path, registry, state),
+        },
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // The answer gets its own deadline: a client that stops reading cannot hold the task.
+    let _ = tokio::time::timeout(limits.timeout, async {
+        sock.write_all(resp.as_bytes()).await?;
+        sock.shutdown().await?;
+        // Read what the client still sends (a refused head's rest) until it closes: a
+        // socket closed with unread bytes sends a reset, which can discard the answer
+        // before the client has read it.
+        let mut sink = [0u8; 1024];
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            match sock.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+enum HeadError {
+    Closed,
+    TooLarge,
+}
+
+/// Bytes up to and including the blank line that ends the request head.
+async fn read_head(
+    sock: &mut (impl tokio::io::AsyncRead + Unpin),
+    max: usize,
+) -> Result<Vec<u8>, HeadError> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return Err(HeadError::Closed),
+            Ok(n) => n,
+        };
+        // Only the new bytes (and the three before them) can complete the terminator.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            head.truncate(from + end + 4);
+            return if head.len() > max {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(head)
+            };
+        }
+        if head.len() > max {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// `METHOD /path HTTP/1.x` from the head's first line; the query, if any, is dropped.
+fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|b| *b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") || !target.starts_with('/') {
+        return None;
+    }
+    Some((method, target.split('?').next().unwrap_or(target)))
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// (status, extra header lines, content type, body). Only GET, and only on the known paths.
+fn respond(
+    method: &str,
+    path: &str,
+    registry: &Registry,
+    state: &State,
+) -> (&'static str, &'static str, &'static str, String) {
+    if !PATHS.contains(&path) {
+        return ("404 Not Found", "", TEXT, "not found\n".into());
+    }
+    if method != "GET" {
+        return (
+            "405 Method Not Allowed",
+            "Allow: GET\r\n",
+            TEXT,
+            "method not allowed\n".into(),
+        );
+    }
+    let (status, ctype, body) = route(path, registry, state);
+    (status, "", ctype, body)
+}
+
+/// Every path `route` answers.
+const PATHS: [&str; 4] = ["/metrics", "/healthz", "/readyz", "/bgp"];
+
 fn route(path: &str, registry: &Registry, state: &State) -> (&'static str, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
     match path {
         "/metrics" => {
             let mut out = String::new();
@@ -865,5 +1008,151 @@ mod tests {
         assert_eq!(route("/readyz", &reg, &st).0, "200 OK");
         assert_eq!(route("/healthz", &reg, &st).0, "200 OK");
         assert_eq!(route("/nope", &reg, &st).0, "404 Not Found");
+    }
+
+    /// A server on 127.0.0.1 with short timeouts; the address to connect to.
+    async fn server(timeout_ms: u64) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            timeout: std::time::Duration::from_millis(timeout_ms),
+            ..Limits::default()
+        };
+        tokio::spawn(serve_with(listener, Arc::new(State::default()), limits));
+        addr
+    }
+
+    /// Send `parts` (a pause between them), then read the answer to the end.
+    async fn ask(addr: SocketAddr, parts: &[&[u8]], pause_ms: u64) -> String {
+        let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = c.into_split();
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        // Written while the answer is read: the server may answer (408, 431) and close
+        // before everything is sent.
+        let writer = tokio::spawn(async move {
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+                }
+                if wr.write_all(p).await.is_err() {
+                    return;
+                }
+            }
+            // Kept open (not shut down): the server must end the exchange by itself.
+            std::future::pending::<()>().await;
+        });
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        writer.abort();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn status(resp: &str) -> &str {
+        resp.lines().next().unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn http_answers_get_on_known_paths_only() {
+        let addr = server(2000).await;
+        let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n");
+        for (req, want) in [
+            (get("/healthz"), "HTTP/1.1 200 OK"),
+            (get("/metrics"), "HTTP/1.1 200 OK"),
+            (get("/bgp"), "HTTP/1.1 200 OK"),
+            (get("/readyz"), "HTTP/1.1 503 Service Unavailable"),
+            (get("/healthz?x=1"), "HTTP/1.1 200 OK"),
+            (get("/"), "HTTP/1.1 404 Not Found"),
+            (get("/metrics/../etc"), "HTTP/1.1 404 Not Found"),
+            (
+                "POST /metrics HTTP/1.1\r\n\r\n".into(),
+                "HTTP/1.1 405 Method Not Allowed",
+            ),
+            (
+                "DELETE /healthz HTTP/1.1\r\n\r\n".into(),
+                "HTTP/1.1 405 Method Not Allowed",
+            ),
+            (
+                "POST /nope HTTP/1.1\r\n\r\n".into(),
+                "HTTP/1.1 404 Not Found",
+            ),
+            ("GET /healthz\r\n\r\n".into(), "HTTP/1.1 400 Bad Request"),
+            (
+                "\x16\x03\x01garbage\r\n\r\n".into(),
+                "HTTP/1.1 400 Bad Request",
+            ),
+        ] {
+            let resp = ask(addr, &[req.as_bytes()], 0).await;
+            assert_eq!(status(&resp), want, "{req:?} -> {resp}");
+        }
+        let resp = ask(addr, &[b"PUT /metrics HTTP/1.1\r\n\r\n"], 0).await;
+        assert!(resp.contains("\r\nAllow: GET\r\n"), "{resp}");
+        // A head in several segments is put together.
+        let resp = ask(addr, &[b"GET /hea", b"lthz HTTP/1.1\r\n", b"\r\n"], 20).await;
+        assert_eq!(status(&resp), "HTTP/1.1 200 OK", "{resp}");
+    }
+
+    #[tokio::test]
+    async fn http_head_is_bounded() {
+        let addr = server(2000).await;
+        let big = format!(
+            "GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
+        let resp = ask(addr, &[big.as_bytes()], 0).await;
+        assert_eq!(
+            status(&resp),
+            "HTTP/1.1 431 Request Header Fields Too Large"
+        );
+        // Without the blank line it is refused as soon as it passes the limit, not read on.
+        let endless = "a".repeat(Limits::default().max_head + 1);
+        let resp = ask(addr, &[endless.as_bytes()], 0).await;
+        assert_eq!(
+            status(&resp),
+            "HTTP/1.1 431 Request Header Fields Too Large"
+        );
+        let fits = format!(
+            "GET /healthz HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(8000)
+        );
+        let resp = ask(addr, &[fits.as_bytes()], 0).await;
+        assert_eq!(status(&resp), "HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test]
+    async fn slow_clients_are_cut_off() {
+        let addr = server(300).await;
+        // Slowloris: a byte every 50 ms would keep a per-read timeout happy forever; the
+        // deadline is for the whole head.
+        let t = std::time::Instant::now();
+        let head = b"GET /healthz HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let parts: Vec<&[u8]> = head.chunks(1).collect();
+        let resp = ask(addr, &parts, 50).await;
+        assert_eq!(status(&resp), "HTTP/1.1 408 Request Timeout", "{resp}");
+        // ask returns once the server closed: it stopped listening within its deadline
+        // plus one pause, not after the ~3 s the whole trickle would take.
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        // Connected and silent: closed too.
+        let t = std::time::Instant::now();
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        // And the server still answers others.
+        let resp = ask(addr, &[b"GET /healthz HTTP/1.1\r\n\r\n"], 0).await;
+        assert_eq!(status(&resp), "HTTP/1.1 200 OK");
     }
 }

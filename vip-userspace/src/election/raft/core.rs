@@ -282,7 +282,9 @@ impl Core {
             } => {
                 if term > self.hs.term {
                     self.become_follower(now, term, None);
-                } else if self.role == Role::PreCandidate && granted && proposed == self.hs.term + 1
+                } else if self.role == Role::PreCandidate
+                    && granted
+                    && proposed == self.hs.term.saturating_add(1)
                 {
                     self.grants.insert(from);
                     if self.grants.len() >= self.majority {
@@ -450,7 +452,7 @@ impl Core {
         self.grants = BTreeSet::from([self.id]);
         self.reset_election_timer(now);
         tracing::debug!(id = self.id, term = self.hs.term, "raft: pre-vote");
-        let term = self.hs.term + 1;
+        let term = self.hs.term.saturating_add(1);
         for p in self.others.clone() {
             self.send(p, Msg::PreVote { term });
         }
@@ -461,7 +463,7 @@ impl Core {
 
     fn become_candidate(&mut self, now: Instant, transfer: bool) {
         self.hs = HardState {
-            term: self.hs.term + 1,
+            term: self.hs.term.saturating_add(1),
             voted_for: Some(self.id),
         };
         self.role = Role::Candidate;
