@@ -248,6 +248,10 @@ impl Statuses {
         }
     }
 
+    fn count(&self) -> usize {
+        self.seen.lock().map_or(0, |m| m.len())
+    }
+
     fn get(&self, name: &str) -> Option<(Instant, Ipv4Addr)> {
         self.seen.lock().ok()?.get(name).copied()
     }
@@ -523,6 +527,7 @@ struct Case {
     maps_percpu: u64,
     map_breakdown: String,
     unplaced: u64,
+    statuses_seen: usize,
     change_skipped: usize,
     cpu_pct: [f64; 2],
     steady: [Verbs; 2],
@@ -670,11 +675,19 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
             }
         }
         garps.update();
+        let written = statuses.count();
         if holder.is_none() {
-            holder = (0..2).find(|&k| garps.announced_by(nodes[k].mac, t0).0 > 0);
+            // The Lease's holder, or else whoever announces first.
+            let lease = server
+                .objects("leases")
+                .into_iter()
+                .find_map(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string));
+            holder = (0..2)
+                .find(|&k| lease.as_deref() == Some(NODES[k]))
+                .or_else(|| (0..2).find(|&k| garps.announced_by(nodes[k].mac, t0).0 > 0));
         }
         let Some(h) = holder else {
-            return Ok(((0, 0, 0, 0), false));
+            return Ok(((0, 0, 0, 0, written), false));
         };
         let (owned, tables) = dataplane_counts(&nodes[h]);
         let unplaced = unplaced(&bed, NODES[h]);
@@ -687,7 +700,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
             t_an = last.map(|l| l - t0);
         }
         Ok((
-            (owned, tables, announced, unplaced.unwrap_or(0)),
+            (owned, tables, announced, unplaced.unwrap_or(0), written),
             t_dp.is_some() && t_an.is_some(),
         ))
     })?;
@@ -695,6 +708,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
     case.cold_announced = t_an;
     case.cold_reached = (reached.0, reached.1, reached.2);
     case.unplaced = reached.3;
+    case.statuses_seen = reached.4;
     case.statuses_written = {
         let s = statuses.seen.lock().map(|m| m.len()).unwrap_or(0);
         (s >= n).then(|| {
@@ -709,7 +723,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
     .flatten();
     let Some(h) = holder else {
         bail!(
-            "no node announced any VIP in {:.0} s:\n{}\n{}",
+            "no node holds the lease or announced a VIP after {:.0} s:\n{}\n{}",
             t0.elapsed().as_secs_f64(),
             nodes[0].log_tail(),
             nodes[1].log_tail()
