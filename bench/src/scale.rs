@@ -62,6 +62,8 @@ const TARGET_PORT: u16 = 8080;
 /// Pool: 10.77.0.1–10.77.255.254, addresses that exist only on the bed.
 const POOL: &str = "10.77.0.1-10.77.255.254";
 const IDLE: Duration = Duration::from_secs(10);
+/// Quiet: no API writes but Lease renewals for this long.
+const QUIET: Duration = Duration::from_secs(3);
 /// Maglev table of a by-need service of 10 backends (≥ 100 slots per backend).
 const BY_NEED_10: u32 = 1021;
 
@@ -112,7 +114,7 @@ impl Settings {
             Some(r) => format!(
                 "max_services {}, maglev_sizing by-need, ring_slots {r} ({} MiB)",
                 self.max_services,
-                r as u64 * 4 >> 20
+                (r as u64 * 4) >> 20
             ),
             None => format!("max_services {}", self.max_services),
         }
@@ -410,6 +412,40 @@ impl Verbs {
     }
 }
 
+/// Wait until the clients `tokens` made no API write other than to a Lease for `window`
+/// (within `cap`); when that began, or None.
+fn quiet(
+    server: &FakeApiServer,
+    tokens: &[&str],
+    window: Duration,
+    cap: Duration,
+) -> Option<Instant> {
+    let writes = || -> usize {
+        tokens
+            .iter()
+            .map(|t| {
+                server
+                    .requests_by(t)
+                    .iter()
+                    .filter(|r| !r.starts_with("GET") && !r.contains("/leases"))
+                    .count()
+            })
+            .sum()
+    };
+    let start = Instant::now();
+    let (mut last, mut since) = (writes(), Instant::now());
+    while start.elapsed() < cap && !stopped() {
+        std::thread::sleep(Duration::from_millis(250));
+        let w = writes();
+        if w != last {
+            (last, since) = (w, Instant::now());
+        } else if since.elapsed() >= window {
+            return Some(since);
+        }
+    }
+    None
+}
+
 /// New requests of `token` since the first `from` of them.
 fn requests_since(server: &FakeApiServer, token: &str, from: usize) -> Vec<String> {
     let all = server.requests_by(token);
@@ -533,11 +569,16 @@ struct Case {
     steady: [Verbs; 2],
     failover: Verbs,
     takeover: Option<Duration>,
+    takeover_vips: usize,
+    failover_quiet: bool,
+    /// Spawn → no API writes but Lease renewals for `QUIET`.
+    quiet: Option<Duration>,
     takeover_reached: (usize, usize),
     log_notes: Vec<String>,
 }
 
 struct Bounds {
+    settle: Duration,
     cold: Duration,
     stall: Duration,
     phase: Duration,
@@ -586,6 +627,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
         cold: Duration::from_secs(if quick { 60 } else { 180 }),
         stall: Duration::from_secs(if quick { 10 } else { 20 }),
         phase: Duration::from_secs(if quick { 20 } else { 60 }),
+        settle: Duration::from_secs(if quick { 30 } else { 150 }),
     };
     let settings = Settings::new(n, mode);
     let mut case = Case {
@@ -735,8 +777,11 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
         NODES[h], reached, t_dp, t_an
     );
 
-    // Idle: the GARP bursts (2 s) and the passes after them settle first.
-    std::thread::sleep(Duration::from_secs(5));
+    // Idle: the GARP bursts (2 s) go by, then wait for the nodes' API writes other than
+    // Lease renewals to stop (the holder may still be writing Events and annotations).
+    std::thread::sleep(Duration::from_secs(3));
+    let tokens: Vec<&str> = nodes.iter().map(|nd| nd.token).collect();
+    case.quiet = quiet(server, &tokens, QUIET, b.settle).map(|_| t0.elapsed());
     let req0: Vec<usize> = nodes
         .iter()
         .map(|nd| server.requests_by(nd.token).len())
@@ -883,9 +928,11 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
     })?;
     case.takeover = t_take;
     case.takeover_reached = took;
-    // At least the idle window's length, so a quick takeover is not a rate over a blip.
-    let rest = IDLE.saturating_sub(f0.elapsed());
-    std::thread::sleep(rest);
+    case.takeover_vips = had;
+    // Until the new holder's writes stop (what a failover costs the API in all), and at
+    // least the idle window's length, so a quick takeover is not a rate over a blip.
+    std::thread::sleep(IDLE.saturating_sub(f0.elapsed()));
+    case.failover_quiet = quiet(server, &[nodes[s].token], QUIET, b.settle).is_some();
     let secs = f0.elapsed().as_secs_f64();
     case.failover = Verbs::of(&requests_since(server, nodes[s].token, r0), secs);
 
@@ -1170,7 +1217,7 @@ fn rows(mode: Mode, small: &Case, big: &Case, out: &mut Vec<Row>) {
         });
     }
     let take = |c: &Case| match c.takeover {
-        Some(d) => ms(d),
+        Some(d) => format!("{} ({} VIPs)", ms(d), c.takeover_vips),
         None => format!(
             "not reached ({} owned, {} announced)",
             c.takeover_reached.0, c.takeover_reached.1
@@ -1186,8 +1233,13 @@ fn rows(mode: Mode, small: &Case, big: &Case, out: &mut Vec<Row>) {
     ));
     let (b, s) = (&big.failover, &small.failover);
     let mut row = Row::new(n_label(&format!(
-        "API requests/s during failover, new holder (first {:.0} s)",
-        b.secs
+        "API requests/s during failover, new holder (over {:.0} s{})",
+        b.secs,
+        if big.failover_quiet {
+            ", until its writes stopped"
+        } else {
+            ", its writes still going"
+        }
     )))
     .result(format!(
         "writes {:.2}/s ({}/s)",
@@ -1249,7 +1301,7 @@ pub fn run(
         rows(mode, &cases[0], &cases[1], out);
     }
     notes.push(format!(
-        "scale: testbed bed (bridge; client, node1, node2, API server host), two `vip run` daemons (XDP on eth0, `election: {{kubeconfig, identity, services: true}}`, default lease timings 15/10/2 s, one shared lease) and the in-process fake API server, all on the same 2 cores; N LoadBalancer Services (one TCP port) × one EndpointSlice of {ENDPOINTS} ready endpoints (`nodeName` alternating node1/node2, addresses off the bed), pool `range-global: {POOL}` in `kube-system/kubevip`; dsr Services annotated `vip.dev/forwarding-mode: dsr`. Each N=big row's baseline is the same measurement at the smaller N in the same run. Cold start: both daemons spawned at once on a cluster whose Services have no address yet, until the holder's pinned VIPS map owns all N (dsr: every SERVICES entry has a table) and the client captured a first gratuitous ARP for each (and `vip_services_unplaced` is 0; polled every 100 ms; GARP times are capture times); bounded at {} s or 20 s without progress. Creates: one Service (dsr: its slice first) at a time, {CREATES} at most, each waited for up to 3 s (status from the server's change feed, GARP from the capture), phase bounded at 60 s or 5 misses in a row; endpoint changes likewise: one endpoint of an existing Service replaced, timed to the holder's SERVICES entry flipping to a table that holds the new backend (entry polled every 0.2 ms, the table read on each flip; only Services whose live table holds all their backends are picked). Memory and CPU after cold start + 5 s; idle CPU = utime+stime over {} s; API rates by verb from the server's request log per client (`watch` = a watch request opened), writes = create+update+patch+delete. Failover: SIGTERM to the holder, rates of the other node over the first max(10 s, takeover) after it.",
+        "scale: testbed bed (bridge; client, node1, node2, API server host), two `vip run` daemons (XDP on eth0, `election: {{kubeconfig, identity, services: true}}`, default lease timings 15/10/2 s, one shared lease) and the in-process fake API server, all on the same 2 cores; N LoadBalancer Services (one TCP port) × one EndpointSlice of {ENDPOINTS} ready endpoints (`nodeName` alternating node1/node2, addresses off the bed), pool `range-global: {POOL}` in `kube-system/kubevip`; dsr Services annotated `vip.dev/forwarding-mode: dsr`. Each N=big row's baseline is the same measurement at the smaller N in the same run. Cold start: both daemons spawned at once on a cluster whose Services have no address yet, until the holder's pinned VIPS map owns all N (dsr: every SERVICES entry has a table) and the client captured a first gratuitous ARP for each (and `vip_services_unplaced` is 0; polled every 100 ms; GARP times are capture times); bounded at {} s or 20 s without progress. Creates: one Service (dsr: its slice first) at a time, {CREATES} at most, each waited for up to 3 s (status from the server's change feed, GARP from the capture), phase bounded at 60 s or 5 misses in a row; endpoint changes likewise: one endpoint of an existing Service replaced, timed to the holder's SERVICES entry flipping to a table that holds the new backend (entry polled every 0.2 ms, the table read on each flip; only Services whose live table holds all their backends are picked). Memory and CPU after cold start + 3 s and once no node made an API write but Lease renewals for 3 s (bounded at 150 s); idle CPU = utime+stime over {} s; API rates by verb from the server's request log per client (`watch` = a watch request opened), writes = create+update+patch+delete. Failover: SIGTERM to the holder, rates of the other node from then until its writes but Lease renewals stopped for 3 s (at least 10 s, at most 10 + 150 s).",
         if quick { 60 } else { 180 },
         IDLE.as_secs()
     ));
