@@ -571,7 +571,8 @@ struct Case {
     takeover: Option<Duration>,
     takeover_vips: usize,
     failover_quiet: bool,
-    /// Spawn → no API writes but Lease renewals for `QUIET`.
+    /// Spawn → the start of the first `QUIET` without API writes but Lease renewals (a pass
+    /// that computes longer than that before it writes again looks the same).
     quiet: Option<Duration>,
     takeover_reached: (usize, usize),
     log_notes: Vec<String>,
@@ -1126,7 +1127,7 @@ fn rows(mode: Mode, small: &Case, big: &Case, out: &mut Vec<Row>) {
     };
     out.push(with_ratio(
         Row::new(n_label(
-            "cold start → last API write but Lease renewals (the rows below wait for it)",
+            "cold start → first 3 s without API writes but Lease renewals (the rows below wait for it; writes may resume)",
         ))
         .result(q(big))
         .baseline(format!("N={}: {}", small.n, q(small))),
