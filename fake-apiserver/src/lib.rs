@@ -242,3 +242,28 @@ impl Drop for FakeApiServer {
         self.task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn direct_writes_are_seen_as_changes() {
+        let s = FakeApiServer::start().await.unwrap();
+        let mut rx = s.subscribe();
+        let cm = |v: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "namespace": "n"}, "data": {"k": v}})
+        };
+        s.insert(cm("1")).unwrap();
+        assert!(s.insert(cm("1")).is_err(), "a second create conflicts");
+        s.update(cm("2")).unwrap();
+        let (a, m) = (rx.recv().await.unwrap(), rx.recv().await.unwrap());
+        assert_eq!((a.typ, m.typ), ("ADDED", "MODIFIED"));
+        assert!(m.rv > a.rv);
+        assert_eq!(s.objects("configmaps")[0]["data"]["k"], "2");
+        assert!(s
+            .insert(serde_json::json!({"apiVersion": "v9", "kind": "Nope"}))
+            .is_err());
+    }
+}
