@@ -4,14 +4,15 @@
 //! (all named `vb-*`, removed on exit, on failure and on Ctrl-C) and loads XDP programs.
 //!
 //! ```text
-//! vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover]...
+//! vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover|scale]...
 //! ```
 //!
-//! `failover` (~15 min) runs only when asked for with `--only failover`.
+//! `failover` (~15 min) and `scale` (~15 min) run only when asked for with `--only`.
 mod conns;
 mod failover;
 mod maglev;
 mod pps;
+mod scale;
 mod table;
 mod testrun;
 
@@ -104,7 +105,7 @@ fn args() -> Result<Args> {
             "--vip-bin" => a.vip_bin = Some(it.next().context("--vip-bin PATH")?.into()),
             "--only" => a.only.push(it.next().context("--only SECTION")?),
             other => bail!(
-                "unknown argument {other}; usage: vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover]"
+                "unknown argument {other}; usage: vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover|scale]"
             ),
         }
     }
@@ -142,9 +143,11 @@ fn real_main() -> Result<bool> {
     testbed::cleanup_prefix(PREFIX);
     let _ = std::fs::remove_dir_all(conns::PIN_DIR);
     let _ = std::fs::remove_dir_all(failover::PIN_DIR);
+    let _ = std::fs::remove_dir_all(scale::PIN_DIR);
     let quick = a.quick;
     let vip_bin = a.vip_bin.clone();
     let vip_bin2 = a.vip_bin.clone();
+    let vip_bin3 = a.vip_bin.clone();
     let sections: Vec<Section> = vec![
         ("testrun", Box::new(move |r, n| testrun::run(quick, r, n))),
         ("pps", Box::new(move |r, n| pps::run(quick, r, n))),
@@ -157,9 +160,14 @@ fn real_main() -> Result<bool> {
             "failover",
             Box::new(move |r, n| failover::run(quick, vip_bin2.as_deref(), r, n)),
         ),
+        (
+            "scale",
+            Box::new(move |r, n| scale::run(quick, vip_bin3.as_deref(), r, n)),
+        ),
     ];
-    // Sections that run when none is named (failover takes ~15 min: only on request).
-    let default = |name: &str| name != "failover";
+    // Sections that run when none is named (failover and scale take ~15 min each: only on
+    // request).
+    let default = |name: &str| name != "failover" && name != "scale";
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut ok = true;
@@ -200,6 +208,7 @@ fn real_main() -> Result<bool> {
     testbed::cleanup_prefix(PREFIX);
     let _ = std::fs::remove_dir_all(conns::PIN_DIR);
     let _ = std::fs::remove_dir_all(failover::PIN_DIR);
+    let _ = std::fs::remove_dir_all(scale::PIN_DIR);
     println!("{}", table::render(&rows));
     for n in &notes {
         println!("- {n}");

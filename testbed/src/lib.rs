@@ -711,7 +711,16 @@ impl Capture {
 
     /// (arrival time, frame) for everything captured so far.
     pub fn frames(&self) -> Vec<Frame> {
-        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
+        self.frames_from(0)
+    }
+
+    /// The frames captured after the first `skip` (for readers that go through a long
+    /// capture a piece at a time instead of copying all of it on every look).
+    pub fn frames_from(&self, skip: usize) -> Vec<Frame> {
+        self.frames
+            .lock()
+            .map(|f| f.get(skip..).unwrap_or_default().to_vec())
+            .unwrap_or_default()
     }
 }
 
@@ -722,6 +731,24 @@ impl Drop for Capture {
             let _ = t.join();
         }
     }
+}
+
+/// CPU time (user + system) a process has used so far, from /proc/<pid>/stat.
+pub fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = stat.get(stat.rfind(')').unwrap_or(0) + 2..).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 of `rest` (0-based: 11, 12).
+    let field = |i: usize| -> u64 {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("/proc/{pid}/stat field {}: {stat}", i + 3))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis((field(11) + field(12)) * 1000 / hz)
 }
 
 /// Parse "aa:bb:cc:dd:ee:ff".

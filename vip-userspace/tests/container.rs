@@ -26,7 +26,7 @@ use std::{
 
 use common::{
     answered_probe, assert_answered_by_xdp, attachment, kubeconfig, last_answer, lb_bed_with,
-    longest_silence, metric, metrics_at, replies, wait_ready, Api, VIP,
+    longest_silence, metric, metrics_at, replies, start_api_in, wait_ready, Api, VIP,
 };
 use k8s_openapi::{
     api::{
@@ -344,7 +344,7 @@ impl Fixture {
         // must set both itself.
         node.ns.sysctl("net.ipv4.conf.eth0.forwarding", "0");
         node.ns.sysctl("net.ipv4.conf.eth0.arp_ignore", "0");
-        let (api, url) = Api::start_in(&node.ns, "127.0.0.1:0".parse().unwrap());
+        let (api, url) = start_api_in(&node.ns, "127.0.0.1:0".parse().unwrap());
         std::fs::create_dir_all(&dir).unwrap();
         let kc = kubeconfig(&dir, &url, "node");
         let cfg = dir.join("vip.yaml");

@@ -134,9 +134,9 @@ fn xdp_mode_answers_arp_serves_tcp_and_cleans_up() {
 
     // Idle means idle: a steady daemon waits on its timers and channels. (A closed watch
     // channel once made its main loop spin at 100 % of a core.)
-    let busy = common::cpu_time(d.pid());
+    let busy = testbed::cpu_time(d.pid());
     std::thread::sleep(Duration::from_secs(1));
-    let used = common::cpu_time(d.pid()) - busy;
+    let used = testbed::cpu_time(d.pid()) - busy;
     assert!(
         used < Duration::from_millis(150),
         "the idle daemon used {used:?} of CPU in 1 s"

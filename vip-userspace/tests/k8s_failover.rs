@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{garps, kubeconfig, replies, Api, Daemon, Prober, VIP};
+use common::{garps, kubeconfig, replies, start_api, Api, Daemon, Prober, VIP};
 use fake_apiserver::{FakeApiServer, Fault};
 use testbed::{parse_mac, poll, require_root_and_bpf, Bed, Capture};
 
@@ -34,7 +34,7 @@ impl Cluster {
         ];
         hosts.extend_from_slice(extra);
         let bed = Bed::new(prefix, &hosts);
-        let (api, url) = Api::start(bed.host("api"));
+        let (api, url) = start_api(bed.host("api"));
         let dir = std::env::temp_dir().join(prefix);
         std::fs::create_dir_all(&dir).unwrap();
         Cluster { api, bed, url, dir }

@@ -16,12 +16,20 @@ const BEGIN: &str = "<!-- bench:begin (written by `cargo xtask bench`) -->";
 const END: &str = "<!-- bench:end -->";
 const FAILOVER_BEGIN: &str = "<!-- failover:begin (written by `cargo xtask bench failover`) -->";
 const FAILOVER_END: &str = "<!-- failover:end -->";
-const SECTIONS: [&str; 5] = ["testrun", "pps", "conns", "maglev", "failover"];
+const SCALE_BEGIN: &str = "<!-- scale:begin (written by `cargo xtask bench scale`) -->";
+const SCALE_END: &str = "<!-- scale:end -->";
+const SECTIONS: [&str; 6] = ["testrun", "pps", "conns", "maglev", "failover", "scale"];
+/// Sections recorded in a part of their own, and run only on their own.
+const APART: [(&str, &str, &str); 2] = [
+    ("failover", FAILOVER_BEGIN, FAILOVER_END),
+    ("scale", SCALE_BEGIN, SCALE_END),
+];
 
 fn cleanup() {
     testbed::cleanup_prefix("vb-");
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench");
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench-failover");
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/vip-bench-scale");
 }
 
 fn target_dir() -> PathBuf {
@@ -87,9 +95,13 @@ pub fn run(quick: bool, sections: &[String]) -> Result<()> {
             bail!("unknown bench section {s}; one of {}", SECTIONS.join(", "));
         }
     }
-    let failover = sections.iter().any(|s| s == "failover");
-    if failover && sections.len() > 1 {
-        bail!("run `cargo xtask bench failover` on its own (it is recorded in its own section)");
+    let apart = APART
+        .iter()
+        .find(|(name, _, _)| sections.iter().any(|s| s == name));
+    if let Some((name, _, _)) = apart {
+        if sections.len() > 1 {
+            bail!("run `cargo xtask bench {name}` on its own (it is recorded in its own section)");
+        }
     }
     if !util::is_root() {
         bail!("the bench builds network namespaces and loads XDP programs: run it as root");
@@ -126,8 +138,8 @@ pub fn run(quick: bool, sections: &[String]) -> Result<()> {
     if quick {
         return Ok(());
     }
-    if failover {
-        record(table.trim_end(), FAILOVER_BEGIN, FAILOVER_END)?;
+    if let Some((_, begin, end)) = apart {
+        record(table.trim_end(), begin, end)?;
     } else if sections.is_empty() {
         record(table.trim_end(), BEGIN, END)?;
     } else {

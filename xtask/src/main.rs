@@ -45,8 +45,9 @@ enum Cmd {
         /// Shorter runs, nothing recorded.
         #[arg(long)]
         quick: bool,
-        /// Sections to run (testrun, pps, conns, maglev, failover); none: all but failover.
-        /// `failover` (~15 min) is recorded in its own part of BENCHMARKS.md.
+        /// Sections to run (testrun, pps, conns, maglev, failover, scale); none: all but
+        /// failover and scale, which (~15 min each) are recorded in parts of their own of
+        /// BENCHMARKS.md.
         sections: Vec<String>,
     },
     /// Random and mutated frames through the kernel and the reference model (root): verdicts

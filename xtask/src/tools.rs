@@ -39,7 +39,11 @@ pub const TOOLS: &[Tool] = &[
         &["arping"],
         "demo and tests: ask for the VIP by ARP",
     ),
-    tool("bpftool", &["bpftool"], "demo: dump the pinned maps"),
+    tool(
+        "bpftool",
+        &["bpftool"],
+        "demo: dump the pinned maps; bench scale: names of the daemon's maps and their memlock",
+    ),
     tool(
         "cc",
         &["gcc", "libc6-dev"],

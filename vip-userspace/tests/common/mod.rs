@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fake_apiserver::FakeApiServer;
 use testbed::{
     arping, http_get, make_dsr_backend, parse_mac, poll, Bed, Capture, Host, Netns, Proc, TcpServer,
 };
@@ -397,101 +396,20 @@ pub fn garps(cap: &Capture) -> Vec<(Instant, [u8; 6])> {
         .collect()
 }
 
-/// CPU time (user + system) a process has used so far, from /proc/<pid>/stat.
-pub fn cpu_time(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 of `rest` (0-based: 11, 12).
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
+/// The in-process API server on its own runtime and thread.
+pub type Api = fake_apiserver::ApiThread;
+
+/// The API server on `host`'s address (a port of its own), and its URL.
+pub fn start_api(host: &Host) -> (Api, String) {
+    start_api_in(&host.ns, format!("{}:0", host.addr).parse().unwrap())
 }
 
-/// The in-process API server on its own runtime, on a thread inside a namespace.
-pub struct Api {
-    pub server: Option<FakeApiServer>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The API server listening on `addr` inside `ns`, and its URL.
+pub fn start_api_in(ns: &Netns, addr: SocketAddr) -> (Api, String) {
+    Api::start(addr, |job| ns.spawn(job)).unwrap()
 }
-
-impl Api {
-    /// On `host`'s address (a port of its own).
-    pub fn start(host: &Host) -> (Api, String) {
-        Self::start_in(&host.ns, format!("{}:0", host.addr).parse().unwrap())
-    }
-
-    /// Listening on `addr` inside `ns`; the server and its URL.
-    pub fn start_in(ns: &Netns, addr: SocketAddr) -> (Api, String) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let thread = ns.spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let s = FakeApiServer::start_on(addr).await.unwrap();
-                tx.send(s).unwrap();
-                tokio::task::spawn_blocking(move || {
-                    let _ = stop_rx.recv();
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let server = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        let url = server.url();
-        (
-            Api {
-                server: Some(server),
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            },
-            url,
-        )
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        drop(self.server.take());
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A cluster CA for the test kubeconfigs (self-signed, never used to verify anything: the
-/// fake API server speaks plain HTTP). Real kubeconfigs and the in-cluster service account
-/// always carry one; without it kube-rs falls back to the system's roots, which an image
-/// built from scratch does not have.
-const TEST_CA_BASE64: &str = concat!(
-    "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJrekNDQVRtZ0F3SUJBZ0lVTjYzcTAxRDBxRXJYNlE1citM",
-    "eEpBcXN4NDFNd0NnWUlLb1pJemowRUF3SXcKRmpFVU1CSUdBMVVFQXd3TGRtbHdMWFJsYzNRdFkyRXdJQmNOTWpZ",
-    "eE1qQXhNVEF5TlRJNVdoZ1BNakV5TmpFeApNRGN4TURJMU1qbGFNQll4RkRBU0JnTlZCQU1NQzNacGNDMTBaWE4w",
-    "TFdOaE1Ga3dFd1lIS29aSXpqMENBUVlJCktvWkl6ajBEQVFjRFFnQUVSaVlFZVhjN3FjUjVITFBFT2ZHR21ndXpv",
-    "RVlSdW50eFk0UTZISExJZG43TzhLalMKc1QwUW9WeE5kdVZCMXdySStCU0E2VjMrM3V1RTUwZk1xRSsrd2FOak1H",
-    "RXdIUVlEVlIwT0JCWUVGSERqOGV0cgp6bDlQSnJqczA5aUpVNjJzSDMzSU1COEdBMVVkSXdRWU1CYUFGSERqOGV0",
-    "cnpsOVBKcmpzMDlpSlU2MnNIMzNJCk1BOEdBMVVkRXdFQi93UUZNQU1CQWY4d0RnWURWUjBQQVFIL0JBUURBZ0lF",
-    "TUFvR0NDcUdTTTQ5QkFNQ0EwZ0EKTUVVQ0lRRG5JRkVTWXpzTWVKa2loMFFuSTZ6QWpJMlVlc2VHdG5pTzRZOS82",
-    "ZFlGS3dJZ1M3TnhaV3RXYlJldQozdWNVV2ovV0FOVlM4UFBpUkhQWjlSMDBXWjdEdms0PQotLS0tLUVORCBDRVJU",
-    "SUZJQ0FURS0tLS0tCg==",
-);
 
 /// A kubeconfig in `dir` for the API server at `url`, authenticating with bearer `token`.
 pub fn kubeconfig(dir: &std::path::Path, url: &str, token: &str) -> PathBuf {
-    let p = dir.join(format!("{token}.kubeconfig"));
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {TEST_CA_BASE64}\nusers:\n- name: {token}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: {token}\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
-    p
+    fake_apiserver::kubeconfig(dir, url, token).unwrap()
 }
