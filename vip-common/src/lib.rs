@@ -74,8 +74,10 @@ pub const MAX_SERVICES: u32 = 4096;
 pub const MAX_BACKENDS: u32 = 4096;
 /// The largest Maglev table a service may get (`maglev_size`); tables are sized by need.
 pub const RING_SIZE: u32 = 65537;
-/// Slots of `RINGS`, shared by every service's pair of tables (4 bytes each: 64 MiB).
-pub const RING_SLOTS: u32 = 1 << 24;
+/// Slots of `RINGS`, shared by every service's pair of tables: 64 MiB (the kernel charges an
+/// array 8 bytes a slot, values being rounded up to 8), as much as the 64 fixed-size services
+/// of earlier versions took.
+pub const RING_SLOTS: u32 = 1 << 23;
 /// Conntrack sets per CPU (a power of two); two flows per set.
 pub const CT_SETS: u32 = 1 << 17;
 pub const REVNAT_ENTRIES: u32 = 262_144;

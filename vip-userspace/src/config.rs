@@ -109,6 +109,7 @@ pub struct FileConfig {
     pub max_services: Option<u32>,
     pub ring_slots: Option<u32>,
     pub max_backends: Option<u32>,
+    pub max_vips: Option<u32>,
     pub maglev_sizing: Option<String>,
     pub election: Option<ElectionFile>,
     /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
@@ -310,6 +311,8 @@ pub struct Config {
     pub ring_slots: u32,
     /// Backend ids (one per service, endpoint and mode of a `dsr`/`nat` service).
     pub max_backends: u32,
+    /// VIP entries of the data plane (owned, routed and known-elsewhere VIPs).
+    pub max_vips: u32,
     /// Tables sized by each service's backend count (`maglev_sizing: by-need`) rather than
     /// all `maglev_size`.
     pub maglev_by_need: bool,
@@ -431,6 +434,13 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
             "must be between 1 and 1048576",
         ));
     }
+    let max_vips = file.max_vips.unwrap_or(vip_common::MAX_VIPS);
+    if !(1..=1 << 20).contains(&max_vips) {
+        return Err(ConfigError::new(
+            "max_vips",
+            "must be between 1 and 1048576",
+        ));
+    }
     let maglev_by_need = match file.maglev_sizing.as_deref() {
         None | Some("fixed") => false,
         Some("by-need") => true,
@@ -534,6 +544,7 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         max_services,
         ring_slots,
         max_backends,
+        max_vips,
         maglev_by_need,
         dead_man: dead_man(file.dead_man_ms, &election)?,
         restart_grace: restart_grace(file.restart_grace_ms, &election)?,
@@ -1349,6 +1360,7 @@ mod tests {
             ("ring_slots: 10", "ring_slots"),
             ("max_services: 0", "max_services"),
             ("max_backends: 0", "max_backends"),
+            ("max_vips: 0", "max_vips"),
         ] {
             let e = resolve(
                 file(&format!("interface: eth0\nvips: [192.0.2.1]\n{line}\n")),

@@ -107,6 +107,7 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
         ring_slots: cfg.ring_slots,
         max_services: cfg.max_services,
         max_backends: cfg.max_backends,
+        max_vips: cfg.max_vips,
     };
     let mut ebpf = load::load(&cfg.pin_dir, sizes)?;
     load::spawn_log_forwarder(&mut ebpf);
@@ -936,6 +937,7 @@ async fn reload_config(
         ("maglev_sizing", new.maglev_by_need != cfg.maglev_by_need),
         ("ring_slots", new.ring_slots != cfg.ring_slots),
         ("max_backends", new.max_backends != cfg.max_backends),
+        ("max_vips", new.max_vips != cfg.max_vips),
         ("hash_seed", new.hash_seed != cfg.hash_seed),
         // Includes the Raft keys (re-read from their files): rotation is a restart.
         ("election", new.election != cfg.election),

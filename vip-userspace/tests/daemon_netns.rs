@@ -676,3 +676,32 @@ fn unmet_fence_claims_nothing() {
         d.logs()
     );
 }
+
+/// More VIPs than the data plane's VIP map holds (`max_vips: 2`, three VIPs): the daemon
+/// starts and answers for the two that fit; the third fails alone, logged and counted.
+#[test]
+fn vips_beyond_the_map_fail_alone() {
+    let bed = bed("maxvip");
+    let pins = pin_dir("maxvip");
+    let _ = std::fs::remove_dir_all(&pins);
+    let cfg = std::env::temp_dir().join("vtmaxvip.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interface: eth0\nvips: [192.0.2.100, 192.0.2.101, 192.0.2.102]\nmode: xdp\npin_dir: {}\nmax_vips: 2\n",
+            pins.display()
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&bed, &["--config", cfg.to_str().unwrap()]);
+    let client = bed.host("client");
+    let answered: Vec<bool> = ["192.0.2.100", "192.0.2.101", "192.0.2.102"]
+        .iter()
+        .map(|v| arping(client, v).is_some())
+        .collect();
+    assert_eq!(answered, [true, true, false], "{}", d.logs());
+    assert!(d.logs().contains("VIPs not applied"), "{}", d.logs());
+    assert!(metric(&metrics(&bed), "vip_reconcile_errors_total") >= 1);
+    assert!(d.stop().success(), "{}", d.logs());
+    let _ = std::fs::remove_file(&cfg);
+}

@@ -806,6 +806,7 @@ fn load_sized(pins: &Path, ring_slots: u32) -> Ebpf {
             ring_slots,
             max_services: 16,
             max_backends: vip_common::MAX_BACKENDS,
+            max_vips: vip_common::MAX_VIPS,
         },
     )
     .expect("load")

@@ -42,6 +42,8 @@ pub struct Sizes {
     pub max_services: u32,
     /// Backend ids (`max_backends`): BACKENDS and its per-CPU companions.
     pub max_backends: u32,
+    /// VIP entries (`max_vips`): VIPS and VIP_STATS.
+    pub max_vips: u32,
 }
 
 impl Default for Sizes {
@@ -50,6 +52,7 @@ impl Default for Sizes {
             ring_slots: vip_common::RING_SLOTS,
             max_services: vip_common::MAX_SERVICES,
             max_backends: vip_common::MAX_BACKENDS,
+            max_vips: vip_common::MAX_VIPS,
         }
     }
 }
@@ -158,6 +161,8 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
             sizes.max_backends,
         ),
         (map_names::NEXTHOP, pin_names::NEXTHOP, sizes.max_backends),
+        (map_names::VIPS, pin_names::VIPS, sizes.max_vips),
+        (map_names::VIP_STATS, pin_names::VIP_STATS, sizes.max_vips),
     ] {
         let p = pin_dir.join(file);
         if let Ok(m) = aya::maps::MapData::from_pin(&p) {
@@ -185,7 +190,9 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(map_names::SERVICES, sizes.max_services)
         .map_max_entries(map_names::BACKENDS, sizes.max_backends)
         .map_max_entries(map_names::BACKEND_STATS, sizes.max_backends)
-        .map_max_entries(map_names::NEXTHOP, sizes.max_backends);
+        .map_max_entries(map_names::NEXTHOP, sizes.max_backends)
+        .map_max_entries(map_names::VIPS, sizes.max_vips)
+        .map_max_entries(map_names::VIP_STATS, sizes.max_vips);
     for (sym, file) in PINNED.iter().chain(std::iter::once(&LOG_MAP)) {
         loader.map_pin_path(sym, pin_dir.join(file));
     }

@@ -391,16 +391,28 @@ impl Reconciler {
                 gained.push(*ip);
             }
         }
+        let mut first_err = None;
         if matches!(self.backend, Backend::Xdp { .. }) {
             // Every gained VIP answers and is announced before any (slower, netlink) address
             // binding: with many VIPs the last one's first GARP would otherwise wait for all
-            // the binds before it.
-            for ip in &gained {
-                self.take_over(*ip)?;
+            // the binds before it. A VIP the map cannot take (full: max_vips) fails alone and
+            // is tried again on the next pass; the others are applied.
+            // Not an error of the pass (that would stop a starting daemon): logged once per
+            // pass with the first cause, counted.
+            let mut failed: Vec<(Ipv4Addr, ReconcileError)> = Vec::new();
+            gained.retain(|ip| match self.take_over(*ip) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed.push((*ip, e));
+                    false
+                }
+            });
+            if let Some((first, e)) = failed.first() {
+                self.state.reconcile_errors.inc();
+                tracing::error!(count = failed.len(), first = %first, error = %crate::Chain(e), "VIPs not applied, the others are (VIP map full? raise max_vips); retried next pass");
             }
         }
         // A failed binding is retried on the next pass (the VIP already answers in XDP mode).
-        let mut first_err = None;
         let retry: Vec<Ipv4Addr> = self.unbound.intersection(owned).copied().collect();
         self.unbound.retain(|ip| owned.contains(ip));
         for ip in retry.into_iter().chain(gained) {
