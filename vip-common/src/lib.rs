@@ -77,7 +77,7 @@ pub const RING_SIZE: u32 = 65537;
 /// Slots of `RINGS`, shared by every service's pair of tables: 64 MiB (the kernel charges an
 /// array 8 bytes a slot, values being rounded up to 8), as much as the 64 fixed-size services
 /// of earlier versions took.
-pub const RING_SLOTS: u32 = 1 << 23;
+pub const RING_SLOTS: u32 = 64 * 2 * RING_SIZE;
 /// Conntrack sets per CPU (a power of two); two flows per set.
 pub const CT_SETS: u32 = 1 << 17;
 pub const REVNAT_ENTRIES: u32 = 262_144;
