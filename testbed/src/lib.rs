@@ -81,6 +81,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(name: &str) -> Netns {
+        let name = &scoped(name);
         // A leftover from an interrupted run would make `add` fail.
         let _ = Command::new("ip")
             .args(["netns", "del", name])
@@ -166,8 +167,20 @@ pub struct Host {
     pub mac: String,
 }
 
+/// `VIP_NETNS_PREFIX` (default empty) before a namespace name: two checkouts can run the
+/// same kernel tests at once without deleting each other's namespaces.
+pub fn scoped(name: &str) -> String {
+    let pre = std::env::var("VIP_NETNS_PREFIX").unwrap_or_default();
+    if name.starts_with(&pre) {
+        name.to_string()
+    } else {
+        format!("{pre}{name}")
+    }
+}
+
 /// Delete every namespace whose name starts with `prefix` (Ctrl-C cleanup, leftovers).
 pub fn cleanup_prefix(prefix: &str) {
+    let prefix = &scoped(prefix);
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
