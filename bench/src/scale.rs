@@ -62,8 +62,10 @@ const TARGET_PORT: u16 = 8080;
 /// Pool: 10.77.0.1–10.77.255.254, addresses that exist only on the bed.
 const POOL: &str = "10.77.0.1-10.77.255.254";
 const IDLE: Duration = Duration::from_secs(10);
-/// Quiet: no API writes but Lease renewals for this long.
-const QUIET: Duration = Duration::from_secs(3);
+/// Quiet: no API writes but Lease renewals for this long. Long enough to span a pass of
+/// the controller at N=10,000 (a 3 s window was declared quiet between two bursts of a
+/// write backlog, and the steady-state rows then measured the backlog).
+const QUIET: Duration = Duration::from_secs(10);
 /// Maglev table of a by-need service of 10 backends (≥ 100 slots per backend).
 const BY_NEED_10: u32 = 1021;
 
@@ -82,27 +84,43 @@ impl Mode {
     }
 }
 
-/// Settings a case gives the daemons, as printed in the table.
+/// Settings a case gives the daemons, as printed in the table: every limit raised to what
+/// N Services (plus the creates) need, rounded up to a multiple of 1,024 and never below
+/// the default 4,096.
 struct Settings {
     max_services: u32,
+    max_vips: u32,
+    /// dsr: one backend id per endpoint.
+    max_backends: Option<u32>,
     ring_slots: Option<u32>,
+}
+
+fn limit(need: u32) -> u32 {
+    need.div_ceil(1024).max(4) * 1024
 }
 
 impl Settings {
     fn new(n: usize, mode: Mode) -> Settings {
         let need = (n + CREATES) as u32;
-        let max_services = need.div_ceil(1024).max(4) * 1024;
-        // Two tables per dsr service (one live, one being written), 4 B a slot.
-        let ring_slots =
-            (mode == Mode::Dsr).then(|| (need * 2 * BY_NEED_10).div_ceil(1 << 20) << 20);
+        let dsr = mode == Mode::Dsr;
+        // Two tables per dsr service (one live, one being written).
+        let ring_slots = dsr.then(|| (need * 2 * BY_NEED_10).div_ceil(1 << 20) << 20);
         Settings {
-            max_services,
+            max_services: limit(need),
+            max_vips: limit(need),
+            max_backends: dsr.then(|| limit(need * ENDPOINTS as u32)),
             ring_slots,
         }
     }
 
     fn yaml(&self) -> String {
-        let mut s = format!("max_services: {}\n", self.max_services);
+        let mut s = format!(
+            "max_services: {}\nmax_vips: {}\n",
+            self.max_services, self.max_vips
+        );
+        if let Some(b) = self.max_backends {
+            s.push_str(&format!("max_backends: {b}\n"));
+        }
         if let Some(r) = self.ring_slots {
             s.push_str(&format!("maglev_sizing: by-need\nring_slots: {r}\n"));
         }
@@ -110,14 +128,21 @@ impl Settings {
     }
 
     fn describe(&self) -> String {
-        match self.ring_slots {
-            Some(r) => format!(
-                "max_services {}, maglev_sizing by-need, ring_slots {r} ({} MiB)",
-                self.max_services,
-                (r as u64 * 4) >> 20
-            ),
-            None => format!("max_services {}", self.max_services),
+        let mut d = format!(
+            "max_services {}, max_vips {}",
+            self.max_services, self.max_vips
+        );
+        if let Some(b) = self.max_backends {
+            d.push_str(&format!(", max_backends {b}"));
         }
+        if let Some(r) = self.ring_slots {
+            // The kernel charges 8 B a slot (a u32 value rounded up).
+            d.push_str(&format!(
+                ", maglev_sizing by-need, ring_slots {r} ({} MiB)",
+                (r as u64 * 8) >> 20
+            ));
+        }
+        d
     }
 }
 
@@ -1251,9 +1276,9 @@ fn rows(mode: Mode, small: &Case, big: &Case, out: &mut Vec<Row>) {
         "API requests/s during failover, new holder (over {:.0} s{})",
         b.secs,
         if big.failover_quiet {
-            ", until 3 s without its writes"
+            format!(", until {} s without its writes", QUIET.as_secs())
         } else {
-            ", its writes still going"
+            ", its writes still going".to_string()
         }
     )))
     .result(format!(
@@ -1316,9 +1341,11 @@ pub fn run(
         rows(mode, &cases[0], &cases[1], out);
     }
     notes.push(format!(
-        "scale: testbed bed (bridge; client, node1, node2, API server host), two `vip run` daemons (XDP on eth0, `election: {{kubeconfig, identity, services: true}}`, default lease timings 15/10/2 s, one shared lease) and the in-process fake API server, all on the same 2 cores; N LoadBalancer Services (one TCP port) × one EndpointSlice of {ENDPOINTS} ready endpoints (`nodeName` alternating node1/node2, addresses off the bed), pool `range-global: {POOL}` in `kube-system/kubevip`; dsr Services annotated `vip.dev/forwarding-mode: dsr`. Each N=big row's baseline is the same measurement at the smaller N in the same run. Cold start: both daemons spawned at once on a cluster whose Services have no address yet, until the holder's pinned VIPS map owns all N (dsr: every SERVICES entry has a table) and the client captured a first gratuitous ARP for each (and `vip_services_unplaced` is 0; polled every 100 ms; GARP times are capture times); bounded at {} s or 20 s without progress. Creates: one Service (dsr: its slice first) at a time, {CREATES} at most, each waited for up to 3 s (status from the server's change feed, GARP from the capture), phase bounded at 60 s or 5 misses in a row; endpoint changes likewise: one endpoint of an existing Service replaced, timed to the holder's SERVICES entry flipping to a table that holds the new backend (entry polled every 0.2 ms, the table read on each flip; only Services whose live table holds all their backends are picked). Memory and CPU after cold start + 3 s and once no node made an API write but Lease renewals for 3 s (bounded at 150 s); idle CPU = utime+stime over {} s; API rates by verb from the server's request log per client (`watch` = a watch request opened), writes = create+update+patch+delete. Failover: SIGTERM to the holder, rates of the other node from then until its writes but Lease renewals stopped for 3 s (at least 10 s, at most 10 + 150 s).",
+        "scale: testbed bed (bridge; client, node1, node2, API server host), two `vip run` daemons (XDP on eth0, `election: {{kubeconfig, identity, services: true}}`, default lease timings 15/10/2 s, one shared lease) and the in-process fake API server, all on the same 2 cores; N LoadBalancer Services (one TCP port) × one EndpointSlice of {ENDPOINTS} ready endpoints (`nodeName` alternating node1/node2, addresses off the bed), pool `range-global: {POOL}` in `kube-system/kubevip`; dsr Services annotated `vip.dev/forwarding-mode: dsr`. Each N=big row's baseline is the same measurement at the smaller N in the same run. Cold start: both daemons spawned at once on a cluster whose Services have no address yet, until the holder's pinned VIPS map owns all N (dsr: every SERVICES entry has a table) and the client captured a first gratuitous ARP for each (and `vip_services_unplaced` is 0; polled every 100 ms; GARP times are capture times); bounded at {} s or 20 s without progress. Creates: one Service (dsr: its slice first) at a time, {CREATES} at most, each waited for up to 3 s (status from the server's change feed, GARP from the capture), phase bounded at 60 s or 5 misses in a row; endpoint changes likewise: one endpoint of an existing Service replaced, timed to the holder's SERVICES entry flipping to a table that holds the new backend (entry polled every 0.2 ms, the table read on each flip; only Services whose live table holds all their backends are picked). Memory and CPU after cold start + 3 s and once no node made an API write but Lease renewals for {} s (bounded at 150 s); idle CPU = utime+stime over {} s; API rates by verb from the server's request log per client (`watch` = a watch request opened), writes = create+update+patch+delete. Failover: SIGTERM to the holder, rates of the other node from then until its writes but Lease renewals stopped for {} s (at least 10 s, at most 10 + 150 s).",
         if quick { 60 } else { 180 },
-        IDLE.as_secs()
+        QUIET.as_secs(),
+        IDLE.as_secs(),
+        QUIET.as_secs()
     ));
     notes.extend(desc);
     Ok(())

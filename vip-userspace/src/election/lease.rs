@@ -95,25 +95,60 @@ struct Observed {
 pub struct Fence {
     renewed: std::sync::Mutex<Option<Instant>>,
     deadline: Duration,
+    /// Woken on every renewal or loss, so the watchdog sleeps until the fence closes
+    /// instead of polling.
+    changed: tokio::sync::Notify,
 }
 
 impl Fence {
+    fn new(deadline: Duration) -> Fence {
+        Fence {
+            renewed: std::sync::Mutex::new(None),
+            deadline,
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
+        self.closes().is_some_and(|t| Instant::now() < t)
+    }
+
+    /// When leadership ends unless renewed (None: not leading).
+    fn closes(&self) -> Option<Instant> {
         self.renewed
             .lock()
             .ok()
             .and_then(|r| *r)
-            .is_some_and(|t| t.elapsed() < self.deadline)
+            .map(|t| t + self.deadline)
     }
 
     fn set(&self, v: Option<Instant>) -> bool {
-        match self.renewed.lock() {
+        let had = match self.renewed.lock() {
             Ok(mut r) => {
                 let had = r.is_some();
                 *r = v;
                 had
             }
             Err(_) => false,
+        };
+        self.changed.notify_one();
+        had
+    }
+
+    /// Publish leadership whenever it changes: at each renewal or loss, and at the instant
+    /// the fence closes (a renewal hanging in an API call cannot hold it open).
+    async fn watch(&self, tx: &tokio::sync::watch::Sender<bool>) {
+        loop {
+            publish(tx, self.is_leader());
+            match self.closes().filter(|&t| Instant::now() < t) {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t.into()) => {}
+                        _ = self.changed.notified() => {}
+                    }
+                }
+                None => self.changed.notified().await,
+            }
         }
     }
 }
@@ -152,10 +187,7 @@ fn observe(l: &Lease) -> Observed {
 impl LeaseElector {
     pub fn new(client: kube::Client, cfg: LeaseConfig) -> Result<Self, ElectionError> {
         cfg.validate()?;
-        let fence = std::sync::Arc::new(Fence {
-            renewed: std::sync::Mutex::new(None),
-            deadline: cfg.renew_deadline,
-        });
+        let fence = std::sync::Arc::new(Fence::new(cfg.renew_deadline));
         Ok(Self {
             api: Api::namespaced(client.clone(), &cfg.namespace),
             client,
@@ -368,13 +400,7 @@ impl LeaseElector {
         let tx = std::sync::Arc::new(tx);
         let publisher = {
             let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(10));
-                loop {
-                    tick.tick().await;
-                    publish(&tx, fence.is_leader());
-                }
-            })
+            tokio::spawn(async move { fence.watch(&tx).await })
         };
         let mut was_ready = true;
         loop {

@@ -74,7 +74,13 @@ impl Conflicts {
                 next: None,
                 backoff: FIRST,
             });
-            let new = s.arp_conflict.saturating_sub(t.count);
+            // A counter below the baseline belongs to a new stats entry (the VIP left the
+            // map and came back): all of it is new.
+            let new = if s.arp_conflict < t.count {
+                s.arp_conflict
+            } else {
+                s.arp_conflict - t.count
+            };
             t.count = s.arp_conflict;
             if t.last_claim.is_some_and(|l| now.duration_since(l) > QUIET) {
                 t.backoff = FIRST;
@@ -96,7 +102,8 @@ impl Conflicts {
                 reannounce,
             });
         }
-        self.seen.retain(|v, _| rows.iter().any(|(r, _)| r == v));
+        let present: BTreeSet<Ipv4Addr> = rows.iter().map(|(v, _)| *v).collect();
+        self.seen.retain(|v, _| present.contains(v));
         out
     }
 }
@@ -158,5 +165,17 @@ mod tests {
         assert!(c.observe(t0, &row(4), &owned).is_empty());
         let got = c.observe(t0, &row(5), &owned);
         assert_eq!((got[0].new, got[0].reannounce), (1, true));
+    }
+
+    #[test]
+    fn a_counter_that_restarted_below_the_baseline_is_all_new() {
+        // The VIP left the map and came back between two looks: its new entry counts
+        // from zero, and 2 claims on it are 2 claims, not "none until it passes 6".
+        let owned: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(192, 0, 2, 100)].into();
+        let mut c = Conflicts::default();
+        let t0 = Instant::now();
+        c.prime(&row(6));
+        let got = c.observe(t0, &row(2), &owned);
+        assert_eq!((got.len(), got[0].new), (1, 2));
     }
 }
