@@ -1151,9 +1151,10 @@ fn rows(mode: Mode, small: &Case, big: &Case, out: &mut Vec<Row>) {
         )
     };
     out.push(with_ratio(
-        Row::new(n_label(
-            "cold start → first 3 s without API writes but Lease renewals (the rows below wait for it; writes may resume)",
-        ))
+        Row::new(n_label(&format!(
+            "cold start → first {} s without API writes but Lease renewals (the rows below wait for it; writes may resume)",
+            QUIET.as_secs()
+        )))
         .result(q(big))
         .baseline(format!("N={}: {}", small.n, q(small))),
         ratio_of(big.quiet, small.quiet),
