@@ -146,7 +146,7 @@ const HTAB_ELEM: u64 = 48;
 /// `HASHTAB_MAP_LOCK_COUNT` ints per CPU.
 const HTAB_LOCKS: u64 = 8;
 /// `sizeof(struct bpf_ringbuf_map)` (measured).
-const RINGBUF_HDR: u64 = 320;
+const RINGBUF_HDR: u64 = 304;
 /// `RINGBUF_NR_META_PAGES`.
 const RINGBUF_META_PAGES: u64 = 3;
 
