@@ -125,7 +125,11 @@ pub const STAT_STRIPES_MAX: u32 = 8;
 /// Stripes for a node with `ncpus` possible CPUs: a power of two, at most
 /// `STAT_STRIPES_MAX`.
 pub const fn stat_stripes(ncpus: u32) -> u32 {
-    let n = if ncpus <= 1 { 1 } else { ncpus.next_power_of_two() };
+    let n = if ncpus <= 1 {
+        1
+    } else {
+        ncpus.next_power_of_two()
+    };
     if n > STAT_STRIPES_MAX {
         STAT_STRIPES_MAX
     } else {

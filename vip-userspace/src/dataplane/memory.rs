@@ -91,7 +91,12 @@ impl MapShape {
             info.value_size(),
             info.max_entries(),
         );
-        let want = (Some(self.kind.map_type()), self.key, self.value, self.entries);
+        let want = (
+            Some(self.kind.map_type()),
+            self.key,
+            self.value,
+            self.entries,
+        );
         (have != want).then(|| {
             format!(
                 "pinned {:?} key {} B value {} B {} entries, want {:?} key {} B value {} B {} entries",
@@ -124,7 +129,9 @@ impl MapShape {
             }
             Kind::RingBuf => {
                 let data = entries / PAGE;
-                RINGBUF_HDR + (RINGBUF_META_PAGES + data) * PAGE + (RINGBUF_META_PAGES + 2 * data) * 8
+                RINGBUF_HDR
+                    + (RINGBUF_META_PAGES + data) * PAGE
+                    + (RINGBUF_META_PAGES + 2 * data) * 8
             }
         }
     }
