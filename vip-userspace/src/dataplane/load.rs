@@ -199,22 +199,30 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
     }
     MAPS_REPLACED.store(replaced, std::sync::atomic::Ordering::Relaxed);
     let mut loader = EbpfLoader::new();
-    for want in &shapes {
-        if want.sized {
-            loader.map_max_entries(want.sym, want.entries);
-        }
-    }
     let g = super::memory::Globals::new(&sizes, ncpus);
-    loader
-        .override_global(globals::CT_SET_MASK, &g.ct_set_mask, true)
-        .override_global(globals::STAT_STRIPE_MASK, &g.stat_stripe_mask, true)
-        .override_global(globals::STAT_ATOMIC, &g.stat_atomic, true)
-        .override_global(globals::SVC_STAT_ENTRIES, &sizes.max_services, true)
-        .override_global(globals::BACKEND_STAT_ENTRIES, &sizes.max_backends, true);
+    configure(&mut loader, &sizes, &g);
     for (sym, file) in PINNED.iter().chain(std::iter::once(&LOG_MAP)) {
         loader.map_pin_path(sym, pin_dir.join(file));
     }
     Ok(loader.load(OBJECT)?)
+}
+
+/// Map sizes and globals as the daemon gives them (`g` from `memory::Globals::new(sizes,
+/// possible_cpus())`), for any loader of the object: the bench's test_run loads it without
+/// pins and should run the program the daemon runs (without globals the object adds to its
+/// counters atomically, the path of a node with more CPUs than counter stripes).
+pub fn configure<'a>(loader: &mut EbpfLoader<'a>, sizes: &Sizes, g: &'a super::memory::Globals) {
+    for want in super::memory::shapes(sizes, g.ncpus) {
+        if want.sized {
+            loader.map_max_entries(want.sym, want.entries);
+        }
+    }
+    loader
+        .override_global(globals::CT_SET_MASK, &g.ct_set_mask, true)
+        .override_global(globals::STAT_STRIPE_MASK, &g.stat_stripe_mask, true)
+        .override_global(globals::STAT_ATOMIC, &g.stat_atomic, true)
+        .override_global(globals::SVC_STAT_ENTRIES, &g.svc_stat_entries, true)
+        .override_global(globals::BACKEND_STAT_ENTRIES, &g.backend_stat_entries, true);
 }
 
 /// aya-log's ring buffer, pinned too: a program left running by an earlier daemon (adopted

@@ -16,12 +16,16 @@ use super::load::{Sizes, LOG_MAP};
 /// What the program is given through its globals (`vip_common::globals`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Globals {
+    /// The CPU count these are for.
+    pub ncpus: u32,
     pub ct_sets: u32,
     pub ct_set_mask: u32,
     pub stat_stripes: u32,
     pub stat_stripe_mask: u32,
     /// 1 when CPUs share counter stripes.
     pub stat_atomic: u32,
+    pub svc_stat_entries: u32,
+    pub backend_stat_entries: u32,
 }
 
 impl Globals {
@@ -29,11 +33,14 @@ impl Globals {
         let ct_sets = vip_common::ct_sets_per_cpu(sizes.conntrack_flows, ncpus);
         let stat_stripes = vip_common::stat_stripes(ncpus);
         Globals {
+            ncpus,
             ct_sets,
             ct_set_mask: ct_sets - 1,
             stat_stripes,
             stat_stripe_mask: stat_stripes - 1,
             stat_atomic: (ncpus > stat_stripes) as u32,
+            svc_stat_entries: sizes.max_services,
+            backend_stat_entries: sizes.max_backends,
         }
     }
 }
