@@ -78,8 +78,81 @@ pub const RING_SIZE: u32 = 65537;
 /// array 8 bytes a slot, values being rounded up to 8), as much as the 64 fixed-size services
 /// of earlier versions took.
 pub const RING_SLOTS: u32 = 64 * 2 * RING_SIZE;
-/// Conntrack sets per CPU (a power of two); two flows per set.
+/// Conntrack sets per CPU in the object (a power of two, two flows per set): what a loader
+/// that sets no globals gets. The daemon sizes the table from `conntrack_flows` instead
+/// (`ct_sets_per_cpu`) and gives the program the matching mask (`globals::CT_SET_MASK`).
 pub const CT_SETS: u32 = 1 << 17;
+/// Ways of a conntrack set (`CtSet::ways`).
+pub const CT_WAYS: u32 = 2;
+/// Default `conntrack_flows`: the capacity of the table of earlier versions on a 2-CPU node
+/// (2 CPUs x `CT_SETS` sets x 2 ways).
+pub const CT_FLOWS_DEFAULT: u32 = 2 * CT_SETS * CT_WAYS;
+/// Fewest sets per CPU, whatever the total (so a many-CPU node still has a usable table).
+pub const CT_MIN_SETS: u32 = 1 << 10;
+/// Most sets per CPU (56 MiB a CPU).
+pub const CT_MAX_SETS: u32 = 1 << 20;
+
+/// Sets per CPU for a table of `flows` flows in total on `ncpus` CPUs: RSS keeps a flow on
+/// one CPU, so each CPU's table holds its share. The largest power of two not above the
+/// share (the total never exceeds `flows`), but at least `CT_MIN_SETS`.
+pub const fn ct_sets_per_cpu(flows: u32, ncpus: u32) -> u32 {
+    let ncpus = if ncpus == 0 { 1 } else { ncpus };
+    let share = flows / ncpus / CT_WAYS;
+    let sets = if share == 0 {
+        1
+    } else {
+        1u32 << (31 - share.leading_zeros())
+    };
+    if sets < CT_MIN_SETS {
+        CT_MIN_SETS
+    } else if sets > CT_MAX_SETS {
+        CT_MAX_SETS
+    } else {
+        sets
+    }
+}
+
+/// Slots of `NEXTHOP`, a per-CPU direct-mapped cache by backend id (`id % NEXTHOP_SLOTS`):
+/// its size does not grow with `max_backends`, and backends sharing a slot only cost a FIB
+/// lookup when they alternate.
+pub const NEXTHOP_SLOTS: u32 = 4096;
+
+/// Counter stripes (`SVC_STATS`, `BACKEND_STATS`): a CPU adds to stripe `cpu % stripes`.
+/// Up to this many CPUs every CPU has a stripe of its own (plain adds, as a per-CPU map);
+/// beyond it CPUs share stripes and add atomically, so the maps stop growing with CPUs.
+pub const STAT_STRIPES_MAX: u32 = 8;
+
+/// Stripes for a node with `ncpus` possible CPUs: a power of two, at most
+/// `STAT_STRIPES_MAX`.
+pub const fn stat_stripes(ncpus: u32) -> u32 {
+    let n = if ncpus <= 1 {
+        1
+    } else {
+        ncpus.next_power_of_two()
+    };
+    if n > STAT_STRIPES_MAX {
+        STAT_STRIPES_MAX
+    } else {
+        n
+    }
+}
+
+/// Globals of the object (`.rodata`), set by the loader before the verifier sees the program,
+/// which then treats them as constants (no per-packet cost). The defaults in the object match
+/// the map sizes in the object, so a loader that sets none (tests, the bench) gets a working
+/// program.
+pub mod globals {
+    /// `sets per CPU - 1` of `CONNTRACK` (u32).
+    pub const CT_SET_MASK: &str = "CT_SET_MASK";
+    /// `stripes - 1` of the counter maps (u32).
+    pub const STAT_STRIPE_MASK: &str = "STAT_STRIPE_MASK";
+    /// 1 when CPUs share counter stripes, so adds must be atomic (u32).
+    pub const STAT_ATOMIC: &str = "STAT_ATOMIC";
+    /// Entries of one stripe of `SVC_STATS` (`max_services`, u32).
+    pub const SVC_STAT_ENTRIES: &str = "SVC_STAT_ENTRIES";
+    /// Entries of one stripe of `BACKEND_STATS` (`max_backends`, u32).
+    pub const BACKEND_STAT_ENTRIES: &str = "BACKEND_STAT_ENTRIES";
+}
 pub const REVNAT_ENTRIES: u32 = 262_144;
 
 pub const PROTO_TCP: u8 = 6;
@@ -224,8 +297,9 @@ pub struct CtSet {
 const _: () = assert!(core::mem::size_of::<CtSet>() == 56);
 
 /// The set a flow lives in: every field of the 5-tuple, so flows to different VIPs differ.
+/// `mask` is the table's sets per CPU minus one (`globals::CT_SET_MASK`).
 #[inline(always)]
-pub fn ct_set_index(flow: &FlowKey) -> u32 {
+pub fn ct_set_index(flow: &FlowKey, mask: u32) -> u32 {
     let h = flow_hash(
         flow.src_be,
         flow.sport_be,
@@ -233,7 +307,7 @@ pub fn ct_set_index(flow: &FlowKey) -> u32 {
         flow.proto,
         0x6374_7261,
     );
-    mix32(h ^ u32::from_be_bytes(flow.dst_be)) & (CT_SETS - 1)
+    mix32(h ^ u32::from_be_bytes(flow.dst_be)) & mask
 }
 
 impl FlowKey {
@@ -301,11 +375,13 @@ pub fn vip_filter_slot(addr_be: [u8; 4]) -> (u32, u64) {
     (bit >> 6, 1u64 << (bit & 63))
 }
 
-/// Per-CPU next-hop cache entry (`NEXTHOP`, by backend id): the last FIB answer for that
-/// backend, so a forwarded packet does not pay for bpf_fib_lookup every time.
+/// Per-CPU next-hop cache entry (`NEXTHOP`, slot `backend id % NEXTHOP_SLOTS`): the last FIB
+/// answer for that backend, so a forwarded packet does not pay for bpf_fib_lookup every time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
+    /// The backend id the entry was made for (slots are shared by ids).
+    pub backend: u32,
     /// Generation of the backend the entry was made for (0: empty).
     pub gen: u32,
     /// `Config::epoch` when the entry was made; another epoch means ask the FIB again.
@@ -317,7 +393,7 @@ pub struct NextHop {
     pub dmac: [u8; 6],
     pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<NextHop>() == 28);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 
 /// murmur3's finalizer: cheap, no loops (the verifier takes it as is), good avalanche.
 #[inline(always)]
@@ -562,6 +638,60 @@ mod tests {
         let c = full(&w2);
         w2[3] = 0xffff;
         assert_eq!(csum_replace2(c, 0x4000, 0xffff), full(&w2));
+    }
+
+    #[test]
+    fn conntrack_sets_keep_the_total_and_a_floor() {
+        // The default keeps the table of earlier versions on 2 CPUs (2^17 sets each).
+        assert_eq!(ct_sets_per_cpu(CT_FLOWS_DEFAULT, 2), CT_SETS);
+        assert_eq!(ct_sets_per_cpu(CT_FLOWS_DEFAULT, 1), 2 * CT_SETS);
+        // 64 CPUs: each CPU holds its 1/64 share; the total stays the same.
+        let s = ct_sets_per_cpu(CT_FLOWS_DEFAULT, 64);
+        assert_eq!(s, 1 << 12);
+        assert_eq!(s * CT_WAYS * 64, CT_FLOWS_DEFAULT);
+        // Not a power of two: rounded down, never above the total.
+        let s = ct_sets_per_cpu(CT_FLOWS_DEFAULT, 3);
+        assert_eq!(s, 1 << 16);
+        assert!(s * CT_WAYS * 3 <= CT_FLOWS_DEFAULT);
+        // The floor and the ceiling.
+        assert_eq!(ct_sets_per_cpu(1000, 64), CT_MIN_SETS);
+        assert_eq!(ct_sets_per_cpu(u32::MAX, 1), CT_MAX_SETS);
+        assert_eq!(ct_sets_per_cpu(CT_FLOWS_DEFAULT, 0), 2 * CT_SETS);
+        for n in 1..=256 {
+            assert!(ct_sets_per_cpu(12_345_678, n).is_power_of_two());
+        }
+    }
+
+    #[test]
+    fn set_index_stays_under_the_mask() {
+        let mut f = FlowKey {
+            src_be: [10, 0, 0, 1],
+            dst_be: [192, 0, 2, 1],
+            sport_be: [0, 0],
+            dport_be: [0, 80],
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        let mut seen = [false; 16];
+        for p in 0..4096u16 {
+            f.sport_be = p.to_be_bytes();
+            let i = ct_set_index(&f, 15);
+            assert!(i < 16);
+            seen[i as usize] = true;
+            // A smaller table is the larger one's index, masked.
+            assert_eq!(ct_set_index(&f, CT_SETS - 1) & 15, i);
+        }
+        assert!(seen.iter().all(|s| *s), "every set used");
+    }
+
+    #[test]
+    fn stripes_are_per_cpu_up_to_the_cap() {
+        assert_eq!(stat_stripes(0), 1);
+        assert_eq!(stat_stripes(1), 1);
+        assert_eq!(stat_stripes(2), 2);
+        assert_eq!(stat_stripes(3), 4);
+        assert_eq!(stat_stripes(8), 8);
+        assert_eq!(stat_stripes(64), STAT_STRIPES_MAX);
     }
 
     #[test]

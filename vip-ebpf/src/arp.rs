@@ -57,10 +57,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
             let ours = maps::iface(ifindex).is_some_and(|i| i.mac == arp.sha);
             if !ours {
                 stats::bump(|s| s.arp_conflict += 1);
-                stats::bump_vip(&arp.spa, |v| {
-                    v.arp_conflict += 1;
-                    v.conflict_mac = arp.sha;
-                });
+                stats::bump_vip(&arp.spa, stats::VipCounter::Conflict(arp.sha));
             }
         }
     }
@@ -75,7 +72,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     let owned = vip.flags & VIP_F_OWNED != 0 && (vip.ifindex == 0 || vip.ifindex == ifindex);
     if !owned {
         stats::bump(|s| s.arp_drop_not_owner += 1);
-        stats::bump_vip(&arp.tpa, |v| v.arp_drop += 1);
+        stats::bump_vip(&arp.tpa, stats::VipCounter::ArpDrop);
         return xdp_action::XDP_DROP;
     }
     // The dead-man: a daemon that stopped refreshing the deadline may be hung or cut off, and
@@ -86,7 +83,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
         let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
         if now > cfg.deadline_ns {
             stats::bump(|s| s.arp_deadman += 1);
-            stats::bump_vip(&arp.tpa, |v| v.arp_drop += 1);
+            stats::bump_vip(&arp.tpa, stats::VipCounter::ArpDrop);
             return xdp_action::XDP_DROP;
         }
     }
@@ -119,6 +116,6 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
         *arp_p = reply;
     }
     stats::bump(|s| s.arp_reply += 1);
-    stats::bump_vip(&arp.tpa, |v| v.arp_reply += 1);
+    stats::bump_vip(&arp.tpa, stats::VipCounter::ArpReply);
     xdp_action::XDP_TX
 }

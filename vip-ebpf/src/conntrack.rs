@@ -2,13 +2,13 @@
 //! exact LRU within a set (see `vip_common::CtSet`).
 use vip_common::{ct_set_index, BackendValue, CtEntry, FlowKey, BACKEND_F_ACTIVE};
 
-use crate::maps::{backend, CONNTRACK};
+use crate::maps::{backend, ct_set_mask, CONNTRACK};
 
 /// The backend a known flow is pinned to, if that backend still holds the same id and is
 /// active (a removed or re-used id sends the flow back through Maglev).
 #[inline(always)]
 pub fn lookup(flow: &FlowKey) -> Option<(u32, BackendValue)> {
-    let set = CONNTRACK.get_ptr_mut(ct_set_index(flow))?;
+    let set = CONNTRACK.get_ptr_mut(ct_set_index(flow, ct_set_mask()))?;
     // SAFETY: this CPU's set; nothing else touches it while the program runs here.
     let set = unsafe { &mut *set };
     let way = if set.ways[0].gen != 0 && set.ways[0].key.same(flow) {
@@ -30,7 +30,7 @@ pub fn lookup(flow: &FlowKey) -> Option<(u32, BackendValue)> {
 /// Pin `flow` to backend `id`: its own way if present, else the least recently used one.
 #[inline(always)]
 pub fn record(flow: &FlowKey, id: u32, b: &BackendValue) {
-    let Some(set) = CONNTRACK.get_ptr_mut(ct_set_index(flow)) else {
+    let Some(set) = CONNTRACK.get_ptr_mut(ct_set_index(flow, ct_set_mask())) else {
         return;
     };
     // SAFETY: this CPU's set.

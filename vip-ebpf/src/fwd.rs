@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use vip_common::{BackendValue, NextHop};
+use vip_common::{BackendValue, NextHop, NEXTHOP_SLOTS};
 
 use crate::{
     maps::{self, NEXTHOP},
@@ -65,11 +65,12 @@ pub fn send(
 ) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let epoch = maps::config().map_or(0, |c| c.epoch);
-    let cache = NEXTHOP.get_ptr_mut(id);
+    let cache = NEXTHOP.get_ptr_mut(id % NEXTHOP_SLOTS);
     if let Some(c) = cache {
         // SAFETY: this CPU's slot of a per-CPU array; copied out at once.
         let nh = unsafe { *c };
-        if nh.gen == backend.gen && nh.epoch == epoch && tot_len <= nh.ok_len {
+        if nh.backend == id && nh.gen == backend.gen && nh.epoch == epoch && tot_len <= nh.ok_len
+        {
             return out(ctx, ingress, nh.ifindex, &nh.smac, &nh.dmac);
         }
     }
@@ -106,6 +107,7 @@ pub fn send(
         // SAFETY: this CPU's slot; nothing else writes it concurrently.
         unsafe {
             *c = NextHop {
+                backend: id,
                 gen: backend.gen,
                 epoch,
                 ifindex: p.ifindex,

@@ -2,7 +2,7 @@
 //! Maglev) and forwarded by the service's mode.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    flow_hash, BackendValue, FlowKey, RevValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
+    flow_hash, BackendValue, FlowKey, LbStats, RevValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
     MODE_DSR, MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY,
 };
 
@@ -75,10 +75,14 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     if svc.mode == MODE_LOCAL {
         let len = (ctx.data_end() - ctx.data()) as u64;
         stats::bump(|s| s.lb_local += 1);
-        stats::service(svc.id, |s| {
-            s.packets += 1;
-            s.bytes += len;
-        });
+        stats::service(
+            svc.id,
+            LbStats {
+                packets: 1,
+                bytes: len,
+                ..LbStats::default()
+            },
+        );
         return Some(xdp_action::XDP_PASS);
     }
     // Options shift the L4 header and VLAN-tagged frames need the tag's route: both are rare
@@ -89,13 +93,23 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     }
     let Some((id, backend)) = maglev(&flow, &svc) else {
         stats::bump(|s| s.lb_no_backend += 1);
-        stats::service(svc.id, |s| s.drops += 1);
+        stats::service(
+            svc.id,
+            LbStats {
+                drops: 1,
+                ..LbStats::default()
+            },
+        );
         return Some(xdp_action::XDP_DROP);
     };
     conntrack::record(&flow, id, &backend);
     stats::bump(|s| s.ct_new += 1);
-    stats::service(svc.id, |s| s.new_flows += 1);
-    stats::backend(id, |s| s.new_flows += 1);
+    let placed = LbStats {
+        new_flows: 1,
+        ..LbStats::default()
+    };
+    stats::service(svc.id, placed);
+    stats::backend(id, placed);
     Some(forward(ctx, frame, ip, &flow, id, &backend, true))
 }
 
@@ -110,14 +124,13 @@ fn forward(
     new_flow: bool,
 ) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    stats::service(backend.svc, |s| {
-        s.packets += 1;
-        s.bytes += len;
-    });
-    stats::backend(id, |s| {
-        s.packets += 1;
-        s.bytes += len;
-    });
+    let sent = LbStats {
+        packets: 1,
+        bytes: len,
+        ..LbStats::default()
+    };
+    stats::service(backend.svc, sent);
+    stats::backend(id, sent);
     match backend.mode {
         MODE_DSR => fwd::send(
             ctx,

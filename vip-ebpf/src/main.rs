@@ -1,6 +1,9 @@
 //! vip's XDP program. Entry points only; each stage lives in its own module.
 #![no_std]
 #![no_main]
+// `atomic_xadd` for shared counters (see `stats::atomic_add`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod arp;
 mod bench;
@@ -84,7 +87,7 @@ fn ipv4(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     }
     if maps::vip(&ip.dst).is_some() {
         stats::bump(|s| s.ipv4_to_vip += 1);
-        stats::bump_vip(&ip.dst, |v| v.ipv4_pkts += 1);
+        stats::bump_vip(&ip.dst, stats::VipCounter::Ipv4);
     }
     xdp_action::XDP_PASS
 }

@@ -1,13 +1,59 @@
 //! Map definitions (BTF, so bpftool prints field names) and typed lookups.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use vip_common::{
     vip_filter_slot, BackendValue, Config, CtSet, FlowKey, IfaceValue, LbStats, NextHop, RevValue,
     ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS, MAX_IFACES,
-    MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
+    MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
 };
+
+// Globals the loader sets (`vip_common::globals`); `.rodata`, so the verifier takes them as
+// constants. The defaults fit the map sizes below and are safe on any number of CPUs.
+#[unsafe(no_mangle)]
+static CT_SET_MASK: u32 = CT_SETS - 1;
+#[unsafe(no_mangle)]
+static STAT_STRIPE_MASK: u32 = 0;
+#[unsafe(no_mangle)]
+static STAT_ATOMIC: u32 = 1;
+#[unsafe(no_mangle)]
+static SVC_STAT_ENTRIES: u32 = MAX_SERVICES;
+#[unsafe(no_mangle)]
+static BACKEND_STAT_ENTRIES: u32 = MAX_BACKENDS;
+
+/// Read a global (volatile: the value is the loader's, not the one compiled in).
+macro_rules! global {
+    ($g:ident) => {
+        // SAFETY: a plain u32 static, never written by the program.
+        unsafe { core::ptr::read_volatile(&$g) }
+    };
+}
+
+#[inline(always)]
+pub fn ct_set_mask() -> u32 {
+    global!(CT_SET_MASK)
+}
+
+#[inline(always)]
+pub fn stat_stripe_mask() -> u32 {
+    global!(STAT_STRIPE_MASK)
+}
+
+#[inline(always)]
+pub fn stat_atomic() -> bool {
+    global!(STAT_ATOMIC) != 0
+}
+
+#[inline(always)]
+pub fn svc_stat_entries() -> u32 {
+    global!(SVC_STAT_ENTRIES)
+}
+
+#[inline(always)]
+pub fn backend_stat_entries() -> u32 {
+    global!(BACKEND_STAT_ENTRIES)
+}
 
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipValue, { MAX_VIPS as usize }> = HashMap::new();
@@ -18,8 +64,11 @@ pub static IFACES: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = HashMap::
 #[btf_map]
 pub static STATS: PerCpuArray<Stats, 1> = PerCpuArray::new();
 
+/// Counters per VIP (ARP and traffic no service took), shared, with atomic adds: those
+/// packets are few next to the load-balanced ones, and a per-CPU copy of every VIP would
+/// grow with both VIPs and CPUs.
 #[btf_map]
-pub static VIP_STATS: PerCpuHashMap<VipKey, VipStats, { MAX_VIPS as usize }> = PerCpuHashMap::new();
+pub static VIP_STATS: HashMap<VipKey, VipStats, { MAX_VIPS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static CONFIG: Array<Config, 1> = Array::new();
@@ -39,7 +88,8 @@ pub static RINGS: Array<u32, { RING_SLOTS as usize }> = Array::new();
 /// Flow table: per-CPU array of 2-way sets (see `vip_common::CtSet`). Per-CPU like
 /// Katran's: RSS steers a flow to one CPU, so no locks and no shared cache lines; a flow
 /// that moves CPU, or whose way was evicted, is placed by Maglev again (the same backend
-/// unless the set changed).
+/// unless the set changed). The daemon sizes it from `conntrack_flows` divided over the
+/// CPUs and sets `CT_SET_MASK` to match.
 #[btf_map]
 pub static CONNTRACK: PerCpuArray<CtSet, { CT_SETS as usize }> = PerCpuArray::new();
 
@@ -47,20 +97,24 @@ pub static CONNTRACK: PerCpuArray<CtSet, { CT_SETS as usize }> = PerCpuArray::ne
 #[btf_map]
 pub static REVNAT: LruHashMap<FlowKey, RevValue, { REVNAT_ENTRIES as usize }> = LruHashMap::new();
 
+/// Counters by service id, striped: stripe `s` is entries `s * SVC_STAT_ENTRIES ..` (see
+/// `vip_common::STAT_STRIPES_MAX`). Shared, not per-CPU, so they do not grow with CPUs.
 #[btf_map]
-pub static SVC_STATS: PerCpuArray<LbStats, { MAX_SERVICES as usize }> = PerCpuArray::new();
+pub static SVC_STATS: Array<LbStats, { MAX_SERVICES as usize }> = Array::new();
 
+/// Counters by backend id, striped like `SVC_STATS`.
 #[btf_map]
-pub static BACKEND_STATS: PerCpuArray<LbStats, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+pub static BACKEND_STATS: Array<LbStats, { MAX_BACKENDS as usize }> = Array::new();
 
 /// Bitmap prefilter over VIP addresses (see `vip_common::vip_filter_slot`). An array: the
 /// verifier inlines its lookup, so non-VIP traffic costs a few instructions.
 #[btf_map]
 pub static VIP_FILTER: Array<u64, { VIP_FILTER_WORDS as usize }> = Array::new();
 
-/// Per-CPU next-hop cache by backend id (per-CPU: no torn entries, no shared cache lines).
+/// Per-CPU next-hop cache, direct-mapped by backend id (per-CPU: no torn entries, no shared
+/// cache lines; a fixed number of slots, so it does not grow with `max_backends`).
 #[btf_map]
-pub static NEXTHOP: PerCpuArray<NextHop, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+pub static NEXTHOP: PerCpuArray<NextHop, { NEXTHOP_SLOTS as usize }> = PerCpuArray::new();
 
 /// Whether `addr` may be a VIP (false: certainly not).
 #[inline(always)]

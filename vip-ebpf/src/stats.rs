@@ -1,8 +1,17 @@
-//! Per-CPU counters. Plain increments are safe: each CPU has its own copy.
-use aya_ebpf::bindings::xdp_action;
-use vip_common::{LbStats, Stats, VipKey, VipStats};
+//! Counters. `STATS` is per-CPU: plain increments are safe, each CPU has its own copy.
+//! `VIP_STATS` is shared (atomic adds). The per-service and per-backend counters are
+//! striped (see `SVC_STATS`): a CPU adds to its stripe, plainly while every CPU has a stripe
+//! of its own, atomically once CPUs share them (the loader's `STAT_ATOMIC`, a constant to the
+//! verifier, so only one of the two paths is in the program).
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use crate::maps::{BACKEND_STATS, STATS, SVC_STATS, VIP_STATS};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_smp_processor_id};
+use vip_common::{LbStats, Stats, VipKey};
+
+use crate::maps::{
+    backend_stat_entries, stat_atomic, stat_stripe_mask, svc_stat_entries, BACKEND_STATS, STATS,
+    SVC_STATS, VIP_STATS,
+};
 
 #[inline(always)]
 pub fn bump(f: impl FnOnce(&mut Stats)) {
@@ -12,12 +21,35 @@ pub fn bump(f: impl FnOnce(&mut Stats)) {
     }
 }
 
+/// A per-VIP counter (`VipStats`).
+pub enum VipCounter {
+    ArpReply,
+    ArpDrop,
+    Ipv4,
+    /// A foreign claim, from this MAC.
+    Conflict([u8; 6]),
+}
+
 #[inline(always)]
-pub fn bump_vip(addr: &[u8; 4], f: impl FnOnce(&mut VipStats)) {
+pub fn bump_vip(addr: &[u8; 4], c: VipCounter) {
     let key = VipKey { addr_be: *addr };
-    if let Some(p) = VIP_STATS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value of an existing entry; the daemon creates it with the VIP.
-        f(unsafe { &mut *p });
+    let Some(p) = VIP_STATS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: the value of an existing entry (the daemon creates it with the VIP), shared by
+    // every CPU: counters are added atomically; the MAC is a plain store (a diagnostic: two
+    // CPUs storing at once may leave a mix of two claimants' MACs).
+    unsafe {
+        let field = match c {
+            VipCounter::ArpReply => &raw mut (*p).arp_reply,
+            VipCounter::ArpDrop => &raw mut (*p).arp_drop,
+            VipCounter::Ipv4 => &raw mut (*p).ipv4_pkts,
+            VipCounter::Conflict(mac) => {
+                (*p).conflict_mac = mac;
+                &raw mut (*p).arp_conflict
+            }
+        };
+        atomic_add(field, 1);
     }
 }
 
@@ -32,18 +64,70 @@ pub fn verdict(action: u32) {
     }
 }
 
+/// Add `d` to service `id`'s counters.
 #[inline(always)]
-pub fn service(id: u32, f: impl FnOnce(&mut LbStats)) {
-    if let Some(p) = SVC_STATS.get_ptr_mut(id) {
-        // SAFETY: array slot private to this CPU.
-        f(unsafe { &mut *p });
+pub fn service(id: u32, d: LbStats) {
+    let n = svc_stat_entries();
+    if id < n {
+        if let Some(p) = SVC_STATS.get_ptr_mut(stripe() * n + id) {
+            add(p, &d);
+        }
+    }
+}
+
+/// Add `d` to backend `id`'s counters.
+#[inline(always)]
+pub fn backend(id: u32, d: LbStats) {
+    let n = backend_stat_entries();
+    if id < n {
+        if let Some(p) = BACKEND_STATS.get_ptr_mut(stripe() * n + id) {
+            add(p, &d);
+        }
     }
 }
 
 #[inline(always)]
-pub fn backend(id: u32, f: impl FnOnce(&mut LbStats)) {
-    if let Some(p) = BACKEND_STATS.get_ptr_mut(id) {
-        // SAFETY: array slot private to this CPU.
-        f(unsafe { &mut *p });
+fn stripe() -> u32 {
+    // SAFETY: plain helper call.
+    (unsafe { bpf_get_smp_processor_id() }) & stat_stripe_mask()
+}
+
+#[inline(always)]
+fn add(p: *mut LbStats, d: &LbStats) {
+    if stat_atomic() {
+        // SAFETY: p is a live, 8-byte aligned array value; the fields are plain u64s.
+        let field = |f: *mut u64, v: u64| {
+            if v != 0 {
+                unsafe { atomic_add(f, v) };
+            }
+        };
+        unsafe {
+            field(&raw mut (*p).packets, d.packets);
+            field(&raw mut (*p).bytes, d.bytes);
+            field(&raw mut (*p).new_flows, d.new_flows);
+            field(&raw mut (*p).drops, d.drops);
+        }
+    } else {
+        // SAFETY: this CPU's own stripe (no other CPU adds to it).
+        let field = |f: *mut u64, v: u64| {
+            if v != 0 {
+                unsafe { *f += v };
+            }
+        };
+        unsafe {
+            field(&raw mut (*p).packets, d.packets);
+            field(&raw mut (*p).bytes, d.bytes);
+            field(&raw mut (*p).new_flows, d.new_flows);
+            field(&raw mut (*p).drops, d.drops);
+        }
     }
+}
+
+/// `*p += v` as one atomic instruction. BPF has an atomic add but no compare-and-swap, so
+/// core's atomic types offer no `fetch_add` on this target; the intrinsic, its result unused,
+/// compiles to the plain atomic add every kernel with BPF atomics takes.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    // SAFETY: the caller passes a live, 8-byte aligned u64 in a map value.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
 }

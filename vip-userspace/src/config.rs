@@ -110,6 +110,7 @@ pub struct FileConfig {
     pub ring_slots: Option<u32>,
     pub max_backends: Option<u32>,
     pub max_vips: Option<u32>,
+    pub conntrack_flows: Option<u32>,
     pub maglev_sizing: Option<String>,
     pub election: Option<ElectionFile>,
     /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
@@ -313,6 +314,9 @@ pub struct Config {
     pub max_backends: u32,
     /// VIP entries of the data plane (owned, routed and known-elsewhere VIPs).
     pub max_vips: u32,
+    /// Flows the conntrack table holds in total, divided over the CPUs (each CPU's table a
+    /// power of two of sets, see `vip_common::ct_sets_per_cpu`).
+    pub conntrack_flows: u32,
     /// Tables sized by each service's backend count (`maglev_sizing: by-need`) rather than
     /// all `maglev_size`.
     pub maglev_by_need: bool,
@@ -329,6 +333,10 @@ pub struct Config {
     /// (the dead-man deadline pushed out); never past the renew deadline with a lease.
     pub restart_grace: Duration,
 }
+
+/// Fewest `conntrack_flows`: one CPU's smallest table (`vip_common::CT_MIN_SETS` sets of
+/// two ways).
+pub const CONNTRACK_FLOWS_MIN: u32 = vip_common::CT_MIN_SETS * vip_common::CT_WAYS;
 
 impl Config {
     /// How services' Maglev tables are sized.
@@ -441,6 +449,13 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
             "must be between 1 and 1048576",
         ));
     }
+    let conntrack_flows = file.conntrack_flows.unwrap_or(vip_common::CT_FLOWS_DEFAULT);
+    if !(CONNTRACK_FLOWS_MIN..=1 << 28).contains(&conntrack_flows) {
+        return Err(ConfigError::new(
+            "conntrack_flows",
+            format!("must be between {CONNTRACK_FLOWS_MIN} and 268435456"),
+        ));
+    }
     let maglev_by_need = match file.maglev_sizing.as_deref() {
         None | Some("fixed") => false,
         Some("by-need") => true,
@@ -545,6 +560,7 @@ pub fn resolve(mut file: FileConfig, ov: Overrides) -> Result<Config, ConfigErro
         ring_slots,
         max_backends,
         max_vips,
+        conntrack_flows,
         maglev_by_need,
         dead_man: dead_man(file.dead_man_ms, &election)?,
         restart_grace: restart_grace(file.restart_grace_ms, &election)?,
@@ -1361,6 +1377,8 @@ mod tests {
             ("max_services: 0", "max_services"),
             ("max_backends: 0", "max_backends"),
             ("max_vips: 0", "max_vips"),
+            ("conntrack_flows: 100", "conntrack_flows"),
+            ("conntrack_flows: 300000000", "conntrack_flows"),
         ] {
             let e = resolve(
                 file(&format!("interface: eth0\nvips: [192.0.2.1]\n{line}\n")),

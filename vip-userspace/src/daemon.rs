@@ -108,8 +108,17 @@ fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, DataplaneError> {
         max_services: cfg.max_services,
         max_backends: cfg.max_backends,
         max_vips: cfg.max_vips,
+        conntrack_flows: cfg.conntrack_flows,
     };
     let mut ebpf = load::load(&cfg.pin_dir, sizes)?;
+    let held = crate::dataplane::memory::pinned_bytes(&cfg.pin_dir);
+    tracing::info!(
+        bytes = held.iter().map(|(_, b)| b).sum::<u64>(),
+        cpus = load::possible_cpus(),
+        conntrack_sets_per_cpu =
+            vip_common::ct_sets_per_cpu(cfg.conntrack_flows, load::possible_cpus()),
+        "BPF maps loaded (kernel memlock; per map in vip_bpf_map_bytes)"
+    );
     load::spawn_log_forwarder(&mut ebpf);
     let mut maps = Maps::take(&mut ebpf)?;
     let lb = LbMaps::take(&mut ebpf)?;
@@ -955,6 +964,10 @@ async fn reload_config(
         ("ring_slots", new.ring_slots != cfg.ring_slots),
         ("max_backends", new.max_backends != cfg.max_backends),
         ("max_vips", new.max_vips != cfg.max_vips),
+        (
+            "conntrack_flows",
+            new.conntrack_flows != cfg.conntrack_flows,
+        ),
         ("hash_seed", new.hash_seed != cfg.hash_seed),
         // Includes the Raft keys (re-read from their files): rotation is a restart.
         ("election", new.election != cfg.election),

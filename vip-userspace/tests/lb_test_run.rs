@@ -108,6 +108,25 @@ fn with_fixture_sized<T: Send + 'static>(
     sizing: Sizing,
     f: impl FnOnce(&mut Fx) -> T + Send + 'static,
 ) -> T {
+    with_fixture_at(tag, fixture_sizes(ring_slots), sizing, f)
+}
+
+/// The fixture's map sizes, with a table map of `ring_slots` slots.
+fn fixture_sizes(ring_slots: u32) -> Sizes {
+    Sizes {
+        ring_slots,
+        max_services: 16,
+        ..Sizes::default()
+    }
+}
+
+/// `with_fixture` with maps of `sizes`.
+fn with_fixture_at<T: Send + 'static>(
+    tag: &str,
+    sizes: Sizes,
+    sizing: Sizing,
+    f: impl FnOnce(&mut Fx) -> T + Send + 'static,
+) -> T {
     require_root_and_bpf();
     let ns = Netns::new(&format!("vfx{tag}"));
     ns.ip(&["link", "add", "in0", "type", "veth", "peer", "name", "in1"]);
@@ -151,7 +170,7 @@ fn with_fixture_sized<T: Send + 'static>(
     ns.run(move || {
         pin_cpu0();
         load::remove_pins(&pins);
-        let mut ebpf = load_sized(&pins, ring_slots);
+        let mut ebpf = load::load(&pins, sizes).expect("load");
         let prog: &mut Xdp = ebpf
             .program_mut(vip_common::XDP_PROG)
             .unwrap()
@@ -763,7 +782,22 @@ fn fuzz_kernel_and_model_agree() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_1234_abcd);
-    with_fixture("fz", move |fx| {
+    fuzz("fz", fixture_sizes(FIXTURE_RING_SLOTS), frames, seed);
+}
+
+/// The model follows the table the daemon sized (not the object's `CT_SETS`): the smallest
+/// table, where the set index is masked to 1024 sets.
+#[test]
+fn fuzz_kernel_and_model_agree_on_a_small_conntrack_table() {
+    let sizes = Sizes {
+        conntrack_flows: 1000,
+        ..fixture_sizes(FIXTURE_RING_SLOTS)
+    };
+    fuzz("fzct", sizes, 20_000, 0x05ee_d0c7);
+}
+
+fn fuzz(tag: &str, sizes: Sizes, frames: u64, seed: u64) {
+    with_fixture_at(tag, sizes, Sizing::fixed(M), move |fx| {
         let mut model = fx.model();
         let mut r = Rng(seed | 1);
         let mut verdicts = [0u64; 5];
@@ -800,16 +834,7 @@ fn load_at(pins: &Path) -> Ebpf {
 }
 
 fn load_sized(pins: &Path, ring_slots: u32) -> Ebpf {
-    load::load(
-        pins,
-        Sizes {
-            ring_slots,
-            max_services: 16,
-            max_backends: vip_common::MAX_BACKENDS,
-            max_vips: vip_common::MAX_VIPS,
-        },
-    )
-    .expect("load")
+    load::load(pins, fixture_sizes(ring_slots)).expect("load")
 }
 
 /// The pinned service entries by port.
@@ -1060,12 +1085,12 @@ fn conntrack_set_evicts_least_recently_used() {
         };
         // Three flows (client address, source port) that share one set.
         let first = ([198, 18, 0, 1], 20000u16);
-        let target = vip_common::ct_set_index(&flow(first.0, first.1));
+        let target = vip_common::ct_set_index(&flow(first.0, first.1), vip_common::CT_SETS - 1);
         let mut same = vec![first];
         'search: for host in 1..=250u8 {
             for p in 20001..40000u16 {
                 let src = [198, 18, 0, host];
-                if vip_common::ct_set_index(&flow(src, p)) == target {
+                if vip_common::ct_set_index(&flow(src, p), vip_common::CT_SETS - 1) == target {
                     same.push((src, p));
                     if same.len() == 3 {
                         break 'search;
@@ -1097,5 +1122,158 @@ fn conntrack_set_evicts_least_recently_used() {
             "A and C kept, B evicted: {kept:?}"
         );
         assert!(!kept.contains(&b));
+    });
+}
+
+fn pinned<T: TryFrom<aya::maps::Map>>(
+    pins: &Path,
+    name: &str,
+    wrap: fn(aya::maps::MapData) -> aya::maps::Map,
+) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(wrap(aya::maps::MapData::from_pin(pins.join(name)).unwrap())).unwrap()
+}
+
+/// The conntrack table sized by `conntrack_flows` at load: its sets per CPU are the share of
+/// the total, the program masks the set index to that size (a flow whose index in the
+/// object's default table lies beyond it is found at the masked one), and established flows
+/// hit.
+#[test]
+fn conntrack_sized_at_load_masks_the_set_index_and_hits() {
+    let ncpus = load::possible_cpus();
+    let sets = 2048u32;
+    let sizes = Sizes {
+        conntrack_flows: sets * vip_common::CT_WAYS * ncpus,
+        ..fixture_sizes(FIXTURE_RING_SLOTS)
+    };
+    with_fixture_at("ctsz", sizes, Sizing::fixed(M), move |fx| {
+        let ct: aya::maps::PerCpuArray<_, vip_common::CtSet> = pinned(
+            &fx.pins,
+            vip_common::pin_names::CONNTRACK,
+            aya::maps::Map::PerCpuArray,
+        );
+        assert_eq!(ct.len(), sets, "sets per CPU from conntrack_flows / CPUs");
+        let flow = |sport: u16| vip_common::FlowKey {
+            src_be: CLIENT,
+            dst_be: VIP,
+            sport_be: sport.to_be_bytes(),
+            dport_be: 80u16.to_be_bytes(),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        // A flow the default (2^17-set) mask would put beyond this table.
+        let sport = (30000..40000u16)
+            .find(|p| vip_common::ct_set_index(&flow(*p), vip_common::CT_SETS - 1) >= sets)
+            .expect("a flow indexed past the small table");
+        let idx = vip_common::ct_set_index(&flow(sport), sets - 1);
+        let stats: aya::maps::PerCpuArray<_, vip_common::Stats> = pinned(
+            &fx.pins,
+            vip_common::pin_names::STATS,
+            aya::maps::Map::PerCpuArray,
+        );
+        let hits = || {
+            stats
+                .get(&0, 0)
+                .unwrap()
+                .iter()
+                .map(|s| s.ct_hit)
+                .sum::<u64>()
+        };
+        let (v, placed) = fx.run(&tcp(CLIENT, sport, 80, 0x02));
+        assert_eq!(v, XDP_TX);
+        let set = ct.get(&idx, 0).unwrap()[0];
+        assert!(
+            set.ways.iter().any(|w| w.gen != 0 && w.key == flow(sport)),
+            "flow recorded in set {idx} (masked): {set:?}"
+        );
+        let before = hits();
+        for _ in 0..3 {
+            let (v, out) = fx.run(&tcp(CLIENT, sport, 80, 0x10));
+            assert_eq!(v, XDP_TX);
+            assert_eq!(out[0..6], placed[0..6], "established flow kept its backend");
+        }
+        assert_eq!(hits() - before, 3, "every ACK found in conntrack");
+    });
+}
+
+/// Restarting with another `conntrack_flows` replaces the pinned table (established flows
+/// are placed by Maglev again, on the same backend while the service is unchanged) and the
+/// new program uses the new table; the same size adopts it with its flows.
+#[test]
+fn a_new_conntrack_size_replaces_the_pinned_table() {
+    with_fixture("ctre", |fx| {
+        let (v, placed) = fx.run(&tcp(CLIENT, 45000, 80, 0x02));
+        assert_eq!(v, XDP_TX);
+        let ct_id = |pins: &Path| {
+            aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::CONNTRACK))
+                .unwrap()
+                .info()
+                .unwrap()
+                .id()
+        };
+        let first = ct_id(&fx.pins);
+        drop(load_at(&fx.pins));
+        assert!(!load::maps_replaced(), "same sizes: every pin adopted");
+        assert_eq!(ct_id(&fx.pins), first, "same size: the table is kept");
+        let ncpus = load::possible_cpus();
+        let sizes = Sizes {
+            conntrack_flows: 4096 * vip_common::CT_WAYS * ncpus,
+            ..fixture_sizes(FIXTURE_RING_SLOTS)
+        };
+        let mut again = load::load(&fx.pins, sizes).expect("load with another size");
+        assert!(
+            load::maps_replaced(),
+            "the resized table counts as replaced"
+        );
+        assert_ne!(ct_id(&fx.pins), first, "another size: a new table");
+        let ct: aya::maps::PerCpuArray<_, vip_common::CtSet> = pinned(
+            &fx.pins,
+            vip_common::pin_names::CONNTRACK,
+            aya::maps::Map::PerCpuArray,
+        );
+        assert_eq!(ct.len(), 4096);
+        let prog: &mut Xdp = again
+            .program_mut(vip_common::XDP_PROG)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.load().expect("verifier accepts the resized program");
+        // The fixture's program still holds the old table: its flow is still there.
+        let (v, out) = fx.run(&tcp(CLIENT, 45000, 80, 0x10));
+        assert_eq!(v, XDP_TX);
+        assert_eq!(out[0..6], placed[0..6]);
+    });
+}
+
+/// `map_memory` is what the kernel charges: each pinned map's `memlock` in fdinfo, as the
+/// daemon exports it (`vip_bpf_map_bytes`), equals the computed figure, with sizes off
+/// every default (hash sizes not a power of two, a resized conntrack table).
+#[test]
+fn map_memory_matches_the_kernel_charge() {
+    use vip_userspace::dataplane::memory;
+    let sizes = Sizes {
+        max_vips: 1000,
+        max_backends: 5000,
+        conntrack_flows: 100_000,
+        ..fixture_sizes(FIXTURE_RING_SLOTS)
+    };
+    with_fixture_at("mem", sizes, Sizing::fixed(M), move |fx| {
+        let want = memory::map_memory(&sizes, load::possible_cpus());
+        let have = memory::pinned_bytes(&fx.pins);
+        assert_eq!(
+            have.len(),
+            load::PINNED.len() + 1,
+            "every pinned map read: {have:?}"
+        );
+        let mut wrong = Vec::new();
+        for (m, b) in &have {
+            let w = want.iter().find(|(n, _)| n == m).map(|(_, b)| *b);
+            if w != Some(*b) {
+                wrong.push(format!("{m}: kernel {b}, computed {w:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:?}");
     });
 }

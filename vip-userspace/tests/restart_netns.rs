@@ -296,3 +296,70 @@ fn sigkill_keeps_flows_and_the_next_daemon_takes_over() {
     assert!(!has_xdp(&node.ns, "eth0"));
     assert!(!fx.pins.exists());
 }
+
+/// A restart with another `conntrack_flows`: the pinned flow table has another shape, so it
+/// is replaced (logged, naming the map and the cost), and the running program is swapped in
+/// place even though its instructions are the same (it still held the old table). An
+/// established nat connection keeps its backend: its next packets miss the new table and
+/// are placed by Maglev again, onto the same backend. The kernel's charge for the new table
+/// is exported and is what `map_memory` computes.
+#[test]
+fn a_resized_flow_table_is_replaced_and_the_program_follows() {
+    use vip_userspace::dataplane::{load, memory};
+    let fx = Fixture::new("resz", true);
+    let client = fx.bed.host("client");
+    let mut d = fx.start(true, &["--handover"], &[]);
+    let (how, link, prog) = attachment(&metrics(&fx.bed));
+    assert_eq!(how, "fresh");
+    let mut long = LongConn::open(&client.ns, fx.vip()).expect("connection through the VIP");
+    let home = long.greeting.trim().to_string();
+    assert_eq!(long.echo("before").unwrap(), "before");
+    let ct_bytes = || metric(&metrics(&fx.bed), "vip_bpf_map_bytes{map=\"CONNTRACK\"}");
+    let before = ct_bytes();
+    let st = d.stop();
+    assert!(st.success(), "hand-over exits cleanly: {st}\n{}", d.logs());
+
+    let flows = 4096 * vip_common::CT_WAYS * load::possible_cpus();
+    let mut cfg = std::fs::read_to_string(&fx.cfg).unwrap();
+    cfg.push_str(&format!("conntrack_flows: {flows}\n"));
+    std::fs::write(&fx.cfg, cfg).unwrap();
+    let mut d = fx.start(false, &["--handover"], &[]);
+    let (how, link2, prog2) = attachment(&metrics(&fx.bed));
+    let run2 = logs_after(&d, "handing over");
+    assert_eq!(
+        how, "replaced",
+        "the program holding the old table is swapped:\n{run2}"
+    );
+    assert_eq!(link2, link, "through the same link");
+    assert_ne!(prog2, prog);
+    assert!(
+        run2.contains("pinned map has another shape; replacing it") && run2.contains("CONNTRACK"),
+        "{run2}"
+    );
+    assert_eq!(long.echo("after").unwrap(), "after");
+    assert_eq!(
+        long.greeting.trim(),
+        home,
+        "still the same backend connection"
+    );
+    let want = memory::map_memory(
+        &load::Sizes {
+            conntrack_flows: flows,
+            ..load::Sizes::default()
+        },
+        load::possible_cpus(),
+    )
+    .into_iter()
+    .find(|(m, _)| *m == vip_common::map_names::CONNTRACK)
+    .map(|(_, b)| b);
+    let after = ct_bytes();
+    assert_eq!(Some(after), want, "exported charge is the computed one");
+    assert!(after < before, "{before} -> {after}");
+    // The same settings again: nothing replaced, the program kept.
+    assert!(d.stop().success(), "{}", d.logs());
+    let mut d = fx.start(false, &[], &[]);
+    let (how, _, prog3) = attachment(&metrics(&fx.bed));
+    assert_eq!((how.as_str(), prog3), ("unchanged", prog2));
+    assert_eq!(long.echo("again").unwrap(), "again");
+    assert!(d.stop().success(), "{}", d.logs());
+}

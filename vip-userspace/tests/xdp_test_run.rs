@@ -1,9 +1,8 @@
 //! The XDP program, loaded into the kernel and run with BPF_PROG_TEST_RUN: table-driven
 //! cases {name, maps, input frame, expected verdict, expected output frame}.
 use aya::{
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp},
-    util::nr_cpus,
     Ebpf,
 };
 use vip_common::{map_names, IfaceValue, Stats, VipKey, VipStats, VipValue, VIP_F_OWNED};
@@ -73,10 +72,10 @@ fn load() -> Ebpf {
             filter.set(w, cur | mask, 0).unwrap();
         }
     }
-    let mut vs: PerCpuHashMap<_, VipKey, VipStats> =
-        PerCpuHashMap::try_from(ebpf.map_mut(map_names::VIP_STATS).unwrap()).unwrap();
-    let zero = PerCpuValues::try_from(vec![VipStats::default(); nr_cpus().unwrap()]).unwrap();
-    vs.insert(VipKey { addr_be: OWNED }, zero, 0).unwrap();
+    let mut vs: HashMap<_, VipKey, VipStats> =
+        HashMap::try_from(ebpf.map_mut(map_names::VIP_STATS).unwrap()).unwrap();
+    vs.insert(VipKey { addr_be: OWNED }, VipStats::default(), 0)
+        .unwrap();
     ebpf
 }
 
@@ -107,13 +106,9 @@ fn stats(ebpf: &Ebpf) -> Stats {
 }
 
 fn vip_stats(ebpf: &Ebpf, addr: [u8; 4]) -> VipStats {
-    let m: PerCpuHashMap<_, VipKey, VipStats> =
-        PerCpuHashMap::try_from(ebpf.map(map_names::VIP_STATS).unwrap()).unwrap();
-    let mut t = VipStats::default();
-    for s in m.get(&VipKey { addr_be: addr }, 0).unwrap().iter() {
-        t.add(s);
-    }
-    t
+    let m: HashMap<_, VipKey, VipStats> =
+        HashMap::try_from(ebpf.map(map_names::VIP_STATS).unwrap()).unwrap();
+    m.get(&VipKey { addr_be: addr }, 0).unwrap()
 }
 
 /// Ethernet (+ optional 802.1Q tag) + ARP, written field by field from RFC 826.

@@ -380,9 +380,10 @@ pub fn attach(
 }
 
 /// Whether the link pinned at `pin` already runs the program with tag `ours` (and no
-/// replacement is forced).
+/// replacement is forced). The tag leaves map references out, so a program whose pinned maps
+/// were just replaced (`load::maps_replaced`) still holds the old ones and is swapped too.
 fn runs(pin: &Path, ours: u64) -> bool {
-    !force_replace() && pinned_prog_tag(pin) == Some(ours)
+    !force_replace() && !super::load::maps_replaced() && pinned_prog_tag(pin) == Some(ours)
 }
 
 /// Keep the running program if it is ours, else swap ours in through the link.

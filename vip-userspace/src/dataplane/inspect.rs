@@ -2,7 +2,8 @@
 //! while the daemon runs and after it stopped with `--keep-pinned`.
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use vip_common::STAT_STRIPES_MAX;
 use vip_common::{
     pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, VipKey, VipStats,
     VipValue, BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT, RING_EMPTY, VIP_F_OWNED,
@@ -60,14 +61,42 @@ fn open(dir: &Path, name: &str) -> Result<MapData, DataplaneError> {
     Ok(MapData::from_pin(dir.join(name))?)
 }
 
-fn sum_lb(arr: &PerCpuArray<MapData, LbStats>, id: u32) -> LbStats {
-    let mut t = LbStats::default();
-    if let Ok(v) = arr.get(&id, 0) {
-        for s in v.iter() {
-            t.add(s);
-        }
+/// Striped counters (`SVC_STATS`, `BACKEND_STATS`): `stripes` copies of `entries` each.
+struct Striped {
+    map: Array<MapData, LbStats>,
+    entries: u32,
+    stripes: u32,
+}
+
+impl Striped {
+    /// `entries`: the size of the map the ids index (SERVICES, BACKENDS).
+    fn open(dir: &Path, name: &str, entries: u32) -> Result<Striped, DataplaneError> {
+        let map: Array<_, LbStats> = Array::try_from(Map::Array(open(dir, name)?))?;
+        let entries = entries.max(1);
+        let stripes = (map.len() / entries).clamp(1, STAT_STRIPES_MAX);
+        Ok(Striped {
+            map,
+            entries,
+            stripes,
+        })
     }
-    t
+
+    fn sum(&self, id: u32) -> LbStats {
+        let mut t = LbStats::default();
+        if id >= self.entries {
+            return t;
+        }
+        for s in 0..self.stripes {
+            if let Ok(v) = self.map.get(&(s * self.entries + id), 0) {
+                t.add(&v);
+            }
+        }
+        t
+    }
+}
+
+fn max_entries(m: &MapData) -> u32 {
+    m.info().map_or(0, |i| i.max_entries())
 }
 
 pub fn mode_name(m: u8) -> &'static str {
@@ -101,17 +130,12 @@ impl Snapshot {
         }
         let vips: HashMap<_, VipKey, VipValue> =
             HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS)?))?;
-        let vip_stats: PerCpuHashMap<_, VipKey, VipStats> =
-            PerCpuHashMap::try_from(Map::PerCpuHashMap(open(dir, pin_names::VIP_STATS)?))?;
+        let vip_stats: HashMap<_, VipKey, VipStats> =
+            HashMap::try_from(Map::HashMap(open(dir, pin_names::VIP_STATS)?))?;
         let mut vip_views = Vec::new();
         for e in vips.iter() {
             let (k, v) = e?;
-            let mut st = VipStats::default();
-            if let Ok(pc) = vip_stats.get(&k, 0) {
-                for s in pc.iter() {
-                    st.add(s);
-                }
-            }
+            let st = vip_stats.get(&k, 0).unwrap_or_default();
             vip_views.push(VipView {
                 addr: Ipv4Addr::from(k.addr_be),
                 owned: v.flags & VIP_F_OWNED != 0,
@@ -121,15 +145,14 @@ impl Snapshot {
         }
         vip_views.sort_by_key(|v| v.addr);
 
+        let services = open(dir, pin_names::SERVICES)?;
+        let svc_stats = Striped::open(dir, pin_names::SVC_STATS, max_entries(&services))?;
         let services: HashMap<_, ServiceKey, ServiceValue> =
-            HashMap::try_from(Map::HashMap(open(dir, pin_names::SERVICES)?))?;
+            HashMap::try_from(Map::HashMap(services))?;
         let backends: Array<_, BackendValue> =
             Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
         let ring_map: Array<_, u32> = Array::try_from(Map::Array(open(dir, pin_names::RINGS)?))?;
-        let svc_stats: PerCpuArray<_, LbStats> =
-            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::SVC_STATS)?))?;
-        let be_stats: PerCpuArray<_, LbStats> =
-            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::BACKEND_STATS)?))?;
+        let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.len())?;
         let mut svc_views = Vec::new();
         for e in services.iter() {
             let (k, v) = e?;
@@ -153,7 +176,7 @@ impl Snapshot {
                         port: u16::from_be_bytes(b.port_be),
                         active: b.flags & BACKEND_F_ACTIVE != 0,
                         slots,
-                        stats: sum_lb(&be_stats, id),
+                        stats: be_stats.sum(id),
                     });
                 }
             }
@@ -164,7 +187,7 @@ impl Snapshot {
                 mode: mode_name(v.mode),
                 id: v.id,
                 table: v.ring_size,
-                stats: sum_lb(&svc_stats, v.id),
+                stats: svc_stats.sum(v.id),
                 backends: bviews,
             });
         }
@@ -181,8 +204,7 @@ impl Snapshot {
     pub fn active_backends(dir: &Path) -> Result<Vec<BackendView>, DataplaneError> {
         let backends: Array<_, BackendValue> =
             Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
-        let be_stats: PerCpuArray<_, LbStats> =
-            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::BACKEND_STATS)?))?;
+        let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.len())?;
         let mut out = Vec::new();
         for id in 0..backends.len() {
             let Ok(b) = backends.get(&id, 0) else {
@@ -197,7 +219,7 @@ impl Snapshot {
                 port: u16::from_be_bytes(b.port_be),
                 active: true,
                 slots: 0,
-                stats: sum_lb(&be_stats, id),
+                stats: be_stats.sum(id),
             });
         }
         Ok(out)

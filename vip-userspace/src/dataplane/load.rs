@@ -5,7 +5,7 @@ use std::{
 };
 
 use aya::{Ebpf, EbpfLoader};
-use vip_common::{map_names, pin_names};
+use vip_common::{globals, map_names, pin_names};
 
 use super::DataplaneError;
 use crate::paths;
@@ -40,10 +40,12 @@ pub struct Sizes {
     /// Slots of the shared Maglev table map (`ring_slots`).
     pub ring_slots: u32,
     pub max_services: u32,
-    /// Backend ids (`max_backends`): BACKENDS and its per-CPU companions.
+    /// Backend ids (`max_backends`): BACKENDS and its counters.
     pub max_backends: u32,
     /// VIP entries (`max_vips`): VIPS and VIP_STATS.
     pub max_vips: u32,
+    /// Flows the conntrack table holds in total, over all CPUs (`conntrack_flows`).
+    pub conntrack_flows: u32,
 }
 
 impl Default for Sizes {
@@ -53,8 +55,15 @@ impl Default for Sizes {
             max_services: vip_common::MAX_SERVICES,
             max_backends: vip_common::MAX_BACKENDS,
             max_vips: vip_common::MAX_VIPS,
+            conntrack_flows: vip_common::CT_FLOWS_DEFAULT,
         }
     }
+}
+
+/// CPUs the kernel sizes per-CPU maps by (`num_possible_cpus`), not the online ones.
+pub fn possible_cpus() -> u32 {
+    // aya's nr_cpus reads /sys/devices/system/cpu/possible.
+    aya::util::nr_cpus().map_or(1, |n| n as u32).max(1)
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -136,72 +145,89 @@ fn restrict(pin_dir: &Path) -> Result<(), DataplaneError> {
 /// Mode of the pin directory (see `restrict`).
 pub const PIN_DIR_MODE: u32 = 0o700;
 
+/// Set when the last `load` replaced a pinned map: the program running in an adopted link
+/// still holds the old map, so it must be replaced even when its instructions are the same
+/// (`attach` reads this). One daemon loads once; tests that load repeatedly load and attach
+/// in turn.
+static MAPS_REPLACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the last `load` replaced a pinned map (see `MAPS_REPLACED`).
+pub fn maps_replaced() -> bool {
+    MAPS_REPLACED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Load the object, re-using maps already pinned under `pin_dir` (a restarted daemon keeps
 /// the state the data plane had) and pinning new ones there.
+///
+/// A pinned map whose shape (type, key or value size, entries) is not the one these sizes
+/// and this build give it cannot be reused: the loader would take it as it is and the
+/// program would index it by the new layout. It is replaced, with a log line naming the map,
+/// why, and what that costs (`super::memory::MapShape::on_replace`).
 pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
     if OBJECT.is_empty() {
         return Err(DataplaneError::NotBuilt);
     }
     ensure_pin_dir(pin_dir)?;
-    let rings = sizes.ring_slots;
-    // A kept pin of another size cannot be reused: the loader would refuse it. Such maps hold
-    // only what the reconciler writes again, so they are replaced.
-    for (sym, file, want) in [
-        (map_names::RINGS, pin_names::RINGS, rings),
-        (
-            map_names::SVC_STATS,
-            pin_names::SVC_STATS,
-            sizes.max_services,
-        ),
-        (map_names::SERVICES, pin_names::SERVICES, sizes.max_services),
-        (map_names::BACKENDS, pin_names::BACKENDS, sizes.max_backends),
-        (
-            map_names::BACKEND_STATS,
-            pin_names::BACKEND_STATS,
-            sizes.max_backends,
-        ),
-        (map_names::NEXTHOP, pin_names::NEXTHOP, sizes.max_backends),
-        (map_names::VIPS, pin_names::VIPS, sizes.max_vips),
-        (map_names::VIP_STATS, pin_names::VIP_STATS, sizes.max_vips),
-    ] {
+    let ncpus = possible_cpus();
+    let shapes = super::memory::shapes(&sizes, ncpus);
+    let mut replaced = false;
+    for want in &shapes {
+        let Some(file) = want.pin else { continue };
         let p = pin_dir.join(file);
-        if let Ok(m) = aya::maps::MapData::from_pin(&p) {
-            // An older build's service entries (another value layout) cannot be reused
-            // either: the program would read past them.
-            let layout = sym != map_names::SERVICES
-                || m.info().map(|i| i.value_size()).ok()
-                    == Some(std::mem::size_of::<vip_common::ServiceValue>() as u32);
-            if m.info().map(|i| i.max_entries()).ok() != Some(want) || !layout {
-                tracing::info!(map = sym, "pinned map has another size; replacing it");
-                let _ = std::fs::remove_file(&p);
-                if sym == map_names::BACKENDS {
-                    // Flow entries name backends by id and generation: with the
-                    // generations gone, an old entry could match a new holder of its id.
-                    tracing::info!("backend ids start afresh; flow table replaced too");
-                    let _ = std::fs::remove_file(pin_dir.join(pin_names::CONNTRACK));
-                }
-            }
+        let Ok(m) = aya::maps::MapData::from_pin(&p) else {
+            continue;
+        };
+        let Some(why) = want.mismatch(&m) else {
+            continue;
+        };
+        tracing::warn!(
+            map = want.sym,
+            reason = %why,
+            effect = want.on_replace,
+            "pinned map has another shape; replacing it"
+        );
+        let _ = std::fs::remove_file(&p);
+        replaced = true;
+        if want.sym == map_names::BACKENDS {
+            // Flow entries name backends by id and generation: with the generations gone,
+            // an old entry could match a new holder of its id.
+            tracing::warn!(
+                "backend ids start afresh; flow table replaced too (established flows are placed by Maglev again)"
+            );
+            let _ = std::fs::remove_file(pin_dir.join(pin_names::CONNTRACK));
         }
     }
+    MAPS_REPLACED.store(replaced, std::sync::atomic::Ordering::Relaxed);
     let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(map_names::RINGS, rings)
-        .map_max_entries(map_names::SVC_STATS, sizes.max_services)
-        .map_max_entries(map_names::SERVICES, sizes.max_services)
-        .map_max_entries(map_names::BACKENDS, sizes.max_backends)
-        .map_max_entries(map_names::BACKEND_STATS, sizes.max_backends)
-        .map_max_entries(map_names::NEXTHOP, sizes.max_backends)
-        .map_max_entries(map_names::VIPS, sizes.max_vips)
-        .map_max_entries(map_names::VIP_STATS, sizes.max_vips);
+    let g = super::memory::Globals::new(&sizes, ncpus);
+    configure(&mut loader, &sizes, &g);
     for (sym, file) in PINNED.iter().chain(std::iter::once(&LOG_MAP)) {
         loader.map_pin_path(sym, pin_dir.join(file));
     }
     Ok(loader.load(OBJECT)?)
 }
 
+/// Map sizes and globals as the daemon gives them (`g` from `memory::Globals::new(sizes,
+/// possible_cpus())`), for any loader of the object: the bench's test_run loads it without
+/// pins and should run the program the daemon runs (without globals the object adds to its
+/// counters atomically, the path of a node with more CPUs than counter stripes).
+pub fn configure<'a>(loader: &mut EbpfLoader<'a>, sizes: &Sizes, g: &'a super::memory::Globals) {
+    for want in super::memory::shapes(sizes, g.ncpus) {
+        if want.sized {
+            loader.map_max_entries(want.sym, want.entries);
+        }
+    }
+    loader
+        .override_global(globals::CT_SET_MASK, &g.ct_set_mask, true)
+        .override_global(globals::STAT_STRIPE_MASK, &g.stat_stripe_mask, true)
+        .override_global(globals::STAT_ATOMIC, &g.stat_atomic, true)
+        .override_global(globals::SVC_STAT_ENTRIES, &g.svc_stat_entries, true)
+        .override_global(globals::BACKEND_STAT_ENTRIES, &g.backend_stat_entries, true);
+}
+
 /// aya-log's ring buffer, pinned too: a program left running by an earlier daemon (adopted
 /// unchanged) keeps logging into the buffer the new daemon reads.
-const LOG_MAP: (&str, &str) = ("AYA_LOGS", "aya_logs");
+pub const LOG_MAP: (&str, &str) = ("AYA_LOGS", "aya_logs");
 
 /// Remove vip's pins (maps, and links, which detaches them) and the directory if nothing
 /// else is in it.

@@ -1,7 +1,6 @@
 //! Typed access to the pinned maps.
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
-    util::nr_cpus,
+    maps::{Array, HashMap, MapData, PerCpuArray},
     Ebpf,
 };
 use std::{net::Ipv4Addr, path::Path};
@@ -20,13 +19,13 @@ pub struct Maps {
     pub filter: Array<MapData, u64>,
     filter_shadow: Vec<u64>,
     pub ifaces: HashMap<MapData, u32, IfaceValue>,
-    pub vip_stats: PerCpuHashMap<MapData, VipKey, VipStats>,
+    pub vip_stats: HashMap<MapData, VipKey, VipStats>,
 }
 
 /// Read-only counters, shared with the metrics endpoint.
 pub struct StatsReader {
     stats: PerCpuArray<MapData, Stats>,
-    vip_stats: PerCpuHashMap<MapData, VipKey, VipStats>,
+    vip_stats: HashMap<MapData, VipKey, VipStats>,
 }
 
 pub fn key(ip: Ipv4Addr) -> VipKey {
@@ -57,7 +56,7 @@ impl Maps {
             filter: Array::try_from(take(ebpf, map_names::VIP_FILTER)?)?,
             filter_shadow: Vec::new(),
             ifaces: HashMap::try_from(take(ebpf, map_names::IFACES)?)?,
-            vip_stats: PerCpuHashMap::try_from(take(ebpf, map_names::VIP_STATS)?)?,
+            vip_stats: HashMap::try_from(take(ebpf, map_names::VIP_STATS)?)?,
         };
         m.rebuild_filter()?;
         Ok(m)
@@ -120,9 +119,7 @@ impl Maps {
     fn put(&mut self, ip: Ipv4Addr, ifindex: u32, flags: u32) -> Result<(), DataplaneError> {
         let k = key(ip);
         if self.vip_stats.get(&k, 0).is_err() {
-            let zero = PerCpuValues::try_from(vec![VipStats::default(); nr_cpus_or_one()])
-                .map_err(DataplaneError::PerCpu)?;
-            self.vip_stats.insert(k, zero, 0)?;
+            self.vip_stats.insert(k, VipStats::default(), 0)?;
         }
         // The filter bit first: once the VIP answers ARP, its traffic must reach the LB.
         self.filter_add(ip)?;
@@ -162,10 +159,6 @@ impl Maps {
     }
 }
 
-fn nr_cpus_or_one() -> usize {
-    nr_cpus().map(|n| n.max(1)).unwrap_or(1)
-}
-
 impl StatsReader {
     /// Open the counters through their pins: a handle of its own, so scrapes never wait
     /// for the reconciler.
@@ -174,7 +167,7 @@ impl StatsReader {
         let vip_stats = MapData::from_pin(pin_dir.join(pin_names::VIP_STATS))?;
         Ok(Self {
             stats: PerCpuArray::try_from(aya::maps::Map::PerCpuArray(stats))?,
-            vip_stats: PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(vip_stats))?,
+            vip_stats: HashMap::try_from(aya::maps::Map::HashMap(vip_stats))?,
         })
     }
 
@@ -190,13 +183,8 @@ impl StatsReader {
 
     pub fn per_vip(&self) -> Vec<(Ipv4Addr, VipStats)> {
         let mut out = Vec::new();
-        for entry in self.vip_stats.iter().filter_map(Result::ok) {
-            let (k, per_cpu) = entry;
-            let mut total = VipStats::default();
-            for s in per_cpu.iter() {
-                total.add(s);
-            }
-            out.push((Ipv4Addr::from(k.addr_be), total));
+        for (k, v) in self.vip_stats.iter().filter_map(Result::ok) {
+            out.push((Ipv4Addr::from(k.addr_be), v));
         }
         out.sort_by_key(|(ip, _)| *ip);
         out

@@ -5,6 +5,7 @@ pub mod inspect;
 pub mod lb;
 pub mod load;
 pub mod maps;
+pub mod memory;
 pub mod refmodel;
 
 use std::path::PathBuf;

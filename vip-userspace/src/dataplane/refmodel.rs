@@ -61,6 +61,8 @@ pub struct Model {
     pub backends: Vec<BackendValue>,
     /// Conntrack sets by index (one CPU's table: the fuzz test pins its thread).
     pub conntrack: HashMap<u32, CtSet>,
+    /// Sets of that table (the `CONNTRACK` map's entries); 0: the object's `CT_SETS`.
+    pub ct_sets: u32,
     pub revnat: HashMap<FlowKey, RevValue>,
     pub fib: FibTable,
     /// The VIP prefilter bitmap (`VIP_FILTER`).
@@ -275,8 +277,16 @@ impl Model {
         self.send(f, backend.addr_be, tot_len, ingress, false)
     }
 
+    /// The program's `CT_SET_MASK`.
+    fn ct_mask(&self) -> u32 {
+        match self.ct_sets {
+            0 => vip_common::CT_SETS - 1,
+            n => n - 1,
+        }
+    }
+
     fn conntracked(&mut self, flow: &FlowKey) -> Option<BackendValue> {
-        let idx = ct_set_index(flow);
+        let idx = ct_set_index(flow, self.ct_mask());
         let set = self.conntrack.get(&idx).copied().unwrap_or_default();
         let way = (0..2).find(|&w| set.ways[w].gen != 0 && set.ways[w].key.same(flow))?;
         let e = set.ways[way];
@@ -289,7 +299,8 @@ impl Model {
     }
 
     fn record(&mut self, flow: &FlowKey, id: u32, gen: u32) {
-        let set = self.conntrack.entry(ct_set_index(flow)).or_default();
+        let idx = ct_set_index(flow, self.ct_mask());
+        let set = self.conntrack.entry(idx).or_default();
         let way = (0..2)
             .find(|&w| set.ways[w].gen != 0 && set.ways[w].key.same(flow))
             .unwrap_or((1 - set.mru.min(1)) as usize);
@@ -405,9 +416,11 @@ pub fn from_pins(pin_dir: &std::path::Path, fib: FibTable) -> Result<Model, supe
         BpfHash::try_from(Map::HashMap(open(pin_names::SERVICES)?))?;
     let backends: Array<_, BackendValue> = Array::try_from(Map::Array(open(pin_names::BACKENDS)?))?;
     let rings: Array<_, u32> = Array::try_from(Map::Array(open(pin_names::RINGS)?))?;
+    let conntrack = open(pin_names::CONNTRACK)?;
     let mut m = Model {
         config: config.get(&0, 0)?,
         rings_len: rings.len(),
+        ct_sets: conntrack.info().map_or(0, |i| i.max_entries()),
         fib,
         ..Default::default()
     };

@@ -76,6 +76,7 @@ fn every_family() -> Scrape {
                 backends: vec![backend.clone()],
             }]),
             backends: Some(vec![backend]),
+            map_bytes: vec![("RINGS", 1)],
         }),
     }
 }

@@ -251,6 +251,8 @@ struct MapsScrape {
     services: Option<Vec<crate::dataplane::inspect::ServiceView>>,
     /// Likewise, and only looked for when the services were read.
     backends: Option<Vec<crate::dataplane::inspect::BackendView>>,
+    /// Kernel memlock of each pinned map, by map symbol.
+    map_bytes: Vec<(&'static str, u64)>,
 }
 
 impl Scrape {
@@ -271,6 +273,10 @@ impl Scrape {
                     .and(dir.as_deref())
                     .and_then(|d| Snapshot::active_backends(d).ok()),
                 services,
+                map_bytes: dir
+                    .as_deref()
+                    .map(crate::dataplane::memory::pinned_bytes)
+                    .unwrap_or_default(),
             }
         });
         Scrape {
@@ -427,6 +433,18 @@ impl Scrape {
         let Some(maps) = &self.maps else {
             return Ok(());
         };
+        let mem: Vec<(String, i64)> = maps
+            .map_bytes
+            .iter()
+            .map(|(m, b)| (m.to_string(), *b as i64))
+            .collect();
+        gauges(
+            &mut enc,
+            "vip_bpf_map_bytes",
+            "Memory the kernel charges for each BPF map (memlock), by map",
+            "map",
+            &mem,
+        )?;
         if let Some(s) = &maps.totals {
             counter(
                 &mut enc,
