@@ -1204,6 +1204,8 @@ fn rows(mode: Mode, small: &Case, big: &Case, out: &mut Vec<Row>) {
         let sizes = Sizes {
             max_services: s.max_services,
             ring_slots: s.ring_slots.unwrap_or(vip_common::RING_SLOTS),
+            max_vips: s.max_vips,
+            max_backends: s.max_backends.unwrap_or(vip_common::MAX_BACKENDS),
             ..Sizes::default()
         };
         map_memory(&sizes, 64).iter().map(|(_, b)| b).sum()

@@ -287,7 +287,17 @@ pub fn load_vip(
         !obj.is_empty(),
         "eBPF object not embedded: run `cargo xtask build-ebpf --release` and rebuild"
     );
-    let mut ebpf = Ebpf::load(obj).context("loading the vip object")?;
+    // Sized and configured as the daemon loads it (map sizes, conntrack mask, counter
+    // stripes for this machine's CPUs), so the figures are of the program that runs.
+    use vip_userspace::dataplane::{
+        load::{self, Sizes},
+        memory::Globals,
+    };
+    let sizes = Sizes::default();
+    let globals = Globals::new(&sizes, load::possible_cpus());
+    let mut loader = aya::EbpfLoader::new();
+    load::configure(&mut loader, &sizes, &globals);
+    let mut ebpf = loader.load(obj).context("loading the vip object")?;
     for &name in progs {
         let p: &mut Xdp = ebpf
             .program_mut(name)
