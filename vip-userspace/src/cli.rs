@@ -101,8 +101,9 @@ pub struct RunArgs {
     /// Hold the lease only while the API server's /readyz answers (control-plane VIP).
     #[arg(long, env = "VIP_READYZ_GATE")]
     pub readyz_gate: bool,
-    /// Service VIPs: `shared` (one lease for all) or `per-vip` (one lease each, spread over
-    /// the nodes; kube-vip: svc_election=true).
+    /// Service VIPs: `shared` (one lease for all), `per-vip` (one lease each, spread over
+    /// the nodes; kube-vip: svc_election=true) or `rendezvous` (one lease per node, VIPs
+    /// spread by rendezvous hashing; API writes independent of the number of VIPs).
     #[arg(long, env = "VIP_SERVICE_ELECTION")]
     pub service_election: Option<String>,
 }

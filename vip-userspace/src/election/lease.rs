@@ -93,24 +93,39 @@ struct Observed {
 /// publishes leadership, so the fence closes on time even while an API call hangs.
 #[derive(Debug)]
 pub struct Fence {
-    renewed: std::sync::Mutex<Option<Instant>>,
+    /// The last successful renewal, and the current session (see `session`).
+    renewed: std::sync::Mutex<(Option<Instant>, u64)>,
     deadline: Duration,
 }
 
 impl Fence {
     pub fn is_leader(&self) -> bool {
+        self.session().is_some()
+    }
+
+    /// While leading: a number that changes whenever leadership was interrupted (released,
+    /// lost, or not renewed within the deadline) and won again. Whatever was decided under
+    /// an earlier session must be re-checked: others may have acted on the gap.
+    pub fn session(&self) -> Option<u64> {
         self.renewed
             .lock()
             .ok()
-            .and_then(|r| *r)
-            .is_some_and(|t| t.elapsed() < self.deadline)
+            .filter(|r| r.0.is_some_and(|t| t.elapsed() < self.deadline))
+            .map(|r| r.1)
     }
 
     fn set(&self, v: Option<Instant>) -> bool {
         match self.renewed.lock() {
             Ok(mut r) => {
-                let had = r.is_some();
-                *r = v;
+                let had = r.0.is_some();
+                if let Some(t) = v {
+                    let continuing =
+                        r.0.is_some_and(|old| t.saturating_duration_since(old) < self.deadline);
+                    if !continuing {
+                        r.1 += 1;
+                    }
+                }
+                r.0 = v;
                 had
             }
             Err(_) => false,
@@ -127,6 +142,8 @@ pub struct LeaseElector {
     /// How long to leave a free lease to others before taking it (see `with_patience`).
     patience: Option<Patience>,
     free_since: Option<Instant>,
+    /// Labels written on the lease (so watchers can select it).
+    labels: std::collections::BTreeMap<String, String>,
     /// While false this node can't serve (its uplink is gone): hold nothing, compete for nothing.
     able: Option<tokio::sync::watch::Receiver<bool>>,
     /// Whether this node may lead (uplink up, API server ready when gated), published each
@@ -153,7 +170,7 @@ impl LeaseElector {
     pub fn new(client: kube::Client, cfg: LeaseConfig) -> Result<Self, ElectionError> {
         cfg.validate()?;
         let fence = std::sync::Arc::new(Fence {
-            renewed: std::sync::Mutex::new(None),
+            renewed: std::sync::Mutex::new((None, 0)),
             deadline: cfg.renew_deadline,
         });
         Ok(Self {
@@ -164,6 +181,7 @@ impl LeaseElector {
             fence,
             patience: None,
             free_since: None,
+            labels: Default::default(),
             able: None,
             healthy: None,
         })
@@ -174,6 +192,17 @@ impl LeaseElector {
     pub fn with_patience(mut self, p: Patience) -> Self {
         self.patience = Some(p);
         self
+    }
+
+    /// Write `labels` on the lease (when creating it, and on every write if missing).
+    pub fn with_labels(mut self, labels: std::collections::BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The fence, for callers that act on leadership themselves.
+    pub fn fence(&self) -> std::sync::Arc<Fence> {
+        self.fence.clone()
     }
 
     /// Step down and stay out while `able` is false (a node without its uplink hands the
@@ -267,15 +296,17 @@ impl LeaseElector {
                 metadata: ObjectMeta {
                     name: Some(self.cfg.name.clone()),
                     namespace: Some(self.cfg.namespace.clone()),
+                    labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
                     ..Default::default()
                 },
                 spec: Some(self.spec(None, now)),
             };
+            let sent = Instant::now();
             return match self
                 .call(self.api.create(&PostParams::default(), &new))
                 .await
             {
-                Ok(l) => Ok(self.won(&l)),
+                Ok(l) => Ok(self.won(&l, sent)),
                 Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
             };
@@ -301,6 +332,16 @@ impl LeaseElector {
         }
         let mut update = lease.clone();
         update.spec = Some(self.spec(lease.spec.as_ref(), now));
+        if !self.labels.is_empty() {
+            let l = update.metadata.labels.get_or_insert_with(Default::default);
+            for (k, v) in &self.labels {
+                l.insert(k.clone(), v.clone());
+            }
+        }
+        // The fence counts from before the write: the renewal can only have been committed
+        // after this instant, so followers (who time it from when they saw it) never see it
+        // earlier than the fence assumes.
+        let sent = Instant::now();
         match self
             .call(
                 self.api
@@ -308,7 +349,7 @@ impl LeaseElector {
             )
             .await
         {
-            Ok(l) => Ok(self.won(&l)),
+            Ok(l) => Ok(self.won(&l, sent)),
             // Someone else wrote first: they lead, we follow.
             Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => {
                 self.fence.set(None);
@@ -318,10 +359,10 @@ impl LeaseElector {
         }
     }
 
-    fn won(&mut self, l: &Lease) -> bool {
+    fn won(&mut self, l: &Lease, sent: Instant) -> bool {
         self.not_free();
         self.observed = Some((observe(l), Instant::now()));
-        self.fence.set(Some(Instant::now()));
+        self.fence.set(Some(sent));
         true
     }
 
