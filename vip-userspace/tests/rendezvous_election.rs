@@ -61,9 +61,13 @@ struct Node {
 
 impl Node {
     fn start(server: &FakeApiServer, name: &str, wanted: &Wanted) -> Node {
+        Self::start_with(server, name, wanted, cfg(name))
+    }
+
+    fn start_with(server: &FakeApiServer, name: &str, wanted: &Wanted, c: LeaseConfig) -> Node {
         let (applied_tx, applied) = watch::channel(Vec::new());
         let (able, able_rx) = watch::channel(true);
-        let r = Rendezvous::start(client(server, name), cfg(name), applied, able_rx).unwrap();
+        let r = Rendezvous::start(client(server, name), c, applied, able_rx).unwrap();
         r.want(wanted.clone());
         // The data plane: applies what is held (and drops what is not) at once.
         let mut h = r.held.clone();
@@ -256,7 +260,27 @@ async fn partitioned_owner(fault: Fault) {
         .expect("the cut-off owner goes silent");
     let took = watch_until(&refs, Duration::from_secs(6), |s| s[f] == all)
         .await
-        .expect("the other node takes every VIP over");
+        .unwrap_or_else(|| {
+            panic!(
+                "the other node takes every VIP over: {} holds {:?}, {} holds {:?}; claims {:?}; {}'s claim requests {:?}",
+                names[o],
+                nodes[o].held(),
+                names[f],
+                nodes[f].held(),
+                s.objects("leases")
+                    .iter()
+                    .map(|l| format!(
+                        "{} {} rv {}",
+                        l["metadata"]["name"], l["spec"]["holderIdentity"], l["metadata"]["resourceVersion"]
+                    ))
+                    .collect::<Vec<_>>(),
+                names[f],
+                s.requests_by(names[f])
+                    .into_iter()
+                    .filter(|r| r.contains("vip-claim") || r.starts_with("POST"))
+                    .collect::<Vec<_>>()
+            )
+        });
     let took = silent + took;
     println!(
         "{fault:?}: owner silent {silent:?} after the cut, every VIP taken over {took:?} after it"
@@ -626,7 +650,21 @@ fn writes(m: &BTreeMap<&'static str, usize>) -> usize {
         .sum()
 }
 
-const WINDOW: Duration = Duration::from_secs(3);
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// The load runs' timings (both modes): retry 0.5 s, so per-vip's O(VIPs) renewals stay
+/// within what this debug build and a 2-core machine can serve (at 0.1 s, 100 per-vip VIPs
+/// already saturate it).
+const LOAD_RETRY: Duration = Duration::from_millis(500);
+
+fn load_cfg(identity: &str) -> LeaseConfig {
+    let mut c = LeaseConfig::new("kube-system", "unused", identity);
+    c.lease_duration = Duration::from_millis(3000);
+    c.renew_deadline = Duration::from_millis(2000);
+    c.retry_period = LOAD_RETRY;
+    c.api_timeout = Duration::from_millis(300);
+    c
+}
 
 /// Steady state of 3 nodes holding `n` VIPs (rendezvous): requests per node by verb over
 /// `WINDOW`, once every VIP is held and settled.
@@ -635,7 +673,7 @@ async fn rendezvous_load(n: u32) -> Vec<BTreeMap<&'static str, usize>> {
     let names = ["node-a", "node-b", "node-c"];
     let mut nodes: Vec<Node> = names
         .iter()
-        .map(|n| Node::start(&s, n, &Wanted::new()))
+        .map(|n| Node::start_with(&s, n, &Wanted::new(), load_cfg(n)))
         .collect();
     all_live(&s, &names).await;
     let v = vips(n);
@@ -678,7 +716,7 @@ async fn per_vip_load(n: u32) -> Vec<BTreeMap<&'static str, usize>> {
     for name in names {
         let (applied_tx, applied) = watch::channel(Vec::new());
         let (_able_tx, able) = watch::channel(true);
-        let l = VipLeases::start(client(&s, name), cfg(name), applied, able);
+        let l = VipLeases::start(client(&s, name), load_cfg(name), applied, able);
         l.want(v.iter().copied().collect());
         let mut h = l.held.clone();
         feeds.push((
@@ -742,8 +780,8 @@ fn report(label: &str, per_node: &[BTreeMap<&'static str, usize>]) -> Vec<f64> {
 }
 
 /// Steady-state API writes per node do not grow with the number of VIPs (rendezvous: 10 vs
-/// 1,000 VIPs), unlike `per-vip` (10 vs 100). Retry period 0.1 s: one node-lease renewal per
-/// node per retry period is 10 writes/s; the production default (2 s) is 0.5/s.
+/// 1,000 VIPs): one node-lease renewal per retry period, no claim written; `per-vip` (10 vs
+/// 50) grows with them. Retry period 0.5 s here (production default 2 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_writes_per_node_do_not_grow_with_the_vips() {
     let small = rendezvous_load(10).await;
@@ -751,24 +789,22 @@ async fn api_writes_per_node_do_not_grow_with_the_vips() {
     let ws = report("rendezvous 10 VIPs", &small);
     let wl = report("rendezvous 1000 VIPs", &large);
     let pv_small = per_vip_load(10).await;
-    let pv_large = per_vip_load(100).await;
+    let pv_large = per_vip_load(50).await;
     let ps = report("per-vip 10 VIPs", &pv_small);
-    let pl = report("per-vip 100 VIPs", &pv_large);
-    let per_period = WINDOW.as_secs_f64() / 0.1;
-    for (a, b) in ws.iter().zip(&wl) {
-        // One renewal per retry period each (timer jitter: ±1 over the window).
-        assert!(
-            (a - b).abs() * WINDOW.as_secs_f64() <= 2.0,
-            "10 VIPs {a}/s, 1000 VIPs {b}/s"
-        );
-        assert!(*b * WINDOW.as_secs_f64() <= per_period + 1.0, "{b}/s");
-    }
-    for m in small.iter().chain(&large) {
-        // Node lease only: no claim was written at steady state (every write is an update
-        // of the node lease; creates/deletes are ownership changes).
+    let pl = report("per-vip 50 VIPs", &pv_large);
+    let per_period = WINDOW.as_secs_f64() / LOAD_RETRY.as_secs_f64();
+    for (m, w) in small.iter().chain(&large).zip(ws.iter().chain(&wl)) {
+        // Every write is the node lease's renewal, one per round (a round is a retry period
+        // plus its two calls): no claim is created, written or deleted at steady state.
         assert_eq!(m.get("create"), None, "{m:?}");
         assert_eq!(m.get("delete"), None, "{m:?}");
-        // Reads: the node lease's GET each round, no per-VIP polling.
+        let updates = m.get("update").copied().unwrap_or(0) as f64;
+        assert!(
+            updates <= per_period + 1.0 && updates >= per_period * 0.8 - 1.0,
+            "one renewal per retry period: {m:?}"
+        );
+        assert_eq!(*w * WINDOW.as_secs_f64(), updates);
+        // Reads: the node lease's GET each round, nothing per VIP.
         assert!(
             m.get("get").copied().unwrap_or(0) as f64 <= per_period + 1.0,
             "{m:?}"
@@ -776,7 +812,11 @@ async fn api_writes_per_node_do_not_grow_with_the_vips() {
     }
     let total = |v: &[f64]| v.iter().sum::<f64>();
     assert!(
-        total(&pl) > 5.0 * total(&ps),
+        (total(&ws) - total(&wl)).abs() <= 3.0 * 1.0 / WINDOW.as_secs_f64() * 2.0,
+        "equal at 10 and 1000 VIPs: {ws:?} vs {wl:?}"
+    );
+    assert!(
+        total(&pl) > 3.0 * total(&ps),
         "per-vip grows with the VIPs: {ps:?} vs {pl:?}"
     );
 }

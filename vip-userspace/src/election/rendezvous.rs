@@ -63,6 +63,9 @@ const CLAIM_PREFIX: &str = "vip-claim-";
 /// anyway (a stuck daemon is fenced by its dead-man and node lease regardless).
 const RETIRE_WAIT: Duration = Duration::from_secs(3);
 
+/// Watch events arriving together are handled in one pass.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+
 /// Claim writes in flight at once (a cold start claims many VIPs).
 const PARALLEL: usize = 32;
 
@@ -209,6 +212,16 @@ fn holder(l: &Lease) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
+/// What a pass decided for one VIP (before reading or writing anything).
+enum Step {
+    Release,
+    Create,
+    /// Take a free claim, or re-write ours in a new fence session.
+    Rewrite,
+    /// Take it if its owner's node lease has lapsed.
+    Takeover(String),
+}
+
 /// One claim write to make, on the claim as last seen.
 enum Action {
     Create(Ipv4Addr),
@@ -224,8 +237,9 @@ enum Outcome {
     Claimed(Ipv4Addr, Lease, u64),
     /// Released (cleared, deleted, or already gone / changed by someone else).
     Released(Ipv4Addr, Option<Lease>),
-    /// Someone else wrote first (409): wait for the watch.
-    Lost(Ipv4Addr),
+    /// Someone else wrote first (409): the claim as read again just after (`None`: absent or
+    /// unreadable), so a missed watch event cannot make us retry a stale write forever.
+    Lost(Ipv4Addr, Option<Option<Lease>>),
     Failed(Ipv4Addr, String),
 }
 
@@ -393,29 +407,32 @@ impl State {
             .first_live
             .is_some_and(|t| t.elapsed() >= self.cfg.retry_period * 2);
         let live = self.live_nodes();
-        let mut actions = Vec::new();
+        let serving_now: BTreeMap<Ipv4Addr, u64> =
+            self.serving.lock().map(|m| m.clone()).unwrap_or_default();
+        // Decide on references only (a pass runs over every VIP), then act.
+        let mut steps: Vec<(Ipv4Addr, Step)> = Vec::new();
+        let mut not_ours = Vec::new();
         for (vip, eligible) in wanted {
             if self.releasing.contains_key(vip) {
                 continue;
             }
-            self.unwanted.remove(vip);
             let ok_here = able && eligible.as_ref().is_none_or(|e| e.contains(&me));
-            let claim = self.claims.get(vip).cloned();
-            let owner = claim.as_ref().and_then(holder).map(str::to_string);
-            if owner.as_deref() == Some(me.as_str()) {
+            let claim = self.claims.get(vip);
+            let owner = claim.and_then(holder);
+            if owner == Some(me.as_str()) {
                 if !ok_here {
-                    tracing::info!(%vip, "no longer eligible here; releasing the VIP");
-                    self.release(*vip);
-                } else if let (Some(s), Some(c)) = (session, claim) {
-                    if self.serving_in(*vip) != Some(s) {
+                    steps.push((*vip, Step::Release));
+                } else if let Some(s) = session {
+                    if serving_now.get(vip) != Some(&s) {
                         // Ours from an earlier session (a gap in the fence, or a restart).
-                        actions.push(Action::Write(*vip, c));
+                        steps.push((*vip, Step::Rewrite));
                     }
                 }
                 continue;
             }
-            // Not ours (any more).
-            self.stop_serving(*vip);
+            if serving_now.contains_key(vip) {
+                not_ours.push(*vip);
+            }
             if session.is_none() || !ok_here {
                 continue;
             }
@@ -426,21 +443,47 @@ impl State {
             if choose(*vip, cands) != Some(me.as_str()) {
                 continue;
             }
-            match (claim, owner) {
-                (None, _) if settled => actions.push(Action::Create(*vip)),
-                (Some(c), None) if settled => actions.push(Action::Write(*vip, c)),
-                (None, _) | (Some(_), None) => {}
-                (Some(c), Some(o)) => {
+            match (claim.is_some(), owner) {
+                (false, _) if settled => steps.push((*vip, Step::Create)),
+                (true, None) if settled => steps.push((*vip, Step::Rewrite)),
+                (_, None) => {}
+                (_, Some(o)) => steps.push((*vip, Step::Takeover(o.to_string()))),
+            }
+        }
+        if !not_ours.is_empty() {
+            if let Ok(mut m) = self.serving.lock() {
+                for v in &not_ours {
+                    m.remove(v);
+                }
+            }
+        }
+        let mut actions = Vec::new();
+        for (vip, step) in steps {
+            match step {
+                Step::Release => {
+                    tracing::info!(%vip, "no longer eligible here; releasing the VIP");
+                    self.release(vip);
+                }
+                Step::Create => actions.push(Action::Create(vip)),
+                Step::Rewrite => {
+                    if let Some(c) = self.claims.get(&vip) {
+                        actions.push(Action::Write(vip, c.clone()));
+                    }
+                }
+                Step::Takeover(o) => {
                     if self.lapsed(&o).await {
-                        tracing::info!(%vip, previous = %o, "owner's node lease lapsed; claiming the VIP");
-                        actions.push(Action::Write(*vip, c));
+                        if let Some(c) = self.claims.get(&vip) {
+                            tracing::info!(%vip, previous = %o, "owner's node lease lapsed; claiming the VIP");
+                            actions.push(Action::Write(vip, c.clone()));
+                        }
                     }
                 }
             }
         }
         // Claims of VIPs that no longer exist.
         let claims = &self.claims;
-        self.unwanted.retain(|v, _| claims.contains_key(v));
+        self.unwanted
+            .retain(|v, _| claims.contains_key(v) && !wanted.contains_key(v));
         let stale: Vec<(Ipv4Addr, Lease)> = self
             .claims
             .iter()
@@ -542,9 +585,18 @@ impl State {
                         None => self.claims.remove(&vip),
                     };
                 }
-                Outcome::Lost(vip) => {
+                Outcome::Lost(vip, now) => {
                     tracing::debug!(%vip, "another node wrote the claim first");
                     self.stop_serving(vip);
+                    match now {
+                        Some(Some(l)) => {
+                            self.claims.insert(vip, l);
+                        }
+                        Some(None) => {
+                            self.claims.remove(&vip);
+                        }
+                        None => {}
+                    }
                 }
                 Outcome::Failed(vip, e) => {
                     tracing::warn!(%vip, error = %e, "claim write failed; retried next pass");
@@ -667,7 +719,7 @@ async fn act(
                 }),
             };
             let r = tokio::time::timeout(t, api.create(&pp, &l)).await;
-            return claimed(vip, r, s);
+            return claimed(api, t, vip, r, s).await;
         }
         Action::Write(vip, mut l) => {
             let Some(s) = session else {
@@ -682,7 +734,7 @@ async fn act(
             }
             spec.renew_time = Some(now);
             let r = tokio::time::timeout(t, api.replace(&claim_name(vip), &pp, &l)).await;
-            return claimed(vip, r, s);
+            return claimed(api, t, vip, r, s).await;
         }
         Action::Clear(vip, mut l) => {
             let spec = l.spec.get_or_insert_with(Default::default);
@@ -714,14 +766,22 @@ async fn act(
     }
 }
 
-fn claimed(
+async fn claimed(
+    api: &Api<Lease>,
+    t: Duration,
     vip: Ipv4Addr,
     r: Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed>,
     session: u64,
 ) -> Outcome {
     match r {
         Ok(Ok(l)) => Outcome::Claimed(vip, l, session),
-        Ok(Err(kube::Error::Api(s))) if s.code == 409 => Outcome::Lost(vip),
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 => {
+            let now = match tokio::time::timeout(t, api.get_opt(&claim_name(vip))).await {
+                Ok(Ok(l)) => Some(l),
+                _ => None,
+            };
+            Outcome::Lost(vip, now)
+        }
         Ok(Err(e)) => Outcome::Failed(vip, e.to_string()),
         Err(e) => Outcome::Failed(vip, format!("timed out: {e}")),
     }
@@ -781,10 +841,18 @@ async fn run(
             ev = events.next() => match ev {
                 Some(Ok(e)) => {
                     st.apply(e, &mut init);
-                    // Take everything else already delivered in the same pass.
-                    while let Some(Some(r)) = futures::FutureExt::now_or_never(events.next()) {
-                        if let Ok(e) = r {
-                            st.apply(e, &mut init);
+                    // Take whatever else arrives meanwhile into the same pass (a pass looks
+                    // at every VIP; a burst of claims must not cost a pass each).
+                    let until = tokio::time::sleep(DEBOUNCE);
+                    tokio::pin!(until);
+                    loop {
+                        tokio::select! {
+                            _ = &mut until => break,
+                            ev = events.next() => match ev {
+                                Some(Ok(e)) => st.apply(e, &mut init),
+                                Some(Err(_)) => {}
+                                None => break,
+                            },
                         }
                     }
                 }
