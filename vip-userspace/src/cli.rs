@@ -166,6 +166,10 @@ pub struct ManifestArgs {
     /// Also serve Services of type LoadBalancer (adds the RBAC and the flag).
     #[arg(long)]
     pub services: bool,
+    /// With --services: how their VIPs are elected (adds the flag; `rendezvous` adds the
+    /// lease list/watch/delete permissions).
+    #[arg(long, value_parser = ["shared", "per-vip", "rendezvous"])]
+    pub service_election: Option<String>,
 }
 
 impl ManifestArgs {
@@ -179,6 +183,7 @@ impl ManifestArgs {
             lease_name: self.lease_name.clone(),
             kubeconfig: self.kubeconfig.clone(),
             services: self.services,
+            service_election: self.service_election.clone(),
         }
     }
 }

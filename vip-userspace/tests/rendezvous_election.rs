@@ -574,6 +574,31 @@ async fn local_vips_only_on_eligible_nodes_and_move_with_the_endpoints() {
     for n in &mut nodes {
         n.stop().await;
     }
+    // Least privilege: the Role `vip manifest rbac --services --service-election rendezvous`
+    // renders grants exactly the lease verbs used (every request here is on leases).
+    let used: BTreeSet<String> = names
+        .iter()
+        .flat_map(|n| by_verb(&s, n).into_keys())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        s.requests().iter().all(|r| r.contains("/leases")),
+        "leases only"
+    );
+    let o = vip_userspace::manifest::Options {
+        services: true,
+        service_election: Some("rendezvous".into()),
+        ..Default::default()
+    };
+    let (_, role, _) = vip_userspace::manifest::rbac(&o);
+    let granted: BTreeSet<String> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.resources.as_deref() == Some(&["leases".to_string()][..]))
+        .flat_map(|r| r.verbs)
+        .collect();
+    assert_eq!(used, granted);
 }
 
 /// A node whose uplink goes (`able` false) hands its VIPs on at once.
