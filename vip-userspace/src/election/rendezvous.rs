@@ -244,6 +244,11 @@ enum Outcome {
 }
 
 struct State {
+    /// Published at once whenever a VIP stops being served (before any API call).
+    held: Arc<watch::Sender<BTreeSet<Ipv4Addr>>>,
+    /// Some VIP was wanted once: until then (the daemon's first view of the Services may
+    /// still be coming) no claim is cleaned up as belonging to a VIP that no longer exists.
+    wanted_ever: bool,
     api: Api<Lease>,
     cfg: LeaseConfig,
     fence: Arc<Fence>,
@@ -403,6 +408,7 @@ impl State {
         if !self.synced {
             return;
         }
+        self.wanted_ever |= !wanted.is_empty();
         let settled = self
             .first_live
             .is_some_and(|t| t.elapsed() >= self.cfg.retry_period * 2);
@@ -457,6 +463,15 @@ impl State {
                 }
             }
         }
+        let releasing = steps.iter().any(|(_, s)| matches!(s, Step::Release));
+        if !not_ours.is_empty() || releasing {
+            for (vip, step) in &steps {
+                if matches!(step, Step::Release) {
+                    self.stop_serving(*vip);
+                }
+            }
+            publish(&self.held, served(&self.serving, &self.fence));
+        }
         let mut actions = Vec::new();
         for (vip, step) in steps {
             match step {
@@ -498,6 +513,10 @@ impl State {
             if owner.as_deref() == Some(me.as_str()) && self.serving_in(vip).is_some() {
                 tracing::info!(%vip, "VIP gone; releasing its claim");
                 self.release(vip);
+                publish(&self.held, served(&self.serving, &self.fence));
+                continue;
+            }
+            if !self.wanted_ever {
                 continue;
             }
             let since = *self.unwanted.entry(vip).or_insert_with(Instant::now);
@@ -810,14 +829,23 @@ async fn run(
     let watchdog = {
         let (held, fence, serving) = (held.clone(), fence.clone(), serving.clone());
         tokio::spawn(async move {
+            // Only the fence is watched here (the passes publish their own changes), so an
+            // idle node does not rebuild the set of VIPs it holds 100 times a second.
             let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut last = None;
             loop {
                 tick.tick().await;
-                publish(&held, served(&serving, &fence));
+                let now = fence.session();
+                if now != last {
+                    publish(&held, served(&serving, &fence));
+                    last = now;
+                }
             }
         })
     };
     let mut st = State {
+        held: held.clone(),
+        wanted_ever: false,
         api: api.clone(),
         cfg: base.clone(),
         fence: fence.clone(),
