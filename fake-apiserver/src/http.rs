@@ -230,7 +230,7 @@ async fn handle(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Response<Body
                 "store poisoned",
             )));
         };
-        match (&method, &t.name) {
+        let r = match (&method, &t.name) {
             (&Method::GET, None) if query(&q, "watch").is_some_and(|w| w == "true" || w == "1") => {
                 drop(store);
                 return Ok(watch(&sh, &t, &q, &token));
@@ -264,18 +264,22 @@ async fn handle(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Response<Body
                 store.delete(t.res, &ns, name).map(|(o, e)| (o, Some(e)))
             }
             _ => Err(ApiError::new(405, "MethodNotAllowed", "method not allowed")),
+        };
+        // Sent under the lock: watchers must see events in resourceVersion order (a watch
+        // skips anything not newer than what it sent last, so two concurrent writes whose
+        // events crossed here used to lose the older one).
+        if let Ok((_, Some(e))) = &r {
+            let _ = sh.events.send(e.clone());
         }
+        r
     };
     Ok(match result {
-        Ok((obj, ev)) => {
+        Ok((obj, _)) => {
             let code = if method == Method::POST {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            if let Some(e) = ev {
-                let _ = sh.events.send(e);
-            }
             full(code, &obj)
         }
         Err(e) => error(&e),

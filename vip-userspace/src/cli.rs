@@ -101,8 +101,9 @@ pub struct RunArgs {
     /// Hold the lease only while the API server's /readyz answers (control-plane VIP).
     #[arg(long, env = "VIP_READYZ_GATE")]
     pub readyz_gate: bool,
-    /// Service VIPs: `shared` (one lease for all) or `per-vip` (one lease each, spread over
-    /// the nodes; kube-vip: svc_election=true).
+    /// Service VIPs: `shared` (one lease for all), `per-vip` (one lease each, spread over
+    /// the nodes; kube-vip: svc_election=true) or `rendezvous` (one lease per node, VIPs
+    /// spread by rendezvous hashing; API writes independent of the number of VIPs).
     #[arg(long, env = "VIP_SERVICE_ELECTION")]
     pub service_election: Option<String>,
 }
@@ -165,6 +166,10 @@ pub struct ManifestArgs {
     /// Also serve Services of type LoadBalancer (adds the RBAC and the flag).
     #[arg(long)]
     pub services: bool,
+    /// With --services: how their VIPs are elected (adds the flag; `rendezvous` adds the
+    /// lease list/watch/delete permissions).
+    #[arg(long, value_parser = ["shared", "per-vip", "rendezvous"])]
+    pub service_election: Option<String>,
 }
 
 impl ManifestArgs {
@@ -178,6 +183,7 @@ impl ManifestArgs {
             lease_name: self.lease_name.clone(),
             kubeconfig: self.kubeconfig.clone(),
             services: self.services,
+            service_election: self.service_election.clone(),
         }
     }
 }

@@ -145,8 +145,10 @@ pub struct ElectionFile {
     pub services: Option<bool>,
     /// Hold the lease only while the API server's /readyz answers (control-plane VIP).
     pub readyz_gate: Option<bool>,
-    /// `shared` (one lease for every service VIP, kube-vip's default) or `per-vip` (one lease
-    /// per VIP: VIPs spread over the nodes; kube-vip's `svc_election=true`).
+    /// `shared` (one lease for every service VIP, kube-vip's default), `per-vip` (one lease
+    /// per VIP: VIPs spread over the nodes; kube-vip's `svc_election=true`) or `rendezvous`
+    /// (one lease per node, VIPs placed by rendezvous hashing: API writes independent of the
+    /// number of VIPs).
     pub service_election: Option<String>,
     /// `mode: raft`: the members and the timing (see README, standalone HA).
     pub raft: Option<RaftFile>,
@@ -359,11 +361,24 @@ pub enum Election {
         lease: crate::election::lease::LeaseConfig,
         /// Serve LoadBalancer Services (see `ElectionFile::services`).
         services: bool,
-        /// One lease per service VIP instead of the shared one.
-        per_vip: bool,
+        /// How service VIPs are elected (see `ServiceElection`).
+        service_election: ServiceElection,
     },
     /// The Raft leader among static peers owns every VIP while a quorum acknowledges it.
     Raft(crate::election::raft::RaftConfig),
+}
+
+/// How the VIPs of LoadBalancer Services are owned (`election.service_election`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceElection {
+    /// The holder of the shared lease owns them all (Local VIPs: one lease each).
+    #[default]
+    Shared,
+    /// One Lease per VIP, renewed by its holder.
+    PerVip,
+    /// One Lease per node as liveness and fence; VIPs placed by rendezvous hashing over the
+    /// eligible live nodes, owners recorded in claims written on ownership changes only.
+    Rendezvous,
 }
 
 /// Default seed: any fixed value works as long as every node uses the same one.
@@ -724,13 +739,14 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
     }
     lease.api_timeout = lease.api_timeout.min(lease.renew_deadline / 3);
     lease.readyz_gate = f.readyz_gate.unwrap_or(false);
-    let per_vip = match f.service_election.as_deref().unwrap_or("shared") {
-        "shared" => false,
-        "per-vip" => true,
+    let service_election = match f.service_election.as_deref().unwrap_or("shared") {
+        "shared" => ServiceElection::Shared,
+        "per-vip" => ServiceElection::PerVip,
+        "rendezvous" => ServiceElection::Rendezvous,
         other => {
             return Err(ConfigError::new(
                 "election.service_election",
-                format!("`{other}` is not one of shared, per-vip"),
+                format!("`{other}` is not one of shared, per-vip, rendezvous"),
             ))
         }
     };
@@ -741,7 +757,7 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
         kubeconfig: f.kubeconfig,
         lease,
         services: f.services.unwrap_or(false),
-        per_vip,
+        service_election,
     })
 }
 
@@ -1149,10 +1165,19 @@ mod tests {
             Overrides::default(),
         )
         .unwrap();
-        let Election::Lease { lease, per_vip, .. } = c.election else {
+        let Election::Lease {
+            lease,
+            service_election,
+            ..
+        } = c.election
+        else {
             panic!("lease")
         };
-        assert!(!per_vip, "one shared lease by default, as kube-vip");
+        assert_eq!(
+            service_election,
+            ServiceElection::Shared,
+            "one shared lease by default, as kube-vip"
+        );
         assert_eq!(lease.identity, "n1");
         assert_eq!(lease.name, "plndr-cp-lock");
         let c = resolve(
@@ -1160,13 +1185,32 @@ mod tests {
             Overrides::default(),
         )
         .unwrap();
-        assert!(matches!(c.election, Election::Lease { per_vip: true, .. }));
+        assert!(matches!(
+            c.election,
+            Election::Lease {
+                service_election: ServiceElection::PerVip,
+                ..
+            }
+        ));
+        let c = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, service_election: rendezvous}\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.election,
+            Election::Lease {
+                service_election: ServiceElection::Rendezvous,
+                ..
+            }
+        ));
         let e = resolve(
             file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, service_election: each}\n"),
             Overrides::default(),
         )
         .unwrap_err();
         assert_eq!(e.field, "election.service_election");
+        assert!(e.to_string().contains("rendezvous"), "{e}");
         assert_eq!(lease.renew_deadline, Duration::from_millis(1000));
         let e = resolve(
             file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, lease_duration_ms: 1000, renew_deadline_ms: 1000}\n"),

@@ -22,7 +22,7 @@ use crate::{
         maps::{monotonic_ns, Maps, StatsReader},
         DataplaneError,
     },
-    election::{self, per_vip::VipLeases, raft::RaftElector},
+    election::{self, per_vip::VipLeases, raft::RaftElector, rendezvous::Rendezvous},
     k8s::controller::View,
     metrics::{self, MetricsError, State},
     model::Desired,
@@ -263,7 +263,8 @@ fn vip_rows(state: &State) -> Vec<(std::net::Ipv4Addr, vip_common::VipStats)> {
 }
 
 /// Who owns the VIPs: this node always, or the holder of a Lease (fenced); service VIPs
-/// elected one lease each (`per-vip`, and always for `externalTrafficPolicy: Local`).
+/// elected one lease each (`per-vip`, and always for `externalTrafficPolicy: Local`), or
+/// placed by rendezvous hashing under one lease per node (`rendezvous`, Local VIPs too).
 struct Ownership {
     leader: tokio::sync::watch::Receiver<bool>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
@@ -271,8 +272,10 @@ struct Ownership {
     /// Services (and their VIPs) from the API server, when served.
     k8s: Option<tokio::sync::watch::Receiver<View>>,
     k8s_task: Option<tokio::task::JoinHandle<()>>,
-    per_vip_mode: bool,
+    service_election: config::ServiceElection,
     vip_leases: Option<VipLeases>,
+    /// `service_election: rendezvous`: every service VIP (instead of `vip_leases`).
+    placement: Option<Rendezvous>,
     /// False while the uplink is gone: every lease is handed on instead of left to expire.
     able: tokio::sync::watch::Sender<bool>,
     /// `election.mode: raft`: the elector, whose lease also bounds the data plane's dead-man.
@@ -321,8 +324,9 @@ impl Ownership {
             task: None,
             k8s: None,
             k8s_task: None,
-            per_vip_mode: false,
+            service_election: config::ServiceElection::Shared,
             vip_leases: None,
+            placement: None,
             healthy: able.subscribe(),
             able,
             raft,
@@ -353,7 +357,7 @@ impl Ownership {
                 kubeconfig,
                 lease,
                 services,
-                per_vip,
+                service_election,
             } => {
                 let mut kcfg = match kubeconfig {
                     Some(p) => {
@@ -385,7 +389,7 @@ impl Ownership {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
-                let (k8s, k8s_task, vip_leases) = if *services {
+                let (k8s, k8s_task, vip_leases, placement) = if *services {
                     let (out, k8s_rx) = tokio::sync::watch::channel(View::default());
                     let cc = crate::k8s::controller::ControllerConfig::new(&lease.identity);
                     let task = tokio::spawn(crate::k8s::source::run(
@@ -395,16 +399,29 @@ impl Ownership {
                         out,
                         state.clone(),
                     ));
-                    let leases = VipLeases::start(
-                        client,
-                        lease.clone(),
-                        state.owned.subscribe(),
-                        able.subscribe(),
-                    );
-                    tracing::info!(per_vip, "serving Services of type LoadBalancer");
-                    (Some(k8s_rx), Some(task), Some(leases))
+                    let (leases, placement) =
+                        if *service_election == config::ServiceElection::Rendezvous {
+                            let r = Rendezvous::start(
+                                client,
+                                lease.clone(),
+                                state.owned.subscribe(),
+                                able.subscribe(),
+                            )
+                            .map_err(|e| DaemonError::Kube(e.to_string()))?;
+                            (None, Some(r))
+                        } else {
+                            let l = VipLeases::start(
+                                client,
+                                lease.clone(),
+                                state.owned.subscribe(),
+                                able.subscribe(),
+                            );
+                            (Some(l), None)
+                        };
+                    tracing::info!(service_election = ?service_election, "serving Services of type LoadBalancer");
+                    (Some(k8s_rx), Some(task), leases, placement)
                 } else {
-                    (None, None, None)
+                    (None, None, None, None)
                 };
                 Ok(Ownership {
                     leader: rx,
@@ -412,8 +429,9 @@ impl Ownership {
                     task: Some(tokio::spawn(elector.run(tx, stop_rx))),
                     k8s,
                     k8s_task,
-                    per_vip_mode: *per_vip,
+                    service_election: *service_election,
                     vip_leases,
+                    placement,
                     able,
                     healthy,
                     raft: None,
@@ -461,17 +479,49 @@ impl Ownership {
         let Some(rx) = &self.k8s else {
             return BTreeMap::new();
         };
+        if self.placement.is_some() {
+            return BTreeMap::new();
+        }
         let view = rx.borrow();
         let mut out = BTreeMap::new();
+        let per_vip = self.service_election == config::ServiceElection::PerVip;
         for s in &view.services {
             if cfg.vips.contains(&s.vip) {
                 continue;
             }
-            if self.per_vip_mode || view.local.contains_key(&s.vip) {
+            if per_vip || view.local.contains_key(&s.vip) {
                 out.insert(s.vip, view.local.get(&s.vip).copied().unwrap_or(true));
             }
         }
         out
+    }
+
+    /// `rendezvous`: every service VIP, with the nodes that may hold it (Local VIPs: the
+    /// nodes with a ready endpoint of each of its Local Services; others: any live node).
+    fn placed(&self, cfg: &Config) -> election::rendezvous::Wanted {
+        let (Some(rx), Some(_)) = (&self.k8s, &self.placement) else {
+            return Default::default();
+        };
+        let view = rx.borrow();
+        view.services
+            .iter()
+            .filter(|s| !cfg.vips.contains(&s.vip))
+            .map(|s| {
+                let eligible = view
+                    .local
+                    .contains_key(&s.vip)
+                    .then(|| view.eligible.get(&s.vip).cloned().unwrap_or_default());
+                (s.vip, eligible)
+            })
+            .collect()
+    }
+
+    /// Where this node learns that the VIPs it holds by a per-VIP election changed.
+    fn held_watch(&self) -> Option<tokio::sync::watch::Receiver<BTreeSet<Ipv4Addr>>> {
+        self.vip_leases
+            .as_ref()
+            .map(|l| l.held.clone())
+            .or_else(|| self.placement.as_ref().map(|p| p.held.clone()))
     }
 
     /// The desired state (the file's, plus Services from the API server) and the VIPs this
@@ -483,14 +533,33 @@ impl Ownership {
             None => Desired::from_config(cfg),
         };
         let single = self.individually(cfg);
+        let placed = self.placed(cfg);
         let mut owned: BTreeSet<Ipv4Addr> = if self.is_leader() {
             election::single::owned(&desired)
                 .into_iter()
-                .filter(|v| !single.contains_key(v))
+                .filter(|v| !single.contains_key(v) && !placed.contains_key(v))
                 .collect()
         } else {
             BTreeSet::new()
         };
+        if let Some(p) = &self.placement {
+            let here = |v: &Ipv4Addr| match self
+                .k8s
+                .as_ref()
+                .map(|rx| rx.borrow().local.get(v).copied())
+            {
+                // Local: only while this node has a ready endpoint (the release follows).
+                Some(Some(eligible)) => eligible,
+                _ => true,
+            };
+            owned.extend(
+                p.held
+                    .borrow()
+                    .iter()
+                    .filter(|v| placed.contains_key(v) && desired.vips.contains(v) && here(v)),
+            );
+            p.want(placed);
+        }
         if let Some(l) = &self.vip_leases {
             l.want(
                 single
@@ -572,6 +641,9 @@ impl Ownership {
         }
         if let Some(l) = self.vip_leases {
             l.stop().await;
+        }
+        if let Some(p) = self.placement {
+            p.stop().await;
         }
         if let Some(s) = self.stop {
             let _ = s.send(true);
@@ -691,7 +763,7 @@ pub async fn run(
     // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
     let mut k8s_rx = ownership.k8s.clone();
     let mut leader_rx = Some(ownership.leader.clone());
-    let mut held_rx = ownership.vip_leases.as_ref().map(|l| l.held.clone());
+    let mut held_rx = ownership.held_watch();
     // Check in with the data plane's dead-man four times per grace period (Raft: per heartbeat).
     let mut check_in = tokio::time::interval(ownership.check_in_period(cfg.dead_man));
     let mut lease_rx = ownership.raft.as_ref().map(|r| r.lease_watch());

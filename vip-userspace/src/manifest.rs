@@ -39,6 +39,9 @@ pub struct Options {
     pub kubeconfig: String,
     /// Serve Services of type LoadBalancer too.
     pub services: bool,
+    /// `--service-election` for the daemon (`None`: its default, `shared`). `rendezvous` also
+    /// needs leases list, watch and delete.
+    pub service_election: Option<String>,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             lease_name: "plndr-cp-lock".into(),
             kubeconfig: "/etc/kubernetes/admin.conf".into(),
             services: false,
+            service_election: None,
         }
     }
 }
@@ -110,6 +114,10 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
     }
     if o.services {
         args.push("--services".into());
+    }
+    if let Some(e) = &o.service_election {
+        args.push("--service-election".into());
+        args.push(e.clone());
     }
     let mut mounts = vec![VolumeMount {
         name: "bpffs".into(),
@@ -310,7 +318,8 @@ pub fn services_rbac(o: &Options) -> (ClusterRole, ClusterRoleBinding) {
     (role, binding)
 }
 
-/// Least privilege for what the daemon calls: Leases in one namespace (GET, POST, PUT);
+/// Least privilege for what the daemon calls: Leases in one namespace (GET, POST, PUT; with
+/// `--service-election rendezvous` also list, watch, DELETE);
 /// with `--services` also the pool ConfigMap there (list, watch).
 pub fn rbac(o: &Options) -> (ServiceAccount, Role, RoleBinding) {
     let sa = ServiceAccount {
@@ -320,11 +329,15 @@ pub fn rbac(o: &Options) -> (ServiceAccount, Role, RoleBinding) {
     let role = Role {
         metadata: meta(o),
         rules: Some({
-            let mut r = vec![rule(
-                "coordination.k8s.io",
-                &["leases"],
-                &["get", "create", "update"],
-            )];
+            let rendezvous = o.services && o.service_election.as_deref() == Some("rendezvous");
+            // Rendezvous: the node and claim leases are watched, and claims of VIPs that no
+            // longer exist deleted.
+            let verbs: &[&str] = if rendezvous {
+                &["get", "create", "update", "list", "watch", "delete"]
+            } else {
+                &["get", "create", "update"]
+            };
+            let mut r = vec![rule("coordination.k8s.io", &["leases"], verbs)];
             if o.services {
                 r.push(rule("", &["configmaps"], &["list", "watch"]));
             }

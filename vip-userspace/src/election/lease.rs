@@ -93,7 +93,8 @@ struct Observed {
 /// publishes leadership, so the fence closes on time even while an API call hangs.
 #[derive(Debug)]
 pub struct Fence {
-    renewed: std::sync::Mutex<Option<Instant>>,
+    /// The last successful renewal, and the current session (see `session`).
+    renewed: std::sync::Mutex<(Option<Instant>, u64)>,
     deadline: Duration,
     /// Woken on every renewal or loss, so the watchdog sleeps until the fence closes
     /// instead of polling.
@@ -103,14 +104,14 @@ pub struct Fence {
 impl Fence {
     fn new(deadline: Duration) -> Fence {
         Fence {
-            renewed: std::sync::Mutex::new(None),
+            renewed: std::sync::Mutex::new((None, 0)),
             deadline,
             changed: tokio::sync::Notify::new(),
         }
     }
 
     pub fn is_leader(&self) -> bool {
-        self.closes().is_some_and(|t| Instant::now() < t)
+        self.session().is_some()
     }
 
     /// When leadership ends unless renewed (None: not leading).
@@ -118,15 +119,33 @@ impl Fence {
         self.renewed
             .lock()
             .ok()
-            .and_then(|r| *r)
+            .and_then(|r| r.0)
             .map(|t| t + self.deadline)
+    }
+
+    /// While leading: a number that changes whenever leadership was interrupted (released,
+    /// lost, or not renewed within the deadline) and won again. Whatever was decided under
+    /// an earlier session must be re-checked: others may have acted on the gap.
+    pub fn session(&self) -> Option<u64> {
+        self.renewed
+            .lock()
+            .ok()
+            .filter(|r| r.0.is_some_and(|t| t.elapsed() < self.deadline))
+            .map(|r| r.1)
     }
 
     fn set(&self, v: Option<Instant>) -> bool {
         let had = match self.renewed.lock() {
             Ok(mut r) => {
-                let had = r.is_some();
-                *r = v;
+                let had = r.0.is_some();
+                if let Some(t) = v {
+                    let continuing =
+                        r.0.is_some_and(|old| t.saturating_duration_since(old) < self.deadline);
+                    if !continuing {
+                        r.1 += 1;
+                    }
+                }
+                r.0 = v;
                 had
             }
             Err(_) => false,
@@ -162,6 +181,8 @@ pub struct LeaseElector {
     /// How long to leave a free lease to others before taking it (see `with_patience`).
     patience: Option<Patience>,
     free_since: Option<Instant>,
+    /// Labels written on the lease (so watchers can select it).
+    labels: std::collections::BTreeMap<String, String>,
     /// While false this node can't serve (its uplink is gone): hold nothing, compete for nothing.
     able: Option<tokio::sync::watch::Receiver<bool>>,
     /// Whether this node may lead (uplink up, API server ready when gated), published each
@@ -196,6 +217,7 @@ impl LeaseElector {
             fence,
             patience: None,
             free_since: None,
+            labels: Default::default(),
             able: None,
             healthy: None,
         })
@@ -206,6 +228,17 @@ impl LeaseElector {
     pub fn with_patience(mut self, p: Patience) -> Self {
         self.patience = Some(p);
         self
+    }
+
+    /// Write `labels` on the lease (when creating it, and on every write if missing).
+    pub fn with_labels(mut self, labels: std::collections::BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The fence, for callers that act on leadership themselves.
+    pub fn fence(&self) -> std::sync::Arc<Fence> {
+        self.fence.clone()
     }
 
     /// Step down and stay out while `able` is false (a node without its uplink hands the
@@ -299,15 +332,17 @@ impl LeaseElector {
                 metadata: ObjectMeta {
                     name: Some(self.cfg.name.clone()),
                     namespace: Some(self.cfg.namespace.clone()),
+                    labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
                     ..Default::default()
                 },
                 spec: Some(self.spec(None, now)),
             };
+            let sent = Instant::now();
             return match self
                 .call(self.api.create(&PostParams::default(), &new))
                 .await
             {
-                Ok(l) => Ok(self.won(&l)),
+                Ok(l) => Ok(self.won(&l, sent)),
                 Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
             };
@@ -333,6 +368,16 @@ impl LeaseElector {
         }
         let mut update = lease.clone();
         update.spec = Some(self.spec(lease.spec.as_ref(), now));
+        if !self.labels.is_empty() {
+            let l = update.metadata.labels.get_or_insert_with(Default::default);
+            for (k, v) in &self.labels {
+                l.insert(k.clone(), v.clone());
+            }
+        }
+        // The fence counts from before the write: the renewal can only have been committed
+        // after this instant, so followers (who time it from when they saw it) never see it
+        // earlier than the fence assumes.
+        let sent = Instant::now();
         match self
             .call(
                 self.api
@@ -340,7 +385,7 @@ impl LeaseElector {
             )
             .await
         {
-            Ok(l) => Ok(self.won(&l)),
+            Ok(l) => Ok(self.won(&l, sent)),
             // Someone else wrote first: they lead, we follow.
             Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => {
                 self.fence.set(None);
@@ -350,10 +395,10 @@ impl LeaseElector {
         }
     }
 
-    fn won(&mut self, l: &Lease) -> bool {
+    fn won(&mut self, l: &Lease, sent: Instant) -> bool {
         self.not_free();
         self.observed = Some((observe(l), Instant::now()));
-        self.fence.set(Some(Instant::now()));
+        self.fence.set(Some(sent));
         true
     }
 

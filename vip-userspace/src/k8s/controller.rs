@@ -108,6 +108,10 @@ pub struct View {
     /// them: it has a ready endpoint of every such Service on the VIP. Those VIPs are
     /// elected one lease each, among eligible nodes only.
     pub local: BTreeMap<Ipv4Addr, bool>,
+    /// The same VIPs, and every node that may hold each: the nodes (EndpointSlice
+    /// `nodeName`) with a ready endpoint of every Local Service on the VIP (rendezvous
+    /// election places the VIP among these).
+    pub eligible: BTreeMap<Ipv4Addr, BTreeSet<String>>,
     /// BGP communities / LOCAL_PREF per VIP, from its pool and its Services' annotations
     /// (VIPs without any are absent).
     pub routes: BTreeMap<Ipv4Addr, crate::bgp::RoutePolicy>,
@@ -309,6 +313,38 @@ pub fn model_services(
             .any(|ep| ready(ep) && on_node(ep))
     });
     (out, eligible)
+}
+
+/// `externalTrafficPolicy: Local`: the nodes with a ready endpoint of `svc` (EndpointSlice
+/// `nodeName`); `None` for `Cluster`.
+pub fn ready_nodes(svc: &Service, slices: &[EndpointSlice]) -> Option<BTreeSet<String>> {
+    let local = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_traffic_policy.as_deref())
+        == Some("Local");
+    if !local {
+        return None;
+    }
+    let (ns, name) = key(svc);
+    Some(
+        slices
+            .iter()
+            .filter(|e| {
+                e.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && e.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .map(String::as_str)
+                        == Some(name.as_str())
+                    && e.address_type == "IPv4"
+            })
+            .flat_map(|es| es.endpoints.iter())
+            .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .filter_map(|ep| ep.node_name.clone())
+            .collect(),
+    )
 }
 
 impl Controller {
@@ -570,6 +606,19 @@ impl Controller {
                     // Services sharing a VIP: their communities add up.
                     let cur = view.routes.entry(*v).or_default();
                     *cur = cur.merged(&p);
+                }
+            }
+            if let Some(nodes) = ready_nodes(s, slices) {
+                for v in &v4 {
+                    // Every Local Service sharing the VIP must have an endpoint there.
+                    match view.eligible.entry(*v) {
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(nodes.clone());
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut e) => {
+                            e.get_mut().retain(|n| nodes.contains(n));
+                        }
+                    }
                 }
             }
             let (services, eligible) = model_services(s, slices, &v4, &self.cfg.node);
