@@ -638,6 +638,7 @@ impl RaftElector {
             snapshot: snapshot.clone(),
             check_in: check_in.clone(),
             pushed: None,
+            late: Lateness::default(),
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let id = cfg.id;
@@ -859,6 +860,38 @@ struct IoLoop {
     check_in: Arc<CheckIn>,
     /// The lease last written to the dead-man (None: not yet).
     pushed: Option<Option<Instant>>,
+    late: Lateness,
+}
+
+/// Timers that fired late by more than half a heartbeat: this thread did not get the CPU
+/// (no real-time priority, or something above it). Logged at most once per
+/// `REJECT_LOG_PERIOD` with the count and the worst since the last line.
+#[derive(Default)]
+struct Lateness {
+    logged: Option<Instant>,
+    count: u64,
+    worst: Duration,
+}
+
+impl Lateness {
+    fn note(&mut self, id: u64, late: Duration, heartbeat: Duration) {
+        if late <= heartbeat / 2 {
+            return;
+        }
+        self.count += 1;
+        self.worst = self.worst.max(late);
+        let now = Instant::now();
+        if self
+            .logged
+            .is_some_and(|t| now.saturating_duration_since(t) < REJECT_LOG_PERIOD)
+        {
+            return;
+        }
+        tracing::warn!(id, count = self.count, worst = ?self.worst, ?heartbeat, "raft: timers fired late (the election thread did not get the CPU in time)");
+        self.logged = Some(now);
+        self.count = 0;
+        self.worst = Duration::ZERO;
+    }
 }
 
 impl IoLoop {
@@ -882,7 +915,11 @@ impl IoLoop {
                     // e.g. ICMP unreachable reported on the socket: the peer is down.
                     Err(e) => tracing::trace!(id = self.id, error = %e, "raft: recv"),
                 },
-                _ = tokio::time::sleep_until(deadline) => self.core.tick(Instant::now()),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    self.late.note(self.id, now.saturating_duration_since(deadline.into_std()), self.heartbeat);
+                    self.core.tick(now)
+                }
                 Some(d) = stall.recv() => std::thread::sleep(d),
                 _ = tokio::time::sleep_until(hello_at) => {
                     hello_at += self.heartbeat;
@@ -959,14 +996,20 @@ impl IoLoop {
                 self.send(socket, to, msg);
             }
         }
-        if let Ok(mut s) = self.snapshot.lock() {
-            *s = Snapshot {
-                term: self.core.term(),
-                leader: self.core.leader(),
-                role: self.core.role(),
-                quorum_ack: self.core.quorum_ack(),
-                reachable: self.core.reachable(Instant::now()),
-            };
+        let snap = Snapshot {
+            term: self.core.term(),
+            leader: self.core.leader(),
+            role: self.core.role(),
+            quorum_ack: self.core.quorum_ack(),
+            reachable: self.core.reachable(Instant::now()),
+        };
+        // Readers (metrics scrapes, at normal priority) hold this lock for a copy; one that
+        // was preempted holding it must not stall this thread. Written on the next turn
+        // (at the latest the next heartbeat or hello) instead.
+        match self.snapshot.try_lock() {
+            Ok(mut s) => *s = snap,
+            Err(std::sync::TryLockError::Poisoned(p)) => *p.into_inner() = snap,
+            Err(std::sync::TryLockError::WouldBlock) => {}
         }
         let lease = if durable { lease } else { None };
         self.fence.set(lease);
