@@ -1110,7 +1110,11 @@ fn load_secs() -> Result<u64> {
 /// The load case: the failover bed's three Raft nodes, both cores saturated at normal
 /// priority (busy loops, or softirq from the veth generator), at 20 ms and 100 ms
 /// heartbeats; nothing is faulted. Goal: no election and no fence lapse.
-pub fn run_load(vip_bin: Option<&Path>, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
+pub fn run_load(
+    vip_bin: Option<&Path>,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
     let vip_bin = crate::vip_bin(vip_bin)?;
     let secs = load_secs()?;
     let _ = std::fs::remove_dir_all(work_dir());

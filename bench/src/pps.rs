@@ -497,7 +497,9 @@ impl Flood {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut total = 0;
         for t in self.threads.drain(..) {
-            total += t.join().map_err(|_| anyhow!("generator thread panicked"))??;
+            total += t
+                .join()
+                .map_err(|_| anyhow!("generator thread panicked"))??;
         }
         Ok(total)
     }

@@ -160,9 +160,16 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
             privileged: Some(false),
             capabilities: Some(Capabilities {
                 add: Some(
-                    ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_NICE"]
-                        .map(String::from)
-                        .to_vec(),
+                    [
+                        "BPF",
+                        "PERFMON",
+                        "NET_ADMIN",
+                        "NET_RAW",
+                        "SYS_ADMIN",
+                        "SYS_NICE",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 ),
                 drop: Some(vec!["ALL".into()]),
             }),

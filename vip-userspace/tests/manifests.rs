@@ -50,7 +50,14 @@ fn manifests_parse_into_kubernetes_types() {
     add.sort();
     assert_eq!(
         add,
-        ["BPF", "NET_ADMIN", "NET_RAW", "PERFMON", "SYS_ADMIN", "SYS_NICE"]
+        [
+            "BPF",
+            "NET_ADMIN",
+            "NET_RAW",
+            "PERFMON",
+            "SYS_ADMIN",
+            "SYS_NICE"
+        ]
     );
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(false));

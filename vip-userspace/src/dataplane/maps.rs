@@ -6,8 +6,8 @@ use aya::{
 };
 use std::{net::Ipv4Addr, path::Path};
 use vip_common::{
-    map_names, pin_names, vip_filter_slot, Config, Deadline, IfaceValue, Stats, VipKey,
-    VipStats, VipValue, VIP_F_OWNED,
+    map_names, pin_names, vip_filter_slot, Config, Deadline, IfaceValue, Stats, VipKey, VipStats,
+    VipValue, VIP_F_OWNED,
 };
 
 use super::DataplaneError;

@@ -91,11 +91,11 @@ use self::{
     sched::{Obtained, Priority},
     store::Store,
 };
-use crate::dataplane::maps::{monotonic_ns, DeadMan};
 pub use self::{
     auth::{RaftAuth, RaftKey, Reject},
     core::{HardState, Msg, Role as RaftRole},
 };
+use crate::dataplane::maps::{monotonic_ns, DeadMan};
 
 /// How often (at most) the watchdog re-evaluates the fence.
 pub const WATCHDOG_PERIOD: Duration = Duration::from_millis(10);
@@ -508,7 +508,10 @@ pub struct RaftElector {
     /// Test hook: make the I/O loop block for a while (`stall_io`).
     stall_tx: tokio::sync::mpsc::UnboundedSender<Duration>,
     /// The I/O thread, and a signal it sends as it ends.
-    io: Option<(std::thread::JoinHandle<()>, tokio::sync::oneshot::Receiver<()>)>,
+    io: Option<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    )>,
     watchdog_stop: Arc<AtomicBool>,
     watchdog: Option<std::thread::JoinHandle<()>>,
 }
@@ -677,11 +680,27 @@ impl RaftElector {
                 sched = got;
             }
             match got {
-                Obtained::Fifo(p) => tracing::info!(id = cfg.id, thread = role, priority = p, "raft: thread runs SCHED_FIFO"),
-                Obtained::Nice(n) if cfg.priority.realtime > 0 => tracing::warn!(id = cfg.id, thread = role, nice = n, refused = ?refused,
-                    "raft: no real-time priority (needs CAP_SYS_NICE); thread runs at a lower nice value, a busy node may still delay heartbeats"),
-                Obtained::Nice(n) => tracing::info!(id = cfg.id, thread = role, nice = n, "raft: thread runs at a lower nice value"),
-                Obtained::Normal if refused.is_empty() => tracing::info!(id = cfg.id, thread = role, "raft: thread runs at normal priority (realtime_priority and nice are 0)"),
+                Obtained::Fifo(p) => tracing::info!(
+                    id = cfg.id,
+                    thread = role,
+                    priority = p,
+                    "raft: thread runs SCHED_FIFO"
+                ),
+                Obtained::Nice(n) if cfg.priority.realtime > 0 => {
+                    tracing::warn!(id = cfg.id, thread = role, nice = n, refused = ?refused,
+                    "raft: no real-time priority (needs CAP_SYS_NICE); thread runs at a lower nice value, a busy node may still delay heartbeats")
+                }
+                Obtained::Nice(n) => tracing::info!(
+                    id = cfg.id,
+                    thread = role,
+                    nice = n,
+                    "raft: thread runs at a lower nice value"
+                ),
+                Obtained::Normal if refused.is_empty() => tracing::info!(
+                    id = cfg.id,
+                    thread = role,
+                    "raft: thread runs at normal priority (realtime_priority and nice are 0)"
+                ),
                 Obtained::Normal => tracing::warn!(id = cfg.id, thread = role, refused = ?refused,
                     "raft: thread runs at normal priority (needs CAP_SYS_NICE): on a busy node heartbeats may be late, the leader's lease lapse and elections follow"),
             }

@@ -91,7 +91,13 @@ pub fn raise(want: Priority) -> (Obtained, Vec<String>) {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         // SAFETY: plain integers; PRIO_PROCESS with a thread id sets that thread only.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, want.nice as libc::c_int) };
+        let rc = unsafe {
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid as libc::id_t,
+                want.nice as libc::c_int,
+            )
+        };
         if rc == 0 {
             return (Obtained::Nice(want.nice), refused);
         }
@@ -110,18 +116,28 @@ mod tests {
 
     #[test]
     fn off_leaves_the_thread_alone() {
-        let got = std::thread::spawn(|| raise(Priority { realtime: 0, nice: 0 }))
-            .join()
-            .unwrap();
+        let got = std::thread::spawn(|| {
+            raise(Priority {
+                realtime: 0,
+                nice: 0,
+            })
+        })
+        .join()
+        .unwrap();
         assert_eq!(got, (Obtained::Normal, vec![]));
     }
 
     #[test]
     fn a_higher_nice_value_is_always_allowed() {
         // Raising nice (lowering priority) needs no privilege: the fallback path works.
-        let got = std::thread::spawn(|| raise(Priority { realtime: 0, nice: 5 }))
-            .join()
-            .unwrap();
+        let got = std::thread::spawn(|| {
+            raise(Priority {
+                realtime: 0,
+                nice: 5,
+            })
+        })
+        .join()
+        .unwrap();
         assert_eq!(got.0, Obtained::Nice(5));
         assert_eq!((got.0.policy(), got.0.value()), ("nice", 5));
     }
