@@ -933,7 +933,7 @@ impl Load {
 /// A running load, stopped when dropped.
 enum LoadGuard {
     Busy(Arc<AtomicBool>, Vec<JoinHandle<()>>),
-    Softirq(crate::pps::Flood),
+    Softirq(Box<crate::pps::Flood>),
 }
 
 impl LoadGuard {
@@ -956,7 +956,7 @@ impl LoadGuard {
                     .collect();
                 LoadGuard::Busy(stop, threads)
             }
-            Load::Softirq => LoadGuard::Softirq(crate::pps::Flood::start()?),
+            Load::Softirq => LoadGuard::Softirq(Box::new(crate::pps::Flood::start()?)),
         })
     }
 

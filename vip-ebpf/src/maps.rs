@@ -4,9 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::{
-    vip_filter_slot, BackendValue, Config, Deadline, CtSet, FlowKey, IfaceValue, LbStats, NextHop, RevValue,
-    ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS, MAX_IFACES,
-    MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
+    vip_filter_slot, BackendValue, Config, CtSet, Deadline, FlowKey, IfaceValue, LbStats, NextHop,
+    RevValue, ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS,
+    MAX_IFACES, MAX_SERVICES, MAX_VIPS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
 };
 
 #[btf_map]
