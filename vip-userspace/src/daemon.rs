@@ -435,13 +435,16 @@ impl Ownership {
         }
     }
 
-    /// How often to check in: a quarter of the dead-man. With Raft the election thread
-    /// writes the deadline at every lease extension and this tick only tells it that the
-    /// main loop is alive (`main_loop_alive`).
+    /// How often to check in: a quarter of the dead-man, and with Raft every heartbeat.
+    /// With Raft the election thread writes the deadline at every lease extension itself and
+    /// this tick only tells it that the main loop is alive (`main_loop_alive`, an atomic
+    /// store); it writes the deadline only if the election thread has no handle.
     fn check_in_period(&self, dead_man: Duration) -> Duration {
+        let base = (dead_man / 4).max(Duration::from_millis(5));
         match &self.raft {
-            Some(_) if dead_man.is_zero() => Duration::from_secs(1),
-            _ => (dead_man / 4).max(Duration::from_millis(5)),
+            Some(r) if dead_man.is_zero() => r.heartbeat(),
+            Some(r) => base.min(r.heartbeat()),
+            None => base,
         }
     }
 

@@ -1271,6 +1271,34 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    #[test]
+    fn check_in_follows_the_lease_and_the_main_loops_last_tick() {
+        let c = CheckIn {
+            target: Mutex::new(None),
+            alive_ns: AtomicU64::new(monotonic_ns()),
+            grace_ns: AtomicU64::new(0),
+            attached: AtomicBool::new(false),
+        };
+        // Not leading: already past, never 0 ("off").
+        assert_eq!(c.deadline(None), 1);
+        let now = monotonic_ns();
+        let lease = Instant::now() + Duration::from_secs(1);
+        let d = c.deadline(Some(lease));
+        assert!(
+            d > now + 900_000_000 && d <= monotonic_ns() + 1_000_000_000,
+            "{d} vs {now}"
+        );
+        // A main loop that last ticked 200 ms ago with a 100 ms grace: already past.
+        c.grace_ns.store(100_000_000, Ordering::Relaxed);
+        c.alive_ns.store(now - 200_000_000, Ordering::Relaxed);
+        assert!(c.deadline(Some(lease)) < monotonic_ns());
+        // Ticked just now: the grace bounds it, not the lease.
+        c.alive_ns.store(monotonic_ns(), Ordering::Relaxed);
+        assert!(c.deadline(Some(lease)) <= monotonic_ns() + 100_000_000);
+        // No handle: a push is a no-op that succeeds.
+        assert!(c.push(Some(lease)));
+    }
+
     #[tokio::test]
     async fn single_member_leads_and_stop_publishes_false_first() {
         let d = tempdir("single");
