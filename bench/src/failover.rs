@@ -356,7 +356,7 @@ fn start_vip(bed: &Bed, i: usize, t: Timing, vip_bin: &Path) -> Result<NodeProc>
         format!(
             "interface: eth0\nmode: xdp\nmetrics_addr: {METRICS}\npin_dir: {PIN_DIR}/{}\nlog_level: warn\n\
              services:\n  - vip: {VIP}\n    port: {PORT}\n    protocol: tcp\n    mode: dsr\n    backends:\n{backends}\
-             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n",
+             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n{}",
             NODES[i],
             i + 1,
             peers.join(", "),
@@ -366,6 +366,11 @@ fn start_vip(bed: &Bed, i: usize, t: Timing, vip_bin: &Path) -> Result<NodeProc>
             t.election.0.as_millis(),
             t.election.1.as_millis(),
             t.lease.as_millis(),
+            if priority_off() {
+                "    realtime_priority: 0\n    nice: 0\n"
+            } else {
+                ""
+            },
         ),
     )?;
     let log = dir.join(format!("{}-vip.log", NODES[i]));
@@ -1097,6 +1102,12 @@ fn load_case(
     })
 }
 
+/// `VIP_BENCH_RAFT_PRIORITY=off`: the daemons without the election's raised priority
+/// (`realtime_priority: 0, nice: 0`), to see what it buys.
+fn priority_off() -> bool {
+    std::env::var("VIP_BENCH_RAFT_PRIORITY").is_ok_and(|v| v == "off")
+}
+
 /// `VIP_BENCH_LOAD_SECS`, default 1800 (the recorded form: 30 minutes per case).
 fn load_secs() -> Result<u64> {
     match std::env::var("VIP_BENCH_LOAD_SECS") {
@@ -1149,8 +1160,13 @@ pub fn run_load(
                 r.frames
             );
             let mut row = Row::new(format!(
-                "raft under load, {}: heartbeat {} (election {}–{}, lease {}), {:.0} s",
+                "raft under load, {}{}: heartbeat {} (election {}–{}, lease {}), {:.0} s",
                 load.name(),
+                if priority_off() {
+                    ", election at normal priority"
+                } else {
+                    ""
+                },
                 ms(t.heartbeat),
                 ms(t.election.0),
                 ms(t.election.1),
@@ -1183,13 +1199,17 @@ pub fn run_load(
     }
     drop(prober);
     notes.push(format!(
-        "raft under load: the failover bed, three `vip` daemons in `election.mode: raft` (default `realtime_priority`, so the \
-         election's threads run SCHED_FIFO), nothing faulted, for {secs} s per case while both cores are saturated at normal \
+        "raft under load: the failover bed, three `vip` daemons in `election.mode: raft` ({}), nothing faulted, for {secs} s per case while both cores are saturated at normal \
          priority: a busy loop pinned to each core, or the pps bench's veth generator on each core with the kernel forwarding \
          its frames (softirq). Elections = term changes; leader transitions = `vip_leader_transitions_total` summed over the \
          nodes; fence lapses = (transitions − 2 × elections) / 2. The client asks for the VIP by ARP every {} ms from a \
          SCHED_FIFO 1 thread (above the load, below the election): no owner = the sum of gaps over {} ms between answers, \
          two owners = the longest run of {} ms buckets in which two MACs answered.",
+        if priority_off() {
+            "`realtime_priority: 0, nice: 0` (VIP_BENCH_RAFT_PRIORITY=off): the election's threads at normal priority"
+        } else {
+            "default `realtime_priority`, so the election's threads run SCHED_FIFO"
+        },
         PROBE_EVERY.as_millis(),
         NO_OWNER_GAP.as_millis(),
         BUCKET.as_millis(),
