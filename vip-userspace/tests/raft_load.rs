@@ -78,7 +78,7 @@ fn views(cl: &Cluster) -> Vec<(u64, u64, u64)> {
 }
 
 #[test]
-fn raft_no_election_no_lapse_with_every_core_busy() {
+fn raft_no_election_and_one_owner_with_every_core_busy() {
     let off = std::env::var("VIP_RAFT_LOAD_PRIORITY").is_ok_and(|v| v == "off");
     let extra = if off {
         "    realtime_priority: 0\n    nice: 0\n"
