@@ -161,6 +161,7 @@ impl Prober {
         let sender = {
             let (stop, sock) = (stop.clone(), sock.clone());
             std::thread::spawn(move || {
+                instrument_priority();
                 // SAFETY: sockaddr_ll is plain data.
                 let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
                 sll.sll_family = libc::AF_PACKET as u16;
@@ -193,6 +194,7 @@ impl Prober {
         let receiver = {
             let (stop, sock, sink) = (stop.clone(), sock.clone(), replies.clone());
             std::thread::spawn(move || {
+                instrument_priority();
                 let mut buf = [0u8; 256];
                 while !stop.load(Ordering::Relaxed) {
                     // SAFETY: buf is valid for its length.
@@ -248,6 +250,15 @@ impl Drop for Prober {
             let _ = t.join();
         }
     }
+}
+
+/// The prober is the instrument: under the load case's busy loops at normal priority it
+/// would measure its own starvation. SCHED_FIFO 1, below the election's default 10, so it
+/// never delays what it measures. Best effort (the bench runs as root).
+fn instrument_priority() {
+    let p = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a valid sched_param; pid 0 is the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
 }
 
 /// The longest run of `BUCKET`s in which two or more MACs answered.
@@ -345,7 +356,7 @@ fn start_vip(bed: &Bed, i: usize, t: Timing, vip_bin: &Path) -> Result<NodeProc>
         format!(
             "interface: eth0\nmode: xdp\nmetrics_addr: {METRICS}\npin_dir: {PIN_DIR}/{}\nlog_level: warn\n\
              services:\n  - vip: {VIP}\n    port: {PORT}\n    protocol: tcp\n    mode: dsr\n    backends:\n{backends}\
-             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n",
+             election:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n    key_file: {}\n    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n{}",
             NODES[i],
             i + 1,
             peers.join(", "),
@@ -355,6 +366,11 @@ fn start_vip(bed: &Bed, i: usize, t: Timing, vip_bin: &Path) -> Result<NodeProc>
             t.election.0.as_millis(),
             t.election.1.as_millis(),
             t.lease.as_millis(),
+            if priority_off() {
+                "    realtime_priority: 0\n    nice: 0\n"
+            } else {
+                ""
+            },
         ),
     )?;
     let log = dir.join(format!("{}-vip.log", NODES[i]));
@@ -898,4 +914,305 @@ fn keepalived_version() -> String {
                 .to_string()
         })
         .unwrap_or_else(|| "?".into())
+}
+
+/// What keeps both cores busy in a load case.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Load {
+    /// A plain busy loop per core at normal priority (a node running workloads).
+    Busy,
+    /// The veth traffic generator of the pps bench on every core: frames forwarded by the
+    /// kernel, so the cores spend their time in softirq.
+    Softirq,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Busy => "busy loops",
+            Load::Softirq => "softirq (veth flood)",
+        }
+    }
+}
+
+/// A running load, stopped when dropped.
+enum LoadGuard {
+    Busy(Arc<AtomicBool>, Vec<JoinHandle<()>>),
+    Softirq(Box<crate::pps::Flood>),
+}
+
+impl LoadGuard {
+    fn start(load: Load) -> Result<LoadGuard> {
+        Ok(match load {
+            Load::Busy => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let threads = (0..n)
+                    .map(|cpu| {
+                        let stop = stop.clone();
+                        std::thread::spawn(move || {
+                            crate::pin_cpu(cpu);
+                            let mut x = 0u64;
+                            while !stop.load(Ordering::Relaxed) {
+                                x = std::hint::black_box(x.wrapping_add(1));
+                            }
+                        })
+                    })
+                    .collect();
+                LoadGuard::Busy(stop, threads)
+            }
+            Load::Softirq => LoadGuard::Softirq(Box::new(crate::pps::Flood::start()?)),
+        })
+    }
+
+    /// Stop; what was generated (frames; 0 for busy loops).
+    fn stop(self) -> Result<u64> {
+        match self {
+            LoadGuard::Busy(stop, threads) => {
+                stop.store(true, Ordering::Relaxed);
+                for t in threads {
+                    let _ = t.join();
+                }
+                Ok(0)
+            }
+            LoadGuard::Softirq(f) => f.stop(),
+        }
+    }
+}
+
+/// (term, leader transitions) of each node, from its metrics.
+fn raft_views(bed: &Bed) -> Result<Vec<(u64, u64)>> {
+    let addr: SocketAddr = METRICS.parse()?;
+    NODES
+        .iter()
+        .map(|n| {
+            let (code, body) = http_get(&bed.host(n).ns, addr, "/metrics")
+                .with_context(|| format!("metrics of {n}"))?;
+            ensure!(code == 200, "metrics of {n}: HTTP {code}");
+            let get = |name: &str| -> Result<u64> {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map(|v| v as u64)
+                    .with_context(|| format!("{name} missing in the metrics of {n}"))
+            };
+            Ok((get("vip_raft_term")?, get("vip_leader_transitions_total")?))
+        })
+        .collect()
+}
+
+/// What one load case saw.
+struct LoadResult {
+    secs: f64,
+    elections: u64,
+    transitions: u64,
+    lapses: u64,
+    no_owner: Duration,
+    no_owner_longest: Duration,
+    two_owners: Duration,
+    replies: usize,
+    frames: u64,
+}
+
+/// Gaps between ARP answers longer than this count as time without an owner (the prober
+/// asks every `PROBE_EVERY`; a few missing answers are the prober's own jitter).
+const NO_OWNER_GAP: Duration = Duration::from_millis(5);
+
+fn load_case(
+    bed: &Bed,
+    prober: &Prober,
+    t: Timing,
+    vip_bin: &Path,
+    load: Load,
+    secs: u64,
+) -> Result<LoadResult> {
+    let mut case = Case {
+        bed,
+        prober,
+        system: System::Vip,
+        timing: t,
+        vip_bin,
+        procs: vec![None, None, None],
+    };
+    let _ = std::fs::remove_dir_all(PIN_DIR);
+    for n in NODES {
+        let _ = std::fs::remove_dir_all(work_dir().join(n));
+    }
+    for i in 0..3 {
+        case.start(i)?;
+    }
+    case.stable_owner()?;
+    // Settled: counters from here on.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = raft_views(bed)?;
+    let t0 = Instant::now();
+    prober.forget_before(t0);
+    let guard = LoadGuard::start(load)?;
+    let end = t0 + Duration::from_secs(secs);
+    let mut last_report = t0;
+    while Instant::now() < end {
+        if stopped() {
+            bail!("interrupted");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            last_report = Instant::now();
+            eprintln!(
+                "   {} {} ms: {:.0} s of {secs}",
+                load.name(),
+                t.heartbeat.as_millis(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let frames = guard.stop()?;
+    let t1 = Instant::now();
+    let after = raft_views(bed)?;
+    let replies: Vec<Reply> = prober.since(t0).into_iter().filter(|r| r.0 <= t1).collect();
+    let (mut no_owner, mut longest) = (Duration::ZERO, Duration::ZERO);
+    let mut last = t0;
+    for r in replies.iter().map(|r| r.0).chain(std::iter::once(t1)) {
+        let gap = r.saturating_duration_since(last);
+        if gap > NO_OWNER_GAP {
+            no_owner += gap;
+            longest = longest.max(gap);
+        }
+        last = r;
+    }
+    let term = |v: &[(u64, u64)]| v.iter().map(|x| x.0).max().unwrap_or(0);
+    let elections = term(&after).saturating_sub(term(&before));
+    let transitions: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.1.saturating_sub(b.1))
+        .sum();
+    drop(case);
+    Ok(LoadResult {
+        secs: (t1 - t0).as_secs_f64(),
+        elections,
+        transitions,
+        // An election that moves the VIP is two transitions (old owner off, new one on); the
+        // rest are lapses of a leader's fence, two each (off and on again).
+        lapses: transitions.saturating_sub(2 * elections) / 2,
+        no_owner,
+        no_owner_longest: longest,
+        two_owners: two_owner_window(&replies),
+        replies: replies.len(),
+        frames,
+    })
+}
+
+/// `VIP_BENCH_RAFT_PRIORITY=off`: the daemons without the election's raised priority
+/// (`realtime_priority: 0, nice: 0`), to see what it buys.
+fn priority_off() -> bool {
+    std::env::var("VIP_BENCH_RAFT_PRIORITY").is_ok_and(|v| v == "off")
+}
+
+/// `VIP_BENCH_LOAD_SECS`, default 1800 (the recorded form: 30 minutes per case).
+fn load_secs() -> Result<u64> {
+    match std::env::var("VIP_BENCH_LOAD_SECS") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("VIP_BENCH_LOAD_SECS={v}: want seconds")),
+        Err(_) => Ok(1800),
+    }
+}
+
+/// The load case: the failover bed's three Raft nodes, both cores saturated at normal
+/// priority (busy loops, or softirq from the veth generator), at 20 ms and 100 ms
+/// heartbeats; nothing is faulted. Goal: no election and no fence lapse.
+pub fn run_load(
+    vip_bin: Option<&Path>,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let vip_bin = crate::vip_bin(vip_bin)?;
+    let secs = load_secs()?;
+    let _ = std::fs::remove_dir_all(work_dir());
+    std::fs::create_dir_all(work_dir())?;
+    let bed = Bed::new(
+        &format!("{PREFIX}f"),
+        &[
+            ("client", "192.0.2.10/24"),
+            ("n1", "192.0.2.11/24"),
+            ("n2", "192.0.2.12/24"),
+            ("n3", "192.0.2.13/24"),
+            ("be1", "192.0.2.21/24"),
+            ("be2", "192.0.2.22/24"),
+        ],
+    );
+    let prober = Prober::start(bed.host("client"))?;
+    for h in [Duration::from_millis(20), Duration::from_millis(100)] {
+        let t = timing(h);
+        for load in [Load::Busy, Load::Softirq] {
+            let r = load_case(&bed, &prober, t, vip_bin, load, secs)?;
+            eprintln!(
+                "   {} {} ms: {} elections, {} lapses ({} transitions), no owner {} (longest {}), two owners {}, {} replies, {} frames",
+                load.name(),
+                h.as_millis(),
+                r.elections,
+                r.lapses,
+                r.transitions,
+                ms(r.no_owner),
+                ms(r.no_owner_longest),
+                ms(r.two_owners),
+                r.replies,
+                r.frames
+            );
+            let mut row = Row::new(format!(
+                "raft under load, {}{}: heartbeat {} (election {}–{}, lease {}), {:.0} s",
+                load.name(),
+                if priority_off() {
+                    ", election at normal priority"
+                } else {
+                    ""
+                },
+                ms(t.heartbeat),
+                ms(t.election.0),
+                ms(t.election.1),
+                ms(t.lease),
+                r.secs
+            ))
+            .result(format!(
+                "{} elections, {} fence lapses ({} leader transitions); no owner {} in all (longest {}); two owners {}{}",
+                r.elections,
+                r.lapses,
+                r.transitions,
+                ms(r.no_owner),
+                ms(r.no_owner_longest),
+                ms(r.two_owners),
+                if r.frames > 0 {
+                    format!("; {:.2} Mpps generated", r.frames as f64 / r.secs / 1e6)
+                } else {
+                    String::new()
+                }
+            ));
+            if h == Duration::from_millis(20) {
+                row = row.goal_at_most(
+                    (r.elections + r.lapses) as f64,
+                    0.0,
+                    "0 elections, 0 lapses",
+                );
+            }
+            rows.push(row);
+        }
+    }
+    drop(prober);
+    notes.push(format!(
+        "raft under load: the failover bed, three `vip` daemons in `election.mode: raft` ({}), nothing faulted, for {secs} s per case while both cores are saturated at normal \
+         priority: a busy loop pinned to each core, or the pps bench's veth generator on each core with the kernel forwarding \
+         its frames (softirq). Elections = term changes; leader transitions = `vip_leader_transitions_total` summed over the \
+         nodes; fence lapses = (transitions − 2 × elections) / 2. The client asks for the VIP by ARP every {} ms from a \
+         SCHED_FIFO 1 thread (above the load, below the election): no owner = the sum of gaps over {} ms between answers, \
+         two owners = the longest run of {} ms buckets in which two MACs answered.",
+        if priority_off() {
+            "`realtime_priority: 0, nice: 0` (VIP_BENCH_RAFT_PRIORITY=off): the election's threads at normal priority"
+        } else {
+            "default `realtime_priority`, so the election's threads run SCHED_FIFO"
+        },
+        PROBE_EVERY.as_millis(),
+        NO_OWNER_GAP.as_millis(),
+        BUCKET.as_millis(),
+    ));
+    Ok(())
 }

@@ -4,10 +4,11 @@
 //! (all named `vb-*`, removed on exit, on failure and on Ctrl-C) and loads XDP programs.
 //!
 //! ```text
-//! vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover|scale]...
+//! vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover|failover-load|scale]...
 //! ```
 //!
-//! `failover` (~15 min) and `scale` (~15 min) run only when asked for with `--only`.
+//! `failover` (~15 min), `failover-load` (4 × `VIP_BENCH_LOAD_SECS`, default 30 min each)
+//! and `scale` (~15 min) run only when asked for with `--only`.
 mod conns;
 mod failover;
 mod maglev;
@@ -105,7 +106,7 @@ fn args() -> Result<Args> {
             "--vip-bin" => a.vip_bin = Some(it.next().context("--vip-bin PATH")?.into()),
             "--only" => a.only.push(it.next().context("--only SECTION")?),
             other => bail!(
-                "unknown argument {other}; usage: vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover|scale]"
+                "unknown argument {other}; usage: vip-bench [--quick] [--vip-bin PATH] [--only testrun|pps|conns|maglev|failover|failover-load|scale]"
             ),
         }
     }
@@ -148,6 +149,7 @@ fn real_main() -> Result<bool> {
     let vip_bin = a.vip_bin.clone();
     let vip_bin2 = a.vip_bin.clone();
     let vip_bin3 = a.vip_bin.clone();
+    let vip_bin4 = a.vip_bin.clone();
     let sections: Vec<Section> = vec![
         ("testrun", Box::new(move |r, n| testrun::run(quick, r, n))),
         ("pps", Box::new(move |r, n| pps::run(quick, r, n))),
@@ -161,13 +163,17 @@ fn real_main() -> Result<bool> {
             Box::new(move |r, n| failover::run(quick, vip_bin2.as_deref(), r, n)),
         ),
         (
+            "failover-load",
+            Box::new(move |r, n| failover::run_load(vip_bin4.as_deref(), r, n)),
+        ),
+        (
             "scale",
             Box::new(move |r, n| scale::run(quick, vip_bin3.as_deref(), r, n)),
         ),
     ];
-    // Sections that run when none is named (failover and scale take ~15 min each: only on
-    // request).
-    let default = |name: &str| name != "failover" && name != "scale";
+    // Sections that run when none is named (failover, failover-load and scale take 15 min
+    // and more each: only on request).
+    let default = |name: &str| !["failover", "failover-load", "scale"].contains(&name);
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut ok = true;

@@ -427,6 +427,93 @@ fn generate(
     Ok((before, sent?))
 }
 
+/// Softirq load for other sections (the failover bench's load case): the generator on every
+/// CPU sending 60-byte frames that the kernel forwards from `vb-lb` to the sink, until
+/// dropped. Each generator call is short (`FLOOD_CALL` frames), so a stop is seen quickly.
+pub(crate) struct Flood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<JoinHandle<Result<u64>>>,
+    // Dropped after the threads: the namespaces and the sink outlive the generators.
+    _bed: Bed,
+}
+
+const FLOOD_CALL: u32 = 100_000;
+
+impl Flood {
+    pub(crate) fn start() -> Result<Flood> {
+        use std::sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        };
+        let bed = Bed::new()?;
+        attach_pass(&bed.lb)?;
+        let f = frame(&bed, BACKENDS[0], BACKEND_PORT);
+        let stop = Arc::new(AtomicBool::new(false));
+        let obj = ebpf_file("xdp-gen")?;
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cpus)
+            .map(|cpu| {
+                let (stop, obj) = (stop.clone(), obj.clone());
+                bed.gen.spawn(move || -> Result<u64> {
+                    pin_cpu(cpu);
+                    let mut ebpf = Ebpf::load_file(&obj).context("loading xdp-gen")?;
+                    let mut hdr: Array<_, [u8; 42]> =
+                        Array::try_from(ebpf.map_mut("GEN_HDR").context("GEN_HDR")?)?;
+                    let mut h = [0u8; 42];
+                    h.copy_from_slice(&f[..42]);
+                    hdr.set(0, h, 0)?;
+                    let mut cfg: Array<_, [u32; 2]> =
+                        Array::try_from(ebpf.map_mut("GEN_CFG").context("GEN_CFG")?)?;
+                    cfg.set(0, [1000, BASE_SPORT as u32], 0)?;
+                    let p: &mut Xdp = ebpf.program_mut("xdp_gen").context("xdp_gen")?.try_into()?;
+                    p.load().context("verifier rejects xdp_gen")?;
+                    let p: &Xdp = ebpf.program("xdp_gen").context("xdp_gen")?.try_into()?;
+                    let ctx = crate::testrun::xdp_md(crate::ifindex("g0")?, FRAME_LEN as u32);
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) && !stopped() {
+                        p.test_run(TestRunOptions {
+                            data_in: Some(&f),
+                            ctx_in: Some(&ctx),
+                            repeat: FLOOD_CALL,
+                            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                            ..Default::default()
+                        })
+                        .context("BPF_PROG_TEST_RUN with live frames")?;
+                        n += FLOOD_CALL as u64;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        Ok(Flood {
+            stop,
+            threads,
+            _bed: bed,
+        })
+    }
+
+    /// Stop; an error if a generator failed.
+    pub(crate) fn stop(mut self) -> Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = 0;
+        for t in self.threads.drain(..) {
+            total += t
+                .join()
+                .map_err(|_| anyhow!("generator thread panicked"))??;
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Measured {
     pps: f64,
     sent_pps: f64,

@@ -20,6 +20,7 @@ pub mod map_names {
     pub const BENCH_FRAME: &str = "BENCH_FRAME";
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const NEXTHOP: &str = "NEXTHOP";
+    pub const DEADMAN: &str = "DEADMAN";
 }
 
 /// File names under the pin directory (`/sys/fs/bpf/vip/`), lower case for operators.
@@ -38,6 +39,7 @@ pub mod pin_names {
     pub const BACKEND_STATS: &str = "backend_stats";
     pub const VIP_FILTER: &str = "vip_filter";
     pub const NEXTHOP: &str = "nexthop";
+    pub const DEADMAN: &str = "deadman";
 }
 
 /// The container image: `cargo xtask image` builds it, `vip manifest` names it, the container
@@ -173,6 +175,14 @@ pub const TABLE_BY_NEED: u32 = 1;
 /// A ring slot with no backend (a service without endpoints).
 pub const RING_EMPTY: u32 = u32::MAX;
 
+/// Value of `DEADMAN` (index 0): the dead-man deadline, CLOCK_MONOTONIC ns as
+/// `bpf_ktime_get_ns`. After it ARP for owned VIPs is no longer answered. The daemon pushes it
+/// forward while it runs (with Raft, from the election's thread at every lease extension),
+/// so a hung, stopped or cut-off daemon goes silent even though its map entries still say
+/// "owned". 0: off. A slot of its own, not a field of `CONFIG`: its writers then never
+/// read-modify-write each other's fields.
+pub type Deadline = u64;
+
 /// Global settings at index 0 of `CONFIG`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -189,10 +199,11 @@ pub struct Config {
     pub epoch: u32,
     /// How tables are sized: `TABLE_FIXED` (every one `ring_size`) or `TABLE_BY_NEED`.
     pub table_sizing: u32,
-    /// Dead-man deadline (CLOCK_MONOTONIC ns, as `bpf_ktime_get_ns`): after it, ARP for
-    /// owned VIPs is no longer answered. The daemon pushes it forward while it runs, so a hung
-    /// or stopped daemon goes silent even though its map entries still say "owned". 0: off.
-    pub deadline_ns: u64,
+    /// Where builds before `DEADMAN` kept the dead-man deadline. The program no longer reads
+    /// it; the daemon copies it into `DEADMAN` once when it adopts such a pin directory (so
+    /// an upgrade does not answer ARP that the old deadline had silenced) and writes 0.
+    /// Kept so the value keeps its size and an old pinned `CONFIG` stays usable.
+    pub old_deadline_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
 

@@ -78,10 +78,11 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     // The dead-man: a daemon that stopped refreshing the deadline may be hung or cut off, and
     // someone else may own the VIP by now. Silent, like a non-owner.
     // The clock is read only when a deadline is set (reading it is not free in a VM).
-    if let Some(cfg) = maps::config().filter(|c| c.deadline_ns != 0) {
+    let deadline = maps::deadline();
+    if deadline != 0 {
         // SAFETY: a helper without preconditions.
         let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-        if now > cfg.deadline_ns {
+        if now > deadline {
             stats::bump(|s| s.arp_deadman += 1);
             stats::bump_vip(&arp.tpa, stats::VipCounter::ArpDrop);
             return xdp_action::XDP_DROP;

@@ -4,9 +4,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::{
-    vip_filter_slot, BackendValue, Config, CtSet, FlowKey, IfaceValue, LbStats, NextHop, RevValue,
-    ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS, MAX_IFACES,
-    MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
+    vip_filter_slot, BackendValue, Config, CtSet, Deadline, FlowKey, IfaceValue, LbStats, NextHop,
+    RevValue, ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS,
+    MAX_IFACES, MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
 };
 
 // Globals the loader sets (`vip_common::globals`); `.rodata`, so the verifier takes them as
@@ -72,6 +72,11 @@ pub static VIP_STATS: HashMap<VipKey, VipStats, { MAX_VIPS as usize }> = HashMap
 
 #[btf_map]
 pub static CONFIG: Array<Config, 1> = Array::new();
+
+/// The dead-man deadline (`vip_common::Deadline`), apart from `CONFIG` so its writers
+/// (the daemon's main loop and the election thread) never overwrite other settings.
+#[btf_map]
+pub static DEADMAN: Array<Deadline, 1> = Array::new();
 
 #[btf_map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }> = HashMap::new();
@@ -144,6 +149,12 @@ pub fn iface(ifindex: u32) -> Option<IfaceValue> {
 #[inline(always)]
 pub fn config() -> Option<Config> {
     CONFIG.get_ptr(0).map(|p| unsafe { *p })
+}
+
+/// The dead-man deadline (0: off).
+#[inline(always)]
+pub fn deadline() -> Deadline {
+    DEADMAN.get_ptr(0).map_or(0, |p| unsafe { *p })
 }
 
 #[inline(always)]

@@ -175,6 +175,10 @@ pub struct RaftFile {
     pub previous_key_file: Option<PathBuf>,
     /// Run without a key (unauthenticated datagrams): must be said explicitly.
     pub insecure: Option<bool>,
+    /// SCHED_FIFO priority of the election's threads (1..99; 0: do not ask for real time).
+    pub realtime_priority: Option<i64>,
+    /// Nice value of the election's threads when real time is off or refused (-20..19).
+    pub nice: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -779,6 +783,7 @@ fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig
         ConfigError::new("election.raft.id", "required (this node's key in peers)")
     })?;
     let auth = resolve_raft_auth(&f)?;
+    let priority = raft_priority(&f)?;
     let raw = f.peers.unwrap_or_default();
     let mut peers = std::collections::BTreeMap::new();
     for (k, v) in &raw {
@@ -809,6 +814,7 @@ fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig
                 .map_or(raft::DEFAULT_ELECTION_TIMEOUT.1, ms),
         ),
         lease: f.lease_ms.map_or(raft::DEFAULT_LEASE, ms),
+        priority,
         ..RaftConfig::new(
             id,
             listen,
@@ -823,6 +829,33 @@ fn resolve_raft(f: Option<RaftFile>) -> Result<crate::election::raft::RaftConfig
         other => ConfigError::new("election.raft", other.to_string()),
     })?;
     Ok(cfg)
+}
+
+/// `realtime_priority` and `nice`, in range (see `election::raft::sched`).
+fn raft_priority(f: &RaftFile) -> Result<crate::election::raft::sched::Priority, ConfigError> {
+    use crate::election::raft::sched::{Priority, DEFAULT_NICE, DEFAULT_REALTIME_PRIORITY};
+    let realtime = match f.realtime_priority {
+        None => DEFAULT_REALTIME_PRIORITY,
+        Some(p) => u8::try_from(p).ok().filter(|p| *p <= 99).ok_or_else(|| {
+            ConfigError::new(
+                "election.raft.realtime_priority",
+                format!("{p} is not a SCHED_FIFO priority (1..99, 0: off)"),
+            )
+        })?,
+    };
+    let nice = match f.nice {
+        None => DEFAULT_NICE,
+        Some(n) => i8::try_from(n)
+            .ok()
+            .filter(|n| (-20..=19).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "election.raft.nice",
+                    format!("{n} is not a nice value (-20..19; 0: leave it)"),
+                )
+            })?,
+    };
+    Ok(Priority { realtime, nice })
 }
 
 /// `key_file` (+ `previous_key_file`), or an explicit `insecure: true`; never neither.
@@ -1245,6 +1278,24 @@ mod tests {
         assert_eq!(r.listen, "0.0.0.0:7946".parse().unwrap(), "default listen");
         assert_eq!(r.state_dir, PathBuf::from("/var/lib/vip"));
         assert_eq!(r.heartbeat, crate::election::raft::DEFAULT_HEARTBEAT);
+        assert_eq!(r.priority, Default::default(), "real time by default");
+        let c = resolve(
+            file(&format!(
+                "{base}    id: 2\n{peers}    realtime_priority: 0\n    nice: 0\n"
+            )),
+            Overrides::default(),
+        )
+        .unwrap();
+        let Election::Raft(r) = c.election else {
+            panic!("raft")
+        };
+        assert_eq!(
+            r.priority,
+            crate::election::raft::sched::Priority {
+                realtime: 0,
+                nice: 0
+            }
+        );
         let c = resolve(
             file(&format!("{base}    id: 1\n{peers}    heartbeat_ms: 20\n    election_timeout_min_ms: 70\n    election_timeout_max_ms: 110\n    lease_ms: 50\n    state_dir: /tmp/x\n")),
             Overrides::default(),
@@ -1274,6 +1325,16 @@ mod tests {
                 "election.raft.listen",
             ),
             ("    id: 1\n    lease_ms: 600\n", "election.raft.lease_ms"),
+            (
+                "    id: 1\n    realtime_priority: 100\n",
+                "election.raft.realtime_priority",
+            ),
+            (
+                "    id: 1\n    realtime_priority: -1\n",
+                "election.raft.realtime_priority",
+            ),
+            ("    id: 1\n    nice: -21\n", "election.raft.nice"),
+            ("    id: 1\n    nice: 20\n", "election.raft.nice"),
             (
                 "    id: 1\n    election_timeout_max_ms: 100\n",
                 "election.raft.election_timeout_max_ms",

@@ -462,14 +462,38 @@ impl Ownership {
         }
     }
 
-    /// How often to check in: a quarter of the dead-man, and with Raft every heartbeat (the
-    /// lease watch pushes each extension at once; this catches anything it missed).
+    /// How often to check in: a quarter of the dead-man, and with Raft every heartbeat.
+    /// With Raft the election thread writes the deadline at every lease extension itself and
+    /// this tick only tells it that the main loop is alive (`main_loop_alive`, an atomic
+    /// store); it writes the deadline only if the election thread has no handle.
     fn check_in_period(&self, dead_man: Duration) -> Duration {
         let base = (dead_man / 4).max(Duration::from_millis(5));
         match &self.raft {
             Some(r) if dead_man.is_zero() => r.heartbeat(),
             Some(r) => base.min(r.heartbeat()),
             None => base,
+        }
+    }
+
+    /// Raft: the election thread checks in from now on, through a handle of its own, and
+    /// only while the main loop keeps ticking (within `dead_man`).
+    fn raft_check_in(&self, cfg: &Config) {
+        let Some(r) = &self.raft else {
+            return;
+        };
+        match crate::dataplane::maps::DeadMan::open(&cfg.pin_dir) {
+            Ok(dm) => r.check_in_through(dm, cfg.dead_man),
+            Err(e) => {
+                tracing::warn!(error = %e, "raft: dead-man handle not opened; the main loop checks in instead")
+            }
+        }
+    }
+
+    /// Raft: the election thread stops checking in (before the data plane goes down, or
+    /// the main loop writes the last deadline).
+    fn raft_check_in_stop(&self) {
+        if let Some(r) = &self.raft {
+            r.stop_checking_in();
         }
     }
 
@@ -766,7 +790,6 @@ pub async fn run(
     let mut held_rx = ownership.held_watch();
     // Check in with the data plane's dead-man four times per grace period (Raft: per heartbeat).
     let mut check_in = tokio::time::interval(ownership.check_in_period(cfg.dead_man));
-    let mut lease_rx = ownership.raft.as_ref().map(|r| r.lease_watch());
     check_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let announce = |speaker: &Option<crate::bgp::Speaker>, ownership: &Ownership| {
@@ -823,16 +846,10 @@ pub async fn run(
                 continue;
             }
             _ = check_in.tick() => {
-                if let Some(r) = running.as_mut() {
+                // Raft: the election thread checks in; the main loop only says it is alive.
+                let raft_checks_in = ownership.raft.as_ref().is_some_and(|r| r.main_loop_alive());
+                if let (Some(r), false) = (running.as_mut(), raft_checks_in) {
                     r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
-                }
-                continue;
-            }
-            changed = watch_changed(&mut lease_rx) => {
-                if changed {
-                    if let Some(r) = running.as_mut() {
-                        r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
-                    }
                 }
                 continue;
             }
@@ -882,6 +899,7 @@ pub async fn run(
                 }
             }
             state.uplink_present.set(0);
+            ownership.raft_check_in_stop();
             if let Err(e) = bring_down(r, &cfg, &state, keep_pinned, false).await {
                 // The device took most state with it; what is left is retried by bring_up.
                 tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
@@ -917,6 +935,8 @@ pub async fn run(
     let mut result = Ok(());
     // Silence first (VIPs out of the data plane, addresses unbound), then hand the lease on.
     if let Some(r) = running {
+        // The last deadline is the main loop's (a planned restart's grace, or 1 with Raft).
+        ownership.raft_check_in_stop();
         result = bring_down(r, &cfg, &state, keep_pinned, planned_restart).await;
     } else if !keep_pinned && !planned_restart {
         load::remove_pins(&cfg.pin_dir);
@@ -1192,6 +1212,9 @@ async fn bring_up(
         let _ = rec.release_all(false).await;
         teardown(plane, cfg, state, false);
         return Err(e.into());
+    }
+    if plane.is_some() {
+        ownership.raft_check_in(cfg);
     }
     state.uplink_present.set(1);
     state.ready.store(true, Ordering::Relaxed);

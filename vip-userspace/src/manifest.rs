@@ -162,14 +162,22 @@ fn container(o: &Options, kubeconfig: Option<&str>) -> Container {
         }]),
         // Exactly what the daemon does: BPF and PERFMON to load the program and maps,
         // NET_ADMIN to attach XDP and manage addresses and neighbours, NET_RAW for
-        // gratuitous ARP, SYS_ADMIN to mount bpffs when the node has none.
+        // gratuitous ARP, SYS_ADMIN to mount bpffs when the node has none, SYS_NICE for
+        // the Raft election's real-time threads (`election.raft.realtime_priority`).
         security_context: Some(SecurityContext {
             privileged: Some(false),
             capabilities: Some(Capabilities {
                 add: Some(
-                    ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
-                        .map(String::from)
-                        .to_vec(),
+                    [
+                        "BPF",
+                        "PERFMON",
+                        "NET_ADMIN",
+                        "NET_RAW",
+                        "SYS_ADMIN",
+                        "SYS_NICE",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 ),
                 drop: Some(vec!["ALL".into()]),
             }),

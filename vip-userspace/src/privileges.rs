@@ -7,6 +7,7 @@
 //! | NET_ADMIN  | attaching XDP and tc (links or netlink), addresses, neighbours, per-interface settings (rtnetlink) | always |
 //! | NET_RAW    | gratuitous ARP / unsolicited NA on a packet socket         | every announcement |
 //! | SYS_ADMIN  | mounting bpffs at /sys/fs/bpf when the node has none       | start only        |
+//! | SYS_NICE   | SCHED_FIFO (or a negative nice value) for the Raft election's threads; optional, they run at normal priority without it | start of the election |
 //!
 //! `drop_after_start` removes SYS_ADMIN from the effective, permitted and inheritable sets
 //! (and the bounding and ambient sets, so no exec could get it back). Safe because:

@@ -48,7 +48,17 @@ fn manifests_parse_into_kubernetes_types() {
         .unwrap();
     let mut add = caps.add.clone().unwrap();
     add.sort();
-    assert_eq!(add, ["BPF", "NET_ADMIN", "NET_RAW", "PERFMON", "SYS_ADMIN"]);
+    assert_eq!(
+        add,
+        [
+            "BPF",
+            "NET_ADMIN",
+            "NET_RAW",
+            "PERFMON",
+            "SYS_ADMIN",
+            "SYS_NICE"
+        ]
+    );
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(false));
     assert!(c

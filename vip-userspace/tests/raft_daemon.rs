@@ -35,12 +35,12 @@ fn persisted_term(dir: &Path) -> u64 {
     v["term"].as_u64().unwrap()
 }
 
-/// The data plane's dead-man deadline (CLOCK_MONOTONIC ns) from the node's pinned CONFIG.
+/// The data plane's dead-man deadline (CLOCK_MONOTONIC ns) from the node's pinned DEADMAN.
 fn deadline_ns(pins: &Path) -> u64 {
-    let md = aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::CONFIG)).unwrap();
-    let arr: aya::maps::Array<_, vip_common::Config> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(md)).unwrap();
-    arr.get(&0, 0).unwrap().deadline_ns
+    vip_userspace::dataplane::maps::DeadMan::open(pins)
+        .unwrap()
+        .get()
+        .unwrap()
 }
 
 /// Every reply after `from` came from `mac`.

@@ -77,6 +77,7 @@ fn config(i: usize, root: &std::path::Path) -> RaftConfig {
         election_timeout: ELECTION,
         lease: LEASE,
         auth: RaftAuth::keyed(RaftKey::from_bytes(b"raft_election test key, 32 bytes")),
+        priority: Default::default(),
     }
 }
 
@@ -91,7 +92,7 @@ enum Cmd {
         graceful: bool,
         done: mpsc::Sender<Instant>,
     },
-    /// Block the node's runtime thread (its I/O loop) for a while, as a hung daemon.
+    /// Block the node's I/O loop (its own thread) for a while, as a hung election.
     Freeze(Duration, mpsc::Sender<Instant>),
 }
 
@@ -124,7 +125,7 @@ impl Node {
                             Some(Cmd::Status(r)) => { let _ = r.send(e.status()); }
                             Some(Cmd::Freeze(d, started)) => {
                                 let _ = started.send(Instant::now());
-                                std::thread::sleep(d);
+                                e.stall_io(d);
                             }
                             Some(Cmd::Stop { graceful, done }) => {
                                 let t = Instant::now();
@@ -161,7 +162,7 @@ impl Node {
         rx.recv_timeout(Duration::from_secs(2)).expect("status")
     }
 
-    /// Freeze the node's runtime for `d`; returns when the freeze began.
+    /// Freeze the node's I/O loop for `d`; returns when the freeze was asked for.
     fn freeze(&self, d: Duration) -> Instant {
         let (tx, rx) = mpsc::channel();
         self.cmd.send(Cmd::Freeze(d, tx)).expect("node gone");

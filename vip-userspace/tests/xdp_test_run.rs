@@ -289,11 +289,9 @@ fn arp_and_passthrough_cases() {
 }
 
 fn set_deadline(ebpf: &mut Ebpf, deadline_ns: u64) {
-    let mut c: aya::maps::Array<_, vip_common::Config> =
-        aya::maps::Array::try_from(ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
-    let mut v = c.get(&0, 0).unwrap();
-    v.deadline_ns = deadline_ns;
-    c.set(0, v, 0).unwrap();
+    let mut c: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(ebpf.map_mut(map_names::DEADMAN).unwrap()).unwrap();
+    c.set(0, deadline_ns, 0).unwrap();
 }
 
 #[test]

@@ -16,12 +16,24 @@ const BEGIN: &str = "<!-- bench:begin (written by `cargo xtask bench`) -->";
 const END: &str = "<!-- bench:end -->";
 const FAILOVER_BEGIN: &str = "<!-- failover:begin (written by `cargo xtask bench failover`) -->";
 const FAILOVER_END: &str = "<!-- failover:end -->";
+const LOAD_BEGIN: &str =
+    "<!-- failover-load:begin (written by `cargo xtask bench failover-load`) -->";
+const LOAD_END: &str = "<!-- failover-load:end -->";
 const SCALE_BEGIN: &str = "<!-- scale:begin (written by `cargo xtask bench scale`) -->";
 const SCALE_END: &str = "<!-- scale:end -->";
-const SECTIONS: [&str; 6] = ["testrun", "pps", "conns", "maglev", "failover", "scale"];
+const SECTIONS: [&str; 7] = [
+    "testrun",
+    "pps",
+    "conns",
+    "maglev",
+    "failover",
+    "failover-load",
+    "scale",
+];
 /// Sections recorded in a part of their own, and run only on their own.
-const APART: [(&str, &str, &str); 2] = [
+const APART: [(&str, &str, &str); 3] = [
     ("failover", FAILOVER_BEGIN, FAILOVER_END),
+    ("failover-load", LOAD_BEGIN, LOAD_END),
     ("scale", SCALE_BEGIN, SCALE_END),
 ];
 

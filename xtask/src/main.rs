@@ -45,9 +45,10 @@ enum Cmd {
         /// Shorter runs, nothing recorded.
         #[arg(long)]
         quick: bool,
-        /// Sections to run (testrun, pps, conns, maglev, failover, scale); none: all but
-        /// failover and scale, which (~15 min each) are recorded in parts of their own of
-        /// BENCHMARKS.md.
+        /// Sections to run (testrun, pps, conns, maglev, failover, failover-load, scale);
+        /// none: all but failover, failover-load and scale, which (15 min and more each) are
+        /// recorded in parts of their own of BENCHMARKS.md. failover-load runs
+        /// `VIP_BENCH_LOAD_SECS` (default 1800) per case, four cases.
         sections: Vec<String>,
     },
     /// Random and mutated frames through the kernel and the reference model (root): verdicts

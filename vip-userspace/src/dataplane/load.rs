@@ -17,7 +17,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// (symbol in the object, file name under the pin dir) for every pinned map.
-pub const PINNED: [(&str, &str); 14] = [
+pub const PINNED: [(&str, &str); 15] = [
     (map_names::VIPS, pin_names::VIPS),
     (map_names::IFACES, pin_names::IFACES),
     (map_names::STATS, pin_names::STATS),
@@ -32,6 +32,7 @@ pub const PINNED: [(&str, &str); 14] = [
     (map_names::BACKEND_STATS, pin_names::BACKEND_STATS),
     (map_names::VIP_FILTER, pin_names::VIP_FILTER),
     (map_names::NEXTHOP, pin_names::NEXTHOP),
+    (map_names::DEADMAN, pin_names::DEADMAN),
 ];
 
 /// Sizes that depend on configuration, applied before the maps are created.

@@ -5,8 +5,8 @@ use aya::{
 };
 use std::{net::Ipv4Addr, path::Path};
 use vip_common::{
-    map_names, pin_names, vip_filter_slot, IfaceValue, Stats, VipKey, VipStats, VipValue,
-    VIP_F_OWNED,
+    map_names, pin_names, vip_filter_slot, Config, Deadline, IfaceValue, Stats, VipKey, VipStats,
+    VipValue, VIP_F_OWNED,
 };
 
 use super::DataplaneError;
@@ -20,6 +20,42 @@ pub struct Maps {
     filter_shadow: Vec<u64>,
     pub ifaces: HashMap<MapData, u32, IfaceValue>,
     pub vip_stats: HashMap<MapData, VipKey, VipStats>,
+    /// The ARP responder's dead-man deadline.
+    pub deadman: DeadMan,
+}
+
+/// The dead-man deadline (`vip_common::Deadline`, 0: off): one 8-byte slot, written whole,
+/// so writers never lose each other's fields. The main loop holds one handle (through
+/// [`Maps`]); with Raft the election thread opens a second one from the pin
+/// ([`DeadMan::open`]) and pushes every lease extension itself.
+pub struct DeadMan {
+    map: Array<MapData, Deadline>,
+}
+
+impl DeadMan {
+    /// A handle of its own, through the pin.
+    pub fn open(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        let m = MapData::from_pin(pin_dir.join(pin_names::DEADMAN))?;
+        Ok(Self {
+            map: Array::try_from(aya::maps::Map::Array(m))?,
+        })
+    }
+
+    /// One map write (a syscall, no lock, no allocation).
+    pub fn set(&mut self, deadline_ns: Deadline) -> Result<(), DataplaneError> {
+        self.map.set(0, deadline_ns, 0)?;
+        Ok(())
+    }
+
+    pub fn get(&self) -> Result<Deadline, DataplaneError> {
+        Ok(self.map.get(&0, 0)?)
+    }
+}
+
+impl std::fmt::Debug for DeadMan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadMan").finish_non_exhaustive()
+    }
 }
 
 /// Read-only counters, shared with the metrics endpoint.
@@ -50,13 +86,19 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Dataplane
 }
 
 impl Maps {
+    /// Call before the program is attached (see `migrate_deadline`).
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
+        let mut deadman = DeadMan {
+            map: Array::try_from(take(ebpf, map_names::DEADMAN)?)?,
+        };
+        migrate_deadline(ebpf, &mut deadman)?;
         let mut m = Maps {
             vips: HashMap::try_from(take(ebpf, map_names::VIPS)?)?,
             filter: Array::try_from(take(ebpf, map_names::VIP_FILTER)?)?,
             filter_shadow: Vec::new(),
             ifaces: HashMap::try_from(take(ebpf, map_names::IFACES)?)?,
             vip_stats: HashMap::try_from(take(ebpf, map_names::VIP_STATS)?)?,
+            deadman,
         };
         m.rebuild_filter()?;
         Ok(m)
@@ -157,6 +199,26 @@ impl Maps {
             .map(|k| Ipv4Addr::from(k.addr_be))
             .collect()
     }
+}
+
+/// A pin directory from a build before `DEADMAN` kept the deadline in `CONFIG`: carry it
+/// over before the new program (which reads only `DEADMAN`) replaces the old one, or VIPs
+/// the old deadline silenced (a Raft node that handed over) would be answered until the
+/// first check-in. A fresh `DEADMAN` reads 0, which is also "off": only then is it seeded.
+fn migrate_deadline(ebpf: &Ebpf, deadman: &mut DeadMan) -> Result<(), DataplaneError> {
+    if deadman.get()? != 0 {
+        return Ok(());
+    }
+    let Some(map) = ebpf.map(map_names::CONFIG) else {
+        return Ok(());
+    };
+    let config: Array<&MapData, Config> = Array::try_from(map)?;
+    let old = config.get(&0, 0).map_or(0, |c| c.old_deadline_ns);
+    if old != 0 {
+        tracing::info!("dead-man deadline carried over from an older pinned config map");
+        deadman.set(old)?;
+    }
+    Ok(())
 }
 
 impl StatsReader {

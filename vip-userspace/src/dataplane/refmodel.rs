@@ -53,6 +53,8 @@ pub struct Model {
     pub vips: HashMap<[u8; 4], VipValue>,
     pub ifaces: HashMap<u32, IfaceValue>,
     pub config: Config,
+    /// `DEADMAN` (0: off).
+    pub deadline_ns: u64,
     pub services: HashMap<ServiceKey, ServiceValue>,
     /// Slot -> value for every slot the model may read; unknown slots read as 0 (array maps
     /// start zeroed). `rings_len` is the map's size: reads beyond it fail.
@@ -119,7 +121,7 @@ impl Model {
         if !owned {
             return XDP_DROP;
         }
-        let d = self.config.deadline_ns;
+        let d = self.deadline_ns;
         if d != 0 && crate::dataplane::maps::monotonic_ns() > d {
             return XDP_DROP;
         }
@@ -417,8 +419,10 @@ pub fn from_pins(pin_dir: &std::path::Path, fib: FibTable) -> Result<Model, supe
     let backends: Array<_, BackendValue> = Array::try_from(Map::Array(open(pin_names::BACKENDS)?))?;
     let rings: Array<_, u32> = Array::try_from(Map::Array(open(pin_names::RINGS)?))?;
     let conntrack = open(pin_names::CONNTRACK)?;
+    let deadman: Array<_, u64> = Array::try_from(Map::Array(open(pin_names::DEADMAN)?))?;
     let mut m = Model {
         config: config.get(&0, 0)?,
+        deadline_ns: deadman.get(&0, 0)?,
         rings_len: rings.len(),
         ct_sets: conntrack.info().map_or(0, |i| i.max_entries()),
         fib,

@@ -50,6 +50,7 @@ fn every_family() -> Scrape {
                 .iter()
                 .map(|r| (*r, 1))
                 .collect(),
+            sched: crate::election::raft::sched::Obtained::Fifo(10),
         }),
         bgp: vec![crate::bgp::PeerStatus {
             address: "10.0.0.1".parse().unwrap(),

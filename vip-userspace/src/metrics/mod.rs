@@ -185,6 +185,13 @@ fn raft_metrics(
         r.millis_since_quorum_ack
             .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)),
     )?;
+    gauges(
+        enc,
+        "vip_election_sched",
+        "Scheduling of the election's I/O thread, one row labelled by policy (fifo, nice, normal): the SCHED_FIFO priority, the nice value, or 0",
+        "policy",
+        &[(r.sched.policy().to_string(), r.sched.value())],
+    )?;
     plain(
         enc,
         "vip_raft_authenticated",

@@ -243,8 +243,8 @@ impl Reconciler {
     /// Set the dead-man deadline itself (CLOCK_MONOTONIC ns, 0: off), e.g. one bounded by an
     /// election lease.
     pub fn check_in_until(&mut self, deadline_ns: u64) {
-        if let Backend::Xdp { lb, .. } = &mut self.backend {
-            if let Err(e) = lb.sync.set_deadline(deadline_ns) {
+        if let Backend::Xdp { maps, .. } = &mut self.backend {
+            if let Err(e) = maps.deadman.set(deadline_ns) {
                 tracing::warn!(error = %e, "dead-man deadline not pushed");
             }
         }

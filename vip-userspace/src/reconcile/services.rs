@@ -130,10 +130,8 @@ impl ServiceSync {
         hash_seed: u32,
     ) -> Result<Self, ServiceError> {
         let sizing = sizing.into();
-        // The dead-man deadline a previous run left in the pinned map stays: with Raft it is
-        // already past on a node that lost (or never had) the lease, and resetting it to 0
-        // (off) would let VIPs still in the pinned map be answered until the first check-in.
-        let deadline_ns = maps.config.get(&0, 0).map_or(0, |c| c.deadline_ns);
+        // The dead-man deadline is not here (`DEADMAN`, the ARP side's): what a previous run
+        // left there stays. The old field was carried over by `Maps::take`.
         maps.config.set(
             0,
             BpfConfig {
@@ -141,7 +139,7 @@ impl ServiceSync {
                 hash_seed,
                 epoch: 1,
                 table_sizing: sizing.code(),
-                deadline_ns,
+                old_deadline_ns: 0,
             },
             0,
         )?;
@@ -340,17 +338,13 @@ impl ServiceSync {
         self.update_config(|c| c.epoch = c.epoch.wrapping_add(1))
     }
 
-    /// Read-modify-write of the one CONFIG entry (only this daemon task writes it).
+    /// Read-modify-write of the one CONFIG entry (only this daemon task writes it; the
+    /// dead-man deadline, which the election thread writes too, is in `DEADMAN`).
     fn update_config(&mut self, f: impl FnOnce(&mut BpfConfig)) -> Result<(), ServiceError> {
         let mut c = self.maps.config.get(&0, 0)?;
         f(&mut c);
         self.maps.config.set(0, c, 0)?;
         Ok(())
-    }
-
-    /// Push the dead-man deadline (see `vip_common::Config::deadline_ns`); 0 turns it off.
-    pub fn set_deadline(&mut self, deadline_ns: u64) -> Result<(), ServiceError> {
-        self.update_config(|c| c.deadline_ns = deadline_ns)
     }
 
     fn alloc_sid(&mut self) -> Result<u32, ServiceError> {

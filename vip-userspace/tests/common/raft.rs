@@ -27,12 +27,25 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub daemons: Vec<Option<Daemon>>,
     pub t: Timing,
+    /// More `election.raft` lines for every node (each indented by four spaces).
+    pub raft_extra: String,
 }
 
 impl Cluster {
     /// Key files `keys` (fresh random keys, in `dir`) and three nodes started with the first
     /// (`""`: `insecure: true`); `extra` hosts join the bed.
     pub fn new(prefix: &str, t: Timing, keys: &[&str], extra: &[(&str, &str)]) -> Cluster {
+        Cluster::with_raft(prefix, t, keys, extra, "")
+    }
+
+    /// As `new`, with `raft_extra` added to every node's `election.raft`.
+    pub fn with_raft(
+        prefix: &str,
+        t: Timing,
+        keys: &[&str],
+        extra: &[(&str, &str)],
+        raft_extra: &str,
+    ) -> Cluster {
         require_root_and_bpf();
         let mut hosts = vec![
             ("client", "192.0.2.10/24"),
@@ -57,6 +70,7 @@ impl Cluster {
             dir,
             daemons: Vec::new(),
             t,
+            raft_extra: raft_extra.to_string(),
         };
         let first = keys.first().copied().unwrap_or("");
         for i in 0..3 {
@@ -96,7 +110,7 @@ impl Cluster {
         std::fs::write(
             &cfg,
             format!(
-                "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n{key}{previous}    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n",
+                "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n{key}{previous}    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n{}",
                 self.pins(i).display(),
                 i + 1,
                 peers.join(", "),
@@ -105,6 +119,7 @@ impl Cluster {
                 t.election_ms.0,
                 t.election_ms.1,
                 t.lease_ms,
+                self.raft_extra,
             ),
         )
         .unwrap();

@@ -36,6 +36,23 @@
 //! HMAC with ring (0.17, already compiled in for rustls): no new crypto crate in the
 //! binary, and `ring::hmac::verify` compares tags in constant time.
 //!
+//! # Threads
+//! Nothing the rest of the daemon does may delay a heartbeat, so the election owns its
+//! threads, each at a raised priority (`sched.rs`: SCHED_FIFO, else a lower nice value):
+//! ```text
+//!  raft-io-N  (current-thread tokio runtime: socket, timers, core)
+//!     │ Fence::set ──► watch<bool> leader() ──────────────► daemon main loop (VIPs)
+//!     │ CheckIn::push ──► DEADMAN map (own handle) ◄─────── main loop: bring-up and
+//!     │                    ▲                                  leadership changes only
+//!     │                    └ min(lease, main loop's last tick + dead_man)
+//!  raft-fence-N (plain thread): re-evaluates the fence, publishes false at lease_until
+//!  blocking pool of raft-io-N: term/vote fsync (only when the term or vote changes)
+//! ```
+//! The main loop only says it is alive (an atomic store per tick) and hands over the map
+//! handle when the data plane comes up; it never sits between a lease extension and the
+//! deadline in the map. Shared state is taken by these threads with `try_lock` where a
+//! normal-priority thread also holds it (the check-in handle), or held only for copies.
+//!
 //! # The fence
 //! The node is leader for VIP purposes only while `now < lease_until`, where `lease_until` is
 //! the send time of the newest heartbeat a majority (itself included) acknowledged in its
@@ -52,6 +69,7 @@
 //!   that margin.
 pub mod auth;
 mod core;
+pub mod sched;
 mod store;
 
 use std::{
@@ -70,12 +88,14 @@ use tokio::{net::UdpSocket, sync::watch};
 use self::{
     auth::{Opened, Session},
     core::{Core, Timing},
+    sched::{Obtained, Priority},
     store::Store,
 };
 pub use self::{
     auth::{RaftAuth, RaftKey, Reject},
     core::{HardState, Msg, Role as RaftRole},
 };
+use crate::dataplane::maps::{monotonic_ns, DeadMan};
 
 /// How often (at most) the watchdog re-evaluates the fence.
 pub const WATCHDOG_PERIOD: Duration = Duration::from_millis(10);
@@ -124,6 +144,8 @@ pub struct RaftConfig {
     pub lease: Duration,
     /// The shared key(s), or `insecure`.
     pub auth: RaftAuth,
+    /// Scheduling priority of the election's threads.
+    pub priority: Priority,
 }
 
 impl RaftConfig {
@@ -144,6 +166,7 @@ impl RaftConfig {
             election_timeout: DEFAULT_ELECTION_TIMEOUT,
             lease: DEFAULT_LEASE,
             auth,
+            priority: Priority::default(),
         }
     }
 
@@ -182,6 +205,21 @@ impl RaftConfig {
         let addrs: BTreeSet<SocketAddr> = self.peers.values().copied().collect();
         if addrs.len() != self.peers.len() {
             return err("election.raft.peers", "two members share an address".into());
+        }
+        if self.priority.realtime > 99 {
+            return err(
+                "election.raft.realtime_priority",
+                format!(
+                    "{} is not a SCHED_FIFO priority (1..99, 0: off)",
+                    self.priority.realtime
+                ),
+            );
+        }
+        if !(-20..=19).contains(&self.priority.nice) {
+            return err(
+                "election.raft.nice",
+                format!("{} is not a nice value (-20..19)", self.priority.nice),
+            );
         }
         if self.heartbeat < Duration::from_millis(1) {
             return err("election.raft.heartbeat_ms", "must be at least 1 ms".into());
@@ -244,6 +282,8 @@ pub struct RaftStatus {
     pub authenticated: bool,
     /// Datagrams dropped since start, per reason (every reason, in `Reject::ALL` order).
     pub rejected: Vec<(Reject, u64)>,
+    /// The scheduling the I/O thread obtained (`sched.rs`).
+    pub sched: Obtained,
 }
 
 /// Dropped datagrams per reason, shared by the I/O loop and the status readers.
@@ -342,6 +382,55 @@ impl Fence {
     }
 }
 
+/// The data plane's dead-man, checked in from the I/O thread at every lease change, so a
+/// busy main loop cannot make the leader's ARP lapse. Bounded by the main loop's own
+/// liveness: while it has not ticked for `grace`, the deadline stops moving and XDP goes
+/// silent at `last tick + grace` even though the election thread is fine (a node whose
+/// main loop hangs serves nothing it can keep consistent: uplink changes, services).
+struct CheckIn {
+    /// The handle on `DEADMAN`, from the main loop once the data plane is up; `None`
+    /// before that, after it went down, and once the main loop took over for good (a
+    /// planned restart writes its own final deadline).
+    target: Mutex<Option<DeadMan>>,
+    /// When the main loop last ticked (CLOCK_MONOTONIC ns).
+    alive_ns: AtomicU64,
+    /// How long a tick counts (ns); 0: no bound (`dead_man_ms: 0`).
+    grace_ns: AtomicU64,
+    /// Whether `target` holds a handle (read by the main loop without the lock).
+    attached: AtomicBool,
+}
+
+impl CheckIn {
+    /// The deadline for `lease` (CLOCK_MONOTONIC ns; 1, already past, when not leading;
+    /// never 0, which would mean "off").
+    fn deadline(&self, lease: Option<Instant>) -> u64 {
+        let Some(until) = lease else {
+            return 1;
+        };
+        let now = Instant::now();
+        let mut d = monotonic_ns() + until.saturating_duration_since(now).as_nanos() as u64;
+        let grace = self.grace_ns.load(Ordering::Relaxed);
+        if grace != 0 {
+            d = d.min(self.alive_ns.load(Ordering::Relaxed).saturating_add(grace));
+        }
+        d.max(1)
+    }
+
+    /// Write the deadline for `lease`. Never waits: when the main loop is swapping the
+    /// handle this one is skipped (false), and the caller pushes again on its next turn.
+    fn push(&self, lease: Option<Instant>) -> bool {
+        let Ok(mut t) = self.target.try_lock() else {
+            return false;
+        };
+        if let Some(dm) = t.as_mut() {
+            if let Err(e) = dm.set(self.deadline(lease)) {
+                tracing::warn!(error = %e, "raft: dead-man deadline not pushed");
+            }
+        }
+        true
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Snapshot {
     term: u64,
@@ -356,6 +445,7 @@ struct Snapshot {
 pub struct StatusSource {
     id: u64,
     authenticated: bool,
+    sched: Obtained,
     snapshot: Arc<Mutex<Snapshot>>,
     rejected: Arc<Rejected>,
     rx: watch::Receiver<bool>,
@@ -365,7 +455,8 @@ impl StatusSource {
     pub fn get(&self) -> RaftStatus {
         let s = self.snapshot.lock().map(|s| s.clone()).ok();
         let fenced_leader = *self.rx.borrow();
-        let (authenticated, rejected) = (self.authenticated, self.rejected.rows());
+        let (authenticated, rejected, sched) =
+            (self.authenticated, self.rejected.rows(), self.sched);
         match s {
             Some(s) => RaftStatus {
                 id: self.id,
@@ -377,6 +468,7 @@ impl StatusSource {
                 reachable: s.reachable,
                 authenticated,
                 rejected,
+                sched,
             },
             None => RaftStatus {
                 id: self.id,
@@ -388,6 +480,7 @@ impl StatusSource {
                 reachable: Vec::new(),
                 authenticated,
                 rejected,
+                sched,
             },
         }
     }
@@ -409,10 +502,35 @@ pub struct RaftElector {
     fence: Arc<Fence>,
     rx: watch::Receiver<bool>,
     snapshot: Arc<Mutex<Snapshot>>,
+    check_in: Arc<CheckIn>,
+    sched: Obtained,
     stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// Test hook: make the I/O loop block for a while (`stall_io`).
+    stall_tx: tokio::sync::mpsc::UnboundedSender<Duration>,
+    /// The I/O thread, and a signal it sends as it ends.
+    io: Option<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    )>,
     watchdog_stop: Arc<AtomicBool>,
     watchdog: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Spawn a named thread of the election at `want` priority; its first act is to raise its
+/// own priority, which it reports on `obtained` (with what was refused) before running `f`.
+fn spawn_raised(
+    name: String,
+    want: Priority,
+    obtained: std::sync::mpsc::Sender<(&'static str, Obtained, Vec<String>)>,
+    role: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        let (got, refused) = sched::raise(want);
+        let _ = obtained.send((role, got, refused));
+        drop(obtained);
+        f()
+    })
 }
 
 impl RaftElector {
@@ -437,8 +555,9 @@ impl RaftElector {
                 source: std::io::Error::other(e),
             })??
         };
-        let socket = UdpSocket::bind(cfg.listen)
-            .await
+        // Bound here (errors are the caller's), registered with the I/O thread's runtime.
+        let socket = std::net::UdpSocket::bind(cfg.listen)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .map_err(|source| RaftError::Bind {
                 addr: cfg.listen,
                 source,
@@ -476,23 +595,36 @@ impl RaftElector {
             quorum_ack: None,
             reachable: Vec::new(),
         }));
+        let spawn_err = |source| RaftError::State {
+            path: cfg.state_dir.clone(),
+            source,
+        };
+        let (sched_tx, sched_rx) = std::sync::mpsc::channel();
         let watchdog_stop = Arc::new(AtomicBool::new(false));
         let watchdog = {
             let (fence, stop) = (fence.clone(), watchdog_stop.clone());
-            std::thread::Builder::new()
-                .name(format!("raft-fence-{}", cfg.id))
-                .spawn(move || {
+            spawn_raised(
+                format!("raft-fence-{}", cfg.id),
+                cfg.priority,
+                sched_tx.clone(),
+                "watchdog",
+                move || {
                     while !stop.load(Ordering::Relaxed) {
                         let d = fence.check();
                         std::thread::sleep(d);
                     }
-                })
-                .map_err(|source| RaftError::State {
-                    path: cfg.state_dir.clone(),
-                    source,
-                })?
+                },
+            )
+            .map_err(spawn_err)?
         };
+        let check_in = Arc::new(CheckIn {
+            target: Mutex::new(None),
+            alive_ns: AtomicU64::new(monotonic_ns()),
+            grace_ns: AtomicU64::new(0),
+            attached: AtomicBool::new(false),
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (stall_tx, stall_rx) = tokio::sync::mpsc::unbounded_channel();
         let rejected = Arc::new(Rejected::default());
         let authenticated = cfg.auth != RaftAuth::Insecure;
         let io = IoLoop {
@@ -502,14 +634,77 @@ impl RaftElector {
             rejected: rejected.clone(),
             reject_log: Default::default(),
             heartbeat: cfg.heartbeat,
-            socket,
             peers: cfg.peers.clone(),
             store,
             persisted: hs,
             fence: fence.clone(),
             snapshot: snapshot.clone(),
+            check_in: check_in.clone(),
+            pushed: None,
+            late: Lateness::default(),
         };
-        let task = tokio::spawn(io.run(stop_rx));
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let id = cfg.id;
+        let io_thread = spawn_raised(
+            format!("raft-io-{}", cfg.id),
+            cfg.priority,
+            sched_tx,
+            "io",
+            move || {
+                // Its own runtime: the daemon's workers (reconciler, metrics, Kubernetes
+                // watches) can be busy or blocked without this loop waiting for a worker.
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name(format!("raft-io-{id}-blocking"))
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(async move {
+                        match UdpSocket::from_std(socket) {
+                            Ok(socket) => io.run(socket, stop_rx, stall_rx).await,
+                            Err(e) => tracing::error!(id, error = %e, "raft: socket not registered; not electing"),
+                        }
+                    }),
+                    Err(e) => tracing::error!(id, error = %e, "raft: no runtime for the I/O thread; not electing"),
+                }
+                let _ = done_tx.send(());
+            },
+        )
+        .map_err(|e| {
+            watchdog_stop.store(true, Ordering::Relaxed);
+            spawn_err(e)
+        })?;
+        // Both threads report before doing anything else.
+        let mut sched = Obtained::Normal;
+        for (role, got, refused) in sched_rx.iter().take(2) {
+            if role == "io" {
+                sched = got;
+            }
+            match got {
+                Obtained::Fifo(p) => tracing::info!(
+                    id = cfg.id,
+                    thread = role,
+                    priority = p,
+                    "raft: thread runs SCHED_FIFO"
+                ),
+                Obtained::Nice(n) if cfg.priority.realtime > 0 => {
+                    tracing::warn!(id = cfg.id, thread = role, nice = n, refused = ?refused,
+                    "raft: no real-time priority (needs CAP_SYS_NICE); thread runs at a lower nice value, a busy node may still delay heartbeats")
+                }
+                Obtained::Nice(n) => tracing::info!(
+                    id = cfg.id,
+                    thread = role,
+                    nice = n,
+                    "raft: thread runs at a lower nice value"
+                ),
+                Obtained::Normal if refused.is_empty() => tracing::info!(
+                    id = cfg.id,
+                    thread = role,
+                    "raft: thread runs at normal priority (realtime_priority and nice are 0)"
+                ),
+                Obtained::Normal => tracing::warn!(id = cfg.id, thread = role, refused = ?refused,
+                    "raft: thread runs at normal priority (needs CAP_SYS_NICE): on a busy node heartbeats may be late, the leader's lease lapse and elections follow"),
+            }
+        }
         Ok(RaftElector {
             id: cfg.id,
             authenticated,
@@ -518,11 +713,62 @@ impl RaftElector {
             fence,
             rx,
             snapshot,
+            check_in,
+            sched,
             stop_tx: Some(stop_tx),
-            task: Some(task),
+            stall_tx,
+            io: Some((io_thread, done_rx)),
             watchdog_stop,
             watchdog: Some(watchdog),
         })
+    }
+
+    /// For tests of a hung election: the I/O loop blocks its thread for `d` (as a stuck
+    /// loop would), while the watchdog keeps running.
+    #[doc(hidden)]
+    pub fn stall_io(&self, d: Duration) {
+        let _ = self.stall_tx.send(d);
+    }
+
+    /// What the I/O thread's scheduling is (`sched.rs`).
+    pub fn sched(&self) -> Obtained {
+        self.sched
+    }
+
+    /// Check in with the data plane's dead-man from the election thread from now on: at
+    /// every lease change it writes `min(lease, last main-loop tick + grace)` through `dm`
+    /// (grace zero: the lease alone). The main loop calls this when the data plane comes up.
+    pub fn check_in_through(&self, dm: DeadMan, grace: Duration) {
+        self.check_in
+            .grace_ns
+            .store(grace.as_nanos() as u64, Ordering::Relaxed);
+        let _ = self.main_loop_alive();
+        if let Ok(mut t) = self.check_in.target.lock() {
+            *t = Some(dm);
+            self.check_in.attached.store(true, Ordering::Relaxed);
+        }
+        // The lease may not change for a heartbeat: push now (off the I/O thread; the
+        // handle is ours for the moment, the I/O thread skips and retries).
+        self.check_in.push(self.fence.until());
+    }
+
+    /// Stop checking in (the data plane is going down, or the main loop writes the final
+    /// deadline itself). Waits for a write in progress, so none lands after this returns.
+    pub fn stop_checking_in(&self) {
+        if let Ok(mut t) = self.check_in.target.lock() {
+            *t = None;
+        }
+        self.check_in.attached.store(false, Ordering::Relaxed);
+    }
+
+    /// The main loop ticked: the election thread's check-ins are good for `grace` more.
+    /// One atomic store. False while the election thread does not check in (no handle):
+    /// the main loop must then write the deadline itself.
+    pub fn main_loop_alive(&self) -> bool {
+        self.check_in
+            .alive_ns
+            .store(monotonic_ns(), Ordering::Relaxed);
+        self.check_in.attached.load(Ordering::Relaxed)
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -554,6 +800,7 @@ impl RaftElector {
         StatusSource {
             id: self.id,
             authenticated: self.authenticated,
+            sched: self.sched,
             snapshot: self.snapshot.clone(),
             rejected: self.rejected.clone(),
             rx: self.rx.clone(),
@@ -568,12 +815,14 @@ impl RaftElector {
         if let Some(tx) = self.stop_tx.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(2), task)
+        if let Some((thread, done)) = self.io.take() {
+            if tokio::time::timeout(Duration::from_secs(2), done)
                 .await
                 .is_err()
             {
                 tracing::warn!(id = self.id, "raft: I/O loop did not stop in time");
+            } else {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
         }
         self.watchdog_stop.store(true, Ordering::Relaxed);
@@ -590,9 +839,8 @@ impl Drop for RaftElector {
         // Dropped without stop(): go silent, then stop everything without waiting.
         self.fence.close();
         self.watchdog_stop.store(true, Ordering::Relaxed);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        // Dropping the sender ends the I/O loop (its stop branch sees the channel close).
+        self.stop_tx.take();
     }
 }
 
@@ -623,16 +871,56 @@ struct IoLoop {
     rejected: Arc<Rejected>,
     reject_log: RejectLog,
     heartbeat: Duration,
-    socket: UdpSocket,
     peers: BTreeMap<u64, SocketAddr>,
     store: Store,
     persisted: HardState,
     fence: Arc<Fence>,
     snapshot: Arc<Mutex<Snapshot>>,
+    check_in: Arc<CheckIn>,
+    /// The lease last written to the dead-man (None: not yet).
+    pushed: Option<Option<Instant>>,
+    late: Lateness,
+}
+
+/// Timers that fired late by more than half a heartbeat: this thread did not get the CPU
+/// (no real-time priority, or something above it). Logged at most once per
+/// `REJECT_LOG_PERIOD` with the count and the worst since the last line.
+#[derive(Default)]
+struct Lateness {
+    logged: Option<Instant>,
+    count: u64,
+    worst: Duration,
+}
+
+impl Lateness {
+    fn note(&mut self, id: u64, late: Duration, heartbeat: Duration) {
+        if late <= heartbeat / 2 {
+            return;
+        }
+        self.count += 1;
+        self.worst = self.worst.max(late);
+        let now = Instant::now();
+        if self
+            .logged
+            .is_some_and(|t| now.saturating_duration_since(t) < REJECT_LOG_PERIOD)
+        {
+            return;
+        }
+        tracing::warn!(id, count = self.count, worst = ?self.worst, ?heartbeat, "raft: timers fired late (the election thread did not get the CPU in time)");
+        self.logged = Some(now);
+        self.count = 0;
+        self.worst = Duration::ZERO;
+    }
 }
 
 impl IoLoop {
-    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+        mut stall: tokio::sync::mpsc::UnboundedReceiver<Duration>,
+    ) {
+        let socket = &socket;
         let mut buf = vec![0u8; 2048];
         // Hellos carry no Raft state (nothing to persist first): members learn our epoch.
         let mut hello_at = tokio::time::Instant::now();
@@ -641,20 +929,25 @@ impl IoLoop {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                r = self.socket.recv_from(&mut buf) => match r {
+                r = socket.recv_from(&mut buf) => match r {
                     Ok((n, src)) => self.receive(&buf[..n], src),
                     // e.g. ICMP unreachable reported on the socket: the peer is down.
                     Err(e) => tracing::trace!(id = self.id, error = %e, "raft: recv"),
                 },
-                _ = tokio::time::sleep_until(deadline) => self.core.tick(Instant::now()),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    self.late.note(self.id, now.saturating_duration_since(deadline.into_std()), self.heartbeat);
+                    self.core.tick(now)
+                }
+                Some(d) = stall.recv() => std::thread::sleep(d),
                 _ = tokio::time::sleep_until(hello_at) => {
                     hello_at += self.heartbeat;
                     for (to, bytes) in self.session.hellos(Instant::now()) {
-                        self.send_bytes(to, &bytes);
+                        self.send_bytes(socket, to, &bytes);
                     }
                 }
             }
-            self.flush().await;
+            self.flush(socket).await;
         }
         // The fence is already closed (stop() did it). A leader hands over.
         if let Some(to) = self.core.transfer(Instant::now()) {
@@ -664,7 +957,7 @@ impl IoLoop {
                 "raft: stopping leader hands over (TimeoutNow)"
             );
         }
-        self.flush().await;
+        self.flush(socket).await;
     }
 
     fn receive(&mut self, data: &[u8], src: SocketAddr) {
@@ -690,10 +983,11 @@ impl IoLoop {
     /// Fence first, then durable state, then messages (see core.rs). The fence is lowered
     /// before anything else, but raised or extended only once the term it belongs to is on
     /// disk, and after the status snapshot, so `status()` never lags a published `true`.
-    async fn flush(&mut self) {
+    async fn flush(&mut self, socket: &UdpSocket) {
         let lease = self.core.lease_until();
         if lease.is_none() {
             self.fence.set(None);
+            self.push(None);
         }
         let hs = self.core.hard_state();
         let durable = if hs == self.persisted {
@@ -718,34 +1012,54 @@ impl IoLoop {
         let out = self.core.take_out();
         if durable {
             for (to, msg) in out {
-                self.send(to, msg);
+                self.send(socket, to, msg);
             }
         }
-        if let Ok(mut s) = self.snapshot.lock() {
-            *s = Snapshot {
-                term: self.core.term(),
-                leader: self.core.leader(),
-                role: self.core.role(),
-                quorum_ack: self.core.quorum_ack(),
-                reachable: self.core.reachable(Instant::now()),
-            };
+        let snap = Snapshot {
+            term: self.core.term(),
+            leader: self.core.leader(),
+            role: self.core.role(),
+            quorum_ack: self.core.quorum_ack(),
+            reachable: self.core.reachable(Instant::now()),
+        };
+        // Readers (metrics scrapes, at normal priority) hold this lock for a copy; one that
+        // was preempted holding it must not stall this thread. Written on the next turn
+        // (at the latest the next heartbeat or hello) instead.
+        match self.snapshot.try_lock() {
+            Ok(mut s) => *s = snap,
+            Err(std::sync::TryLockError::Poisoned(p)) => *p.into_inner() = snap,
+            Err(std::sync::TryLockError::WouldBlock) => {}
         }
-        self.fence.set(if durable { lease } else { None });
+        let lease = if durable { lease } else { None };
+        self.fence.set(lease);
+        self.push(lease);
     }
 
-    fn send(&mut self, to: u64, msg: Msg) {
+    /// The dead-man follows the fence: pushed whenever the lease changes (every
+    /// quorum-acknowledged heartbeat while leading), and retried if the last push was
+    /// skipped. The fence is published first, so the map never runs ahead of `leader()`.
+    fn push(&mut self, lease: Option<Instant>) {
+        if self.pushed == Some(lease) {
+            return;
+        }
+        if self.check_in.push(lease) {
+            self.pushed = Some(lease);
+        }
+    }
+
+    fn send(&mut self, socket: &UdpSocket, to: u64, msg: Msg) {
         match self.session.seal(to, Some(&msg)) {
-            Some(bytes) => self.send_bytes(to, &bytes),
+            Some(bytes) => self.send_bytes(socket, to, &bytes),
             None => tracing::warn!(id = self.id, to, "raft: cannot encode for a non-member"),
         }
     }
 
-    fn send_bytes(&self, to: u64, bytes: &[u8]) {
+    fn send_bytes(&self, socket: &UdpSocket, to: u64, bytes: &[u8]) {
         let Some(addr) = self.peers.get(&to) else {
             return;
         };
         // Never wait for the socket: a datagram that can't go now is lost like any other.
-        if let Err(e) = self.socket.try_send_to(bytes, *addr) {
+        if let Err(e) = socket.try_send_to(bytes, *addr) {
             tracing::trace!(id = self.id, to, error = %e, "raft: send");
         }
     }
@@ -955,6 +1269,34 @@ mod tests {
         std::fs::write(d.join("raft-state.json"), b"{not json").unwrap();
         assert!(matches!(Store::open(&d, 1), Err(RaftError::Corrupt { .. })));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn check_in_follows_the_lease_and_the_main_loops_last_tick() {
+        let c = CheckIn {
+            target: Mutex::new(None),
+            alive_ns: AtomicU64::new(monotonic_ns()),
+            grace_ns: AtomicU64::new(0),
+            attached: AtomicBool::new(false),
+        };
+        // Not leading: already past, never 0 ("off").
+        assert_eq!(c.deadline(None), 1);
+        let now = monotonic_ns();
+        let lease = Instant::now() + Duration::from_secs(1);
+        let d = c.deadline(Some(lease));
+        assert!(
+            d > now + 900_000_000 && d <= monotonic_ns() + 1_000_000_000,
+            "{d} vs {now}"
+        );
+        // A main loop that last ticked 200 ms ago with a 100 ms grace: already past.
+        c.grace_ns.store(100_000_000, Ordering::Relaxed);
+        c.alive_ns.store(now - 200_000_000, Ordering::Relaxed);
+        assert!(c.deadline(Some(lease)) < monotonic_ns());
+        // Ticked just now: the grace bounds it, not the lease.
+        c.alive_ns.store(monotonic_ns(), Ordering::Relaxed);
+        assert!(c.deadline(Some(lease)) <= monotonic_ns() + 100_000_000);
+        // No handle: a push is a no-op that succeeds.
+        assert!(c.push(Some(lease)));
     }
 
     #[tokio::test]
