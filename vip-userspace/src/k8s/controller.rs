@@ -128,7 +128,6 @@ pub fn bgp_annotations(svc: &Service) -> Result<crate::bgp::RoutePolicy, String>
     Ok(p)
 }
 
-
 /// (namespace, name) of a Service.
 pub type Key = (String, String);
 
@@ -535,7 +534,14 @@ impl Controller {
         self.writer.as_ref().map_or(0, Writer::pending)
     }
 
-    fn event_spec(&self, namespace: &str, object: ObjectReference, type_: &str, reason: &str, message: &str) -> EventSpec {
+    fn event_spec(
+        &self,
+        namespace: &str,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) -> EventSpec {
         EventSpec {
             namespace: namespace.to_string(),
             object,
@@ -565,7 +571,13 @@ impl Controller {
             svc: Svc::of(s),
         };
         if let Some(init) = &mut self.init_svcs {
-            init.insert(k.clone(), Cached { rv: c.rv.clone(), svc: c.svc.clone() });
+            init.insert(
+                k.clone(),
+                Cached {
+                    rv: c.rv.clone(),
+                    svc: c.svc.clone(),
+                },
+            );
         }
         self.put_service(k, c);
     }
@@ -765,7 +777,11 @@ impl Controller {
     /// The periodic resync: only what failed is tried again (allocations, and writes given
     /// up after their retries); nothing else costs anything.
     pub fn resync(&mut self) {
-        let gave_up = self.writer.as_ref().map(Writer::take_given_up).unwrap_or_default();
+        let gave_up = self
+            .writer
+            .as_ref()
+            .map(Writer::take_given_up)
+            .unwrap_or_default();
         for k in gave_up {
             self.sent.remove(&k);
             self.dirty.insert(k);

@@ -439,11 +439,10 @@ impl Ipam {
                         .for_ns(&r.namespace)
                         .ok_or_else(|| IpamError::NoPool(r.namespace.clone()))?
                         .clone();
-                    self.lowest_free(&pool, *f)
-                        .ok_or(IpamError::Exhausted {
-                            ns: r.namespace.clone(),
-                            family: f.name(),
-                        })?
+                    self.lowest_free(&pool, *f).ok_or(IpamError::Exhausted {
+                        ns: r.namespace.clone(),
+                        family: f.name(),
+                    })?
                 }
             };
             self.hold(ip, r);

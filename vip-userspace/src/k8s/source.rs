@@ -36,7 +36,10 @@ enum Change {
     Error,
 }
 
-fn events<K, F>(s: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static, f: F) -> stream::BoxStream<'static, Change>
+fn events<K, F>(
+    s: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    f: F,
+) -> stream::BoxStream<'static, Change>
 where
     K: Send + 'static,
     F: Fn(watcher::Event<K>) -> Change + Send + 'static,
@@ -83,7 +86,11 @@ pub async fn run(
     let mut unplaced = stats.unplaced.subscribe();
     let mut reported = std::collections::BTreeMap::new();
     let s1 = events(
-        watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff(),
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
         Change::Svc,
     );
     let s2 = events(

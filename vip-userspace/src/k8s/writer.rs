@@ -132,9 +132,8 @@ async fn run(
     gave_up: Arc<Mutex<Vec<Key>>>,
     counters: Counters,
 ) {
-    let jobs = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|j| (j, rx))
-    });
+    let jobs =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) });
     jobs.for_each_concurrent(CONCURRENCY, |(key, w)| {
         let client = client.clone();
         let pending = pending.clone();

@@ -14,6 +14,7 @@ use std::{
     sync::Arc,
 };
 
+pub mod batch;
 pub mod conflict;
 pub mod lb;
 pub mod services;
