@@ -314,7 +314,7 @@ impl Bed {
     }
 
     pub fn host(&self, role: &str) -> &Host {
-        let name = format!("{}-{role}", self.prefix);
+        let name = scoped(&format!("{}-{role}", self.prefix));
         self.hosts
             .iter()
             .find(|h| h.ns.name == name)
