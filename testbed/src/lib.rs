@@ -212,6 +212,7 @@ pub struct Bed {
 impl Bed {
     /// `hosts`: (role, "addr/len"). Namespaces are named `<prefix>-<role>`.
     pub fn new(prefix: &str, hosts: &[(&str, &str)]) -> Bed {
+        let prefix = &scoped(prefix);
         cleanup_prefix(&format!("{prefix}-"));
         let switch = Netns::new(&format!("{prefix}-sw"));
         switch.ip(&["link", "add", "br0", "type", "bridge"]);

@@ -1113,7 +1113,9 @@ fn batched_ring_writes_land_like_single_updates() {
     let mut ebpf = load_sized(&pins, 4 * M);
     let mut lb = LbMaps::take(&mut ebpf).unwrap();
     let fd = lb.rings_fd.take().expect("a descriptor of RINGS");
-    let table: Vec<u32> = (0..M).map(|i| i.wrapping_mul(2_654_435_761) % 977).collect();
+    let table: Vec<u32> = (0..M)
+        .map(|i| i.wrapping_mul(2_654_435_761) % 977)
+        .collect();
     let t = std::time::Instant::now();
     batch::update_u32(fd.as_fd(), M + 3, &table).expect("batch update (kernel ≥ 5.6)");
     let batched = t.elapsed();
@@ -1124,9 +1126,17 @@ fn batched_ring_writes_land_like_single_updates() {
     let single = t.elapsed();
     eprintln!("one {M}-slot table: batched {batched:?}, slot by slot {single:?}");
     for (i, v) in table.iter().enumerate() {
-        assert_eq!(lb.rings.get(&(M + 3 + i as u32), 0).unwrap(), *v, "slot {i}");
+        assert_eq!(
+            lb.rings.get(&(M + 3 + i as u32), 0).unwrap(),
+            *v,
+            "slot {i}"
+        );
     }
-    assert_eq!(lb.rings.get(&(M + 2), 0).unwrap(), 0, "nothing before the table");
+    assert_eq!(
+        lb.rings.get(&(M + 2), 0).unwrap(),
+        0,
+        "nothing before the table"
+    );
     assert_eq!(lb.rings.get(&(2 * M + 3), 0).unwrap(), table[0]);
     let back = batch::lookup_u32(fd.as_fd(), M + 3, M).unwrap();
     assert_eq!(back, table);

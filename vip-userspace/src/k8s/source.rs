@@ -29,9 +29,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 const BATCH: usize = 4096;
 
 enum Change {
-    Svc(watcher::Event<Service>),
-    Slice(watcher::Event<EndpointSlice>),
-    Pool(watcher::Event<ConfigMap>),
+    Svc(Box<watcher::Event<Service>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
+    Pool(Box<watcher::Event<ConfigMap>>),
     /// A watch error (the stream backs off and retries by itself).
     Error,
 }
@@ -57,18 +57,24 @@ where
 fn ingest(ctl: &mut Controller, c: Change) {
     use watcher::Event as E;
     match c {
-        Change::Svc(E::Apply(s) | E::InitApply(s)) => ctl.apply_service(&s),
-        Change::Svc(E::Delete(s)) => ctl.delete_service(&s),
-        Change::Svc(E::Init) => ctl.init(Kind::Services),
-        Change::Svc(E::InitDone) => ctl.init_done(Kind::Services),
-        Change::Slice(E::Apply(e) | E::InitApply(e)) => ctl.apply_slice(&e),
-        Change::Slice(E::Delete(e)) => ctl.delete_slice(&e),
-        Change::Slice(E::Init) => ctl.init(Kind::Slices),
-        Change::Slice(E::InitDone) => ctl.init_done(Kind::Slices),
-        Change::Pool(E::Apply(c) | E::InitApply(c)) => ctl.set_pools(Some(&c)),
-        Change::Pool(E::Delete(_)) => ctl.set_pools(None),
-        Change::Pool(E::Init) => ctl.init(Kind::Pools),
-        Change::Pool(E::InitDone) => ctl.init_done(Kind::Pools),
+        Change::Svc(e) => match *e {
+            E::Apply(s) | E::InitApply(s) => ctl.apply_service(&s),
+            E::Delete(s) => ctl.delete_service(&s),
+            E::Init => ctl.init(Kind::Services),
+            E::InitDone => ctl.init_done(Kind::Services),
+        },
+        Change::Slice(e) => match *e {
+            E::Apply(e) | E::InitApply(e) => ctl.apply_slice(&e),
+            E::Delete(e) => ctl.delete_slice(&e),
+            E::Init => ctl.init(Kind::Slices),
+            E::InitDone => ctl.init_done(Kind::Slices),
+        },
+        Change::Pool(e) => match *e {
+            E::Apply(c) | E::InitApply(c) => ctl.set_pools(Some(&c)),
+            E::Delete(_) => ctl.set_pools(None),
+            E::Init => ctl.init(Kind::Pools),
+            E::InitDone => ctl.init_done(Kind::Pools),
+        },
         Change::Error => {}
     }
 }
@@ -91,7 +97,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff(),
-        Change::Svc,
+        |e| Change::Svc(Box::new(e)),
     );
     let s2 = events(
         watcher(
@@ -99,7 +105,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff(),
-        Change::Slice,
+        |e| Change::Slice(Box::new(e)),
     );
     let pools = watcher::Config::default().fields(&format!("metadata.name={}", cfg.pool_name));
     let s3 = events(
@@ -108,7 +114,7 @@ pub async fn run(
             pools,
         )
         .default_backoff(),
-        Change::Pool,
+        |e| Change::Pool(Box::new(e)),
     );
     let mut changes = stream::select_all([s1, s2, s3]);
     let counters = Counters {
