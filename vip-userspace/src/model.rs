@@ -18,11 +18,13 @@ impl Desired {
         let mut vips = cfg.vips.clone();
         vips.extend(k8s.iter().map(|s| s.vip));
         let mut services = cfg.services.clone();
+        // The file's entry wins over a Service's on the same (VIP, port, protocol), and the
+        // first Service's over a later one's: a set of those taken, not a scan per Service.
+        let mut taken: std::collections::HashSet<(std::net::Ipv4Addr, u16, crate::config::Proto)> =
+            services.iter().map(|x| (x.vip, x.port, x.proto)).collect();
+        services.reserve(k8s.len());
         for s in k8s {
-            if !services
-                .iter()
-                .any(|x| x.vip == s.vip && x.port == s.port && x.proto == s.proto)
-            {
+            if taken.insert((s.vip, s.port, s.proto)) {
                 services.push(s.clone());
             }
         }

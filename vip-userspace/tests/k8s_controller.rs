@@ -1,6 +1,6 @@
 //! The Service controller against the in-process API server: allocation, status, Events,
 //! sharing, pool exhaustion, restart without reallocation, and the model it produces.
-use fake_apiserver::FakeApiServer;
+use fake_apiserver::{FakeApiServer, Fault};
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Service},
     discovery::v1::EndpointSlice,
@@ -10,7 +10,10 @@ use serde_json::json;
 use std::{collections::BTreeSet, net::Ipv4Addr};
 use vip_userspace::{
     config::{LbMode, Proto},
-    k8s::controller::{status_ips, Controller, ControllerConfig, HOLDER},
+    k8s::{
+        controller::{status_ips, Controller, ControllerConfig, Kind, HOLDER},
+        writer::Counters,
+    },
 };
 
 fn client(s: &FakeApiServer) -> Client {
@@ -314,4 +317,153 @@ async fn a_follower_that_becomes_leader_keeps_the_previous_leaders_allocations()
         assert_eq!(ip_of(&before, n), ip_of(&after, n), "{n} kept its address");
     }
     assert_eq!(ip_of(&after, "three"), vec!["192.0.2.202"]);
+}
+
+fn writes(s: &FakeApiServer) -> usize {
+    s.requests()
+        .iter()
+        .filter(|r| !r.starts_with("GET"))
+        .count()
+}
+
+/// Feeds the controller the server's objects as watch events would (no relist).
+async fn feed(ctl: &mut Controller, c: &Client) {
+    let (svcs, slices, cm) = objects(c).await;
+    for s in &svcs {
+        ctl.apply_service(s);
+    }
+    for e in &slices {
+        ctl.apply_slice(e);
+    }
+    ctl.set_pools(cm.as_ref());
+    for k in [Kind::Services, Kind::Slices, Kind::Pools] {
+        ctl.init_done(k);
+    }
+}
+
+#[tokio::test]
+async fn one_endpoint_slice_change_recomputes_one_service_and_steady_state_writes_nothing() {
+    let s = FakeApiServer::start().await.unwrap();
+    let c = setup(&s, "192.0.2.1-192.0.2.100").await;
+    for i in 0..20 {
+        let name = format!("s{i}");
+        service(&c, &name, 80, json!({"vip.dev/forwarding-mode": "dsr"})).await;
+        slice(&c, &name).await;
+    }
+    let mut ctl = Controller::new(c.clone(), ControllerConfig::new("node-a"));
+    ctl.set_leader(true);
+    feed(&mut ctl, &c).await;
+    assert!(ctl.ready());
+    let rep = ctl.step();
+    assert_eq!(rep.recomputed, 20, "first complete sync: everything");
+    assert_eq!(rep.allocated.len(), 20);
+    assert_eq!(
+        ctl.view().services.len(),
+        20,
+        "allocations are in the view at once"
+    );
+    ctl.flush().await;
+    assert_eq!(events(&s, "IPAllocated"), 20);
+    // The statuses come back (as watch events would bring them): recomputed, nothing written.
+    let before = writes(&s);
+    feed(&mut ctl, &c).await;
+    let rep = ctl.step();
+    assert_eq!(rep.recomputed, 20, "each status changed once");
+    assert!(rep.allocated.is_empty(), "{rep:?}");
+    ctl.flush().await;
+    assert_eq!(
+        writes(&s),
+        before,
+        "a status seen back is not written again"
+    );
+
+    // One EndpointSlice changes: exactly its Service is recomputed, and its model changes.
+    let mut es = Api::<EndpointSlice>::namespaced(c.clone(), "default")
+        .get("s7-1")
+        .await
+        .unwrap();
+    es.endpoints[0].addresses = vec!["10.0.0.9".into()];
+    let es = Api::<EndpointSlice>::namespaced(c.clone(), "default")
+        .replace("s7-1", &PostParams::default(), &es)
+        .await
+        .unwrap();
+    let before = writes(&s);
+    ctl.apply_slice(&es);
+    let rep = ctl.step();
+    assert_eq!(rep.recomputed, 1, "{rep:?}");
+    let vip = ip_of(&objects(&c).await.0, "s7")[0]
+        .parse::<Ipv4Addr>()
+        .unwrap();
+    let m = ctl.view().services.iter().find(|m| m.vip == vip).unwrap();
+    assert_eq!(m.backends[0].addr.to_string(), "10.0.0.9");
+    assert_eq!(ctl.view().services.len(), 20);
+
+    // Nothing changed: no work, and the resync costs nothing either.
+    feed(&mut ctl, &c).await;
+    assert!(!ctl.has_work());
+    ctl.resync();
+    assert!(!ctl.has_work(), "resync retries only what failed");
+    let rep = ctl.step();
+    assert_eq!(rep.recomputed, 0);
+    ctl.flush().await;
+    assert_eq!(writes(&s), before, "steady state: no API writes");
+
+    // A Service deleted: released, only it recomputed, the view shrinks.
+    let gone: Service = Api::<Service>::namespaced(c.clone(), "default")
+        .get("s3")
+        .await
+        .unwrap();
+    ctl.delete_service(&gone);
+    let rep = ctl.step();
+    assert_eq!(rep.released, vec!["default/s3"]);
+    assert_eq!(rep.recomputed, 0, "a deletion recomputes nothing else");
+    assert_eq!(ctl.view().services.len(), 19);
+}
+
+#[tokio::test]
+async fn failed_writes_are_retried_counted_and_given_up_ones_tried_again_at_resync() {
+    let s = FakeApiServer::start().await.unwrap();
+    let c = setup(&s, "192.0.2.200-192.0.2.201").await;
+    service(&c, "web", 80, json!({})).await;
+    let counters = Counters::default();
+    let mut ctl =
+        Controller::new(c.clone(), ControllerConfig::new("node-a")).with_counters(counters.clone());
+    ctl.set_leader(true);
+    feed(&mut ctl, &c).await;
+    // The API server refuses writes for a while: the write is retried with back-off.
+    s.set_fault("", Fault::Forbidden);
+    let rep = ctl.step();
+    assert_eq!(rep.allocated, vec!["default/web"]);
+    assert_eq!(
+        ctl.view().services.len(),
+        1,
+        "published before the status is written"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while counters.failures.get() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(counters.failures.get() >= 2, "failures counted");
+    s.set_fault("", Fault::None);
+    ctl.flush().await;
+    assert_eq!(ip_of(&objects(&c).await.0, "web"), vec!["192.0.2.200"]);
+    assert_eq!(events(&s, "IPAllocated"), 1);
+    assert_eq!(counters.abandoned.get(), 0);
+
+    // Refused for longer than the retries: given up, and written at the next resync.
+    service(&c, "api", 81, json!({})).await;
+    feed(&mut ctl, &c).await;
+    s.set_fault("", Fault::Forbidden);
+    let rep = ctl.step();
+    assert_eq!(rep.allocated, vec!["default/api"], "{rep:?}");
+    ctl.flush().await;
+    assert_eq!(counters.abandoned.get(), 1);
+    s.set_fault("", Fault::None);
+    assert!(!ctl.has_work());
+    ctl.resync();
+    let rep = ctl.step();
+    assert_eq!(rep.recomputed, 1, "only the failed one");
+    assert_eq!(rep.allocated, vec!["default/api"]);
+    ctl.flush().await;
+    assert_eq!(ip_of(&objects(&c).await.0, "api"), vec!["192.0.2.201"]);
 }

@@ -1277,3 +1277,50 @@ fn map_memory_matches_the_kernel_charge() {
         assert!(wrong.is_empty(), "{wrong:?}");
     });
 }
+
+/// A whole table in one `BPF_MAP_UPDATE_BATCH` lands exactly as slot-by-slot updates would,
+/// and reads back the same with `BPF_MAP_LOOKUP_BATCH` (the times of both ways are printed,
+/// for the record; nothing is asserted about them).
+#[test]
+fn batched_ring_writes_land_like_single_updates() {
+    require_root_and_bpf();
+    use std::os::fd::AsFd;
+    use vip_userspace::reconcile::batch;
+    let pins = PathBuf::from("/sys/fs/bpf/vip-test-batch");
+    load::remove_pins(&pins);
+    let mut ebpf = load_sized(&pins, 4 * M);
+    let mut lb = LbMaps::take(&mut ebpf).unwrap();
+    let fd = lb.rings_fd.take().expect("a descriptor of RINGS");
+    let table: Vec<u32> = (0..M)
+        .map(|i| i.wrapping_mul(2_654_435_761) % 977)
+        .collect();
+    let t = std::time::Instant::now();
+    batch::update_u32(fd.as_fd(), M + 3, &table).expect("batch update (kernel ≥ 5.6)");
+    let batched = t.elapsed();
+    let t = std::time::Instant::now();
+    for (i, v) in table.iter().enumerate() {
+        lb.rings.set(2 * M + 3 + i as u32, *v, 0).unwrap();
+    }
+    let single = t.elapsed();
+    eprintln!("one {M}-slot table: batched {batched:?}, slot by slot {single:?}");
+    for (i, v) in table.iter().enumerate() {
+        assert_eq!(
+            lb.rings.get(&(M + 3 + i as u32), 0).unwrap(),
+            *v,
+            "slot {i}"
+        );
+    }
+    assert_eq!(
+        lb.rings.get(&(M + 2), 0).unwrap(),
+        0,
+        "nothing before the table"
+    );
+    assert_eq!(lb.rings.get(&(2 * M + 3), 0).unwrap(), table[0]);
+    let back = batch::lookup_u32(fd.as_fd(), M + 3, M).unwrap();
+    assert_eq!(back, table);
+    let head = batch::lookup_u32(fd.as_fd(), 0, 5).unwrap();
+    assert_eq!(head, vec![0; 5]);
+    drop(lb);
+    drop(ebpf);
+    load::remove_pins(&pins);
+}

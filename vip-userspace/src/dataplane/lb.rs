@@ -12,6 +12,8 @@ pub struct LbMaps {
     pub services: HashMap<MapData, ServiceKey, ServiceValue>,
     pub backends: Array<MapData, BackendValue>,
     pub rings: Array<MapData, u32>,
+    /// A second descriptor of `RINGS`, for batched writes (aya has no batch operations).
+    pub rings_fd: Option<std::os::fd::OwnedFd>,
     max_services: u32,
 }
 
@@ -26,12 +28,21 @@ impl LbMaps {
             aya::maps::Map::HashMap(d) => d.info().map_or(0, |i| i.max_entries()),
             _ => 0,
         };
+        let rings = take(ebpf, map_names::RINGS)?;
+        let rings_fd = match &rings {
+            aya::maps::Map::Array(d) => {
+                use std::os::fd::AsFd;
+                d.fd().as_fd().try_clone_to_owned().ok()
+            }
+            _ => None,
+        };
         Ok(Self {
             max_services,
+            rings_fd,
             config: Array::try_from(take(ebpf, map_names::CONFIG)?)?,
             services: HashMap::try_from(services)?,
             backends: Array::try_from(take(ebpf, map_names::BACKENDS)?)?,
-            rings: Array::try_from(take(ebpf, map_names::RINGS)?)?,
+            rings: Array::try_from(rings)?,
         })
     }
 

@@ -1,30 +1,28 @@
 //! Services of type LoadBalancer → addresses (IPAM), `status.loadBalancer`, Events, and the
-//! model the reconciler applies. One `pass` takes the current objects (from watch caches) and
-//! does what is missing; it is idempotent, so it can run after every change.
+//! model the reconciler applies. Incremental: watch events go into compact caches (only the
+//! fields used here; EndpointSlices indexed by their Service), a change marks the Services it
+//! touches dirty, and [`Controller::step`] recomputes only those, keeping each Service's
+//! result so the [`View`] is updated rather than rebuilt from the whole cluster. A full
+//! recompute happens only when it must: the pool ConfigMap changed, leadership changed, or
+//! the caches became complete for the first time.
 //!
 //! Only the leader writes (allocations, status, Events); every node computes the same model
 //! from what the statuses say, so services' rings are installed everywhere and an owner
-//! change keeps flows on their backends.
+//! change keeps flows on their backends. The leader's allocation is in the view at once (the
+//! IPAM holds the address); its writes go through [`super::writer`], in the background.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr},
 };
 
-use k8s_openapi::{
-    api::{
-        core::v1::{ConfigMap, Event, ObjectReference, Service},
-        discovery::v1::EndpointSlice,
-    },
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time},
-    jiff::Timestamp,
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, ObjectReference, Service},
+    discovery::v1::EndpointSlice,
 };
-use kube::{
-    api::{Patch, PatchParams, PostParams},
-    Api, Client,
-};
-use serde_json::json;
+use kube::Client;
 
 use super::ipam::{Family, Ipam, Pools, Request};
+use super::writer::{Counters, EventSpec, Write, Writer};
 use crate::config::{Backend, LbMode, Proto, Service as ModelService};
 
 /// Our LoadBalancer class.
@@ -70,7 +68,7 @@ impl ControllerConfig {
         }
     }
 
-    fn serves(&self, svc: &Service) -> bool {
+    pub fn serves(&self, svc: &Service) -> bool {
         let Some(spec) = &svc.spec else {
             return false;
         };
@@ -98,6 +96,8 @@ pub struct PassReport {
     pub released: Vec<String>,
     /// (pool, addresses, held) after the pass.
     pub pools: Vec<(String, u128, usize)>,
+    /// Services recomputed by the pass (the incremental work it did).
+    pub recomputed: usize,
 }
 
 /// What the Kubernetes source publishes to the daemon.
@@ -132,20 +132,10 @@ pub fn bgp_annotations(svc: &Service) -> Result<crate::bgp::RoutePolicy, String>
     Ok(p)
 }
 
-pub struct Controller {
-    client: Client,
-    cfg: ControllerConfig,
-    ipam: Ipam,
-    restored: bool,
-    /// Services we allocated for (to release when they go).
-    known: HashSet<(String, String)>,
-    /// Services whose last pass failed, with the message (one Event per new failure).
-    failing: BTreeMap<(String, String), String>,
-    /// Services whose BGP annotations are malformed (warned once per new message).
-    bad_annotations: BTreeMap<(String, String), String>,
-}
+/// (namespace, name) of a Service.
+pub type Key = (String, String);
 
-fn key(s: &Service) -> (String, String) {
+fn key(s: &Service) -> Key {
     (
         s.metadata.namespace.clone().unwrap_or_default(),
         s.metadata.name.clone().unwrap_or_default(),
@@ -213,6 +203,131 @@ pub fn request(s: &Service) -> Request {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SvcPort {
+    name: Option<String>,
+    protocol: Option<String>,
+    port: i32,
+}
+
+/// What the controller keeps of a Service: only the fields it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Svc {
+    uid: Option<String>,
+    request: Request,
+    status: Vec<IpAddr>,
+    holder: Option<String>,
+    local_only: bool,
+    mode: LbMode,
+    ports: Vec<SvcPort>,
+    bgp: Result<crate::bgp::RoutePolicy, String>,
+}
+
+impl Svc {
+    pub fn of(s: &Service) -> Self {
+        let spec = s.spec.as_ref();
+        Self {
+            uid: s.metadata.uid.clone(),
+            request: request(s),
+            status: status_ips(s),
+            holder: annotation(s, &[HOLDER]).map(str::to_string),
+            local_only: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            mode: match annotation(s, &[MODE_ANNOTATION]) {
+                Some("dsr") => LbMode::Dsr,
+                Some("nat") => LbMode::Nat,
+                _ => LbMode::Local,
+            },
+            ports: spec
+                .and_then(|s| s.ports.as_ref())
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| SvcPort {
+                            name: p.name.clone(),
+                            protocol: p.protocol.clone(),
+                            port: p.port,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            bgp: bgp_annotations(s),
+        }
+    }
+
+    fn object(&self, (ns, name): &Key) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: self.uid.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlicePort {
+    name: Option<String>,
+    protocol: Option<String>,
+    port: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    addrs: Vec<Ipv4Addr>,
+    node: Option<String>,
+    ready: bool,
+}
+
+/// What the controller keeps of an (IPv4) EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// Its `kubernetes.io/service-name` label.
+    service: String,
+    ports: Vec<SlicePort>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Slice {
+    /// None: not an IPv4 slice of a Service (nothing here uses it).
+    pub fn of(e: &EndpointSlice) -> Option<Self> {
+        if e.address_type != "IPv4" {
+            return None;
+        }
+        let service = e
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))?
+            .clone();
+        Some(Self {
+            service,
+            ports: e
+                .ports
+                .as_ref()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| SlicePort {
+                            name: p.name.clone(),
+                            protocol: p.protocol.clone(),
+                            port: p.port,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            endpoints: e
+                .endpoints
+                .iter()
+                .map(|ep| Endpoint {
+                    addrs: ep.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                    node: ep.node_name.clone(),
+                    ready: ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+                })
+                .collect(),
+        })
+    }
+}
+
 /// The model's services for `svc` at `vips`: one per (VIP, port), backends = ready
 /// endpoints of the Service's EndpointSlices with the target port resolved by port name.
 ///
@@ -226,62 +341,44 @@ pub fn model_services(
     node: &str,
 ) -> (Vec<ModelService>, Option<bool>) {
     let (ns, name) = key(svc);
-    let local_only = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.external_traffic_policy.as_deref())
-        == Some("Local");
-    let on_node = |ep: &k8s_openapi::api::discovery::v1::Endpoint| {
-        !local_only || ep.node_name.as_deref() == Some(node)
-    };
-    let ready = |ep: &k8s_openapi::api::discovery::v1::Endpoint| {
-        ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
-    };
-    let mode = match annotation(svc, &[MODE_ANNOTATION]) {
-        Some("dsr") => LbMode::Dsr,
-        Some("nat") => LbMode::Nat,
-        _ => LbMode::Local,
-    };
-    let mine: Vec<&EndpointSlice> = slices
+    let mine: Vec<Slice> = slices
         .iter()
-        .filter(|e| {
-            e.metadata.namespace.as_deref() == Some(ns.as_str())
-                && e.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                    .map(String::as_str)
-                    == Some(name.as_str())
-                && e.address_type == "IPv4"
-        })
+        .filter(|e| e.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter_map(Slice::of)
+        .filter(|s| s.service == name)
         .collect();
+    compute_model(&Svc::of(svc), mine.iter(), vips, node)
+}
+
+fn compute_model<'a>(
+    svc: &Svc,
+    mine: impl Iterator<Item = &'a Slice> + Clone,
+    vips: &[Ipv4Addr],
+    node: &str,
+) -> (Vec<ModelService>, Option<bool>) {
+    let on_node = |ep: &Endpoint| !svc.local_only || ep.node.as_deref() == Some(node);
     let mut out = Vec::new();
-    for p in svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.clone())
-        .unwrap_or_default()
-    {
+    for p in &svc.ports {
         let proto = match p.protocol.as_deref().unwrap_or("TCP") {
             "UDP" => Proto::Udp,
             "TCP" => Proto::Tcp,
             _ => continue,
         };
         let mut backends: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
-        for es in &mine {
-            let target = es.ports.as_ref().and_then(|ps| {
-                ps.iter()
+        if svc.mode != LbMode::Local {
+            for es in mine.clone() {
+                let target = es
+                    .ports
+                    .iter()
                     .find(|ep| ep.name == p.name && ep.protocol == p.protocol)
-                    .and_then(|ep| ep.port)
-            });
-            let Some(tport) = target else { continue };
-            for ep in &es.endpoints {
-                if !ready(ep) || !on_node(ep) {
-                    continue;
-                }
-                for a in &ep.addresses {
-                    if let Ok(ip) = a.parse::<Ipv4Addr>() {
-                        backends.insert((ip, tport as u16));
+                    .and_then(|ep| ep.port);
+                let Some(tport) = target else { continue };
+                for ep in &es.endpoints {
+                    if !ep.ready || !on_node(ep) {
+                        continue;
+                    }
+                    for ip in &ep.addrs {
+                        backends.insert((*ip, tport as u16));
                     }
                 }
             }
@@ -291,60 +388,105 @@ pub fn model_services(
                 vip: *vip,
                 port: p.port as u16,
                 proto,
-                mode,
-                backends: if mode == LbMode::Local {
-                    Vec::new()
-                } else {
-                    backends
-                        .iter()
-                        .map(|(addr, port)| Backend {
-                            addr: *addr,
-                            port: *port,
-                            weight: 1,
-                        })
-                        .collect()
-                },
+                mode: svc.mode,
+                backends: backends
+                    .iter()
+                    .map(|(addr, port)| Backend {
+                        addr: *addr,
+                        port: *port,
+                        weight: 1,
+                    })
+                    .collect(),
             });
         }
     }
-    let eligible = local_only.then(|| {
-        mine.iter()
-            .flat_map(|es| es.endpoints.iter())
-            .any(|ep| ready(ep) && on_node(ep))
+    let eligible = svc.local_only.then(|| {
+        mine.flat_map(|es| es.endpoints.iter())
+            .any(|ep| ep.ready && on_node(ep))
     });
     (out, eligible)
 }
 
-/// `externalTrafficPolicy: Local`: the nodes with a ready endpoint of `svc` (EndpointSlice
-/// `nodeName`); `None` for `Cluster`.
-pub fn ready_nodes(svc: &Service, slices: &[EndpointSlice]) -> Option<BTreeSet<String>> {
-    let local = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.external_traffic_policy.as_deref())
-        == Some("Local");
-    if !local {
-        return None;
-    }
-    let (ns, name) = key(svc);
-    Some(
-        slices
-            .iter()
-            .filter(|e| {
-                e.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && e.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .map(String::as_str)
-                        == Some(name.as_str())
-                    && e.address_type == "IPv4"
-            })
-            .flat_map(|es| es.endpoints.iter())
-            .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .filter_map(|ep| ep.node_name.clone())
-            .collect(),
-    )
+/// `externalTrafficPolicy: Local`: the nodes with a ready endpoint of the Service
+/// (EndpointSlice `nodeName`); `None` for `Cluster`.
+fn ready_nodes<'a>(svc: &Svc, mine: impl Iterator<Item = &'a Slice>) -> Option<BTreeSet<String>> {
+    svc.local_only.then(|| {
+        mine.flat_map(|es| es.endpoints.iter())
+            .filter(|ep| ep.ready)
+            .filter_map(|ep| ep.node.clone())
+            .collect()
+    })
+}
+
+/// A Service's computed contribution to the view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Computed {
+    services: Vec<ModelService>,
+    /// `externalTrafficPolicy: Local`: whether this node may hold the VIPs.
+    eligible: Option<bool>,
+    /// `externalTrafficPolicy: Local`: the nodes that may (a ready endpoint there).
+    ready: Option<BTreeSet<String>>,
+    v4: Vec<Ipv4Addr>,
+    routes: Vec<(Ipv4Addr, crate::bgp::RoutePolicy)>,
+    with_address: bool,
+}
+
+/// Writes issued for a Service, with the resourceVersion they were decided on: not
+/// repeated while the cache still shows that version.
+#[derive(Debug, Default)]
+struct Sent {
+    status: Option<(Vec<IpAddr>, Option<String>)>,
+    holder: Option<Option<String>>,
+}
+
+struct Cached {
+    rv: Option<String>,
+    svc: Svc,
+}
+
+/// Which watch stream an init/done concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Services,
+    Slices,
+    Pools,
+}
+
+pub struct Controller {
+    client: Client,
+    cfg: ControllerConfig,
+    ipam: Ipam,
+    restored: bool,
+    /// Services we allocated for (to release when they go).
+    known: HashSet<Key>,
+    /// Services whose last allocation failed, with the message (one Event per new failure).
+    failing: BTreeMap<Key, String>,
+    /// Services whose BGP annotations are malformed (warned once per new message).
+    bad_annotations: BTreeMap<Key, String>,
+    /// Served Services.
+    svcs: BTreeMap<Key, Cached>,
+    /// IPv4 EndpointSlices by (namespace, name), and their names by Service.
+    slices: HashMap<Key, Slice>,
+    by_service: HashMap<Key, BTreeSet<String>>,
+    /// Relists in progress (watch restarted): the caches are replaced at their end.
+    init_svcs: Option<BTreeMap<Key, Cached>>,
+    init_slices: Option<HashMap<Key, Slice>>,
+    init_pool: Option<BTreeMap<String, String>>,
+    pool_data: Option<BTreeMap<String, String>>,
+    /// Each stream has completed a list at least once.
+    synced: [bool; 3],
+    results: BTreeMap<Key, Computed>,
+    with_address: usize,
+    by_vip: HashMap<Ipv4Addr, BTreeSet<Key>>,
+    dirty: BTreeSet<Key>,
+    full: bool,
+    leader: bool,
+    held: BTreeSet<Ipv4Addr>,
+    sent: HashMap<Key, Sent>,
+    counters: Counters,
+    writer: Option<Writer>,
+    view: View,
+    view_stale: bool,
 }
 
 impl Controller {
@@ -357,259 +499,442 @@ impl Controller {
             known: HashSet::new(),
             failing: BTreeMap::new(),
             bad_annotations: BTreeMap::new(),
+            svcs: BTreeMap::new(),
+            slices: HashMap::new(),
+            by_service: HashMap::new(),
+            init_svcs: None,
+            init_slices: None,
+            init_pool: None,
+            pool_data: None,
+            synced: [false; 3],
+            results: BTreeMap::new(),
+            with_address: 0,
+            by_vip: HashMap::new(),
+            dirty: BTreeSet::new(),
+            full: false,
+            leader: false,
+            held: BTreeSet::new(),
+            sent: HashMap::new(),
+            counters: Counters::default(),
+            writer: None,
+            view: View::default(),
+            view_stale: false,
         }
     }
 
-    async fn event(&self, svc: &Service, type_: &str, reason: &str, message: &str) {
-        let (ns, name) = key(svc);
-        let object = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            name: Some(name),
-            namespace: Some(ns.clone()),
-            uid: svc.metadata.uid.clone(),
-            ..Default::default()
-        };
-        self.record(&ns, object, type_, reason, message).await;
+    /// Count write failures and give-ups in these (the daemon's metrics).
+    pub fn with_counters(mut self, counters: Counters) -> Self {
+        self.counters = counters;
+        self
     }
 
-    /// The data plane could not take a service (VIP, port, protocol): a Warning on every
-    /// Service with that address and port, naming this node and why.
-    pub async fn unplaced_event(
+    fn writer(&mut self) -> &Writer {
+        let (client, counters) = (&self.client, &self.counters);
+        self.writer
+            .get_or_insert_with(|| Writer::start(client.clone(), counters.clone()))
+    }
+
+    fn write(&mut self, k: &Key, w: Write) {
+        let k = k.clone();
+        self.writer().send(k, w);
+    }
+
+    /// Until every write issued so far is done (written or given up).
+    pub async fn flush(&self) {
+        if let Some(w) = &self.writer {
+            w.flush().await;
+        }
+    }
+
+    /// Writes queued or in flight.
+    pub fn pending_writes(&self) -> usize {
+        self.writer.as_ref().map_or(0, Writer::pending)
+    }
+
+    fn event_spec(
         &self,
-        services: &[Service],
-        what: crate::reconcile::Unplaced,
-        why: &str,
-    ) {
-        let message = format!("node {} could not serve {what}: {why}", self.cfg.node);
-        for s in services {
-            let on_vip = status_ips(s).contains(&IpAddr::V4(what.vip));
-            let on_port = s
-                .spec
-                .as_ref()
-                .and_then(|sp| sp.ports.as_ref())
-                .is_some_and(|ps| {
-                    ps.iter().any(|p| {
-                        p.port == i32::from(what.port)
-                            && p.protocol
-                                .as_deref()
-                                .unwrap_or("TCP")
-                                .eq_ignore_ascii_case(what.proto.as_str())
-                    })
-                });
-            if on_vip && on_port {
-                self.event(s, "Warning", "ServiceNotApplied", &message)
-                    .await;
-            }
-        }
-    }
-
-    /// Another host claims a VIP this node owns (seen by XDP): a Warning on every Service
-    /// with that address, or on this Node for a VIP no Service has (the control plane's).
-    pub async fn conflict_event(&self, services: &[Service], vip: Ipv4Addr, mac: [u8; 6]) {
-        let mac = mac.map(|b| format!("{b:02x}")).join(":");
-        let message = format!(
-            "host {mac} claims {vip}, which node {} owns; re-announcing (check for a duplicate address)",
-            self.cfg.node
-        );
-        let on: Vec<&Service> = services
-            .iter()
-            .filter(|s| status_ips(s).contains(&IpAddr::V4(vip)))
-            .collect();
-        if on.is_empty() {
-            let object = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(self.cfg.node.clone()),
-                ..Default::default()
-            };
-            self.record("default", object, "Warning", "VIPConflict", &message)
-                .await;
-        }
-        for s in on {
-            self.event(s, "Warning", "VIPConflict", &message).await;
-        }
-    }
-
-    async fn record(
-        &self,
-        ns: &str,
+        namespace: &str,
         object: ObjectReference,
         type_: &str,
         reason: &str,
         message: &str,
-    ) {
-        let now = Timestamp::now();
-        let name = object.name.clone().unwrap_or_default();
-        let ev = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{name}.")),
-                namespace: Some(ns.to_string()),
-                ..Default::default()
-            },
-            involved_object: object,
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            type_: Some(type_.into()),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            event_time: Some(MicroTime(now)),
-            reporting_component: Some("vip".into()),
-            reporting_instance: Some(self.cfg.node.clone()),
-            action: Some(reason.into()),
-            count: Some(1),
-            ..Default::default()
-        };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            tracing::warn!(error = %e, reason, "event not recorded");
+    ) -> EventSpec {
+        EventSpec {
+            namespace: namespace.to_string(),
+            object,
+            type_: type_.into(),
+            reason: reason.into(),
+            message: message.into(),
+            reporter: self.cfg.node.clone(),
         }
     }
 
-    /// One reconciliation pass. Returns the view (every node computes it); as leader,
-    /// allocates and writes statuses; as the holder of a VIP (`held`: VIPs this node has
-    /// applied in its data plane), writes the holder annotation of the Services on it.
-    pub async fn pass(
-        &mut self,
-        services: &[Service],
-        slices: &[EndpointSlice],
-        pools: Option<&ConfigMap>,
-        leader: bool,
-        held: &BTreeSet<Ipv4Addr>,
-    ) -> (View, PassReport) {
-        let mut report = PassReport::default();
-        let data = pools.and_then(|c| c.data.clone()).unwrap_or_default();
+    fn event(&mut self, k: &Key, svc: &Svc, type_: &str, reason: &str, message: &str) {
+        let ev = self.event_spec(&k.0, svc.object(k), type_, reason, message);
+        self.write(k, Write::Event(ev));
+    }
+
+    // ---- caches ----
+
+    /// A Service was added or changed (watch `Apply`).
+    pub fn apply_service(&mut self, s: &Service) {
+        let k = key(s);
+        if !self.cfg.serves(s) {
+            self.remove_service(&k);
+            return;
+        }
+        let c = Cached {
+            rv: s.metadata.resource_version.clone(),
+            svc: Svc::of(s),
+        };
+        if let Some(init) = &mut self.init_svcs {
+            init.insert(
+                k.clone(),
+                Cached {
+                    rv: c.rv.clone(),
+                    svc: c.svc.clone(),
+                },
+            );
+        }
+        self.put_service(k, c);
+    }
+
+    fn put_service(&mut self, k: Key, c: Cached) {
+        let changed = match self.svcs.get_mut(&k) {
+            Some(cur) if cur.svc == c.svc => {
+                cur.rv = c.rv;
+                false
+            }
+            _ => {
+                self.svcs.insert(k.clone(), c);
+                true
+            }
+        };
+        if changed {
+            self.dirty.insert(k);
+        }
+    }
+
+    /// A Service was deleted (watch `Delete`).
+    pub fn delete_service(&mut self, s: &Service) {
+        let k = key(s);
+        if let Some(init) = &mut self.init_svcs {
+            init.remove(&k);
+        }
+        self.remove_service(&k);
+    }
+
+    fn remove_service(&mut self, k: &Key) {
+        if self.svcs.remove(k).is_some() || self.results.contains_key(k) {
+            self.dirty.insert(k.clone());
+        }
+    }
+
+    /// An EndpointSlice was added or changed.
+    pub fn apply_slice(&mut self, e: &EndpointSlice) {
+        let ns = e.metadata.namespace.clone().unwrap_or_default();
+        let k = (ns, e.metadata.name.clone().unwrap_or_default());
+        match Slice::of(e) {
+            Some(s) => {
+                if let Some(init) = &mut self.init_slices {
+                    init.insert(k.clone(), s.clone());
+                }
+                self.put_slice(k, s);
+            }
+            None => {
+                if let Some(init) = &mut self.init_slices {
+                    init.remove(&k);
+                }
+                self.remove_slice(&k);
+            }
+        }
+    }
+
+    pub fn delete_slice(&mut self, e: &EndpointSlice) {
+        let ns = e.metadata.namespace.clone().unwrap_or_default();
+        let k = (ns, e.metadata.name.clone().unwrap_or_default());
+        if let Some(init) = &mut self.init_slices {
+            init.remove(&k);
+        }
+        self.remove_slice(&k);
+    }
+
+    fn put_slice(&mut self, k: Key, s: Slice) {
+        if self.slices.get(&k) == Some(&s) {
+            return;
+        }
+        self.remove_slice(&k);
+        let svc = (k.0.clone(), s.service.clone());
+        self.by_service
+            .entry(svc.clone())
+            .or_default()
+            .insert(k.1.clone());
+        self.dirty.insert(svc);
+        self.slices.insert(k, s);
+    }
+
+    fn remove_slice(&mut self, k: &Key) {
+        if let Some(old) = self.slices.remove(k) {
+            let svc = (k.0.clone(), old.service);
+            if let Some(set) = self.by_service.get_mut(&svc) {
+                set.remove(&k.1);
+                if set.is_empty() {
+                    self.by_service.remove(&svc);
+                }
+            }
+            self.dirty.insert(svc);
+        }
+    }
+
+    /// The pool ConfigMap (None: absent). A change recomputes every Service.
+    pub fn set_pools(&mut self, cm: Option<&ConfigMap>) {
+        let data = cm.and_then(|c| c.data.clone()).unwrap_or_default();
+        if self.init_pool.is_some() {
+            self.init_pool = Some(data.clone());
+        }
+        if self.pool_data.as_ref() == Some(&data) {
+            return;
+        }
         match Pools::from_configmap(&data) {
             Ok(p) => self.ipam.set_pools(p),
             Err(e) => {
                 tracing::error!(error = %e, "pool ConfigMap rejected; keeping the previous pools")
             }
         }
-        let served: Vec<&Service> = services.iter().filter(|s| self.cfg.serves(s)).collect();
+        self.pool_data = Some(data);
+        self.full = true;
+    }
+
+    /// A watch (re)started its list: what it lists replaces the cache at `init_done`.
+    pub fn init(&mut self, kind: Kind) {
+        match kind {
+            Kind::Services => self.init_svcs = Some(BTreeMap::new()),
+            Kind::Slices => self.init_slices = Some(HashMap::new()),
+            Kind::Pools => self.init_pool = Some(BTreeMap::new()),
+        }
+    }
+
+    /// The list is complete: objects it did not list are gone.
+    pub fn init_done(&mut self, kind: Kind) {
+        match kind {
+            Kind::Services => {
+                if let Some(new) = self.init_svcs.take() {
+                    let gone: Vec<Key> = self
+                        .svcs
+                        .keys()
+                        .filter(|k| !new.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        self.remove_service(&k);
+                    }
+                    for (k, c) in new {
+                        self.put_service(k, c);
+                    }
+                }
+                self.synced[0] = true;
+            }
+            Kind::Slices => {
+                if let Some(new) = self.init_slices.take() {
+                    let gone: Vec<Key> = self
+                        .slices
+                        .keys()
+                        .filter(|k| !new.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        self.remove_slice(&k);
+                    }
+                    for (k, s) in new {
+                        self.put_slice(k, s);
+                    }
+                }
+                self.synced[1] = true;
+            }
+            Kind::Pools => {
+                if let Some(data) = self.init_pool.take() {
+                    let cm = ConfigMap {
+                        data: Some(data),
+                        ..Default::default()
+                    };
+                    self.set_pools(Some(&cm));
+                }
+                self.synced[2] = true;
+            }
+        }
+    }
+
+    /// Every cache holds a complete list (allocation waits for it: statuses restore first).
+    pub fn ready(&self) -> bool {
+        self.synced.iter().all(|s| *s)
+    }
+
+    /// Leadership changed: every Service is looked at again.
+    pub fn set_leader(&mut self, leader: bool) {
+        if leader != self.leader {
+            self.leader = leader;
+            self.full = true;
+        }
+    }
+
+    /// VIPs this node has applied in its data plane (holder annotations follow them): the
+    /// Services on VIPs that came or went are looked at again.
+    pub fn set_held(&mut self, held: BTreeSet<Ipv4Addr>) {
+        if held == self.held {
+            return;
+        }
+        for v in self.held.symmetric_difference(&held) {
+            if let Some(keys) = self.by_vip.get(v) {
+                self.dirty.extend(keys.iter().cloned());
+            }
+        }
+        self.held = held;
+    }
+
+    /// The periodic resync: only what failed is tried again (allocations, and writes given
+    /// up after their retries); nothing else costs anything.
+    pub fn resync(&mut self) {
+        let gave_up = self
+            .writer
+            .as_ref()
+            .map(Writer::take_given_up)
+            .unwrap_or_default();
+        for k in gave_up {
+            self.sent.remove(&k);
+            self.dirty.insert(k);
+        }
+        if self.leader {
+            let failing: Vec<Key> = self.failing.keys().cloned().collect();
+            self.dirty.extend(failing);
+        }
+    }
+
+    /// Services whose allocation is failing.
+    pub fn failing(&self) -> usize {
+        self.failing.len()
+    }
+
+    /// Whether a `step` has anything to do.
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || self.full || !self.restored
+    }
+
+    /// The current view (what `step` last computed).
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Whether the view changed since the last `take_view_changed`.
+    pub fn take_view_changed(&mut self) -> bool {
+        std::mem::take(&mut self.view_stale)
+    }
+
+    /// Recompute the dirty Services (all of them after a pool, leadership or first full
+    /// sync), issue the writes they need, and update the view.
+    pub fn step(&mut self) -> PassReport {
+        let mut report = PassReport::default();
         if !self.restored {
             // Addresses already in statuses are taken before anything is allocated.
-            for s in &served {
-                let ips = status_ips(s);
-                if !ips.is_empty() {
-                    self.ipam.restore(&request(s), &ips);
-                    self.known.insert(key(s));
-                }
-            }
-            self.restored = true;
-        }
-        // Released: Services gone or no longer ours.
-        let present: HashSet<(String, String)> = served.iter().map(|s| key(s)).collect();
-        for k in self.known.clone() {
-            if !present.contains(&k) {
-                self.ipam.release(&k.0, &k.1);
-                self.known.remove(&k);
-                self.failing.remove(&k);
-                report.released.push(format!("{}/{}", k.0, k.1));
-            }
-        }
-        let mut view = View::default();
-        report.served = served.len();
-        for s in served {
-            let k = key(s);
-            let mut ips = status_ips(s);
-            if leader {
-                match self.ipam.allocate(&request(s)) {
-                    Ok(got) => {
-                        self.known.insert(k.clone());
-                        self.failing.remove(&k);
-                        let mut want = got.clone();
-                        want.sort();
-                        let mut have = ips.clone();
-                        have.sort();
-                        if want != have {
-                            if self.write_status(s, &got).await {
-                                let list: Vec<String> = got.iter().map(IpAddr::to_string).collect();
-                                self.event(
-                                    s,
-                                    "Normal",
-                                    "IPAllocated",
-                                    &format!("Assigned IP {}", list.join(", ")),
-                                )
-                                .await;
-                                report.allocated.push(format!("{}/{}", k.0, k.1));
-                            }
-                            ips = got;
-                        }
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        if self.failing.get(&k) != Some(&msg) {
-                            self.event(s, "Warning", "AllocationFailed", &msg).await;
-                            self.failing.insert(k.clone(), msg.clone());
-                        }
-                        report.failed.push(format!("{}/{}: {msg}", k.0, k.1));
-                    }
-                }
-            }
-            if !ips.is_empty() {
-                report.with_address += 1;
-                if !leader {
-                    // Track the leader's allocations, so that leading later never hands out
-                    // an address a Service already has.
-                    self.ipam.restore(&request(s), &ips);
+            for (k, c) in &self.svcs {
+                if !c.svc.status.is_empty() {
+                    self.ipam.restore(&c.svc.request, &c.svc.status);
                     self.known.insert(k.clone());
                 }
             }
-            let v4: Vec<Ipv4Addr> = ips
-                .iter()
-                .filter_map(|ip| match ip {
-                    IpAddr::V4(v) => Some(*v),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
-            let holds = v4.iter().any(|v| held.contains(v));
-            let before = annotation(s, &[HOLDER]);
-            if holds && before != Some(self.cfg.node.as_str()) {
-                // The VIP is advertised from here now: say so where operators look.
-                let before = before.map(str::to_string);
-                if self.write_holder(s).await {
-                    if let Some(before) = before {
-                        self.event(
-                            s,
-                            "Normal",
-                            "OwnerChanged",
-                            &format!("VIP now held by {} (was {before})", self.cfg.node),
-                        )
-                        .await;
-                        report.owner_changed.push(format!("{}/{}", k.0, k.1));
+            self.restored = true;
+            self.full = true;
+        }
+        if std::mem::take(&mut self.full) {
+            self.dirty.extend(self.svcs.keys().cloned());
+            self.dirty.extend(self.results.keys().cloned());
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        // Released first: Services gone or no longer ours.
+        let mut freed = false;
+        let gone: Vec<Key> = dirty
+            .iter()
+            .filter(|k| !self.svcs.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in &gone {
+            if self.known.remove(k) {
+                self.ipam.release(&k.0, &k.1);
+                report.released.push(format!("{}/{}", k.0, k.1));
+                freed = true;
+            }
+            self.failing.remove(k);
+            self.bad_annotations.remove(k);
+            self.sent.remove(k);
+            self.set_result(k, None);
+        }
+        let mut work: BTreeSet<Key> = dirty
+            .into_iter()
+            .filter(|k| self.svcs.contains_key(k))
+            .collect();
+        if freed && self.leader {
+            // An address came free: those that waited for one try again.
+            work.extend(self.failing.keys().cloned());
+        }
+        for k in &work {
+            self.recompute(k, &mut report);
+        }
+        report.recomputed = work.len();
+        report.served = self.svcs.len();
+        report.with_address = self.with_address;
+        report.pools = self.ipam.usage();
+        if self.view_stale {
+            self.rebuild_view();
+        }
+        report
+    }
+
+    fn set_result(&mut self, k: &Key, new: Option<Computed>) {
+        let old = match &new {
+            Some(n) => {
+                if self.results.get(k) == Some(n) {
+                    return;
+                }
+                self.results.insert(k.clone(), n.clone())
+            }
+            None => self.results.remove(k),
+        };
+        if old.is_none() && new.is_none() {
+            return;
+        }
+        if let Some(o) = &old {
+            self.with_address -= usize::from(o.with_address);
+            for v in &o.v4 {
+                if let Some(set) = self.by_vip.get_mut(v) {
+                    set.remove(k);
+                    if set.is_empty() {
+                        self.by_vip.remove(v);
                     }
                 }
             }
-            let own_policy = match bgp_annotations(s) {
-                Ok(p) => {
-                    self.bad_annotations.remove(&k);
-                    p
-                }
-                Err(msg) => {
-                    if self.bad_annotations.get(&k) != Some(&msg) {
-                        tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %msg, "BGP annotation ignored");
-                        if leader {
-                            self.event(s, "Warning", "BadAnnotation", &msg).await;
-                        }
-                        self.bad_annotations.insert(k.clone(), msg);
-                    }
-                    crate::bgp::RoutePolicy::default()
-                }
-            };
-            for v in &v4 {
-                let p = self
-                    .ipam
-                    .pools()
-                    .bgp_policy(IpAddr::V4(*v))
-                    .merged(&own_policy);
-                if p != crate::bgp::RoutePolicy::default() {
-                    // Services sharing a VIP: their communities add up.
-                    let cur = view.routes.entry(*v).or_default();
-                    *cur = cur.merged(&p);
+        }
+        if let Some(n) = &new {
+            self.with_address += usize::from(n.with_address);
+            for v in &n.v4 {
+                self.by_vip.entry(*v).or_default().insert(k.clone());
+            }
+        }
+        self.view_stale = true;
+    }
+
+    /// The view from the kept results: no Service is recomputed.
+    fn rebuild_view(&mut self) {
+        let mut view = View::default();
+        for r in self.results.values() {
+            view.services.extend(r.services.iter().cloned());
+            if let Some(e) = r.eligible {
+                for v in &r.v4 {
+                    // Every Local Service sharing the VIP must have an endpoint here.
+                    let cur = view.local.entry(*v).or_insert(true);
+                    *cur = *cur && e;
                 }
             }
-            if let Some(nodes) = ready_nodes(s, slices) {
-                for v in &v4 {
+            if let Some(nodes) = &r.ready {
+                for v in &r.v4 {
                     // Every Local Service sharing the VIP must have an endpoint there.
                     match view.eligible.entry(*v) {
                         std::collections::btree_map::Entry::Vacant(e) => {
@@ -621,51 +946,233 @@ impl Controller {
                     }
                 }
             }
-            let (services, eligible) = model_services(s, slices, &v4, &self.cfg.node);
-            view.services.extend(services);
-            if let Some(e) = eligible {
-                for v in &v4 {
-                    // Every Local Service sharing the VIP must have an endpoint here.
-                    let cur = view.local.entry(*v).or_insert(true);
-                    *cur = *cur && e;
+            for (v, p) in &r.routes {
+                // Services sharing a VIP: their communities add up.
+                let cur = view.routes.entry(*v).or_default();
+                *cur = cur.merged(p);
+            }
+        }
+        self.view = view;
+    }
+
+    /// One Service: allocation (leader), status and holder writes, its model.
+    fn recompute(&mut self, k: &Key, report: &mut PassReport) {
+        let Some(c) = self.svcs.get(k) else {
+            return;
+        };
+        let (s, rv) = (c.svc.clone(), c.rv.clone());
+        let name = format!("{}/{}", k.0, k.1);
+        let mut ips = s.status.clone();
+        if self.leader {
+            match self.ipam.allocate(&s.request) {
+                Ok(got) => {
+                    self.known.insert(k.clone());
+                    self.failing.remove(k);
+                    let mut want = got.clone();
+                    want.sort();
+                    let mut have = ips.clone();
+                    have.sort();
+                    if want != have {
+                        let sent = self.sent.entry(k.clone()).or_default();
+                        let mark = Some((want, rv.clone()));
+                        if sent.status != mark {
+                            sent.status = mark;
+                            let list: Vec<String> = got.iter().map(IpAddr::to_string).collect();
+                            let then = self.event_spec(
+                                &k.0,
+                                s.object(k),
+                                "Normal",
+                                "IPAllocated",
+                                &format!("Assigned IP {}", list.join(", ")),
+                            );
+                            self.write(
+                                k,
+                                Write::Status {
+                                    ips: got.clone(),
+                                    then: Some(then),
+                                },
+                            );
+                            report.allocated.push(name.clone());
+                        }
+                        ips = got;
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.failing.get(k) != Some(&msg) {
+                        self.event(k, &s, "Warning", "AllocationFailed", &msg);
+                        self.failing.insert(k.clone(), msg.clone());
+                    }
+                    report.failed.push(format!("{name}: {msg}"));
                 }
             }
         }
-        report.pools = self.ipam.usage();
-        (view, report)
-    }
-
-    async fn write_status(&self, s: &Service, ips: &[IpAddr]) -> bool {
-        let (ns, name) = key(s);
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
-        let ingress: Vec<_> = ips
-            .iter()
-            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
-            .collect();
-        let status = json!({"status": {"loadBalancer": {"ingress": ingress}}});
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "status not written");
-            return false;
+        if !ips.is_empty() && !self.leader {
+            // Track the leader's allocations, so that leading later never hands out an
+            // address a Service already has.
+            self.ipam.restore(&s.request, &ips);
+            self.known.insert(k.clone());
         }
-        true
+        let v4: Vec<Ipv4Addr> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v) => Some(*v),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let holds = v4.iter().any(|v| self.held.contains(v));
+        let before = s.holder.as_deref();
+        if holds && before != Some(self.cfg.node.as_str()) {
+            // The VIP is advertised from here now: say so where operators look.
+            let sent = self.sent.entry(k.clone()).or_default();
+            if sent.holder.as_ref() != Some(&rv) {
+                sent.holder = Some(rv.clone());
+                let then = before.map(|b| {
+                    self.event_spec(
+                        &k.0,
+                        s.object(k),
+                        "Normal",
+                        "OwnerChanged",
+                        &format!("VIP now held by {} (was {b})", self.cfg.node),
+                    )
+                });
+                if then.is_some() {
+                    report.owner_changed.push(name.clone());
+                }
+                let node = self.cfg.node.clone();
+                self.write(k, Write::Holder { node, then });
+            }
+        }
+        let own_policy = match &s.bgp {
+            Ok(p) => {
+                self.bad_annotations.remove(k);
+                p.clone()
+            }
+            Err(msg) => {
+                if self.bad_annotations.get(k) != Some(msg) {
+                    tracing::warn!(service = %name, error = %msg, "BGP annotation ignored");
+                    if self.leader {
+                        self.event(k, &s, "Warning", "BadAnnotation", msg);
+                    }
+                    self.bad_annotations.insert(k.clone(), msg.clone());
+                }
+                crate::bgp::RoutePolicy::default()
+            }
+        };
+        let mut routes = Vec::new();
+        for v in &v4 {
+            let p = self
+                .ipam
+                .pools()
+                .bgp_policy(IpAddr::V4(*v))
+                .merged(&own_policy);
+            if p != crate::bgp::RoutePolicy::default() {
+                routes.push((*v, p));
+            }
+        }
+        let mine = self
+            .by_service
+            .get(k)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.slices.get(&(k.0.clone(), n.clone())));
+        let ready = ready_nodes(&s, mine.clone());
+        let (services, eligible) = compute_model(&s, mine, &v4, &self.cfg.node);
+        let result = Computed {
+            services,
+            eligible,
+            ready,
+            with_address: !ips.is_empty(),
+            v4,
+            routes,
+        };
+        self.set_result(k, Some(result));
     }
 
-    async fn write_holder(&self, s: &Service) -> bool {
-        let (ns, name) = key(s);
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
-        let holder = json!({"metadata": {"annotations": {HOLDER: self.cfg.node}}});
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&holder))
-            .await
-        {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "holder annotation not written");
-                false
-            }
+    /// One pass over complete lists (the objects as a list or a cache holds them): the
+    /// caches are replaced by them, only what changed is recomputed, and the writes it
+    /// issues are done when it returns. As leader, allocates and writes statuses; as the
+    /// holder of a VIP (`held`: VIPs this node has applied in its data plane), writes the
+    /// holder annotation of the Services on it.
+    pub async fn pass(
+        &mut self,
+        services: &[Service],
+        slices: &[EndpointSlice],
+        pools: Option<&ConfigMap>,
+        leader: bool,
+        held: &BTreeSet<Ipv4Addr>,
+    ) -> (View, PassReport) {
+        for kind in [Kind::Services, Kind::Slices, Kind::Pools] {
+            self.init(kind);
+        }
+        for s in services {
+            self.apply_service(s);
+        }
+        for e in slices {
+            self.apply_slice(e);
+        }
+        self.set_pools(pools);
+        for kind in [Kind::Services, Kind::Slices, Kind::Pools] {
+            self.init_done(kind);
+        }
+        self.set_leader(leader);
+        self.set_held(held.clone());
+        let report = self.step();
+        self.flush().await;
+        (self.view.clone(), report)
+    }
+
+    /// The data plane could not take a service (VIP, port, protocol): a Warning on every
+    /// Service with that address and port, naming this node and why.
+    pub fn unplaced_event(&mut self, what: crate::reconcile::Unplaced, why: &str) {
+        let message = format!("node {} could not serve {what}: {why}", self.cfg.node);
+        let hit: Vec<(Key, Svc)> = self
+            .svcs
+            .iter()
+            .filter(|(_, c)| {
+                c.svc.status.contains(&IpAddr::V4(what.vip))
+                    && c.svc.ports.iter().any(|p| {
+                        p.port == i32::from(what.port)
+                            && p.protocol
+                                .as_deref()
+                                .unwrap_or("TCP")
+                                .eq_ignore_ascii_case(what.proto.as_str())
+                    })
+            })
+            .map(|(k, c)| (k.clone(), c.svc.clone()))
+            .collect();
+        for (k, s) in hit {
+            self.event(&k, &s, "Warning", "ServiceNotApplied", &message);
+        }
+    }
+
+    /// Another host claims a VIP this node owns (seen by XDP): a Warning on every Service
+    /// with that address, or on this Node for a VIP no Service has (the control plane's).
+    pub fn conflict_event(&mut self, vip: Ipv4Addr, mac: [u8; 6]) {
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        let message = format!(
+            "host {mac} claims {vip}, which node {} owns; re-announcing (check for a duplicate address)",
+            self.cfg.node
+        );
+        let on: Vec<(Key, Svc)> = self
+            .svcs
+            .iter()
+            .filter(|(_, c)| c.svc.status.contains(&IpAddr::V4(vip)))
+            .map(|(k, c)| (k.clone(), c.svc.clone()))
+            .collect();
+        if on.is_empty() {
+            let object = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.cfg.node.clone()),
+                ..Default::default()
+            };
+            let ev = self.event_spec("default", object, "Warning", "VIPConflict", &message);
+            let k = ("default".to_string(), self.cfg.node.clone());
+            self.write(&k, Write::Event(ev));
+        }
+        for (k, s) in on {
+            self.event(&k, &s, "Warning", "VIPConflict", &message);
         }
     }
 }

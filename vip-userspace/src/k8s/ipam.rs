@@ -17,7 +17,7 @@
 //! - the state is rebuilt from existing Service statuses at start, so a restart never hands
 //!   out an address twice.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -158,14 +158,6 @@ impl Pool {
             .any(|(lo, hi, rf)| *rf == f && (*lo..=*hi).contains(&n))
     }
 
-    /// Addresses of `f`, lowest first, lazily (pools can be huge for IPv6).
-    fn iter(&self, f: Family) -> impl Iterator<Item = IpAddr> + '_ {
-        let mut r: Vec<_> = self.ranges.iter().filter(|x| x.2 == f).collect();
-        r.sort();
-        r.into_iter()
-            .flat_map(move |(lo, hi, _)| (*lo..=*hi).map(move |n| from_u128(n, f)))
-    }
-
     /// Number of addresses (saturating), for the pool-usage metric.
     pub fn size(&self) -> u128 {
         self.ranges.iter().fold(0u128, |a, (lo, hi, _)| {
@@ -293,13 +285,19 @@ struct Holder {
 pub struct Ipam {
     pools: Pools,
     held: BTreeMap<IpAddr, Vec<Holder>>,
+    /// Addresses per holder id (`ns/name`): `of` and `release` cost the Service's own
+    /// addresses, not the whole pool.
+    by_id: HashMap<String, BTreeSet<IpAddr>>,
+    /// Per pool range (lo, hi, family): every address below the value is held, so the
+    /// search for the lowest free one starts there (lowered again by `release`).
+    low_free: HashMap<(u128, u128, Family), u128>,
 }
 
 impl Ipam {
     pub fn new(pools: Pools) -> Self {
         Self {
             pools,
-            held: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
@@ -309,16 +307,49 @@ impl Ipam {
 
     pub fn set_pools(&mut self, pools: Pools) {
         self.pools = pools;
+        self.low_free.clear();
     }
 
     /// Addresses currently held by the Service `ns/name`.
     pub fn of(&self, ns: &str, name: &str) -> Vec<IpAddr> {
         let id = format!("{ns}/{name}");
-        self.held
-            .iter()
-            .filter(|(_, hs)| hs.iter().any(|h| h.id == id))
-            .map(|(ip, _)| *ip)
-            .collect()
+        self.by_id
+            .get(&id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The lowest address of `f` in `pool` that nobody holds.
+    fn lowest_free(&mut self, pool: &Pool, f: Family) -> Option<IpAddr> {
+        let mut ranges: Vec<(u128, u128, Family)> =
+            pool.ranges.iter().filter(|x| x.2 == f).copied().collect();
+        ranges.sort();
+        for r in ranges {
+            let (lo, hi, _) = r;
+            let mut n = self.low_free.get(&r).copied().unwrap_or(lo).max(lo);
+            if n > hi {
+                continue;
+            }
+            // Held addresses of the range from `n` on, in order: the first gap is free.
+            let mut taken = self
+                .held
+                .range(from_u128(n, f)..=from_u128(hi, f))
+                .map(|(ip, _)| to_u128(*ip));
+            let found = loop {
+                if n > hi {
+                    break None;
+                }
+                match taken.next() {
+                    Some(t) if t == n => n += 1,
+                    _ => break Some(n),
+                }
+            };
+            self.low_free.insert(r, n);
+            if let Some(n) = found {
+                return Some(from_u128(n, f));
+            }
+        }
+        None
     }
 
     /// (pool, addresses, held) for every configured pool: `global` or the namespace name.
@@ -356,6 +387,7 @@ impl Ipam {
     }
 
     fn hold(&mut self, ip: IpAddr, r: &Request) {
+        self.by_id.entry(r.id()).or_default().insert(ip);
         let hs = self.held.entry(ip).or_default();
         hs.retain(|h| h.id != r.id());
         hs.push(Holder {
@@ -408,13 +440,12 @@ impl Ipam {
                     let pool = self
                         .pools
                         .for_ns(&r.namespace)
-                        .ok_or_else(|| IpamError::NoPool(r.namespace.clone()))?;
-                    pool.iter(*f).find(|ip| !self.held.contains_key(ip)).ok_or(
-                        IpamError::Exhausted {
-                            ns: r.namespace.clone(),
-                            family: f.name(),
-                        },
-                    )?
+                        .ok_or_else(|| IpamError::NoPool(r.namespace.clone()))?
+                        .clone();
+                    self.lowest_free(&pool, *f).ok_or(IpamError::Exhausted {
+                        ns: r.namespace.clone(),
+                        family: f.name(),
+                    })?
                 }
             };
             self.hold(ip, r);
@@ -426,10 +457,24 @@ impl Ipam {
     /// Forget everything `ns/name` holds (Service deleted or no longer a LoadBalancer).
     pub fn release(&mut self, ns: &str, name: &str) {
         let id = format!("{ns}/{name}");
-        for hs in self.held.values_mut() {
-            hs.retain(|h| h.id != id);
+        let Some(ips) = self.by_id.remove(&id) else {
+            return;
+        };
+        for ip in ips {
+            let empty = self.held.get_mut(&ip).is_some_and(|hs| {
+                hs.retain(|h| h.id != id);
+                hs.is_empty()
+            });
+            if empty {
+                self.held.remove(&ip);
+                let n = to_u128(ip);
+                for ((lo, hi, f), low) in self.low_free.iter_mut() {
+                    if *f == Family::of(&ip) && (*lo..=*hi).contains(&n) {
+                        *low = (*low).min(n);
+                    }
+                }
+            }
         }
-        self.held.retain(|_, hs| !hs.is_empty());
     }
 
     /// Restore what existing Services already have (their status), before any allocation.
@@ -565,10 +610,13 @@ mod tests {
             a.allocate(&req("default", "b")).unwrap(),
             vec![ip("192.0.2.11")]
         );
-        assert!(matches!(
-            a.allocate(&req("default", "c")),
-            Err(IpamError::Exhausted { .. })
-        ));
+        for _ in 0..2 {
+            // Asked again while the pool is still full (the search starts past its end).
+            assert!(matches!(
+                a.allocate(&req("default", "c")),
+                Err(IpamError::Exhausted { .. })
+            ));
+        }
         a.release("default", "a");
         assert_eq!(
             a.allocate(&req("default", "c")).unwrap(),

@@ -3,3 +3,4 @@
 pub mod controller;
 pub mod ipam;
 pub mod source;
+pub mod writer;

@@ -1,24 +1,83 @@
 //! Watches Services, EndpointSlices and the pool ConfigMap (kube-runtime watchers with the
-//! default backoff, reflector caches) and runs a controller pass after every change, after a
-//! leadership change, and every 30 s; publishes the resulting model services.
+//! default backoff) and feeds their events straight into the controller's compact caches;
+//! after each batch of changes (whatever arrived together), a leadership change or a change
+//! of the VIPs applied here, the controller recomputes only the Services concerned and the
+//! view is published. Every 30 s what failed is tried again.
 use std::time::Duration;
 
-use futures::{stream, StreamExt};
+use futures::{stream, FutureExt, StreamExt};
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::{
-    runtime::{reflector, watcher, WatchStreamExt},
+    runtime::{watcher, WatchStreamExt},
     Api, Client,
 };
 use tokio::sync::watch;
 
-use super::controller::{Controller, ControllerConfig, View};
+use super::{
+    controller::{Controller, ControllerConfig, Kind, View},
+    writer::Counters,
+};
 
 const RESYNC: Duration = Duration::from_secs(30);
-/// Changes arriving together are handled in one pass.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The view is published at most this often while changes keep coming (every publication
+/// costs the daemon a pass over the desired state); a lone change goes out at once.
+const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+/// Events taken in one batch before a step (bounds the latency of a burst's first change).
+const BATCH: usize = 4096;
+
+enum Change {
+    Svc(Box<watcher::Event<Service>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
+    Pool(Box<watcher::Event<ConfigMap>>),
+    /// A watch error (the stream backs off and retries by itself).
+    Error,
+}
+
+fn events<K, F>(
+    s: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    f: F,
+) -> stream::BoxStream<'static, Change>
+where
+    K: Send + 'static,
+    F: Fn(watcher::Event<K>) -> Change + Send + 'static,
+{
+    s.map(move |r| match r {
+        Ok(e) => f(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "watch failed; retrying");
+            Change::Error
+        }
+    })
+    .boxed()
+}
+
+fn ingest(ctl: &mut Controller, c: Change) {
+    use watcher::Event as E;
+    match c {
+        Change::Svc(e) => match *e {
+            E::Apply(s) | E::InitApply(s) => ctl.apply_service(&s),
+            E::Delete(s) => ctl.delete_service(&s),
+            E::Init => ctl.init(Kind::Services),
+            E::InitDone => ctl.init_done(Kind::Services),
+        },
+        Change::Slice(e) => match *e {
+            E::Apply(e) | E::InitApply(e) => ctl.apply_slice(&e),
+            E::Delete(e) => ctl.delete_slice(&e),
+            E::Init => ctl.init(Kind::Slices),
+            E::InitDone => ctl.init_done(Kind::Slices),
+        },
+        Change::Pool(e) => match *e {
+            E::Apply(c) | E::InitApply(c) => ctl.set_pools(Some(&c)),
+            E::Delete(_) => ctl.set_pools(None),
+            E::Init => ctl.init(Kind::Pools),
+            E::InitDone => ctl.init_done(Kind::Pools),
+        },
+        Change::Error => {}
+    }
+}
 
 pub async fn run(
     client: Client,
@@ -32,54 +91,64 @@ pub async fn run(
     let mut conflicts = stats.conflicts.subscribe();
     let mut unplaced = stats.unplaced.subscribe();
     let mut reported = std::collections::BTreeMap::new();
-    let (svcs, w1) = reflector::store::<Service>();
-    let (slices, w2) = reflector::store::<EndpointSlice>();
-    let (cms, w3) = reflector::store::<ConfigMap>();
-    let s1 = reflector(
-        w1,
+    let s1 = events(
         watcher(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ())
-    .boxed();
-    let s2 = reflector(
-        w2,
+        )
+        .default_backoff(),
+        |e| Change::Svc(Box::new(e)),
+    );
+    let s2 = events(
         watcher(
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ())
-    .boxed();
+        )
+        .default_backoff(),
+        |e| Change::Slice(Box::new(e)),
+    );
     let pools = watcher::Config::default().fields(&format!("metadata.name={}", cfg.pool_name));
-    let s3 = reflector(
-        w3,
+    let s3 = events(
         watcher(
             Api::<ConfigMap>::namespaced(client.clone(), &cfg.pool_namespace),
             pools,
-        ),
-    )
-    .default_backoff()
-    .map(|_| ())
-    .boxed();
+        )
+        .default_backoff(),
+        |e| Change::Pool(Box::new(e)),
+    );
     let mut changes = stream::select_all([s1, s2, s3]);
-    let mut ctl = Controller::new(client, cfg);
-    let mut ready = false;
+    let counters = Counters {
+        failures: stats.k8s_write_failures.clone(),
+        abandoned: stats.k8s_writes_abandoned.clone(),
+    };
+    let mut ctl = Controller::new(client, cfg).with_counters(counters);
+    ctl.set_leader(*leader.borrow_and_update());
+    ctl.set_held(held.borrow_and_update().iter().copied().collect());
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.reset();
+    let mut last_publish = tokio::time::Instant::now() - PUBLISH_EVERY;
+    let mut publish_due = false;
     loop {
+        let publish_at = last_publish + PUBLISH_EVERY;
         tokio::select! {
-            c = changes.next() => if c.is_none() { return },
-            r = leader.changed() => if r.is_err() { return },
-            r = held.changed() => if r.is_err() { return },
+            c = changes.next() => match c {
+                None => return,
+                Some(c) => ingest(&mut ctl, c),
+            },
+            r = leader.changed() => {
+                if r.is_err() { return }
+                ctl.set_leader(*leader.borrow_and_update());
+            }
+            r = held.changed() => {
+                if r.is_err() { return }
+                ctl.set_held(held.borrow_and_update().iter().copied().collect());
+            }
             r = conflicts.changed() => {
                 if r.is_err() { return }
                 let seen = conflicts.borrow_and_update().clone();
-                let s: Vec<Service> = svcs.state().iter().map(|x| (**x).clone()).collect();
                 for (vip, mac) in seen {
-                    ctl.conflict_event(&s, vip, mac).await;
+                    ctl.conflict_event(vip, mac);
                 }
                 continue;
             }
@@ -87,64 +156,52 @@ pub async fn run(
                 if r.is_err() { return }
                 // Once per failure (and again if its reason changes).
                 let now = unplaced.borrow_and_update().clone();
-                let s: Vec<Service> = svcs.state().iter().map(|x| (**x).clone()).collect();
                 for (what, why) in &now {
                     if reported.get(what) != Some(why) {
-                        ctl.unplaced_event(&s, *what, why).await;
+                        ctl.unplaced_event(*what, why);
                     }
                 }
                 reported = now;
                 continue;
             }
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = resync.tick() => ctl.resync(),
+            _ = tokio::time::sleep_until(publish_at), if publish_due => {}
         }
-        // Take whatever else arrived meanwhile.
-        let until = tokio::time::sleep(DEBOUNCE);
-        tokio::pin!(until);
-        loop {
-            tokio::select! {
-                _ = &mut until => break,
-                c = changes.next() => if c.is_none() { return },
+        // Take whatever else arrived meanwhile (without waiting for more).
+        for _ in 0..BATCH {
+            match changes.next().now_or_never() {
+                Some(Some(c)) => ingest(&mut ctl, c),
+                Some(None) => return,
+                None => break,
             }
         }
-        if !ready {
-            // Allocate only once the caches hold the full lists (statuses restore first).
-            let all = tokio::time::timeout(Duration::from_millis(10), async {
-                let _ = svcs.wait_until_ready().await;
-                let _ = slices.wait_until_ready().await;
-            })
-            .await;
-            if all.is_err() {
-                continue;
+        if !ctl.ready() {
+            continue;
+        }
+        if ctl.has_work() {
+            let report = ctl.step();
+            if let Ok(mut k) = stats.k8s.lock() {
+                *k = crate::metrics::K8sStats {
+                    enabled: true,
+                    services: report.served,
+                    allocated: report.with_address,
+                    failing: ctl.failing(),
+                    pools: report.pools.clone(),
+                };
             }
-            ready = true;
-        }
-        let s: Vec<Service> = svcs.state().iter().map(|x| (**x).clone()).collect();
-        let e: Vec<EndpointSlice> = slices.state().iter().map(|x| (**x).clone()).collect();
-        let cm = cms.state().first().map(|x| (**x).clone());
-        let is_leader = *leader.borrow();
-        let holding: std::collections::BTreeSet<_> =
-            held.borrow_and_update().iter().copied().collect();
-        let (model, report) = ctl.pass(&s, &e, cm.as_ref(), is_leader, &holding).await;
-        if let Ok(mut k) = stats.k8s.lock() {
-            *k = crate::metrics::K8sStats {
-                enabled: true,
-                services: report.served,
-                allocated: report.with_address,
-                failing: report.failed.len(),
-                pools: report.pools.clone(),
-            };
-        }
-        if !report.allocated.is_empty() || !report.failed.is_empty() || !report.released.is_empty()
-        {
-            tracing::info!(allocated = ?report.allocated, failed = ?report.failed, released = ?report.released, "services");
-        }
-        out.send_if_modified(|cur| {
-            let changed = *cur != model;
-            if changed {
-                *cur = model;
+            if !report.allocated.is_empty()
+                || !report.failed.is_empty()
+                || !report.released.is_empty()
+            {
+                tracing::info!(allocated = report.allocated.len(), failed = ?report.failed.iter().take(10).collect::<Vec<_>>(), released = report.released.len(), "services");
             }
-            changed
-        });
+            tracing::debug!(recomputed = report.recomputed, "controller step");
+            publish_due |= ctl.take_view_changed();
+        }
+        if publish_due && tokio::time::Instant::now() >= last_publish + PUBLISH_EVERY {
+            out.send_replace(ctl.view().clone());
+            last_publish = tokio::time::Instant::now();
+            publish_due = false;
+        }
     }
 }

@@ -54,6 +54,11 @@ pub struct State {
     pub unplaced:
         tokio::sync::watch::Sender<std::collections::BTreeMap<crate::reconcile::Unplaced, String>>,
     pub service_failures: Counter,
+    /// Kubernetes API writes (status, holder annotation, Event) that failed, each attempt;
+    /// they are retried with back-off.
+    pub k8s_write_failures: Counter,
+    /// Writes given up after their retries (tried again at the next resync).
+    pub k8s_writes_abandoned: Counter,
     pub services_unplaced: prometheus_client::metrics::gauge::Gauge,
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
@@ -638,6 +643,16 @@ fn registered(state: &State) -> Registry {
             "vip_service_failures",
             "Times a service could not be applied (a map or limit full); each fails alone",
             &state.service_failures,
+        ),
+        (
+            "vip_k8s_api_write_failures",
+            "Kubernetes API writes (status, holder annotation, Event) that failed; retried with back-off",
+            &state.k8s_write_failures,
+        ),
+        (
+            "vip_k8s_api_writes_abandoned",
+            "Kubernetes API writes given up after their retries (tried again at the next resync)",
+            &state.k8s_writes_abandoned,
         ),
         (
             "vip_dataplane_restarts",

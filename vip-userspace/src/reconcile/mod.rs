@@ -14,6 +14,7 @@ use std::{
     sync::Arc,
 };
 
+pub mod batch;
 pub mod conflict;
 pub mod lb;
 pub mod services;
@@ -258,7 +259,8 @@ impl Reconciler {
     /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
     /// `conflict`).
     pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
-        if !self.arp {
+        // No rows: no claim since the last look (the tick costs nothing per VIP).
+        if !self.arp || rows.is_empty() {
             return;
         }
         let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();

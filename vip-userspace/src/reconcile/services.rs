@@ -49,7 +49,8 @@ pub fn key_of(s: &Service) -> ServiceKey {
     }
 }
 
-type BackendKey = (ServiceKey, Ipv4Addr, u16, u8);
+/// A backend within its service: (addr, port, mode).
+type BackendKey = (Ipv4Addr, u16, u8);
 
 /// A service's region of `RINGS`: two tables of `size` slots from `off`, `live` in use.
 #[derive(Debug, Clone)]
@@ -57,8 +58,6 @@ struct Region {
     off: u32,
     size: u32,
     live: u8,
-    /// What each table holds, as far as we wrote it (None: unknown).
-    known: [Option<Vec<u32>>; 2],
 }
 
 impl Region {
@@ -113,9 +112,9 @@ pub struct ServiceSync {
     applied: BTreeMap<ServiceKey, Applied>,
     free_sids: Vec<u32>,
     next_sid: u32,
-    /// (service, addr, port, mode) -> backend id. Ids are per service and mode: a flow's
+    /// service -> (addr, port, mode) -> backend id. Ids are per service and mode: a flow's
     /// conntrack entry plus its backend's value are then enough to forward it.
-    backend_ids: HashMap<BackendKey, u32>,
+    backend_ids: HashMap<ServiceKey, HashMap<BackendKey, u32>>,
     free_bids: Vec<u32>,
     next_bid: u32,
     gens: HashMap<u32, u32>,
@@ -228,7 +227,6 @@ impl ServiceSync {
                 off: v.ring_off - u32::from(v.live & 1) * v.ring_size,
                 size: v.ring_size,
                 live: v.live & 1,
-                known: [None, None],
             });
             sync.applied.insert(
                 *k,
@@ -292,7 +290,10 @@ impl ServiceSync {
                 Some(k) => {
                     let addr = Ipv4Addr::from(b.addr_be);
                     let port = u16::from_be_bytes(b.port_be);
-                    sync.backend_ids.insert((*k, addr, port, b.mode), id);
+                    sync.backend_ids
+                        .entry(*k)
+                        .or_default()
+                        .insert((addr, port, b.mode), id);
                     active.push(id);
                     sync.next_bid = sync.next_bid.max(id + 1);
                 }
@@ -315,8 +316,15 @@ impl ServiceSync {
         Ok(sync)
     }
 
-    /// Whether the table at `base` holds exactly `table`.
+    /// Whether the table at `base` holds exactly `table` (one batch read where the kernel
+    /// has it).
     fn ring_holds(&self, base: u32, table: &[u32]) -> bool {
+        use std::os::fd::AsFd;
+        if let Some(fd) = &self.maps.rings_fd {
+            if let Ok(live) = super::batch::lookup_u32(fd.as_fd(), base, table.len() as u32) {
+                return live == table;
+            }
+        }
         table
             .iter()
             .enumerate()
@@ -327,8 +335,9 @@ impl ServiceSync {
     /// tests).
     pub fn backend_id(&self, addr: Ipv4Addr, port: u16) -> Option<u32> {
         self.backend_ids
-            .iter()
-            .find(|((_, a, p, _), _)| *a == addr && *p == port)
+            .values()
+            .flat_map(|m| m.iter())
+            .find(|((a, p, _), _)| *a == addr && *p == port)
             .map(|(_, id)| *id)
     }
 
@@ -366,8 +375,8 @@ impl ServiceSync {
         mode: u8,
         b: &Backend,
     ) -> Result<u32, ServiceError> {
-        let bk = (key, b.addr, b.port, mode);
-        if let Some(id) = self.backend_ids.get(&bk) {
+        let bk = (b.addr, b.port, mode);
+        if let Some(id) = self.backend_ids.get(&key).and_then(|m| m.get(&bk)) {
             return Ok(*id);
         }
         let id = match self.free_bids.pop() {
@@ -398,21 +407,22 @@ impl ServiceSync {
             },
             0,
         )?;
-        self.backend_ids.insert(bk, id);
+        self.backend_ids.entry(key).or_default().insert(bk, id);
         Ok(id)
     }
 
     /// Ids of `key`'s backends (any mode) that are not in `keep`: to deactivate after flips.
-    fn drop_backends(&mut self, key: ServiceKey, keep: &[(Ipv4Addr, u16, u8)]) -> Vec<u32> {
-        let gone: Vec<BackendKey> = self
-            .backend_ids
-            .keys()
-            .filter(|(k, a, p, m)| *k == key && !keep.contains(&(*a, *p, *m)))
-            .copied()
-            .collect();
-        gone.into_iter()
-            .filter_map(|bk| self.backend_ids.remove(&bk))
-            .collect()
+    fn drop_backends(&mut self, key: ServiceKey, keep: &[BackendKey]) -> Vec<u32> {
+        let Some(ids) = self.backend_ids.get_mut(&key) else {
+            return Vec::new();
+        };
+        let keep: std::collections::HashSet<&BackendKey> = keep.iter().collect();
+        let gone: Vec<BackendKey> = ids.keys().filter(|b| !keep.contains(b)).copied().collect();
+        let out = gone.iter().filter_map(|bk| ids.remove(bk)).collect();
+        if ids.is_empty() {
+            self.backend_ids.remove(&key);
+        }
+        out
     }
 
     fn table(
@@ -430,6 +440,7 @@ impl ServiceSync {
             })
             .collect();
         let t = maglev::build(&entries, size)?;
+        let ids = self.backend_ids.get(&key);
         Ok(t.into_iter()
             .map(|i| {
                 if i == maglev::EMPTY {
@@ -437,30 +448,29 @@ impl ServiceSync {
                 } else {
                     backends
                         .get(i as usize)
-                        .and_then(|b| self.backend_ids.get(&(key, b.addr, b.port, mode)))
+                        .and_then(|b| ids?.get(&(b.addr, b.port, mode)))
                         .map_or(RING_EMPTY, |id| *id)
                 }
             })
             .collect())
     }
 
-    /// Write `table` at slot `base`, only the slots that differ from what is known to be
-    /// there.
-    fn write_ring(
-        &mut self,
-        base: u32,
-        table: &[u32],
-        known: Option<&Vec<u32>>,
-    ) -> Result<usize, ServiceError> {
-        let mut n = 0;
-        for (s, &v) in table.iter().enumerate() {
-            if known.map(|k| k[s]) == Some(v) {
-                continue;
+    /// Write `table` at slot `base` (an idle table: no packet reads it): one
+    /// `BPF_MAP_UPDATE_BATCH` where the kernel has it (≥ 5.6), else slot by slot.
+    fn write_ring(&mut self, base: u32, table: &[u32]) -> Result<usize, ServiceError> {
+        use std::os::fd::AsFd;
+        if let Some(fd) = &self.maps.rings_fd {
+            match super::batch::update_u32(fd.as_fd(), base, table) {
+                Ok(()) => return Ok(table.len()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "batched ring write refused; writing slot by slot");
+                }
             }
-            self.maps.rings.set(base + s as u32, v, 0)?;
-            n += 1;
         }
-        Ok(n)
+        for (s, &v) in table.iter().enumerate() {
+            self.maps.rings.set(base + s as u32, v, 0)?;
+        }
+        Ok(table.len())
     }
 
     /// Make the maps serve exactly `desired`. A service that cannot be placed fails alone
@@ -545,7 +555,6 @@ impl ServiceSync {
             off: r.start,
             size,
             live: 1,
-            known: [None, None],
         })
     }
 
@@ -606,13 +615,10 @@ impl ServiceSync {
                 }
                 _ => None,
             };
-            if let (None, Some(kept)) = (&full, same) {
+            if let (None, Some(_)) = (&full, same) {
                 deactivate.extend(self.drop_backends(k, &keep_of(&placed, mode)));
                 if let Some(a) = self.applied.get_mut(&k) {
                     a.backends = Some(svc.backends.clone());
-                    if let (Some(r), Some((which, table))) = (a.region.as_mut(), kept) {
-                        r.known[which as usize] = Some(table);
-                    }
                 }
                 return Ok(());
             }
@@ -653,9 +659,7 @@ impl ServiceSync {
                 if let Some(r) = region.as_mut() {
                     let idle = 1 - r.live;
                     let table = self.table(k, mode, &placed, size)?;
-                    let known = r.known[idle as usize].take();
-                    written = self.write_ring(r.table_off(idle), &table, known.as_ref())?;
-                    r.known[idle as usize] = Some(table);
+                    written = self.write_ring(r.table_off(idle), &table)?;
                     r.live = idle;
                     value.ring_off = r.table_off(idle);
                     value.ring_size = r.size;
@@ -708,10 +712,7 @@ impl ServiceSync {
         deactivate: &mut Vec<u32>,
     ) {
         match existing {
-            Some(mut a) => {
-                if let Some(r) = a.region.as_mut() {
-                    r.known[1 - r.live as usize] = None;
-                }
+            Some(a) => {
                 self.applied.insert(k, a);
             }
             None => {
@@ -722,6 +723,6 @@ impl ServiceSync {
     }
 }
 
-fn keep_of(backends: &[Backend], mode: u8) -> Vec<(Ipv4Addr, u16, u8)> {
+fn keep_of(backends: &[Backend], mode: u8) -> Vec<BackendKey> {
     backends.iter().map(|b| (b.addr, b.port, mode)).collect()
 }
