@@ -69,8 +69,7 @@ pub fn send(
     if let Some(c) = cache {
         // SAFETY: this CPU's slot of a per-CPU array; copied out at once.
         let nh = unsafe { *c };
-        if nh.backend == id && nh.gen == backend.gen && nh.epoch == epoch && tot_len <= nh.ok_len
-        {
+        if nh.backend == id && nh.gen == backend.gen && nh.epoch == epoch && tot_len <= nh.ok_len {
             return out(ctx, ingress, nh.ifindex, &nh.smac, &nh.dmac);
         }
     }

@@ -2,8 +2,8 @@
 //! Maglev) and forwarded by the service's mode.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    flow_hash, BackendValue, FlowKey, LbStats, RevValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
-    MODE_DSR, MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY,
+    flow_hash, BackendValue, FlowKey, LbStats, RevValue, ServiceKey, ServiceValue,
+    BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY,
 };
 
 use crate::{

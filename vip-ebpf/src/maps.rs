@@ -6,7 +6,8 @@ use aya_ebpf::{
 use vip_common::{
     vip_filter_slot, BackendValue, Config, CtSet, Deadline, FlowKey, IfaceValue, LbStats, NextHop,
     RevValue, ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS,
-    MAX_IFACES, MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
+    MAX_IFACES, MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES, RING_SLOTS,
+    VIP_FILTER_WORDS,
 };
 
 // Globals the loader sets (`vip_common::globals`); `.rodata`, so the verifier takes them as
