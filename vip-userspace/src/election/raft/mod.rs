@@ -1006,7 +1006,7 @@ impl IoLoop {
                 }
             }
             self.drain(&raw, &mut buf, &mut batch);
-            // The timer last: whatever was queued has been heard (and is not late).
+            // The election timer last: whatever was queued has been heard first.
             if Instant::now() >= self.core.next_deadline() {
                 self.core.tick(Instant::now());
             }
