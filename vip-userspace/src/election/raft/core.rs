@@ -24,6 +24,20 @@
 //! is predictable, like VRRP priorities: the lowest live id takes over first. A node also treats its
 //! own start as "just heard from a leader", because a restarted node has forgotten when it
 //! last did and might otherwise vote inside the lease of a leader it acknowledged before.
+//!
+//! A node's own stall does not count against its leader. When a timer of ours fires more
+//! than half a heartbeat after it was due (`tick` sees it against its own deadline; the I/O
+//! loop reports it for its other timers via `note_stall`), this node was not running: the
+//! leader's heartbeats of that time either wait in our socket (the I/O loop reads them all
+//! before `tick`) or were never sent because the whole machine stalled with us. For
+//! `stall_grace` (a heartbeat and a half) after waking, a follower or candidate neither starts
+//! a (pre-)vote nor grants one without a leader transfer, however long ago it last heard from
+//! its leader, and a leader does not step down on check-quorum: a live leader's next
+//! heartbeat, or a follower's next acknowledgement, arrives in that time. Only liveness
+//! is delayed (by up to `stall_grace`, only when this node itself stalled); refusing votes
+//! and campaigning later never endanger the fence. The lease is untouched: a leader that
+//! stalled past `quorum_ack + lease` is already silent, and its acknowledgements must
+//! come back before it speaks again.
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     time::{Duration, Instant},
@@ -135,6 +149,9 @@ pub struct Core {
     leader_since: Option<Instant>,
     quorum_ack: Option<Instant>,
     last_seen: BTreeMap<u64, Instant>,
+    /// Until when we were just stalled ourselves (see the module docs): no campaign, no
+    /// (pre-)vote granted on a silent leader, no check-quorum step-down before it.
+    stall_until: Option<Instant>,
     rng: fastrand::Rng,
     out: Vec<(u64, Msg)>,
 }
@@ -166,6 +183,7 @@ impl Core {
             leader_since: None,
             quorum_ack: None,
             last_seen: BTreeMap::new(),
+            stall_until: None,
             rng: fastrand::Rng::new(),
             out: Vec::new(),
         };
@@ -219,22 +237,71 @@ impl Core {
                     .quorum_ack
                     .or(self.leader_since)
                     .unwrap_or(self.heartbeat_due);
-                self.heartbeat_due.min(since + self.timing.election_min)
+                self.heartbeat_due.min(self.quorum_check_at(since))
             }
-            _ => self.election_deadline,
+            _ => self.campaign_at(),
         }
     }
 
+    /// The election timer, held back while we give the others a heartbeat after a stall.
+    fn campaign_at(&self) -> Instant {
+        self.stall_until
+            .map_or(self.election_deadline, |u| self.election_deadline.max(u))
+    }
+
+    /// A timer that fired later than this after it was due means we were not running.
+    pub fn stall_margin(&self) -> Duration {
+        self.timing.heartbeat / 2
+    }
+
+    /// How long after waking from a stall we give the others to be heard: a heartbeat (the
+    /// leader's next one, or the acknowledgement of ours) plus the margin for its lateness.
+    pub fn stall_grace(&self) -> Duration {
+        self.timing.heartbeat + self.stall_margin()
+    }
+
+    /// We just woke from a stall (a timer fired more than `stall_margin` late): until
+    /// `now + stall_grace` no campaign, no vote granted on a silent leader, no check-quorum
+    /// step-down. Never touches the lease.
+    pub fn note_stall(&mut self, now: Instant) {
+        let until = now + self.stall_grace();
+        if self.stall_until.is_some_and(|u| u >= until) {
+            return;
+        }
+        tracing::debug!(
+            id = self.id,
+            term = self.hs.term,
+            role = self.role.as_str(),
+            "raft: woke late; giving the others a heartbeat before acting on silence"
+        );
+        self.stall_until = Some(until);
+    }
+
+    fn stalled(&self, now: Instant) -> bool {
+        self.stall_until.is_some_and(|u| now < u)
+    }
+
+    fn quorum_check_at(&self, since: Instant) -> Instant {
+        let at = since + self.timing.election_min;
+        self.stall_until.map_or(at, |u| at.max(u))
+    }
+
     pub fn tick(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.next_deadline()) > self.stall_margin() {
+            self.note_stall(now);
+        }
         match self.role {
             Role::Leader => {
                 if now >= self.heartbeat_due {
                     self.broadcast_heartbeat(now);
                 }
                 // Check-quorum: a leader no majority has answered for a whole minimum
-                // election timeout steps down (its lease ended long before).
+                // election timeout steps down (its lease ended long before). Not while we
+                // give our followers a heartbeat after a stall of our own.
                 let since = self.quorum_ack.or(self.leader_since).unwrap_or(now);
-                if now.saturating_duration_since(since) >= self.timing.election_min {
+                if now.saturating_duration_since(since) >= self.timing.election_min
+                    && !self.stalled(now)
+                {
                     tracing::warn!(
                         id = self.id,
                         term = self.hs.term,
@@ -246,7 +313,7 @@ impl Core {
                 }
             }
             _ => {
-                if now >= self.election_deadline {
+                if now >= self.campaign_at() {
                     self.start_prevote(now);
                 }
             }
@@ -406,11 +473,13 @@ impl Core {
     fn in_lease(&self, now: Instant) -> bool {
         match self.role {
             // A live leader refuses to help depose itself; check-quorum makes a cut-off one
-            // a follower within `election_min`; followers are loyal for `loyalty`.
+            // a follower within `election_min`; followers are loyal for `loyalty`, and
+            // after a stall of their own for `stall_grace` more (the leader's silence may
+            // be ours).
             Role::Leader => true,
-            _ => self
-                .last_heard
-                .is_some_and(|t| now.saturating_duration_since(t) < self.timing.loyalty),
+            _ => self.last_heard.is_some_and(|t| {
+                now.saturating_duration_since(t) < self.timing.loyalty || self.stalled(now)
+            }),
         }
     }
 
@@ -717,9 +786,9 @@ mod tests {
         let mut nodes: Vec<Core> = (1..=3)
             .map(|i| Core::new(i, &members(), timing(), HardState::default(), t0))
             .collect();
-        // Node 1 times out first.
+        // Node 1 times out first (on time: a much later tick would be a stall of its own),
+        // past the others' start-up loyalty (90 ms; its slot starts at 100 ms).
         let t1 = nodes[0].election_deadline;
-        let t1 = t1.max(t0 + Duration::from_millis(201));
         nodes[0].tick(t1);
         pump(&mut nodes, t1);
         assert_eq!(nodes[0].role(), Role::Leader);
@@ -735,6 +804,183 @@ mod tests {
         }
         assert_eq!(nodes[0].lease_until(), None);
         assert_eq!(nodes[0].role(), Role::Follower);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn prevotes(out: &[(u64, Msg)]) -> Vec<u64> {
+        out.iter()
+            .filter(|(_, m)| matches!(m, Msg::PreVote { .. }))
+            .map(|(to, _)| *to)
+            .collect()
+    }
+
+    /// Node 2, follower of node 1 in term 1 since `t0 + 10 ms`, and its election deadline.
+    fn follower_of_1(t0: Instant) -> (Core, Instant) {
+        let mut c = Core::new(
+            2,
+            &members(),
+            timing(),
+            HardState {
+                term: 1,
+                voted_for: None,
+            },
+            t0,
+        );
+        c.step(t0 + ms(10), 1, Msg::Heartbeat { term: 1, seq: 1 });
+        c.take_out();
+        assert_eq!(c.leader(), Some(1));
+        let d = c.next_deadline();
+        (c, d)
+    }
+
+    #[test]
+    fn late_timer_waits_a_heartbeat_and_the_leaders_heartbeat_keeps_it() {
+        let t0 = Instant::now();
+        let (mut c, d) = follower_of_1(t0);
+        // The timer fires 40 ms late (more than half a heartbeat): we were not running.
+        let woke = d + ms(40);
+        c.tick(woke);
+        assert!(
+            prevotes(&c.take_out()).is_empty(),
+            "campaigned on its own stall"
+        );
+        assert_eq!(c.role(), Role::Follower);
+        assert_eq!(
+            c.next_deadline(),
+            woke + c.stall_grace(),
+            "held back by a heartbeat and a half"
+        );
+        // Long past loyalty, but inside the grace: a pre-vote (or vote) on the silence is
+        // refused, the term kept.
+        c.step(woke + ms(1), 3, Msg::PreVote { term: 2 });
+        c.step(
+            woke + ms(2),
+            3,
+            Msg::Vote {
+                term: 2,
+                transfer: false,
+            },
+        );
+        let out = c.take_out();
+        assert!(
+            matches!(out[0].1, Msg::PreVoteResp { granted: false, .. }),
+            "{out:?}"
+        );
+        assert!(
+            matches!(
+                out[1].1,
+                Msg::VoteResp {
+                    granted: false,
+                    term: 1
+                }
+            ),
+            "{out:?}"
+        );
+        c.tick(woke + ms(20));
+        assert!(prevotes(&c.take_out()).is_empty());
+        // The leader (stalled with us) is heard within the grace.
+        let hb = woke + ms(25);
+        c.step(hb, 1, Msg::Heartbeat { term: 1, seq: 2 });
+        assert!(matches!(
+            c.take_out()[0].1,
+            Msg::HeartbeatResp { ok: true, .. }
+        ));
+        c.tick(woke + c.stall_grace());
+        assert!(prevotes(&c.take_out()).is_empty());
+        assert_eq!(
+            (c.role(), c.leader(), c.term()),
+            (Role::Follower, Some(1), 1)
+        );
+        assert!(c.next_deadline() >= hb + timing().election_min);
+    }
+
+    #[test]
+    fn late_timer_with_a_silent_leader_campaigns_after_the_grace() {
+        let t0 = Instant::now();
+        let (mut c, d) = follower_of_1(t0);
+        let woke = d + ms(40);
+        c.tick(woke);
+        assert!(prevotes(&c.take_out()).is_empty());
+        // Woken on time at the held-back deadline: no stall any more, the leader is silent.
+        let at = c.next_deadline();
+        assert_eq!(at, woke + c.stall_grace());
+        c.tick(at);
+        assert_eq!(prevotes(&c.take_out()), vec![1, 3]);
+        assert_eq!(c.role(), Role::PreCandidate);
+        // And it now grants others' pre-votes on the silence, as before.
+        c.step(at + ms(1), 3, Msg::PreVote { term: 2 });
+        assert!(matches!(
+            c.take_out()[0].1,
+            Msg::PreVoteResp { granted: true, .. }
+        ));
+        // Without a stall the timer is not held back at all.
+        let (mut c, d) = follower_of_1(t0);
+        c.tick(d + c.stall_margin());
+        assert_eq!(prevotes(&c.take_out()), vec![1, 3]);
+    }
+
+    /// Three cores, node 1 elected at the returned instant.
+    fn elected(t0: Instant) -> (Vec<Core>, Instant) {
+        let mut nodes: Vec<Core> = (1..=3)
+            .map(|i| Core::new(i, &members(), timing(), HardState::default(), t0))
+            .collect();
+        let t1 = nodes[0].next_deadline();
+        nodes[0].tick(t1);
+        pump(&mut nodes, t1);
+        assert_eq!(nodes[0].role(), Role::Leader);
+        assert_eq!(nodes[0].lease_until(), Some(t1 + timing().lease));
+        (nodes, t1)
+    }
+
+    #[test]
+    fn stalled_leader_lease_still_lapses() {
+        let t0 = Instant::now();
+        let lease = timing().lease;
+        // Cut off, and its thread stalls 200 ms (past the lease and check-quorum's 100 ms).
+        let (mut nodes, t1) = elected(t0);
+        let woke = t1 + ms(200);
+        nodes[0].tick(woke);
+        nodes[0].take_out();
+        assert_eq!(
+            nodes[0].lease_until(),
+            Some(t1 + lease),
+            "a stall must not extend the lease"
+        );
+        assert!(t1 + lease < woke, "so the fence is silent at once");
+        assert_eq!(
+            nodes[0].role(),
+            Role::Leader,
+            "check-quorum waits for the answers to the heartbeat it just sent"
+        );
+        // Nobody answers: it steps down once the grace is over, the lease never extended.
+        let mut t = woke;
+        while nodes[0].role() == Role::Leader && t < woke + ms(100) {
+            assert!(nodes[0].lease_until().is_some_and(|u| u <= t1 + lease));
+            t += ms(1);
+            nodes[0].tick(t);
+            nodes[0].take_out();
+        }
+        assert_eq!(nodes[0].role(), Role::Follower);
+        assert_eq!(nodes[0].lease_until(), None);
+        assert!(
+            t <= woke + nodes[0].stall_grace() + ms(1),
+            "stepped down {t:?}"
+        );
+
+        // The whole machine stalled (followers too): the followers' acknowledgements of
+        // the new heartbeat bring the lease back from its send time; no election.
+        let (mut nodes, t1) = elected(t0);
+        let woke = t1 + ms(200);
+        for n in nodes.iter_mut().rev() {
+            n.tick(woke);
+        }
+        pump(&mut nodes, woke + ms(1));
+        assert_eq!(nodes[0].role(), Role::Leader);
+        assert_eq!(nodes[0].lease_until(), Some(woke + lease));
+        assert!(nodes.iter().all(|n| n.term() == 1 && n.leader() == Some(1)));
     }
 
     #[test]

@@ -67,6 +67,27 @@
 //!   heard from it; `validate` requires `lease + 10 ms < election_timeout.0`, so the two
 //!   never overlap. Whoever consumes `leader()` (the data plane) must act within the rest of
 //!   that margin.
+//!
+//! # A node's own stall
+//! On a VM the whole guest (all three daemons on a test bed) can be descheduled for tens of
+//! milliseconds, which no priority inside it prevents. Such a stall must not look like a
+//! silent leader to the follower that was not running either:
+//! - on every wake the I/O loop first reads every datagram already queued on the socket
+//!   (non-blocking, until `WouldBlock`), steps heartbeats before anything else, and only
+//!   then lets the core act on an expired election timer;
+//! - a wake more than half a heartbeat after one of its timers was due is a stall of this
+//!   node (`Core::note_stall`): for a heartbeat and a half from then it neither campaigns,
+//!   nor grants a (pre-)vote to someone else on its leader's silence, nor (as leader) steps
+//!   down on check-quorum. A live leader's next heartbeat, or the acknowledgements of the
+//!   one the leader sends as it wakes, arrive in that time.
+//!
+//! The cost: when a follower was itself stalled, failover of a genuinely dead leader takes
+//! up to a heartbeat and a half longer (30 ms at 20 ms heartbeats); nothing changes for a
+//! follower that was running. Delaying a campaign or refusing a vote only ever costs
+//! liveness. The lease is not relaxed: a leader whose stall outlasted `quorum_ack + lease`
+//! is silent when it wakes (the watchdog, a separate thread, closed the fence on time if it
+//! ran, and `flush` publishes the lapsed lease at once if it did not) and speaks again only
+//! after a majority acknowledged a heartbeat sent after the stall.
 pub mod auth;
 mod core;
 pub mod sched;
@@ -659,8 +680,13 @@ impl RaftElector {
                     .build()
                 {
                     Ok(rt) => rt.block_on(async move {
-                        match UdpSocket::from_std(socket) {
-                            Ok(socket) => io.run(socket, stop_rx, stall_rx).await,
+                        // A second handle on the same socket reads what is queued without
+                        // waiting for the reactor to have reported it (`IoLoop::drain`).
+                        match socket
+                            .try_clone()
+                            .and_then(|raw| UdpSocket::from_std(socket).map(|s| (s, raw)))
+                        {
+                            Ok((socket, raw)) => io.run(socket, raw, stop_rx, stall_rx).await,
                             Err(e) => tracing::error!(id, error = %e, "raft: socket not registered; not electing"),
                         }
                     }),
@@ -913,39 +939,76 @@ impl Lateness {
     }
 }
 
+/// What woke the I/O loop.
+enum Wake {
+    Stop,
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Timer,
+    Stall(Duration),
+    Hello,
+}
+
+/// Most datagrams read in one drain: a flood cannot hold the loop (and its timers) forever.
+const DRAIN_MAX: usize = 256;
+
 impl IoLoop {
+    /// Every wake: note whether we were stalled (a timer of ours was due more than half a
+    /// heartbeat ago), read everything already queued on the socket, hand it to the core
+    /// heartbeats first, and only then act on the election timer. A leader's heartbeats
+    /// sent while this node was not running are thus seen before its silence is judged.
     async fn run(
         mut self,
         socket: UdpSocket,
+        raw: std::net::UdpSocket,
         mut stop: tokio::sync::oneshot::Receiver<()>,
         mut stall: tokio::sync::mpsc::UnboundedReceiver<Duration>,
     ) {
         let socket = &socket;
         let mut buf = vec![0u8; 2048];
+        let mut batch = Vec::new();
         // Hellos carry no Raft state (nothing to persist first): members learn our epoch.
         let mut hello_at = tokio::time::Instant::now();
         loop {
             let deadline = tokio::time::Instant::from_std(self.core.next_deadline());
-            tokio::select! {
+            let due = deadline.min(hello_at);
+            let wake = tokio::select! {
                 biased;
-                _ = &mut stop => break,
-                r = socket.recv_from(&mut buf) => match r {
-                    Ok((n, src)) => self.receive(&buf[..n], src),
-                    // e.g. ICMP unreachable reported on the socket: the peer is down.
-                    Err(e) => tracing::trace!(id = self.id, error = %e, "raft: recv"),
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    let now = Instant::now();
-                    self.late.note(self.id, now.saturating_duration_since(deadline.into_std()), self.heartbeat);
-                    self.core.tick(now)
+                _ = &mut stop => Wake::Stop,
+                r = socket.recv_from(&mut buf) => Wake::Datagram(r),
+                _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+                Some(d) = stall.recv() => Wake::Stall(d),
+                _ = tokio::time::sleep_until(hello_at) => Wake::Hello,
+            };
+            let now = tokio::time::Instant::now();
+            let late = now.saturating_duration_since(due);
+            self.late.note(self.id, late, self.heartbeat);
+            if late > self.core.stall_margin() {
+                self.core.note_stall(now.into_std());
+            }
+            match wake {
+                Wake::Stop => break,
+                Wake::Stall(d) => {
+                    std::thread::sleep(d);
+                    continue;
                 }
-                Some(d) = stall.recv() => std::thread::sleep(d),
-                _ = tokio::time::sleep_until(hello_at) => {
-                    hello_at += self.heartbeat;
+                Wake::Datagram(Ok((n, src))) => self.open(&buf[..n], src, &mut batch),
+                // e.g. ICMP unreachable reported on the socket: the peer is down.
+                Wake::Datagram(Err(e)) => {
+                    tracing::trace!(id = self.id, error = %e, "raft: recv")
+                }
+                Wake::Timer => {}
+                Wake::Hello => {
+                    // After a stall, one hello now rather than one per missed period.
+                    hello_at = (hello_at + self.heartbeat).max(now + self.heartbeat / 2);
                     for (to, bytes) in self.session.hellos(Instant::now()) {
                         self.send_bytes(socket, to, &bytes);
                     }
                 }
+            }
+            self.drain(&raw, &mut buf, &mut batch);
+            // The election timer last: whatever was queued has been heard first.
+            if Instant::now() >= self.core.next_deadline() {
+                self.core.tick(Instant::now());
             }
             self.flush(socket).await;
         }
@@ -960,9 +1023,28 @@ impl IoLoop {
         self.flush(socket).await;
     }
 
-    fn receive(&mut self, data: &[u8], src: SocketAddr) {
+    /// Read what is queued (non-blocking, on the second handle: the reactor may not have
+    /// reported it yet), then step it all, heartbeats first: a pre-vote queued before the
+    /// leader's heartbeat must not be granted on a silence that was only ours. UDP keeps no
+    /// order anyway, so this is an order the network could have delivered.
+    fn drain(&mut self, raw: &std::net::UdpSocket, buf: &mut [u8], batch: &mut Vec<(u64, Msg)>) {
+        for _ in 0..DRAIN_MAX {
+            match raw.recv_from(buf) {
+                Ok((n, src)) => self.open(&buf[..n], src, batch),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => tracing::trace!(id = self.id, error = %e, "raft: recv"),
+            }
+        }
+        batch.sort_by_key(|(_, m)| !matches!(m, Msg::Heartbeat { .. }));
+        for (from, msg) in batch.drain(..) {
+            self.core.step(Instant::now(), from, msg);
+        }
+    }
+
+    /// Authenticate one datagram; a message goes to `batch` for `drain` to step.
+    fn open(&mut self, data: &[u8], src: SocketAddr, batch: &mut Vec<(u64, Msg)>) {
         match self.session.open(src, data) {
-            Ok(Opened::Msg { from, msg }) => self.core.step(Instant::now(), from, msg),
+            Ok(Opened::Msg { from, msg }) => batch.push((from, msg)),
             Ok(Opened::Hello { from }) => tracing::trace!(id = self.id, from, "raft: hello"),
             Err(r) => {
                 self.rejected.count(r);
