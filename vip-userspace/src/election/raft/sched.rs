@@ -72,9 +72,11 @@ impl Obtained {
 pub fn raise(want: Priority) -> (Obtained, Vec<String>) {
     let mut refused = Vec::new();
     if want.realtime > 0 {
-        let param = libc::sched_param {
-            sched_priority: want.realtime as libc::c_int,
-        };
+        // musl's sched_param has more (sporadic-server) fields than glibc's: zeroed, then
+        // the priority, builds with both.
+        // SAFETY: sched_param is plain integers; all-zero is a valid value.
+        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+        param.sched_priority = want.realtime as libc::c_int;
         // SAFETY: a valid sched_param; pid 0 is the calling thread (Linux schedules
         // threads, and sched_setscheduler applies to the thread id given).
         let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
