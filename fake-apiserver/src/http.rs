@@ -292,11 +292,6 @@ fn selected(obj: &Value, q: &str) -> bool {
 }
 
 fn list(store: &crate::store::Store, t: &Target, q: &str) -> Value {
-    let items: Vec<Value> = store
-        .list(t.res, t.ns.as_deref())
-        .into_iter()
-        .filter(|o| selected(o, q))
-        .collect();
     let start: usize = query(q, "continue")
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
@@ -304,15 +299,14 @@ fn list(store: &crate::store::Store, t: &Target, q: &str) -> Value {
         .and_then(|l| l.parse().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let end = start.saturating_add(limit).min(items.len());
-    let page: Vec<Value> = items
-        .get(start.min(items.len())..end)
-        .unwrap_or(&[])
-        .to_vec();
+    // Only the page is copied (a 10,000-object list in pages of 500 copied every object
+    // for each page: quadratic, and under the store lock).
+    let (page, total) = store.list_page(t.res, t.ns.as_deref(), |o| selected(o, q), start, limit);
+    let end = start.saturating_add(page.len()).min(total);
     let mut meta = json!({"resourceVersion": store.rv().to_string()});
-    if end < items.len() {
+    if end < total {
         meta["continue"] = json!(end.to_string());
-        meta["remainingItemCount"] = json!(items.len() - end);
+        meta["remainingItemCount"] = json!(total - end);
     }
     json!({
         "kind": format!("{}List", t.res.kind),

@@ -188,6 +188,33 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// One page of a list: the objects of `res` (in `ns`, if given) that `keep` selects,
+    /// from the `start`-th such object, at most `limit`; only the page is copied. Also
+    /// returns how many were selected in all.
+    pub fn list_page(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+        start: usize,
+        limit: usize,
+    ) -> (Vec<Value>, usize) {
+        let mut page = Vec::new();
+        let mut total = 0;
+        if let Some(m) = self.objects.get(&res.key()) {
+            for ((n, _), o) in m {
+                if ns.is_some_and(|want| want != n) || !keep(o) {
+                    continue;
+                }
+                if total >= start && page.len() < limit {
+                    page.push(o.clone());
+                }
+                total += 1;
+            }
+        }
+        (page, total)
+    }
+
     pub fn get(&self, res: &Resource, ns: &str, name: &str) -> Option<Value> {
         self.objects
             .get(&res.key())
