@@ -1,4 +1,6 @@
 //! Lease election against the in-process API server, several node identities at once.
+mod common;
+
 use std::time::{Duration, Instant};
 
 use fake_apiserver::{FakeApiServer, Fault};
@@ -6,12 +8,7 @@ use tokio::sync::watch;
 use vip_userspace::election::lease::{LeaseConfig, LeaseElector};
 
 fn client(server: &FakeApiServer, token: &str) -> kube::Client {
-    let mut cfg = kube::Config::new(server.url().parse().unwrap());
-    cfg.headers.push((
-        http::header::AUTHORIZATION,
-        http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    ));
-    kube::Client::try_from(cfg).unwrap()
+    common::kube_client(server, token)
 }
 
 fn cfg(identity: &str) -> LeaseConfig {

@@ -25,12 +25,7 @@ use vip_userspace::election::{
 };
 
 fn client(server: &FakeApiServer, token: &str) -> kube::Client {
-    let mut cfg = kube::Config::new(server.url().parse().unwrap());
-    cfg.headers.push((
-        http::header::AUTHORIZATION,
-        http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    ));
-    kube::Client::try_from(cfg).unwrap()
+    common::kube_client(server, token)
 }
 
 fn cfg(identity: &str) -> LeaseConfig {

@@ -413,3 +413,14 @@ pub fn start_api_in(ns: &Netns, addr: SocketAddr) -> (Api, String) {
 pub fn kubeconfig(dir: &std::path::Path, url: &str, token: &str) -> PathBuf {
     fake_apiserver::kubeconfig(dir, url, token).unwrap()
 }
+
+/// A kube client of the in-process API server, as the node `token` (the server applies
+/// faults per bearer token).
+pub fn kube_client(server: &fake_apiserver::FakeApiServer, token: &str) -> kube::Client {
+    let mut cfg = kube::Config::new(server.url().parse().unwrap());
+    cfg.headers.push((
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    ));
+    kube::Client::try_from(cfg).unwrap()
+}
