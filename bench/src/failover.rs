@@ -1001,8 +1001,92 @@ fn raft_views(bed: &Bed) -> Result<Vec<(u64, u64)>> {
         .collect()
 }
 
+/// How late a thread at the election's priority woke over a load case: a SCHED_FIFO 10
+/// thread sleeps 1 ms at a time and records each wake's lateness, per CPU it is pinned to.
+/// A wake tens of milliseconds late at that priority is the machine stalling (a VM's vCPU
+/// descheduled by the host, or kernel work that does not reach a preemption point on this
+/// `PREEMPT_NONE` kernel), not the load: nothing else on it runs at real-time priority.
+struct StallMeter {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Stalls>>,
+    steal0: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Stalls {
+    over_10ms: u64,
+    over_35ms: u64,
+    max: Duration,
+}
+
+/// The machine's steal time so far (`/proc/stat`, the `cpu` line's 8th field, in 1/100 s).
+fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(8).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+impl StallMeter {
+    fn start() -> StallMeter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..n)
+            .map(|cpu| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    crate::pin_cpu(cpu);
+                    let p = libc::sched_param { sched_priority: 10 };
+                    // SAFETY: a valid sched_param; pid 0 is the calling thread.
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
+                    let mut st = Stalls::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        let want = Instant::now() + Duration::from_millis(1);
+                        std::thread::sleep(Duration::from_millis(1));
+                        let late = Instant::now().saturating_duration_since(want);
+                        if late > Duration::from_millis(10) {
+                            st.over_10ms += 1;
+                        }
+                        if late > Duration::from_millis(35) {
+                            st.over_35ms += 1;
+                        }
+                        st.max = st.max.max(late);
+                    }
+                    st
+                })
+            })
+            .collect();
+        StallMeter {
+            stop,
+            threads,
+            steal0: steal_ticks(),
+        }
+    }
+
+    /// Stalls summed over the CPUs (longest of any), and steal time in seconds.
+    fn stop(self) -> (Stalls, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Stalls::default();
+        for t in self.threads {
+            if let Ok(s) = t.join() {
+                all.over_10ms += s.over_10ms;
+                all.over_35ms += s.over_35ms;
+                all.max = all.max.max(s.max);
+            }
+        }
+        let steal = steal_ticks().saturating_sub(self.steal0) as f64 / 100.0;
+        (all, steal)
+    }
+}
+
 /// What one load case saw.
 struct LoadResult {
+    stalls: Stalls,
+    steal_secs: f64,
     secs: f64,
     elections: u64,
     transitions: u64,
@@ -1047,6 +1131,7 @@ fn load_case(
     let before = raft_views(bed)?;
     let t0 = Instant::now();
     prober.forget_before(t0);
+    let meter = StallMeter::start();
     let guard = LoadGuard::start(load)?;
     let end = t0 + Duration::from_secs(secs);
     let mut last_report = t0;
@@ -1066,6 +1151,7 @@ fn load_case(
         }
     }
     let frames = guard.stop()?;
+    let (stalls, steal_secs) = meter.stop();
     let t1 = Instant::now();
     let after = raft_views(bed)?;
     let replies: Vec<Reply> = prober.since(t0).into_iter().filter(|r| r.0 <= t1).collect();
@@ -1088,6 +1174,8 @@ fn load_case(
         .sum();
     drop(case);
     Ok(LoadResult {
+        stalls,
+        steal_secs,
         secs: (t1 - t0).as_secs_f64(),
         elections,
         transitions,
@@ -1108,13 +1196,23 @@ fn priority_off() -> bool {
     std::env::var("VIP_BENCH_RAFT_PRIORITY").is_ok_and(|v| v == "off")
 }
 
-/// `VIP_BENCH_LOAD_SECS`, default 1800 (the recorded form: 30 minutes per case).
-fn load_secs() -> Result<u64> {
-    match std::env::var("VIP_BENCH_LOAD_SECS") {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("VIP_BENCH_LOAD_SECS={v}: want seconds")),
-        Err(_) => Ok(1800),
+/// `VIP_BENCH_LOAD_SECS`, default 1800 (the recorded form: 30 minutes per case): seconds per
+/// case, or `A,B` for A at 20 ms heartbeats and B at 100 ms.
+fn load_secs() -> Result<(u64, u64)> {
+    let Ok(v) = std::env::var("VIP_BENCH_LOAD_SECS") else {
+        return Ok((1800, 1800));
+    };
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .with_context(|| format!("VIP_BENCH_LOAD_SECS={v}: want seconds, or A,B"))
+    };
+    match v.split_once(',') {
+        Some((a, b)) => Ok((parse(a)?, parse(b)?)),
+        None => {
+            let a = parse(&v)?;
+            Ok((a, a))
+        }
     }
 }
 
@@ -1127,7 +1225,7 @@ pub fn run_load(
     notes: &mut Vec<String>,
 ) -> Result<()> {
     let vip_bin = crate::vip_bin(vip_bin)?;
-    let secs = load_secs()?;
+    let (secs20, secs100) = load_secs()?;
     let _ = std::fs::remove_dir_all(work_dir());
     std::fs::create_dir_all(work_dir())?;
     let bed = Bed::new(
@@ -1142,10 +1240,22 @@ pub fn run_load(
         ],
     );
     let prober = Prober::start(bed.host("client"))?;
-    for h in [Duration::from_millis(20), Duration::from_millis(100)] {
+    for (h, secs) in [
+        (Duration::from_millis(20), secs20),
+        (Duration::from_millis(100), secs100),
+    ] {
         let t = timing(h);
         for load in [Load::Busy, Load::Softirq] {
             let r = load_case(&bed, &prober, t, vip_bin, load, secs)?;
+            eprintln!(
+                "   {} {} ms: stalls at FIFO 10: {} over 10 ms, {} over 35 ms, longest {}; steal {:.1} s",
+                load.name(),
+                h.as_millis(),
+                r.stalls.over_10ms,
+                r.stalls.over_35ms,
+                ms(r.stalls.max),
+                r.steal_secs
+            );
             eprintln!(
                 "   {} {} ms: {} elections, {} lapses ({} transitions), no owner {} (longest {}), two owners {}, {} replies, {} frames",
                 load.name(),
@@ -1174,13 +1284,17 @@ pub fn run_load(
                 r.secs
             ))
             .result(format!(
-                "{} elections, {} fence lapses ({} leader transitions); no owner {} in all (longest {}); two owners {}{}",
+                "{} elections, {} fence lapses ({} leader transitions); no owner {} in all (longest {}); two owners {}; machine stalls (a FIFO 10 thread woke late) {} over 10 ms, {} over 35 ms, longest {}; steal {:.1} s{}",
                 r.elections,
                 r.lapses,
                 r.transitions,
                 ms(r.no_owner),
                 ms(r.no_owner_longest),
                 ms(r.two_owners),
+                r.stalls.over_10ms,
+                r.stalls.over_35ms,
+                ms(r.stalls.max),
+                r.steal_secs,
                 if r.frames > 0 {
                     format!("; {:.2} Mpps generated", r.frames as f64 / r.secs / 1e6)
                 } else {
@@ -1199,12 +1313,16 @@ pub fn run_load(
     }
     drop(prober);
     notes.push(format!(
-        "raft under load: the failover bed, three `vip` daemons in `election.mode: raft` ({}), nothing faulted, for {secs} s per case while both cores are saturated at normal \
+        "raft under load: the failover bed, three `vip` daemons in `election.mode: raft` ({}), nothing faulted, for {secs20} s per case at 20 ms and {secs100} s at 100 ms while both cores are saturated at normal \
          priority: a busy loop pinned to each core, or the pps bench's veth generator on each core with the kernel forwarding \
          its frames (softirq). Elections = term changes; leader transitions = `vip_leader_transitions_total` summed over the \
          nodes; fence lapses = (transitions − 2 × elections) / 2. The client asks for the VIP by ARP every {} ms from a \
          SCHED_FIFO 1 thread (above the load, below the election): no owner = the sum of gaps over {} ms between answers, \
-         two owners = the longest run of {} ms buckets in which two MACs answered.",
+         two owners = the longest run of {} ms buckets in which two MACs answered. Machine stalls: a SCHED_FIFO 10 thread \
+         (the election's priority) pinned to each core sleeps 1 ms at a time; a wake more than 10 (35) ms late is counted \
+         (35 ms is the lease at 20 ms heartbeats): nothing else runs at that priority, so such a wake is the machine not \
+         running its highest-priority thread (vCPU descheduled by the host, or kernel work without a preemption point on a \
+         `PREEMPT_NONE` kernel); steal = the `cpu` line's steal time in /proc/stat over the case.",
         if priority_off() {
             "`realtime_priority: 0, nice: 0` (VIP_BENCH_RAFT_PRIORITY=off): the election's threads at normal priority"
         } else {

@@ -239,6 +239,9 @@ impl Garps {
 /// When each Service's status first carried an address (from the server's change feed).
 struct Statuses {
     seen: Arc<Mutex<HashMap<String, (Instant, Ipv4Addr)>>>,
+    /// The change feed dropped events (a burst beyond its 4,096): [`Statuses::rescan`] reads
+    /// the store for what was missed.
+    lagged: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -248,7 +251,8 @@ impl Statuses {
         let mut rx = server.subscribe();
         let seen = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let lagged = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2, lagged2) = (seen.clone(), stop.clone(), lagged.clone());
         let thread = std::thread::spawn(move || {
             use tokio::sync::broadcast::error::TryRecvError;
             while !stop2.load(Ordering::Relaxed) {
@@ -262,7 +266,8 @@ impl Statuses {
                             m.entry(name.to_string()).or_insert((Instant::now(), ip));
                         }
                     }
-                    Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                    Ok(_) => {}
+                    Err(TryRecvError::Lagged(_)) => lagged2.store(true, Ordering::Relaxed),
                     Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_micros(200)),
                     Err(TryRecvError::Closed) => return,
                 }
@@ -270,8 +275,29 @@ impl Statuses {
         });
         Statuses {
             seen,
+            lagged,
             stop,
             thread: Some(thread),
+        }
+    }
+
+    /// After the feed lagged: statuses in the store not seen yet are taken as written now (a
+    /// bound from above on when they were).
+    fn rescan(&self, server: &FakeApiServer) {
+        if !self.lagged.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        let objs = server.objects("services");
+        let Ok(mut m) = self.seen.lock() else { return };
+        for o in objs {
+            let ip = o["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .and_then(|s| s.parse::<Ipv4Addr>().ok());
+            let name = o["metadata"]["name"].as_str().unwrap_or("");
+            if let Some(ip) = ip {
+                m.entry(name.to_string()).or_insert((now, ip));
+            }
         }
     }
 
@@ -743,6 +769,10 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
             }
         }
         garps.update();
+        // Reading the whole store is not free: only once the data plane is done.
+        if t_dp.is_some() && t_an.is_some() {
+            statuses.rescan(server);
+        }
         let written = statuses.count();
         if holder.is_none() {
             // The Lease's holder, or else whoever announces first.
@@ -769,7 +799,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
         }
         Ok((
             (owned, tables, announced, unplaced.unwrap_or(0), written),
-            t_dp.is_some() && t_an.is_some(),
+            t_dp.is_some() && t_an.is_some() && written >= n,
         ))
     })?;
     case.cold_dataplane = t_dp;
@@ -849,6 +879,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
         let mac = nodes[h].mac;
         let got = testbed::poll(Duration::from_secs(3), || {
             garps.update();
+            statuses.rescan(server);
             let (ts, ip) = statuses.get(&name)?;
             garps.first_of(ip, mac).map(|g| (ts, g))
         });
