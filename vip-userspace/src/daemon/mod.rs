@@ -1,0 +1,434 @@
+//! The standalone daemon: validate against the system, bring up the data plane (XDP, or the
+//! kernel as fallback), own the VIPs, serve metrics, and clean up on SIGTERM/SIGINT.
+//!
+//! `mod.rs` wires the tasks and runs the loop; `ownership` (who owns what: the elections and
+//! the Kubernetes source), `plan` (what to apply), `deadman` (the userspace side of the
+//! fence's deadline), `fence` (the kernel's ARP kept quiet), `lifecycle` (bring-up,
+//! hand-over, teardown).
+mod deadman;
+mod fence;
+mod lifecycle;
+mod ownership;
+mod plan;
+
+pub use plan::routed;
+
+use std::sync::Arc;
+
+use crate::{
+    config::{self, Config, ConfigError, Mode},
+    dataplane::{load, DataplaneError},
+    metrics::{self, MetricsError, State},
+    net::{
+        addr::{self, AddrError},
+        link::{self, LinkError},
+    },
+    reconcile::{services::ServiceError, ReconcileError},
+    shutdown,
+};
+
+use fence::wait_fenced;
+pub use fence::FenceError;
+use lifecycle::{bring_down, bring_up, claimed_rows, Running};
+use ownership::Ownership;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("netlink socket: {0}")]
+    Netlink(#[from] std::io::Error),
+    #[error("interface: {0}")]
+    Link(#[from] LinkError),
+    #[error("listing addresses: {0}")]
+    Addr(#[from] AddrError),
+    #[error("XDP data plane: {0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error("applying VIPs: {0}")]
+    Reconcile(#[from] ReconcileError),
+    #[error("services: {0}")]
+    Services(#[from] ServiceError),
+    #[error("kubernetes: {0}")]
+    Kube(String),
+    #[error("bgp: {0}")]
+    Bgp(String),
+    #[error(transparent)]
+    Raft(#[from] crate::election::raft::RaftError),
+    #[error(transparent)]
+    Fence(#[from] FenceError),
+}
+
+/// Re-reads the configuration (SIGHUP).
+pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
+
+/// Checks that need the system: interface, local device and address conflicts. Failing here
+/// is a config error (exit 2).
+pub async fn check(cfg: &Config, handle: &rtnetlink::Handle) -> Result<(), DaemonError> {
+    let ifindex = link::index(&cfg.interface);
+    let addrs = addr::list_v4(handle).await?;
+    config::check_system(cfg, ifindex, &addrs)?;
+    if cfg.mode != Mode::Kernel && link::index(&cfg.local_device).is_none() {
+        return Err(ConfigError::new(
+            "local_device",
+            format!("no device named `{}` to bind VIPs on", cfg.local_device),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// How often the uplink is checked. A vanished or replaced uplink (new ifindex or MAC) tears
+/// the data plane down and brings it up again on the new device.
+const LINK_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Link checks per next-hop epoch: cached backend next hops are refreshed about every second.
+const EPOCH_TICKS: u64 = 2;
+
+pub async fn run(
+    cfg: Config,
+    keep_pinned: bool,
+    reload: Option<Reload>,
+) -> Result<(), DaemonError> {
+    let mut cfg = cfg;
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(conn);
+    let state = Arc::new(State::default());
+    if let Ok(mut i) = state.interface.write() {
+        *i = cfg.interface.clone();
+    }
+    let listener = metrics::bind(cfg.metrics_addr).await?;
+    tracing::info!(addr = %cfg.metrics_addr, "serving /metrics, /healthz, /readyz");
+    tokio::spawn(metrics::serve(listener, state.clone()));
+
+    let uplink = link::get(&handle, &cfg.interface).await?;
+    let shutdown = shutdown::wait();
+    tokio::pin!(shutdown);
+    if let Some(sig) = wait_fenced(&cfg, &handle, &state, &mut shutdown).await {
+        tracing::info!(
+            signal = sig.name(),
+            "stopped before the fence was in place; nothing was claimed"
+        );
+        return Ok(());
+    }
+    let ownership = Ownership::start(&cfg, &state).await?;
+    let mut running = Some(bring_up(&cfg, &handle, &state, uplink, &ownership).await?);
+    // BGP announces exactly what the data plane serves (owned and routed VIPs), and its
+    // first table waits until the election and sources have had their say.
+    let speaker = match &cfg.bgp {
+        Some(b) => {
+            ownership.settle(&cfg).await;
+            apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+            let first = ownership.routes(&state.served.borrow());
+            Some(
+                crate::bgp::Speaker::start_announcing(b.clone(), first)
+                    .map_err(|e| DaemonError::Bgp(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let mut served_rx = state.served.subscribe();
+    served_rx.mark_unchanged();
+    let mut healthy_rx = Some(ownership.healthy.clone());
+    let mut tick = tokio::time::interval(LINK_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
+    let mut k8s_rx = ownership.k8s.clone();
+    let mut leader_rx = Some(ownership.leader.clone());
+    let mut held_rx = ownership.held_watch();
+    // Check in with the data plane's dead-man four times per grace period (Raft: per heartbeat).
+    let mut check_in = tokio::time::interval(ownership.check_in_period(cfg.dead_man));
+    check_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let announce = |speaker: &Option<crate::bgp::Speaker>, ownership: &Ownership| {
+        if let Some(sp) = speaker {
+            sp.announce_routes(ownership.routes(&state.served.borrow()));
+        }
+    };
+    let sig = loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            sig = &mut shutdown => break sig,
+            _ = hangup => {
+                if let Some(r) = &reload {
+                    reload_config(r, &mut cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            changed = watch_changed(&mut leader_rx) => {
+                if changed {
+                    leadership_changed(&cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            changed = watch_changed(&mut k8s_rx) => {
+                if changed {
+                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                    // Communities or LOCAL_PREF may have changed without the VIPs changing.
+                    announce(&speaker, &ownership);
+                }
+                continue;
+            }
+            changed = watch_changed(&mut held_rx) => {
+                if changed {
+                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            changed = watch_changed(&mut healthy_rx), if cfg.bgp.is_some() => {
+                if changed {
+                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
+                }
+                continue;
+            }
+            r = served_rx.changed(), if speaker.is_some() => {
+                if r.is_ok() {
+                    served_rx.mark_unchanged();
+                    announce(&speaker, &ownership);
+                }
+                continue;
+            }
+            _ = check_in.tick() => {
+                // Raft: the election thread checks in; the main loop only says it is alive.
+                let raft_checks_in = ownership.raft.as_ref().is_some_and(|r| r.main_loop_alive());
+                if let (Some(r), false) = (running.as_mut(), raft_checks_in) {
+                    r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+                }
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if let Some(sp) = &speaker {
+            if let Ok(mut b) = state.bgp.lock() {
+                *b = sp.status();
+            }
+        }
+        if let Some(r) = running.as_mut() {
+            if ticks.is_multiple_of(EPOCH_TICKS) {
+                r.rec.tick_epoch();
+            }
+            r.rec.check_conflicts(&claimed_rows(&state));
+        }
+        let current = match link::get(&handle, &cfg.interface).await {
+            Ok(l) => Some(l),
+            Err(LinkError::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "checking the uplink failed");
+                continue;
+            }
+        };
+        let changed = match (&running, &current) {
+            (Some(r), Some(c)) => r.uplink != *c,
+            (Some(_), None) | (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if !changed {
+            continue;
+        }
+        if let Some(r) = running.take() {
+            match &current {
+                None => {
+                    tracing::error!(iface = %cfg.interface, "uplink disappeared; VIPs released until it returns")
+                }
+                Some(c) => {
+                    tracing::warn!(iface = %cfg.interface, old = r.uplink.index, new = c.index, "uplink replaced; re-attaching")
+                }
+            }
+            state.uplink_present.set(0);
+            ownership.raft_check_in_stop();
+            if let Err(e) = bring_down(r, &cfg, &state, keep_pinned, false).await {
+                // The device took most state with it; what is left is retried by bring_up.
+                tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
+            }
+            // Silent now; let another node take over at once rather than after expiry.
+            ownership.able.send_replace(current.is_some());
+        }
+        if let Some(c) = current {
+            state.dataplane_restarts.inc();
+            match bring_up(&cfg, &handle, &state, c, &ownership).await {
+                Ok(r) => {
+                    tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
+                    running = Some(r);
+                    state.fence_ready.set(1);
+                    ownership.able.send_replace(true);
+                }
+                // Retried on the next tick: the device may still be settling. Meanwhile
+                // nothing is served here, so the leases go to nodes that can.
+                Err(e) => {
+                    if matches!(e, DaemonError::Fence(_)) {
+                        state.fence_ready.set(0);
+                    }
+                    ownership.able.send_replace(false);
+                    tracing::error!(error = %crate::Chain(&e), "bringing the data plane up failed; retrying")
+                }
+            }
+        }
+    };
+    // A planned restart (SIGUSR2, or SIGTERM/SIGINT with `handover`) leaves the data plane
+    // running for the next daemon; anything else releases everything.
+    let planned_restart = sig == shutdown::Stop::Restart || cfg.handover;
+    tracing::info!(signal = sig.name(), planned_restart, "shutting down");
+    let mut result = Ok(());
+    // Silence first (VIPs out of the data plane, addresses unbound), then hand the lease on.
+    if let Some(r) = running {
+        // The last deadline is the main loop's (a planned restart's grace, or 1 with Raft).
+        ownership.raft_check_in_stop();
+        result = bring_down(r, &cfg, &state, keep_pinned, planned_restart).await;
+    } else if !keep_pinned && !planned_restart {
+        load::remove_pins(&cfg.pin_dir);
+    }
+    if let Some(sp) = speaker {
+        let graceful = cfg
+            .bgp
+            .as_ref()
+            .is_some_and(|b| b.graceful_restart.is_some());
+        if planned_restart && graceful {
+            // A hand-over: the data plane keeps forwarding, so close without withdrawing
+            // or Cease; graceful-restart peers keep the routes (stale) until the next
+            // daemon's End-of-RIB.
+            tracing::info!("closing BGP sessions for a restart; peers keep the routes");
+            sp.stop_for_restart().await;
+        } else {
+            // Routes withdrawn (nothing is served any more), then Cease.
+            sp.announce(Default::default());
+            sp.shutdown().await;
+        }
+    }
+    // On a planned restart the leases stay held (not released): the next daemon, same
+    // identity, renews them; releasing would let another node take VIPs we still answer.
+    if !planned_restart {
+        ownership.stop().await;
+    }
+    result?;
+    tracing::info!("clean exit");
+    Ok(())
+}
+
+/// A watch channel whose sender is gone never changes again: it becomes `None` (pending
+/// forever) instead of failing at once on every turn of the loop, which would spin it.
+async fn watch_changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> bool {
+    let changed = match rx.as_mut() {
+        Some(r) => r.changed().await.is_ok(),
+        None => std::future::pending().await,
+    };
+    if !changed {
+        *rx = None;
+    }
+    changed
+}
+
+/// Leadership moved: own every VIP (leader) or none (follower, or fenced off).
+async fn leadership_changed(
+    cfg: &Config,
+    running: Option<&mut Running>,
+    state: &State,
+    ownership: &Ownership,
+) {
+    let leader = ownership.is_leader();
+    state.leader.set(leader as i64);
+    state.leader_transitions.inc();
+    let Some(r) = running else {
+        tracing::info!(leader, "leadership changed");
+        return;
+    };
+    // The takeover (or silence) path first: the services did not change with leadership and
+    // are already in the data plane, so re-applying them (interface settings, neighbour entries, all
+    // netlink round trips) would only delay the map entry and the first gratuitous ARP.
+    // The deadline before the VIPs: a newly owned VIP is answered only under the new lease.
+    r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+    let (_, claims) = ownership.plan(cfg);
+    if let Err(e) = r.rec.apply(&claims).await {
+        state.reconcile_errors.inc();
+        tracing::error!(error = %e, "applying ownership failed");
+    }
+    tracing::info!(leader, "leadership changed");
+    apply_desired(cfg, Some(r), state, ownership).await;
+}
+
+/// Services and owned VIPs from the current sources and leadership.
+async fn apply_desired(
+    cfg: &Config,
+    running: Option<&mut Running>,
+    state: &State,
+    ownership: &Ownership,
+) {
+    let Some(r) = running else {
+        return;
+    };
+    let (desired, claims) = ownership.plan(cfg);
+    if let Err(e) = r.rec.converge(&desired.services, &claims).await {
+        state.reconcile_errors.inc();
+        tracing::error!(error = %e, "applying the desired state failed");
+    }
+}
+
+/// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
+/// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are
+/// kept as they are, with a warning naming them.
+async fn reload_config(
+    reload: &Reload,
+    cfg: &mut Config,
+    running: Option<&mut Running>,
+    state: &State,
+    ownership: &Ownership,
+) {
+    let new = match reload() {
+        Ok(c) => c,
+        Err(e) => {
+            state.reload_errors.inc();
+            tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+            return;
+        }
+    };
+    let fixed = [
+        ("interface", new.interface != cfg.interface),
+        ("mode", new.mode != cfg.mode),
+        ("pin_dir", new.pin_dir != cfg.pin_dir),
+        ("local_device", new.local_device != cfg.local_device),
+        ("metrics_addr", new.metrics_addr != cfg.metrics_addr),
+        ("maglev_size", new.maglev_size != cfg.maglev_size),
+        ("max_services", new.max_services != cfg.max_services),
+        ("maglev_sizing", new.maglev_by_need != cfg.maglev_by_need),
+        ("ring_slots", new.ring_slots != cfg.ring_slots),
+        ("max_backends", new.max_backends != cfg.max_backends),
+        ("max_vips", new.max_vips != cfg.max_vips),
+        (
+            "conntrack_flows",
+            new.conntrack_flows != cfg.conntrack_flows,
+        ),
+        ("hash_seed", new.hash_seed != cfg.hash_seed),
+        // Includes the Raft keys (re-read from their files): rotation is a restart.
+        ("election", new.election != cfg.election),
+    ];
+    for (field, changed) in fixed {
+        if changed {
+            tracing::warn!(field, "changed in the file but needs a restart; ignored");
+        }
+    }
+    cfg.vips = new.vips;
+    cfg.services = new.services;
+    cfg.garp = new.garp;
+    let Some(r) = running else {
+        tracing::info!("configuration reloaded; applied when the uplink returns");
+        return;
+    };
+    let (desired, claims) = ownership.plan(cfg);
+    match r.rec.converge(&desired.services, &claims).await {
+        Ok(()) => {
+            state.reloads.inc();
+            tracing::info!(vips = ?r.rec.applied(), services = desired.services.len(), "configuration reloaded");
+        }
+        Err(e) => {
+            state.reload_errors.inc();
+            tracing::error!(error = %e, "applying the reloaded configuration failed");
+        }
+    }
+}
