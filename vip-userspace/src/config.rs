@@ -91,7 +91,7 @@ impl Default for GarpConfig {
 
 /// The file as written by the operator. Unknown fields are an error (a typo must not be
 /// silently ignored).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub interface: Option<String>,
@@ -127,7 +127,7 @@ pub struct FileConfig {
 /// `election:` — who owns the VIPs. Absent or `mode: single`: this node, always.
 /// `mode: lease`: the holder of a coordination.k8s.io Lease (kube-vip's way).
 /// `mode: raft`: the fenced Raft leader among static peers (`raft:`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElectionFile {
     pub mode: Option<String>,
@@ -155,7 +155,7 @@ pub struct ElectionFile {
 }
 
 /// `election.raft:` as written; defaults are the library's `DEFAULT_*` constants.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RaftFile {
     pub id: Option<u64>,
@@ -181,7 +181,7 @@ pub struct RaftFile {
     pub nice: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceFile {
     pub vip: Option<String>,
@@ -192,7 +192,7 @@ pub struct ServiceFile {
     pub backends: Vec<BackendFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
     pub addr: Option<String>,
@@ -200,7 +200,7 @@ pub struct BackendFile {
     pub weight: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GarpFile {
     pub count: Option<u32>,
