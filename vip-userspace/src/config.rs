@@ -115,10 +115,10 @@ pub struct FileConfig {
     pub election: Option<ElectionFile>,
     /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
     pub dead_man_ms: Option<u64>,
-    /// Announce owned VIPs to BGP peers (see README, BGP).
+    /// Announce owned VIPs to BGP peers (see docs/bgp.md).
     pub bgp: Option<crate::bgp::BgpConfig>,
     /// SIGTERM/SIGINT hand the running data plane over to the next daemon (planned
-    /// restart) instead of releasing the VIPs (see README, Upgrades and restarts).
+    /// restart) instead of releasing the VIPs (see docs/upgrades.md).
     pub handover: Option<bool>,
     /// On a hand-over, ARP stays answered this long for the next daemon to take over.
     pub restart_grace_ms: Option<u64>,
@@ -150,7 +150,7 @@ pub struct ElectionFile {
     /// (one lease per node, VIPs placed by rendezvous hashing: API writes independent of the
     /// number of VIPs).
     pub service_election: Option<String>,
-    /// `mode: raft`: the members and the timing (see README, standalone HA).
+    /// `mode: raft`: the members and the timing (see docs/election.md, standalone HA).
     pub raft: Option<RaftFile>,
 }
 
@@ -171,7 +171,7 @@ pub struct RaftFile {
     /// The shared key every datagram is authenticated with: base64 decoding to ≥ 32 bytes
     /// (a Kubernetes Secret mounted as a file works as is).
     pub key_file: Option<PathBuf>,
-    /// A second key also accepted, for rotation (see README, key rotation).
+    /// A second key also accepted, for rotation (see docs/election.md, rotation).
     pub previous_key_file: Option<PathBuf>,
     /// Run without a key (unauthenticated datagrams): must be said explicitly.
     pub insecure: Option<bool>,
