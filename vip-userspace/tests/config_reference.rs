@@ -11,6 +11,8 @@
 //! path means its sibling (`services[].port`, `.protocol`), and `{a,b}` expands
 //! (`election.{lease_duration,renew_deadline}_ms`).
 //!
+//! The README's minimal example is parsed too, so the first vip.yaml an operator copies works.
+//!
 //! Plain `cargo test -p vip-userspace --test config_reference`: no root, BPF or namespaces.
 use std::collections::BTreeSet;
 
@@ -226,4 +228,24 @@ fn the_reference_shorthands_expand_as_read() {
             "election.renew_deadline_ms",
         ]
     );
+}
+
+/// The README's minimal vip.yaml is one the parser takes: an operator copies it first.
+#[test]
+fn the_readme_example_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .expect("README has a `## Configuration` section");
+    let example = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("README's Configuration section has a ```yaml example");
+    let file = vip_userspace::config::parse_file(example)
+        .unwrap_or_else(|e| panic!("README's example vip.yaml does not parse: {e}\n{example}"));
+    assert_eq!(file.interface.as_deref(), Some("eth0"));
+    assert_eq!(file.services.map(|s| s.len()), Some(1));
 }
