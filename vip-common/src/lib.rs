@@ -530,7 +530,7 @@ pub struct Stats {
     pub lb_fragment: u64,
     /// IPv4 with options to a service: passed to the stack.
     pub lb_ip_options: u64,
-    /// Next hop not resolved: `nat` passes to the stack, `dsr` drops (see README).
+    /// Next hop not resolved: `nat` passes to the stack, `dsr` drops (see docs/forwarding.md).
     pub fib_no_neigh: u64,
     /// Other FIB failures (no route, forwarding disabled): dropped.
     pub fib_fail: u64,

@@ -91,7 +91,7 @@ impl Default for GarpConfig {
 
 /// The file as written by the operator. Unknown fields are an error (a typo must not be
 /// silently ignored).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub interface: Option<String>,
@@ -115,10 +115,10 @@ pub struct FileConfig {
     pub election: Option<ElectionFile>,
     /// Dead-man: XDP stops answering ARP this long after the daemon last checked in.
     pub dead_man_ms: Option<u64>,
-    /// Announce owned VIPs to BGP peers (see README, BGP).
+    /// Announce owned VIPs to BGP peers (see docs/bgp.md).
     pub bgp: Option<crate::bgp::BgpConfig>,
     /// SIGTERM/SIGINT hand the running data plane over to the next daemon (planned
-    /// restart) instead of releasing the VIPs (see README, Upgrades and restarts).
+    /// restart) instead of releasing the VIPs (see docs/upgrades.md).
     pub handover: Option<bool>,
     /// On a hand-over, ARP stays answered this long for the next daemon to take over.
     pub restart_grace_ms: Option<u64>,
@@ -127,7 +127,7 @@ pub struct FileConfig {
 /// `election:` — who owns the VIPs. Absent or `mode: single`: this node, always.
 /// `mode: lease`: the holder of a coordination.k8s.io Lease (kube-vip's way).
 /// `mode: raft`: the fenced Raft leader among static peers (`raft:`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElectionFile {
     pub mode: Option<String>,
@@ -150,12 +150,12 @@ pub struct ElectionFile {
     /// (one lease per node, VIPs placed by rendezvous hashing: API writes independent of the
     /// number of VIPs).
     pub service_election: Option<String>,
-    /// `mode: raft`: the members and the timing (see README, standalone HA).
+    /// `mode: raft`: the members and the timing (see docs/election.md, standalone HA).
     pub raft: Option<RaftFile>,
 }
 
 /// `election.raft:` as written; defaults are the library's `DEFAULT_*` constants.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RaftFile {
     pub id: Option<u64>,
@@ -171,7 +171,7 @@ pub struct RaftFile {
     /// The shared key every datagram is authenticated with: base64 decoding to ≥ 32 bytes
     /// (a Kubernetes Secret mounted as a file works as is).
     pub key_file: Option<PathBuf>,
-    /// A second key also accepted, for rotation (see README, key rotation).
+    /// A second key also accepted, for rotation (see docs/election.md, rotation).
     pub previous_key_file: Option<PathBuf>,
     /// Run without a key (unauthenticated datagrams): must be said explicitly.
     pub insecure: Option<bool>,
@@ -181,7 +181,7 @@ pub struct RaftFile {
     pub nice: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceFile {
     pub vip: Option<String>,
@@ -192,7 +192,7 @@ pub struct ServiceFile {
     pub backends: Vec<BackendFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
     pub addr: Option<String>,
@@ -200,7 +200,7 @@ pub struct BackendFile {
     pub weight: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GarpFile {
     pub count: Option<u32>,

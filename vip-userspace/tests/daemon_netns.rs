@@ -605,7 +605,7 @@ fn interface_settings_are_applied_without_a_writable_proc_sys() {
     assert!(arping(bed.host("client"), VIP).is_some(), "ARP answered");
     assert_eq!(metric(&metrics(&bed), "vip_fence_ready"), 1);
     assert!(d.stop().success());
-    // forwarding was ours to turn on, so it is restored; arp_ignore stays (see README).
+    // forwarding was ours to turn on, so it is restored; arp_ignore stays (see docs/running.md, Run it).
     assert_eq!(conf(&bed, "forwarding"), "0");
     assert_eq!(conf(&bed, "arp_ignore"), "1");
     let _ = std::fs::remove_file(&cfg);

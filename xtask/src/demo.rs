@@ -329,7 +329,7 @@ fn status(vip: &Path) -> Result<String> {
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const RAFT_PORT: u16 = 7946;
-/// The failover bench's timing at 20 ms heartbeats (README "Standalone HA (Raft)").
+/// The failover bench's timing at 20 ms heartbeats (docs/election.md, "Standalone HA (Raft)").
 const HEARTBEAT_MS: u64 = 20;
 const ELECTION_MS: (u64, u64) = (50, 70);
 const LEASE_MS: u64 = 35;

@@ -34,7 +34,7 @@ pub const DEFAULT_PORT: u16 = 179;
 /// takes a few seconds; two minutes covers an image pull on upgrade.
 pub const DEFAULT_RESTART_TIME_S: u16 = 120;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BgpConfig {
     pub local_as: u32,
@@ -48,7 +48,9 @@ pub struct BgpConfig {
     /// IPv4 session announces IPv6 routes only when this is set).
     #[serde(default)]
     pub next_hop_v6: Option<Ipv6Addr>,
+    // Community has its own Deserialize (a string or a number): the schema needs only the field.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub communities: Vec<Community>,
     /// LOCAL_PREF on announcements to iBGP peers (eBGP peers never see it).
     #[serde(default)]
@@ -82,7 +84,7 @@ fn default_restart_time() -> u16 {
     DEFAULT_RESTART_TIME_S
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrConfig {
     #[serde(default = "default_restart_time")]
@@ -97,7 +99,7 @@ impl Default for GrConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub address: IpAddr,
@@ -137,7 +139,7 @@ impl PeerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BfdConfig {
     #[serde(default = "default_bfd_interval")]
@@ -283,7 +285,7 @@ impl RoutePolicy {
 }
 
 /// Which nodes announce a VIP.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AnnounceMode {
     /// Only the node that owns the VIP (the election's choice), as in ARP mode.
@@ -295,7 +297,7 @@ pub enum AnnounceMode {
 
 /// `bgp.announce`: who announces the control-plane VIP (the file's `vips`) and the
 /// Services' VIPs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnnounceConfig {
     /// `ecmp`: every node whose control plane is healthy (lease election with

@@ -292,7 +292,7 @@ mod tests {
 
     /// 10,000 `dsr` services of 10 endpoints (the scale bench's settings: room for 100
     /// more services, `by-need` tables of 1,021 slots; one VIP and 10 backend ids each):
-    /// within 256 MiB on 2 and on 64 CPUs. Prints the table the README's sizing shows
+    /// within 256 MiB on 2 and on 64 CPUs. Prints the table docs/configuration.md's sizing shows
     /// (`cargo test -p vip-userspace --lib memory -- --nocapture`).
     #[test]
     fn ten_thousand_services_fit_on_64_cpus() {
