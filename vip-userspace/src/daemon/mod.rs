@@ -1,11 +1,13 @@
 //! The standalone daemon: validate against the system, bring up the data plane (XDP, or the
 //! kernel as fallback), own the VIPs, serve metrics, and clean up on SIGTERM/SIGINT.
 //!
-//! `mod.rs` wires the tasks and runs the loop; `ownership` (who owns what: the elections and
-//! the Kubernetes source), `plan` (what to apply), `deadman` (the userspace side of the
-//! fence's deadline), `fence` (the kernel's ARP kept quiet), `lifecycle` (bring-up,
-//! hand-over, teardown).
+//! `mod.rs` wires the tasks and runs the loop: `events` (what it waits on, one typed
+//! `Event`), `ownership` (who owns what: the elections and the Kubernetes source behind one
+//! type), `plan` (pure: sources + election → what to apply), `deadman` (the userspace side
+//! of the fence's deadline), `fence` (the kernel kept from answering ARP for the VIPs),
+//! `lifecycle` (bring-up, hand-over, teardown).
 mod deadman;
+mod events;
 mod fence;
 mod lifecycle;
 mod ownership;
@@ -27,6 +29,7 @@ use crate::{
     shutdown,
 };
 
+use events::{Event, Events};
 use fence::wait_fenced;
 pub use fence::FenceError;
 use lifecycle::{bring_down, bring_up, claimed_rows, Running};
@@ -91,7 +94,6 @@ pub async fn run(
     keep_pinned: bool,
     reload: Option<Reload>,
 ) -> Result<(), DaemonError> {
-    let mut cfg = cfg;
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
     let state = Arc::new(State::default());
@@ -128,112 +130,120 @@ pub async fn run(
         }
         None => None,
     };
-    let mut served_rx = state.served.subscribe();
-    served_rx.mark_unchanged();
-    let mut healthy_rx = Some(ownership.healthy.clone());
-    let mut tick = tokio::time::interval(LINK_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
-    // A second handle on the Kubernetes source, to wait on while `ownership` reads the value.
-    let mut k8s_rx = ownership.k8s.clone();
-    let mut leader_rx = Some(ownership.leader.clone());
-    let mut held_rx = ownership.held_watch();
     // Check in with the data plane's dead-man four times per grace period (Raft: per heartbeat).
-    let mut check_in = tokio::time::interval(ownership.check_in_period(cfg.dead_man));
-    check_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let announce = |speaker: &Option<crate::bgp::Speaker>, ownership: &Ownership| {
-        if let Some(sp) = speaker {
-            sp.announce_routes(ownership.routes(&state.served.borrow()));
-        }
+    let mut events = Events::new(
+        &ownership,
+        speaker.as_ref().map(|_| state.served.subscribe()),
+        cfg.bgp.is_some(),
+        ownership.check_in_period(cfg.dead_man),
+        LINK_CHECK,
+    );
+    let mut daemon = Daemon {
+        cfg,
+        keep_pinned,
+        reload,
+        handle,
+        state,
+        ownership,
+        running,
+        speaker,
+        link_checks: 0,
     };
     let sig = loop {
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            sig = &mut shutdown => break sig,
-            _ = hangup => {
-                if let Some(r) = &reload {
-                    reload_config(r, &mut cfg, running.as_mut(), &state, &ownership).await;
-                }
-                continue;
-            }
-            changed = watch_changed(&mut leader_rx) => {
-                if changed {
-                    leadership_changed(&cfg, running.as_mut(), &state, &ownership).await;
-                }
-                continue;
-            }
-            changed = watch_changed(&mut k8s_rx) => {
-                if changed {
-                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
-                    // Communities or LOCAL_PREF may have changed without the VIPs changing.
-                    announce(&speaker, &ownership);
-                }
-                continue;
-            }
-            changed = watch_changed(&mut held_rx) => {
-                if changed {
-                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
-                }
-                continue;
-            }
-            changed = watch_changed(&mut healthy_rx), if cfg.bgp.is_some() => {
-                if changed {
-                    apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
-                }
-                continue;
-            }
-            r = served_rx.changed(), if speaker.is_some() => {
-                if r.is_ok() {
-                    served_rx.mark_unchanged();
-                    announce(&speaker, &ownership);
-                }
-                continue;
-            }
-            _ = check_in.tick() => {
-                // Raft: the election thread checks in; the main loop only says it is alive.
-                let raft_checks_in = ownership.raft.as_ref().is_some_and(|r| r.main_loop_alive());
-                if let (Some(r), false) = (running.as_mut(), raft_checks_in) {
-                    r.rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
-                }
-                continue;
-            }
-            _ = tick.tick() => {}
+        match events.next(&mut shutdown).await {
+            Event::Stop(sig) => break sig,
+            ev => daemon.handle(ev).await,
         }
-        ticks += 1;
-        if let Some(sp) = &speaker {
+    };
+    daemon.shut_down(sig).await
+}
+
+/// The daemon while it runs: the configuration, the data plane if the uplink is up, the
+/// elections, the BGP speaker.
+struct Daemon {
+    cfg: Config,
+    keep_pinned: bool,
+    reload: Option<Reload>,
+    handle: rtnetlink::Handle,
+    state: Arc<State>,
+    ownership: Ownership,
+    running: Option<Running>,
+    speaker: Option<crate::bgp::Speaker>,
+    link_checks: u64,
+}
+
+impl Daemon {
+    async fn handle(&mut self, ev: Event) {
+        let (cfg, state, own) = (&self.cfg, &self.state, &self.ownership);
+        match ev {
+            Event::Stop(_) => {}
+            Event::Reload => {
+                if let Some(r) = &self.reload {
+                    reload_config(r, &mut self.cfg, self.running.as_mut(), state, own).await;
+                }
+            }
+            Event::Leadership => leadership_changed(cfg, self.running.as_mut(), state, own).await,
+            Event::Sources => {
+                apply_desired(cfg, self.running.as_mut(), state, own).await;
+                // Communities or LOCAL_PREF may have changed without the VIPs changing.
+                self.announce();
+            }
+            Event::Held | Event::Health => {
+                apply_desired(cfg, self.running.as_mut(), state, own).await
+            }
+            Event::Served => self.announce(),
+            Event::CheckIn => {
+                // Raft: the election thread checks in; the main loop only says it is alive.
+                let raft_checks_in = own.raft.as_ref().is_some_and(|r| r.main_loop_alive());
+                if let (Some(r), false) = (self.running.as_mut(), raft_checks_in) {
+                    r.rec.check_in_until(own.deadline_ns(cfg.dead_man));
+                }
+            }
+            Event::LinkCheck => self.link_check().await,
+        }
+    }
+
+    /// BGP announces what the data plane serves, with each VIP's route policy.
+    fn announce(&self) {
+        if let Some(sp) = &self.speaker {
+            sp.announce_routes(self.ownership.routes(&self.state.served.borrow()));
+        }
+    }
+
+    /// Every `LINK_CHECK`: BGP status, the next-hop epoch, foreign ARP claims, and the
+    /// uplink (gone or replaced: the data plane comes down, and up again on the new one).
+    async fn link_check(&mut self) {
+        self.link_checks += 1;
+        let (cfg, state) = (&self.cfg, &self.state);
+        if let Some(sp) = &self.speaker {
             if let Ok(mut b) = state.bgp.lock() {
                 *b = sp.status();
             }
         }
-        if let Some(r) = running.as_mut() {
-            if ticks.is_multiple_of(EPOCH_TICKS) {
+        if let Some(r) = self.running.as_mut() {
+            if self.link_checks.is_multiple_of(EPOCH_TICKS) {
                 r.rec.tick_epoch();
             }
-            r.rec.check_conflicts(&claimed_rows(&state));
+            r.rec.check_conflicts(&claimed_rows(state));
         }
-        let current = match link::get(&handle, &cfg.interface).await {
+        let current = match link::get(&self.handle, &cfg.interface).await {
             Ok(l) => Some(l),
             Err(LinkError::NotFound(_)) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "checking the uplink failed");
-                continue;
+                return;
             }
         };
-        let changed = match (&running, &current) {
+        let changed = match (&self.running, &current) {
             (Some(r), Some(c)) => r.uplink != *c,
             (Some(_), None) | (None, Some(_)) => true,
             (None, None) => false,
         };
         if !changed {
-            continue;
+            return;
         }
-        if let Some(r) = running.take() {
+        let own = &self.ownership;
+        if let Some(r) = self.running.take() {
             match &current {
                 None => {
                     tracing::error!(iface = %cfg.interface, "uplink disappeared; VIPs released until it returns")
@@ -243,86 +253,78 @@ pub async fn run(
                 }
             }
             state.uplink_present.set(0);
-            ownership.raft_check_in_stop();
-            if let Err(e) = bring_down(r, &cfg, &state, keep_pinned, false).await {
+            own.raft_check_in_stop();
+            if let Err(e) = bring_down(r, cfg, state, self.keep_pinned, false).await {
                 // The device took most state with it; what is left is retried by bring_up.
                 tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
             }
             // Silent now; let another node take over at once rather than after expiry.
-            ownership.able.send_replace(current.is_some());
+            own.able.send_replace(current.is_some());
         }
-        if let Some(c) = current {
-            state.dataplane_restarts.inc();
-            match bring_up(&cfg, &handle, &state, c, &ownership).await {
-                Ok(r) => {
-                    tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
-                    running = Some(r);
-                    state.fence_ready.set(1);
-                    ownership.able.send_replace(true);
+        let Some(c) = current else {
+            return;
+        };
+        state.dataplane_restarts.inc();
+        match bring_up(cfg, &self.handle, state, c, own).await {
+            Ok(r) => {
+                tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
+                self.running = Some(r);
+                state.fence_ready.set(1);
+                own.able.send_replace(true);
+            }
+            // Retried on the next check: the device may still be settling. Meanwhile
+            // nothing is served here, so the leases go to nodes that can.
+            Err(e) => {
+                if matches!(e, DaemonError::Fence(_)) {
+                    state.fence_ready.set(0);
                 }
-                // Retried on the next tick: the device may still be settling. Meanwhile
-                // nothing is served here, so the leases go to nodes that can.
-                Err(e) => {
-                    if matches!(e, DaemonError::Fence(_)) {
-                        state.fence_ready.set(0);
-                    }
-                    ownership.able.send_replace(false);
-                    tracing::error!(error = %crate::Chain(&e), "bringing the data plane up failed; retrying")
-                }
+                own.able.send_replace(false);
+                tracing::error!(error = %crate::Chain(&e), "bringing the data plane up failed; retrying")
             }
         }
-    };
-    // A planned restart (SIGUSR2, or SIGTERM/SIGINT with `handover`) leaves the data plane
-    // running for the next daemon; anything else releases everything.
-    let planned_restart = sig == shutdown::Stop::Restart || cfg.handover;
-    tracing::info!(signal = sig.name(), planned_restart, "shutting down");
-    let mut result = Ok(());
-    // Silence first (VIPs out of the data plane, addresses unbound), then hand the lease on.
-    if let Some(r) = running {
-        // The last deadline is the main loop's (a planned restart's grace, or 1 with Raft).
-        ownership.raft_check_in_stop();
-        result = bring_down(r, &cfg, &state, keep_pinned, planned_restart).await;
-    } else if !keep_pinned && !planned_restart {
-        load::remove_pins(&cfg.pin_dir);
     }
-    if let Some(sp) = speaker {
-        let graceful = cfg
-            .bgp
-            .as_ref()
-            .is_some_and(|b| b.graceful_restart.is_some());
-        if planned_restart && graceful {
-            // A hand-over: the data plane keeps forwarding, so close without withdrawing
-            // or Cease; graceful-restart peers keep the routes (stale) until the next
-            // daemon's End-of-RIB.
-            tracing::info!("closing BGP sessions for a restart; peers keep the routes");
-            sp.stop_for_restart().await;
-        } else {
-            // Routes withdrawn (nothing is served any more), then Cease.
-            sp.announce(Default::default());
-            sp.shutdown().await;
-        }
-    }
-    // On a planned restart the leases stay held (not released): the next daemon, same
-    // identity, renews them; releasing would let another node take VIPs we still answer.
-    if !planned_restart {
-        ownership.stop().await;
-    }
-    result?;
-    tracing::info!("clean exit");
-    Ok(())
-}
 
-/// A watch channel whose sender is gone never changes again: it becomes `None` (pending
-/// forever) instead of failing at once on every turn of the loop, which would spin it.
-async fn watch_changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> bool {
-    let changed = match rx.as_mut() {
-        Some(r) => r.changed().await.is_ok(),
-        None => std::future::pending().await,
-    };
-    if !changed {
-        *rx = None;
+    /// The way out: silence first (VIPs out of the data plane, addresses unbound), then BGP,
+    /// then the leases. A planned restart (SIGUSR2, or SIGTERM/SIGINT with `handover`)
+    /// leaves the data plane running for the next daemon; anything else releases everything.
+    async fn shut_down(self, sig: shutdown::Stop) -> Result<(), DaemonError> {
+        let cfg = &self.cfg;
+        let planned_restart = sig == shutdown::Stop::Restart || cfg.handover;
+        tracing::info!(signal = sig.name(), planned_restart, "shutting down");
+        let mut result = Ok(());
+        if let Some(r) = self.running {
+            // The last deadline is the main loop's (a planned restart's grace, or 1 with Raft).
+            self.ownership.raft_check_in_stop();
+            result = bring_down(r, cfg, &self.state, self.keep_pinned, planned_restart).await;
+        } else if !self.keep_pinned && !planned_restart {
+            load::remove_pins(&cfg.pin_dir);
+        }
+        if let Some(sp) = self.speaker {
+            let graceful = cfg
+                .bgp
+                .as_ref()
+                .is_some_and(|b| b.graceful_restart.is_some());
+            if planned_restart && graceful {
+                // A hand-over: the data plane keeps forwarding, so close without withdrawing
+                // or Cease; graceful-restart peers keep the routes (stale) until the next
+                // daemon's End-of-RIB.
+                tracing::info!("closing BGP sessions for a restart; peers keep the routes");
+                sp.stop_for_restart().await;
+            } else {
+                // Routes withdrawn (nothing is served any more), then Cease.
+                sp.announce(Default::default());
+                sp.shutdown().await;
+            }
+        }
+        // On a planned restart the leases stay held (not released): the next daemon, same
+        // identity, renews them; releasing would let another node take VIPs we still answer.
+        if !planned_restart {
+            self.ownership.stop().await;
+        }
+        result?;
+        tracing::info!("clean exit");
+        Ok(())
     }
-    changed
 }
 
 /// Leadership moved: own every VIP (leader) or none (follower, or fenced off).
