@@ -230,72 +230,8 @@ pub struct Overrides {
     pub handover: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => vip_common::PROTO_TCP,
-            Proto::Udp => vip_common::PROTO_UDP,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-/// How a service's packets reach a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LbMode {
-    /// Direct server return: only the destination MAC changes; backends hold the VIP on lo
-    /// and answer the client directly.
-    Dsr,
-    /// Destination NAT to backend:port; replies come back through this node (its address is
-    /// the backends' gateway) and tc egress restores VIP:port.
-    Nat,
-    /// This node serves it: the packet goes to the local stack.
-    Local,
-}
-
-impl LbMode {
-    pub fn code(self) -> u8 {
-        match self {
-            LbMode::Dsr => vip_common::MODE_DSR,
-            LbMode::Nat => vip_common::MODE_NAT,
-            LbMode::Local => vip_common::MODE_LOCAL,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LbMode::Dsr => "dsr",
-            LbMode::Nat => "nat",
-            LbMode::Local => "local",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    pub addr: Ipv4Addr,
-    pub port: u16,
-    pub weight: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub proto: Proto,
-    pub mode: LbMode,
-    pub backends: Vec<Backend>,
-}
+// The domain types live in `model`; the file's format is one of the two producers.
+pub use crate::model::{Backend, LbMode, Proto, Service};
 
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
@@ -928,26 +864,20 @@ fn resolve_services(
         if port == 0 {
             return Err(ConfigError::new(at("port"), "must be 1-65535"));
         }
-        let proto = match f.protocol.as_deref().unwrap_or("tcp") {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            o => {
-                return Err(ConfigError::new(
-                    at("protocol"),
-                    format!("`{o}` is not tcp or udp"),
-                ))
-            }
+        let proto = match f.protocol.as_deref() {
+            None => Proto::Tcp,
+            Some(o) => Proto::parse(o).ok_or_else(|| {
+                ConfigError::new(at("protocol"), format!("`{o}` is not {}", Proto::choices()))
+            })?,
         };
-        let mode = match f.mode.as_deref().unwrap_or("dsr") {
-            "dsr" => LbMode::Dsr,
-            "nat" => LbMode::Nat,
-            "local" => LbMode::Local,
-            o => {
-                return Err(ConfigError::new(
+        let mode = match f.mode.as_deref() {
+            None => LbMode::Dsr,
+            Some(o) => LbMode::parse(o).ok_or_else(|| {
+                ConfigError::new(
                     at("mode"),
-                    format!("`{o}` is not one of dsr, nat, local"),
-                ))
-            }
+                    format!("`{o}` is not one of {}", LbMode::choices()),
+                )
+            })?,
         };
         if out
             .iter()

@@ -6,7 +6,7 @@ use std::{
 };
 
 use crate::{
-    config::{self, Config},
+    config::Config,
     election::{self},
     model::Desired,
     reconcile::Claims,
@@ -177,7 +177,7 @@ pub fn routed(
                 Some(eligible) => *eligible,
                 None => {
                     let mut svcs = desired.services.iter().filter(|s| s.vip == *vip).peekable();
-                    svcs.peek().is_some() && svcs.all(|s| s.mode != config::LbMode::Local)
+                    svcs.peek().is_some() && svcs.all(|s| s.mode != crate::model::LbMode::Local)
                 }
             }
         } else {
@@ -194,12 +194,16 @@ pub fn routed(
 mod tests {
     use super::*;
     use crate::bgp::{AnnounceConfig, AnnounceMode};
+    use crate::{
+        config,
+        model::{LbMode, Service},
+    };
 
-    fn svc(vip: &str, port: u16, mode: config::LbMode) -> config::Service {
-        config::Service {
+    fn svc(vip: &str, port: u16, mode: LbMode) -> Service {
+        Service {
             vip: vip.parse().unwrap(),
             port,
-            proto: config::Proto::Tcp,
+            proto: crate::model::Proto::Tcp,
             mode,
             backends: vec![],
         }
@@ -207,7 +211,7 @@ mod tests {
 
     #[test]
     fn who_announces_what() {
-        use config::LbMode::{Dsr, Local, Nat};
+        use crate::model::LbMode::{Dsr, Local, Nat};
         let cfg = config::resolve(
             config::parse_file("interface: eth0\nvips: [192.0.2.1]\n").unwrap(),
             Default::default(),
@@ -262,7 +266,7 @@ mod tests {
     /// The file's VIP .1; Services: .10 Cluster, .12 Local with a ready endpoint here (other
     /// nodes: n2), .13 Local without one here (n3 has one).
     fn fixture() -> (Config, View) {
-        use config::LbMode::Dsr;
+        use crate::model::LbMode::Dsr;
         let cfg = config::resolve(
             config::parse_file("interface: eth0\nvips: [192.0.2.1]\n").unwrap(),
             Default::default(),

@@ -6,7 +6,7 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use vip_common::STAT_STRIPES_MAX;
 use vip_common::{
     pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, VipKey, VipStats,
-    VipValue, BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT, RING_EMPTY, VIP_F_OWNED,
+    VipValue, BACKEND_F_ACTIVE, RING_EMPTY, VIP_F_OWNED,
 };
 
 use super::DataplaneError;
@@ -100,20 +100,11 @@ fn max_entries(m: &MapData) -> u32 {
 }
 
 pub fn mode_name(m: u8) -> &'static str {
-    match m {
-        MODE_DSR => "dsr",
-        MODE_NAT => "nat",
-        MODE_LOCAL => "local",
-        _ => "unknown",
-    }
+    crate::model::LbMode::from_code(m).map_or("unknown", |m| m.as_str())
 }
 
 fn proto_name(p: u8) -> &'static str {
-    match p {
-        6 => "tcp",
-        17 => "udp",
-        _ => "other",
-    }
+    crate::model::Proto::from_number(p).map_or("other", |p| p.as_str())
 }
 
 impl Snapshot {

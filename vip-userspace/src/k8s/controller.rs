@@ -23,7 +23,7 @@ use kube::Client;
 
 use super::ipam::{Family, Ipam, Pools, Request};
 use super::writer::{Counters, EventSpec, Write, Writer};
-use crate::config::{Backend, LbMode, Proto, Service as ModelService};
+use crate::model::{Backend, LbMode, Proto, Service as ModelService};
 
 /// Our LoadBalancer class.
 pub const CLASS: &str = "vip.dev/vip";
@@ -232,11 +232,10 @@ impl Svc {
             status: status_ips(s),
             holder: annotation(s, &[HOLDER]).map(str::to_string),
             local_only: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
-            mode: match annotation(s, &[MODE_ANNOTATION]) {
-                Some("dsr") => LbMode::Dsr,
-                Some("nat") => LbMode::Nat,
-                _ => LbMode::Local,
-            },
+            // dsr or nat when asked for; anything else is served by the node (local).
+            mode: annotation(s, &[MODE_ANNOTATION])
+                .and_then(LbMode::parse)
+                .unwrap_or(LbMode::Local),
             ports: spec
                 .and_then(|s| s.ports.as_ref())
                 .map(|ps| {
@@ -359,10 +358,8 @@ fn compute_model<'a>(
     let on_node = |ep: &Endpoint| !svc.local_only || ep.node.as_deref() == Some(node);
     let mut out = Vec::new();
     for p in &svc.ports {
-        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-            "UDP" => Proto::Udp,
-            "TCP" => Proto::Tcp,
-            _ => continue,
+        let Some(proto) = Proto::from_kubernetes(p.protocol.as_deref().unwrap_or("TCP")) else {
+            continue;
         };
         let mut backends: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
         if svc.mode != LbMode::Local {

@@ -6,7 +6,7 @@ use rtnetlink::Handle;
 
 use super::services::{Changes, ServiceError, ServiceSync};
 use crate::{
-    config::{LbMode, Service},
+    model::{LbMode, Service},
     net::{
         addr,
         devconf::{self, Setting},

@@ -23,9 +23,10 @@ use rtnetlink::Handle;
 use tokio::task::JoinHandle;
 
 use crate::{
-    config::{GarpConfig, LbMode, Service},
+    config::GarpConfig,
     dataplane::{maps::Maps, DataplaneError},
     metrics::State,
+    model::{LbMode, Service},
     net::{
         addr::{self, AddrError},
         garp::{self, GarpSocket},
@@ -47,7 +48,7 @@ pub enum ReconcileError {
 pub struct Unplaced {
     pub vip: Ipv4Addr,
     pub port: u16,
-    pub proto: crate::config::Proto,
+    pub proto: crate::model::Proto,
 }
 
 impl Unplaced {
@@ -56,9 +57,9 @@ impl Unplaced {
             vip: Ipv4Addr::from(k.addr_be),
             port: u16::from_be_bytes(k.port_be),
             proto: if k.proto == vip_common::PROTO_UDP {
-                crate::config::Proto::Udp
+                crate::model::Proto::Udp
             } else {
-                crate::config::Proto::Tcp
+                crate::model::Proto::Tcp
             },
         }
     }

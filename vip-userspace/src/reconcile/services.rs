@@ -17,9 +17,9 @@ use vip_common::{
 };
 
 use crate::{
-    config::{Backend, Service},
     dataplane::{lb::LbMaps, DataplaneError},
     maglev,
+    model::{Backend, Service},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -584,7 +584,7 @@ impl ServiceSync {
         let mode = svc.mode.code();
         // `local` hands packets to this node's stack: no table and no backend ids (its
         // endpoints would only use up backend slots).
-        let local = svc.mode == crate::config::LbMode::Local;
+        let local = svc.mode == crate::model::LbMode::Local;
         let backends: &[Backend] = if local { &[] } else { &svc.backends };
         let size = self.sizing.size(backends.len());
         let unchanged = self.applied.get(&k).is_some_and(|a| {
