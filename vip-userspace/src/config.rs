@@ -338,7 +338,7 @@ pub fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
         return Ok(FileConfig::default());
     }
     serde_saphyr::from_str::<FileConfig>(text).map_err(|e| {
-        let msg = e.to_string();
+        let msg = crate::Chain(&e).to_string();
         ConfigError::new(field_in_serde_message(&msg), msg)
     })
 }
@@ -536,12 +536,12 @@ fn resolve_bgp(
             let local_as = env_nonempty("bgp_as")
                 .ok_or_else(|| ConfigError::new("bgp_as", "required with bgp_enable=true"))?
                 .parse::<u32>()
-                .map_err(|e| ConfigError::new("bgp_as", e.to_string()))?;
+                .map_err(|e| ConfigError::new("bgp_as", crate::Chain(&e).to_string()))?;
             let router_id = env_nonempty("bgp_routerid")
                 .ok_or_else(|| ConfigError::new("bgp_routerid", "required with bgp_enable=true"))?
                 .parse()
                 .map_err(|e: std::net::AddrParseError| {
-                    ConfigError::new("bgp_routerid", e.to_string())
+                    ConfigError::new("bgp_routerid", crate::Chain(&e).to_string())
                 })?;
             let peers =
                 crate::bgp::parse_kube_vip_peers(&env_nonempty("bgp_peers").unwrap_or_default())
@@ -690,9 +690,12 @@ fn resolve_election(f: Option<ElectionFile>) -> Result<Election, ConfigError> {
             ))
         }
     };
-    lease
-        .validate()
-        .map_err(|e| ConfigError::new("election.renew_deadline_ms", e.to_string()))?;
+    lease.validate().map_err(|e| match e {
+        crate::election::lease::ElectionError::Config { field, message } => {
+            ConfigError::new(format!("election.{field}"), message)
+        }
+        other => ConfigError::new("election", other.to_string()),
+    })?;
     Ok(Election::Lease {
         kubeconfig: f.kubeconfig,
         lease,
@@ -1173,7 +1176,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "election.service_election");
-        assert!(e.to_string().contains("rendezvous"), "{e}");
+        assert!(crate::Chain(&e).to_string().contains("rendezvous"), "{e}");
         assert_eq!(lease.renew_deadline, Duration::from_millis(1000));
         let e = resolve(
             file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, lease_duration_ms: 1000, renew_deadline_ms: 1000}\n"),
@@ -1181,6 +1184,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "election.renew_deadline_ms");
+        // The error names the setting that is wrong, not always the renew deadline.
+        let e = resolve(
+            file("interface: eth0\nvips: [192.0.2.1]\nelection: {identity: n1, lease_duration_ms: 3000, renew_deadline_ms: 1000, retry_period_ms: 1000}\n"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "election.retry_period_ms", "{e}");
         let e = resolve(
             file("interface: eth0\nvips: [192.0.2.1]\nelection: {mode: paxos}\n"),
             Overrides::default(),
@@ -1496,7 +1506,7 @@ mod tests {
         for (yaml, field) in cases {
             let e = resolve(file(yaml), Overrides::default()).unwrap_err();
             assert_eq!(e.field, field, "for {yaml:?}: {e}");
-            assert!(e.to_string().contains(field));
+            assert!(crate::Chain(&e).to_string().contains(field));
         }
     }
 

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("vip: {e}");
+                eprintln!("vip: {}", vip_userspace::Chain(&e));
                 ExitCode::FAILURE
             }
         },
@@ -50,8 +50,9 @@ fn status(pin_dir: &std::path::Path, metrics: std::net::SocketAddr) -> ExitCode 
         }
         Err(e) => {
             eprintln!(
-                "vip: cannot read the pinned maps in {}: {e} (is vip running, or did it stop with --keep-pinned?)",
-                pin_dir.display()
+                "vip: cannot read the pinned maps in {}: {} (is vip running, or did it stop with --keep-pinned?)",
+                pin_dir.display(),
+                vip_userspace::Chain(&e)
             );
             ExitCode::FAILURE
         }
@@ -126,7 +127,7 @@ fn run(args: vip_userspace::cli::RunArgs) -> ExitCode {
 fn start_privileged(cfg: &config::Config) {
     if cfg.mode != config::Mode::Kernel {
         if let Err(e) = vip_userspace::dataplane::load::mount_bpffs(&cfg.pin_dir) {
-            tracing::warn!(error = %e, "bpffs not mounted");
+            tracing::warn!(error = %vip_userspace::Chain(&e), "bpffs not mounted");
         }
     }
     match vip_userspace::privileges::drop_after_start() {

@@ -430,7 +430,7 @@ pub fn pod_monitor(o: &Options) -> PodMonitor {
 
 fn yaml<T: serde::Serialize>(v: &T) -> Result<String, ManifestError> {
     // k8s-openapi fills apiVersion/kind on serialization (PodMonitor carries its own).
-    serde_saphyr::to_string(v).map_err(|e| ManifestError::Yaml(e.to_string()))
+    serde_saphyr::to_string(v).map_err(|e| ManifestError::Yaml(crate::Chain(&e).to_string()))
 }
 
 /// The manifest as YAML; `rbac` is three documents separated by `---`.

@@ -31,14 +31,14 @@ pub const CONTROL_PORT: u16 = 3784;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BfdError {
-    #[error("binding the BFD receive socket on UDP port {port} ({family}): {source}")]
+    #[error("binding the BFD receive socket on UDP port {port} ({family})")]
     Bind {
         port: u16,
         family: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("BFD socket from {local} to {peer}: {source}")]
+    #[error("BFD socket from {local} to {peer}")]
     Socket {
         local: IpAddr,
         peer: IpAddr,
@@ -424,7 +424,7 @@ async fn rx_loop(sock: Arc<UdpSocket>, registry: Arc<Mutex<Registry>>) {
         let (n, from, ttl) = match r {
             Ok(v) => v,
             Err(e) => {
-                warn!(error = %e, "BFD receive");
+                warn!(error = %crate::Chain(&e), "BFD receive");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -513,7 +513,7 @@ async fn run_session(
     let send = |p: Packet| {
         let b = p.encode();
         if let Err(e) = sock.try_send(&b) {
-            debug!(%peer, error = %e, "BFD send");
+            debug!(%peer, error = %crate::Chain(&e), "BFD send");
         }
     };
     let far = Instant::now() + Duration::from_secs(86400 * 365);

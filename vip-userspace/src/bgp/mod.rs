@@ -43,13 +43,13 @@ pub enum BgpError {
     Config(#[from] BgpConfigError),
     #[error("the BGP speaker must be started inside a tokio runtime")]
     NoRuntime,
-    #[error("listening on TCP port {port} for passive BGP peers: {source}")]
+    #[error("listening on TCP port {port} for passive BGP peers")]
     Listen {
         port: u16,
         #[source]
         source: std::io::Error,
     },
-    #[error("setting the TCP MD5 key for passive peer {peer}: {source}")]
+    #[error("setting the TCP MD5 key for passive peer {peer}")]
     Md5 {
         peer: IpAddr,
         #[source]
@@ -346,7 +346,7 @@ async fn accept_loop(
             r = l.accept() => match r {
                 Ok((s, from)) => hand_over(&incoming, s, from),
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting a BGP connection");
+                    tracing::warn!(error = %crate::Chain(&e), "accepting a BGP connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },

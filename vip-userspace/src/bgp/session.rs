@@ -71,7 +71,7 @@ pub(super) async fn run(mut ctx: PeerCtx) {
             let stream = match next_connection(&mut ctx).await {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
-                    debug!(error = %e, "connect failed");
+                    debug!(error = %crate::Chain(&e), "connect failed");
                     update(&ctx.shared, |s| {
                         s.state = SessionState::Active;
                         s.last_error = Some(format!("connect: {e}"));
@@ -176,7 +176,7 @@ fn ttl(p: &PeerConfig, ebgp: bool) -> u8 {
 
 fn set_ttl_after_accept(s: &TcpStream, p: &PeerConfig, ebgp: bool) {
     if let Err(e) = sock::set_ttl(s, p.address.is_ipv6(), ttl(p, ebgp)) {
-        warn!(error = %e, "setting the TTL of an accepted connection");
+        warn!(error = %crate::Chain(&e), "setting the TTL of an accepted connection");
     }
     let _ = s.set_nodelay(true);
 }
@@ -396,7 +396,7 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
         (Some(hub), Some(bcfg)) => match hub.session(local, p.address, bcfg) {
             Ok(s) => Some(s),
             Err(e) => {
-                warn!(error = %e, "BFD session not started");
+                warn!(error = %crate::Chain(&e), "BFD session not started");
                 None
             }
         },

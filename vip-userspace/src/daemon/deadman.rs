@@ -49,7 +49,7 @@ impl Ownership {
         match crate::dataplane::maps::DeadMan::open(&cfg.pin_dir) {
             Ok(dm) => r.check_in_through(dm, cfg.dead_man),
             Err(e) => {
-                tracing::warn!(error = %e, "raft: dead-man handle not opened; the main loop checks in instead")
+                tracing::warn!(error = %crate::Chain(&e), "raft: dead-man handle not opened; the main loop checks in instead")
             }
         }
     }

@@ -70,7 +70,7 @@ pub(super) fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, Dataplane
             Some(held)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "tc egress not attached: nat services will not work");
+            tracing::warn!(error = %crate::Chain(&e), "tc egress not attached: nat services will not work");
             None
         }
     };
@@ -195,7 +195,7 @@ pub(super) async fn bring_up(
                 }
             }
             Err(e) if cfg.mode == Mode::Auto => {
-                tracing::warn!(error = %e, "XDP unavailable, falling back to kernel binding (mode auto)");
+                tracing::warn!(error = %crate::Chain(&e), "XDP unavailable, falling back to kernel binding (mode auto)");
                 load::remove_pins(&cfg.pin_dir);
                 strict_arp(cfg, handle, false).await?;
                 Backend::Kernel {
@@ -245,7 +245,7 @@ pub(super) async fn bring_up(
     .await;
     if let Err(e) = applied {
         state.reconcile_errors.inc();
-        tracing::error!(error = %e, "could not apply VIPs; cleaning up");
+        tracing::error!(error = %crate::Chain(&e), "could not apply VIPs; cleaning up");
         let _ = rec.release_all(false).await;
         teardown(plane, cfg, state, false);
         return Err(e.into());

@@ -39,19 +39,19 @@ use ownership::Ownership;
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("netlink socket: {0}")]
+    #[error("netlink socket")]
     Netlink(#[from] std::io::Error),
-    #[error("interface: {0}")]
+    #[error("interface")]
     Link(#[from] LinkError),
-    #[error("listing addresses: {0}")]
+    #[error("listing addresses")]
     Addr(#[from] AddrError),
-    #[error("XDP data plane: {0}")]
+    #[error("XDP data plane")]
     Dataplane(#[from] DataplaneError),
-    #[error("metrics: {0}")]
+    #[error("metrics")]
     Metrics(#[from] MetricsError),
-    #[error("applying VIPs: {0}")]
+    #[error("applying VIPs")]
     Reconcile(#[from] ReconcileError),
-    #[error("services: {0}")]
+    #[error("services")]
     Services(#[from] ServiceError),
     #[error("kubernetes: {0}")]
     Kube(String),
@@ -125,7 +125,7 @@ pub async fn run(
             let first = ownership.routes(&state.served.borrow());
             Some(
                 crate::bgp::Speaker::start_announcing(b.clone(), first)
-                    .map_err(|e| DaemonError::Bgp(e.to_string()))?,
+                    .map_err(|e| DaemonError::Bgp(crate::Chain(&e).to_string()))?,
             )
         }
         None => None,
@@ -230,7 +230,7 @@ impl Daemon {
             Ok(l) => Some(l),
             Err(LinkError::NotFound(_)) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "checking the uplink failed");
+                tracing::warn!(error = %crate::Chain(&e), "checking the uplink failed");
                 return;
             }
         };
@@ -256,7 +256,7 @@ impl Daemon {
             own.raft_check_in_stop();
             if let Err(e) = bring_down(r, cfg, state, self.keep_pinned, false).await {
                 // The device took most state with it; what is left is retried by bring_up.
-                tracing::warn!(error = %e, "releasing after uplink loss was incomplete");
+                tracing::warn!(error = %crate::Chain(&e), "releasing after uplink loss was incomplete");
             }
             // Silent now; let another node take over at once rather than after expiry.
             own.able.send_replace(current.is_some());
@@ -349,7 +349,7 @@ async fn leadership_changed(
     let (_, claims) = ownership.plan(cfg);
     if let Err(e) = r.rec.apply(&claims).await {
         state.reconcile_errors.inc();
-        tracing::error!(error = %e, "applying ownership failed");
+        tracing::error!(error = %crate::Chain(&e), "applying ownership failed");
     }
     tracing::info!(leader, "leadership changed");
     apply_desired(cfg, Some(r), state, ownership).await;
@@ -368,7 +368,7 @@ async fn apply_desired(
     let (desired, claims) = ownership.plan(cfg);
     if let Err(e) = r.rec.converge(&desired.services, &claims).await {
         state.reconcile_errors.inc();
-        tracing::error!(error = %e, "applying the desired state failed");
+        tracing::error!(error = %crate::Chain(&e), "applying the desired state failed");
     }
 }
 
@@ -386,7 +386,7 @@ async fn reload_config(
         Ok(c) => c,
         Err(e) => {
             state.reload_errors.inc();
-            tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+            tracing::error!(error = %crate::Chain(&e), "reload rejected; keeping the running configuration");
             return;
         }
     };
@@ -430,7 +430,7 @@ async fn reload_config(
         }
         Err(e) => {
             state.reload_errors.inc();
-            tracing::error!(error = %e, "applying the reloaded configuration failed");
+            tracing::error!(error = %crate::Chain(&e), "applying the reloaded configuration failed");
         }
     }
 }

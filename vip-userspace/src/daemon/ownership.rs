@@ -90,28 +90,32 @@ impl Ownership {
                 let mut kcfg = match kubeconfig {
                     Some(p) => {
                         let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
-                            DaemonError::Kube(format!("kubeconfig {}: {e}", p.display()))
+                            DaemonError::Kube(format!(
+                                "kubeconfig {}: {}",
+                                p.display(),
+                                crate::Chain(&e)
+                            ))
                         })?;
                         kube::Config::from_custom_kubeconfig(kc, &Default::default())
                             .await
-                            .map_err(|e| DaemonError::Kube(e.to_string()))?
+                            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
                     }
                     None => kube::Config::infer()
                         .await
-                        .map_err(|e| DaemonError::Kube(e.to_string()))?,
+                        .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?,
                 };
                 let named = kcfg.cluster_url.to_string();
                 if crate::k8s::kubeconfig::elect_locally(&mut kcfg, &cfg.vips) {
                     tracing::info!(kubeconfig = %named, using = %kcfg.cluster_url, "the kubeconfig names a VIP; electing against the local API server");
                 }
-                let client =
-                    kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(e.to_string()))?;
+                let client = kube::Client::try_from(kcfg)
+                    .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?;
                 let able = tokio::sync::watch::Sender::new(true);
                 // Unhealthy until the elector's first check says otherwise.
                 let (healthy_tx, healthy) = tokio::sync::watch::channel(false);
                 let elector =
                     crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
-                        .map_err(|e| DaemonError::Kube(e.to_string()))?
+                        .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
                         .with_able(able.subscribe())
                         .with_healthy(healthy_tx);
                 let (tx, rx) = tokio::sync::watch::channel(false);
@@ -135,7 +139,7 @@ impl Ownership {
                                 state.owned.subscribe(),
                                 able.subscribe(),
                             )
-                            .map_err(|e| DaemonError::Kube(e.to_string()))?;
+                            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?;
                             (None, Some(r))
                         } else {
                             let l = VipLeases::start(

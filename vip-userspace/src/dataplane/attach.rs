@@ -83,7 +83,7 @@ impl<L> Held<L> {
             Held::Link { link, pin } => {
                 if let Err(e) = std::fs::remove_file(&pin) {
                     if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!(pin = %pin.display(), error = %e, "link pin not removed");
+                        tracing::warn!(pin = %pin.display(), error = %crate::Chain(&e), "link pin not removed");
                     }
                 }
                 drop(link);
@@ -270,7 +270,7 @@ const BPF_LINK_TYPE_TCX: u32 = 11;
 
 /// Open a pinned link and check it is live on `ifindex` with the expected type.
 fn open_pinned(path: &Path, want_type: u32, ifindex: u32) -> Result<FdLink, String> {
-    let (ty, target) = link_target(path).map_err(|e| e.to_string())?;
+    let (ty, target) = link_target(path).map_err(|e| crate::Chain(&e).to_string())?;
     if ty != want_type {
         return Err(format!("link type {ty}, expected {want_type}"));
     }
@@ -279,7 +279,7 @@ fn open_pinned(path: &Path, want_type: u32, ifindex: u32) -> Result<FdLink, Stri
         return Err(format!("link is on ifindex {target}, not {ifindex}"));
     }
     Ok(PinnedLink::from_pin(path)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::Chain(&e).to_string())?
         .into())
 }
 
@@ -323,7 +323,7 @@ pub fn attach(
             continue;
         }
         let adopted = open_pinned(&pin, BPF_LINK_TYPE_XDP, ifindex)
-            .and_then(|link| adopt_xdp(prog, link, &pin).map_err(|e| e.to_string()));
+            .and_then(|link| adopt_xdp(prog, link, &pin).map_err(|e| crate::Chain(&e).to_string()));
         match adopted {
             Ok((link, adoption)) => {
                 return Ok(XdpAttached {
@@ -419,7 +419,7 @@ pub fn attach_tc_egress(
     let pin = tc_pin(pin_dir, ifindex);
     if pin.exists() {
         let adopted = open_pinned(&pin, BPF_LINK_TYPE_TCX, ifindex)
-            .and_then(|link| adopt_tc(prog, link, &pin).map_err(|e| e.to_string()));
+            .and_then(|link| adopt_tc(prog, link, &pin).map_err(|e| crate::Chain(&e).to_string()));
         match adopted {
             Ok((link, adoption)) => return Ok((Held::Link { link, pin }, adoption)),
             Err(e) => {
@@ -433,7 +433,7 @@ pub fn attach_tc_egress(
         Err(first) => {
             // Older kernels attach through a clsact qdisc, which may not exist yet.
             if let Err(e) = tc::qdisc_add_clsact(iface) {
-                tracing::debug!(error = %e, "clsact qdisc");
+                tracing::debug!(error = %crate::Chain(&e), "clsact qdisc");
             }
             prog.attach(iface, TcAttachType::Egress).map_err(|e| {
                 tracing::debug!(first = %first, "tc attach without clsact failed");

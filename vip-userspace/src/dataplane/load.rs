@@ -99,9 +99,10 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DataplaneError> {
 pub fn mount_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
     let root = Path::new(paths::BPFFS_ROOT);
     if pin_dir.starts_with(root) && !is_bpffs(root) {
-        let src = CString::new("bpf").map_err(|e| DataplaneError::Bpffs(e.to_string()))?;
-        let dst =
-            CString::new(paths::BPFFS_ROOT).map_err(|e| DataplaneError::Bpffs(e.to_string()))?;
+        let src =
+            CString::new("bpf").map_err(|e| DataplaneError::Bpffs(crate::Chain(&e).to_string()))?;
+        let dst = CString::new(paths::BPFFS_ROOT)
+            .map_err(|e| DataplaneError::Bpffs(crate::Chain(&e).to_string()))?;
         // SAFETY: all pointers are valid NUL-terminated strings for the call.
         let rc = unsafe {
             libc::mount(
@@ -263,7 +264,7 @@ pub fn spawn_log_forwarder(ebpf: &mut Ebpf) {
                         let mut guard = match fd.readable_mut().await {
                             Ok(g) => g,
                             Err(e) => {
-                                tracing::warn!(error = %e, "eBPF log forwarder stopped");
+                                tracing::warn!(error = %crate::Chain(&e), "eBPF log forwarder stopped");
                                 return;
                             }
                         };
@@ -272,8 +273,10 @@ pub fn spawn_log_forwarder(ebpf: &mut Ebpf) {
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "eBPF log forwarder not started"),
+            Err(e) => tracing::warn!(error = %crate::Chain(&e), "eBPF log forwarder not started"),
         },
-        Err(e) => tracing::debug!(error = %e, "no eBPF log map; program logs not forwarded"),
+        Err(e) => {
+            tracing::debug!(error = %crate::Chain(&e), "no eBPF log map; program logs not forwarded")
+        }
     }
 }

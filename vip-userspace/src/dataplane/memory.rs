@@ -90,7 +90,7 @@ impl MapShape {
     pub fn mismatch(&self, m: &MapData) -> Option<String> {
         let info = match m.info() {
             Ok(i) => i,
-            Err(e) => return Some(format!("its info is unreadable ({e})")),
+            Err(e) => return Some(format!("its info is unreadable ({})", crate::Chain(&e))),
         };
         let have = (
             info.map_type().ok(),

@@ -16,26 +16,26 @@ pub enum DataplaneError {
     NotBuilt,
     #[error("bpffs: {0}")]
     Bpffs(String),
-    #[error("pin directory {path}: {source}")]
+    #[error("pin directory {path}")]
     PinDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("loading eBPF object: {0}")]
+    #[error("loading eBPF object")]
     Load(#[from] aya::EbpfError),
     #[error("program `{0}` missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error("map `{0}` missing from the eBPF object")]
     MissingMap(&'static str),
-    #[error("program: {0}")]
+    #[error("program")]
     Program(#[from] aya::programs::ProgramError),
-    #[error("map: {0}")]
+    #[error("map")]
     Map(#[from] aya::maps::MapError),
-    #[error("per-CPU value: {0}")]
-    PerCpu(std::io::Error),
-    #[error("link: {0}")]
-    Link(aya::programs::links::LinkError),
-    #[error("pinning: {0}")]
+    #[error("per-CPU value")]
+    PerCpu(#[source] std::io::Error),
+    #[error("link")]
+    Link(#[source] aya::programs::links::LinkError),
+    #[error("pinning")]
     Pin(#[from] aya::pin::PinError),
     #[error("attaching XDP to `{iface}`: native failed ({native}); generic failed ({generic})")]
     Attach {

@@ -23,10 +23,14 @@ use kube::{api::PostParams, Api};
 pub enum ElectionError {
     #[error("API call timed out after {0:?}")]
     Timeout(Duration),
-    #[error("API: {0}")]
+    #[error("API")]
     Api(#[from] kube::Error),
-    #[error("config: {0}")]
-    Config(String),
+    /// A timing that cannot fence: `field` is the setting to change (its file name).
+    #[error("{field}: {message}")]
+    Config {
+        field: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,15 +70,31 @@ impl LeaseConfig {
 
     pub fn validate(&self) -> Result<(), ElectionError> {
         if self.renew_deadline >= self.lease_duration {
-            return Err(ElectionError::Config(format!(
-                "renew deadline ({:?}) must be shorter than the lease duration ({:?}): that gap is the fence",
-                self.renew_deadline, self.lease_duration
-            )));
+            return Err(ElectionError::Config {
+                field: "renew_deadline_ms",
+                message: format!(
+                    "the renew deadline ({:?}) must be shorter than the lease duration ({:?}): that gap is the fence",
+                    self.renew_deadline, self.lease_duration
+                ),
+            });
         }
-        if self.retry_period >= self.renew_deadline || self.api_timeout >= self.renew_deadline {
-            return Err(ElectionError::Config(
-                "retry period and API timeout must be shorter than the renew deadline".into(),
-            ));
+        if self.retry_period >= self.renew_deadline {
+            return Err(ElectionError::Config {
+                field: "retry_period_ms",
+                message: format!(
+                    "the retry period ({:?}) must be shorter than the renew deadline ({:?})",
+                    self.retry_period, self.renew_deadline
+                ),
+            });
+        }
+        if self.api_timeout >= self.renew_deadline {
+            return Err(ElectionError::Config {
+                field: "renew_deadline_ms",
+                message: format!(
+                    "the API timeout ({:?}) must be shorter than the renew deadline ({:?})",
+                    self.api_timeout, self.renew_deadline
+                ),
+            });
         }
         Ok(())
     }
@@ -461,13 +481,13 @@ impl LeaseElector {
             if !ready {
                 // Step down (silent at once, lease handed on) and stay out of the race.
                 if let Err(e) = self.release().await {
-                    tracing::warn!(lease = %self.cfg.name, error = %e, "lease not released");
+                    tracing::warn!(lease = %self.cfg.name, error = %crate::Chain(&e), "lease not released");
                 }
             } else {
                 tokio::select! {
                     r = self.round() => {
                         if let Err(e) = r {
-                            tracing::warn!(lease = %self.cfg.name, error = %e, "lease round failed");
+                            tracing::warn!(lease = %self.cfg.name, error = %crate::Chain(&e), "lease round failed");
                         }
                         // A won lease is acted on now, not at the publisher's next tick:
                         // that tick would be most of the 10 ms takeover budget.
@@ -484,7 +504,7 @@ impl LeaseElector {
         publisher.abort();
         tx.send_replace(false);
         if let Err(e) = self.release().await {
-            tracing::warn!(lease = %self.cfg.name, error = %e, "lease not released");
+            tracing::warn!(lease = %self.cfg.name, error = %crate::Chain(&e), "lease not released");
         }
     }
 }

@@ -126,7 +126,7 @@ fn spawn_elector(
     let elector = match LeaseElector::new(client.clone(), cfg) {
         Ok(e) => e.with_patience(load).with_able(able.clone()),
         Err(e) => {
-            tracing::error!(%vip, error = %e, "per-VIP lease not started");
+            tracing::error!(%vip, error = %crate::Chain(&e), "per-VIP lease not started");
             return None;
         }
     };

@@ -374,7 +374,7 @@ impl State {
                     && !self.live(n)
             }
             Ok(Err(e)) => {
-                tracing::debug!(node = n, error = %e, "node lease not read");
+                tracing::debug!(node = n, error = %crate::Chain(&e), "node lease not read");
                 false
             }
             Err(_) => false,
@@ -780,7 +780,7 @@ async fn act(
         Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => {
             Outcome::Released(vip, None)
         }
-        Ok(Err(e)) => Outcome::Failed(vip, e.to_string()),
+        Ok(Err(e)) => Outcome::Failed(vip, crate::Chain(&e).to_string()),
         Err(_) => Outcome::Failed(vip, format!("timed out after {t:?}")),
     }
 }
@@ -801,7 +801,7 @@ async fn claimed(
             };
             Outcome::Lost(vip, now)
         }
-        Ok(Err(e)) => Outcome::Failed(vip, e.to_string()),
+        Ok(Err(e)) => Outcome::Failed(vip, crate::Chain(&e).to_string()),
         Err(e) => Outcome::Failed(vip, format!("timed out: {e}")),
     }
 }
@@ -884,7 +884,7 @@ async fn run(
                         }
                     }
                 }
-                Some(Err(e)) => tracing::debug!(error = %e, "lease watch"),
+                Some(Err(e)) => tracing::debug!(error = %crate::Chain(&e), "lease watch"),
                 None => {}
             },
             r = wanted.changed() => if r.is_err() { break },

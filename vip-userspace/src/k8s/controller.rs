@@ -695,7 +695,7 @@ impl Controller {
         match Pools::from_configmap(&data) {
             Ok(p) => self.ipam.set_pools(p),
             Err(e) => {
-                tracing::error!(error = %e, "pool ConfigMap rejected; keeping the previous pools")
+                tracing::error!(error = %crate::Chain(&e), "pool ConfigMap rejected; keeping the previous pools")
             }
         }
         self.pool_data = Some(data);
@@ -995,7 +995,7 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    let msg = e.to_string();
+                    let msg = crate::Chain(&e).to_string();
                     if self.failing.get(k) != Some(&msg) {
                         self.event(k, &s, "Warning", "AllocationFailed", &msg);
                         self.failing.insert(k.clone(), msg.clone());

@@ -47,7 +47,7 @@ where
     s.map(move |r| match r {
         Ok(e) => f(e),
         Err(e) => {
-            tracing::warn!(error = %e, "watch failed; retrying");
+            tracing::warn!(error = %crate::Chain(&e), "watch failed; retrying");
             Change::Error
         }
     })

@@ -177,7 +177,7 @@ async fn retried(client: &Client, key: &Key, w: &Write, counters: &Counters) -> 
             }
             Err(e) => {
                 counters.failures.inc();
-                tracing::warn!(service = %format!("{}/{}", key.0, key.1), what = w.what(), attempt, error = %e, "API write failed");
+                tracing::warn!(service = %format!("{}/{}", key.0, key.1), what = w.what(), attempt, error = %crate::Chain(&e), "API write failed");
                 if attempt < ATTEMPTS {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);

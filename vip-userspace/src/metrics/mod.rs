@@ -25,7 +25,7 @@ use crate::dataplane::maps::StatsReader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("binding metrics listener on {addr}: {source}")]
+    #[error("binding metrics listener on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -755,7 +755,7 @@ pub async fn serve_with(listener: TcpListener, state: Arc<State>, limits: Limits
         let (sock, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
+                tracing::warn!(error = %crate::Chain(&e), "metrics accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }

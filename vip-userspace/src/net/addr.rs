@@ -7,7 +7,7 @@ use rtnetlink::Handle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AddrError {
-    #[error("netlink: {0}")]
+    #[error("netlink")]
     Netlink(#[from] rtnetlink::Error),
     #[error("interface `{0}` not found")]
     NoInterface(String),

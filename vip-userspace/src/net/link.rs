@@ -10,7 +10,7 @@ pub enum LinkError {
     NotFound(String),
     #[error("interface `{name}` has no Ethernet address")]
     NoMac { name: String },
-    #[error("netlink: {0}")]
+    #[error("netlink")]
     Netlink(#[from] rtnetlink::Error),
 }
 

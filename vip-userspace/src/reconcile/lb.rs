@@ -61,7 +61,7 @@ impl LbSide {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "interface setting not applied"),
+            Err(e) => tracing::warn!(error = %crate::Chain(&e), "interface setting not applied"),
         }
     }
 
@@ -88,7 +88,7 @@ impl LbSide {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "net.ipv4.conf.all.send_redirects not set to 0 (it has no rtnetlink form; /proc/sys is read-only in a container): set it on the node, or backends may be told to bypass the reverse NAT")
+                    tracing::warn!(error = %crate::Chain(&e), "net.ipv4.conf.all.send_redirects not set to 0 (it has no rtnetlink form; /proc/sys is read-only in a container): set it on the node, or backends may be told to bypass the reverse NAT")
                 }
             }
         }
@@ -102,7 +102,7 @@ impl LbSide {
                 .map(|(ip, len, _)| (ip, len))
                 .collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list uplink addresses; backend neighbours not managed");
+                tracing::warn!(error = %crate::Chain(&e), "cannot list uplink addresses; backend neighbours not managed");
                 Vec::new()
             }
         };
@@ -128,7 +128,7 @@ impl LbSide {
                     self.neighbours.insert(*ip);
                 }
                 Err(e) => {
-                    tracing::warn!(backend = %ip, error = %e, "managed neighbour entry failed; first packets may be dropped until the kernel resolves it")
+                    tracing::warn!(backend = %ip, error = %crate::Chain(&e), "managed neighbour entry failed; first packets may be dropped until the kernel resolves it")
                 }
             }
         }
@@ -146,12 +146,12 @@ impl LbSide {
         }
         for (dev, setting, old) in std::mem::take(&mut self.restore) {
             if let Err(e) = devconf::set(handle, &dev, setting, old as u32).await {
-                tracing::warn!(error = %e, "cannot restore an interface setting");
+                tracing::warn!(error = %crate::Chain(&e), "cannot restore an interface setting");
             }
         }
         for (key, old) in std::mem::take(&mut self.restore_all) {
             if let Err(e) = devconf::set_all(key, &old) {
-                tracing::warn!(key, error = %e, "cannot restore a net.ipv4.conf.all setting");
+                tracing::warn!(key, error = %crate::Chain(&e), "cannot restore a net.ipv4.conf.all setting");
             }
         }
     }

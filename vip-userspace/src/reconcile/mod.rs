@@ -35,11 +35,11 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("data plane: {0}")]
+    #[error("data plane")]
     Dataplane(#[from] DataplaneError),
-    #[error("address {ip}: {source}")]
+    #[error("address {ip}")]
     Addr { ip: Ipv4Addr, source: AddrError },
-    #[error("services: {0}")]
+    #[error("services")]
     Services(#[from] services::ServiceError),
 }
 
@@ -133,7 +133,7 @@ impl Reconciler {
         let garp = match GarpSocket::open(uplink_index) {
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {
-                tracing::error!(error = %e, "cannot open raw socket for gratuitous ARP; neighbours learn the VIP only when they ask");
+                tracing::error!(error = %crate::Chain(&e), "cannot open raw socket for gratuitous ARP; neighbours learn the VIP only when they ask");
                 None
             }
         };
@@ -226,7 +226,7 @@ impl Reconciler {
     pub fn tick_epoch(&mut self) {
         if let Backend::Xdp { lb, .. } = &mut self.backend {
             if let Err(e) = lb.sync.tick_epoch() {
-                tracing::warn!(error = %e, "next-hop epoch not advanced");
+                tracing::warn!(error = %crate::Chain(&e), "next-hop epoch not advanced");
             }
         }
     }
@@ -247,7 +247,7 @@ impl Reconciler {
     pub fn check_in_until(&mut self, deadline_ns: u64) {
         if let Backend::Xdp { maps, .. } = &mut self.backend {
             if let Err(e) = maps.deadman.set(deadline_ns) {
-                tracing::warn!(error = %e, "dead-man deadline not pushed");
+                tracing::warn!(error = %crate::Chain(&e), "dead-man deadline not pushed");
             }
         }
     }
@@ -615,7 +615,7 @@ impl Reconciler {
             }
             Err(e) => {
                 state.garp_errors.inc();
-                tracing::warn!(vip = %ip, error = %e, "gratuitous ARP failed");
+                tracing::warn!(vip = %ip, error = %crate::Chain(&e), "gratuitous ARP failed");
             }
         };
         send(&sock);
@@ -660,7 +660,7 @@ impl Reconciler {
         let mut first = None;
         for ip in self.applied().into_iter().chain(self.routed()) {
             if let Err(e) = self.release(ip).await {
-                tracing::error!(vip = %ip, error = %e, "release failed");
+                tracing::error!(vip = %ip, error = %crate::Chain(&e), "release failed");
                 first.get_or_insert(e);
             }
         }

@@ -24,11 +24,11 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("data plane: {0}")]
+    #[error("data plane")]
     Dataplane(#[from] DataplaneError),
-    #[error("map: {0}")]
+    #[error("map")]
     Map(#[from] aya::maps::MapError),
-    #[error("maglev: {0}")]
+    #[error("maglev")]
     Maglev(#[from] maglev::MaglevError),
     #[error("no free service slot ({0} in use): raise max_services")]
     TooManyServices(u32),
@@ -463,7 +463,7 @@ impl ServiceSync {
             match super::batch::update_u32(fd.as_fd(), base, table) {
                 Ok(()) => return Ok(table.len()),
                 Err(e) => {
-                    tracing::debug!(error = %e, "batched ring write refused; writing slot by slot");
+                    tracing::debug!(error = %crate::Chain(&e), "batched ring write refused; writing slot by slot");
                 }
             }
         }

@@ -132,7 +132,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_millis(400);
 pub enum RaftError {
     #[error("{field}: {reason}")]
     Config { field: &'static str, reason: String },
-    #[error("raft state {path}: {source}")]
+    #[error("raft state {path}")]
     State {
         path: PathBuf,
         #[source]
@@ -140,7 +140,7 @@ pub enum RaftError {
     },
     #[error("raft state {path} is unusable: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("raft: bind {addr}: {source}")]
+    #[error("raft: bind {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -445,7 +445,7 @@ impl CheckIn {
         };
         if let Some(dm) = t.as_mut() {
             if let Err(e) = dm.set(self.deadline(lease)) {
-                tracing::warn!(error = %e, "raft: dead-man deadline not pushed");
+                tracing::warn!(error = %crate::Chain(&e), "raft: dead-man deadline not pushed");
             }
         }
         true
@@ -687,10 +687,10 @@ impl RaftElector {
                             .and_then(|raw| UdpSocket::from_std(socket).map(|s| (s, raw)))
                         {
                             Ok((socket, raw)) => io.run(socket, raw, stop_rx, stall_rx).await,
-                            Err(e) => tracing::error!(id, error = %e, "raft: socket not registered; not electing"),
+                            Err(e) => tracing::error!(id, error = %crate::Chain(&e), "raft: socket not registered; not electing"),
                         }
                     }),
-                    Err(e) => tracing::error!(id, error = %e, "raft: no runtime for the I/O thread; not electing"),
+                    Err(e) => tracing::error!(id, error = %crate::Chain(&e), "raft: no runtime for the I/O thread; not electing"),
                 }
                 let _ = done_tx.send(());
             },
@@ -994,7 +994,7 @@ impl IoLoop {
                 Wake::Datagram(Ok((n, src))) => self.open(&buf[..n], src, &mut batch),
                 // e.g. ICMP unreachable reported on the socket: the peer is down.
                 Wake::Datagram(Err(e)) => {
-                    tracing::trace!(id = self.id, error = %e, "raft: recv")
+                    tracing::trace!(id = self.id, error = %crate::Chain(&e), "raft: recv")
                 }
                 Wake::Timer => {}
                 Wake::Hello => {
@@ -1032,7 +1032,7 @@ impl IoLoop {
             match raw.recv_from(buf) {
                 Ok((n, src)) => self.open(&buf[..n], src, batch),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => tracing::trace!(id = self.id, error = %e, "raft: recv"),
+                Err(e) => tracing::trace!(id = self.id, error = %crate::Chain(&e), "raft: recv"),
             }
         }
         batch.sort_by_key(|(_, m)| !matches!(m, Msg::Heartbeat { .. }));
@@ -1082,11 +1082,11 @@ impl IoLoop {
                     true
                 }
                 Ok(Err(e)) => {
-                    tracing::error!(id = self.id, error = %e, "raft: term/vote not persisted; not sending");
+                    tracing::error!(id = self.id, error = %crate::Chain(&e), "raft: term/vote not persisted; not sending");
                     false
                 }
                 Err(e) => {
-                    tracing::error!(id = self.id, error = %e, "raft: persist task failed; not sending");
+                    tracing::error!(id = self.id, error = %crate::Chain(&e), "raft: persist task failed; not sending");
                     false
                 }
             }
@@ -1142,7 +1142,7 @@ impl IoLoop {
         };
         // Never wait for the socket: a datagram that can't go now is lost like any other.
         if let Err(e) = socket.try_send_to(bytes, *addr) {
-            tracing::trace!(id = self.id, to, error = %e, "raft: send");
+            tracing::trace!(id = self.id, to, error = %crate::Chain(&e), "raft: send");
         }
     }
 }

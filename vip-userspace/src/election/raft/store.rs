@@ -95,7 +95,7 @@ impl Store {
         // vote and is exactly the double vote this file exists to prevent.
         let d: OnDisk = serde_json::from_slice(&text).map_err(|e| RaftError::Corrupt {
             path: self.path.clone(),
-            reason: e.to_string(),
+            reason: crate::Chain(&e).to_string(),
         })?;
         if d.version != VERSION {
             return Err(RaftError::Corrupt {
@@ -134,7 +134,7 @@ impl Store {
         })
         .map_err(|e| RaftError::Corrupt {
             path: self.path.clone(),
-            reason: e.to_string(),
+            reason: crate::Chain(&e).to_string(),
         })?;
         let tmp = self.dir.join(format!("{FILE}.tmp"));
         {
