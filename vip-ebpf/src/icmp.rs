@@ -13,7 +13,7 @@ use vip_common::{FlowKey, ServiceKey, MODE_DSR, PROTO_TCP, PROTO_UDP};
 use crate::{
     conntrack,
     fwd::{self, NoNeigh},
-    lb, maps,
+    maglev, maps,
     parse::{ptr_at, EtherFrame, Ipv4, ETH_HLEN},
     stats,
 };
@@ -65,7 +65,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         proto,
         _pad: [0; 3],
     };
-    let Some((id, backend)) = conntrack::lookup(&flow).or_else(|| lb::maglev(&flow, &svc)) else {
+    let Some((id, backend)) = conntrack::lookup(&flow).or_else(|| maglev::pick(&flow, &svc)) else {
         return Some(xdp_action::XDP_PASS);
     };
     stats::bump(|s| s.icmp_to_backend += 1);

@@ -2,14 +2,14 @@
 //! Maglev) and forwarded by the service's mode.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    flow_hash, BackendValue, FlowKey, LbStats, RevValue, ServiceKey, ServiceValue,
-    BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY,
+    BackendValue, FlowKey, LbStats, RevValue, ServiceKey, MODE_DSR, MODE_LOCAL, MODE_NAT,
+    PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
     conntrack,
     fwd::{self, NoNeigh},
-    icmp,
+    icmp, maglev,
     maps::{self, REVNAT},
     parse::{ptr_at, EtherFrame, Ipv4, ETH_HLEN, IPPROTO_ICMP},
     rewrite, stats,
@@ -91,7 +91,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         stats::bump(|s| s.lb_ip_options += 1);
         return Some(xdp_action::XDP_PASS);
     }
-    let Some((id, backend)) = maglev(&flow, &svc) else {
+    let Some((id, backend)) = maglev::pick(&flow, &svc) else {
         stats::bump(|s| s.lb_no_backend += 1);
         stats::service(
             svc.id,
@@ -144,33 +144,6 @@ fn forward(
         MODE_NAT => nat(ctx, frame.l3_off, ip, flow, id, backend, new_flow),
         _ => xdp_action::XDP_PASS,
     }
-}
-
-/// The backend the service's live Maglev ring gives this flow (no conntrack, no recording).
-#[inline(always)]
-pub fn maglev(flow: &FlowKey, svc: &ServiceValue) -> Option<(u32, BackendValue)> {
-    if svc.ring_size == 0 {
-        return None;
-    }
-    let cfg = maps::config()?;
-    let h = flow_hash(
-        flow.src_be,
-        flow.sport_be,
-        flow.dport_be,
-        flow.proto,
-        cfg.hash_seed,
-    );
-    let id = maps::ring_slot(svc.ring_slot(h)?)?;
-    if id == RING_EMPTY {
-        return None;
-    }
-    let b = maps::backend(id)?;
-    // Another service's backend: this packet read a table region that was just handed to
-    // that service (it loaded the service entry before the flip). Never followed.
-    if b.flags & BACKEND_F_ACTIVE == 0 || b.svc != svc.id {
-        return None;
-    }
-    Some((id, b))
 }
 
 #[inline(always)]

@@ -12,6 +12,7 @@ mod csum;
 mod fwd;
 mod icmp;
 mod lb;
+mod maglev;
 mod maps;
 mod parse;
 mod revnat;
