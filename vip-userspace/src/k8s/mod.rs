@@ -5,5 +5,7 @@
 pub mod controller;
 pub mod ipam;
 pub mod kubeconfig;
+pub mod objects;
 pub mod source;
+pub mod translate;
 pub mod writer;
