@@ -188,7 +188,7 @@ pub const TOTALS: &[Counter<Stats>] = &[
         "vip_lb_icmp_errors_forwarded",
         "lb",
         "icmp",
-        "ICMP errors about a service flow, sent to that flow's backend"
+        "ICMP errors about a dsr service's flow, sent to the backend that sent the packet"
     ),
 ];
 

@@ -309,3 +309,85 @@ impl Snapshot {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::numbered;
+
+    /// Every counter of the tables is on `vip status`, next to its word, with its own
+    /// field's value (each field holds a different number).
+    #[test]
+    fn status_shows_every_counter() {
+        let backend = BackendView {
+            id: 0,
+            addr: Ipv4Addr::new(10, 0, 0, 11),
+            port: 8080,
+            active: true,
+            slots: 1,
+            stats: numbered(PER_BACKEND),
+        };
+        let snap = Snapshot {
+            config: Config::default(),
+            totals: numbered(TOTALS),
+            vips: vec![VipView {
+                addr: Ipv4Addr::new(192, 0, 2, 100),
+                owned: true,
+                ifindex: 2,
+                stats: numbered(PER_VIP),
+            }],
+            services: vec![ServiceView {
+                vip: Ipv4Addr::new(192, 0, 2, 100),
+                port: 80,
+                proto: "tcp",
+                mode: "nat",
+                id: 0,
+                table: 251,
+                stats: numbered(PER_SERVICE),
+                backends: vec![backend],
+            }],
+        };
+        let out = snap.render(Path::new("/sys/fs/bpf/vip"));
+        let line = |start: &str| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line `{start}` in\n{out}"))
+                .to_string()
+        };
+        for (i, c) in TOTALS.iter().enumerate() {
+            let l = line(&format!("{} ", c.line));
+            let pair = format!(" {} {}", c.status, i + 1);
+            assert!(
+                l.contains(&format!("{pair} ")) || l.ends_with(&pair),
+                "{}: no `{pair}` in `{l}`",
+                c.field
+            );
+        }
+        for (table, start) in [
+            (
+                PER_VIP.iter().map(|c| c.status).collect::<Vec<_>>(),
+                "192.0.2.100 ",
+            ),
+            (
+                PER_SERVICE.iter().map(|c| c.status).collect(),
+                "192.0.2.100:80/tcp",
+            ),
+            (
+                PER_BACKEND.iter().map(|c| c.status).collect(),
+                "-> 10.0.0.11:8080",
+            ),
+        ] {
+            let l = line(start);
+            for (i, status) in table.iter().enumerate() {
+                let pair = format!(" {status} {}", i + 1);
+                assert!(
+                    l.contains(&format!("{pair} ")) || l.ends_with(&pair),
+                    "no `{pair}` in `{l}`"
+                );
+            }
+        }
+        // The lines of earlier releases keep their words.
+        assert!(line("xdp ").starts_with("xdp         rx 1  pass 2  drop 3  tx 4"));
+        assert!(line("192.0.2.100 ").contains("ifindex 2   arp replies 1        arp drops 2"));
+    }
+}

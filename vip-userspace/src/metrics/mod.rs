@@ -855,6 +855,8 @@ fn table<S>(
 
 #[cfg(test)]
 mod dashboard_tests;
+#[cfg(test)]
+mod reference_tests;
 
 #[cfg(test)]
 mod tests {
