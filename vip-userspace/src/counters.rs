@@ -29,6 +29,23 @@ pub struct Counter<S: 'static> {
     pub get_mut: fn(&mut S) -> &mut u64,
 }
 
+impl<S> Counter<S> {
+    /// The sample's name in a scrape (`vip_lb_new_flows_total`); labelled rows add their
+    /// label after it.
+    pub fn sample(&self) -> String {
+        format!("{}_total", self.metric)
+    }
+}
+
+/// The row of `table` for struct field `field`, for readers that pick one counter (the
+/// bench checks a scrape with it). Panics on a field the table has not: a caller's typo.
+pub fn by_field<S>(table: &'static [Counter<S>], field: &str) -> &'static Counter<S> {
+    table
+        .iter()
+        .find(|c| c.field == field)
+        .unwrap_or_else(|| panic!("no counter `{field}` in the table"))
+}
+
 impl<S> std::fmt::Debug for Counter<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.field)
@@ -471,5 +488,13 @@ mod tests {
         );
         assert_eq!(nonzero(TOTALS, &d), "rx 1, icmp_to_backend 5");
         assert_eq!(nonzero(TOTALS, &Stats::default()), "all 0");
+    }
+
+    #[test]
+    fn a_row_is_found_by_its_field() {
+        assert_eq!(
+            by_field(TOTALS, "ct_new").sample(),
+            "vip_lb_new_flows_total"
+        );
     }
 }
