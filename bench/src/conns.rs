@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use testbed::{http_get, poll, Bed, Netns, Proc};
+use vip_userspace::counters;
 
 use crate::{die_with_parent, stopped, table::Row, PREFIX};
 
@@ -310,9 +311,11 @@ fn through_vip(bed: &Bed, vip_bin: &Path, nat: bool, secs: Duration) -> Result<L
     let d = start_vip(bed, vip_bin, nat)?;
     let node = &bed.host("node").ns;
     let vip: SocketAddr = format!("{VIP}:{PORT}").parse()?;
-    let before = metric(node, "vip_lb_new_flows_total")?;
+    // Flows Maglev placed, as the daemon exports them.
+    let new_flows = counters::by_field(counters::TOTALS, "ct_new").sample();
+    let before = metric(node, &new_flows)?;
     let l = load(&bed.host("client").ns, vec![vip], secs)?;
-    let placed = metric(node, "vip_lb_new_flows_total")? - before;
+    let placed = metric(node, &new_flows)? - before;
     ensure!(
         placed >= l.ok,
         "vip placed {placed} flows for {} connections: not through XDP?\n{}",
@@ -445,9 +448,10 @@ pub fn run(
          for {:.0} s per case, {reps} interleaved runs, median shown; each backend serves with {SERVER_THREADS} accept threads. \
          vip: the real daemon (`vip run`, XDP on the node's uplink; dsr: backends hold the VIP on lo and answer the client directly; \
          nat: backends on a second subnet reach the client through the node, whose tc egress restores VIP:port); \
-         every connection checked to be placed by the XDP program (vip_lb_new_flows_total). \
+         every connection checked to be placed by the XDP program ({}). \
          HAProxy: nbthread 2, mode tcp, roundrobin, bound to the VIP on the node. Failed connections: {}.",
         secs.as_secs_f64(),
+        counters::by_field(counters::TOTALS, "ct_new").sample(),
         if failures.is_empty() {
             "none".to_string()
         } else {

@@ -17,6 +17,7 @@ use testbed::Netns;
 use vip_common::{map_names, Stats};
 use vip_userspace::{
     config::{Backend, LbMode, Proto, Service},
+    counters,
     dataplane::lb::LbMaps,
     reconcile::services::ServiceSync,
 };
@@ -257,20 +258,6 @@ fn stats(ebpf: &Ebpf) -> Result<Stats> {
     Ok(t)
 }
 
-/// `b - a`, field by field.
-fn delta(a: &Stats, b: &Stats) -> Stats {
-    let mut d = *b;
-    let (pa, pd) = (
-        a as *const Stats as *const u64,
-        &mut d as *mut Stats as *mut u64,
-    );
-    // SAFETY: Stats is repr(C), made of u64 fields only (size asserted in vip-common).
-    for i in 0..std::mem::size_of::<Stats>() / 8 {
-        unsafe { *pd.add(i) = (*pd.add(i)).wrapping_sub(*pa.add(i)) };
-    }
-    d
-}
-
 /// The embedded vip object with `progs` loaded, its maps written by the daemon's own calls for
 /// a node on `ifindex` (MAC `mac`) that owns `vip` (with its prefilter bit and counters) and
 /// serves `services`. The userspace map handles are dropped here; the maps stay in the kernel
@@ -413,17 +400,23 @@ fn measure(ifindex: u32, repeat: u32, calls: usize) -> Result<(Vec<Timing>, Vec<
             }
             let before = stats(&ebpf)?;
             let r = run(repeat, &mut buf).with_context(|| format!("test_run {}", case.name))?;
-            let d = delta(&before, &stats(&ebpf)?);
+            let d = counters::delta(counters::TOTALS, &before, &stats(&ebpf)?);
             ensure!(
                 r.return_value == case.verdict,
-                "{}: verdict {} (want {}); counters {d:?}",
+                "{}: verdict {} (want {}); counters moved: {}",
                 case.name,
                 r.return_value,
                 case.verdict,
+                counters::nonzero(counters::TOTALS, &d),
             );
             ensure!(r.data_size_out == 64, "{}: output length", case.name);
-            (case.check)(&buf, &d, repeat as u64)
-                .with_context(|| format!("{}: output or counters wrong", case.name))?;
+            (case.check)(&buf, &d, repeat as u64).with_context(|| {
+                format!(
+                    "{}: output or counters wrong (counters moved: {})",
+                    case.name,
+                    counters::nonzero(counters::TOTALS, &d)
+                )
+            })?;
             // The kernel reports the mean time of one repeat, in ns.
             ns.push(r.duration.as_nanos() as u64);
         }

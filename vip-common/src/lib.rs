@@ -492,7 +492,8 @@ pub struct IfaceValue {
 const _: () = assert!(core::mem::size_of::<IfaceValue>() == 8);
 
 /// Per-CPU verdict counters: one entry at index 0 of `STATS`. Named fields so that
-/// `bpftool map dump pinned /sys/fs/bpf/vip/stats` is readable as it is.
+/// `bpftool map dump pinned /sys/fs/bpf/vip/stats` is readable as it is. A field added here
+/// also needs its row in vip-userspace's `counters` table (its tests fail until it has one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -526,9 +527,9 @@ pub struct Stats {
     pub ct_new: u64,
     /// Packets of a service with no backend: dropped.
     pub lb_no_backend: u64,
-    /// IPv4 fragments to a service: passed to the stack (they carry no ports to hash on).
+    /// TCP/UDP fragments to a VIP: passed to the stack (most carry no ports to hash on).
     pub lb_fragment: u64,
-    /// IPv4 with options to a service: passed to the stack.
+    /// Service packets with IPv4 options or a VLAN tag: passed to the stack.
     pub lb_ip_options: u64,
     /// Next hop not resolved: `nat` passes to the stack, `dsr` drops (see docs/forwarding.md).
     pub fib_no_neigh: u64,

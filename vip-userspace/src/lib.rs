@@ -6,6 +6,7 @@
 pub mod bgp;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod dataplane;
 pub mod election;

@@ -10,6 +10,7 @@ use vip_common::{
 };
 
 use super::DataplaneError;
+use crate::counters::{Counter, PER_BACKEND, PER_SERVICE, PER_VIP, TOTALS};
 
 #[derive(Debug, Clone)]
 pub struct VipView {
@@ -105,6 +106,22 @@ pub fn mode_name(m: u8) -> &'static str {
 
 fn proto_name(p: u8) -> &'static str {
     crate::model::Proto::from_number(p).map_or("other", |p| p.as_str())
+}
+
+/// `word value` for every counter of `table`, values padded to `width` (not the last).
+fn pairs<S>(table: &[Counter<S>], s: &S, width: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in table.iter().enumerate() {
+        let v = (c.get)(s);
+        if i + 1 == table.len() {
+            out += &format!("{} {v}", c.status);
+        } else if width > 0 {
+            out += &format!("{} {v:<width$} ", c.status);
+        } else {
+            out += &format!("{} {v}  ", c.status);
+        }
+    }
+    out
 }
 
 impl Snapshot {
@@ -227,39 +244,40 @@ impl Snapshot {
             "maglev      tables sized by need, at most M={} seed={:#010x}",
             self.config.ring_size, self.config.hash_seed
         );
-        let _ = writeln!(
-            o,
-            "xdp         rx {}  pass {}  drop {}  tx {}  | arp replies {}  arp drops {}  | lb fwd {}  local {}  ct hit {}  new {}  no-backend {}  no-neigh {}  fib-fail {}  icmp {}",
-            t.rx, t.pass, t.drop, t.tx, t.arp_reply, t.arp_drop_not_owner, t.lb_forward, t.lb_local,
-            t.ct_hit, t.ct_new, t.lb_no_backend, t.fib_no_neigh, t.fib_fail, t.icmp_to_backend
-        );
+        // One line per group of totals (`xdp`, `arp`, `lb`), in the table's order.
+        let mut lines: Vec<(&str, Vec<String>)> = Vec::new();
+        for c in TOTALS {
+            let pair = format!("{} {}", c.status, (c.get)(t));
+            match lines.iter_mut().find(|(l, _)| *l == c.line) {
+                Some((_, pairs)) => pairs.push(pair),
+                None => lines.push((c.line, vec![pair])),
+            }
+        }
+        for (line, pairs) in lines {
+            let _ = writeln!(o, "{line:<11} {}", pairs.join("  "));
+        }
         let _ = writeln!(o, "\nVIPS");
         for v in &self.vips {
             let _ = writeln!(
                 o,
-                "  {:<16} {:<8} ifindex {:<3} arp replies {:<8} arp drops {:<8} ipv4 {}",
+                "  {:<16} {:<8} ifindex {:<3} {}",
                 v.addr,
                 // Without the ARP flag the VIP is served but silent: routed here by BGP.
                 if v.owned { "owned" } else { "no-arp" },
                 v.ifindex,
-                v.stats.arp_reply,
-                v.stats.arp_drop,
-                v.stats.ipv4_pkts
+                pairs(PER_VIP, &v.stats, 8)
             );
         }
         let _ = writeln!(o, "\nSERVICES");
         for s in &self.services {
             let _ = writeln!(
                 o,
-                "  {:<24} {:<5} id {:<3} table {:<6} packets {}  bytes {}  new flows {}  drops {}",
+                "  {:<24} {:<5} id {:<3} table {:<6} {}",
                 s.name(),
                 s.mode,
                 s.id,
                 s.table,
-                s.stats.packets,
-                s.stats.bytes,
-                s.stats.new_flows,
-                s.stats.drops
+                pairs(PER_SERVICE, &s.stats, 0)
             );
             let total: u32 = s.backends.iter().map(|b| b.slots).sum();
             for b in &s.backends {
@@ -270,17 +288,97 @@ impl Snapshot {
                 };
                 let _ = writeln!(
                     o,
-                    "      -> {:<21} id {:<4} {:<8} {:>5.1}% of ring  packets {}  bytes {}  new flows {}",
+                    "      -> {:<21} id {:<4} {:<8} {:>5.1}% of ring  {}",
                     format!("{}:{}", b.addr, b.port),
                     b.id,
                     if b.active { "active" } else { "inactive" },
                     share,
-                    b.stats.packets,
-                    b.stats.bytes,
-                    b.stats.new_flows
+                    pairs(PER_BACKEND, &b.stats, 0)
                 );
             }
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::numbered;
+
+    /// Every counter of the tables is on `vip status`, next to its word, with its own
+    /// field's value (each field holds a different number).
+    #[test]
+    fn status_shows_every_counter() {
+        let backend = BackendView {
+            id: 0,
+            addr: Ipv4Addr::new(10, 0, 0, 11),
+            port: 8080,
+            active: true,
+            slots: 1,
+            stats: numbered(PER_BACKEND),
+        };
+        let snap = Snapshot {
+            config: Config::default(),
+            totals: numbered(TOTALS),
+            vips: vec![VipView {
+                addr: Ipv4Addr::new(192, 0, 2, 100),
+                owned: true,
+                ifindex: 2,
+                stats: numbered(PER_VIP),
+            }],
+            services: vec![ServiceView {
+                vip: Ipv4Addr::new(192, 0, 2, 100),
+                port: 80,
+                proto: "tcp",
+                mode: "nat",
+                id: 0,
+                table: 251,
+                stats: numbered(PER_SERVICE),
+                backends: vec![backend],
+            }],
+        };
+        let out = snap.render(Path::new("/sys/fs/bpf/vip"));
+        let line = |start: &str| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line `{start}` in\n{out}"))
+                .to_string()
+        };
+        for (i, c) in TOTALS.iter().enumerate() {
+            let l = line(&format!("{} ", c.line));
+            let pair = format!(" {} {}", c.status, i + 1);
+            assert!(
+                l.contains(&format!("{pair} ")) || l.ends_with(&pair),
+                "{}: no `{pair}` in `{l}`",
+                c.field
+            );
+        }
+        for (table, start) in [
+            (
+                PER_VIP.iter().map(|c| c.status).collect::<Vec<_>>(),
+                "192.0.2.100 ",
+            ),
+            (
+                PER_SERVICE.iter().map(|c| c.status).collect(),
+                "192.0.2.100:80/tcp",
+            ),
+            (
+                PER_BACKEND.iter().map(|c| c.status).collect(),
+                "-> 10.0.0.11:8080",
+            ),
+        ] {
+            let l = line(start);
+            for (i, status) in table.iter().enumerate() {
+                let pair = format!(" {status} {}", i + 1);
+                assert!(
+                    l.contains(&format!("{pair} ")) || l.ends_with(&pair),
+                    "no `{pair}` in `{l}`"
+                );
+            }
+        }
+        // The lines of earlier releases keep their words.
+        assert!(line("xdp ").starts_with("xdp         rx 1  pass 2  drop 3  tx 4"));
+        assert!(line("192.0.2.100 ").contains("ifindex 2   arp replies 1        arp drops 2"));
     }
 }

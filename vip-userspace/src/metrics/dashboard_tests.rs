@@ -11,7 +11,7 @@ const DASHBOARD: &str = include_str!("../../../manifests/grafana-dashboard.json"
 
 /// A busy node: XDP with an adopted link, Kubernetes with a pool, Raft leader, one BGP peer,
 /// one service with one backend.
-fn every_family() -> Scrape {
+pub(super) fn every_family() -> Scrape {
     let vip = Ipv4Addr::new(192, 0, 2, 100);
     let backend = BackendView {
         id: 0,
@@ -91,12 +91,18 @@ impl Collector for Fixed {
     }
 }
 
-/// The name of every sample line of a scrape (counters carry `_total` there).
-fn exported() -> BTreeSet<String> {
+/// The text the daemon serves for `scrape`: its registry with `scrape` as the collector.
+pub(super) fn render(scrape: Scrape) -> String {
     let mut r = registered(&State::default());
-    r.register_collector(Box::new(Fixed(every_family())));
+    r.register_collector(Box::new(Fixed(scrape)));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+    text
+}
+
+/// The name of every sample line of a scrape (counters carry `_total` there).
+pub(super) fn exported() -> BTreeSet<String> {
+    let text = render(every_family());
     let samples: BTreeSet<String> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

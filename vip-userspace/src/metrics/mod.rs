@@ -21,6 +21,7 @@ use tokio::{
     net::TcpListener,
 };
 
+use crate::counters::{PER_BACKEND, PER_SERVICE, PER_VIP, TOTALS};
 use crate::dataplane::maps::StatsReader;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,11 +113,6 @@ impl std::fmt::Debug for State {
 
 #[derive(Debug)]
 struct DataplaneCollector(Arc<State>);
-
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
-}
 
 /// A counter family with one label: a row per label value.
 fn counters(
@@ -458,160 +454,14 @@ impl Scrape {
             &mem,
         )?;
         if let Some(s) = &maps.totals {
-            counter(
-                &mut enc,
-                "vip_xdp_rx_packets",
-                "Frames seen by the XDP program",
-                s.rx,
-            )?;
-            {
-                let c = ConstCounter::new(0u64);
-                let mut fam = enc.encode_descriptor(
-                    "vip_xdp_verdicts",
-                    "XDP verdicts by action",
-                    None,
-                    c.metric_type(),
-                )?;
-                for (verdict, v) in [("pass", s.pass), ("drop", s.drop), ("tx", s.tx)] {
-                    let labels = [("verdict", verdict)];
-                    ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
-                }
-            }
-            counter(
-                &mut enc,
-                "vip_arp_replies",
-                "ARP requests for owned VIPs answered by XDP",
-                s.arp_reply,
-            )?;
-            counter(
-                &mut enc,
-                "vip_arp_drops_not_owner",
-                "ARP requests for VIPs held elsewhere, dropped",
-                s.arp_drop_not_owner,
-            )?;
-            counter(
-                &mut enc,
-                "vip_arp_deadman_drops",
-                "ARP for owned VIPs not answered: the daemon missed its dead-man check-in",
-                s.arp_deadman,
-            )?;
-            counter(
-                &mut enc,
-                "vip_arp_conflicts",
-                "ARP from another MAC claiming a VIP this node owns",
-                s.arp_conflict,
-            )?;
-            counter(
-                &mut enc,
-                "vip_arp_no_iface",
-                "ARP for an owned VIP on an interface without config, passed",
-                s.arp_no_iface,
-            )?;
-            counter(
-                &mut enc,
-                "vip_arp_malformed",
-                "Truncated or non Ethernet/IPv4 ARP frames, passed",
-                s.arp_malformed,
-            )?;
-            counter(
-                &mut enc,
-                "vip_xdp_truncated",
-                "Frames too short for an Ethernet/VLAN header, passed",
-                s.truncated,
-            )?;
-            counter(
-                &mut enc,
-                "vip_ipv4_to_vip_packets",
-                "IPv4 packets to a VIP that no service took, passed to the stack",
-                s.ipv4_to_vip,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_forwarded_packets",
-                "Service packets forwarded to a backend",
-                s.lb_forward,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_local_packets",
-                "Packets of local services handed to this node's stack",
-                s.lb_local,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_conntrack_hits",
-                "Service packets of known flows",
-                s.ct_hit,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_new_flows",
-                "Flows placed by Maglev",
-                s.ct_new,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_no_backend_drops",
-                "Service packets dropped: no backend",
-                s.lb_no_backend,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_fragments_passed",
-                "IPv4 fragments to a VIP, passed to the stack",
-                s.lb_fragment,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_ip_options_passed",
-                "Service packets with IP options or a VLAN tag, passed",
-                s.lb_ip_options,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_fib_no_neigh",
-                "Backend next hop unresolved (nat: passed, dsr: dropped)",
-                s.fib_no_neigh,
-            )?;
-            counter(
-                &mut enc,
-                "vip_lb_fib_failures",
-                "No route to a backend: dropped",
-                s.fib_fail,
-            )?;
+            table(&mut enc, TOTALS, &[(Vec::new(), s)])?;
         }
-        let rows = &maps.per_vip;
-        let col = |f: fn(&vip_common::VipStats) -> u64| -> Vec<(String, u64)> {
-            rows.iter().map(|(ip, s)| (ip.to_string(), f(s))).collect()
-        };
-        counters(
-            &mut enc,
-            "vip_vip_arp_replies",
-            "ARP replies sent per VIP",
-            "vip",
-            &col(|s| s.arp_reply),
-        )?;
-        counters(
-            &mut enc,
-            "vip_vip_arp_drops",
-            "ARP requests dropped per VIP (not owner)",
-            "vip",
-            &col(|s| s.arp_drop),
-        )?;
-        counters(
-            &mut enc,
-            "vip_vip_arp_conflicts",
-            "ARP from another MAC claiming this owned VIP",
-            "vip",
-            &col(|s| s.arp_conflict),
-        )?;
-        counters(
-            &mut enc,
-            "vip_vip_ipv4_packets",
-            "IPv4 packets seen per VIP",
-            "vip",
-            &col(|s| s.ipv4_pkts),
-        )?;
+        let per_vip: Vec<_> = maps
+            .per_vip
+            .iter()
+            .map(|(ip, s)| (vec![("vip", ip.to_string())], s))
+            .collect();
+        table(&mut enc, PER_VIP, &per_vip)?;
         if let Some(svcs) = &maps.services {
             services(&mut enc, svcs, maps.backends.as_deref())?;
         }
@@ -933,99 +783,80 @@ fn route(path: &str, registry: &Registry, state: &State) -> (&'static str, &'sta
     }
 }
 
-fn labelled(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[(Vec<(&str, String)>, u64)],
-) -> std::fmt::Result {
-    let c = ConstCounter::new(0u64);
-    let mut fam = enc.encode_descriptor(name, help, None, c.metric_type())?;
-    for (labels, v) in rows {
-        let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        ConstCounter::new(*v).encode(fam.encode_family(&l)?)?;
-    }
-    Ok(())
-}
-
 /// Per-service and per-backend counters from the pinned maps.
 fn services(
     enc: &mut DescriptorEncoder,
     services: &[crate::dataplane::inspect::ServiceView],
     backends: Option<&[crate::dataplane::inspect::BackendView]>,
 ) -> std::fmt::Result {
-    let svc = |f: fn(&vip_common::LbStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
-        services
-            .iter()
-            .map(|s| {
-                (
-                    vec![("service", s.name()), ("mode", s.mode.to_string())],
-                    f(&s.stats),
-                )
-            })
-            .collect()
-    };
-    labelled(
-        enc,
-        "vip_service_packets",
-        "Packets per service",
-        &svc(|s| s.packets),
-    )?;
-    labelled(
-        enc,
-        "vip_service_bytes",
-        "Bytes per service",
-        &svc(|s| s.bytes),
-    )?;
-    labelled(
-        enc,
-        "vip_service_new_flows",
-        "Flows placed per service",
-        &svc(|s| s.new_flows),
-    )?;
-    labelled(
-        enc,
-        "vip_service_drops",
-        "Packets dropped per service (no backend)",
-        &svc(|s| s.drops),
-    )?;
+    let rows: Vec<_> = services
+        .iter()
+        .map(|s| {
+            (
+                vec![("service", s.name()), ("mode", s.mode.to_string())],
+                &s.stats,
+            )
+        })
+        .collect();
+    table(enc, PER_SERVICE, &rows)?;
     let Some(backends) = backends else {
         return Ok(());
     };
-    let be = |f: fn(&vip_common::LbStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
-        backends
-            .iter()
-            .map(|b| {
-                (
-                    vec![("backend", format!("{}:{}", b.addr, b.port))],
-                    f(&b.stats),
-                )
-            })
-            .collect()
-    };
-    labelled(
-        enc,
-        "vip_backend_packets",
-        "Packets sent per backend",
-        &be(|s| s.packets),
-    )?;
-    labelled(
-        enc,
-        "vip_backend_bytes",
-        "Bytes sent per backend",
-        &be(|s| s.bytes),
-    )?;
-    labelled(
-        enc,
-        "vip_backend_new_flows",
-        "Flows placed per backend",
-        &be(|s| s.new_flows),
-    )?;
+    let rows: Vec<_> = backends
+        .iter()
+        .map(|b| {
+            (
+                vec![("backend", format!("{}:{}", b.addr, b.port))],
+                &b.stats,
+            )
+        })
+        .collect();
+    table(enc, PER_BACKEND, &rows)
+}
+
+/// One family per metric of `table` (in the table's order), a sample per object in `rows`
+/// (its labels, then the row's own label when several fields share the family).
+fn table<S>(
+    enc: &mut DescriptorEncoder,
+    table: &[crate::counters::Counter<S>],
+    rows: &[(Vec<(&str, String)>, &S)],
+) -> std::fmt::Result {
+    for (i, c) in table.iter().enumerate() {
+        if table[..i].iter().any(|o| o.metric == c.metric) {
+            continue;
+        }
+        let mut samples: Vec<(Vec<(&str, &str)>, u64)> = Vec::new();
+        for (labels, s) in rows {
+            for f in table[i..].iter().filter(|o| o.metric == c.metric) {
+                let mut l: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                l.extend(f.label);
+                samples.push((l, (f.get)(s)));
+            }
+        }
+        let mut fam = enc.encode_descriptor(
+            c.metric,
+            c.help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        match &samples[..] {
+            // A plain counter (the totals): no `{}` after its name.
+            [(l, v)] if l.is_empty() => ConstCounter::new(*v).encode(fam)?,
+            _ => {
+                for (l, v) in &samples {
+                    ConstCounter::new(*v).encode(fam.encode_family(l)?)?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod dashboard_tests;
+#[cfg(test)]
+mod reference_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1048,6 +879,57 @@ mod tests {
         assert_eq!(route("/readyz", &reg, &st).0, "200 OK");
         assert_eq!(route("/healthz", &reg, &st).0, "200 OK");
         assert_eq!(route("/nope", &reg, &st).0, "404 Not Found");
+    }
+
+    /// Every row of the counter tables is served, with its help, labels and the value of
+    /// its own field (each field holds a different number).
+    #[test]
+    fn every_counter_of_the_table_is_exported() {
+        use crate::counters::{numbered, Counter};
+        let mut scrape = dashboard_tests::every_family();
+        let maps = scrape.maps.as_mut().unwrap();
+        maps.totals = Some(numbered(TOTALS));
+        maps.per_vip[0].1 = numbered(PER_VIP);
+        let svcs = maps.services.as_mut().unwrap();
+        svcs[0].stats = numbered(PER_SERVICE);
+        maps.backends.as_mut().unwrap()[0].stats = numbered(PER_BACKEND);
+        let text = dashboard_tests::render(scrape);
+        fn expect<S>(text: &str, table: &[Counter<S>], labels: &[(&str, &str)]) {
+            for (i, c) in table.iter().enumerate() {
+                let help = format!("# HELP {} {}\n", c.metric, c.help);
+                assert!(text.contains(&help), "{}: no `{help}` in\n{text}", c.field);
+                let l: Vec<String> = labels
+                    .iter()
+                    .copied()
+                    .chain(c.label)
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
+                let l = if l.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", l.join(","))
+                };
+                let sample = format!("\n{}_total{l} {}\n", c.metric, i + 1);
+                assert!(
+                    text.contains(&sample),
+                    "{}: no `{sample}` in\n{text}",
+                    c.field
+                );
+            }
+        }
+        expect(&text, TOTALS, &[]);
+        expect(&text, PER_VIP, &[("vip", "192.0.2.100")]);
+        expect(
+            &text,
+            PER_SERVICE,
+            &[("service", "192.0.2.100:80/tcp"), ("mode", "dsr")],
+        );
+        expect(&text, PER_BACKEND, &[("backend", "10.0.0.11:8080")]);
+        // The one that used to be shown by `vip status` only.
+        assert!(
+            text.contains("\nvip_lb_icmp_errors_forwarded_total 22\n"),
+            "{text}"
+        );
     }
 
     /// A server on 127.0.0.1 with short timeouts; the address to connect to.
