@@ -1122,7 +1122,7 @@ fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
         let out = bed
             .host("n1")
             .ns
-            .command(env!("CARGO_BIN_EXE_vip"))
+            .command(testkit::daemon::vip_bin())
             .args(["status", "--pin-dir", "/sys/fs/bpf/vip-test-bgpx-n1"])
             .output()
             .unwrap();

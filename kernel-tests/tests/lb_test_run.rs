@@ -11,13 +11,13 @@ use aya::{
     Ebpf,
 };
 use testbed::{require_root_and_bpf, Netns};
+use testkit::refmodel::{self, Fib, FibTable, Model, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
 use vip_userspace::{
     config::{Backend, LbMode, Proto, Service},
     dataplane::{
         lb::LbMaps,
         load::{self, Sizes},
         maps::Maps,
-        refmodel::{self, Fib, FibTable, Model, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     },
     maglev::Sizing,
     reconcile::services::ServiceSync,

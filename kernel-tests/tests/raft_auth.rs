@@ -617,7 +617,7 @@ fn key_config_errors_exit_2_and_insecure_warns() {
         let cfg = dir.join("vip.yaml");
         std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
         // Configuration is resolved before anything touches the network.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+        let out = std::process::Command::new(testkit::daemon::vip_bin())
             .args(["run", "--config", cfg.to_str().unwrap()])
             .output()
             .unwrap();

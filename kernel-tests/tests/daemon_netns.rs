@@ -399,7 +399,7 @@ fn bad_config_exits_2_naming_the_field() {
     for (args, field) in cases {
         let out = node
             .ns
-            .command(env!("CARGO_BIN_EXE_vip"))
+            .command(testkit::daemon::vip_bin())
             .arg("run")
             .args(&args)
             .args(["--metrics-addr", METRICS])

@@ -224,7 +224,7 @@ fn scenario(tag: &str, mode: &str) {
         "per-service counters: {m}"
     );
     // `vip status` reads the same pinned maps: the remaining backends share the ring.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+    let out = std::process::Command::new(testkit::daemon::vip_bin())
         .args(["status", "--pin-dir", lb.pins.to_str().unwrap()])
         .output()
         .unwrap();
@@ -242,7 +242,7 @@ fn scenario(tag: &str, mode: &str) {
     );
     assert!(d.stop().success(), "{}", d.logs());
     if keep {
-        let after = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+        let after = std::process::Command::new(testkit::daemon::vip_bin())
             .args(["status", "--pin-dir", lb.pins.to_str().unwrap()])
             .output()
             .unwrap();
