@@ -24,6 +24,8 @@
 //! hop limit 64; TCP data offset 5, seq 0, ack 0, window 65535, urgent 0; UDP, TCP and ICMP
 //! checksums computed (a UDP checksum of 0 is sent as 0xffff, RFC 768).
 
+use std::net::Ipv4Addr;
+
 /// A frame under construction. See the module documentation.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -101,8 +103,15 @@ impl Packet {
 
     /// ARP for IPv4 over Ethernet (RFC 826): operation `oper` (1 request, 2 reply), sender
     /// `sha`/`spa`, target `tha`/`tpa`.
-    pub fn arp(mut self, oper: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Packet {
-        self.set_ethertype(ETH_P_ARP);
+    pub fn arp(
+        mut self,
+        oper: u16,
+        sha: [u8; 6],
+        spa: [u8; 4],
+        tha: [u8; 6],
+        tpa: [u8; 4],
+    ) -> Packet {
+        self.set_next_ethertype(ETH_P_ARP);
         self.buf.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4]);
         self.buf.extend_from_slice(&oper.to_be_bytes());
         self.buf.extend_from_slice(&sha);
@@ -114,13 +123,13 @@ impl Packet {
 
     /// An IPv4 header from `src` to `dst`. After an ICMP error it is the quoted header: give
     /// its protocol with [`Packet::proto`].
-    pub fn ipv4(mut self, src: impl Into<[u8; 4]>, dst: impl Into<[u8; 4]>) -> Packet {
-        self.set_ethertype(ETH_P_IP);
+    pub fn ipv4(mut self, src: impl Into<Ipv4Addr>, dst: impl Into<Ipv4Addr>) -> Packet {
+        self.set_next_ethertype(ETH_P_IP);
         let at = self.buf.len();
         self.buf
             .extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0]);
-        self.buf.extend_from_slice(&src.into());
-        self.buf.extend_from_slice(&dst.into());
+        self.buf.extend_from_slice(&src.into().octets());
+        self.buf.extend_from_slice(&dst.into().octets());
         self.layers.push(Layer::Ipv4 {
             at,
             total_len: None,
@@ -180,7 +189,7 @@ impl Packet {
 
     /// An IPv6 header from `src` to `dst` with next header `next` (59: none).
     pub fn ipv6(mut self, src: [u8; 16], dst: [u8; 16], next: u8) -> Packet {
-        self.set_ethertype(ETH_P_IPV6);
+        self.set_next_ethertype(ETH_P_IPV6);
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, next, 64]);
         self.buf.extend_from_slice(&src);
@@ -337,6 +346,14 @@ impl Packet {
             .take()
             .expect("an EtherType goes right after the Ethernet header or a VLAN tag");
         self.buf[at..at + 2].copy_from_slice(&t.to_be_bytes());
+    }
+
+    /// The EtherType of a layer right after Ethernet or a VLAN tag; deeper (the header an
+    /// ICMP error quotes) there is none to set.
+    fn set_next_ethertype(&mut self, t: u16) {
+        if self.ethertype_at.is_some() {
+            self.set_ethertype(t);
+        }
     }
 
     /// The enclosing IP header's protocol, unless given already.

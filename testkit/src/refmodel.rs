@@ -405,7 +405,10 @@ impl Model {
 
 /// Fill a model from the maps pinned under `pin_dir` (rings: only the live ring of each
 /// service, the only slots the program can read).
-pub fn from_pins(pin_dir: &std::path::Path, fib: FibTable) -> Result<Model, vip_userspace::dataplane::DataplaneError> {
+pub fn from_pins(
+    pin_dir: &std::path::Path,
+    fib: FibTable,
+) -> Result<Model, vip_userspace::dataplane::DataplaneError> {
     use aya::maps::{Array, HashMap as BpfHash, Map, MapData};
     use vip_common::{pin_names, VipKey};
     let open = |n: &str| MapData::from_pin(pin_dir.join(n));
