@@ -277,13 +277,8 @@ fn local_mode_serves_on_the_node() {
     let node = bed.host("node");
     let cfg = std::env::temp_dir().join("vlloc.yaml");
     let pins = Path::new("/sys/fs/bpf/vip-test-lbloc");
-    std::fs::write(
-        &cfg,
-        format!("interface: eth0\nmode: xdp\npin_dir: {}\nservices:\n  - {{vip: {VIP}, port: 7000, mode: local}}\n", pins.display()),
-    )
-    .unwrap();
     let _srv = TcpServer::start(&node.ns, "0.0.0.0:7000".parse().unwrap(), "node\n");
-    let mut d = Daemon::start(&bed, &["--config", cfg.to_str().unwrap()]);
+    let mut d = Daemon::start_with_config(&bed, "node", &cfg, &format!("interface: eth0\nmode: xdp\npin_dir: {}\nservices:\n  - {{vip: {VIP}, port: 7000, mode: local}}\n", pins.display()));
     let got = tcp_request(
         &bed.host("client").ns,
         format!("{VIP}:7000").parse().unwrap(),

@@ -611,12 +611,12 @@ fn key_config_errors_exit_2_and_insecure_warns() {
 
     let bed = Bed::new("rac", &[("node1", "192.0.2.11/24")]);
     let cfg = dir.join("insecure.yaml");
-    std::fs::write(
+    let mut d = Daemon::start_with_config(
+        &bed,
+        "node1",
         &cfg,
-        format!("{base}    insecure: true\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-rac-node1\n"),
-    )
-    .unwrap();
-    let mut d = Daemon::start_in(&bed, "node1", &["--config", cfg.to_str().unwrap()]);
+        &format!("{base}    insecure: true\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-rac-node1\n"),
+    );
     let m = poll(Duration::from_secs(5), || {
         http_get(&bed.host("node1").ns, METRICS.parse().unwrap(), "/metrics")
             .ok()

@@ -55,16 +55,11 @@ fn daemons_place_service_vips_and_never_split_a_shared_address() {
     let daemon = |node: &str| {
         let kc = kubeconfig(&dir, &url, node);
         let cfg = dir.join(format!("{node}.yaml"));
-        std::fs::write(
-            &cfg,
-            format!(
+        Daemon::start_with_config(&bed, node, &cfg, &format!(
                 "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-{}-{node}\nelection:\n  kubeconfig: {}\n  identity: {node}\n  services: true\n  service_election: rendezvous\n  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
                 bed.prefix,
                 kc.display()
-            ),
-        )
-        .unwrap();
-        Daemon::start_in(&bed, node, &["--config", cfg.to_str().unwrap()])
+            ))
     };
     let mut daemons = vec![daemon("node1"), daemon("node2")];
     let logs = |d: &[Daemon]| d.iter().map(Daemon::logs).collect::<Vec<_>>().join("\n");

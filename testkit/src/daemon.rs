@@ -86,6 +86,13 @@ impl Daemon {
         std::env::temp_dir().join(format!("{}-{role}-vip.log", bed.prefix))
     }
 
+    /// `config` written to `path`, then the daemon on host `role` with `--config path`,
+    /// a fresh log, ready.
+    pub fn start_with_config(bed: &Bed, role: &str, path: &Path, config: &str) -> Daemon {
+        std::fs::write(path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self::start_in(bed, role, &["--config", path.to_str().unwrap()])
+    }
+
     /// Empty the log of host `role`'s daemon.
     pub fn fresh_log(bed: &Bed, role: &str) {
         File::create(Self::log_path(bed, role)).unwrap();
