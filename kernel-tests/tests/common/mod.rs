@@ -16,6 +16,7 @@ use std::{
 use testbed::{
     arping, http_get, make_dsr_backend, parse_mac, poll, Bed, Capture, Host, Netns, TcpServer,
 };
+use testkit::packet::Packet;
 use vip_userspace::{dataplane::maps::StatsReader, net::garp::GarpSocket};
 
 #[allow(unused_imports)] // each test file uses some
@@ -144,8 +145,9 @@ impl Prober {
         let thread = client.ns.spawn(move || {
             let sock = eth0_socket();
             let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
-            let mut f = vip_userspace::net::garp::frame(mac, vip);
-            f[28..32].copy_from_slice(&src.octets()); // a request from the client
+            let f = Packet::eth([0xff; 6], mac)
+                .arp(1, mac, src.octets(), [0; 6], vip.octets())
+                .build();
             while !stop2.load(Ordering::Relaxed) {
                 if sock.send(&f).is_ok() {
                     sent2.lock().unwrap().push(Instant::now());
