@@ -24,6 +24,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use testbed::{http_get, parse_mac, poll, Bed, Host, LongConn, Proc, TcpServer};
+use testkit::packet::Packet;
 
 use crate::{die_with_parent, stopped, table::Row, PREFIX};
 
@@ -156,8 +157,9 @@ impl Prober {
         let sock = Arc::new(sock);
         let stop = Arc::new(AtomicBool::new(false));
         let replies = Arc::new(Mutex::new(Vec::new()));
-        let mut req = vip_userspace::net::garp::frame(mac, vip);
-        req[28..32].copy_from_slice(&src.octets());
+        let req = Packet::eth([0xff; 6], mac)
+            .arp(1, mac, src.octets(), [0; 6], vip.octets())
+            .build();
         let sender = {
             let (stop, sock) = (stop.clone(), sock.clone());
             std::thread::spawn(move || {

@@ -29,14 +29,10 @@ use aya::{
     Ebpf,
 };
 use testbed::{link_mac, parse_mac, sh, Netns};
+use testkit::packet::Packet;
 use vip_userspace::config::{Backend, LbMode, Proto, Service};
 
-use crate::{
-    pin_cpu, stopped,
-    table::Row,
-    testrun::{ipv4, load_vip},
-    PREFIX,
-};
+use crate::{pin_cpu, stopped, table::Row, testrun::load_vip, PREFIX};
 
 const GEN_IP: [u8; 4] = [10, 10, 0, 2];
 const VIP: [u8; 4] = [10, 10, 0, 100];
@@ -309,20 +305,16 @@ fn attach_vip(lb: &Netns, l0_mac: [u8; 6]) -> Result<Held> {
 
 /// 60-byte UDP frame g0 -> l0, to `dst`:`dport`, checksum 0.
 fn frame(bed: &Bed, dst: [u8; 4], dport: u16) -> [u8; FRAME_LEN] {
-    let mut f = Vec::with_capacity(FRAME_LEN);
-    f.extend_from_slice(&bed.l0_mac);
-    f.extend_from_slice(&bed.g0_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let udp_len = (FRAME_LEN - 34) as u16;
-    f.extend(ipv4(GEN_IP, dst, 17, udp_len));
-    f.extend_from_slice(&BASE_SPORT.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.resize(FRAME_LEN, 0);
-    let mut a = [0u8; FRAME_LEN];
-    a.copy_from_slice(&f);
-    a
+    Packet::eth(bed.l0_mac, bed.g0_mac)
+        .ipv4(GEN_IP, dst)
+        .ip_id(1)
+        .dont_fragment()
+        .udp(BASE_SPORT, dport)
+        .no_l4_checksum()
+        .payload(&[0; FRAME_LEN - 42])
+        .build()
+        .try_into()
+        .expect("FRAME_LEN bytes")
 }
 
 struct Sent {

@@ -14,6 +14,7 @@ use aya::{
     Ebpf,
 };
 use testbed::Netns;
+use testkit::packet::{checksum, Packet};
 use vip_common::{map_names, Stats};
 use vip_userspace::{
     config::{Backend, LbMode, Proto, Service},
@@ -47,69 +48,39 @@ fn backend_mac(i: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0xbe, i]
 }
 
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f
-}
-
-pub fn ip_csum(h: &[u8]) -> u16 {
-    let mut s: u32 = h
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]) as u32)
-        .sum();
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// IPv4 header (no options) with a correct checksum.
-pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u16) -> Vec<u8> {
-    let tot = 20 + l4_len;
-    let mut h = vec![0x45, 0];
-    h.extend_from_slice(&tot.to_be_bytes());
-    h.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = ip_csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h
-}
-
-fn pad64(mut f: Vec<u8>) -> [u8; 64] {
-    f.resize(64, 0);
-    let mut a = [0u8; 64];
-    a.copy_from_slice(&f);
-    a
+/// `p` padded to the 64-byte frames every case runs.
+fn frame64(p: Packet) -> [u8; 64] {
+    p.pad_to(64)
+        .build()
+        .try_into()
+        .expect("a case's frame fits 64 bytes")
 }
 
 fn udp_to(dst: [u8; 4]) -> [u8; 64] {
-    let mut f = eth(NODE_MAC, CLIENT_MAC, 0x0800);
-    f.extend(ipv4(CLIENT_IP, dst, 17, 8));
-    f.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35, 0, 8, 0, 0]);
-    pad64(f)
+    frame64(
+        Packet::eth(NODE_MAC, CLIENT_MAC)
+            .ipv4(CLIENT_IP, dst)
+            .ip_id(1)
+            .dont_fragment()
+            .udp(40000, 53)
+            .no_l4_checksum(),
+    )
 }
 
 fn arp_request(tpa: [u8; 4]) -> [u8; 64] {
-    let mut f = eth([0xff; 6], CLIENT_MAC, 0x0806);
-    f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[10, 0, 0, 10]);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&tpa);
-    pad64(f)
+    frame64(Packet::eth([0xff; 6], CLIENT_MAC).arp(1, CLIENT_MAC, [10, 0, 0, 10], [0; 6], tpa))
 }
 
 fn tcp_to(dport: u16, flags: u8) -> [u8; 64] {
-    let mut f = eth(NODE_MAC, CLIENT_MAC, 0x0800);
-    f.extend(ipv4(CLIENT_IP, VIP, 6, 20));
-    f.extend_from_slice(&SPORT.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    pad64(f)
+    frame64(
+        Packet::eth(NODE_MAC, CLIENT_MAC)
+            .ipv4(CLIENT_IP, VIP)
+            .ip_id(1)
+            .dont_fragment()
+            .tcp(SPORT, dport, flags)
+            .seq(1)
+            .no_l4_checksum(),
+    )
 }
 
 struct Case {
@@ -139,7 +110,7 @@ fn lb_out(out: &[u8], nat: bool) -> Result<u8> {
             out[36..38] == BACKEND_PORT.to_be_bytes(),
             "DNAT: dst port is not the backend port"
         );
-        let csum = ip_csum(&out[14..34]);
+        let csum = checksum(&out[14..34]);
         ensure!(csum == 0, "IPv4 checksum wrong after DNAT");
     } else {
         ensure!(out[30..34] == VIP, "dsr keeps the VIP as destination");
@@ -440,10 +411,16 @@ fn breakdown(ctx: &[u8; 24], repeat: u32, calls: usize) -> Result<Vec<Timing>> {
             path.display()
         )
     })?;
-    let mut to_backend = eth(NODE_MAC, CLIENT_MAC, 0x0800);
-    to_backend.extend(ipv4(CLIENT_IP, backend_ip(0), 6, 20));
-    to_backend.extend_from_slice(&[0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10]);
-    let to_backend = pad64(to_backend);
+    let to_backend = frame64(
+        Packet::eth(NODE_MAC, CLIENT_MAC)
+            .ipv4(CLIENT_IP, backend_ip(0))
+            .ip_id(1)
+            .dont_fragment()
+            .tcp(40000, 8080, 0x10)
+            .seq(1)
+            .window(0)
+            .no_l4_checksum(),
+    );
     let mut out = Vec::new();
     for (name, prog, verdict) in [
         ("empty program (xdp_noop)", "xdp_noop", XDP_PASS),

@@ -32,7 +32,8 @@ pub fn require_root_and_bpf() {
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
         euid, 0,
-        "kernel tests need root (network namespaces, XDP, bpffs); run them as root, e.g. `sudo cargo xtask test`"
+        "kernel tests need root (network namespaces, XDP, bpffs); run them as root: \
+         `cargo test -p vip-kernel-tests -- --test-threads=1` or `cargo xtask test`"
     );
     assert!(
         Path::new("/sys/kernel/btf/vmlinux").exists(),

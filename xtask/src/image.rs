@@ -5,7 +5,7 @@
 //! daemon. buildah assembles it in a private store under target/image/ (removed afterwards)
 //! and commits it straight to an OCI archive, `vip_common::image::ARCHIVE`, named
 //! `vip_common::image::NAME`: the name `vip manifest` writes into the manifests and the
-//! container test (vip-userspace/tests/container.rs) runs.
+//! container test (kernel-tests/tests/container.rs) runs.
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -33,8 +33,8 @@ enum Cmd {
     /// The container image: static `vip` (musl) with the eBPF object embedded, from scratch,
     /// written to target/image/vip-<version>.oci.tar (buildah; nothing downloaded).
     Image,
-    /// Setup, build-ebpf, fmt, clippy, unit tests, image, kernel tests, a short parser fuzz
-    /// run. What CI runs.
+    /// Setup, build-ebpf, fmt, clippy, unit tests, the integration tests that need no root,
+    /// image, the kernel tier (kernel-tests/, root), a short parser fuzz run. What CI runs.
     Test,
     /// Show vip on a namespace bed: XDP answering ARP, the kernel fallback, load balancing,
     /// then three Raft nodes with the owner SIGKILLed (longest gap, one owner at a time).
@@ -100,7 +100,7 @@ fn fuzz(frames: u64, seed: Option<u64>) -> Result<()> {
                 "test",
                 "--release",
                 "-p",
-                "vip-userspace",
+                "vip-kernel-tests",
                 "--test",
                 "lb_test_run",
             ])
@@ -141,14 +141,35 @@ fn test() -> Result<()> {
         // The fake API server driven by kube-rs (no root needed).
         util::cargo_test(&["-p", "fake-apiserver", "--test", "*"], &mut tally)
     });
-    // The container test runs the image; up to date, this costs a no-op cargo build.
-    let image = unit.and_then(|()| t.step("image", image::build));
-    let kernel = image.and_then(|()| {
-        t.step("kernel tests", || {
+    // vip-userspace/tests: what a plain `cargo test` runs besides the unit tests. One at a
+    // time, as the kernel tier: the electors' timings are tuned for an otherwise idle
+    // machine.
+    let plain = unit.and_then(|()| {
+        t.step("integration tests (no root)", || {
             util::cargo_test(
                 &[
                     "-p",
                     "vip-userspace",
+                    "--test",
+                    "*",
+                    "--",
+                    "--test-threads=1",
+                ],
+                &mut tally,
+            )
+        })
+    });
+    // The container test runs the image; up to date, this costs a no-op cargo build.
+    let image = plain.and_then(|()| t.step("image", image::build));
+    let kernel = image.and_then(|()| {
+        t.step("kernel tests", || {
+            // The binary the tests spawn (testkit::daemon::vip_bin would build it too, in
+            // the first test that needs it; built here, a compile error is its own step).
+            util::cargo(&["build", "-p", "vip-userspace", "--bin", "vip"])?;
+            util::cargo_test(
+                &[
+                    "-p",
+                    "vip-kernel-tests",
                     "--test",
                     "*",
                     "--",

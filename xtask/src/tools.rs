@@ -166,6 +166,18 @@ mod tests {
         ),
         ("env!(\"CARGO_BIN_EXE_vip\")", "vip, built by the workspace"),
         (
+            "testkit::daemon::vip_bin()",
+            "vip, built by the workspace (testkit/src/daemon.rs)",
+        ),
+        (
+            "vip_bin()",
+            "vip, built by the workspace (testkit/src/daemon.rs)",
+        ),
+        (
+            "&cargo",
+            "the cargo running the tests, building vip (testkit/src/daemon.rs)",
+        ),
+        (
             "&bin",
             "a cargo-fuzz target, built by `cargo fuzz build` (fuzz_parsers.rs)",
         ),

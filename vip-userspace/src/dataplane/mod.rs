@@ -6,7 +6,6 @@ pub mod lb;
 pub mod load;
 pub mod maps;
 pub mod memory;
-pub mod refmodel;
 
 use std::path::PathBuf;
 

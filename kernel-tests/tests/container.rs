@@ -50,7 +50,7 @@ const KUBELET_SECCOMP_DEFAULT: &str = "Unconfined";
 
 /// `vip manifest daemonset` for the bed's uplink and VIP, parsed.
 fn daemonset() -> DaemonSet {
-    let out = sh(Command::new(env!("CARGO_BIN_EXE_vip")).args([
+    let out = sh(Command::new(testkit::daemon::vip_bin()).args([
         "manifest",
         "daemonset",
         "--interface",

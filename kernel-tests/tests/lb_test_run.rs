@@ -11,13 +11,14 @@ use aya::{
     Ebpf,
 };
 use testbed::{require_root_and_bpf, Netns};
+use testkit::packet::{checksum, Packet};
+use testkit::refmodel::{self, Fib, FibTable, Model, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
 use vip_userspace::{
     config::{Backend, LbMode, Proto, Service},
     dataplane::{
         lb::LbMaps,
         load::{self, Sizes},
         maps::Maps,
-        refmodel::{self, Fib, FibTable, Model, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     },
     maglev::Sizing,
     reconcile::services::ServiceSync,
@@ -271,24 +272,11 @@ fn pin_cpu0() {
 
 // ---- frames -------------------------------------------------------------------------
 
-fn ones_sum(data: &[u8], mut acc: u32) -> u32 {
-    for c in data.chunks(2) {
-        acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    acc
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// Recompute the IPv4 and TCP/UDP checksums from scratch (frame without VLAN tag, no options).
+/// Recompute the IPv4 and TCP/UDP checksums from scratch (frame without VLAN tag, no options):
+/// what a rewritten frame must carry.
 fn fix_checksums(f: &mut [u8], udp_zero: bool) {
     f[24..26].copy_from_slice(&[0, 0]);
-    let ipc = fold(ones_sum(&f[14..34], 0));
+    let ipc = checksum(&f[14..34]);
     f[24..26].copy_from_slice(&ipc.to_be_bytes());
     let proto = f[23];
     let seg_len = f.len() - 34;
@@ -297,79 +285,70 @@ fn fix_checksums(f: &mut [u8], udp_zero: bool) {
     if proto == 17 && udp_zero {
         return;
     }
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&f[26..34]);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(seg_len as u16).to_be_bytes());
-    let mut c = fold(ones_sum(&f[34..], ones_sum(&pseudo, 0)));
+    let mut covered = Vec::new();
+    covered.extend_from_slice(&f[26..34]);
+    covered.extend_from_slice(&[0, proto]);
+    covered.extend_from_slice(&(seg_len as u16).to_be_bytes());
+    covered.extend_from_slice(&f[34..]);
+    let mut c = checksum(&covered);
     if proto == 17 && c == 0 {
         c = 0xffff;
     }
     f[off..off + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+/// TCP `src`:`sport` -> VIP:`dport` with `flags`, seq 1, "data".
 fn tcp(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&IN_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&[0x45, 0, 0, 44, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&VIP);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend_from_slice(b"data");
-    fix_checksums(&mut f, false);
-    f
+    Packet::eth(IN_MAC, CLIENT_MAC)
+        .ipv4(src, VIP)
+        .ip_id(0x1234)
+        .dont_fragment()
+        .tcp(sport, dport, flags)
+        .seq(1)
+        .payload(b"data")
+        .build()
 }
 
+/// UDP `src`:`sport` -> VIP:`dport`, "ping"; `zero_csum`: without a checksum.
 fn udp(src: [u8; 4], sport: u16, dport: u16, zero_csum: bool) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&IN_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&[0x45, 0, 0, 32, 0x12, 0x34, 0, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&VIP);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[0, 12, 0, 0]);
-    f.extend_from_slice(b"ping");
-    fix_checksums(&mut f, zero_csum);
-    f
+    let p = Packet::eth(IN_MAC, CLIENT_MAC)
+        .ipv4(src, VIP)
+        .ip_id(0x1234)
+        .udp(sport, dport);
+    let p = if zero_csum { p.no_l4_checksum() } else { p };
+    p.payload(b"ping").build()
 }
 
 /// ICMP `typ` from a router about the reply VIP:vport -> client:cport (what a dsr backend
-/// sent), quoting its IPv4 header and first 8 bytes.
+/// sent), quoting its IPv4 header and first 8 bytes. No checksum is filled (the program
+/// reads none of them).
 fn icmp_about(typ: u8, proto: u8, vport: u16, client: [u8; 4], cport: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&IN_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&[0x45, 0, 0, 56, 0, 1, 0, 0, 64, 1, 0, 0]);
-    f.extend_from_slice(&[203, 0, 113, 1]);
-    f.extend_from_slice(&VIP);
-    f.extend_from_slice(&[typ, 4, 0, 0, 0, 0, 0x05, 0xdc]);
-    f.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 2, 0x40, 0, 63, proto, 0, 0]);
-    f.extend_from_slice(&VIP);
-    f.extend_from_slice(&client);
-    f.extend_from_slice(&vport.to_be_bytes());
-    f.extend_from_slice(&cport.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f
+    let mut quoted_l4 = Vec::new();
+    quoted_l4.extend_from_slice(&vport.to_be_bytes());
+    quoted_l4.extend_from_slice(&cport.to_be_bytes());
+    quoted_l4.extend_from_slice(&[0, 0, 0, 0]);
+    Packet::eth(IN_MAC, CLIENT_MAC)
+        .ipv4([203, 0, 113, 1], VIP)
+        .ip_id(1)
+        .no_ip_checksum()
+        .icmp(typ, 4, [0, 0, 0x05, 0xdc])
+        .no_l4_checksum()
+        .ipv4(VIP, client)
+        .proto(proto)
+        .ip_id(2)
+        .dont_fragment()
+        .ttl(63)
+        .ip_total_len(0x05dc)
+        .no_ip_checksum()
+        .payload(&quoted_l4)
+        .build()
 }
 
+/// ARP request from the client (192.0.2.10) for `tpa`.
 fn arp_req(tpa: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[192, 0, 2, 10]);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&tpa);
-    f
+    Packet::eth([0xff; 6], CLIENT_MAC)
+        .arp(1, CLIENT_MAC, [192, 0, 2, 10], [0; 6], tpa)
+        .build()
 }
 
 fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {

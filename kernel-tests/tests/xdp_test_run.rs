@@ -5,6 +5,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
+use testkit::packet::Packet;
 use vip_common::{map_names, IfaceValue, Stats, VipKey, VipStats, VipValue, VIP_F_OWNED};
 
 const XDP_ABORTED: u32 = 0;
@@ -111,7 +112,7 @@ fn vip_stats(ebpf: &Ebpf, addr: [u8; 4]) -> VipStats {
     m.get(&VipKey { addr_be: addr }, 0).unwrap()
 }
 
-/// Ethernet (+ optional 802.1Q tag) + ARP, written field by field from RFC 826.
+/// Ethernet (+ optional 802.1Q tag) + ARP (RFC 826).
 #[allow(clippy::too_many_arguments)]
 fn arp_frame(
     eth_dst: [u8; 6],
@@ -123,20 +124,12 @@ fn arp_frame(
     tha: [u8; 6],
     tpa: [u8; 4],
 ) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&eth_dst);
-    f.extend_from_slice(&eth_src);
-    if let Some(id) = vlan {
-        f.extend_from_slice(&[0x81, 0x00]);
-        f.extend_from_slice(&id.to_be_bytes());
-    }
-    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4]);
-    f.extend_from_slice(&oper.to_be_bytes());
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&spa);
-    f.extend_from_slice(&tha);
-    f.extend_from_slice(&tpa);
-    f
+    let p = Packet::eth(eth_dst, eth_src);
+    let p = match vlan {
+        Some(id) => p.vlan(id),
+        None => p,
+    };
+    p.arp(oper, sha, spa, tha, tpa).build()
 }
 
 fn request(tpa: [u8; 4], vlan: Option<u16>) -> Vec<u8> {
@@ -151,26 +144,23 @@ fn reply_expected(vip: [u8; 4], vlan: Option<u16>) -> Vec<u8> {
     )
 }
 
+/// UDP 192.0.2.10:12345 -> `dst`:80, no payload; neither checksum filled (the program
+/// reads neither).
 fn ipv4_udp(dst: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&NODE_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&[
-        0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 192, 0, 2, 10, dst[0], dst[1], dst[2], dst[3],
-    ]);
-    f.extend_from_slice(&[0x30, 0x39, 0x00, 0x50, 0, 8, 0, 0]);
-    f
+    Packet::eth(NODE_MAC, CLIENT_MAC)
+        .ipv4([192, 0, 2, 10], dst)
+        .ip_id(1)
+        .no_ip_checksum()
+        .udp(12345, 80)
+        .no_l4_checksum()
+        .build()
 }
 
+/// IPv6 with no next header, all-zero addresses.
 fn ipv6_frame() -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&NODE_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x86, 0xdd]);
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 59, 64]);
-    f.extend_from_slice(&[0u8; 32]);
-    f
+    Packet::eth(NODE_MAC, CLIENT_MAC)
+        .ipv6([0; 16], [0; 16], 59)
+        .build()
 }
 
 struct Case {

@@ -33,6 +33,7 @@ use common::{
     replies, Daemon, METRICS, VIP,
 };
 use testbed::{http_get, parse_mac, poll, require_root_and_bpf, Bed, Capture, Host};
+use testkit::packet::Packet;
 use vip_userspace::{
     election::raft::{auth::Session, Msg, RaftAuth, RaftKey, Reject},
     net::garp::GarpSocket,
@@ -80,31 +81,12 @@ fn udp_frame(
     dst: Ipv4Addr,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42 + payload.len());
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let sum: u32 = ip
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-        .sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let folded = (folded & 0xffff) + (folded >> 16);
-    ip[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&PORT.to_be_bytes());
-    f.extend_from_slice(&PORT.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
+    Packet::eth(dst_mac, src_mac)
+        .ipv4(src, dst)
+        .udp(PORT, PORT)
+        .no_l4_checksum()
+        .payload(payload)
+        .build()
 }
 
 /// (source, destination, payload) of the election datagrams in `cap` (either direction).
@@ -617,7 +599,7 @@ fn key_config_errors_exit_2_and_insecure_warns() {
         let cfg = dir.join("vip.yaml");
         std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
         // Configuration is resolved before anything touches the network.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+        let out = std::process::Command::new(testkit::daemon::vip_bin())
             .args(["run", "--config", cfg.to_str().unwrap()])
             .output()
             .unwrap();
@@ -629,12 +611,12 @@ fn key_config_errors_exit_2_and_insecure_warns() {
 
     let bed = Bed::new("rac", &[("node1", "192.0.2.11/24")]);
     let cfg = dir.join("insecure.yaml");
-    std::fs::write(
+    let mut d = Daemon::start_with_config(
+        &bed,
+        "node1",
         &cfg,
-        format!("{base}    insecure: true\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-rac-node1\n"),
-    )
-    .unwrap();
-    let mut d = Daemon::start_in(&bed, "node1", &["--config", cfg.to_str().unwrap()]);
+        &format!("{base}    insecure: true\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-rac-node1\n"),
+    );
     let m = poll(Duration::from_secs(5), || {
         http_get(&bed.host("node1").ns, METRICS.parse().unwrap(), "/metrics")
             .ok()

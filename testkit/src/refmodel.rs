@@ -122,7 +122,7 @@ impl Model {
             return XDP_DROP;
         }
         let d = self.deadline_ns;
-        if d != 0 && crate::dataplane::maps::monotonic_ns() > d {
+        if d != 0 && vip_userspace::dataplane::maps::monotonic_ns() > d {
             return XDP_DROP;
         }
         let Some(iface) = self.ifaces.get(&ingress) else {
@@ -405,7 +405,10 @@ impl Model {
 
 /// Fill a model from the maps pinned under `pin_dir` (rings: only the live ring of each
 /// service, the only slots the program can read).
-pub fn from_pins(pin_dir: &std::path::Path, fib: FibTable) -> Result<Model, super::DataplaneError> {
+pub fn from_pins(
+    pin_dir: &std::path::Path,
+    fib: FibTable,
+) -> Result<Model, vip_userspace::dataplane::DataplaneError> {
     use aya::maps::{Array, HashMap as BpfHash, Map, MapData};
     use vip_common::{pin_names, VipKey};
     let open = |n: &str| MapData::from_pin(pin_dir.join(n));

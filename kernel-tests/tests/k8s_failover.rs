@@ -50,16 +50,11 @@ impl Cluster {
     fn daemon(&self, node: &str, top: &str, election: &str) -> Daemon {
         let kc = kubeconfig(&self.dir, &self.url, node);
         let cfg = self.dir.join(format!("{node}.yaml"));
-        std::fs::write(
-            &cfg,
-            format!(
+        Daemon::start_with_config(&self.bed, node, &cfg, &format!(
                 "interface: eth0\nmode: xdp\npin_dir: /sys/fs/bpf/vip-test-{}-{node}\n{top}election:\n  kubeconfig: {}\n  identity: {node}\n{election}  lease_duration_ms: 2000\n  renew_deadline_ms: 1000\n  retry_period_ms: 100\n",
                 self.bed.prefix,
                 kc.display()
-            ),
-        )
-        .unwrap();
-        Daemon::start_in(&self.bed, node, &["--config", cfg.to_str().unwrap()])
+            ))
     }
 
     /// Run `f` with an API client on a runtime in the client's namespace.

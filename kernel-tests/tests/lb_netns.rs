@@ -224,7 +224,7 @@ fn scenario(tag: &str, mode: &str) {
         "per-service counters: {m}"
     );
     // `vip status` reads the same pinned maps: the remaining backends share the ring.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+    let out = std::process::Command::new(testkit::daemon::vip_bin())
         .args(["status", "--pin-dir", lb.pins.to_str().unwrap()])
         .output()
         .unwrap();
@@ -242,7 +242,7 @@ fn scenario(tag: &str, mode: &str) {
     );
     assert!(d.stop().success(), "{}", d.logs());
     if keep {
-        let after = std::process::Command::new(env!("CARGO_BIN_EXE_vip"))
+        let after = std::process::Command::new(testkit::daemon::vip_bin())
             .args(["status", "--pin-dir", lb.pins.to_str().unwrap()])
             .output()
             .unwrap();
@@ -277,13 +277,8 @@ fn local_mode_serves_on_the_node() {
     let node = bed.host("node");
     let cfg = std::env::temp_dir().join("vlloc.yaml");
     let pins = Path::new("/sys/fs/bpf/vip-test-lbloc");
-    std::fs::write(
-        &cfg,
-        format!("interface: eth0\nmode: xdp\npin_dir: {}\nservices:\n  - {{vip: {VIP}, port: 7000, mode: local}}\n", pins.display()),
-    )
-    .unwrap();
     let _srv = TcpServer::start(&node.ns, "0.0.0.0:7000".parse().unwrap(), "node\n");
-    let mut d = Daemon::start(&bed, &["--config", cfg.to_str().unwrap()]);
+    let mut d = Daemon::start_with_config(&bed, "node", &cfg, &format!("interface: eth0\nmode: xdp\npin_dir: {}\nservices:\n  - {{vip: {VIP}, port: 7000, mode: local}}\n", pins.display()));
     let got = tcp_request(
         &bed.host("client").ns,
         format!("{VIP}:7000").parse().unwrap(),

@@ -399,7 +399,7 @@ fn bad_config_exits_2_naming_the_field() {
     for (args, field) in cases {
         let out = node
             .ns
-            .command(env!("CARGO_BIN_EXE_vip"))
+            .command(testkit::daemon::vip_bin())
             .arg("run")
             .args(&args)
             .args(["--metrics-addr", METRICS])
@@ -427,15 +427,15 @@ fn hung_daemon_goes_silent_by_its_dead_man_and_foreign_claims_are_fought() {
     let client = bed.host("client");
     let node = bed.host("node");
     let cfg = std::env::temp_dir().join("vtdm.yaml");
-    std::fs::write(
+    let mut d = Daemon::start_with_config(
+        &bed,
+        "node",
         &cfg,
-        format!(
+        &format!(
             "interface: eth0\nvips: [{VIP}]\nmode: xdp\npin_dir: {}\ndead_man_ms: 400\n",
             pins.display()
         ),
-    )
-    .unwrap();
-    let mut d = Daemon::start(&bed, &["--config", cfg.to_str().unwrap()]);
+    );
     assert_eq!(arping(client, VIP).as_deref(), Some(node.mac.as_str()));
 
     // Another host claims the VIP (gratuitous ARP from its own MAC): counted, logged with
@@ -685,15 +685,10 @@ fn vips_beyond_the_map_fail_alone() {
     let pins = pin_dir("maxvip");
     let _ = std::fs::remove_dir_all(&pins);
     let cfg = std::env::temp_dir().join("vtmaxvip.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let mut d = Daemon::start_with_config(&bed, "node", &cfg, &format!(
             "interface: eth0\nvips: [192.0.2.100, 192.0.2.101, 192.0.2.102]\nmode: xdp\npin_dir: {}\nmax_vips: 2\n",
             pins.display()
-        ),
-    )
-    .unwrap();
-    let mut d = Daemon::start(&bed, &["--config", cfg.to_str().unwrap()]);
+        ));
     let client = bed.host("client");
     let answered: Vec<bool> = ["192.0.2.100", "192.0.2.101", "192.0.2.102"]
         .iter()

@@ -912,16 +912,11 @@ fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("vip.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let mut d = common::Daemon::start_with_config(&link.bed, "node", &cfg, &format!(
             "interface: eth0\n{mode}vips: [{VIP4}]\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n{bgp_extra}  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
             link.node_addr(),
             link.rt_addr()
-        ),
-    )
-    .unwrap();
-    let mut d = common::Daemon::start_in(&link.bed, "node", &["--config", cfg.to_str().unwrap()]);
+        ));
     let route = poll(Duration::from_secs(20), || {
         bird.route(&format!("{VIP4}/32"))
     })
@@ -1122,7 +1117,7 @@ fn ecmp_traffic_through_router_and_graceful_daemon_restart() {
         let out = bed
             .host("n1")
             .ns
-            .command(env!("CARGO_BIN_EXE_vip"))
+            .command(testkit::daemon::vip_bin())
             .args(["status", "--pin-dir", "/sys/fs/bpf/vip-test-bgpx-n1"])
             .output()
             .unwrap();

@@ -107,9 +107,7 @@ impl Cluster {
             .map(|p| format!("    previous_key_file: {}\n", self.dir.join(p).display()))
             .unwrap_or_default();
         let cfg = self.dir.join(format!("{}.yaml", NODES[i]));
-        std::fs::write(
-            &cfg,
-            format!(
+        Daemon::start_with_config(&self.bed, NODES[i], &cfg, &format!(
                 "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n{key}{previous}    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n{}",
                 self.pins(i).display(),
                 i + 1,
@@ -120,10 +118,7 @@ impl Cluster {
                 t.election_ms.1,
                 t.lease_ms,
                 self.raft_extra,
-            ),
-        )
-        .unwrap();
-        Daemon::start_in(&self.bed, NODES[i], &["--config", cfg.to_str().unwrap()])
+            ))
     }
 
     /// SIGTERM node `i` (it must exit 0).

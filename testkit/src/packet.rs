@@ -1,0 +1,437 @@
+//! The one packet builder of vip's tests and bench: Ethernet, 802.1Q, ARP, IPv4, IPv6, UDP,
+//! TCP and ICMP, layer by layer, with the lengths and checksums filled in by [`Packet::build`].
+//!
+//! ```text
+//! use testkit::packet::Packet;
+//! let syn = Packet::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+//!     .ipv4([192, 0, 2, 10], [192, 0, 2, 100])
+//!     .dont_fragment()
+//!     .tcp(40000, 80, 0x02)
+//!     .seq(1)
+//!     .build();
+//! assert_eq!(syn.len(), 14 + 20 + 20);
+//! ```
+//!
+//! Each layer is written when it is added, with the defaults below; the modifiers after it
+//! (`ttl`, `seq`, `no_l4_checksum`…) change the most recent layer of their kind. What a layer
+//! cannot know when it is added — the EtherType or IP protocol of what follows, the IPv4
+//! total length, the UDP length, the IPv6 payload length, every checksum — is filled in by
+//! `build`, innermost layer first, over the bytes up to the end of the last layer (not over
+//! [`Packet::pad_to`]'s padding, which stands for the Ethernet trailer). A test that needs a
+//! wrong value says so (`ip_total_len`, `no_ip_checksum`) or edits the built bytes.
+//!
+//! Defaults: IPv4 without options, id 0, no flags, TTL 64, header checksum computed; IPv6
+//! hop limit 64; TCP data offset 5, seq 0, ack 0, window 65535, urgent 0; UDP, TCP and ICMP
+//! checksums computed (a UDP checksum of 0 is sent as 0xffff, RFC 768).
+
+use std::net::Ipv4Addr;
+
+/// A frame under construction. See the module documentation.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Packet {
+    buf: Vec<u8>,
+    layers: Vec<Layer>,
+    /// Where the EtherType of the next layer goes (after the MACs or a VLAN tag), while it
+    /// is still to be written.
+    ethertype_at: Option<usize>,
+    pad_to: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Layer {
+    Ipv4 {
+        at: usize,
+        total_len: Option<u16>,
+        checksum: bool,
+        proto_set: bool,
+    },
+    Ipv6 {
+        at: usize,
+    },
+    Udp {
+        at: usize,
+        checksum: bool,
+    },
+    Tcp {
+        at: usize,
+        checksum: bool,
+    },
+    Icmp {
+        at: usize,
+        checksum: bool,
+    },
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+impl Packet {
+    /// An Ethernet header from `src` to `dst`; its EtherType is the next layer's.
+    pub fn eth(dst: [u8; 6], src: [u8; 6]) -> Packet {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&dst);
+        buf.extend_from_slice(&src);
+        buf.extend_from_slice(&[0, 0]);
+        Packet {
+            buf,
+            layers: Vec::new(),
+            ethertype_at: Some(12),
+            pad_to: 0,
+        }
+    }
+
+    /// An 802.1Q tag (priority 0) with VLAN `tci`; the EtherType after it is the next layer's.
+    pub fn vlan(mut self, tci: u16) -> Packet {
+        self.set_ethertype(ETH_P_8021Q);
+        self.buf.extend_from_slice(&tci.to_be_bytes());
+        self.ethertype_at = Some(self.buf.len());
+        self.buf.extend_from_slice(&[0, 0]);
+        self
+    }
+
+    /// The EtherType, for a payload that is no layer of this builder.
+    pub fn ethertype(mut self, t: u16) -> Packet {
+        self.set_ethertype(t);
+        self
+    }
+
+    /// ARP for IPv4 over Ethernet (RFC 826): operation `oper` (1 request, 2 reply), sender
+    /// `sha`/`spa`, target `tha`/`tpa`.
+    pub fn arp(
+        mut self,
+        oper: u16,
+        sha: [u8; 6],
+        spa: [u8; 4],
+        tha: [u8; 6],
+        tpa: [u8; 4],
+    ) -> Packet {
+        self.set_next_ethertype(ETH_P_ARP);
+        self.buf.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4]);
+        self.buf.extend_from_slice(&oper.to_be_bytes());
+        self.buf.extend_from_slice(&sha);
+        self.buf.extend_from_slice(&spa);
+        self.buf.extend_from_slice(&tha);
+        self.buf.extend_from_slice(&tpa);
+        self
+    }
+
+    /// An IPv4 header from `src` to `dst`. After an ICMP error it is the quoted header: give
+    /// its protocol with [`Packet::proto`].
+    pub fn ipv4(mut self, src: impl Into<Ipv4Addr>, dst: impl Into<Ipv4Addr>) -> Packet {
+        self.set_next_ethertype(ETH_P_IP);
+        let at = self.buf.len();
+        self.buf
+            .extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0]);
+        self.buf.extend_from_slice(&src.into().octets());
+        self.buf.extend_from_slice(&dst.into().octets());
+        self.layers.push(Layer::Ipv4 {
+            at,
+            total_len: None,
+            checksum: true,
+            proto_set: false,
+        });
+        self
+    }
+
+    /// The last IPv4 header's identification.
+    pub fn ip_id(mut self, id: u16) -> Packet {
+        let at = self.ipv4_at();
+        self.buf[at + 4..at + 6].copy_from_slice(&id.to_be_bytes());
+        self
+    }
+
+    /// The last IPv4 header's DF flag.
+    pub fn dont_fragment(mut self) -> Packet {
+        let at = self.ipv4_at();
+        self.buf[at + 6] |= 0x40;
+        self
+    }
+
+    /// The last IPv4 header's TTL.
+    pub fn ttl(mut self, ttl: u8) -> Packet {
+        let at = self.ipv4_at();
+        self.buf[at + 8] = ttl;
+        self
+    }
+
+    /// The last IPv4 header's protocol, when what follows is not a layer of this builder.
+    pub fn proto(mut self, proto: u8) -> Packet {
+        let at = self.ipv4_at();
+        self.buf[at + 9] = proto;
+        if let Some(Layer::Ipv4 { proto_set, .. }) = self.last_ipv4() {
+            *proto_set = true;
+        }
+        self
+    }
+
+    /// The last IPv4 header's total length as given, not as measured (a quoted header, a
+    /// lying one).
+    pub fn ip_total_len(mut self, len: u16) -> Packet {
+        if let Some(Layer::Ipv4 { total_len, .. }) = self.last_ipv4() {
+            *total_len = Some(len);
+        }
+        self
+    }
+
+    /// The last IPv4 header's checksum left 0.
+    pub fn no_ip_checksum(mut self) -> Packet {
+        if let Some(Layer::Ipv4 { checksum, .. }) = self.last_ipv4() {
+            *checksum = false;
+        }
+        self
+    }
+
+    /// An IPv6 header from `src` to `dst` with next header `next` (59: none).
+    pub fn ipv6(mut self, src: [u8; 16], dst: [u8; 16], next: u8) -> Packet {
+        self.set_next_ethertype(ETH_P_IPV6);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, next, 64]);
+        self.buf.extend_from_slice(&src);
+        self.buf.extend_from_slice(&dst);
+        self.layers.push(Layer::Ipv6 { at });
+        self
+    }
+
+    /// A UDP header from `sport` to `dport`.
+    pub fn udp(mut self, sport: u16, dport: u16) -> Packet {
+        self.set_proto(IPPROTO_UDP);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&sport.to_be_bytes());
+        self.buf.extend_from_slice(&dport.to_be_bytes());
+        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+        self.layers.push(Layer::Udp { at, checksum: true });
+        self
+    }
+
+    /// A TCP header from `sport` to `dport` with `flags` (0x02 SYN, 0x10 ACK, …).
+    pub fn tcp(mut self, sport: u16, dport: u16, flags: u8) -> Packet {
+        self.set_proto(IPPROTO_TCP);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&sport.to_be_bytes());
+        self.buf.extend_from_slice(&dport.to_be_bytes());
+        self.buf
+            .extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        self.layers.push(Layer::Tcp { at, checksum: true });
+        self
+    }
+
+    /// The last TCP header's sequence number.
+    pub fn seq(mut self, seq: u32) -> Packet {
+        let at = self.tcp_at();
+        self.buf[at + 4..at + 8].copy_from_slice(&seq.to_be_bytes());
+        self
+    }
+
+    /// The last TCP header's acknowledgement number.
+    pub fn ack(mut self, ack: u32) -> Packet {
+        let at = self.tcp_at();
+        self.buf[at + 8..at + 12].copy_from_slice(&ack.to_be_bytes());
+        self
+    }
+
+    /// The last TCP header's window.
+    pub fn window(mut self, window: u16) -> Packet {
+        let at = self.tcp_at();
+        self.buf[at + 14..at + 16].copy_from_slice(&window.to_be_bytes());
+        self
+    }
+
+    /// An ICMP header: `typ`, `code` and the four bytes after the checksum (`rest`: the
+    /// next-hop MTU of a "fragmentation needed", an echo's id and sequence). What an error
+    /// quotes follows as layers: `.ipv4(…).proto(…).payload(…)`.
+    pub fn icmp(mut self, typ: u8, code: u8, rest: [u8; 4]) -> Packet {
+        self.set_proto(IPPROTO_ICMP);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[typ, code, 0, 0]);
+        self.buf.extend_from_slice(&rest);
+        self.layers.push(Layer::Icmp { at, checksum: true });
+        self
+    }
+
+    /// The last UDP, TCP or ICMP header's checksum left 0 (for UDP: no checksum).
+    pub fn no_l4_checksum(mut self) -> Packet {
+        match self.layers.iter_mut().rev().find_map(|l| match l {
+            Layer::Udp { checksum, .. }
+            | Layer::Tcp { checksum, .. }
+            | Layer::Icmp { checksum, .. } => Some(checksum),
+            _ => None,
+        }) {
+            Some(c) => *c = false,
+            None => panic!("no_l4_checksum: no UDP, TCP or ICMP header yet"),
+        }
+        self
+    }
+
+    /// Bytes after the last header, counted in every length.
+    pub fn payload(mut self, data: &[u8]) -> Packet {
+        self.buf.extend_from_slice(data);
+        self
+    }
+
+    /// Zeros after the frame up to `len` bytes (the Ethernet trailer of a short frame):
+    /// counted in no length or checksum.
+    pub fn pad_to(mut self, len: usize) -> Packet {
+        self.pad_to = len;
+        self
+    }
+
+    /// The frame's bytes, lengths and checksums filled in.
+    pub fn build(self) -> Vec<u8> {
+        let Packet {
+            mut buf,
+            layers,
+            pad_to,
+            ..
+        } = self;
+        let end = buf.len();
+        for (i, layer) in layers.iter().enumerate().rev() {
+            match *layer {
+                Layer::Ipv4 {
+                    at,
+                    total_len,
+                    checksum: c,
+                    ..
+                } => {
+                    let len = total_len.unwrap_or((end - at) as u16);
+                    buf[at + 2..at + 4].copy_from_slice(&len.to_be_bytes());
+                    if c {
+                        let sum = checksum(&buf[at..at + 20]);
+                        buf[at + 10..at + 12].copy_from_slice(&sum.to_be_bytes());
+                    }
+                }
+                Layer::Ipv6 { at } => {
+                    let len = (end - at - 40) as u16;
+                    buf[at + 4..at + 6].copy_from_slice(&len.to_be_bytes());
+                }
+                Layer::Udp { at, checksum: c } => {
+                    let len = (end - at) as u16;
+                    buf[at + 4..at + 6].copy_from_slice(&len.to_be_bytes());
+                    if c {
+                        let sum = match l4_checksum(&buf, &layers[..i], at, end, IPPROTO_UDP) {
+                            0 => 0xffff,
+                            s => s,
+                        };
+                        buf[at + 6..at + 8].copy_from_slice(&sum.to_be_bytes());
+                    }
+                }
+                Layer::Tcp { at, checksum: c } => {
+                    if c {
+                        let sum = l4_checksum(&buf, &layers[..i], at, end, IPPROTO_TCP);
+                        buf[at + 16..at + 18].copy_from_slice(&sum.to_be_bytes());
+                    }
+                }
+                Layer::Icmp { at, checksum: c } => {
+                    if c {
+                        let sum = checksum(&buf[at..end]);
+                        buf[at + 2..at + 4].copy_from_slice(&sum.to_be_bytes());
+                    }
+                }
+            }
+        }
+        if buf.len() < pad_to {
+            buf.resize(pad_to, 0);
+        }
+        buf
+    }
+
+    fn set_ethertype(&mut self, t: u16) {
+        let at = self
+            .ethertype_at
+            .take()
+            .expect("an EtherType goes right after the Ethernet header or a VLAN tag");
+        self.buf[at..at + 2].copy_from_slice(&t.to_be_bytes());
+    }
+
+    /// The EtherType of a layer right after Ethernet or a VLAN tag; deeper (the header an
+    /// ICMP error quotes) there is none to set.
+    fn set_next_ethertype(&mut self, t: u16) {
+        if self.ethertype_at.is_some() {
+            self.set_ethertype(t);
+        }
+    }
+
+    /// The enclosing IP header's protocol, unless given already.
+    fn set_proto(&mut self, proto: u8) {
+        let buf = &mut self.buf;
+        match self.layers.last_mut() {
+            Some(Layer::Ipv4 { at, proto_set, .. }) if !*proto_set => {
+                buf[*at + 9] = proto;
+                *proto_set = true;
+            }
+            Some(Layer::Ipv6 { at }) => buf[*at + 6] = proto,
+            _ => {}
+        }
+    }
+
+    fn last_ipv4(&mut self) -> Option<&mut Layer> {
+        let l = self
+            .layers
+            .iter_mut()
+            .rev()
+            .find(|l| matches!(l, Layer::Ipv4 { .. }));
+        assert!(l.is_some(), "no IPv4 header yet");
+        l
+    }
+
+    fn ipv4_at(&mut self) -> usize {
+        match self.last_ipv4() {
+            Some(Layer::Ipv4 { at, .. }) => *at,
+            _ => unreachable!(),
+        }
+    }
+
+    fn tcp_at(&self) -> usize {
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                Layer::Tcp { at, .. } => Some(*at),
+                _ => None,
+            })
+            .expect("no TCP header yet")
+    }
+}
+
+/// The UDP or TCP checksum of the segment `at..end` under the nearest IPv4 header in `outer`
+/// (pseudo header: addresses, protocol, segment length).
+fn l4_checksum(buf: &[u8], outer: &[Layer], at: usize, end: usize, proto: u8) -> u16 {
+    let ip = outer
+        .iter()
+        .rev()
+        .find_map(|l| match l {
+            Layer::Ipv4 { at, .. } => Some(*at),
+            _ => None,
+        })
+        .expect("a UDP or TCP checksum needs an IPv4 header (or no_l4_checksum)");
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&buf[ip + 12..ip + 20]);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&((end - at) as u16).to_be_bytes());
+    fold(ones_sum(&buf[at..end], ones_sum(&pseudo, 0)))
+}
+
+/// The Internet checksum (RFC 1071) of `data`; an odd last byte is padded with zero. Over a
+/// header that carries its checksum, 0 means the checksum is right.
+pub fn checksum(data: &[u8]) -> u16 {
+    fold(ones_sum(data, 0))
+}
+
+fn ones_sum(data: &[u8], mut acc: u32) -> u32 {
+    for c in data.chunks(2) {
+        acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    acc
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
