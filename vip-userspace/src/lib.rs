@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bgp;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod counters;

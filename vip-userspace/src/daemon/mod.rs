@@ -122,7 +122,7 @@ pub async fn run(
         Some(b) => {
             ownership.settle(&cfg).await;
             apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
-            let first = ownership.routes(&state.served.borrow());
+            let first = ownership.routes(&state.bus.served.borrow());
             Some(
                 crate::bgp::Speaker::start_announcing(b.clone(), first)
                     .map_err(|e| DaemonError::Bgp(crate::Chain(&e).to_string()))?,
@@ -133,7 +133,7 @@ pub async fn run(
     // Check in with the data plane's dead-man four times per grace period (Raft: per heartbeat).
     let mut events = Events::new(
         &ownership,
-        speaker.as_ref().map(|_| state.served.subscribe()),
+        speaker.as_ref().map(|_| state.bus.served.subscribe()),
         cfg.bgp.is_some(),
         ownership.check_in_period(cfg.dead_man),
         LINK_CHECK,
@@ -206,7 +206,7 @@ impl Daemon {
     /// BGP announces what the data plane serves, with each VIP's route policy.
     fn announce(&self) {
         if let Some(sp) = &self.speaker {
-            sp.announce_routes(self.ownership.routes(&self.state.served.borrow()));
+            sp.announce_routes(self.ownership.routes(&self.state.bus.served.borrow()));
         }
     }
 

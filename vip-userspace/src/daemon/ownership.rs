@@ -136,7 +136,7 @@ impl Ownership {
                             let r = Rendezvous::start(
                                 client,
                                 lease.clone(),
-                                state.owned.subscribe(),
+                                state.bus.owned.subscribe(),
                                 able.subscribe(),
                             )
                             .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?;
@@ -145,7 +145,7 @@ impl Ownership {
                             let l = VipLeases::start(
                                 client,
                                 lease.clone(),
-                                state.owned.subscribe(),
+                                state.bus.owned.subscribe(),
                                 able.subscribe(),
                             );
                             (Some(l), None)

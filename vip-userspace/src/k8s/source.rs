@@ -87,9 +87,9 @@ pub async fn run(
     stats: std::sync::Arc<crate::metrics::State>,
 ) {
     // What this node has applied: holder annotations follow the data plane, not the lease.
-    let mut held = stats.owned.subscribe();
-    let mut conflicts = stats.conflicts.subscribe();
-    let mut unplaced = stats.unplaced.subscribe();
+    let mut held = stats.bus.owned.subscribe();
+    let mut conflicts = stats.bus.conflicts.subscribe();
+    let mut unplaced = stats.bus.unplaced.subscribe();
     let mut reported = std::collections::BTreeMap::new();
     let s1 = events(
         watcher(

@@ -41,19 +41,8 @@ pub struct State {
     pub pin_dir: RwLock<Option<std::path::PathBuf>>,
     pub mode: RwLock<String>,
     pub interface: RwLock<String>,
-    /// VIPs applied in the data plane (after every converge); the per-VIP lease manager
-    /// waits on it before handing a lease on, and the controller writes holder annotations.
-    pub owned: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
-    /// Owned VIPs plus those served because BGP routes them here: what the speaker
-    /// announces.
-    pub served: tokio::sync::watch::Sender<Vec<Ipv4Addr>>,
-    /// Foreign claims on owned VIPs, each batch the reconciler re-announced for (so at the
-    /// conflict back-off's pace); the Kubernetes source turns them into Events.
-    pub conflicts: tokio::sync::watch::Sender<Vec<(Ipv4Addr, [u8; 6])>>,
-    /// Services the data plane could not take (each failed alone), with why: the
-    /// Kubernetes source records Events for them.
-    pub unplaced:
-        tokio::sync::watch::Sender<std::collections::BTreeMap<crate::reconcile::Unplaced, String>>,
+    /// What the reconciler publishes to the other tasks (see `bus`).
+    pub bus: crate::bus::Bus,
     pub service_failures: Counter,
     /// Kubernetes API writes (status, holder annotation, Event) that failed, each attempt;
     /// they are retried with back-off.
@@ -290,7 +279,7 @@ impl Scrape {
         Scrape {
             mode: st.mode.read().map(|m| m.clone()).unwrap_or_default(),
             interface: st.interface.read().map(|m| m.clone()).unwrap_or_default(),
-            owned: st.owned.borrow().clone(),
+            owned: st.bus.owned.borrow().clone(),
             attachment: st.attachment.read().ok().and_then(|a| a.clone()),
             k8s: st.k8s.lock().map(|k| k.clone()).unwrap_or_default(),
             raft: st
@@ -866,7 +855,9 @@ mod tests {
     fn routes_and_metrics_without_dataplane() {
         let st = Arc::new(State::default());
         *st.mode.write().unwrap() = "kernel".into();
-        st.owned.send_replace(vec![Ipv4Addr::new(192, 0, 2, 100)]);
+        st.bus
+            .owned
+            .send_replace(vec![Ipv4Addr::new(192, 0, 2, 100)]);
         st.garp_sent.inc_by(3);
         let reg = registry(st.clone());
         let (s, _, body) = route("/metrics", &reg, &st);

@@ -205,7 +205,7 @@ impl Reconciler {
             .iter()
             .map(|(k, e)| (Unplaced::of(k), crate::Chain(e).to_string()))
             .collect();
-        let before = self.state.unplaced.borrow().clone();
+        let before = self.state.bus.unplaced.borrow().clone();
         if now == before {
             return;
         }
@@ -219,7 +219,7 @@ impl Reconciler {
             tracing::info!(service = %u, "service applied after an earlier failure");
         }
         self.state.services_unplaced.set(now.len() as i64);
-        self.state.unplaced.send_replace(now);
+        self.state.bus.unplaced.send_replace(now);
     }
 
     /// Start a new next-hop epoch (see `ServiceSync::tick_epoch`); failures are logged.
@@ -282,7 +282,7 @@ impl Reconciler {
             }
         }
         if !reported.is_empty() {
-            self.state.conflicts.send_replace(reported);
+            self.state.bus.conflicts.send_replace(reported);
         }
     }
 
@@ -470,7 +470,7 @@ impl Reconciler {
 
     fn publish(&self) {
         let now = self.applied();
-        self.state.owned.send_if_modified(|o| {
+        self.state.bus.owned.send_if_modified(|o| {
             let changed = *o != now;
             *o = now;
             changed
@@ -483,7 +483,7 @@ impl Reconciler {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        self.state.served.send_if_modified(|o| {
+        self.state.bus.served.send_if_modified(|o| {
             let changed = *o != all;
             *o = all;
             changed
