@@ -30,7 +30,7 @@ use aya::{
 };
 use testbed::{link_mac, parse_mac, sh, Netns};
 use testkit::packet::Packet;
-use vip_userspace::config::{Backend, LbMode, Proto, Service};
+use vip_userspace::model::{Backend, LbMode, Proto, Service};
 
 use crate::{pin_cpu, stopped, table::Row, testrun::load_vip, PREFIX};
 

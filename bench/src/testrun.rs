@@ -17,9 +17,9 @@ use testbed::Netns;
 use testkit::packet::{checksum, Packet};
 use vip_common::{map_names, Stats};
 use vip_userspace::{
-    config::{Backend, LbMode, Proto, Service},
     counters,
     dataplane::lb::LbMaps,
+    model::{Backend, LbMode, Proto, Service},
     reconcile::services::ServiceSync,
 };
 

@@ -14,13 +14,13 @@ use testbed::{require_root_and_bpf, Netns};
 use testkit::packet::{checksum, Packet};
 use testkit::refmodel::{self, Fib, FibTable, Model, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
 use vip_userspace::{
-    config::{Backend, LbMode, Proto, Service},
     dataplane::{
         lb::LbMaps,
         load::{self, Sizes},
         maps::Maps,
     },
     maglev::Sizing,
+    model::{Backend, LbMode, Proto, Service},
     reconcile::services::ServiceSync,
 };
 

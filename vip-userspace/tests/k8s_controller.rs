@@ -9,11 +9,11 @@ use kube::{api::PostParams, Api, Client};
 use serde_json::json;
 use std::{collections::BTreeSet, net::Ipv4Addr};
 use vip_userspace::{
-    config::{LbMode, Proto},
     k8s::{
         controller::{status_ips, Controller, ControllerConfig, Kind, HOLDER},
         writer::Counters,
     },
+    model::{LbMode, Proto},
 };
 
 fn client(s: &FakeApiServer) -> Client {
@@ -87,7 +87,7 @@ async fn pass(
     c: &Client,
     leader: bool,
 ) -> (
-    Vec<vip_userspace::config::Service>,
+    Vec<vip_userspace::model::Service>,
     vip_userspace::k8s::controller::PassReport,
 ) {
     let (s, e, cm) = objects(c).await;
