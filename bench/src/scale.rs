@@ -616,6 +616,8 @@ struct Case {
     unplaced: u64,
     statuses_seen: usize,
     change_skipped: usize,
+    /// The holder's own account of the endpoint-change phase (its "took long" log lines).
+    change_costs: String,
     cpu_pct: [f64; 2],
     steady: [Verbs; 2],
     failover: Verbs,
@@ -902,6 +904,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
     // service's entry on the holder, then checked to point at a table holding the new one.
     if mode == Mode::Dsr {
         let services_map = nodes[h].services().context("holder's SERVICES map")?;
+        let log_at = std::fs::metadata(&nodes[h].log).map_or(0, |m| m.len() as usize);
         let phase = Instant::now();
         let mut misses = 0;
         // Services not placed whole are skipped: try up to 20 candidates per sample.
@@ -962,6 +965,8 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
             }
             case.change_live.push(live);
         }
+        let log = std::fs::read_to_string(&nodes[h].log).unwrap_or_default();
+        case.change_costs = change_costs(log.get(log_at..).unwrap_or(""));
     }
 
     // Failover: the holder stops (SIGTERM); the other node must own and announce every VIP
@@ -1374,6 +1379,12 @@ pub fn run(
                 c.map_breakdown,
                 c.unplaced
             ));
+            if mode == Mode::Dsr && !c.change_costs.is_empty() {
+                desc.push(format!(
+                    "dsr N={n}: where an endpoint change's time goes, from the holder's log over the change phase: {}",
+                    c.change_costs
+                ));
+            }
             if mode == Mode::Dsr && c.change_skipped > 0 {
                 desc.push(format!(
                     "dsr N={n}: {} services picked for an endpoint change were skipped: not placed whole in the data plane (their live table lacks one of their backends)",
@@ -1394,4 +1405,41 @@ pub fn run(
     ));
     notes.extend(desc);
     Ok(())
+}
+
+/// The daemon's "apply pass took long" and "view publication took long" lines (logged over
+/// 5 ms) in `log`: how many, and p50/p99 of each part.
+fn change_costs(log: &str) -> String {
+    let field = |l: &str, k: &str| -> Option<f64> {
+        let i = l.find(&format!("{k}="))? + k.len() + 1;
+        l[i..].split_whitespace().next()?.parse().ok()
+    };
+    let pct = |v: &mut Vec<f64>| -> String {
+        if v.is_empty() {
+            return "none".into();
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+        format!("p50 {:.1} ms / p99 {:.1} ms", at(0.5), at(0.99))
+    };
+    let (mut plan, mut converge, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+    for l in log.lines() {
+        if l.contains("apply pass took long") {
+            plan.extend(field(l, "plan_ms"));
+            converge.extend(field(l, "converge_ms"));
+        } else if l.contains("view publication took long") {
+            copy.extend(field(l, "copy_ms"));
+        }
+    }
+    if plan.is_empty() && copy.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{} apply passes over 5 ms (planning {}, converging {}), {} view copies over 5 ms ({})",
+        plan.len(),
+        pct(&mut plan),
+        pct(&mut converge),
+        copy.len(),
+        pct(&mut copy)
+    )
 }

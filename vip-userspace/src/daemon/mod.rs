@@ -365,12 +365,28 @@ async fn apply_desired(
     let Some(r) = running else {
         return;
     };
+    let t0 = std::time::Instant::now();
     let (desired, claims) = ownership.plan(cfg);
+    let planned = t0.elapsed();
     if let Err(e) = r.rec.converge(&desired.services, &claims).await {
         state.reconcile_errors.inc();
         tracing::error!(error = %crate::Chain(&e), "applying the desired state failed");
     }
+    // A pass costs the whole desired state (planning and the diff are O(services)): say so
+    // when that shows, with where the time went.
+    let took = t0.elapsed();
+    if took >= SLOW_PASS {
+        tracing::info!(
+            plan_ms = planned.as_secs_f64() * 1e3,
+            converge_ms = (took - planned).as_secs_f64() * 1e3,
+            services = desired.services.len(),
+            "apply pass took long"
+        );
+    }
 }
+
+/// An apply pass this long is logged with its parts.
+const SLOW_PASS: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
 /// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are

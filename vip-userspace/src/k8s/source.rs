@@ -199,7 +199,17 @@ pub async fn run(
             publish_due |= ctl.take_view_changed();
         }
         if publish_due && tokio::time::Instant::now() >= last_publish + PUBLISH_EVERY {
+            let t0 = std::time::Instant::now();
             out.send_replace(ctl.view().clone());
+            // The view is copied whole per publication (O(services)): logged when it shows.
+            let took = t0.elapsed();
+            if took >= std::time::Duration::from_millis(5) {
+                tracing::info!(
+                    copy_ms = took.as_secs_f64() * 1e3,
+                    services = ctl.view().services.len(),
+                    "view publication took long"
+                );
+            }
             last_publish = tokio::time::Instant::now();
             publish_due = false;
         }
