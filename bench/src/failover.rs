@@ -821,19 +821,7 @@ pub fn run(
             Duration::from_millis(20),
         ]
     };
-    let _ = std::fs::remove_dir_all(work_dir());
-    std::fs::create_dir_all(work_dir())?;
-    let bed = Bed::new(
-        &format!("{PREFIX}f"),
-        &[
-            ("client", "192.0.2.10/24"),
-            ("n1", "192.0.2.11/24"),
-            ("n2", "192.0.2.12/24"),
-            ("n3", "192.0.2.13/24"),
-            ("be1", "192.0.2.21/24"),
-            ("be2", "192.0.2.22/24"),
-        ],
-    );
+    let bed = fresh_bed()?;
     let mut servers = Vec::new();
     let listen: SocketAddr = format!("0.0.0.0:{PORT}").parse()?;
     for b in BACKENDS {
@@ -1228,19 +1216,7 @@ pub fn run_load(
 ) -> Result<()> {
     let vip_bin = crate::vip_bin(vip_bin)?;
     let (secs20, secs100) = load_secs()?;
-    let _ = std::fs::remove_dir_all(work_dir());
-    std::fs::create_dir_all(work_dir())?;
-    let bed = Bed::new(
-        &format!("{PREFIX}f"),
-        &[
-            ("client", "192.0.2.10/24"),
-            ("n1", "192.0.2.11/24"),
-            ("n2", "192.0.2.12/24"),
-            ("n3", "192.0.2.13/24"),
-            ("be1", "192.0.2.21/24"),
-            ("be2", "192.0.2.22/24"),
-        ],
-    );
+    let bed = fresh_bed()?;
     let prober = Prober::start(bed.host("client"))?;
     for (h, secs) in [
         (Duration::from_millis(20), secs20),
@@ -1335,4 +1311,22 @@ pub fn run_load(
         BUCKET.as_millis(),
     ));
     Ok(())
+}
+
+/// The failover bed (client, three nodes, two backends on one bridge), with a fresh work
+/// directory.
+fn fresh_bed() -> Result<Bed> {
+    let _ = std::fs::remove_dir_all(work_dir());
+    std::fs::create_dir_all(work_dir())?;
+    Ok(Bed::new(
+        &format!("{PREFIX}f"),
+        &[
+            ("client", "192.0.2.10/24"),
+            ("n1", "192.0.2.11/24"),
+            ("n2", "192.0.2.12/24"),
+            ("n3", "192.0.2.13/24"),
+            ("be1", "192.0.2.21/24"),
+            ("be2", "192.0.2.22/24"),
+        ],
+    ))
 }
