@@ -47,8 +47,11 @@ impl Row {
         self.goal = format!("≤ {shown}");
         self.met = if value <= limit {
             "met".into()
-        } else {
+        } else if limit > 0.0 {
             format!("**missed** by {:.0} %", (value / limit - 1.0) * 100.0)
+        } else {
+            // A goal of zero has no percentage to miss it by: say how many.
+            format!("**missed**: {value} against {limit}")
         };
         self
     }
