@@ -319,6 +319,42 @@ impl Drop for Statuses {
     }
 }
 
+/// `perf record` of some daemons over one phase, when `VIP_BENCH_SCALE_PERF` names a
+/// directory (`<phase>-<mode>-<n>.data` there; read with `perf report -i`).
+struct Profile(std::process::Child);
+
+impl Profile {
+    fn start(phase: &str, n: usize, mode: Mode, nodes: &[Node]) -> Option<Profile> {
+        let dir = std::env::var_os("VIP_BENCH_SCALE_PERF")?;
+        let pids: Vec<String> = nodes.iter().map(|nd| nd.pid().to_string()).collect();
+        let out = Path::new(&dir).join(format!("{phase}-{}-{n}.data", mode.name()));
+        let child = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "499",
+                "--call-graph",
+                "dwarf,16384",
+                "-p",
+            ])
+            .arg(pids.join(","))
+            .arg("-o")
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Profile(child))
+    }
+
+    fn stop(mut self) {
+        // SIGINT: perf writes its file and exits.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
 /// `vip run` on one node, stopped with SIGTERM (then killed) when dropped.
 struct Node {
     proc: Proc,
@@ -761,6 +797,9 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
         });
     }
 
+    // Profiling (`VIP_BENCH_SCALE_PERF=<dir>`): both daemons' cold start, sampled by perf.
+    let mut cold_perf = Profile::start("cold", n, mode, &nodes);
+
     // Cold start. The holder is the node whose MAC announces.
     let mut holder: Option<usize> = None;
     let (mut t_dp, mut t_an) = (None, None);
@@ -821,6 +860,9 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
         })
     }
     .flatten();
+    if let Some(p) = cold_perf.take() {
+        p.stop();
+    }
     let Some(h) = holder else {
         bail!(
             "no node holds the lease or announced a VIP after {:.0} s:\n{}\n{}",
@@ -905,6 +947,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
     if mode == Mode::Dsr {
         let services_map = nodes[h].services().context("holder's SERVICES map")?;
         let log_at = std::fs::metadata(&nodes[h].log).map_or(0, |m| m.len() as usize);
+        let perf = Profile::start("change", n, mode, &nodes[h..=h]);
         let phase = Instant::now();
         let mut misses = 0;
         // Services not placed whole are skipped: try up to 20 candidates per sample.
@@ -964,6 +1007,9 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
                 misses += 1;
             }
             case.change_live.push(live);
+        }
+        if let Some(p) = perf {
+            p.stop();
         }
         let log = std::fs::read_to_string(&nodes[h].log).unwrap_or_default();
         case.change_costs = change_costs(log.get(log_at..).unwrap_or(""));
@@ -1357,7 +1403,12 @@ pub fn run(
     let vip_bin = crate::vip_bin(vip_bin)?;
     let sizes = if quick { [100, 1000] } else { [1000, 10_000] };
     let mut desc = Vec::new();
+    // `VIP_BENCH_SCALE_MODES=dsr` (or `local`): one mode only, for profiling; not recorded.
+    let only = std::env::var("VIP_BENCH_SCALE_MODES").ok();
     for mode in [Mode::Local, Mode::Dsr] {
+        if only.as_deref().is_some_and(|m| m != mode.name()) {
+            continue;
+        }
         let mut cases = Vec::new();
         for n in sizes {
             if stopped() {

@@ -302,14 +302,14 @@ fn load(ifindex: u32) -> Result<Ebpf> {
                 port: NAT_PORT,
                 proto: Proto::Tcp,
                 mode: LbMode::Nat,
-                backends,
+                backends: backends.into(),
             },
             Service {
                 vip: Ipv4Addr::from(VIP),
                 port: DSR_PORT,
                 proto: Proto::Tcp,
                 mode: LbMode::Dsr,
-                backends: dsr_backends,
+                backends: dsr_backends.into(),
             },
         ],
     )

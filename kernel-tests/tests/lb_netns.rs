@@ -136,6 +136,58 @@ fn reload(d: &Daemon, bed: &Bed, n: u64) {
     assert!(ok.is_some(), "reload not applied:\n{}", d.logs());
 }
 
+/// On-link backends with a `managed` neighbour entry on the node's uplink (the daemon's, so
+/// XDP's FIB lookup finds a MAC for the first packet).
+fn managed_neighbours(bed: &Bed) -> Vec<String> {
+    let out = bed
+        .host("node")
+        .ns
+        .command("ip")
+        .args(["-4", "neigh", "show", "dev", "eth0"])
+        .output()
+        .expect("ip neigh");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == "managed"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// dsr: every on-link backend gets a managed entry; one the kernel loses (as on a carrier
+/// loss) is put back by the daemon's periodic repair (about every 10 s).
+fn neighbours_managed_and_repaired(lb: &Lb, d: &Daemon) {
+    let want = |n: &[String]| BACKENDS.iter().all(|b| n.contains(&lb.backend_addr(b)));
+    let ok = poll(Duration::from_secs(5), || {
+        want(&managed_neighbours(&lb.bed)).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "managed entries for every backend: {:?}\n{}",
+        managed_neighbours(&lb.bed),
+        d.logs()
+    );
+    let lost = lb.backend_addr(BACKENDS[0]);
+    let del = lb
+        .bed
+        .host("node")
+        .ns
+        .command("ip")
+        .args(["neigh", "del", &lost, "dev", "eth0"])
+        .status()
+        .expect("ip neigh del");
+    assert!(del.success());
+    assert!(!managed_neighbours(&lb.bed).contains(&lost));
+    let back = poll(Duration::from_secs(25), || {
+        managed_neighbours(&lb.bed).contains(&lost).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "lost entry for {lost} re-created: {:?}\n{}",
+        managed_neighbours(&lb.bed),
+        d.logs()
+    );
+}
+
 /// The scenario every forwarding mode must pass.
 fn scenario(tag: &str, mode: &str) {
     let lb = Lb::new(tag, mode == "nat");
@@ -156,6 +208,10 @@ fn scenario(tag: &str, mode: &str) {
             "{mode}: {b} got {n} of 300 (want 20-46 %): {got:?}\n{}",
             d.logs()
         );
+    }
+
+    if mode == "dsr" {
+        neighbours_managed_and_repaired(&lb, &d);
     }
 
     // UDP request/response, answered from the VIP:port the client asked.
@@ -186,6 +242,13 @@ fn scenario(tag: &str, mode: &str) {
     );
     let again = LongConn::open(&client.ns, vip).unwrap();
     drop(again);
+    if mode == "dsr" {
+        assert!(
+            !managed_neighbours(&lb.bed).contains(&lb.backend_addr(removed)),
+            "the removed backend's managed entry goes: {:?}",
+            managed_neighbours(&lb.bed)
+        );
+    }
     let got = spread(&tcp_requests(&client.ns, vip, 100));
     assert!(
         !got.contains_key(removed),

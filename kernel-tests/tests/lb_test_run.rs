@@ -621,11 +621,13 @@ fn established_flows_keep_their_backend_and_removed_backends_get_nothing() {
         // Grow the set: Maglev moves some slots to the new backend, but established flows
         // (ACKs, found in conntrack) stay where they are.
         let mut svcs = services();
-        svcs[0].backends.push(Backend {
+        let mut more = svcs[0].backends.to_vec();
+        more.push(Backend {
             addr: dsr_be(4),
             port: 80,
             weight: 1,
         });
+        svcs[0].backends = more.into();
         fx.sync.apply(&svcs).unwrap();
         let grown = [dsr3.clone(), vec![dsr_be(4)]].concat();
         let mut would_move = 0;
@@ -652,7 +654,12 @@ fn established_flows_keep_their_backend_and_removed_backends_get_nothing() {
         // Remove backend 1: its flows are re-placed (never sent to it), others untouched.
         let gone = mac_of(dsr_be(1)).to_vec();
         let mut svcs = services();
-        svcs[0].backends.retain(|b| b.addr != dsr_be(1));
+        svcs[0].backends = svcs[0]
+            .backends
+            .iter()
+            .filter(|b| b.addr != dsr_be(1))
+            .cloned()
+            .collect();
         fx.sync.apply(&svcs).unwrap();
         for p in 0..40u16 {
             let (v, out) = fx.run(&tcp(CLIENT, 41000 + p, 80, 0x10));

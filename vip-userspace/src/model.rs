@@ -102,13 +102,18 @@ pub struct Backend {
     pub weight: u32,
 }
 
+/// A service's backends, shared: the Kubernetes view, the plan and the reconciler's record of
+/// what is applied hold the same list, so a pass over 10,000 services copies pointers, and
+/// comparing an unchanged service's backends is one pointer comparison.
+pub type Backends = std::sync::Arc<[Backend]>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     pub vip: Ipv4Addr,
     pub port: u16,
     pub proto: Proto,
     pub mode: LbMode,
-    pub backends: Vec<Backend>,
+    pub backends: Backends,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

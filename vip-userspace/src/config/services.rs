@@ -99,7 +99,7 @@ pub(super) fn resolve_services(
             port,
             proto,
             mode,
-            backends,
+            backends: backends.into(),
         });
     }
     Ok(out)

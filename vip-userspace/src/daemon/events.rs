@@ -39,7 +39,7 @@ pub(super) enum Event {
 pub(super) struct Events {
     leader: Option<watch::Receiver<bool>>,
     /// A second handle on the Kubernetes source, to wait on while `Ownership` reads the value.
-    sources: Option<watch::Receiver<crate::k8s::controller::View>>,
+    sources: Option<watch::Receiver<std::sync::Arc<crate::k8s::controller::View>>>,
     held: Option<watch::Receiver<std::collections::BTreeSet<Ipv4Addr>>>,
     /// Only with BGP.
     healthy: Option<watch::Receiver<bool>>,

@@ -89,6 +89,10 @@ const LINK_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Link checks per next-hop epoch: cached backend next hops are refreshed about every second.
 const EPOCH_TICKS: u64 = 2;
 
+/// Link checks per repair of what the node may have lost around the services (interface
+/// settings, flushed neighbour entries): about every 10 s, besides every ownership change.
+const RECHECK_TICKS: u64 = 20;
+
 pub async fn run(
     cfg: Config,
     keep_pinned: bool,
@@ -224,6 +228,9 @@ impl Daemon {
             if self.link_checks.is_multiple_of(EPOCH_TICKS) {
                 r.rec.tick_epoch();
             }
+            if self.link_checks.is_multiple_of(RECHECK_TICKS) {
+                r.rec.repair().await;
+            }
             r.rec.check_conflicts(&claimed_rows(state));
         }
         let current = match link::get(&self.handle, &cfg.interface).await {
@@ -352,6 +359,7 @@ async fn leadership_changed(
         tracing::error!(error = %crate::Chain(&e), "applying ownership failed");
     }
     tracing::info!(leader, "leadership changed");
+    r.rec.repair().await;
     apply_desired(cfg, Some(r), state, ownership).await;
 }
 

@@ -24,7 +24,7 @@ pub(super) struct Ownership {
     pub(super) stop: Option<tokio::sync::watch::Sender<bool>>,
     pub(super) task: Option<tokio::task::JoinHandle<()>>,
     /// Services (and their VIPs) from the API server, when served.
-    pub(super) k8s: Option<tokio::sync::watch::Receiver<View>>,
+    pub(super) k8s: Option<tokio::sync::watch::Receiver<std::sync::Arc<View>>>,
     pub(super) k8s_task: Option<tokio::task::JoinHandle<()>>,
     pub(super) service_election: config::ServiceElection,
     pub(super) vip_leases: Option<VipLeases>,
@@ -122,7 +122,8 @@ impl Ownership {
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
                 let (k8s, k8s_task, vip_leases, placement) = if *services {
-                    let (out, k8s_rx) = tokio::sync::watch::channel(View::default());
+                    let (out, k8s_rx) =
+                        tokio::sync::watch::channel(std::sync::Arc::new(View::default()));
                     let cc = crate::k8s::controller::ControllerConfig::new(&lease.identity);
                     let task = tokio::spawn(crate::k8s::source::run(
                         client.clone(),
@@ -191,7 +192,7 @@ impl Ownership {
     /// The desired state and this node's claims from the current sources and election
     /// (`plan::plan`); tells the per-VIP elections which VIPs to compete for.
     pub(super) fn plan(&self, cfg: &Config) -> (Desired, Claims) {
-        let view = self.k8s.as_ref().map(|rx| rx.borrow());
+        let view = self.k8s.as_ref().map(|rx| rx.borrow().clone());
         let held = self
             .vip_leases
             .as_ref()

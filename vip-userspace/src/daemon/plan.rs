@@ -205,7 +205,7 @@ mod tests {
             port,
             proto: crate::model::Proto::Tcp,
             mode,
-            backends: vec![],
+            backends: Vec::new().into(),
         }
     }
 

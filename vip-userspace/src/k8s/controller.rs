@@ -170,7 +170,8 @@ pub struct Controller {
     sent: HashMap<Key, Sent>,
     counters: Counters,
     writer: Option<Writer>,
-    view: View,
+    /// Shared with the daemon: a publication is one pointer copy.
+    view: std::sync::Arc<View>,
     view_stale: bool,
 }
 
@@ -202,7 +203,7 @@ impl Controller {
             sent: HashMap::new(),
             counters: Counters::default(),
             writer: None,
-            view: View::default(),
+            view: Default::default(),
             view_stale: false,
         }
     }
@@ -505,7 +506,7 @@ impl Controller {
     }
 
     /// The current view (what `step` last computed).
-    pub fn view(&self) -> &View {
+    pub fn view(&self) -> &std::sync::Arc<View> {
         &self.view
     }
 
@@ -637,7 +638,7 @@ impl Controller {
                 *cur = cur.merged(p);
             }
         }
-        self.view = view;
+        self.view = std::sync::Arc::new(view);
     }
 
     /// One Service: allocation (leader), status and holder writes, its model.
@@ -804,7 +805,7 @@ impl Controller {
         self.set_held(held.clone());
         let report = self.step();
         self.flush().await;
-        (self.view.clone(), report)
+        ((*self.view).clone(), report)
     }
 
     /// The data plane could not take a service (VIP, port, protocol): a Warning on every

@@ -291,6 +291,9 @@ pub struct Ipam {
     /// Per pool range (lo, hi, family): every address below the value is held, so the
     /// search for the lowest free one starts there (lowered again by `release`).
     low_free: HashMap<(u128, u128, Family), u128>,
+    /// `usage()` as last computed; cleared by every change to `held` or the pools (the
+    /// controller asks on every step, and counting is O(addresses held)).
+    usage: std::sync::Mutex<Option<Vec<(String, u128, usize)>>>,
 }
 
 impl Ipam {
@@ -308,6 +311,13 @@ impl Ipam {
     pub fn set_pools(&mut self, pools: Pools) {
         self.pools = pools;
         self.low_free.clear();
+        self.changed();
+    }
+
+    fn changed(&mut self) {
+        if let Ok(u) = self.usage.get_mut() {
+            *u = None;
+        }
     }
 
     /// Addresses currently held by the Service `ns/name`.
@@ -354,6 +364,14 @@ impl Ipam {
 
     /// (pool, addresses, held) for every configured pool: `global` or the namespace name.
     pub fn usage(&self) -> Vec<(String, u128, usize)> {
+        let mut cached = match self.usage.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        cached.get_or_insert_with(|| self.count_usage()).clone()
+    }
+
+    fn count_usage(&self) -> Vec<(String, u128, usize)> {
         let used = |p: &Pool| self.held.keys().filter(|ip| p.contains(**ip)).count();
         let mut out: Vec<_> = self
             .pools
@@ -387,6 +405,7 @@ impl Ipam {
     }
 
     fn hold(&mut self, ip: IpAddr, r: &Request) {
+        self.changed();
         self.by_id.entry(r.id()).or_default().insert(ip);
         let hs = self.held.entry(ip).or_default();
         hs.retain(|h| h.id != r.id());
@@ -460,6 +479,7 @@ impl Ipam {
         let Some(ips) = self.by_id.remove(&id) else {
             return;
         };
+        self.changed();
         for ip in ips {
             let empty = self.held.get_mut(&ip).is_some_and(|hs| {
                 hs.retain(|h| h.id != id);

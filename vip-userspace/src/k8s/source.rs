@@ -83,7 +83,7 @@ pub async fn run(
     client: Client,
     cfg: ControllerConfig,
     mut leader: watch::Receiver<bool>,
-    out: watch::Sender<View>,
+    out: watch::Sender<std::sync::Arc<View>>,
     stats: std::sync::Arc<crate::metrics::State>,
 ) {
     // What this node has applied: holder annotations follow the data plane, not the lease.

@@ -56,6 +56,25 @@ pub async fn list_v4(handle: &Handle) -> Result<Vec<(Ipv4Addr, u8, String)>, Add
     Ok(out)
 }
 
+/// The IPv4 addresses and prefix lengths of interface `index`. On a handle with strict
+/// checking (`rtnetlink::new_connection_with_strict_check`, kernel ≥ 4.20) the kernel dumps
+/// only that interface, so the cost does not grow with the VIPs bound on other devices;
+/// elsewhere the dump is filtered here.
+pub async fn on_link(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, AddrError> {
+    let mut req = handle.address().get().set_link_index_filter(index);
+    req.message_mut().header.family = netlink_packet_route::AddressFamily::Inet;
+    req.message_mut().header.index = index;
+    let mut out = Vec::new();
+    let mut addrs = req.execute();
+    while let Some(m) = addrs.try_next().await? {
+        if let Some(v4) = v4_of(&m) {
+            out.push((v4, m.header.prefix_len));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// Bind `ip/32` on the interface `index`. An address already there is adopted, not an error,
 /// so a restart after a crash converges.
 pub async fn bind(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<Bound, AddrError> {

@@ -25,26 +25,23 @@ pub async fn ensure_managed(
     req.execute().await
 }
 
-/// Remove the managed entry vip created for `ip` (entries the kernel learned itself stay).
+/// Remove the entry vip created for `ip` on `index` (callers pass only entries they made
+/// managed). One RTM_DELNEIGH naming it: no dump of the neighbour table per removal. Absent
+/// is fine.
 pub async fn remove_managed(
     handle: &Handle,
     index: u32,
     ip: Ipv4Addr,
 ) -> Result<(), rtnetlink::Error> {
-    let mut entries = handle.neighbours().get().execute();
-    while let Some(m) = entries.try_next().await? {
-        let ours = m.header.ifindex == index
-            && m.attributes.iter().any(|a| {
-                matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == ip)
-            })
-            && m.attributes.iter().any(|a| {
-                matches!(a, NeighbourAttribute::ExtFlags(f) if f.contains(NeighbourExtFlags::Managed))
-            });
-        if ours {
-            return handle.neighbours().del(m).execute().await;
-        }
+    let mut m = netlink_packet_route::neighbour::NeighbourMessage::default();
+    m.header.family = netlink_packet_route::AddressFamily::Inet;
+    m.header.ifindex = index;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    match handle.neighbours().del(m).execute().await {
+        Err(e) if crate::net::netlink_errno(&e) == Some(libc::ENOENT) => Ok(()),
+        r => r,
     }
-    Ok(())
 }
 
 /// IPv4 addresses with a neighbour entry (any state) on `index`.

@@ -23,6 +23,12 @@ pub struct LbSide {
     restore: Vec<(String, Setting, i32)>,
     /// `net.ipv4.conf.all` keys we changed (through /proc/sys), with their old values.
     restore_all: Vec<(&'static str, String)>,
+    /// The uplink's own addresses at the last pass (which backends are on-link).
+    prefixes: Vec<(Ipv4Addr, u8)>,
+    forwarding_set: bool,
+    nat_set: bool,
+    strict: Option<Handle>,
+    strict_failed: bool,
 }
 
 fn in_prefix(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
@@ -43,6 +49,11 @@ impl LbSide {
             neighbours: BTreeSet::new(),
             restore: Vec::new(),
             restore_all: Vec::new(),
+            prefixes: Vec::new(),
+            forwarding_set: false,
+            nat_set: false,
+            strict: None,
+            strict_failed: false,
         }
     }
 
@@ -65,6 +76,62 @@ impl LbSide {
         }
     }
 
+    /// Put back what the node may have lost since it was set: the interface settings
+    /// forwarding needs, and managed neighbour entries the kernel dropped (it flushes even
+    /// those when the uplink loses carrier, a cut cable; a dsr flow would then find no MAC
+    /// after the link came back). Called periodically and on every ownership change, apart
+    /// from the passes, so a pass costs only what changed.
+    pub async fn repair(&mut self, handle: &Handle) {
+        if self.forwarding_set {
+            self.set(handle, Setting::Forwarding, 1).await;
+        }
+        if self.nat_set {
+            self.set_nat(handle).await;
+        }
+        if self.neighbours.is_empty() {
+            return;
+        }
+        let present = match neigh::present(handle, self.uplink_index).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %crate::Chain(&e), "cannot list neighbour entries; lost backend entries not re-created");
+                return;
+            }
+        };
+        let lost: Vec<Ipv4Addr> = self.neighbours.difference(&present).copied().collect();
+        for ip in lost {
+            match neigh::ensure_managed(handle, self.uplink_index, ip).await {
+                Ok(()) => tracing::info!(backend = %ip, "managed neighbour entry re-created"),
+                Err(e) => {
+                    tracing::warn!(backend = %ip, error = %crate::Chain(&e), "managed neighbour entry lost and not re-created");
+                    self.neighbours.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// A handle whose dumps the kernel filters by interface (strict checking), made on first
+    /// use; `None` (logged once) falls back to the daemon's handle, filtered here.
+    fn strict(&mut self) -> Option<Handle> {
+        if self.strict.is_none() && !self.strict_failed {
+            match rtnetlink::new_connection_with_strict_check() {
+                Ok((conn, h, _)) => {
+                    tokio::spawn(conn);
+                    self.strict = Some(h);
+                }
+                Err(e) => {
+                    self.strict_failed = true;
+                    tracing::warn!(error = %e, "no strict-checking netlink socket; address dumps list every interface");
+                }
+            }
+        }
+        self.strict.clone()
+    }
+
+    /// Services into the maps, then what they need around them: interface settings when
+    /// first needed, neighbour entries when the services or the uplink's prefixes changed
+    /// (`repair` puts back what the node lost). A pass for an unchanged set of services
+    /// costs the diff and one dump of the uplink's own addresses, not of the node's.
     pub async fn apply(
         &mut self,
         handle: &Handle,
@@ -72,56 +139,41 @@ impl LbSide {
     ) -> Result<Changes, ServiceError> {
         let forwarding = services.iter().any(|s| s.mode != LbMode::Local);
         let nat = services.iter().any(|s| s.mode == LbMode::Nat);
-        let uplink = self.uplink.clone();
-        if forwarding {
+        if forwarding && !self.forwarding_set {
             // bpf_fib_lookup refuses to route for a device without IPv4 forwarding.
             self.set(handle, Setting::Forwarding, 1).await;
+            self.forwarding_set = true;
         }
-        if nat {
-            // nat replies are forwarded out of the interface they came in on; redirects
-            // would tell backends to bypass us, and the reverse NAT with it.
-            // The kernel sends redirects if `all` or the device says so.
-            self.set(handle, Setting::SendRedirects, 0).await;
-            match devconf::set_all("send_redirects", "0") {
-                Ok(Some(old)) if !self.restore_all.iter().any(|(k, _)| *k == "send_redirects") => {
-                    self.restore_all.push(("send_redirects", old))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %crate::Chain(&e), "net.ipv4.conf.all.send_redirects not set to 0 (it has no rtnetlink form; /proc/sys is read-only in a container): set it on the node, or backends may be told to bypass the reverse NAT")
-                }
-            }
+        if nat && !self.nat_set {
+            self.set_nat(handle).await;
+            self.nat_set = true;
         }
         let changes = self.sync.apply(services)?;
 
         // Managed neighbour entries for on-link backends, so the first packet finds a MAC.
-        let prefixes: Vec<(Ipv4Addr, u8)> = match addr::list_v4(handle).await {
-            Ok(a) => a
-                .into_iter()
-                .filter(|(_, _, dev)| *dev == uplink)
-                .map(|(ip, len, _)| (ip, len))
-                .collect(),
+        let lister = self.strict().unwrap_or_else(|| handle.clone());
+        let prefixes: Vec<(Ipv4Addr, u8)> = match addr::on_link(&lister, self.uplink_index).await {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %crate::Chain(&e), "cannot list uplink addresses; backend neighbours not managed");
                 Vec::new()
             }
         };
+        let services_changed = changes.added + changes.updated + changes.removed > 0;
+        if !services_changed && prefixes == self.prefixes {
+            return Ok(changes);
+        }
+        self.prefixes = prefixes;
         let want: BTreeSet<Ipv4Addr> = services
             .iter()
             .filter(|s| s.mode != LbMode::Local)
             .flat_map(|s| s.backends.iter().map(|b| b.addr))
             .filter(|ip| {
-                prefixes
+                self.prefixes
                     .iter()
                     .any(|(n, l)| *l < 32 && in_prefix(*ip, *n, *l))
             })
             .collect();
-        // The kernel drops even managed entries when the uplink loses carrier (a cut cable):
-        // re-create any that went missing, or a dsr flow would find no MAC after the link
-        // came back (checked on every apply, so at least on every ownership change).
-        if let Ok(present) = neigh::present(handle, self.uplink_index).await {
-            self.neighbours.retain(|ip| present.contains(ip));
-        }
         for ip in want.difference(&self.neighbours.clone()) {
             match neigh::ensure_managed(handle, self.uplink_index, *ip).await {
                 Ok(()) => {
@@ -139,8 +191,26 @@ impl LbSide {
         Ok(changes)
     }
 
+    /// nat replies are forwarded out of the interface they came in on; redirects would tell
+    /// backends to bypass us, and the reverse NAT with it. The kernel sends redirects if
+    /// `all` or the device says so.
+    async fn set_nat(&mut self, handle: &Handle) {
+        self.set(handle, Setting::SendRedirects, 0).await;
+        match devconf::set_all("send_redirects", "0") {
+            Ok(Some(old)) if !self.restore_all.iter().any(|(k, _)| *k == "send_redirects") => {
+                self.restore_all.push(("send_redirects", old))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::Chain(&e), "net.ipv4.conf.all.send_redirects not set to 0 (it has no rtnetlink form; /proc/sys is read-only in a container): set it on the node, or backends may be told to bypass the reverse NAT")
+            }
+        }
+    }
+
     /// Remove what we added to the node (neighbour entries, interface settings).
     pub async fn release(&mut self, handle: &Handle) {
+        self.forwarding_set = false;
+        self.nat_set = false;
         for ip in std::mem::take(&mut self.neighbours) {
             let _ = neigh::remove_managed(handle, self.uplink_index, ip).await;
         }

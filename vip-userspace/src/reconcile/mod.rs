@@ -222,6 +222,13 @@ impl Reconciler {
         self.state.bus.unplaced.send_replace(now);
     }
 
+    /// Put back what the node lost around the services (see `LbSide::repair`).
+    pub async fn repair(&mut self) {
+        if let Backend::Xdp { lb, .. } = &mut self.backend {
+            lb.repair(&self.handle).await;
+        }
+    }
+
     /// Start a new next-hop epoch (see `ServiceSync::tick_epoch`); failures are logged.
     pub fn tick_epoch(&mut self) {
         if let Backend::Xdp { lb, .. } = &mut self.backend {

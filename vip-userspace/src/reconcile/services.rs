@@ -73,7 +73,7 @@ struct Applied {
     region: Option<Region>,
     /// None: adopted from a previous run's maps, whose weights are not recorded; the first
     /// `apply` compares the table it builds with the live one instead.
-    backends: Option<Vec<Backend>>,
+    backends: Option<crate::model::Backends>,
     /// Every backend of `backends` is in the live table (false: some did not fit and are
     /// tried again on the next pass).
     complete: bool,
