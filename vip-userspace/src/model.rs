@@ -116,32 +116,133 @@ pub struct Service {
     pub backends: Backends,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where a service sits in the data plane: (VIP, port, protocol). The order of these keys is
+/// the order of the data plane's own keys (big-endian address and port, then protocol
+/// number), so a list sorted by it can be diffed against the applied state in one walk.
+pub type ServiceId = (Ipv4Addr, u16, Proto);
+
+impl Service {
+    pub fn id(&self) -> ServiceId {
+        (self.vip, self.port, self.proto)
+    }
+}
+
+/// Whether `services` is sorted by [`ServiceId`] with no id twice.
+pub fn sorted_unique(services: &[Service]) -> bool {
+    services.windows(2).all(|w| w[0].id() < w[1].id())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
     pub vips: BTreeSet<Ipv4Addr>,
-    pub services: Vec<Service>,
+    /// Sorted by [`ServiceId`], one service per id.
+    pub services: std::sync::Arc<[Service]>,
+}
+
+impl Default for Desired {
+    fn default() -> Self {
+        Self {
+            vips: BTreeSet::new(),
+            services: Vec::new().into(),
+        }
+    }
 }
 
 impl Desired {
     pub fn from_config(cfg: &crate::config::Config) -> Self {
-        Self::from_sources(cfg, &[])
+        Self::from_sources(cfg, &Vec::new().into())
     }
 
-    /// The file's VIPs and services plus those coming from Kubernetes Services.
-    pub fn from_sources(cfg: &crate::config::Config, k8s: &[Service]) -> Self {
+    /// The file's VIPs and services plus those coming from Kubernetes Services. The file's
+    /// entry wins over a Service's on the same id, and an earlier Service's over a later
+    /// one's. Kubernetes services as the view publishes them (sorted, unique) and no file
+    /// services, the common case, are shared as they are: no copy per pass.
+    pub fn from_sources(cfg: &crate::config::Config, k8s: &std::sync::Arc<[Service]>) -> Self {
         let mut vips = cfg.vips.clone();
         vips.extend(k8s.iter().map(|s| s.vip));
-        let mut services = cfg.services.clone();
-        // The file's entry wins over a Service's on the same (VIP, port, protocol), and the
-        // first Service's over a later one's: a set of those taken, not a scan per Service.
-        let mut taken: std::collections::HashSet<(std::net::Ipv4Addr, u16, Proto)> =
-            services.iter().map(|x| (x.vip, x.port, x.proto)).collect();
-        services.reserve(k8s.len());
-        for s in k8s {
-            if taken.insert((s.vip, s.port, s.proto)) {
-                services.push(s.clone());
-            }
+        if cfg.services.is_empty() && sorted_unique(k8s) {
+            return Self {
+                vips,
+                services: k8s.clone(),
+            };
         }
-        Self { vips, services }
+        let mut by_id: std::collections::BTreeMap<ServiceId, &Service> =
+            std::collections::BTreeMap::new();
+        for s in cfg.services.iter().chain(k8s.iter()) {
+            by_id.entry(s.id()).or_insert(s);
+        }
+        Self {
+            vips,
+            services: by_id.into_values().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(vip: &str, port: u16, mode: LbMode, backend: &str) -> Service {
+        Service {
+            vip: vip.parse().unwrap(),
+            port,
+            proto: Proto::Tcp,
+            mode,
+            backends: vec![Backend {
+                addr: backend.parse().unwrap(),
+                port: 80,
+                weight: 1,
+            }]
+            .into(),
+        }
+    }
+
+    fn cfg(yaml: &str) -> crate::config::Config {
+        crate::config::resolve(crate::config::parse_file(yaml).unwrap(), Default::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn kubernetes_services_as_published_are_shared_not_copied() {
+        let c = cfg("interface: eth0\nvips: [192.0.2.1]\n");
+        let k8s: std::sync::Arc<[Service]> = vec![
+            svc("192.0.2.10", 80, LbMode::Dsr, "10.0.0.1"),
+            svc("192.0.2.10", 443, LbMode::Dsr, "10.0.0.1"),
+            svc("192.0.2.11", 80, LbMode::Nat, "10.0.0.2"),
+        ]
+        .into();
+        let d = Desired::from_sources(&c, &k8s);
+        assert!(std::sync::Arc::ptr_eq(&d.services, &k8s));
+        assert_eq!(
+            d.vips,
+            ["192.0.2.1", "192.0.2.10", "192.0.2.11"]
+                .iter()
+                .map(|v| v.parse().unwrap())
+                .collect()
+        );
+    }
+
+    #[test]
+    fn the_files_service_wins_then_the_earlier_one_and_the_result_is_sorted() {
+        let c = cfg("interface: eth0\nservices:\n  - {vip: 192.0.2.10, port: 80, mode: local}\n");
+        let k8s: std::sync::Arc<[Service]> = vec![
+            svc("192.0.2.11", 80, LbMode::Nat, "10.0.0.2"),
+            svc("192.0.2.10", 80, LbMode::Dsr, "10.0.0.1"),
+            svc("192.0.2.11", 80, LbMode::Dsr, "10.0.0.3"),
+        ]
+        .into();
+        let d = Desired::from_sources(&c, &k8s);
+        assert!(sorted_unique(&d.services));
+        let got: Vec<(ServiceId, LbMode)> = d.services.iter().map(|s| (s.id(), s.mode)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    ("192.0.2.10".parse().unwrap(), 80, Proto::Tcp),
+                    LbMode::Local
+                ),
+                (("192.0.2.11".parse().unwrap(), 80, Proto::Tcp), LbMode::Nat),
+            ]
+        );
     }
 }

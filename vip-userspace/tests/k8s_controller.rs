@@ -97,7 +97,13 @@ async fn pass(
         Default::default()
     };
     let (view, rep) = ctl.pass(&s, &e, cm.as_ref(), leader, &held).await;
-    (view.services, rep)
+    // The daemon diffs the view in one walk: it must come sorted, one service per id.
+    assert!(
+        vip_userspace::model::sorted_unique(&view.services),
+        "view not sorted/unique: {:?}",
+        view.services
+    );
+    (view.services.to_vec(), rep)
 }
 
 fn v4_statuses(s: &[Service]) -> BTreeSet<Ipv4Addr> {

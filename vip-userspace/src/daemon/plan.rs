@@ -124,7 +124,7 @@ fn individually(i: &Inputs) -> BTreeMap<Ipv4Addr, bool> {
     }
     let per_vip = i.services == ServiceVips::PerVip;
     let mut out = BTreeMap::new();
-    for s in &view.services {
+    for s in view.services.iter() {
         if i.cfg.vips.contains(&s.vip) {
             continue;
         }
@@ -227,7 +227,7 @@ mod tests {
             svc("192.0.2.12", 80, Local),
             svc("192.0.2.13", 80, Dsr),
         ];
-        let desired = Desired::from_sources(&cfg, &k8s);
+        let desired = Desired::from_sources(&cfg, &k8s.into());
         let local: BTreeMap<Ipv4Addr, bool> = [
             ("192.0.2.12".parse().unwrap(), true),
             ("192.0.2.13".parse().unwrap(), false),
@@ -277,7 +277,8 @@ mod tests {
                 svc("192.0.2.10", 80, Dsr),
                 svc("192.0.2.12", 80, Dsr),
                 svc("192.0.2.13", 80, Dsr),
-            ],
+            ]
+            .into(),
             local: [
                 ("192.0.2.12".parse().unwrap(), true),
                 ("192.0.2.13".parse().unwrap(), false),

@@ -89,7 +89,9 @@ pub struct PassReport {
 /// What the Kubernetes source publishes to the daemon.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
-    pub services: Vec<ModelService>,
+    /// Sorted by `model::ServiceId`, one per id (an earlier Service, by namespace/name, wins
+    /// over a later one on the same id). Shared: the daemon's plan holds the same list.
+    pub services: std::sync::Arc<[ModelService]>,
     /// VIPs of Services with `externalTrafficPolicy: Local`, and whether this node may hold
     /// them: it has a ready endpoint of every such Service on the VIP. Those VIPs are
     /// elected one lease each, among eligible nodes only.
@@ -161,6 +163,9 @@ pub struct Controller {
     /// Each stream has completed a list at least once.
     synced: [bool; 3],
     results: BTreeMap<Key, Computed>,
+    /// The results' services by id, each with the Services contributing one (kept with the
+    /// results, so a view is built without going through every Service).
+    by_id: BTreeMap<crate::model::ServiceId, BTreeMap<Key, ModelService>>,
     with_address: usize,
     by_vip: HashMap<Ipv4Addr, BTreeSet<Key>>,
     dirty: BTreeSet<Key>,
@@ -194,6 +199,7 @@ impl Controller {
             pool_data: None,
             synced: [false; 3],
             results: BTreeMap::new(),
+            by_id: BTreeMap::new(),
             with_address: 0,
             by_vip: HashMap::new(),
             dirty: BTreeSet::new(),
@@ -588,6 +594,14 @@ impl Controller {
             return;
         }
         if let Some(o) = &old {
+            for m in &o.services {
+                if let Some(c) = self.by_id.get_mut(&m.id()) {
+                    c.remove(k);
+                    if c.is_empty() {
+                        self.by_id.remove(&m.id());
+                    }
+                }
+            }
             self.with_address -= usize::from(o.with_address);
             for v in &o.v4 {
                 if let Some(set) = self.by_vip.get_mut(v) {
@@ -599,6 +613,13 @@ impl Controller {
             }
         }
         if let Some(n) = &new {
+            for m in &n.services {
+                self.by_id
+                    .entry(m.id())
+                    .or_default()
+                    .entry(k.clone())
+                    .or_insert_with(|| m.clone());
+            }
             self.with_address += usize::from(n.with_address);
             for v in &n.v4 {
                 self.by_vip.entry(*v).or_default().insert(k.clone());
@@ -609,9 +630,15 @@ impl Controller {
 
     /// The view from the kept results: no Service is recomputed.
     fn rebuild_view(&mut self) {
-        let mut view = View::default();
+        let mut view = View {
+            services: self
+                .by_id
+                .values()
+                .filter_map(|c| c.values().next().cloned())
+                .collect(),
+            ..View::default()
+        };
         for r in self.results.values() {
-            view.services.extend(r.services.iter().cloned());
             if let Some(e) = r.eligible {
                 for v in &r.v4 {
                     // Every Local Service sharing the VIP must have an endpoint here.

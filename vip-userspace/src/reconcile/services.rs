@@ -480,14 +480,26 @@ impl ServiceSync {
     pub fn apply(&mut self, desired: &[Service]) -> Result<Changes, ServiceError> {
         let mut ch = Changes::default();
         let mut deactivate = Vec::new();
-        let want: BTreeMap<ServiceKey, &Service> = desired.iter().map(|s| (key_of(s), s)).collect();
-
-        let gone: Vec<ServiceKey> = self
-            .applied
-            .keys()
-            .filter(|k| !want.contains_key(k))
-            .copied()
-            .collect();
+        // In key order, one per key: as given when sorted (the plan's are), else sorted here
+        // (the first of a key wins). Then what is gone is one walk beside `applied`.
+        let want: Vec<(ServiceKey, &Service)> = if crate::model::sorted_unique(desired) {
+            desired.iter().map(|s| (key_of(s), s)).collect()
+        } else {
+            let mut m: BTreeMap<ServiceKey, &Service> = BTreeMap::new();
+            for s in desired {
+                m.entry(key_of(s)).or_insert(s);
+            }
+            m.into_iter().collect()
+        };
+        debug_assert!(want.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut next = want.iter().map(|(k, _)| k).peekable();
+        let mut gone: Vec<ServiceKey> = Vec::new();
+        for k in self.applied.keys() {
+            while next.next_if(|w| *w < k).is_some() {}
+            if next.peek() != Some(&k) {
+                gone.push(*k);
+            }
+        }
         for k in gone {
             self.maps.services.remove(&k)?;
             if let Some(a) = self.applied.remove(&k) {
