@@ -655,6 +655,8 @@ struct Case {
     /// The holder's own account of the endpoint-change phase (its "took long" log lines).
     change_costs: String,
     cpu_pct: [f64; 2],
+    /// One /metrics scrape of the holder: its CPU time, wall time, body bytes and lines.
+    scrape: Option<(Duration, Duration, usize, usize)>,
     steady: [Verbs; 2],
     failover: Verbs,
     takeover: Option<Duration>,
@@ -803,6 +805,7 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
     // Cold start. The holder is the node whose MAC announces.
     let mut holder: Option<usize> = None;
     let (mut t_dp, mut t_an) = (None, None);
+    let mut last_unplaced: Option<u64> = None;
     let reached = until(b.cold, b.stall, Duration::from_millis(100), || {
         for nd in nodes.iter_mut() {
             if !nd.alive() {
@@ -829,9 +832,15 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
             return Ok(((0, 0, 0, 0, written), false));
         };
         let (owned, tables) = dataplane_counts(&nodes[h]);
-        let unplaced = unplaced(&bed, NODES[h]);
         let (announced, last) = garps.announced_by(nodes[h].mac, t0);
         let tables_ok = mode == Mode::Local || tables >= n;
+        // A scrape of /metrics costs the daemon work proportional to its services and
+        // backends: asked only once the maps are complete, not on every poll (a scrape every
+        // 100 ms slowed the holder's cold start it was measuring).
+        if owned >= n && tables_ok && (t_dp.is_none() || last_unplaced.is_none()) {
+            last_unplaced = unplaced(&bed, NODES[h]);
+        }
+        let unplaced = last_unplaced;
         if t_dp.is_none() && owned >= n && tables_ok && unplaced == Some(0) {
             t_dp = Some(t0.elapsed());
         }
@@ -900,6 +909,21 @@ fn run_case(quick: bool, vip_bin: &Path, n: usize, mode: Mode) -> Result<Case> {
     case.cpu_pct = [case.cpu_pct[h], case.cpu_pct[s]];
     case.steady = [case.steady[h].clone(), case.steady[s].clone()];
     case.rss = [case.rss[h], case.rss[s]];
+    // One scrape, as Prometheus would make every 15-30 s: what it costs the holder.
+    let c0 = testbed::cpu_time(nodes[h].pid());
+    let w0 = Instant::now();
+    if let Ok((200, body)) = testbed::http_get(
+        &bed.host(NODES[h]).ns,
+        "127.0.0.1:9472".parse()?,
+        "/metrics",
+    ) {
+        case.scrape = Some((
+            testbed::cpu_time(nodes[h].pid()) - c0,
+            w0.elapsed(),
+            body.len(),
+            body.lines().filter(|l| !l.starts_with('#')).count(),
+        ));
+    }
     let ids;
     (case.maps, case.maps_percpu, ids) = map_memlock(nodes[h].pid());
     case.map_breakdown = map_breakdown(&ids);
@@ -1322,6 +1346,22 @@ fn rows(mode: Mode, small: &Case, big: &Case, out: &mut Vec<Row>) {
             .goal_at_most(big.cpu_pct[k], 0.3, "0.3 %"),
         );
     }
+    let scrape = |c: &Case| match c.scrape {
+        Some((cpu, wall, bytes, series)) => format!(
+            "{:.1} ms CPU ({:.1} ms wall), {:.0} KiB, {series} series",
+            cpu.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e3,
+            bytes as f64 / 1024.0
+        ),
+        None => "failed".into(),
+    };
+    let mut row = Row::new(n_label("one /metrics scrape, holder"))
+        .result(scrape(big))
+        .baseline(format!("N={}: {}", small.n, scrape(small)));
+    if let (Some(b), Some(s)) = (big.scrape, small.scrape) {
+        row = row.ratio(b.0.as_secs_f64() / s.0.as_secs_f64().max(1e-6));
+    }
+    out.push(row);
     for (k, role) in ["holder", "standby"].iter().enumerate() {
         let (b, s) = (&big.steady[k], &small.steady[k]);
         let r = b.writes_per_s() / s.writes_per_s().max(1e-9);
