@@ -1,7 +1,7 @@
-//! What the daemon reports, as its tasks leave it: the reconciler, the lifecycle, the
-//! Service controller, BGP and the election write here as they go, and a scrape only reads
-//! (`scrape`, `registry`). Kept apart from the encoding and the HTTP server because it is the
-//! one part the rest of the daemon touches.
+//! What the daemon reports, as its tasks leave it: the daemon's loops (lifecycle, ownership,
+//! fence, BGP and election status), the reconciler and the Service controller write here as
+//! they go, and a scrape only reads (`scrape`, `registry`, `http`). Apart from the encoding
+//! and the HTTP server because it is the one part of `metrics` the rest of the daemon uses.
 use std::sync::{atomic::AtomicBool, Mutex, RwLock};
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
