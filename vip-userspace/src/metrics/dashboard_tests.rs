@@ -2,9 +2,15 @@
 //! is what this exporter renders, not a list kept beside it: the registry the daemon builds,
 //! with a scrape in which every family has a row (the per-VIP, per-service, BGP and Raft
 //! families only appear when there is something to report).
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use super::*;
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use super::{
+    registry::registered,
+    scrape::{MapsScrape, Scrape},
+    Attachment, K8sStats, State,
+};
 use crate::dataplane::inspect::{BackendView, ServiceView};
 
 const DASHBOARD: &str = include_str!("../../../manifests/grafana-dashboard.json");
