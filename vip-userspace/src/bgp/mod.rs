@@ -10,6 +10,7 @@
 //! The speaker never imports routes: UPDATEs from peers are read and dropped.
 pub mod bfd;
 pub mod config;
+mod fsm;
 mod session;
 mod sock;
 pub mod status;
