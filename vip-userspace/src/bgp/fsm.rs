@@ -354,3 +354,87 @@ fn announcements(base: &wire::RouteAttrs, routes: &Routes) -> Vec<BgpMessage> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    //! Steps of the state machine alone: no socket, no timer.
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn session() -> (BgpConfig, PeerConfig, wire::PeerOpen) {
+        let peer = PeerConfig::new("192.0.2.1".parse().unwrap(), 65000);
+        let cfg = BgpConfig::new(65001, Ipv4Addr::new(10, 0, 0, 2), vec![peer.clone()]);
+        let their = wire::PeerOpen {
+            asn: 65000,
+            hold_time_s: 9,
+            router_id: Ipv4Addr::new(10, 0, 0, 1),
+            asn4: true,
+            ipv4: true,
+            ipv6: false,
+            route_refresh: true,
+            graceful_restart: true,
+        };
+        (cfg, peer, their)
+    }
+
+    fn established() -> Established {
+        let (cfg, peer, their) = session();
+        Established::new(&cfg, &peer, &their, "192.0.2.2".parse().unwrap(), 9)
+    }
+
+    #[test]
+    fn open_checks_name_the_problem() {
+        let (cfg, peer, mut their) = session();
+        let t = check_open(&cfg, &peer, &their).ok().unwrap();
+        assert_eq!((t.hold_s, t.keepalive), (9, Some(Duration::from_secs(3))));
+        their.hold_time_s = 2;
+        let r = check_open(&cfg, &peer, &their).err().unwrap();
+        assert_eq!(r.why, "unacceptable hold time 2");
+        their.asn = 65002;
+        let r = check_open(&cfg, &peer, &their).err().unwrap();
+        assert_eq!(r.why, "peer says AS 65002, configured 65000");
+    }
+
+    #[test]
+    fn bfd_down_ends_the_session_only_after_it_was_up() {
+        let mut s = established();
+        let a = s.step(Event::Bfd(BfdState::Down));
+        assert!(matches!(a[..], [Action::Bfd(BfdState::Down)]));
+        s.step(Event::Bfd(BfdState::Up));
+        let a = s.step(Event::Bfd(BfdState::Down));
+        assert!(matches!(
+            &a[..],
+            [
+                Action::Bfd(BfdState::Down),
+                Action::Notify {
+                    end: End::Failed {
+                        established: true,
+                        ..
+                    },
+                    ..
+                }
+            ]
+        ));
+    }
+
+    #[test]
+    fn shutdown_withdraws_then_ceases_and_restart_just_stops() {
+        let mut s = established();
+        let v4: IpAddr = "192.0.2.10".parse().unwrap();
+        let table: Routes = [(v4, RoutePolicy::default())].into();
+        let a = s.start(&table);
+        assert!(
+            matches!(&a[..], [Action::SendAll(m), Action::Announced(p)] if m.len() == 2 && p == &vec![v4])
+        );
+        assert!(matches!(
+            s.step(Event::Control(Control::Restart))[..],
+            [Action::End(End::Stopped)]
+        ));
+        let a = s.step(Event::Control(Control::Shutdown));
+        let [Action::Shutdown(msgs)] = &a[..] else {
+            panic!("expected one Shutdown action")
+        };
+        assert!(matches!(msgs.last(), Some(BgpMessage::Notification(_))));
+        assert_eq!(msgs.len(), 2, "one withdrawal UPDATE, then the Cease");
+    }
+}
