@@ -7,9 +7,13 @@
 //! route at the peer). Optional per-peer
 //! BFD (RFC 5880/5881) tears a session down within the detection time.
 //!
+//! `session.rs` is the task's I/O (socket, timers, the handshake's waits); what an
+//! Established session does on each event is decided in `fsm.rs`, which has no sockets.
+//!
 //! The speaker never imports routes: UPDATEs from peers are read and dropped.
 pub mod bfd;
 pub mod config;
+mod fsm;
 mod session;
 mod sock;
 pub mod status;

@@ -1,6 +1,8 @@
 //! One peer: connect (or wait for the peer), run a session, reconnect with backoff.
+//!
+//! This is the I/O half of the session: the socket, the timers and the handshake's waits.
+//! What the protocol decides once Established lives in `fsm.rs`, without sockets.
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -9,7 +11,7 @@ use std::{
 use futures::{SinkExt, StreamExt};
 use netgauze_bgp_pkt::{
     codec::{BgpCodec, BgpCodecDecoderError},
-    notification::{BgpNotificationMessage, FiniteStateMachineError, OpenMessageError},
+    notification::{BgpNotificationMessage, FiniteStateMachineError},
     BgpMessage,
 };
 use tokio::{
@@ -22,7 +24,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::{
     bfd::{self, BfdState},
-    config::{BgpConfig, PeerConfig, RoutePolicy},
+    config::{BgpConfig, PeerConfig},
+    fsm::{self, failed, Action, End, Event},
     sock, update, wire, Control, Routes, SessionState, SharedRef,
 };
 
@@ -48,14 +51,6 @@ const OPEN_WAIT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Conn = Framed<TcpStream, BgpCodec>;
-
-/// Why a session ended.
-enum End {
-    /// Shutdown or restart requested: the task exits.
-    Stopped,
-    /// The session failed; reconnect. `established` says whether it got that far.
-    Failed { error: String, established: bool },
-}
 
 pub(super) async fn run(mut ctx: PeerCtx) {
     let span = tracing::info_span!("bgp", peer = %ctx.peer.address);
@@ -204,13 +199,6 @@ async fn send_all(conn: &mut Conn, ms: Vec<BgpMessage>) -> Result<(), String> {
     }
 }
 
-fn failed(error: impl Into<String>, established: bool) -> End {
-    End::Failed {
-        error: error.into(),
-        established,
-    }
-}
-
 /// A decode error is answered with the NOTIFICATION netgauze maps it to (RFC 4271 6.x).
 async fn on_decode_error(conn: &mut Conn, e: BgpCodecDecoderError, established: bool) -> End {
     if let BgpCodecDecoderError::BgpMessageParsingError(pe) = &e {
@@ -240,160 +228,177 @@ async fn recv(conn: &mut Conn, established: bool) -> Result<BgpMessage, End> {
     }
 }
 
+/// One TCP connection, from our OPEN to the end of the session.
 async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
     let local = match stream.local_addr() {
         Ok(a) => a.ip(),
         Err(e) => return failed(format!("getsockname: {e}"), false),
     };
     info!(%local, "TCP connected");
-    let cfg = ctx.cfg.clone();
-    let p = ctx.peer.clone();
-    let our_hold = p.hold_time_s.unwrap_or(cfg.hold_time_s);
     let mut conn = Framed::new(stream, BgpCodec::new(true));
-
-    update(&ctx.shared, |s| s.state = SessionState::OpenSent);
-    let open = wire::open(&wire::OpenParams {
-        local_as: cfg.local_as,
-        hold_time_s: our_hold,
-        router_id: cfg.router_id,
-        gr_restart_time_s: cfg.graceful_restart.map(|g| g.restart_time_s),
-        gr_restarted: restarted && cfg.graceful_restart.is_some(),
-    });
-    if let Err(e) = send(&mut conn, open).await {
-        return failed(e, false);
-    }
-
-    // OpenSent: wait for the peer's OPEN.
-    let their = tokio::select! {
-        r = tokio::time::timeout(OPEN_WAIT, recv(&mut conn, false)) => match r {
-            Err(_) => return notify(&mut conn, wire::hold_timer_expired(), "no OPEN from peer".into()).await,
-            Ok(Err(end)) => return end,
-            Ok(Ok(BgpMessage::Open(o))) => wire::peer_open(&o),
-            Ok(Ok(other)) => {
-                let n = BgpNotificationMessage::FiniteStateMachineError(
-                    FiniteStateMachineError::ReceiveUnexpectedMessageInOpenSentState { value: Box::new([]) });
-                return notify(&mut conn, BgpMessage::Notification(n), format!("expected OPEN, got {:?}", other.get_type())).await;
-            }
-        },
-        _ = stopped(&mut ctx.control) => return End::Stopped,
+    let their = match open_sent(ctx, &mut conn, restarted).await {
+        Ok(o) => o,
+        Err(end) => return end,
     };
-    if their.asn != p.remote_as {
-        let n = BgpNotificationMessage::OpenMessageError(OpenMessageError::BadPeerAs {
-            value: Box::new([]),
-        });
-        return notify(
-            &mut conn,
-            BgpMessage::Notification(n),
-            format!("peer says AS {}, configured {}", their.asn, p.remote_as),
-        )
-        .await;
-    }
-    if their.hold_time_s == 1 || their.hold_time_s == 2 {
-        let n = BgpNotificationMessage::OpenMessageError(OpenMessageError::UnacceptableHoldTime {
-            value: Box::new([]),
-        });
-        return notify(
-            &mut conn,
-            BgpMessage::Notification(n),
-            format!("unacceptable hold time {}", their.hold_time_s),
-        )
-        .await;
-    }
-    let ebgp = p.remote_as != cfg.local_as;
-    if !ebgp && their.router_id == cfg.router_id {
-        let n = BgpNotificationMessage::OpenMessageError(OpenMessageError::BadBgpIdentifier {
-            value: Box::new([]),
-        });
-        return notify(
-            &mut conn,
-            BgpMessage::Notification(n),
-            "iBGP peer has our router id".into(),
-        )
-        .await;
-    }
-    let hold = our_hold.min(their.hold_time_s);
-    // Zero hold time: neither keepalives nor a hold timer (RFC 4271 4.4).
-    let hold_d = (hold > 0).then(|| Duration::from_secs(u64::from(hold)));
-    let keepalive_d = hold_d.map(|h| (h / 3).max(Duration::from_millis(333)));
-    debug!(?their, hold, "OPEN received");
+    let timers = match fsm::check_open(&ctx.cfg, &ctx.peer, &their) {
+        Ok(t) => t,
+        Err(r) => return notify(&mut conn, r.notification, r.why).await,
+    };
     if let Err(e) = send(&mut conn, BgpMessage::KeepAlive).await {
         return failed(e, false);
     }
     update(&ctx.shared, |s| s.state = SessionState::OpenConfirm);
+    if let Err(end) = open_confirm(ctx, &mut conn, timers.hold).await {
+        return end;
+    }
+    established(ctx, &mut conn, &their, local, &timers).await
+}
 
-    // OpenConfirm: wait for the KEEPALIVE that confirms our OPEN.
-    let far = Duration::from_secs(86400 * 365);
-    let confirm_wait = hold_d.unwrap_or(OPEN_WAIT);
+/// OpenSent: send our OPEN and wait for the peer's.
+async fn open_sent(
+    ctx: &mut PeerCtx,
+    conn: &mut Conn,
+    restarted: bool,
+) -> Result<wire::PeerOpen, End> {
+    let cfg = &ctx.cfg;
+    update(&ctx.shared, |s| s.state = SessionState::OpenSent);
+    let open = wire::open(&wire::OpenParams {
+        local_as: cfg.local_as,
+        hold_time_s: fsm::our_hold(cfg, &ctx.peer),
+        router_id: cfg.router_id,
+        gr_restart_time_s: cfg.graceful_restart.map(|g| g.restart_time_s),
+        gr_restarted: restarted && cfg.graceful_restart.is_some(),
+    });
+    if let Err(e) = send(conn, open).await {
+        return Err(failed(e, false));
+    }
     tokio::select! {
-        r = tokio::time::timeout(confirm_wait, recv(&mut conn, false)) => match r {
-            Err(_) => return notify(&mut conn, wire::hold_timer_expired(), "hold timer expired in OpenConfirm".into()).await,
-            Ok(Err(end)) => return end,
-            Ok(Ok(BgpMessage::KeepAlive)) => {}
+        r = tokio::time::timeout(OPEN_WAIT, recv(conn, false)) => match r {
+            Err(_) => Err(notify(conn, wire::hold_timer_expired(), "no OPEN from peer".into()).await),
+            Ok(Err(end)) => Err(end),
+            Ok(Ok(BgpMessage::Open(o))) => Ok(wire::peer_open(&o)),
+            Ok(Ok(other)) => {
+                let n = BgpNotificationMessage::FiniteStateMachineError(
+                    FiniteStateMachineError::ReceiveUnexpectedMessageInOpenSentState { value: Box::new([]) });
+                Err(notify(conn, BgpMessage::Notification(n), format!("expected OPEN, got {:?}", other.get_type())).await)
+            }
+        },
+        _ = stopped(&mut ctx.control) => Err(End::Stopped),
+    }
+}
+
+/// OpenConfirm: wait for the KEEPALIVE that confirms our OPEN.
+async fn open_confirm(
+    ctx: &mut PeerCtx,
+    conn: &mut Conn,
+    hold: Option<Duration>,
+) -> Result<(), End> {
+    let confirm_wait = hold.unwrap_or(OPEN_WAIT);
+    tokio::select! {
+        r = tokio::time::timeout(confirm_wait, recv(conn, false)) => match r {
+            Err(_) => Err(notify(conn, wire::hold_timer_expired(), "hold timer expired in OpenConfirm".into()).await),
+            Ok(Err(end)) => Err(end),
+            Ok(Ok(BgpMessage::KeepAlive)) => Ok(()),
             Ok(Ok(other)) => {
                 let n = BgpNotificationMessage::FiniteStateMachineError(
                     FiniteStateMachineError::ReceiveUnexpectedMessageInOpenConfirmState { value: Box::new([]) });
-                return notify(&mut conn, BgpMessage::Notification(n), format!("expected KEEPALIVE, got {:?}", other.get_type())).await;
+                Err(notify(conn, BgpMessage::Notification(n), format!("expected KEEPALIVE, got {:?}", other.get_type())).await)
             }
         },
-        _ = stopped(&mut ctx.control) => return End::Stopped,
+        _ = stopped(&mut ctx.control) => Err(End::Stopped),
     }
+}
 
-    let attrs = wire::RouteAttrs {
-        local_as: cfg.local_as,
-        ebgp,
-        asn4: their.asn4,
-        local_pref: cfg.local_pref,
-        communities: cfg.communities.clone(),
-        next_hop_v4: cfg.next_hop_v4.or(match local {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        }),
-        next_hop_v6: cfg.next_hop_v6.or(match local {
-            IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Some(a),
-            _ => None,
-        }),
-    };
-    let can_v4 = their.ipv4 && attrs.next_hop_v4.is_some();
-    let can_v6 = their.ipv6 && attrs.next_hop_v6.is_some();
-    if their.ipv6 && !can_v6 {
-        warn!("IPv6 routes not announced on this session: set bgp.next_hop_v6");
-    }
-    if their.ipv4 && !can_v4 {
-        warn!("IPv4 routes not announced on this session: set bgp.next_hop_v4");
-    }
-    info!(
-        hold,
-        ebgp,
-        ipv4 = can_v4,
-        ipv6 = can_v6,
-        peer_gr = their.graceful_restart,
-        route_refresh = their.route_refresh,
-        "Established"
-    );
+/// Established: the I/O half of [`fsm::Established`]. Socket reads, timers, table,
+/// control and BFD changes become events; the actions of each step are carried out here.
+async fn established(
+    ctx: &mut PeerCtx,
+    conn: &mut Conn,
+    their: &wire::PeerOpen,
+    local: IpAddr,
+    timers: &fsm::Timers,
+) -> End {
+    let mut fsm = fsm::Established::new(&ctx.cfg, &ctx.peer, their, local, timers.hold_s);
     update(&ctx.shared, |s| {
         s.state = SessionState::Established;
         s.established_at = Some(std::time::Instant::now());
         s.last_error = None;
     });
-    let eligible = |routes: &Routes| -> Routes {
-        routes
-            .iter()
-            .filter(|(a, _)| if a.is_ipv4() { can_v4 } else { can_v6 })
-            .map(|(a, p)| (*a, p.clone()))
-            .collect()
-    };
-
-    // The full table, then End-of-RIB per family.
-    let mut advertised = eligible(&ctx.desired.borrow_and_update());
-    if let Err(e) = send_table(&mut conn, &attrs, &advertised, can_v4, can_v6).await {
-        return failed(e, true);
+    let far = Duration::from_secs(86400 * 365);
+    let mut hold_deadline = Instant::now() + timers.hold.unwrap_or(far);
+    let first = ctx.desired.borrow_and_update().clone();
+    let start = fsm.start(&first);
+    if let Err(end) = apply(&ctx.shared, conn, timers.hold, &mut hold_deadline, start).await {
+        return end;
     }
-    update(&ctx.shared, |s| {
-        s.announced = advertised.keys().copied().collect()
-    });
+    let mut bfd_session = start_bfd(ctx, local);
+    hold_deadline = Instant::now() + timers.hold.unwrap_or(far);
+    let mut keepalive = tokio::time::interval(timers.keepalive.unwrap_or(far));
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.tick().await;
+    loop {
+        let ev = tokio::select! {
+            r = recv(conn, true) => match r {
+                Err(end) => return end,
+                Ok(m) => Event::Received(m),
+            },
+            _ = tokio::time::sleep_until(hold_deadline), if timers.hold.is_some() => Event::HoldTimerExpired,
+            _ = keepalive.tick(), if timers.keepalive.is_some() => Event::KeepaliveDue,
+            r = ctx.desired.changed() => match r {
+                Err(_) => Event::SpeakerGone,
+                Ok(()) => Event::RoutesChanged(ctx.desired.borrow_and_update().clone()),
+            },
+            r = ctx.control.changed() => Event::Control(if r.is_err() { Control::Restart } else { *ctx.control.borrow() }),
+            st = bfd_changed(&mut bfd_session) => Event::Bfd(st),
+        };
+        let actions = fsm.step(ev);
+        if let Err(end) = apply(&ctx.shared, conn, timers.hold, &mut hold_deadline, actions).await {
+            return end;
+        }
+    }
+}
 
-    let mut bfd_session = match (&ctx.bfd, p.bfd) {
-        (Some(hub), Some(bcfg)) => match hub.session(local, p.address, bcfg) {
+/// Carry out one step's actions in order; `Err` once the session is over.
+async fn apply(
+    shared: &SharedRef,
+    conn: &mut Conn,
+    hold: Option<Duration>,
+    hold_deadline: &mut Instant,
+    actions: Vec<Action>,
+) -> Result<(), End> {
+    for a in actions {
+        match a {
+            Action::Send(m) => send(conn, m).await.map_err(|e| failed(e, true))?,
+            Action::SendAll(ms) => send_all(conn, ms).await.map_err(|e| failed(e, true))?,
+            Action::RestartHoldTimer => {
+                if let Some(h) = hold {
+                    *hold_deadline = Instant::now() + h;
+                }
+            }
+            Action::Announced(a) => update(shared, |s| s.announced = a),
+            Action::Bfd(st) => update(shared, |s| s.bfd = Some(st)),
+            Action::Notify { message, end } => {
+                let _ = send(conn, message).await;
+                return Err(end);
+            }
+            Action::Shutdown(msgs) => {
+                if let Err(e) = send_all(conn, msgs).await {
+                    warn!(error = %e, "withdrawing on shutdown");
+                }
+                let _ = conn.close().await;
+                info!("shut down: routes withdrawn, Cease sent");
+                return Err(End::Stopped);
+            }
+            Action::End(end) => return Err(end),
+        }
+    }
+    Ok(())
+}
+
+/// The BFD session for this peer, if it has one configured and it starts.
+fn start_bfd(ctx: &PeerCtx, local: IpAddr) -> Option<bfd::Session> {
+    match (&ctx.bfd, ctx.peer.bfd) {
+        (Some(hub), Some(bcfg)) => match hub.session(local, ctx.peer.address, bcfg) {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!(error = %crate::Chain(&e), "BFD session not started");
@@ -401,140 +406,7 @@ async fn session(ctx: &mut PeerCtx, stream: TcpStream, restarted: bool) -> End {
             }
         },
         _ => None,
-    };
-    let mut bfd_was_up = false;
-
-    let mut hold_deadline = Instant::now() + hold_d.unwrap_or(far);
-    let mut keepalive = tokio::time::interval(keepalive_d.unwrap_or(far));
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    keepalive.tick().await;
-    loop {
-        tokio::select! {
-            r = recv(&mut conn, true) => match r {
-                Err(end) => return end,
-                Ok(m) => {
-                    if let Some(h) = hold_d {
-                        hold_deadline = Instant::now() + h;
-                    }
-                    match m {
-                        BgpMessage::RouteRefresh(_) => {
-                            debug!("route refresh: sending the table again");
-                            if let Err(e) = send_table(&mut conn, &attrs, &advertised, can_v4, can_v6).await {
-                                return failed(e, true);
-                            }
-                        }
-                        BgpMessage::Open(_) => {
-                            let n = BgpNotificationMessage::FiniteStateMachineError(
-                                FiniteStateMachineError::ReceiveUnexpectedMessageInEstablishedState { value: Box::new([]) });
-                            let _ = send(&mut conn, BgpMessage::Notification(n)).await;
-                            return failed("OPEN in Established", true);
-                        }
-                        // We import nothing.
-                        _ => {}
-                    }
-                }
-            },
-            _ = tokio::time::sleep_until(hold_deadline), if hold_d.is_some() => {
-                let _ = send(&mut conn, wire::hold_timer_expired()).await;
-                return failed("hold timer expired", true);
-            }
-            _ = keepalive.tick(), if keepalive_d.is_some() => {
-                if let Err(e) = send(&mut conn, BgpMessage::KeepAlive).await {
-                    return failed(e, true);
-                }
-            }
-            r = ctx.desired.changed() => {
-                if r.is_err() {
-                    // The Speaker is gone without shutdown: behave like a crash.
-                    return End::Stopped;
-                }
-                let want = eligible(&ctx.desired.borrow_and_update());
-                // New prefixes and ones whose policy changed: announcing again replaces the
-                // route at the peer (RFC 4271 3.1), no withdrawal in between.
-                let add: Routes = want
-                    .iter()
-                    .filter(|(a, p)| advertised.get(a) != Some(p))
-                    .map(|(a, p)| (*a, p.clone()))
-                    .collect();
-                let del: Vec<IpAddr> = advertised.keys().filter(|a| !want.contains_key(a)).copied().collect();
-                let (d4, d6) = wire::split(del.iter().copied());
-                let mut msgs = wire::withdraw(&d4, &d6);
-                msgs.extend(announcements(&attrs, &add));
-                if !msgs.is_empty() {
-                    debug!(announce = add.len(), withdraw = del.len(), "UPDATE");
-                    if let Err(e) = send_all(&mut conn, msgs).await {
-                        return failed(e, true);
-                    }
-                }
-                advertised = want;
-                update(&ctx.shared, |s| s.announced = advertised.keys().copied().collect());
-            }
-            r = ctx.control.changed() => {
-                let how = if r.is_err() { Control::Restart } else { *ctx.control.borrow() };
-                match how {
-                    Control::Run => {}
-                    Control::Restart => {
-                        info!("closing for graceful restart (routes kept by the peer)");
-                        return End::Stopped;
-                    }
-                    Control::Shutdown => {
-                        let (v4, v6) = wire::split(advertised.keys().copied());
-                        let mut msgs = wire::withdraw(&v4, &v6);
-                        msgs.push(wire::cease_admin_shutdown());
-                        if let Err(e) = send_all(&mut conn, msgs).await {
-                            warn!(error = %e, "withdrawing on shutdown");
-                        }
-                        let _ = conn.close().await;
-                        info!("shut down: routes withdrawn, Cease sent");
-                        return End::Stopped;
-                    }
-                }
-            }
-            st = bfd_changed(&mut bfd_session) => {
-                update(&ctx.shared, |s| s.bfd = Some(st));
-                if st == BfdState::Up {
-                    bfd_was_up = true;
-                } else if bfd_was_up {
-                    // The session only falls on a BFD failure it has seen come up: a
-                    // router without BFD configured must not keep us from Established.
-                    let _ = send(&mut conn, wire::cease_bfd_down()).await;
-                    return failed("BFD session went down", true);
-                }
-            }
-        }
     }
-}
-
-/// UPDATEs for `routes`: one group per distinct policy, each with the session's attributes
-/// refined by that policy.
-fn announcements(base: &wire::RouteAttrs, routes: &Routes) -> Vec<netgauze_bgp_pkt::BgpMessage> {
-    let mut groups: BTreeMap<&RoutePolicy, Vec<IpAddr>> = BTreeMap::new();
-    for (a, p) in routes {
-        groups.entry(p).or_default().push(*a);
-    }
-    let mut out = Vec::new();
-    for (policy, addrs) in groups {
-        let (a4, a6) = wire::split(addrs);
-        out.extend(wire::announce(&base.with_policy(policy), &a4, &a6));
-    }
-    out
-}
-
-async fn send_table(
-    conn: &mut Conn,
-    attrs: &wire::RouteAttrs,
-    routes: &Routes,
-    v4: bool,
-    v6: bool,
-) -> Result<(), String> {
-    let mut msgs = announcements(attrs, routes);
-    if v4 {
-        msgs.push(wire::end_of_rib(false));
-    }
-    if v6 {
-        msgs.push(wire::end_of_rib(true));
-    }
-    send_all(conn, msgs).await
 }
 
 async fn stopped(control: &mut watch::Receiver<Control>) {
@@ -560,7 +432,7 @@ async fn bfd_changed(s: &mut Option<bfd::Session>) -> BfdState {
 mod tests {
     //! The FSM against a scripted peer on loopback: what real routers do not show us.
     use super::*;
-    use crate::bgp::Shared;
+    use crate::bgp::{RoutePolicy, Shared};
     use netgauze_bgp_pkt::{
         notification::{HoldTimerExpiredError, MessageHeaderError},
         open::{BgpOpenMessage, BgpOpenMessageParameter},
