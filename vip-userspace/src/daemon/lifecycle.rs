@@ -119,6 +119,16 @@ pub(super) fn claimed_rows(state: &State) -> Vec<(std::net::Ipv4Addr, vip_common
         .unwrap_or_default()
 }
 
+/// Whether forwarding met a next hop without a neighbour entry since the last look.
+pub(super) fn no_neigh_moved(state: &State) -> bool {
+    state
+        .stats
+        .lock()
+        .ok()
+        .and_then(|mut s| s.as_mut().map(|r| r.no_neigh_moved()))
+        .unwrap_or(false)
+}
+
 /// Everything that is up while the uplink exists.
 pub(super) struct Running {
     pub(super) uplink: Link,

@@ -32,7 +32,7 @@ use crate::{
 use events::{Event, Events};
 use fence::wait_fenced;
 pub use fence::FenceError;
-use lifecycle::{bring_down, bring_up, claimed_rows, Running};
+use lifecycle::{bring_down, bring_up, claimed_rows, no_neigh_moved, Running};
 use ownership::Ownership;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,10 @@ const EPOCH_TICKS: u64 = 2;
 /// settings, flushed neighbour entries): about every 10 s, besides every ownership change.
 const RECHECK_TICKS: u64 = 20;
 
+/// The least time between two repairs prompted by unresolved next hops (a backend that is
+/// really gone keeps them coming).
+const REPAIR_SOON: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(
     cfg: Config,
     keep_pinned: bool,
@@ -152,6 +156,7 @@ pub async fn run(
         running,
         speaker,
         link_checks: 0,
+        last_repair: std::time::Instant::now(),
     };
     let sig = loop {
         match events.next(&mut shutdown).await {
@@ -174,6 +179,7 @@ struct Daemon {
     running: Option<Running>,
     speaker: Option<crate::bgp::Speaker>,
     link_checks: u64,
+    last_repair: std::time::Instant,
 }
 
 impl Daemon {
@@ -228,7 +234,11 @@ impl Daemon {
             if self.link_checks.is_multiple_of(EPOCH_TICKS) {
                 r.rec.tick_epoch();
             }
-            if self.link_checks.is_multiple_of(RECHECK_TICKS) {
+            // Periodically, and soon after forwarding met a next hop without a MAC (a dsr
+            // packet is dropped then), at most every REPAIR_SOON.
+            let soon = no_neigh_moved(state) && self.last_repair.elapsed() >= REPAIR_SOON;
+            if self.link_checks.is_multiple_of(RECHECK_TICKS) || soon {
+                self.last_repair = std::time::Instant::now();
                 r.rec.repair().await;
             }
             r.rec.check_conflicts(&claimed_rows(state));

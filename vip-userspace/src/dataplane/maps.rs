@@ -64,6 +64,7 @@ pub struct StatsReader {
     vip_stats: HashMap<MapData, VipKey, VipStats>,
     /// The global foreign-claim counter at the last `claimed_rows`.
     last_conflicts: Option<u64>,
+    last_no_neigh: Option<u64>,
 }
 
 pub fn key(ip: Ipv4Addr) -> VipKey {
@@ -233,6 +234,7 @@ impl StatsReader {
             stats: PerCpuArray::try_from(aya::maps::Map::PerCpuArray(stats))?,
             vip_stats: HashMap::try_from(aya::maps::Map::HashMap(vip_stats))?,
             last_conflicts: None,
+            last_no_neigh: None,
         })
     }
 
@@ -256,6 +258,15 @@ impl StatsReader {
         }
         self.last_conflicts = total;
         self.per_vip()
+    }
+
+    /// Whether packets found no neighbour entry for their next hop since the last call (a
+    /// backend's entry may have been lost): one lookup.
+    pub fn no_neigh_moved(&mut self) -> bool {
+        let total = self.totals().ok().map(|t| t.fib_no_neigh);
+        let moved = total.is_some() && self.last_no_neigh.is_some() && total != self.last_no_neigh;
+        self.last_no_neigh = total;
+        moved
     }
 
     pub fn per_vip(&self) -> Vec<(Ipv4Addr, VipStats)> {
