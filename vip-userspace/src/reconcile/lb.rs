@@ -25,6 +25,9 @@ pub struct LbSide {
     restore_all: Vec<(&'static str, String)>,
     /// The uplink's own addresses at the last pass (which backends are on-link).
     prefixes: Vec<(Ipv4Addr, u8)>,
+    /// Each service's on-link backends, and how many services want each address.
+    on_link: std::collections::BTreeMap<vip_common::ServiceKey, Vec<Ipv4Addr>>,
+    refs: std::collections::BTreeMap<Ipv4Addr, u32>,
     forwarding_set: bool,
     nat_set: bool,
     strict: Option<Handle>,
@@ -50,6 +53,8 @@ impl LbSide {
             restore: Vec::new(),
             restore_all: Vec::new(),
             prefixes: Vec::new(),
+            on_link: Default::default(),
+            refs: Default::default(),
             forwarding_set: false,
             nat_set: false,
             strict: None,
@@ -87,6 +92,16 @@ impl LbSide {
         }
         if self.nat_set {
             self.set_nat(handle).await;
+        }
+        // Wanted but never made (the kernel refused earlier): try again.
+        let missing: Vec<Ipv4Addr> = self
+            .refs
+            .keys()
+            .filter(|ip| !self.neighbours.contains(ip))
+            .copied()
+            .collect();
+        for ip in missing {
+            self.ensure(handle, ip).await;
         }
         if self.neighbours.is_empty() {
             return;
@@ -159,36 +174,121 @@ impl LbSide {
                 Vec::new()
             }
         };
-        let services_changed = changes.added + changes.updated + changes.removed > 0;
-        if !services_changed && prefixes == self.prefixes {
+        // Which on-link backends are wanted: per service, kept between passes, so a pass
+        // recomputes only the services it touched (all of them when the uplink's prefixes
+        // changed, or for a list not in key order).
+        let (gained, lost) = if prefixes != self.prefixes || !crate::model::sorted_unique(services)
+        {
+            self.prefixes = prefixes;
+            self.want_all(services)
+        } else if changes.touched.is_empty() {
             return Ok(changes);
+        } else {
+            self.want_touched(services, &changes.touched)
+        };
+        for ip in gained {
+            self.ensure(handle, ip).await;
         }
-        self.prefixes = prefixes;
-        let want: BTreeSet<Ipv4Addr> = services
+        for ip in lost {
+            let _ = neigh::remove_managed(handle, self.uplink_index, ip).await;
+            self.neighbours.remove(&ip);
+        }
+        Ok(changes)
+    }
+
+    /// On-link backends of `s` (none for `local`, which hands packets to the stack).
+    fn on_link_of(&self, s: &Service) -> Vec<Ipv4Addr> {
+        if s.mode == LbMode::Local {
+            return Vec::new();
+        }
+        let mut out: Vec<Ipv4Addr> = s
+            .backends
             .iter()
-            .filter(|s| s.mode != LbMode::Local)
-            .flat_map(|s| s.backends.iter().map(|b| b.addr))
+            .map(|b| b.addr)
             .filter(|ip| {
                 self.prefixes
                     .iter()
                     .any(|(n, l)| *l < 32 && in_prefix(*ip, *n, *l))
             })
             .collect();
-        for ip in want.difference(&self.neighbours.clone()) {
-            match neigh::ensure_managed(handle, self.uplink_index, *ip).await {
-                Ok(()) => {
-                    self.neighbours.insert(*ip);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every service's on-link backends afresh: (addresses now wanted, no longer wanted).
+    fn want_all(&mut self, services: &[Service]) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+        let before: BTreeSet<Ipv4Addr> = self.refs.keys().copied().collect();
+        self.on_link.clear();
+        self.refs.clear();
+        for s in services {
+            let ips = self.on_link_of(s);
+            if !ips.is_empty() {
+                for ip in &ips {
+                    *self.refs.entry(*ip).or_default() += 1;
                 }
-                Err(e) => {
-                    tracing::warn!(backend = %ip, error = %crate::Chain(&e), "managed neighbour entry failed; first packets may be dropped until the kernel resolves it")
-                }
+                self.on_link.insert(super::services::key_of(s), ips);
             }
         }
-        for ip in self.neighbours.clone().difference(&want) {
-            let _ = neigh::remove_managed(handle, self.uplink_index, *ip).await;
-            self.neighbours.remove(ip);
+        let after: BTreeSet<Ipv4Addr> = self.refs.keys().copied().collect();
+        (
+            after
+                .difference(&before)
+                .filter(|ip| !self.neighbours.contains(ip))
+                .copied()
+                .collect(),
+            before.difference(&after).copied().collect(),
+        )
+    }
+
+    /// Only the `touched` services (`services` sorted by key): (gained, lost) addresses.
+    fn want_touched(
+        &mut self,
+        services: &[Service],
+        touched: &[vip_common::ServiceKey],
+    ) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+        let (mut gained, mut lost) = (Vec::new(), Vec::new());
+        for k in touched {
+            for ip in self.on_link.remove(k).unwrap_or_default() {
+                if let Some(n) = self.refs.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.refs.remove(&ip);
+                        lost.push(ip);
+                    }
+                }
+            }
+            let now = services
+                .binary_search_by(|s| super::services::key_of(s).cmp(k))
+                .ok()
+                .map(|i| self.on_link_of(&services[i]))
+                .unwrap_or_default();
+            for ip in &now {
+                let n = self.refs.entry(*ip).or_default();
+                *n += 1;
+                if *n == 1 {
+                    gained.push(*ip);
+                }
+            }
+            if !now.is_empty() {
+                self.on_link.insert(*k, now);
+            }
         }
-        Ok(changes)
+        // An address lost by one service and gained by another in the same pass stays.
+        lost.retain(|ip| !self.refs.contains_key(ip));
+        gained.retain(|ip| !self.neighbours.contains(ip));
+        (gained, lost)
+    }
+
+    async fn ensure(&mut self, handle: &Handle, ip: Ipv4Addr) {
+        match neigh::ensure_managed(handle, self.uplink_index, ip).await {
+            Ok(()) => {
+                self.neighbours.insert(ip);
+            }
+            Err(e) => {
+                tracing::warn!(backend = %ip, error = %crate::Chain(&e), "managed neighbour entry failed; first packets may be dropped until the kernel resolves it (retried on the next repair)")
+            }
+        }
     }
 
     /// nat replies are forwarded out of the interface they came in on; redirects would tell
@@ -209,6 +309,9 @@ impl LbSide {
 
     /// Remove what we added to the node (neighbour entries, interface settings).
     pub async fn release(&mut self, handle: &Handle) {
+        self.on_link.clear();
+        self.refs.clear();
+        self.prefixes.clear();
         self.forwarding_set = false;
         self.nat_set = false;
         for ip in std::mem::take(&mut self.neighbours) {

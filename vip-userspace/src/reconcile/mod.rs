@@ -119,6 +119,11 @@ pub struct Reconciler {
     /// XDP mode: owned (in the map, announced) but the local address binding failed.
     unbound: BTreeSet<Ipv4Addr>,
     conflicts: conflict::Conflicts,
+    /// The claims last applied without any failure (see `apply`); cleared by anything that
+    /// changes what is applied outside `apply`.
+    settled: Option<Claims>,
+    /// The last pass put every gained VIP in the map (none failed alone).
+    complete: bool,
 }
 
 impl Reconciler {
@@ -149,6 +154,8 @@ impl Reconciler {
             arp: true,
             unbound: BTreeSet::new(),
             conflicts: conflict::Conflicts::default(),
+            settled: None,
+            complete: true,
         }
     }
 
@@ -310,6 +317,7 @@ impl Reconciler {
         &mut self,
         owned: &BTreeSet<Ipv4Addr>,
     ) -> Result<Vec<Ipv4Addr>, ReconcileError> {
+        self.settled = None;
         let (left, local_index) = match &self.backend {
             Backend::Xdp {
                 maps,
@@ -339,6 +347,7 @@ impl Reconciler {
     /// cover the gap, so ARP keeps being answered while no daemon runs. Only the pending
     /// gratuitous ARPs stop.
     pub fn hand_over(&mut self, dead_man: std::time::Duration, grace: std::time::Duration) {
+        self.settled = None;
         for burst in self.applied.values_mut() {
             if let Some(b) = burst.take() {
                 b.abort();
@@ -352,6 +361,7 @@ impl Reconciler {
 
     /// Drop data-plane entries a previous run left for VIPs no longer wanted (kept pins).
     pub fn prune_stale(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
+        self.settled = None;
         let wanted = claims.all();
         if let Backend::Xdp { maps, .. } = &mut self.backend {
             for ip in maps.vips() {
@@ -365,6 +375,20 @@ impl Reconciler {
     }
 
     pub async fn apply(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
+        // The claims of the last pass that applied completely: nothing to do (a pass for a
+        // changed service leaves 10,000 VIPs as they are without looking at each).
+        if self.settled.as_ref() == Some(claims) {
+            return Ok(());
+        }
+        self.settled = None;
+        let r = self.apply_claims(claims).await;
+        if r.is_ok() && self.unbound.is_empty() && self.complete {
+            self.settled = Some(claims.clone());
+        }
+        r
+    }
+
+    async fn apply_claims(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
         let owned = &claims.owned;
         let routed: BTreeSet<Ipv4Addr> = claims.routed.difference(owned).copied().collect();
         let lost: Vec<Ipv4Addr> = self
@@ -424,6 +448,7 @@ impl Reconciler {
                     false
                 }
             });
+            self.complete = failed.is_empty();
             if let Some((first, e)) = failed.first() {
                 self.state.reconcile_errors.inc();
                 tracing::error!(count = failed.len(), first = %first, error = %crate::Chain(e), "VIPs not applied, the others are (VIP map full? raise max_vips); retried next pass");
@@ -664,6 +689,7 @@ impl Reconciler {
     /// `keep_services` the services, backends and rings stay in the (kept) maps, inert once
     /// the program is detached, for `vip status` and the next run.
     pub async fn release_all(&mut self, keep_services: bool) -> Result<(), ReconcileError> {
+        self.settled = None;
         let mut first = None;
         for ip in self.applied().into_iter().chain(self.routed()) {
             if let Err(e) = self.release(ip).await {
