@@ -118,6 +118,17 @@ struct Computed {
     with_address: bool,
 }
 
+impl Computed {
+    /// The same contribution to the view apart from the services (`with_address` is not in
+    /// the view).
+    fn same_around(&self, o: &Computed) -> bool {
+        self.eligible == o.eligible
+            && self.ready == o.ready
+            && self.v4 == o.v4
+            && self.routes == o.routes
+    }
+}
+
 /// Writes issued for a Service, with the resourceVersion they were decided on: not
 /// repeated while the cache still shows that version.
 #[derive(Debug, Default)]
@@ -178,6 +189,8 @@ pub struct Controller {
     /// Shared with the daemon: a publication is one pointer copy.
     view: std::sync::Arc<View>,
     view_stale: bool,
+    /// The services changed since the view was last built (else its list is shared on).
+    services_stale: bool,
 }
 
 impl Controller {
@@ -211,6 +224,7 @@ impl Controller {
             writer: None,
             view: Default::default(),
             view_stale: false,
+            services_stale: false,
         }
     }
 
@@ -625,17 +639,32 @@ impl Controller {
                 self.by_vip.entry(*v).or_default().insert(k.clone());
             }
         }
-        self.view_stale = true;
+        // Only what the view is made of: a status echo that flips `with_address` alone changes
+        // nothing the daemon would act on.
+        let (services_same, rest_same) = match (&old, &new) {
+            (Some(o), Some(n)) => (o.services == n.services, o.same_around(n)),
+            _ => (false, false),
+        };
+        if !services_same {
+            self.services_stale = true;
+        }
+        if !(services_same && rest_same) {
+            self.view_stale = true;
+        }
     }
 
     /// The view from the kept results: no Service is recomputed.
     fn rebuild_view(&mut self) {
-        let mut view = View {
-            services: self
-                .by_id
+        let services = if std::mem::take(&mut self.services_stale) {
+            self.by_id
                 .values()
                 .filter_map(|c| c.values().next().cloned())
-                .collect(),
+                .collect()
+        } else {
+            self.view.services.clone()
+        };
+        let mut view = View {
+            services,
             ..View::default()
         };
         for r in self.results.values() {

@@ -291,8 +291,8 @@ pub struct Ipam {
     /// Per pool range (lo, hi, family): every address below the value is held, so the
     /// search for the lowest free one starts there (lowered again by `release`).
     low_free: HashMap<(u128, u128, Family), u128>,
-    /// `usage()` as last computed; cleared by every change to `held` or the pools (the
-    /// controller asks on every step, and counting is O(addresses held)).
+    /// `usage()` as last computed, kept in step by `hold` and `release` (the controller asks
+    /// on every step, and counting is O(addresses held)); cleared when the pools change.
     usage: std::sync::Mutex<Option<Vec<(String, u128, usize)>>>,
 }
 
@@ -404,8 +404,34 @@ impl Ipam {
         Ok(())
     }
 
+    /// Keep the cached `usage` in step with an address coming into (`true`) or going out of
+    /// `held`: the pools holding it count one more or one less, without a recount.
+    fn count(&mut self, ip: IpAddr, held: bool) {
+        let pools = &self.pools;
+        let Ok(cache) = self.usage.get_mut() else {
+            return;
+        };
+        let Some(rows) = cache.as_mut() else {
+            return;
+        };
+        // The rows of `count_usage`: the namespaces' pools, then `global` last if there is one.
+        let global_row = pools.global.as_ref().map(|_| rows.len().saturating_sub(1));
+        for (i, (name, _, n)) in rows.iter_mut().enumerate() {
+            let pool = if Some(i) == global_row {
+                pools.global.as_ref()
+            } else {
+                pools.per_ns.get(name.as_str())
+            };
+            if pool.is_some_and(|p| p.contains(ip)) {
+                *n = if held { *n + 1 } else { n.saturating_sub(1) };
+            }
+        }
+    }
+
     fn hold(&mut self, ip: IpAddr, r: &Request) {
-        self.changed();
+        if !self.held.contains_key(&ip) {
+            self.count(ip, true);
+        }
         self.by_id.entry(r.id()).or_default().insert(ip);
         let hs = self.held.entry(ip).or_default();
         hs.retain(|h| h.id != r.id());
@@ -479,7 +505,6 @@ impl Ipam {
         let Some(ips) = self.by_id.remove(&id) else {
             return;
         };
-        self.changed();
         for ip in ips {
             let empty = self.held.get_mut(&ip).is_some_and(|hs| {
                 hs.retain(|h| h.id != id);
@@ -487,6 +512,7 @@ impl Ipam {
             });
             if empty {
                 self.held.remove(&ip);
+                self.count(ip, false);
                 let n = to_u128(ip);
                 for ((lo, hi, f), low) in self.low_free.iter_mut() {
                     if *f == Family::of(&ip) && (*lo..=*hi).contains(&n) {
@@ -612,6 +638,29 @@ mod tests {
             ("global".to_string(), u128::MAX, 1),
         ];
         assert_eq!(ipam.usage(), usage);
+    }
+
+    #[test]
+    fn usage_kept_in_step_with_allocations_and_releases_matches_a_recount() {
+        let mut a = Ipam::new(pools(&[
+            ("range-default", "192.0.2.10-192.0.2.20"),
+            ("range-global", "198.51.100.1-198.51.100.9"),
+        ]));
+        // Asked once first, so the kept count is the one updated from then on.
+        assert_eq!(a.usage(), a.count_usage());
+        for name in ["a", "b", "c"] {
+            a.allocate(&req("default", name)).unwrap();
+            a.allocate(&req("other", name)).unwrap();
+            assert_eq!(a.usage(), a.count_usage());
+        }
+        a.release("default", "b");
+        a.release("other", "a");
+        a.release("other", "zz");
+        assert_eq!(a.usage(), a.count_usage());
+        assert_eq!(
+            a.usage(),
+            vec![("default".to_string(), 11, 2), ("global".to_string(), 9, 2),]
+        );
     }
 
     #[test]
