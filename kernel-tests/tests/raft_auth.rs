@@ -49,6 +49,18 @@ const TIMING: Timing = Timing {
     lease_ms: LEASE_MS,
 };
 
+/// The flood test asserts that the leader's fence never lapses (no leadership transition) for
+/// its three seconds; with the other tests' four clusters (twelve daemons) and their builds
+/// on the same two cores, a VM stall longer than the 150 ms lease made it lapse about one run
+/// in four, on main as on any branch (measured). It runs alone: the others take this lock
+/// shared, the flood exclusively. What it proves is about forged datagrams, not about how
+/// long this machine can be descheduled (that is `raft_load`'s and the failover bench's).
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn peers() -> BTreeMap<u64, SocketAddr> {
     (0..3)
         .map(|i| (i as u64 + 1, SocketAddr::from((node_ip(i), PORT))))
@@ -180,6 +192,7 @@ fn replies_since(cap: &Capture, from: Instant) -> (Duration, Vec<[u8; 6]>) {
 /// reasons, unkeyed datagrams, the old JSON format, and datagrams from its own address.
 #[test]
 fn forged_datagrams_depose_nobody_and_win_nothing() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
     let cl = cluster("raf", "k1");
     let client = cl.bed.host("client");
     let (cap, _probe) = answered_probe(client, Duration::from_millis(5));
@@ -318,6 +331,7 @@ fn forged_datagrams_depose_nobody_and_win_nothing() {
 /// in clear; the test reads it from the state file.)
 #[test]
 fn without_a_key_the_same_forgery_deposes_the_leader() {
+    let _shared = shared();
     let cl = cluster("rai", "");
     let (leader, term0) = cl.settled(Duration::from_secs(10));
     let m = cl.metrics(leader).unwrap();
@@ -375,6 +389,7 @@ fn without_a_key_the_same_forgery_deposes_the_leader() {
 /// to keep a cut-off leader's followers loyal (they elect a successor anyway).
 #[test]
 fn replayed_datagrams_change_nothing_before_or_after_restarts() {
+    let _shared = shared();
     let mut cl = cluster("rar", "k1");
     let client = cl.bed.host("client");
     let (cap, _probe) = answered_probe(client, Duration::from_millis(5));
@@ -516,6 +531,7 @@ fn replay(cl: &Cluster, frames: Vec<Vec<u8>>, rounds: u64) {
 /// previous on every node, then k2 alone — while the client asks for the VIP every 5 ms.
 #[test]
 fn key_rotation_loses_no_leadership() {
+    let _shared = shared();
     let mut cl = cluster("rak", "k1");
     let client = cl.bed.host("client");
     let (cap, _probe) = answered_probe(client, Duration::from_millis(5));
@@ -576,6 +592,7 @@ fn key_rotation_loses_no_leadership() {
 /// `insecure: true` runs, warns and says so in the metrics.
 #[test]
 fn key_config_errors_exit_2_and_insecure_warns() {
+    let _shared = shared();
     require_root_and_bpf();
     let dir = std::env::temp_dir().join("rac-raft-auth");
     let _ = std::fs::remove_dir_all(&dir);
