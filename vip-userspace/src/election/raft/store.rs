@@ -149,3 +149,125 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeSet,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::election::raft::{
+        core::{Core, Msg},
+        test_support::{cfg, tempdir},
+    };
+
+    #[test]
+    fn persisted_vote_survives_reload_and_is_not_given_twice() {
+        let d = tempdir("store");
+        let (store, hs) = Store::open(&d, 1).unwrap();
+        assert_eq!(hs, HardState::default());
+        // Node 1 votes for 2 in term 5 and persists it, as the I/O loop does.
+        let members = BTreeSet::from([1, 2, 3]);
+        let timing = cfg(&d).timing();
+        let t0 = Instant::now();
+        let mut c = Core::new(1, &members, timing, hs, t0);
+        let later = t0 + Duration::from_millis(150);
+        c.step(
+            later,
+            2,
+            Msg::Vote {
+                term: 5,
+                transfer: false,
+            },
+        );
+        store.save(&c.hard_state()).unwrap();
+        drop(c);
+        // Restart: same directory, fresh core.
+        let (store, hs) = Store::open(&d, 1).unwrap();
+        assert_eq!(
+            hs,
+            HardState {
+                term: 5,
+                voted_for: Some(2)
+            }
+        );
+        let t1 = Instant::now();
+        let mut c = Core::new(1, &members, timing, hs, t1);
+        let later = t1 + Duration::from_millis(150);
+        c.step(
+            later,
+            3,
+            Msg::Vote {
+                term: 5,
+                transfer: true,
+            },
+        );
+        c.step(
+            later,
+            2,
+            Msg::Vote {
+                term: 5,
+                transfer: false,
+            },
+        );
+        let out = c.take_out();
+        assert!(
+            matches!(
+                out[0].1,
+                Msg::VoteResp {
+                    term: 5,
+                    granted: false
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(
+            matches!(
+                out[1].1,
+                Msg::VoteResp {
+                    term: 5,
+                    granted: true
+                }
+            ),
+            "{out:?}"
+        );
+        // A new term is a new vote, and is persisted as such.
+        c.step(
+            later,
+            3,
+            Msg::Vote {
+                term: 6,
+                transfer: false,
+            },
+        );
+        store.save(&c.hard_state()).unwrap();
+        assert_eq!(
+            store.load().unwrap(),
+            HardState {
+                term: 6,
+                voted_for: Some(3)
+            }
+        );
+        assert!(!d.join("raft-state.json.tmp").exists());
+        // Every start a higher boot epoch, kept by the saves in between (auth.rs relies on
+        // it); the clock term when it is ahead, the counter when the clock is behind.
+        let (mut store, hs) = Store::open(&d, 1).unwrap();
+        let e1 = store.begin_epoch(&hs, 1_000).unwrap();
+        store.save(&hs).unwrap();
+        let (mut store, hs) = Store::open(&d, 1).unwrap();
+        let e2 = store.begin_epoch(&hs, 5).unwrap();
+        assert_eq!((e1, e2), (1_000, 1_001));
+        assert_eq!(
+            store.load().unwrap().term,
+            6,
+            "the epoch leaves term and vote alone"
+        );
+        // Another node's state, or garbage, is refused rather than read as term 0.
+        assert!(matches!(Store::open(&d, 2), Err(RaftError::Corrupt { .. })));
+        std::fs::write(d.join("raft-state.json"), b"{not json").unwrap();
+        assert!(matches!(Store::open(&d, 1), Err(RaftError::Corrupt { .. })));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
