@@ -67,10 +67,14 @@ pub(crate) fn plan(i: &Inputs) -> Plan {
     let single = individually(i);
     let placed = placed(i);
     let mut owned: BTreeSet<Ipv4Addr> = if i.leader {
-        election::single::owned(&desired)
-            .into_iter()
-            .filter(|v| !single.contains_key(v) && !placed.contains_key(v))
-            .collect()
+        let all = election::single::owned(&desired);
+        if single.is_empty() && placed.is_empty() {
+            all
+        } else {
+            all.into_iter()
+                .filter(|v| !single.contains_key(v) && !placed.contains_key(v))
+                .collect()
+        }
     } else {
         BTreeSet::new()
     };

@@ -177,6 +177,8 @@ pub struct Controller {
     /// The results' services by id, each with the Services contributing one (kept with the
     /// results, so a view is built without going through every Service).
     by_id: BTreeMap<crate::model::ServiceId, BTreeMap<Key, ModelService>>,
+    /// The service each id is served as (its first contributor's): the view's list.
+    winners: BTreeMap<crate::model::ServiceId, ModelService>,
     with_address: usize,
     by_vip: HashMap<Ipv4Addr, BTreeSet<Key>>,
     dirty: BTreeSet<Key>,
@@ -213,6 +215,7 @@ impl Controller {
             synced: [false; 3],
             results: BTreeMap::new(),
             by_id: BTreeMap::new(),
+            winners: BTreeMap::new(),
             with_address: 0,
             by_vip: HashMap::new(),
             dirty: BTreeSet::new(),
@@ -607,8 +610,10 @@ impl Controller {
         if old.is_none() && new.is_none() {
             return;
         }
+        let mut ids: Vec<crate::model::ServiceId> = Vec::new();
         if let Some(o) = &old {
             for m in &o.services {
+                ids.push(m.id());
                 if let Some(c) = self.by_id.get_mut(&m.id()) {
                     c.remove(k);
                     if c.is_empty() {
@@ -628,6 +633,7 @@ impl Controller {
         }
         if let Some(n) = &new {
             for m in &n.services {
+                ids.push(m.id());
                 self.by_id
                     .entry(m.id())
                     .or_default()
@@ -641,6 +647,16 @@ impl Controller {
         }
         // Only what the view is made of: a status echo that flips `with_address` alone changes
         // nothing the daemon would act on.
+        for id in ids {
+            match self.by_id.get(&id).and_then(|c| c.values().next()) {
+                Some(w) => {
+                    self.winners.insert(id, w.clone());
+                }
+                None => {
+                    self.winners.remove(&id);
+                }
+            }
+        }
         let (services_same, rest_same) = match (&old, &new) {
             (Some(o), Some(n)) => (o.services == n.services, o.same_around(n)),
             _ => (false, false),
@@ -656,10 +672,7 @@ impl Controller {
     /// The view from the kept results: no Service is recomputed.
     fn rebuild_view(&mut self) {
         let services = if std::mem::take(&mut self.services_stale) {
-            self.by_id
-                .values()
-                .filter_map(|c| c.values().next().cloned())
-                .collect()
+            self.winners.values().cloned().collect()
         } else {
             self.view.services.clone()
         };

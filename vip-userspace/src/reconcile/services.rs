@@ -79,6 +79,18 @@ struct Applied {
     complete: bool,
 }
 
+impl Applied {
+    /// Applied whole as `svc` says already. The same backends as last pass are the same
+    /// shared list (from the view): a pointer comparison, no walk through 10,000 lists
+    /// scattered over the heap.
+    fn serves(&self, svc: &Service) -> bool {
+        let same = |b: &crate::model::Backends| {
+            std::sync::Arc::ptr_eq(b, &svc.backends) || *b == svc.backends
+        };
+        self.complete && self.mode == svc.mode.code() && self.backends.as_ref().is_some_and(same)
+    }
+}
+
 /// What one `apply` did, for logs and tests.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -494,14 +506,21 @@ impl ServiceSync {
             m.into_iter().collect()
         };
         debug_assert!(want.windows(2).all(|w| w[0].0 < w[1].0));
-        let mut next = want.iter().map(|(k, _)| k).peekable();
+        // One walk of both sorted lists: what is gone, and what to apply (new, or not applied
+        // as it is wanted now); no lookup per service.
         let mut gone: Vec<ServiceKey> = Vec::new();
-        for k in self.applied.keys() {
-            while next.next_if(|w| *w < k).is_some() {}
-            if next.peek() != Some(&k) {
-                gone.push(*k);
+        let mut todo: Vec<(ServiceKey, &Service)> = Vec::new();
+        let mut applied = self.applied.iter().peekable();
+        for &(k, svc) in &want {
+            while let Some((a, _)) = applied.next_if(|(a, _)| **a < k) {
+                gone.push(*a);
+            }
+            match applied.next_if(|(a, _)| **a == k) {
+                Some((_, a)) if a.serves(svc) => {}
+                _ => todo.push((k, svc)),
             }
         }
+        gone.extend(applied.map(|(a, _)| *a));
         for k in gone {
             self.maps.services.remove(&k)?;
             if let Some(a) = self.applied.remove(&k) {
@@ -515,10 +534,7 @@ impl ServiceSync {
             ch.touched.push(k);
         }
 
-        for (k, svc) in want {
-            if self.unchanged(&k, svc) {
-                continue;
-            }
+        for (k, svc) in todo {
             ch.touched.push(k);
             if let Err(e) = self.apply_one(k, svc, &mut ch, &mut deactivate) {
                 ch.failed.push((k, e));
@@ -587,18 +603,6 @@ impl ServiceSync {
     /// Slots of the table map no service uses.
     pub fn free_slots(&self) -> u32 {
         self.slab.total_available()
-    }
-
-    /// Applied whole as `svc` says already. The same backends as last pass are the same
-    /// shared list (from the view): a pointer comparison, no walk through 10,000 lists
-    /// scattered over the heap.
-    fn unchanged(&self, k: &ServiceKey, svc: &Service) -> bool {
-        let same = |b: &crate::model::Backends| {
-            std::sync::Arc::ptr_eq(b, &svc.backends) || *b == svc.backends
-        };
-        self.applied.get(k).is_some_and(|a| {
-            a.complete && a.mode == svc.mode.code() && a.backends.as_ref().is_some_and(same)
-        })
     }
 
     /// One service into the maps (see `apply`). On an error nothing new of it is live: a
