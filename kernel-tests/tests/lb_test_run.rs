@@ -193,6 +193,9 @@ fn with_fixture_at<T: Send + 'static>(
             )
             .unwrap();
         let mut sync = ServiceSync::new(LbMaps::take(&mut ebpf).unwrap(), sizing, SEED).unwrap();
+        // The tables go in by plain stores into the mapped array (BPF_F_MMAPABLE); every
+        // packet test below reads them back through the program.
+        assert!(sync.rings_mapped(), "RINGS mapped into the process");
         let ch = sync.apply(&services()).unwrap();
         assert!(ch.failed.is_empty(), "fixture services placed: {ch:?}");
         let mut fx = Fx {

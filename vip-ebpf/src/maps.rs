@@ -88,8 +88,9 @@ pub static BACKENDS: Array<BackendValue, { MAX_BACKENDS as usize }> = Array::new
 /// Maglev tables of every service, each service two of its own size side by side (one
 /// live, see `ServiceValue`): slot `ring_off + hash % ring_size` holds a backend id. Sized
 /// for the defaults; the daemon resizes it at load (`ring_slots`).
+/// `BPF_F_MMAPABLE` (1 << 10): the daemon writes tables into its own mapping of the array.
 #[btf_map]
-pub static RINGS: Array<u32, { RING_SLOTS as usize }> = Array::new();
+pub static RINGS: Array<u32, { RING_SLOTS as usize }, 1024> = Array::new();
 
 /// Flow table: per-CPU array of 2-way sets (see `vip_common::CtSet`). Per-CPU like
 /// Katran's: RSS steers a flow to one CPU, so no locks and no shared cache lines; a flow

@@ -48,6 +48,9 @@ impl Globals {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Array,
+    /// An array userspace maps into its memory (`BPF_F_MMAPABLE`): the Maglev tables,
+    /// written with plain stores instead of one syscall element after element.
+    MmapArray,
     PerCpuArray,
     Hash,
     PerCpuHash,
@@ -58,7 +61,7 @@ pub enum Kind {
 impl Kind {
     fn map_type(self) -> MapType {
         match self {
-            Kind::Array => MapType::Array,
+            Kind::Array | Kind::MmapArray => MapType::Array,
             Kind::PerCpuArray => MapType::PerCpuArray,
             Kind::Hash => MapType::Hash,
             Kind::PerCpuHash => MapType::PerCpuHash,
@@ -97,17 +100,19 @@ impl MapShape {
             info.key_size(),
             info.value_size(),
             info.max_entries(),
+            info.map_flags() & BPF_F_MMAPABLE != 0,
         );
         let want = (
             Some(self.kind.map_type()),
             self.key,
             self.value,
             self.entries,
+            self.kind == Kind::MmapArray,
         );
         (have != want).then(|| {
             format!(
-                "pinned {:?} key {} B value {} B {} entries, want {:?} key {} B value {} B {} entries",
-                have.0, have.1, have.2, have.3, want.0, want.1, want.2, want.3
+                "pinned {:?} key {} B value {} B {} entries mmapable {}, want {:?} key {} B value {} B {} entries mmapable {}",
+                have.0, have.1, have.2, have.3, have.4, want.0, want.1, want.2, want.3, want.4
             )
         })
     }
@@ -122,6 +127,8 @@ impl MapShape {
         let key = round8(self.key);
         match self.kind {
             Kind::Array => ARRAY_HDR + entries * value,
+            // The header and the values each take whole pages (array_map_mem_usage).
+            Kind::MmapArray => page_align(ARRAY_HDR) + page_align(entries * value),
             Kind::PerCpuArray => ARRAY_HDR + entries * 8 + entries * value * n,
             Kind::Hash | Kind::PerCpuHash | Kind::LruHash => {
                 let buckets = entries.next_power_of_two();
@@ -149,6 +156,13 @@ fn round8(x: u32) -> u64 {
 }
 
 const PAGE: u64 = 4096;
+
+/// `BPF_F_MMAPABLE` (include/uapi/linux/bpf.h).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+fn page_align(b: u64) -> u64 {
+    b.div_ceil(PAGE) * PAGE
+}
 /// `sizeof(struct bpf_array)` (measured: a 1-entry u64 array is charged 320 B).
 const ARRAY_HDR: u64 = 312;
 /// `sizeof(struct bpf_htab)` (measured).
@@ -199,7 +213,7 @@ pub fn shapes(s: &Sizes, ncpus: u32) -> Vec<MapShape> {
             "services are written again at start; established flows keep their backends"),
         shape(map_names::BACKENDS, pin_names::BACKENDS, Array, 4, size::<BackendValue>(), s.max_backends, true,
             "backend ids start afresh and the flow table goes with them: established flows are placed by Maglev again"),
-        shape(map_names::RINGS, pin_names::RINGS, Array, 4, 4, s.ring_slots, true,
+        shape(map_names::RINGS, pin_names::RINGS, MmapArray, 4, 4, s.ring_slots, true,
             "Maglev tables are written again at start; established flows keep their backends"),
         shape(map_names::CONNTRACK, pin_names::CONNTRACK, PerCpuArray, 4, size::<CtSet>(), g.ct_sets, true,
             "established flows are placed by Maglev again: the same backend unless the service's backends changed since the flow began"),

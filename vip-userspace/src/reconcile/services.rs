@@ -469,10 +469,16 @@ impl ServiceSync {
             .collect())
     }
 
-    /// Write `table` at slot `base` (an idle table: no packet reads it): one
-    /// `BPF_MAP_UPDATE_BATCH` where the kernel has it (≥ 5.6), else slot by slot.
+    /// Write `table` at slot `base` (an idle table: no packet reads it): plain stores into
+    /// the mapped array; where it is not mapped (a kept pin from a build without the flag),
+    /// one `BPF_MAP_UPDATE_BATCH` (kernel ≥ 5.6), else slot by slot.
     fn write_ring(&mut self, base: u32, table: &[u32]) -> Result<usize, ServiceError> {
         use std::os::fd::AsFd;
+        if let Some(m) = self.maps.rings_mem.as_mut() {
+            if m.write(base, table) {
+                return Ok(table.len());
+            }
+        }
         if let Some(fd) = &self.maps.rings_fd {
             match super::batch::update_u32(fd.as_fd(), base, table) {
                 Ok(()) => return Ok(table.len()),
@@ -598,6 +604,12 @@ impl ServiceSync {
     /// backend (`BackendValue::svc`), so its reuse is safe at once.
     fn free_region(&mut self, r: &Region) {
         self.slab.free_range(r.off..r.off + 2 * r.size);
+    }
+
+    /// Whether tables are written through this process's mapping of the array (else by
+    /// syscall).
+    pub fn rings_mapped(&self) -> bool {
+        self.maps.rings_mem.is_some()
     }
 
     /// Slots of the table map no service uses.
