@@ -1463,7 +1463,8 @@ pub fn run(
     let vip_bin = crate::vip_bin(vip_bin)?;
     let sizes = if quick { [100, 1000] } else { [1000, 10_000] };
     let mut desc = Vec::new();
-    // `VIP_BENCH_SCALE_MODES=dsr` (or `local`): one mode only, for profiling; not recorded.
+    // `VIP_BENCH_SCALE_MODES=dsr` (or `local`): one mode only, for profiling (the table it
+    // writes into BENCHMARKS.md then lacks the other mode: not one to commit).
     let only = std::env::var("VIP_BENCH_SCALE_MODES").ok();
     for mode in [Mode::Local, Mode::Dsr] {
         if only.as_deref().is_some_and(|m| m != mode.name()) {
