@@ -73,6 +73,11 @@ pub const TOOLS: &[Tool] = &[
         "bgp_peers tests: FRR's sessions and routes",
     ),
     tool("haproxy", &["haproxy"], "bench: connection-rate baseline"),
+    tool(
+        "perf",
+        &["linux-perf"],
+        "bench scale with VIP_BENCH_SCALE_PERF: the daemons profiled over a phase",
+    ),
     tool("nft", &["nftables"], "bench: packet-rate baseline"),
     tool("keepalived", &["keepalived"], "bench: failover baseline"),
     tool(
