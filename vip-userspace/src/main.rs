@@ -1,3 +1,5 @@
+//! The `vip` binary's edge: parse the command line, run the subcommand, and turn its error
+//! into an exit code (2 for configuration, 1 for the rest) with the cause chain printed once.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 use std::process::ExitCode;
 

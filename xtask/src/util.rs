@@ -1,3 +1,5 @@
+//! What every xtask step shares: the workspace root and target dir, running cargo and other
+//! programs with the command echoed, step timing and the test tally.
 use std::{
     path::{Path, PathBuf},
     process::Command,
