@@ -2,8 +2,8 @@
 //! Maglev) and forwarded by the service's mode.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    BackendValue, FlowKey, LbStats, RevValue, ServiceKey, MODE_DSR, MODE_LOCAL, MODE_NAT,
-    PROTO_TCP, PROTO_UDP,
+    BackendValue, FlowKey, LbStats, RevValue, ServiceKey, ServiceValue, MODE_DSR, MODE_LOCAL,
+    MODE_NAT, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
@@ -35,28 +35,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         }
         return None;
     }
-    let l4 = frame.l3_off + ip.ihl_bytes;
-    // A truncated L4 header is malformed: the stack drops it with the right counters.
-    // TCP: the flags decide whether conntrack is consulted (a SYN is always placed anew).
-    let syn = if ip.proto == PROTO_TCP {
-        let tcp: *const [u8; 20] = ptr_at(ctx, l4)?;
-        // SAFETY: bounds-checked by ptr_at.
-        unsafe { (*tcp)[13] & (TCP_SYN | TCP_ACK) == TCP_SYN }
-    } else {
-        ptr_at::<[u8; 8]>(ctx, l4)?;
-        false
-    };
-    let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
-    // SAFETY: bounds-checked by ptr_at.
-    let ports = unsafe { *ports };
-    let flow = FlowKey {
-        src_be: ip.src,
-        dst_be: ip.dst,
-        sport_be: [ports[0], ports[1]],
-        dport_be: [ports[2], ports[3]],
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
+    let (flow, syn) = flow_of(ctx, frame, ip)?;
     let plain = ip.ihl_bytes == 20 && frame.l3_off == ETH_HLEN;
     // Established flows: the conntrack entry and its backend are all that is needed (the
     // backend carries its service's mode and id), so the service is not looked up.
@@ -91,7 +70,47 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
         stats::bump(|s| s.lb_ip_options += 1);
         return Some(xdp_action::XDP_PASS);
     }
-    let Some((id, backend)) = maglev::pick(&flow, &svc) else {
+    Some(place(ctx, frame, ip, &flow, &svc))
+}
+
+/// The flow's 5-tuple and whether it is a bare SYN; `None` for a truncated L4 header, which
+/// is malformed: the stack drops it with the right counters. TCP: the flags decide whether
+/// conntrack is consulted (a SYN is always placed anew).
+#[inline(always)]
+fn flow_of(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<(FlowKey, bool)> {
+    let l4 = frame.l3_off + ip.ihl_bytes;
+    let syn = if ip.proto == PROTO_TCP {
+        let tcp: *const [u8; 20] = ptr_at(ctx, l4)?;
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe { (*tcp)[13] & (TCP_SYN | TCP_ACK) == TCP_SYN }
+    } else {
+        ptr_at::<[u8; 8]>(ctx, l4)?;
+        false
+    };
+    let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let ports = unsafe { *ports };
+    let flow = FlowKey {
+        src_be: ip.src,
+        dst_be: ip.dst,
+        sport_be: [ports[0], ports[1]],
+        dport_be: [ports[2], ports[3]],
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    Some((flow, syn))
+}
+
+/// A new flow: Maglev picks the backend, conntrack remembers it, then it is forwarded.
+#[inline(always)]
+fn place(
+    ctx: &XdpContext,
+    frame: &EtherFrame,
+    ip: &Ipv4,
+    flow: &FlowKey,
+    svc: &ServiceValue,
+) -> u32 {
+    let Some((id, backend)) = maglev::pick(flow, svc) else {
         stats::bump(|s| s.lb_no_backend += 1);
         stats::service(
             svc.id,
@@ -100,9 +119,9 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
                 ..LbStats::default()
             },
         );
-        return Some(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     };
-    conntrack::record(&flow, id, &backend);
+    conntrack::record(flow, id, &backend);
     stats::bump(|s| s.ct_new += 1);
     let placed = LbStats {
         new_flows: 1,
@@ -110,7 +129,7 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame, ip: &Ipv4) -> Option<u32> {
     };
     stats::service(svc.id, placed);
     stats::backend(id, placed);
-    Some(forward(ctx, frame, ip, &flow, id, &backend, true))
+    forward(ctx, frame, ip, flow, id, &backend, true)
 }
 
 #[inline(always)]
