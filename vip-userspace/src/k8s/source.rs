@@ -3,7 +3,7 @@
 //! after each batch of changes (whatever arrived together), a leadership change or a change
 //! of the VIPs applied here, the controller recomputes only the Services concerned and the
 //! view is published. Every 30 s what failed is tried again.
-use std::time::Duration;
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use futures::{stream, FutureExt, StreamExt};
 use k8s_openapi::api::{
@@ -27,6 +27,8 @@ const RESYNC: Duration = Duration::from_secs(30);
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 /// Events taken in one batch before a step (bounds the latency of a burst's first change).
 const BATCH: usize = 4096;
+/// What the data plane could not take, and why (as the bus carries it).
+type UnplacedReasons = BTreeMap<crate::reconcile::Unplaced, String>;
 
 enum Change {
     Svc(Box<watcher::Event<Service>>),
@@ -79,18 +81,11 @@ fn ingest(ctl: &mut Controller, c: Change) {
     }
 }
 
-pub async fn run(
-    client: Client,
-    cfg: ControllerConfig,
-    mut leader: watch::Receiver<bool>,
-    out: watch::Sender<std::sync::Arc<View>>,
-    stats: std::sync::Arc<crate::metrics::State>,
-) {
-    // What this node has applied: holder annotations follow the data plane, not the lease.
-    let mut held = stats.bus.owned.subscribe();
-    let mut conflicts = stats.bus.conflicts.subscribe();
-    let mut unplaced = stats.bus.unplaced.subscribe();
-    let mut reported = std::collections::BTreeMap::new();
+/// The three watches (each with the default backoff), merged into one stream of changes.
+fn watches(
+    client: &Client,
+    cfg: &ControllerConfig,
+) -> stream::SelectAll<stream::BoxStream<'static, Change>> {
     let s1 = events(
         watcher(
             Api::<Service>::all(client.clone()),
@@ -116,7 +111,116 @@ pub async fn run(
         .default_backoff(),
         |e| Change::Pool(Box::new(e)),
     );
-    let mut changes = stream::select_all([s1, s2, s3]);
+    stream::select_all([s1, s2, s3])
+}
+
+/// Take whatever else arrived meanwhile (without waiting for more); false when the watches
+/// ended.
+fn drain(
+    ctl: &mut Controller,
+    changes: &mut (impl futures::Stream<Item = Change> + Unpin),
+) -> bool {
+    for _ in 0..BATCH {
+        match changes.next().now_or_never() {
+            Some(Some(c)) => ingest(ctl, c),
+            Some(None) => return false,
+            None => break,
+        }
+    }
+    true
+}
+
+/// Another host claims VIPs this node owns: a Warning for each.
+fn report_conflicts(ctl: &mut Controller, seen: Vec<(Ipv4Addr, [u8; 6])>) {
+    for (vip, mac) in seen {
+        ctl.conflict_event(vip, mac);
+    }
+}
+
+/// Services the data plane could not take: once per failure (and again if its reason
+/// changes); `reported` is what was reported last.
+fn report_unplaced(ctl: &mut Controller, now: UnplacedReasons, reported: &mut UnplacedReasons) {
+    for (what, why) in &now {
+        if reported.get(what) != Some(why) {
+            ctl.unplaced_event(*what, why);
+        }
+    }
+    *reported = now;
+}
+
+/// One controller step, recorded in the daemon's metrics and logs; whether the view changed.
+fn step(ctl: &mut Controller, stats: &crate::metrics::State) -> bool {
+    let report = ctl.step();
+    if let Ok(mut k) = stats.k8s.lock() {
+        *k = crate::metrics::K8sStats {
+            enabled: true,
+            services: report.served,
+            allocated: report.with_address,
+            failing: ctl.failing(),
+            pools: report.pools.clone(),
+        };
+    }
+    if !report.allocated.is_empty() || !report.failed.is_empty() || !report.released.is_empty() {
+        tracing::info!(allocated = report.allocated.len(), failed = ?report.failed.iter().take(10).collect::<Vec<_>>(), released = report.released.len(), "services");
+    }
+    tracing::debug!(recomputed = report.recomputed, "controller step");
+    ctl.take_view_changed()
+}
+
+/// The view's publication, at most every `PUBLISH_EVERY` while changes keep coming.
+struct Publisher {
+    out: watch::Sender<std::sync::Arc<View>>,
+    last: tokio::time::Instant,
+    due: bool,
+}
+
+impl Publisher {
+    fn new(out: watch::Sender<std::sync::Arc<View>>) -> Self {
+        Self {
+            out,
+            last: tokio::time::Instant::now() - PUBLISH_EVERY,
+            due: false,
+        }
+    }
+
+    /// When a due publication may go out.
+    fn at(&self) -> tokio::time::Instant {
+        self.last + PUBLISH_EVERY
+    }
+
+    fn publish_if_due(&mut self, ctl: &Controller) {
+        if !(self.due && tokio::time::Instant::now() >= self.at()) {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        self.out.send_replace(ctl.view().clone());
+        // The view is copied whole per publication (O(services)): logged when it shows.
+        let took = t0.elapsed();
+        if took >= std::time::Duration::from_millis(5) {
+            tracing::info!(
+                copy_ms = took.as_secs_f64() * 1e3,
+                services = ctl.view().services.len(),
+                "view publication took long"
+            );
+        }
+        self.last = tokio::time::Instant::now();
+        self.due = false;
+    }
+}
+
+pub async fn run(
+    client: Client,
+    cfg: ControllerConfig,
+    mut leader: watch::Receiver<bool>,
+    out: watch::Sender<std::sync::Arc<View>>,
+    stats: std::sync::Arc<crate::metrics::State>,
+) {
+    // What this node has applied: holder annotations follow the data plane, not the lease.
+    let mut held = stats.bus.owned.subscribe();
+    let mut conflicts = stats.bus.conflicts.subscribe();
+    let mut unplaced = stats.bus.unplaced.subscribe();
+    let mut reported = UnplacedReasons::new();
+    let mut changes = watches(&client, &cfg);
     let counters = Counters {
         failures: stats.k8s_write_failures.clone(),
         abandoned: stats.k8s_writes_abandoned.clone(),
@@ -127,10 +231,9 @@ pub async fn run(
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.reset();
-    let mut last_publish = tokio::time::Instant::now() - PUBLISH_EVERY;
-    let mut publish_due = false;
+    let mut publisher = Publisher::new(out);
     loop {
-        let publish_at = last_publish + PUBLISH_EVERY;
+        let publish_at = publisher.at();
         tokio::select! {
             c = changes.next() => match c {
                 None => return,
@@ -147,71 +250,27 @@ pub async fn run(
             r = conflicts.changed() => {
                 if r.is_err() { return }
                 let seen = conflicts.borrow_and_update().clone();
-                for (vip, mac) in seen {
-                    ctl.conflict_event(vip, mac);
-                }
+                report_conflicts(&mut ctl, seen);
                 continue;
             }
             r = unplaced.changed() => {
                 if r.is_err() { return }
-                // Once per failure (and again if its reason changes).
                 let now = unplaced.borrow_and_update().clone();
-                for (what, why) in &now {
-                    if reported.get(what) != Some(why) {
-                        ctl.unplaced_event(*what, why);
-                    }
-                }
-                reported = now;
+                report_unplaced(&mut ctl, now, &mut reported);
                 continue;
             }
             _ = resync.tick() => ctl.resync(),
-            _ = tokio::time::sleep_until(publish_at), if publish_due => {}
+            _ = tokio::time::sleep_until(publish_at), if publisher.due => {}
         }
-        // Take whatever else arrived meanwhile (without waiting for more).
-        for _ in 0..BATCH {
-            match changes.next().now_or_never() {
-                Some(Some(c)) => ingest(&mut ctl, c),
-                Some(None) => return,
-                None => break,
-            }
+        if !drain(&mut ctl, &mut changes) {
+            return;
         }
         if !ctl.ready() {
             continue;
         }
         if ctl.has_work() {
-            let report = ctl.step();
-            if let Ok(mut k) = stats.k8s.lock() {
-                *k = crate::metrics::K8sStats {
-                    enabled: true,
-                    services: report.served,
-                    allocated: report.with_address,
-                    failing: ctl.failing(),
-                    pools: report.pools.clone(),
-                };
-            }
-            if !report.allocated.is_empty()
-                || !report.failed.is_empty()
-                || !report.released.is_empty()
-            {
-                tracing::info!(allocated = report.allocated.len(), failed = ?report.failed.iter().take(10).collect::<Vec<_>>(), released = report.released.len(), "services");
-            }
-            tracing::debug!(recomputed = report.recomputed, "controller step");
-            publish_due |= ctl.take_view_changed();
+            publisher.due |= step(&mut ctl, &stats);
         }
-        if publish_due && tokio::time::Instant::now() >= last_publish + PUBLISH_EVERY {
-            let t0 = std::time::Instant::now();
-            out.send_replace(ctl.view().clone());
-            // The view is copied whole per publication (O(services)): logged when it shows.
-            let took = t0.elapsed();
-            if took >= std::time::Duration::from_millis(5) {
-                tracing::info!(
-                    copy_ms = took.as_secs_f64() * 1e3,
-                    services = ctl.view().services.len(),
-                    "view publication took long"
-                );
-            }
-            last_publish = tokio::time::Instant::now();
-            publish_due = false;
-        }
+        publisher.publish_if_due(&ctl);
     }
 }
