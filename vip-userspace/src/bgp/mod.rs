@@ -178,55 +178,9 @@ impl Speaker {
         let cfg = Arc::new(cfg);
         let (desired, desired_rx) = watch::channel(Arc::new(routes));
         let (control, control_rx) = watch::channel(Control::Run);
-        let mut tasks = Vec::new();
 
-        let bfd_hub = if cfg.peers.iter().any(|p| p.bfd.is_some()) {
-            let v4 = cfg
-                .peers
-                .iter()
-                .any(|p| p.bfd.is_some() && p.address.is_ipv4());
-            let v6 = cfg
-                .peers
-                .iter()
-                .any(|p| p.bfd.is_some() && p.address.is_ipv6());
-            Some(bfd::Hub::start(v4, v6)?)
-        } else {
-            None
-        };
-
-        // Passive peers: one listener per (port, family), connections handed to the
-        // peer's task by source address.
-        let mut incoming: HashMap<IpAddr, mpsc::Sender<TcpStream>> = HashMap::new();
-        let mut peer_rx: HashMap<IpAddr, mpsc::Receiver<TcpStream>> = HashMap::new();
-        let mut listeners: HashMap<(u16, bool), Vec<&PeerConfig>> = HashMap::new();
-        for p in cfg.peers.iter().filter(|p| p.passive) {
-            let (tx, rx) = mpsc::channel(1);
-            incoming.insert(p.address, tx);
-            peer_rx.insert(p.address, rx);
-            listeners
-                .entry((p.port, p.address.is_ipv6()))
-                .or_default()
-                .push(p);
-        }
-        let incoming = Arc::new(incoming);
-        for ((port, v6), peers) in listeners {
-            let l = sock::listen(v6, port).map_err(|source| BgpError::Listen { port, source })?;
-            for p in peers {
-                if let Some(pw) = &p.password {
-                    sock::set_md5(&l, p.address, Some(pw.as_bytes())).map_err(|source| {
-                        BgpError::Md5 {
-                            peer: p.address,
-                            source,
-                        }
-                    })?;
-                }
-            }
-            tasks.push(tokio::spawn(accept_loop(
-                l,
-                incoming.clone(),
-                control_rx.clone(),
-            )));
-        }
+        let bfd_hub = start_bfd_hub(&cfg)?;
+        let (mut tasks, mut peer_rx) = start_listeners(&cfg, &control_rx)?;
 
         let mut peers = Vec::new();
         for p in &cfg.peers {
@@ -338,6 +292,67 @@ impl Drop for Speaker {
             t.abort();
         }
     }
+}
+
+/// The BFD receivers, for the address families of the peers that have BFD configured
+/// (none when no peer has).
+fn start_bfd_hub(cfg: &BgpConfig) -> Result<Option<bfd::Hub>, BgpError> {
+    if !cfg.peers.iter().any(|p| p.bfd.is_some()) {
+        return Ok(None);
+    }
+    let v4 = cfg
+        .peers
+        .iter()
+        .any(|p| p.bfd.is_some() && p.address.is_ipv4());
+    let v6 = cfg
+        .peers
+        .iter()
+        .any(|p| p.bfd.is_some() && p.address.is_ipv6());
+    Ok(Some(bfd::Hub::start(v4, v6)?))
+}
+
+/// Connections accepted for each passive peer, by its address.
+type PeerIncoming = HashMap<IpAddr, mpsc::Receiver<TcpStream>>;
+
+/// Passive peers: one listener per (port, family), connections handed to the peer's task
+/// by source address. Returns the accept tasks and each passive peer's receiving end.
+fn start_listeners(
+    cfg: &BgpConfig,
+    control_rx: &watch::Receiver<Control>,
+) -> Result<(Vec<JoinHandle<()>>, PeerIncoming), BgpError> {
+    let mut tasks = Vec::new();
+    let mut incoming: HashMap<IpAddr, mpsc::Sender<TcpStream>> = HashMap::new();
+    let mut peer_rx: PeerIncoming = HashMap::new();
+    let mut listeners: HashMap<(u16, bool), Vec<&PeerConfig>> = HashMap::new();
+    for p in cfg.peers.iter().filter(|p| p.passive) {
+        let (tx, rx) = mpsc::channel(1);
+        incoming.insert(p.address, tx);
+        peer_rx.insert(p.address, rx);
+        listeners
+            .entry((p.port, p.address.is_ipv6()))
+            .or_default()
+            .push(p);
+    }
+    let incoming = Arc::new(incoming);
+    for ((port, v6), peers) in listeners {
+        let l = sock::listen(v6, port).map_err(|source| BgpError::Listen { port, source })?;
+        for p in peers {
+            if let Some(pw) = &p.password {
+                sock::set_md5(&l, p.address, Some(pw.as_bytes())).map_err(|source| {
+                    BgpError::Md5 {
+                        peer: p.address,
+                        source,
+                    }
+                })?;
+            }
+        }
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            incoming.clone(),
+            control_rx.clone(),
+        )));
+    }
+    Ok((tasks, peer_rx))
 }
 
 async fn accept_loop(

@@ -38,90 +38,19 @@
 //! and campaigning later never endanger the fence. The lease is untouched: a leader that
 //! stalled past `quorum_ack + lease` is already silent, and its acknowledgements must
 //! come back before it speaks again.
+//!
+//! `types.rs` holds what the rest of the election shares with this machine (the wire
+//! messages, the persisted state, the timings); `messages.rs` is the handling of each
+//! message, one method per `Msg` variant, so `step` reads as the dispatch table.
+mod messages;
+mod types;
+
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
-
-/// What must survive a restart: the term and our vote in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct HardState {
-    pub term: u64,
-    pub voted_for: Option<u64>,
-}
-
-/// The wire messages. Every request carries the sender's term; every response the
-/// responder's, so a stale node learns the current term from any answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Msg {
-    /// "Would you vote for me in `term`?" (our term + 1). Changes nothing at the receiver.
-    PreVote {
-        term: u64,
-    },
-    PreVoteResp {
-        term: u64,
-        proposed: u64,
-        granted: bool,
-    },
-    /// `transfer`: sent after the leader handed over with `TimeoutNow` (it is already
-    /// silent), so voters skip the "heard from a leader recently" check.
-    Vote {
-        term: u64,
-        transfer: bool,
-    },
-    VoteResp {
-        term: u64,
-        granted: bool,
-    },
-    /// AppendEntries with no entries; `seq` matches the acknowledgement to its send time.
-    Heartbeat {
-        term: u64,
-        seq: u64,
-    },
-    HeartbeatResp {
-        term: u64,
-        seq: u64,
-        ok: bool,
-    },
-    /// From a stepping-down leader: start an election now.
-    TimeoutNow {
-        term: u64,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Role {
-    Follower,
-    PreCandidate,
-    Candidate,
-    Leader,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Follower => "follower",
-            Role::PreCandidate => "precandidate",
-            Role::Candidate => "candidate",
-            Role::Leader => "leader",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    pub heartbeat: Duration,
-    pub election_min: Duration,
-    pub election_max: Duration,
-    pub lease: Duration,
-    /// How long after hearing from its leader a node refuses (pre-)votes. Longer than the
-    /// lease plus the fence's lateness (that is what keeps two leaders apart), but shorter
-    /// than `election_min`: the first follower to time out must find the others already
-    /// willing, even if they heard the last heartbeat a little later than it did.
-    pub loyalty: Duration,
-}
+pub use types::{HardState, Msg, Role, Timing};
 
 pub struct Core {
     id: u64,
@@ -331,128 +260,19 @@ impl Core {
         }
         self.last_seen.insert(from, now);
         match msg {
-            Msg::PreVote { term } => {
-                let granted = term > self.hs.term && !self.in_lease(now);
-                self.send(
-                    from,
-                    Msg::PreVoteResp {
-                        term: self.hs.term,
-                        proposed: term,
-                        granted,
-                    },
-                );
-            }
+            Msg::PreVote { term } => self.on_prevote(now, from, term),
             Msg::PreVoteResp {
                 term,
                 proposed,
                 granted,
-            } => {
-                if term > self.hs.term {
-                    self.become_follower(now, term, None);
-                } else if self.role == Role::PreCandidate
-                    && granted
-                    && proposed == self.hs.term.saturating_add(1)
-                {
-                    self.grants.insert(from);
-                    if self.grants.len() >= self.majority {
-                        self.become_candidate(now, false);
-                    }
-                }
-            }
-            Msg::Vote { term, transfer } => {
-                let granted = if term < self.hs.term || (!transfer && self.in_lease(now)) {
-                    // Refused without adopting the term: a node that merely lost contact
-                    // with the leader must not depose it.
-                    false
-                } else {
-                    if term > self.hs.term {
-                        self.become_follower(now, term, None);
-                    }
-                    let free = self.hs.voted_for.is_none_or(|v| v == from);
-                    if free {
-                        self.hs.voted_for = Some(from);
-                        self.reset_election_timer(now);
-                    }
-                    free
-                };
-                tracing::debug!(id = self.id, from, term, granted, "raft: vote request");
-                self.send(
-                    from,
-                    Msg::VoteResp {
-                        term: self.hs.term,
-                        granted,
-                    },
-                );
-            }
-            Msg::VoteResp { term, granted } => {
-                if term > self.hs.term {
-                    self.become_follower(now, term, None);
-                } else if self.role == Role::Candidate && term == self.hs.term && granted {
-                    self.grants.insert(from);
-                    if self.grants.len() >= self.majority {
-                        self.become_leader(now);
-                    }
-                }
-            }
-            Msg::Heartbeat { term, seq } => {
-                if term < self.hs.term {
-                    // Tell the stale leader the term so it steps down.
-                    self.send(
-                        from,
-                        Msg::HeartbeatResp {
-                            term: self.hs.term,
-                            seq,
-                            ok: false,
-                        },
-                    );
-                    return;
-                }
-                if term == self.hs.term && self.role == Role::Leader {
-                    // Impossible while votes are persisted: one vote per node per term.
-                    tracing::error!(
-                        id = self.id,
-                        from,
-                        term,
-                        "raft: another leader in our term; ignoring it"
-                    );
-                    return;
-                }
-                if term > self.hs.term || self.role != Role::Follower || self.leader != Some(from) {
-                    self.become_follower(now, term, Some(from));
-                }
-                self.last_heard = Some(now);
-                self.reset_election_timer(now);
-                self.send(
-                    from,
-                    Msg::HeartbeatResp {
-                        term,
-                        seq,
-                        ok: true,
-                    },
-                );
-            }
+            } => self.on_prevote_resp(now, from, term, proposed, granted),
+            Msg::Vote { term, transfer } => self.on_vote(now, from, term, transfer),
+            Msg::VoteResp { term, granted } => self.on_vote_resp(now, from, term, granted),
+            Msg::Heartbeat { term, seq } => self.on_heartbeat(now, from, term, seq),
             Msg::HeartbeatResp { term, seq, ok } => {
-                if term > self.hs.term {
-                    self.become_follower(now, term, None);
-                } else if self.role == Role::Leader && term == self.hs.term && ok {
-                    if let Some((_, sent_at)) = self.sent.iter().find(|(s, _)| *s == seq).copied() {
-                        let e = self.acked.entry(from).or_insert(sent_at);
-                        *e = (*e).max(sent_at);
-                        self.recompute_quorum();
-                    }
-                }
+                self.on_heartbeat_resp(now, from, term, seq, ok)
             }
-            Msg::TimeoutNow { term } => {
-                if term == self.hs.term && self.role == Role::Follower && self.leader == Some(from)
-                {
-                    tracing::info!(
-                        id = self.id,
-                        term,
-                        "raft: leader handed over, campaigning now"
-                    );
-                    self.become_candidate(now, true);
-                }
-            }
+            Msg::TimeoutNow { term } => self.on_timeout_now(now, from, term),
         }
     }
 

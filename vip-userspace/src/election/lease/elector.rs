@@ -1,15 +1,5 @@
-//! Leader election on a coordination.k8s.io Lease, as client-go does it, with a fence.
-//!
-//! One round (`round`): GET the Lease; create it if missing; if another identity holds it
-//! and it has not expired *by our own clock since we last saw it change*, follow; otherwise
-//! write ourselves in with a PUT carrying the resourceVersion we read (a 409 means someone
-//! else won the race). Every API call has its own timeout, so an API server that stops
-//! answering cannot stall the loop.
-//!
-//! The fence: a leader counts as leader only until `renew_deadline` after its last
-//! successful renewal (`is_leader`). `renew_deadline < lease_duration`, so a leader cut off
-//! from the API server stops answering for its VIPs before any follower can see the lease
-//! expire and take over: there is no instant at which both act as owner.
+//! [`LeaseElector`]: the client-go rounds on one Lease (read, create, follow, or take it
+//! with the resourceVersion read), release on shutdown, and the loop that runs them.
 use std::time::{Duration, Instant};
 
 use k8s_openapi::{
@@ -19,86 +9,10 @@ use k8s_openapi::{
 };
 use kube::{api::PostParams, Api};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ElectionError {
-    #[error("API call timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("API")]
-    Api(#[from] kube::Error),
-    /// A timing that cannot fence: `field` is the setting to change (its file name).
-    #[error("{field}: {message}")]
-    Config {
-        field: &'static str,
-        message: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseConfig {
-    pub namespace: String,
-    pub name: String,
-    pub identity: String,
-    /// How long followers wait, from when they last saw the lease change, before taking it.
-    pub lease_duration: Duration,
-    /// How long a leader keeps acting without a successful renewal (the fence).
-    pub renew_deadline: Duration,
-    /// Time between rounds.
-    pub retry_period: Duration,
-    /// Bound on every single API call.
-    pub api_timeout: Duration,
-    /// Hold (and compete for) the lease only while the API server's `/readyz` answers 200:
-    /// for the control-plane VIP, elected against the node's own API server, so a node whose
-    /// API server is unhealthy hands the VIP on instead of attracting traffic to it.
-    pub readyz_gate: bool,
-}
-
-impl LeaseConfig {
-    /// kube-vip's defaults (`vip_leaseduration` 15, `vip_renewdeadline` 10,
-    /// `vip_retryperiod` 2 seconds).
-    pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            identity: identity.to_string(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
-            api_timeout: Duration::from_secs(2),
-            readyz_gate: false,
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), ElectionError> {
-        if self.renew_deadline >= self.lease_duration {
-            return Err(ElectionError::Config {
-                field: "renew_deadline_ms",
-                message: format!(
-                    "the renew deadline ({:?}) must be shorter than the lease duration ({:?}): that gap is the fence",
-                    self.renew_deadline, self.lease_duration
-                ),
-            });
-        }
-        if self.retry_period >= self.renew_deadline {
-            return Err(ElectionError::Config {
-                field: "retry_period_ms",
-                message: format!(
-                    "the retry period ({:?}) must be shorter than the renew deadline ({:?})",
-                    self.retry_period, self.renew_deadline
-                ),
-            });
-        }
-        if self.api_timeout >= self.renew_deadline {
-            return Err(ElectionError::Config {
-                field: "renew_deadline_ms",
-                message: format!(
-                    "the API timeout ({:?}) must be shorter than the renew deadline ({:?})",
-                    self.api_timeout, self.renew_deadline
-                ),
-            });
-        }
-        Ok(())
-    }
-}
+use super::{
+    fence::{publish, Fence},
+    ElectionError, LeaseConfig,
+};
 
 /// What we last saw of the lease, and when (on our clock).
 #[derive(Debug, Clone, PartialEq)]
@@ -107,89 +21,6 @@ struct Observed {
     renew: Option<Timestamp>,
     rv: Option<String>,
     duration_s: Option<i32>,
-}
-
-/// When we last renewed successfully while holding the lease; shared with the watchdog that
-/// publishes leadership, so the fence closes on time even while an API call hangs.
-#[derive(Debug)]
-pub struct Fence {
-    /// The last successful renewal, and the current session (see `session`).
-    renewed: std::sync::Mutex<(Option<Instant>, u64)>,
-    deadline: Duration,
-    /// Woken on every renewal or loss, so the watchdog sleeps until the fence closes
-    /// instead of polling.
-    changed: tokio::sync::Notify,
-}
-
-impl Fence {
-    fn new(deadline: Duration) -> Fence {
-        Fence {
-            renewed: std::sync::Mutex::new((None, 0)),
-            deadline,
-            changed: tokio::sync::Notify::new(),
-        }
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.session().is_some()
-    }
-
-    /// When leadership ends unless renewed (None: not leading).
-    fn closes(&self) -> Option<Instant> {
-        self.renewed
-            .lock()
-            .ok()
-            .and_then(|r| r.0)
-            .map(|t| t + self.deadline)
-    }
-
-    /// While leading: a number that changes whenever leadership was interrupted (released,
-    /// lost, or not renewed within the deadline) and won again. Whatever was decided under
-    /// an earlier session must be re-checked: others may have acted on the gap.
-    pub fn session(&self) -> Option<u64> {
-        self.renewed
-            .lock()
-            .ok()
-            .filter(|r| r.0.is_some_and(|t| t.elapsed() < self.deadline))
-            .map(|r| r.1)
-    }
-
-    fn set(&self, v: Option<Instant>) -> bool {
-        let had = match self.renewed.lock() {
-            Ok(mut r) => {
-                let had = r.0.is_some();
-                if let Some(t) = v {
-                    let continuing =
-                        r.0.is_some_and(|old| t.saturating_duration_since(old) < self.deadline);
-                    if !continuing {
-                        r.1 += 1;
-                    }
-                }
-                r.0 = v;
-                had
-            }
-            Err(_) => false,
-        };
-        self.changed.notify_one();
-        had
-    }
-
-    /// Publish leadership whenever it changes: at each renewal or loss, and at the instant
-    /// the fence closes (a renewal hanging in an API call cannot hold it open).
-    async fn watch(&self, tx: &tokio::sync::watch::Sender<bool>) {
-        loop {
-            publish(tx, self.is_leader());
-            match self.closes().filter(|&t| Instant::now() < t) {
-                Some(t) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(t.into()) => {}
-                        _ = self.changed.notified() => {}
-                    }
-                }
-                None => self.changed.notified().await,
-            }
-        }
-    }
 }
 
 pub struct LeaseElector {
@@ -348,24 +179,7 @@ impl LeaseElector {
             if self.waiting() {
                 return Ok(false);
             }
-            let new = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.cfg.name.clone()),
-                    namespace: Some(self.cfg.namespace.clone()),
-                    labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
-                    ..Default::default()
-                },
-                spec: Some(self.spec(None, now)),
-            };
-            let sent = Instant::now();
-            return match self
-                .call(self.api.create(&PostParams::default(), &new))
-                .await
-            {
-                Ok(l) => Ok(self.won(&l, sent)),
-                Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            };
+            return self.create(now).await;
         };
         let seen = observe(&lease);
         let changed = self.observed.as_ref().is_none_or(|(o, _)| *o != seen);
@@ -374,18 +188,55 @@ impl LeaseElector {
         }
         let holder_is_us = seen.holder.as_deref() == Some(self.cfg.identity.as_str());
         if !holder_is_us {
-            if let (Some(_), Some((_, at))) = (&seen.holder, &self.observed) {
-                let dur = Duration::from_secs(seen.duration_s.unwrap_or(15).max(1) as u64);
-                if at.elapsed() < dur {
-                    self.fence.set(None);
-                    self.not_free();
-                    return Ok(false);
-                }
+            if self.held_by_other(&seen) {
+                self.fence.set(None);
+                self.not_free();
+                return Ok(false);
             }
             if self.waiting() {
                 return Ok(false);
             }
         }
+        self.take(&lease, now).await
+    }
+
+    /// Whether another identity holds the lease and it has not expired by our clock since
+    /// we last saw it change.
+    fn held_by_other(&self, seen: &Observed) -> bool {
+        if let (Some(_), Some((_, at))) = (&seen.holder, &self.observed) {
+            let dur = Duration::from_secs(seen.duration_s.unwrap_or(15).max(1) as u64);
+            if at.elapsed() < dur {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The lease does not exist: create it with ourselves as holder (a 409 means another
+    /// node created it first).
+    async fn create(&mut self, now: Timestamp) -> Result<bool, ElectionError> {
+        let new = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.cfg.name.clone()),
+                namespace: Some(self.cfg.namespace.clone()),
+                labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
+                ..Default::default()
+            },
+            spec: Some(self.spec(None, now)),
+        };
+        let sent = Instant::now();
+        match self
+            .call(self.api.create(&PostParams::default(), &new))
+            .await
+        {
+            Ok(l) => Ok(self.won(&l, sent)),
+            Err(ElectionError::Api(kube::Error::Api(s))) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renew the lease we hold, or take a free one: a PUT with the resourceVersion read.
+    async fn take(&mut self, lease: &Lease, now: Timestamp) -> Result<bool, ElectionError> {
         let mut update = lease.clone();
         update.spec = Some(self.spec(lease.spec.as_ref(), now));
         if !self.labels.is_empty() {
@@ -507,12 +358,4 @@ impl LeaseElector {
             tracing::warn!(lease = %self.cfg.name, error = %crate::Chain(&e), "lease not released");
         }
     }
-}
-
-fn publish(tx: &tokio::sync::watch::Sender<bool>, leader: bool) {
-    tx.send_if_modified(|v| {
-        let changed = *v != leader;
-        *v = leader;
-        changed
-    });
 }
