@@ -19,7 +19,7 @@ use crate::{
     },
     metrics::{self, State},
     net::link::{self, Link},
-    reconcile::{lb::LbSide, services::ServiceSync, Backend, Reconciler},
+    reconcile::{lb::LbSide, services::ServiceSync, Backend, ReconcileError, Reconciler},
 };
 
 use super::{fence::strict_arp, ownership::Ownership, DaemonError};
@@ -144,80 +144,7 @@ pub(super) async fn bring_up(
     uplink: Link,
     ownership: &Ownership,
 ) -> Result<Running, DaemonError> {
-    let mut plane = None;
-    let backend = match cfg.mode {
-        Mode::Kernel => {
-            strict_arp(cfg, handle, false).await?;
-            Backend::Kernel {
-                uplink_index: uplink.index,
-            }
-        }
-        Mode::Xdp | Mode::Auto => match try_xdp(cfg, &uplink) {
-            Ok(parts) => {
-                let p = parts.plane;
-                match p.adoption {
-                    Adoption::Fresh => {
-                        tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached")
-                    }
-                    a => tracing::info!(
-                        iface = %cfg.interface,
-                        mode = p.mode.as_str(),
-                        program = a.as_str(),
-                        "adopted pinned data plane (program {})",
-                        a.as_str()
-                    ),
-                }
-                if let Ok(mut at) = state.attachment.write() {
-                    let (link_id, prog_id) = p.xdp.ids().unwrap_or_default();
-                    *at = Some(metrics::Attachment {
-                        program: p.adoption.as_str(),
-                        link_id,
-                        prog_id,
-                    });
-                }
-                if let Ok(mut s) = state.stats.lock() {
-                    *s = Some(parts.reader);
-                }
-                if let Ok(mut d) = state.pin_dir.write() {
-                    *d = Some(cfg.pin_dir.clone());
-                }
-                plane = Some(p);
-                let Some(local_index) = link::index(&cfg.local_device) else {
-                    teardown(plane, cfg, state, false);
-                    return Err(ConfigError::new("local_device", "device disappeared").into());
-                };
-                if let Err(e) = strict_arp(cfg, handle, true).await {
-                    teardown(plane, cfg, state, false);
-                    return Err(e.into());
-                }
-                let sync = match ServiceSync::adopt(parts.lb, cfg.sizing(), cfg.hash_seed) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        teardown(plane, cfg, state, false);
-                        return Err(e.into());
-                    }
-                };
-                Backend::Xdp {
-                    maps: Box::new(parts.maps),
-                    uplink_index: uplink.index,
-                    local_index,
-                    lb: Box::new(LbSide::new(sync, &cfg.interface, uplink.index)),
-                }
-            }
-            Err(e) if cfg.mode == Mode::Auto => {
-                tracing::warn!(error = %crate::Chain(&e), "XDP unavailable, falling back to kernel binding (mode auto)");
-                load::remove_pins(&cfg.pin_dir);
-                strict_arp(cfg, handle, false).await?;
-                Backend::Kernel {
-                    uplink_index: uplink.index,
-                }
-            }
-            Err(e) => {
-                load::remove_pins(&cfg.pin_dir);
-                return Err(e.into());
-            }
-        },
-    };
+    let (backend, plane) = choose_backend(cfg, handle, state, &uplink).await?;
     let mode_name = plane.as_ref().map_or("kernel", |p| p.mode.as_str());
     if let Ok(mut m) = state.mode.write() {
         *m = mode_name.to_string();
@@ -234,26 +161,7 @@ pub(super) async fn bring_up(
     let adopted = plane
         .as_ref()
         .is_some_and(|p| p.adoption != Adoption::Fresh);
-    if adopted && ownership.stop.is_some() {
-        // Elected: the previous run's VIPs still answer (until its deadline); wait for the
-        // first decision before planning, or they would be pruned as not ours and
-        // re-acquired a moment later. The lease held by our identity is renewed at once.
-        let mut leader = ownership.leader.clone();
-        let _ = tokio::time::timeout(cfg.restart_grace, leader.wait_for(|l| *l)).await;
-    }
-    rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
-    rec.prime_conflicts(&vip_rows(state));
-    let (desired, claims) = ownership.plan(cfg);
-    // Services before VIPs: the first packet to an acquired VIP already finds its backends.
-    let applied = async {
-        if adopted {
-            rec.adopt(&claims.owned).await?;
-        }
-        rec.prune_stale(&claims)?;
-        rec.converge(&desired.services, &claims).await
-    }
-    .await;
-    if let Err(e) = applied {
+    if let Err(e) = first_apply(cfg, state, &mut rec, ownership, adopted).await {
         state.reconcile_errors.inc();
         tracing::error!(error = %crate::Chain(&e), "could not apply VIPs; cleaning up");
         let _ = rec.release_all(false).await;
@@ -267,6 +175,156 @@ pub(super) async fn bring_up(
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(vips = ?rec.applied(), mode = mode_name, "ready");
     Ok(Running { uplink, plane, rec })
+}
+
+/// The backend the configured mode gets on this uplink, with the XDP plane behind it when
+/// there is one: `auto` falls back to the kernel when XDP cannot load or attach, `xdp` fails.
+async fn choose_backend(
+    cfg: &Config,
+    handle: &rtnetlink::Handle,
+    state: &State,
+    uplink: &Link,
+) -> Result<(Backend, Option<XdpPlane>), DaemonError> {
+    match cfg.mode {
+        Mode::Kernel => Ok((kernel_backend(cfg, handle, uplink).await?, None)),
+        Mode::Xdp | Mode::Auto => match try_xdp(cfg, uplink) {
+            Ok(parts) => {
+                let (backend, plane) = xdp_backend(cfg, handle, state, uplink, parts).await?;
+                Ok((backend, Some(plane)))
+            }
+            Err(e) if cfg.mode == Mode::Auto => {
+                tracing::warn!(error = %crate::Chain(&e), "XDP unavailable, falling back to kernel binding (mode auto)");
+                load::remove_pins(&cfg.pin_dir);
+                Ok((kernel_backend(cfg, handle, uplink).await?, None))
+            }
+            Err(e) => {
+                load::remove_pins(&cfg.pin_dir);
+                Err(e.into())
+            }
+        },
+    }
+}
+
+/// VIPs bound as kernel addresses; the fence (strict ARP) still keeps the kernel quiet.
+async fn kernel_backend(
+    cfg: &Config,
+    handle: &rtnetlink::Handle,
+    uplink: &Link,
+) -> Result<Backend, DaemonError> {
+    strict_arp(cfg, handle, false).await?;
+    Ok(Backend::Kernel {
+        uplink_index: uplink.index,
+    })
+}
+
+/// The attached plane made visible (log, status, counters), then the XDP backend finished
+/// over it. Past the attach, a failure tears the plane down (pins included) before it
+/// returns: nothing half-attached outlives a failed bring-up.
+async fn xdp_backend(
+    cfg: &Config,
+    handle: &rtnetlink::Handle,
+    state: &State,
+    uplink: &Link,
+    parts: XdpParts,
+) -> Result<(Backend, XdpPlane), DaemonError> {
+    let XdpParts {
+        plane,
+        maps,
+        lb,
+        reader,
+    } = parts;
+    log_attached(cfg, &plane);
+    publish(cfg, state, &plane, reader);
+    match finish_xdp(cfg, handle, uplink, maps, lb).await {
+        Ok(backend) => Ok((backend, plane)),
+        Err(e) => {
+            teardown(Some(plane), cfg, state, false);
+            Err(e)
+        }
+    }
+}
+
+fn log_attached(cfg: &Config, p: &XdpPlane) {
+    match p.adoption {
+        Adoption::Fresh => {
+            tracing::info!(iface = %cfg.interface, mode = p.mode.as_str(), "XDP attached")
+        }
+        a => tracing::info!(
+            iface = %cfg.interface,
+            mode = p.mode.as_str(),
+            program = a.as_str(),
+            "adopted pinned data plane (program {})",
+            a.as_str()
+        ),
+    }
+}
+
+/// What `/metrics` and `vip status` read about the plane: the attachment, the counters,
+/// the pin directory.
+fn publish(cfg: &Config, state: &State, p: &XdpPlane, reader: StatsReader) {
+    if let Ok(mut at) = state.attachment.write() {
+        let (link_id, prog_id) = p.xdp.ids().unwrap_or_default();
+        *at = Some(metrics::Attachment {
+            program: p.adoption.as_str(),
+            link_id,
+            prog_id,
+        });
+    }
+    if let Ok(mut s) = state.stats.lock() {
+        *s = Some(reader);
+    }
+    if let Ok(mut d) = state.pin_dir.write() {
+        *d = Some(cfg.pin_dir.clone());
+    }
+}
+
+/// The XDP backend over the taken maps: the local device VIPs bind on, the fence, and the
+/// services as the (possibly adopted) maps hold them.
+async fn finish_xdp(
+    cfg: &Config,
+    handle: &rtnetlink::Handle,
+    uplink: &Link,
+    maps: Maps,
+    lb: LbMaps,
+) -> Result<Backend, DaemonError> {
+    let Some(local_index) = link::index(&cfg.local_device) else {
+        return Err(ConfigError::new("local_device", "device disappeared").into());
+    };
+    strict_arp(cfg, handle, true).await?;
+    let sync = ServiceSync::adopt(lb, cfg.sizing(), cfg.hash_seed)?;
+    Ok(Backend::Xdp {
+        maps: Box::new(maps),
+        uplink_index: uplink.index,
+        local_index,
+        lb: Box::new(LbSide::new(sync, &cfg.interface, uplink.index)),
+    })
+}
+
+/// The first application of the desired state, after the deadline is set and the
+/// conflict detector primed with the counters as found.
+async fn first_apply(
+    cfg: &Config,
+    state: &State,
+    rec: &mut Reconciler,
+    ownership: &Ownership,
+    adopted: bool,
+) -> Result<(), ReconcileError> {
+    if adopted && ownership.stop.is_some() {
+        // Elected: the previous run's VIPs still answer (until its deadline); wait for the
+        // first decision before planning, or they would be pruned as not ours and
+        // re-acquired a moment later. The lease held by our identity is renewed at once.
+        let mut leader = ownership.leader.clone();
+        let _ = tokio::time::timeout(cfg.restart_grace, leader.wait_for(|l| *l)).await;
+    }
+    rec.check_in_until(ownership.deadline_ns(cfg.dead_man));
+    rec.prime_conflicts(&vip_rows(state));
+    let (desired, claims) = ownership.plan(cfg);
+    // Services before VIPs: the first packet to an acquired VIP already finds its backends.
+    if adopted {
+        rec.adopt(&claims.owned).await?;
+    }
+    rec.prune_stale(&claims)?;
+    rec.converge(&desired.services, &claims).await
 }
 
 /// Release every VIP (data plane first), detach, unpin; or, on a planned restart, leave

@@ -5,13 +5,16 @@
 //! `Event`), `ownership` (who owns what: the elections and the Kubernetes source behind one
 //! type), `plan` (pure: sources + election → what to apply), `deadman` (the userspace side
 //! of the fence's deadline), `fence` (the kernel kept from answering ARP for the VIPs),
-//! `lifecycle` (bring-up, hand-over, teardown).
+//! `lifecycle` (bring-up, hand-over, teardown), `link_check` (the periodic tick, which
+//! follows the uplink), `reload` (SIGHUP).
 mod deadman;
 mod events;
 mod fence;
 mod lifecycle;
+mod link_check;
 mod ownership;
 mod plan;
+mod reload;
 
 pub use plan::routed;
 
@@ -32,8 +35,10 @@ use crate::{
 use events::{Event, Events};
 use fence::wait_fenced;
 pub use fence::FenceError;
-use lifecycle::{bring_down, bring_up, claimed_rows, no_neigh_moved, Running};
+use lifecycle::{bring_down, bring_up, Running};
+use link_check::LINK_CHECK;
 use ownership::Ownership;
+use reload::reload_config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -81,21 +86,6 @@ pub async fn check(cfg: &Config, handle: &rtnetlink::Handle) -> Result<(), Daemo
     }
     Ok(())
 }
-
-/// How often the uplink is checked. A vanished or replaced uplink (new ifindex or MAC) tears
-/// the data plane down and brings it up again on the new device.
-const LINK_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Link checks per next-hop epoch: cached backend next hops are refreshed about every second.
-const EPOCH_TICKS: u64 = 2;
-
-/// Link checks per repair of what the node may have lost around the services (interface
-/// settings, flushed neighbour entries): about every 10 s, besides every ownership change.
-const RECHECK_TICKS: u64 = 20;
-
-/// The least time between two repairs prompted by unresolved next hops (a backend that is
-/// really gone keeps them coming).
-const REPAIR_SOON: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn run(
     cfg: Config,
@@ -220,87 +210,6 @@ impl Daemon {
         }
     }
 
-    /// Every `LINK_CHECK`: BGP status, the next-hop epoch, foreign ARP claims, and the
-    /// uplink (gone or replaced: the data plane comes down, and up again on the new one).
-    async fn link_check(&mut self) {
-        self.link_checks += 1;
-        let (cfg, state) = (&self.cfg, &self.state);
-        if let Some(sp) = &self.speaker {
-            if let Ok(mut b) = state.bgp.lock() {
-                *b = sp.status();
-            }
-        }
-        if let Some(r) = self.running.as_mut() {
-            if self.link_checks.is_multiple_of(EPOCH_TICKS) {
-                r.rec.tick_epoch();
-            }
-            // Periodically, and soon after forwarding met a next hop without a MAC (a dsr
-            // packet is dropped then), at most every REPAIR_SOON.
-            let soon = no_neigh_moved(state) && self.last_repair.elapsed() >= REPAIR_SOON;
-            if self.link_checks.is_multiple_of(RECHECK_TICKS) || soon {
-                self.last_repair = std::time::Instant::now();
-                r.rec.repair().await;
-            }
-            r.rec.check_conflicts(&claimed_rows(state));
-        }
-        let current = match link::get(&self.handle, &cfg.interface).await {
-            Ok(l) => Some(l),
-            Err(LinkError::NotFound(_)) => None,
-            Err(e) => {
-                tracing::warn!(error = %crate::Chain(&e), "checking the uplink failed");
-                return;
-            }
-        };
-        let changed = match (&self.running, &current) {
-            (Some(r), Some(c)) => r.uplink != *c,
-            (Some(_), None) | (None, Some(_)) => true,
-            (None, None) => false,
-        };
-        if !changed {
-            return;
-        }
-        let own = &self.ownership;
-        if let Some(r) = self.running.take() {
-            match &current {
-                None => {
-                    tracing::error!(iface = %cfg.interface, "uplink disappeared; VIPs released until it returns")
-                }
-                Some(c) => {
-                    tracing::warn!(iface = %cfg.interface, old = r.uplink.index, new = c.index, "uplink replaced; re-attaching")
-                }
-            }
-            state.uplink_present.set(0);
-            own.raft_check_in_stop();
-            if let Err(e) = bring_down(r, cfg, state, self.keep_pinned, false).await {
-                // The device took most state with it; what is left is retried by bring_up.
-                tracing::warn!(error = %crate::Chain(&e), "releasing after uplink loss was incomplete");
-            }
-            // Silent now; let another node take over at once rather than after expiry.
-            own.able.send_replace(current.is_some());
-        }
-        let Some(c) = current else {
-            return;
-        };
-        state.dataplane_restarts.inc();
-        match bring_up(cfg, &self.handle, state, c, own).await {
-            Ok(r) => {
-                tracing::info!(iface = %cfg.interface, "uplink back; VIPs re-acquired");
-                self.running = Some(r);
-                state.fence_ready.set(1);
-                own.able.send_replace(true);
-            }
-            // Retried on the next check: the device may still be settling. Meanwhile
-            // nothing is served here, so the leases go to nodes that can.
-            Err(e) => {
-                if matches!(e, DaemonError::Fence(_)) {
-                    state.fence_ready.set(0);
-                }
-                own.able.send_replace(false);
-                tracing::error!(error = %crate::Chain(&e), "bringing the data plane up failed; retrying")
-            }
-        }
-    }
-
     /// The way out: silence first (VIPs out of the data plane, addresses unbound), then BGP,
     /// then the leases. A planned restart (SIGUSR2, or SIGTERM/SIGINT with `handover`)
     /// leaves the data plane running for the next daemon; anything else releases everything.
@@ -405,66 +314,3 @@ async fn apply_desired(
 
 /// An apply pass this long is logged with its parts.
 const SLOW_PASS: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// SIGHUP: re-read the file, apply VIP and service changes as a diff. Settings that shape
-/// the data plane itself (interface, mode, pins, map sizes, seed) need a restart and are
-/// kept as they are, with a warning naming them.
-async fn reload_config(
-    reload: &Reload,
-    cfg: &mut Config,
-    running: Option<&mut Running>,
-    state: &State,
-    ownership: &Ownership,
-) {
-    let new = match reload() {
-        Ok(c) => c,
-        Err(e) => {
-            state.reload_errors.inc();
-            tracing::error!(error = %crate::Chain(&e), "reload rejected; keeping the running configuration");
-            return;
-        }
-    };
-    let fixed = [
-        ("interface", new.interface != cfg.interface),
-        ("mode", new.mode != cfg.mode),
-        ("pin_dir", new.pin_dir != cfg.pin_dir),
-        ("local_device", new.local_device != cfg.local_device),
-        ("metrics_addr", new.metrics_addr != cfg.metrics_addr),
-        ("maglev_size", new.maglev_size != cfg.maglev_size),
-        ("max_services", new.max_services != cfg.max_services),
-        ("maglev_sizing", new.maglev_by_need != cfg.maglev_by_need),
-        ("ring_slots", new.ring_slots != cfg.ring_slots),
-        ("max_backends", new.max_backends != cfg.max_backends),
-        ("max_vips", new.max_vips != cfg.max_vips),
-        (
-            "conntrack_flows",
-            new.conntrack_flows != cfg.conntrack_flows,
-        ),
-        ("hash_seed", new.hash_seed != cfg.hash_seed),
-        // Includes the Raft keys (re-read from their files): rotation is a restart.
-        ("election", new.election != cfg.election),
-    ];
-    for (field, changed) in fixed {
-        if changed {
-            tracing::warn!(field, "changed in the file but needs a restart; ignored");
-        }
-    }
-    cfg.vips = new.vips;
-    cfg.services = new.services;
-    cfg.garp = new.garp;
-    let Some(r) = running else {
-        tracing::info!("configuration reloaded; applied when the uplink returns");
-        return;
-    };
-    let (desired, claims) = ownership.plan(cfg);
-    match r.rec.converge(&desired.services, &claims).await {
-        Ok(()) => {
-            state.reloads.inc();
-            tracing::info!(vips = ?r.rec.applied(), services = desired.services.len(), "configuration reloaded");
-        }
-        Err(e) => {
-            state.reload_errors.inc();
-            tracing::error!(error = %crate::Chain(&e), "applying the reloaded configuration failed");
-        }
-    }
-}

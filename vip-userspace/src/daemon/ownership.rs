@@ -1,10 +1,15 @@
 //! Who owns the VIPs: one interface over the elections (single, the shared Lease, per-VIP
 //! Leases, rendezvous placement, Raft) and the Kubernetes source of Services.
-use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc};
+use std::{collections::BTreeSet, net::Ipv4Addr, path::Path, sync::Arc};
 
 use crate::{
     config::{self, Config},
-    election::{per_vip::VipLeases, raft::RaftElector, rendezvous::Rendezvous},
+    election::{
+        lease::{ElectionError, LeaseConfig},
+        per_vip::VipLeases,
+        raft::{RaftConfig, RaftElector},
+        rendezvous::Rendezvous,
+    },
     k8s::controller::View,
     metrics::State,
     model::Desired,
@@ -63,114 +68,89 @@ impl Ownership {
 
     pub(super) async fn start(cfg: &Config, state: &Arc<State>) -> Result<Ownership, DaemonError> {
         match &cfg.election {
-            config::Election::Single => {
-                // The sender goes at once: the loop treats a closed channel as "never
-                // changes" (leader for good).
-                let (_tx, rx) = tokio::sync::watch::channel(true);
-                state.leader.set(1);
-                Ok(Ownership::without_kubernetes(rx, None))
-            }
-            config::Election::Raft(rc) => {
-                let elector = RaftElector::start(rc.clone()).await?;
-                if let Ok(mut r) = state.raft.write() {
-                    *r = Some(elector.status_source());
-                }
-                tracing::info!(id = rc.id, members = rc.peers.len(), heartbeat = ?rc.heartbeat, lease = ?rc.lease, "raft election started");
-                Ok(Ownership::without_kubernetes(
-                    elector.leader(),
-                    Some(elector),
-                ))
-            }
+            config::Election::Single => Ok(Ownership::single(state)),
+            config::Election::Raft(rc) => Ownership::raft(rc, state).await,
             config::Election::Lease {
                 kubeconfig,
                 lease,
                 services,
                 service_election,
             } => {
-                let mut kcfg = match kubeconfig {
-                    Some(p) => {
-                        let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
-                            DaemonError::Kube(format!(
-                                "kubeconfig {}: {}",
-                                p.display(),
-                                crate::Chain(&e)
-                            ))
-                        })?;
-                        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                            .await
-                            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
-                    }
-                    None => kube::Config::infer()
-                        .await
-                        .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?,
-                };
-                let named = kcfg.cluster_url.to_string();
-                if crate::k8s::kubeconfig::elect_locally(&mut kcfg, &cfg.vips) {
-                    tracing::info!(kubeconfig = %named, using = %kcfg.cluster_url, "the kubeconfig names a VIP; electing against the local API server");
-                }
-                let client = kube::Client::try_from(kcfg)
-                    .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?;
-                let able = tokio::sync::watch::Sender::new(true);
-                // Unhealthy until the elector's first check says otherwise.
-                let (healthy_tx, healthy) = tokio::sync::watch::channel(false);
-                let elector =
-                    crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
-                        .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
-                        .with_able(able.subscribe())
-                        .with_healthy(healthy_tx);
-                let (tx, rx) = tokio::sync::watch::channel(false);
-                let (stop, stop_rx) = tokio::sync::watch::channel(false);
-                tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
-                let (k8s, k8s_task, vip_leases, placement) = if *services {
-                    let (out, k8s_rx) =
-                        tokio::sync::watch::channel(std::sync::Arc::new(View::default()));
-                    let cc = crate::k8s::controller::ControllerConfig::new(&lease.identity);
-                    let task = tokio::spawn(crate::k8s::source::run(
-                        client.clone(),
-                        cc,
-                        rx.clone(),
-                        out,
-                        state.clone(),
-                    ));
-                    let (leases, placement) =
-                        if *service_election == config::ServiceElection::Rendezvous {
-                            let r = Rendezvous::start(
-                                client,
-                                lease.clone(),
-                                state.bus.owned.subscribe(),
-                                able.subscribe(),
-                            )
-                            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?;
-                            (None, Some(r))
-                        } else {
-                            let l = VipLeases::start(
-                                client,
-                                lease.clone(),
-                                state.bus.owned.subscribe(),
-                                able.subscribe(),
-                            );
-                            (Some(l), None)
-                        };
-                    tracing::info!(service_election = ?service_election, "serving Services of type LoadBalancer");
-                    (Some(k8s_rx), Some(task), leases, placement)
-                } else {
-                    (None, None, None, None)
-                };
-                Ok(Ownership {
-                    leader: rx,
-                    stop: Some(stop),
-                    task: Some(tokio::spawn(elector.run(tx, stop_rx))),
-                    k8s,
-                    k8s_task,
-                    service_election: *service_election,
-                    vip_leases,
-                    placement,
-                    able,
-                    healthy,
-                    raft: None,
-                })
+                Ownership::lease(
+                    kubeconfig.as_deref(),
+                    &cfg.vips,
+                    lease,
+                    *services,
+                    *service_election,
+                    state,
+                )
+                .await
             }
         }
+    }
+
+    /// `election: single`: this node owns every VIP, for good.
+    fn single(state: &State) -> Ownership {
+        // The sender goes at once: the loop treats a closed channel as "never
+        // changes" (leader for good).
+        let (_tx, rx) = tokio::sync::watch::channel(true);
+        state.leader.set(1);
+        Ownership::without_kubernetes(rx, None)
+    }
+
+    /// `election: raft`: the elector among the configured peers, its status on `/metrics`.
+    async fn raft(rc: &RaftConfig, state: &State) -> Result<Ownership, DaemonError> {
+        let elector = RaftElector::start(rc.clone()).await?;
+        if let Ok(mut r) = state.raft.write() {
+            *r = Some(elector.status_source());
+        }
+        tracing::info!(id = rc.id, members = rc.peers.len(), heartbeat = ?rc.heartbeat, lease = ?rc.lease, "raft election started");
+        Ok(Ownership::without_kubernetes(
+            elector.leader(),
+            Some(elector),
+        ))
+    }
+
+    /// `election: lease`: the client, the Lease elector, and with `services` the Kubernetes
+    /// source and the service VIPs' own election.
+    async fn lease(
+        kubeconfig: Option<&Path>,
+        vips: &BTreeSet<Ipv4Addr>,
+        lease: &LeaseConfig,
+        services: bool,
+        service_election: config::ServiceElection,
+        state: &Arc<State>,
+    ) -> Result<Ownership, DaemonError> {
+        let client = kube_client(kubeconfig, vips).await?;
+        let able = tokio::sync::watch::Sender::new(true);
+        // Unhealthy until the elector's first check says otherwise.
+        let (healthy_tx, healthy) = tokio::sync::watch::channel(false);
+        let elector = crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
+            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
+            .with_able(able.subscribe())
+            .with_healthy(healthy_tx);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
+        let served = if services {
+            ServiceSources::start(client, lease, service_election, &rx, &able, state)
+                .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
+        } else {
+            ServiceSources::default()
+        };
+        Ok(Ownership {
+            leader: rx,
+            stop: Some(stop),
+            task: Some(tokio::spawn(elector.run(tx, stop_rx))),
+            k8s: served.k8s,
+            k8s_task: served.k8s_task,
+            service_election,
+            vip_leases: served.vip_leases,
+            placement: served.placement,
+            able,
+            healthy,
+            raft: None,
+        })
     }
 
     pub(super) fn is_leader(&self) -> bool {
@@ -287,3 +267,84 @@ impl Ownership {
 
 /// The longest the first BGP table waits for the sources and the election (see `settle`).
 pub(super) const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The client for the Lease election: the kubeconfig named, or the in-cluster/default one;
+/// a kubeconfig naming one of our own VIPs is pointed at the local API server instead.
+async fn kube_client(
+    kubeconfig: Option<&Path>,
+    vips: &BTreeSet<Ipv4Addr>,
+) -> Result<kube::Client, DaemonError> {
+    let mut kcfg = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
+                DaemonError::Kube(format!("kubeconfig {}: {}", p.display(), crate::Chain(&e)))
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?,
+    };
+    let named = kcfg.cluster_url.to_string();
+    if crate::k8s::kubeconfig::elect_locally(&mut kcfg, vips) {
+        tracing::info!(kubeconfig = %named, using = %kcfg.cluster_url, "the kubeconfig names a VIP; electing against the local API server");
+    }
+    kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))
+}
+
+/// With `services`: the Kubernetes source of Services and the election of their VIPs
+/// (per-VIP leases, or rendezvous placement); all `None` without.
+#[derive(Default)]
+struct ServiceSources {
+    k8s: Option<tokio::sync::watch::Receiver<Arc<View>>>,
+    k8s_task: Option<tokio::task::JoinHandle<()>>,
+    vip_leases: Option<VipLeases>,
+    placement: Option<Rendezvous>,
+}
+
+impl ServiceSources {
+    fn start(
+        client: kube::Client,
+        lease: &LeaseConfig,
+        service_election: config::ServiceElection,
+        leader: &tokio::sync::watch::Receiver<bool>,
+        able: &tokio::sync::watch::Sender<bool>,
+        state: &Arc<State>,
+    ) -> Result<ServiceSources, ElectionError> {
+        let (out, k8s_rx) = tokio::sync::watch::channel(Arc::new(View::default()));
+        let cc = crate::k8s::controller::ControllerConfig::new(&lease.identity);
+        let task = tokio::spawn(crate::k8s::source::run(
+            client.clone(),
+            cc,
+            leader.clone(),
+            out,
+            state.clone(),
+        ));
+        let (vip_leases, placement) = if service_election == config::ServiceElection::Rendezvous {
+            let r = Rendezvous::start(
+                client,
+                lease.clone(),
+                state.bus.owned.subscribe(),
+                able.subscribe(),
+            )?;
+            (None, Some(r))
+        } else {
+            let l = VipLeases::start(
+                client,
+                lease.clone(),
+                state.bus.owned.subscribe(),
+                able.subscribe(),
+            );
+            (Some(l), None)
+        };
+        tracing::info!(service_election = ?service_election, "serving Services of type LoadBalancer");
+        Ok(ServiceSources {
+            k8s: Some(k8s_rx),
+            k8s_task: Some(task),
+            vip_leases,
+            placement,
+        })
+    }
+}

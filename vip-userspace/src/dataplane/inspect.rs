@@ -130,81 +130,14 @@ impl Snapshot {
     pub fn read(dir: &Path, rings: bool) -> Result<Snapshot, DataplaneError> {
         let config: Array<_, Config> = Array::try_from(Map::Array(open(dir, pin_names::CONFIG)?))?;
         let config = config.get(&0, 0)?;
-        let stats: PerCpuArray<_, Stats> =
-            PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::STATS)?))?;
-        let mut totals = Stats::default();
-        for s in stats.get(&0, 0)?.iter() {
-            totals.add(s);
-        }
-        let vips: HashMap<_, VipKey, VipValue> =
-            HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS)?))?;
-        let vip_stats: HashMap<_, VipKey, VipStats> =
-            HashMap::try_from(Map::HashMap(open(dir, pin_names::VIP_STATS)?))?;
-        let mut vip_views = Vec::new();
-        for e in vips.iter() {
-            let (k, v) = e?;
-            let st = vip_stats.get(&k, 0).unwrap_or_default();
-            vip_views.push(VipView {
-                addr: Ipv4Addr::from(k.addr_be),
-                owned: v.flags & VIP_F_OWNED != 0,
-                ifindex: v.ifindex,
-                stats: st,
-            });
-        }
-        vip_views.sort_by_key(|v| v.addr);
-
-        let services = open(dir, pin_names::SERVICES)?;
-        let svc_stats = Striped::open(dir, pin_names::SVC_STATS, max_entries(&services))?;
-        let services: HashMap<_, ServiceKey, ServiceValue> =
-            HashMap::try_from(Map::HashMap(services))?;
-        let backends: Array<_, BackendValue> =
-            Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
-        let ring_map: Array<_, u32> = Array::try_from(Map::Array(open(dir, pin_names::RINGS)?))?;
-        let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.len())?;
-        let mut svc_views = Vec::new();
-        for e in services.iter() {
-            let (k, v) = e?;
-            // Which backends the live ring points at, and how many slots each holds.
-            let mut shares: BTreeMap<u32, u32> = BTreeMap::new();
-            if rings {
-                for s in 0..v.ring_size {
-                    if let Ok(id) = ring_map.get(&(v.ring_off + s), 0) {
-                        if id != RING_EMPTY {
-                            *shares.entry(id).or_insert(0) += 1;
-                        }
-                    }
-                }
-            }
-            let mut bviews = Vec::new();
-            for (id, slots) in shares {
-                if let Ok(b) = backends.get(&id, 0) {
-                    bviews.push(BackendView {
-                        id,
-                        addr: Ipv4Addr::from(b.addr_be),
-                        port: u16::from_be_bytes(b.port_be),
-                        active: b.flags & BACKEND_F_ACTIVE != 0,
-                        slots,
-                        stats: be_stats.sum(id),
-                    });
-                }
-            }
-            svc_views.push(ServiceView {
-                vip: Ipv4Addr::from(k.addr_be),
-                port: u16::from_be_bytes(k.port_be),
-                proto: proto_name(k.proto),
-                mode: mode_name(v.mode),
-                id: v.id,
-                table: v.ring_size,
-                stats: svc_stats.sum(v.id),
-                backends: bviews,
-            });
-        }
-        svc_views.sort_by_key(|s| (s.vip, s.port, s.proto));
+        let totals = read_totals(dir)?;
+        let vips = read_vips(dir)?;
+        let services = read_services(dir, rings)?;
         Ok(Snapshot {
             config,
             totals,
-            vips: vip_views,
-            services: svc_views,
+            vips,
+            services,
         })
     }
 
@@ -298,6 +231,118 @@ impl Snapshot {
             }
         }
         o
+    }
+}
+
+/// The global counters, summed over the CPUs.
+fn read_totals(dir: &Path) -> Result<Stats, DataplaneError> {
+    let stats: PerCpuArray<_, Stats> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(dir, pin_names::STATS)?))?;
+    let mut totals = Stats::default();
+    for s in stats.get(&0, 0)?.iter() {
+        totals.add(s);
+    }
+    Ok(totals)
+}
+
+/// Every VIP in the map with its counters, by address.
+fn read_vips(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
+    let vips: HashMap<_, VipKey, VipValue> =
+        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS)?))?;
+    let vip_stats: HashMap<_, VipKey, VipStats> =
+        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIP_STATS)?))?;
+    let mut vip_views = Vec::new();
+    for e in vips.iter() {
+        let (k, v) = e?;
+        let st = vip_stats.get(&k, 0).unwrap_or_default();
+        vip_views.push(VipView {
+            addr: Ipv4Addr::from(k.addr_be),
+            owned: v.flags & VIP_F_OWNED != 0,
+            ifindex: v.ifindex,
+            stats: st,
+        });
+    }
+    vip_views.sort_by_key(|v| v.addr);
+    Ok(vip_views)
+}
+
+/// The maps a service's view is read from, opened once for all services.
+struct ServiceMaps {
+    backends: Array<MapData, BackendValue>,
+    rings: Array<MapData, u32>,
+    svc_stats: Striped,
+    be_stats: Striped,
+}
+
+/// Every service with its counters (and with `rings`, its backends by ring share), by
+/// VIP, port and protocol.
+fn read_services(dir: &Path, rings: bool) -> Result<Vec<ServiceView>, DataplaneError> {
+    let services = open(dir, pin_names::SERVICES)?;
+    let svc_stats = Striped::open(dir, pin_names::SVC_STATS, max_entries(&services))?;
+    let services: HashMap<_, ServiceKey, ServiceValue> = HashMap::try_from(Map::HashMap(services))?;
+    let backends: Array<_, BackendValue> =
+        Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
+    let ring_map: Array<_, u32> = Array::try_from(Map::Array(open(dir, pin_names::RINGS)?))?;
+    let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.len())?;
+    let maps = ServiceMaps {
+        backends,
+        rings: ring_map,
+        svc_stats,
+        be_stats,
+    };
+    let mut svc_views = Vec::new();
+    for e in services.iter() {
+        let (k, v) = e?;
+        svc_views.push(maps.service(&k, &v, rings));
+    }
+    svc_views.sort_by_key(|s| (s.vip, s.port, s.proto));
+    Ok(svc_views)
+}
+
+impl ServiceMaps {
+    fn service(&self, k: &ServiceKey, v: &ServiceValue, rings: bool) -> ServiceView {
+        // Which backends the live ring points at, and how many slots each holds.
+        let shares = if rings {
+            self.ring_shares(v)
+        } else {
+            BTreeMap::new()
+        };
+        let mut bviews = Vec::new();
+        for (id, slots) in shares {
+            if let Ok(b) = self.backends.get(&id, 0) {
+                bviews.push(BackendView {
+                    id,
+                    addr: Ipv4Addr::from(b.addr_be),
+                    port: u16::from_be_bytes(b.port_be),
+                    active: b.flags & BACKEND_F_ACTIVE != 0,
+                    slots,
+                    stats: self.be_stats.sum(id),
+                });
+            }
+        }
+        ServiceView {
+            vip: Ipv4Addr::from(k.addr_be),
+            port: u16::from_be_bytes(k.port_be),
+            proto: proto_name(k.proto),
+            mode: mode_name(v.mode),
+            id: v.id,
+            table: v.ring_size,
+            stats: self.svc_stats.sum(v.id),
+            backends: bviews,
+        }
+    }
+
+    /// Slots per backend id in the service's live ring (one map read per slot).
+    fn ring_shares(&self, v: &ServiceValue) -> BTreeMap<u32, u32> {
+        let mut shares: BTreeMap<u32, u32> = BTreeMap::new();
+        for s in 0..v.ring_size {
+            if let Ok(id) = self.rings.get(&(v.ring_off + s), 0) {
+                if id != RING_EMPTY {
+                    *shares.entry(id).or_insert(0) += 1;
+                }
+            }
+        }
+        shares
     }
 }
 
