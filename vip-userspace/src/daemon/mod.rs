@@ -58,10 +58,20 @@ pub enum DaemonError {
     Reconcile(#[from] ReconcileError),
     #[error("services")]
     Services(#[from] ServiceError),
-    #[error("kubernetes: {0}")]
-    Kube(String),
-    #[error("bgp: {0}")]
-    Bgp(String),
+    #[error("reading the kubeconfig {}", path.display())]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<kube::config::KubeconfigError>,
+    },
+    #[error("no Kubernetes client configuration (kubeconfig or in-cluster)")]
+    KubeInfer(#[source] Box<kube::config::InferConfigError>),
+    #[error("building the Kubernetes client")]
+    KubeClient(#[source] Box<kube::Error>),
+    #[error("Kubernetes election")]
+    Election(#[from] crate::election::lease::ElectionError),
+    #[error("BGP speaker")]
+    Bgp(#[from] crate::bgp::BgpError),
     #[error(transparent)]
     Raft(#[from] crate::election::raft::RaftError),
     #[error(transparent)]
@@ -123,7 +133,7 @@ pub async fn run(
             let first = ownership.routes(&state.bus.served.borrow());
             Some(
                 crate::bgp::Speaker::start_announcing(b.clone(), first)
-                    .map_err(|e| DaemonError::Bgp(crate::Chain(&e).to_string()))?,
+                    ?,
             )
         }
         None => None,

@@ -126,7 +126,7 @@ impl Ownership {
         // Unhealthy until the elector's first check says otherwise.
         let (healthy_tx, healthy) = tokio::sync::watch::channel(false);
         let elector = crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
-            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
+            ?
             .with_able(able.subscribe())
             .with_healthy(healthy_tx);
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -134,7 +134,7 @@ impl Ownership {
         tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
         let served = if services {
             ServiceSources::start(client, lease, service_election, &rx, &able, state)
-                .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
+                ?
         } else {
             ServiceSources::default()
         };
@@ -276,22 +276,24 @@ async fn kube_client(
 ) -> Result<kube::Client, DaemonError> {
     let mut kcfg = match kubeconfig {
         Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
-                DaemonError::Kube(format!("kubeconfig {}: {}", p.display(), crate::Chain(&e)))
-            })?;
+            let read = |e| DaemonError::Kubeconfig {
+                path: p.to_path_buf(),
+                source: Box::new(e),
+            };
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(read)?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?
+                .map_err(read)?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))?,
+            .map_err(|e| DaemonError::KubeInfer(Box::new(e)))?,
     };
     let named = kcfg.cluster_url.to_string();
     if crate::k8s::kubeconfig::elect_locally(&mut kcfg, vips) {
         tracing::info!(kubeconfig = %named, using = %kcfg.cluster_url, "the kubeconfig names a VIP; electing against the local API server");
     }
-    kube::Client::try_from(kcfg).map_err(|e| DaemonError::Kube(crate::Chain(&e).to_string()))
+    kube::Client::try_from(kcfg).map_err(|e| DaemonError::KubeClient(Box::new(e)))
 }
 
 /// With `services`: the Kubernetes source of Services and the election of their VIPs
