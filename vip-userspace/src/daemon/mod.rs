@@ -131,10 +131,7 @@ pub async fn run(
             ownership.settle(&cfg).await;
             apply_desired(&cfg, running.as_mut(), &state, &ownership).await;
             let first = ownership.routes(&state.bus.served.borrow());
-            Some(
-                crate::bgp::Speaker::start_announcing(b.clone(), first)
-                    ?,
-            )
+            Some(crate::bgp::Speaker::start_announcing(b.clone(), first)?)
         }
         None => None,
     };

@@ -125,16 +125,14 @@ impl Ownership {
         let able = tokio::sync::watch::Sender::new(true);
         // Unhealthy until the elector's first check says otherwise.
         let (healthy_tx, healthy) = tokio::sync::watch::channel(false);
-        let elector = crate::election::lease::LeaseElector::new(client.clone(), lease.clone())
-            ?
+        let elector = crate::election::lease::LeaseElector::new(client.clone(), lease.clone())?
             .with_able(able.subscribe())
             .with_healthy(healthy_tx);
         let (tx, rx) = tokio::sync::watch::channel(false);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "lease election started");
         let served = if services {
-            ServiceSources::start(client, lease, service_election, &rx, &able, state)
-                ?
+            ServiceSources::start(client, lease, service_election, &rx, &able, state)?
         } else {
             ServiceSources::default()
         };
