@@ -1,5 +1,5 @@
 //! The one packet builder of vip's tests and bench: Ethernet, 802.1Q, ARP, IPv4, IPv6, UDP,
-//! TCP and ICMP, layer by layer, with the lengths and checksums filled in by [`Packet::build`].
+//! TCP, ICMP and ICMPv6 (with NDP's solicitations, advertisements and options), layer by layer, with the lengths and checksums filled in by [`Packet::build`].
 //!
 //! ```text
 //! use testkit::packet::Packet;
@@ -21,8 +21,17 @@
 //! wrong value says so (`ip_total_len`, `no_ip_checksum`) or edits the built bytes.
 //!
 //! Defaults: IPv4 without options, id 0, no flags, TTL 64, header checksum computed; IPv6
-//! hop limit 64; TCP data offset 5, seq 0, ack 0, window 65535, urgent 0; UDP, TCP and ICMP
-//! checksums computed (a UDP checksum of 0 is sent as 0xffff, RFC 768).
+//! hop limit 64 (255 after `ns`/`na`, as RFC 4861 requires); TCP data offset 5, seq 0, ack 0,
+//! window 65535, urgent 0; UDP, TCP, ICMP and ICMPv6 checksums computed (over the IPv4 or
+//! IPv6 pseudo-header; a UDP checksum of 0 is sent as 0xffff, RFC 768).
+//!
+//! ```text
+//! let ns = Packet::eth([0x33, 0x33, 0xff, 0, 0, 0x64], CLIENT_MAC)
+//!     .ipv6(CLIENT6, solicited_node(VIP6), 0)
+//!     .ns(VIP6)
+//!     .slla(CLIENT_MAC)
+//!     .build();
+//! ```
 
 use std::net::Ipv4Addr;
 
@@ -61,6 +70,10 @@ enum Layer {
         at: usize,
         checksum: bool,
     },
+    Icmp6 {
+        at: usize,
+        checksum: bool,
+    },
 }
 
 const ETH_P_IP: u16 = 0x0800;
@@ -70,6 +83,29 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// NDP message types and option types (RFC 4861 4.3, 4.4, 4.6).
+pub const ND_NS: u8 = 135;
+pub const ND_NA: u8 = 136;
+pub const ND_OPT_SLLA: u8 = 1;
+pub const ND_OPT_TLLA: u8 = 2;
+/// The first byte of an NA's flags.
+pub const NA_ROUTER: u8 = 0x80;
+pub const NA_SOLICITED: u8 = 0x40;
+pub const NA_OVERRIDE: u8 = 0x20;
+
+/// The solicited-node multicast group of `addr` (ff02::1:ffXX:XXXX, RFC 4291 2.7.1).
+pub fn solicited_node(addr: [u8; 16]) -> [u8; 16] {
+    let mut g = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    g[13..].copy_from_slice(&addr[13..]);
+    g
+}
+
+/// The Ethernet group an IPv6 multicast address maps to (33:33 and its last 32 bits).
+pub fn multicast_mac(group: [u8; 16]) -> [u8; 6] {
+    [0x33, 0x33, group[12], group[13], group[14], group[15]]
+}
 
 impl Packet {
     /// An Ethernet header from `src` to `dst`; its EtherType is the next layer's.
@@ -198,6 +234,59 @@ impl Packet {
         self
     }
 
+    /// The last IPv6 header's hop limit.
+    pub fn hop_limit(mut self, h: u8) -> Packet {
+        let at = self.ipv6_at();
+        self.buf[at + 7] = h;
+        self
+    }
+
+    /// An ICMPv6 header: `typ`, `code` and the four bytes after the checksum.
+    pub fn icmpv6(mut self, typ: u8, code: u8, rest: [u8; 4]) -> Packet {
+        self.set_proto(IPPROTO_ICMPV6);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[typ, code, 0, 0]);
+        self.buf.extend_from_slice(&rest);
+        self.layers.push(Layer::Icmp6 { at, checksum: true });
+        self
+    }
+
+    /// A Neighbor Solicitation for `target` (RFC 4861 4.3); the enclosing IPv6 header's hop
+    /// limit becomes 255. Options follow with [`Packet::slla`], [`Packet::nd_option`].
+    pub fn ns(self, target: [u8; 16]) -> Packet {
+        self.hop_limit(255)
+            .icmpv6(ND_NS, 0, [0; 4])
+            .payload(&target)
+    }
+
+    /// A Neighbor Advertisement for `target` with `flags` (`NA_SOLICITED | NA_OVERRIDE`…,
+    /// RFC 4861 4.4); hop limit 255.
+    pub fn na(self, flags: u8, target: [u8; 16]) -> Packet {
+        self.hop_limit(255)
+            .icmpv6(ND_NA, 0, [flags, 0, 0, 0])
+            .payload(&target)
+    }
+
+    /// An NDP option: `typ`, its length in 8-byte units, `data`, zeros to the unit.
+    pub fn nd_option(mut self, typ: u8, data: &[u8]) -> Packet {
+        let units = (2 + data.len()).div_ceil(8);
+        self.buf.extend_from_slice(&[typ, units as u8]);
+        self.buf.extend_from_slice(data);
+        self.buf
+            .resize(self.buf.len() + units * 8 - 2 - data.len(), 0);
+        self
+    }
+
+    /// The source link-layer address option.
+    pub fn slla(self, mac: [u8; 6]) -> Packet {
+        self.nd_option(ND_OPT_SLLA, &mac)
+    }
+
+    /// The target link-layer address option.
+    pub fn tlla(self, mac: [u8; 6]) -> Packet {
+        self.nd_option(ND_OPT_TLLA, &mac)
+    }
+
     /// A UDP header from `sport` to `dport`.
     pub fn udp(mut self, sport: u16, dport: u16) -> Packet {
         self.set_proto(IPPROTO_UDP);
@@ -254,12 +343,13 @@ impl Packet {
         self
     }
 
-    /// The last UDP, TCP or ICMP header's checksum left 0 (for UDP: no checksum).
+    /// The last UDP, TCP, ICMP or ICMPv6 header's checksum left 0 (for UDP: no checksum).
     pub fn no_l4_checksum(mut self) -> Packet {
         match self.layers.iter_mut().rev().find_map(|l| match l {
             Layer::Udp { checksum, .. }
             | Layer::Tcp { checksum, .. }
-            | Layer::Icmp { checksum, .. } => Some(checksum),
+            | Layer::Icmp { checksum, .. }
+            | Layer::Icmp6 { checksum, .. } => Some(checksum),
             _ => None,
         }) {
             Some(c) => *c = false,
@@ -332,6 +422,12 @@ impl Packet {
                         buf[at + 2..at + 4].copy_from_slice(&sum.to_be_bytes());
                     }
                 }
+                Layer::Icmp6 { at, checksum: c } => {
+                    if c {
+                        let sum = l4_checksum(&buf, &layers[..i], at, end, IPPROTO_ICMPV6);
+                        buf[at + 2..at + 4].copy_from_slice(&sum.to_be_bytes());
+                    }
+                }
             }
         }
         if buf.len() < pad_to {
@@ -386,6 +482,17 @@ impl Packet {
         }
     }
 
+    fn ipv6_at(&self) -> usize {
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                Layer::Ipv6 { at } => Some(*at),
+                _ => None,
+            })
+            .expect("no IPv6 header yet")
+    }
+
     fn tcp_at(&self) -> usize {
         self.layers
             .iter()
@@ -398,21 +505,29 @@ impl Packet {
     }
 }
 
-/// The UDP or TCP checksum of the segment `at..end` under the nearest IPv4 header in `outer`
-/// (pseudo header: addresses, protocol, segment length).
+/// The UDP, TCP or ICMPv6 checksum of the segment `at..end` under the nearest IP header in
+/// `outer` (pseudo header: addresses, protocol, segment length; RFC 768 for IPv4, RFC 8200
+/// 8.1 for IPv6).
 fn l4_checksum(buf: &[u8], outer: &[Layer], at: usize, end: usize, proto: u8) -> u16 {
-    let ip = outer
-        .iter()
-        .rev()
-        .find_map(|l| match l {
-            Layer::Ipv4 { at, .. } => Some(*at),
-            _ => None,
-        })
-        .expect("a UDP or TCP checksum needs an IPv4 header (or no_l4_checksum)");
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&buf[ip + 12..ip + 20]);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&((end - at) as u16).to_be_bytes());
+    let len = end - at;
+    let mut pseudo = Vec::with_capacity(40);
+    match outer.iter().rev().find_map(|l| match l {
+        Layer::Ipv4 { at, .. } => Some((*at, 4)),
+        Layer::Ipv6 { at } => Some((*at, 6)),
+        _ => None,
+    }) {
+        Some((ip, 4)) => {
+            pseudo.extend_from_slice(&buf[ip + 12..ip + 20]);
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        Some((ip, _)) => {
+            pseudo.extend_from_slice(&buf[ip + 8..ip + 40]);
+            pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, proto]);
+        }
+        None => panic!("a UDP, TCP or ICMPv6 checksum needs an IP header (or no_l4_checksum)"),
+    }
     fold(ones_sum(&buf[at..end], ones_sum(&pseudo, 0)))
 }
 

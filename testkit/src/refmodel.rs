@@ -51,6 +51,8 @@ impl FibTable {
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     pub vips: HashMap<[u8; 4], VipValue>,
+    /// `VIPS6`.
+    pub vips6: HashMap<[u8; 16], VipValue>,
     pub ifaces: HashMap<u32, IfaceValue>,
     pub config: Config,
     /// `DEADMAN` (0: off).
@@ -80,8 +82,9 @@ fn a4(f: &[u8], off: usize) -> [u8; 4] {
 }
 
 impl Model {
-    /// Run one frame arriving on `ingress`; the frame is rewritten in place.
-    pub fn run(&mut self, f: &mut [u8], ingress: u32) -> u32 {
+    /// Run one frame arriving on `ingress`; the frame is rewritten in place (and resized, as
+    /// `bpf_xdp_adjust_tail` does, for a Neighbor Advertisement).
+    pub fn run(&mut self, f: &mut Vec<u8>, ingress: u32) -> u32 {
         if f.len() < 14 {
             return XDP_PASS;
         }
@@ -97,6 +100,7 @@ impl Model {
         match et {
             0x0806 => self.arp(f, l3, ingress),
             0x0800 => self.ipv4(f, l3, ingress),
+            0x86dd => self.ndp(f, l3, ingress),
             _ => XDP_PASS,
         }
     }
@@ -114,19 +118,9 @@ impl Model {
         if be16(f, l3 + 6) != 1 || spa == tpa {
             return XDP_PASS;
         }
-        let Some(vip) = self.vips.get(&tpa) else {
-            return XDP_PASS;
-        };
-        let owned = vip.flags & VIP_F_OWNED != 0 && (vip.ifindex == 0 || vip.ifindex == ingress);
-        if !owned {
-            return XDP_DROP;
-        }
-        let d = self.deadline_ns;
-        if d != 0 && vip_userspace::dataplane::maps::monotonic_ns() > d {
-            return XDP_DROP;
-        }
-        let Some(iface) = self.ifaces.get(&ingress) else {
-            return XDP_PASS;
+        let iface = match self.answerable(self.vips.get(&tpa), ingress) {
+            Ok(i) => i,
+            Err(v) => return v,
         };
         let src: [u8; 6] = f[6..12].try_into().unwrap_or_default();
         f[0..6].copy_from_slice(&src);
@@ -136,6 +130,59 @@ impl Model {
         f[l3 + 14..l3 + 18].copy_from_slice(&tpa);
         f[l3 + 18..l3 + 24].copy_from_slice(&sha);
         f[l3 + 24..l3 + 28].copy_from_slice(&spa);
+        XDP_TX
+    }
+
+    /// Whether this node answers for `v` on `ingress` now (`Ok`), or the verdict (`Err`):
+    /// the gates ARP and NDP share.
+    fn answerable(&self, v: Option<&VipValue>, ingress: u32) -> Result<IfaceValue, u32> {
+        let Some(vip) = v else {
+            return Err(XDP_PASS);
+        };
+        let owned = vip.flags & VIP_F_OWNED != 0 && (vip.ifindex == 0 || vip.ifindex == ingress);
+        if !owned {
+            return Err(XDP_DROP);
+        }
+        let d = self.deadline_ns;
+        if d != 0 && vip_userspace::dataplane::maps::monotonic_ns() > d {
+            return Err(XDP_DROP);
+        }
+        self.ifaces.get(&ingress).copied().ok_or(XDP_PASS)
+    }
+
+    /// NDP (RFC 4861): see `ndp::check` for what a valid message is. A valid NS for an owned
+    /// VIP becomes the NA; an NA passes (a conflict is only counted).
+    fn ndp(&mut self, f: &mut Vec<u8>, l3: usize, ingress: u32) -> u32 {
+        let Some(m) = ndp::check(f, l3) else {
+            return XDP_PASS;
+        };
+        if m.typ != ndp::NS {
+            return XDP_PASS;
+        }
+        let iface = match self.answerable(self.vips6.get(&m.target), ingress) {
+            Ok(i) => i,
+            Err(v) => return v,
+        };
+        let dad = m.src == [0; 16];
+        let (eth_dst, ip_dst, flags) = if dad {
+            ([0x33, 0x33, 0, 0, 0, 1], ndp::ALL_NODES, 0x20)
+        } else {
+            (m.mac, m.src, 0x60)
+        };
+        let mut out = Vec::with_capacity(l3 + 72);
+        out.extend_from_slice(&eth_dst);
+        out.extend_from_slice(&iface.mac);
+        out.extend_from_slice(&f[12..l3]);
+        out.extend_from_slice(&[0x60, 0, 0, 0, 0, 32, 58, 255]);
+        out.extend_from_slice(&m.target);
+        out.extend_from_slice(&ip_dst);
+        out.extend_from_slice(&[136, 0, 0, 0, flags, 0, 0, 0]);
+        out.extend_from_slice(&m.target);
+        out.extend_from_slice(&[2, 1]);
+        out.extend_from_slice(&iface.mac);
+        let c = ndp::checksum(&out[l3..]);
+        out[l3 + 42..l3 + 44].copy_from_slice(&c.to_be_bytes());
+        *f = out;
         XDP_TX
     }
 
@@ -435,6 +482,12 @@ pub fn from_pins(
         let (k, v) = e?;
         m.vips.insert(k.addr_be, v);
     }
+    let vips6: BpfHash<_, vip_common::Vip6Key, VipValue> =
+        BpfHash::try_from(Map::HashMap(open(pin_names::VIPS6)?))?;
+    for e in vips6.iter() {
+        let (k, v) = e?;
+        m.vips6.insert(k.addr_be, v);
+    }
     let filter: Array<_, u64> = Array::try_from(Map::Array(open(pin_names::VIP_FILTER)?))?;
     for i in 0..filter.len() {
         m.vip_filter.push(filter.get(&i, 0)?);
@@ -457,4 +510,84 @@ pub fn from_pins(
         m.services.insert(k, v);
     }
     Ok(m)
+}
+
+/// RFC 4861's validity rules for NS and NA, read from the RFC rather than from the program.
+mod ndp {
+    pub const NS: u8 = 135;
+    pub const NA: u8 = 136;
+    pub const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    /// Option bytes the program reads; a longer message is not answered.
+    const MAX_OPTIONS: usize = 64;
+
+    pub struct Msg {
+        pub typ: u8,
+        pub src: [u8; 16],
+        pub target: [u8; 16],
+        /// Ethernet source.
+        pub mac: [u8; 6],
+    }
+
+    fn a16(f: &[u8], off: usize) -> [u8; 16] {
+        f[off..off + 16].try_into().unwrap_or_default()
+    }
+
+    /// The ICMPv6 checksum of the IPv6 packet `p` (header and message, checksum field 0).
+    pub fn checksum(p: &[u8]) -> u16 {
+        let mut v = Vec::with_capacity(p.len());
+        v.extend_from_slice(&p[8..40]);
+        v.extend_from_slice(&((p.len() - 40) as u32).to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 58]);
+        v.extend_from_slice(&p[40..]);
+        crate::packet::checksum(&v)
+    }
+
+    /// Some(the message) when the IPv6 packet at `l3` is an NS or NA that every rule allows.
+    pub fn check(f: &[u8], l3: usize) -> Option<Msg> {
+        let ip = f.get(l3..l3 + 40)?;
+        if ip[0] >> 4 != 6 || ip[6] != 58 {
+            return None;
+        }
+        let typ = *f.get(l3 + 40)?;
+        if typ != NS && typ != NA {
+            return None;
+        }
+        let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        if ip[7] != 255 || plen < 24 || plen - 24 > MAX_OPTIONS || f.len() < l3 + 40 + plen {
+            return None;
+        }
+        let msg = &f[l3 + 40..l3 + 40 + plen];
+        let (src, dst, target) = (a16(ip, 8), a16(ip, 24), a16(msg, 8));
+        if msg[1] != 0 || src[0] == 0xff || target[0] == 0xff {
+            return None;
+        }
+        // Options: each a non-zero number of 8-byte units, all inside the message.
+        let mut off = 24;
+        let mut slla = false;
+        while off < plen {
+            let units = *msg.get(off + 1)? as usize;
+            if units == 0 || off + units * 8 > plen {
+                return None;
+            }
+            slla |= msg[off] == 1;
+            off += units * 8;
+        }
+        if checksum(&f[l3..l3 + 40 + plen]) != 0 {
+            return None;
+        }
+        let group = crate::packet::solicited_node(target);
+        let ok = if typ == NA {
+            dst[0] != 0xff || msg[4] & 0x40 == 0
+        } else if src == [0; 16] {
+            dst == group && !slla
+        } else {
+            dst == group || dst == target
+        };
+        ok.then(|| Msg {
+            typ,
+            src,
+            target,
+            mac: f[6..12].try_into().unwrap_or_default(),
+        })
+    }
 }

@@ -1,5 +1,5 @@
-//! What the ARP responder reads: the VIPs with their owner flag, each link's MAC, and the
-//! dead-man deadline that silences it.
+//! What the ARP and NDP responders read: the VIPs with their owner flag, each link's MAC, and
+//! the dead-man deadline that silences both.
 
 /// Value of `DEADMAN` (index 0): the dead-man deadline, CLOCK_MONOTONIC ns as
 /// `bpf_ktime_get_ns`. After it ARP for owned VIPs is no longer answered. The daemon pushes it
@@ -17,9 +17,18 @@ pub struct VipKey {
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 4);
 
+/// Key of `VIPS6` and `VIP6_STATS`: an IPv6 VIP in network byte order. Its value is the same
+/// `VipValue` as an IPv4 VIP's: the owner flag and the link mean the same for NDP as for ARP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Vip6Key {
+    pub addr_be: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Vip6Key>() == 16);
+
 /// `VipValue::flags`: this node owns the VIP and answers for it. A VIP present without this
-/// flag is known to the cluster but held elsewhere: ARP for it is dropped so the kernel can
-/// never answer for an address bound on a local device.
+/// flag is known to the cluster but held elsewhere: ARP (NS for an IPv6 VIP) for it is dropped
+/// so the kernel can never answer for an address bound on a local device.
 pub const VIP_F_OWNED: u32 = 1;
 
 #[repr(C)]

@@ -2,7 +2,7 @@
 //! pin names. Every type is `#[repr(C)]`, has no implicit padding and carries a size assert so
 //! both sides (and `bpftool map dump`) agree on the layout.
 //!
-//! Split by reader: `names` (what things are called), `limits` (how big), `l2` (ARP and the
+//! Split by reader: `names` (what things are called), `limits` (how big), `l2` (ARP, NDP and the
 //! dead-man), `lb` (load balancing), `stats` (counters), `hash` (shared arithmetic); every
 //! item is re-exported here, so users write `vip_common::FlowKey`.
 #![no_std]
@@ -27,6 +27,8 @@ mod pod {
     // SAFETY: all types are repr(C), Copy, made only of integers and byte arrays, with no
     // implicit padding (asserted above), so any bit pattern is valid.
     unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for Vip6Key {}
+    unsafe impl aya::Pod for Vip6Stats {}
     unsafe impl aya::Pod for VipValue {}
     unsafe impl aya::Pod for IfaceValue {}
     unsafe impl aya::Pod for Stats {}

@@ -19,6 +19,8 @@ pub mod map_names {
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const NEXTHOP: &str = "NEXTHOP";
     pub const DEADMAN: &str = "DEADMAN";
+    pub const VIPS6: &str = "VIPS6";
+    pub const VIP6_STATS: &str = "VIP6_STATS";
 }
 
 /// File names under the pin directory (`/sys/fs/bpf/vip/`), lower case for operators.
@@ -38,6 +40,8 @@ pub mod pin_names {
     pub const VIP_FILTER: &str = "vip_filter";
     pub const NEXTHOP: &str = "nexthop";
     pub const DEADMAN: &str = "deadman";
+    pub const VIPS6: &str = "vips6";
+    pub const VIP6_STATS: &str = "vip6_stats";
 }
 
 /// The container image: `cargo xtask image` builds it, `vip manifest` names it, the container

@@ -74,8 +74,26 @@ pub struct Stats {
     /// ARP frames claiming an owned VIP from another MAC (reply, gratuitous, or request sent
     /// from the VIP): another node answers for our address. Passed.
     pub arp_conflict: u64,
+    /// Neighbor Solicitations for an owned IPv6 VIP answered from XDP with an advertisement
+    /// (DAD probes defended included).
+    pub ndp_reply: u64,
+    /// Neighbor Solicitations for an IPv6 VIP held elsewhere, dropped.
+    pub ndp_drop_not_owner: u64,
+    /// NS/NA frames that fail RFC 4861's checks (hop limit, code, length, options, checksum),
+    /// are truncated, or carry more options than the program reads: passed, never answered.
+    pub ndp_malformed: u64,
+    /// NS for an owned IPv6 VIP not answered: the daemon's dead-man deadline passed.
+    pub ndp_deadman: u64,
+    /// NA from another MAC whose target is an owned IPv6 VIP, or NS sent from one: another
+    /// node claims our address. Passed.
+    pub ndp_conflict: u64,
+    /// DAD probes (NS from ::) for an owned IPv6 VIP, answered to all-nodes (also in
+    /// `ndp_reply`): someone tried to take the address.
+    pub ndp_dad_defended: u64,
+    /// NS for an owned IPv6 VIP on an interface with no MAC configured: passed.
+    pub ndp_no_iface: u64,
 }
-const _: () = assert!(core::mem::size_of::<Stats>() == 22 * 8);
+const _: () = assert!(core::mem::size_of::<Stats>() == 29 * 8);
 
 impl Stats {
     /// Sum over CPUs, for the daemon's metrics.
@@ -102,6 +120,13 @@ impl Stats {
         self.icmp_to_backend += o.icmp_to_backend;
         self.arp_deadman += o.arp_deadman;
         self.arp_conflict += o.arp_conflict;
+        self.ndp_reply += o.ndp_reply;
+        self.ndp_drop_not_owner += o.ndp_drop_not_owner;
+        self.ndp_malformed += o.ndp_malformed;
+        self.ndp_deadman += o.ndp_deadman;
+        self.ndp_conflict += o.ndp_conflict;
+        self.ndp_dad_defended += o.ndp_dad_defended;
+        self.ndp_no_iface += o.ndp_no_iface;
     }
 }
 
@@ -126,6 +151,34 @@ impl VipStats {
         self.arp_drop += o.arp_drop;
         self.ipv4_pkts += o.ipv4_pkts;
         self.arp_conflict += o.arp_conflict;
+        if o.conflict_mac != [0; 6] {
+            self.conflict_mac = o.conflict_mac;
+        }
+    }
+}
+
+/// Shared per-IPv6-VIP counters (`VIP6_STATS`), created by the daemon with the VIP; the NDP
+/// twin of `VipStats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vip6Stats {
+    /// Advertisements sent (DAD defences included).
+    pub ndp_reply: u64,
+    /// Solicitations dropped (held elsewhere, or silenced by the dead-man).
+    pub ndp_drop: u64,
+    /// Foreign claims on this VIP while we own it (see `Stats::ndp_conflict`).
+    pub ndp_conflict: u64,
+    /// The Ethernet source MAC of the latest foreign claim.
+    pub conflict_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Vip6Stats>() == 4 * 8);
+
+impl Vip6Stats {
+    pub fn add(&mut self, o: &Vip6Stats) {
+        self.ndp_reply += o.ndp_reply;
+        self.ndp_drop += o.ndp_drop;
+        self.ndp_conflict += o.ndp_conflict;
         if o.conflict_mac != [0; 6] {
             self.conflict_mac = o.conflict_mac;
         }

@@ -1,11 +1,10 @@
 //! ARP for VIPs: a request for a VIP this node owns becomes a reply in place (XDP_TX, any VLAN
 //! tag kept); a request for a VIP held elsewhere is dropped; everything else passes.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use aya_log_ebpf::warn;
-use vip_common::{IfaceValue, VIP_F_OWNED};
 
 use crate::{
     maps,
+    owner::{self, Refusal},
     parse::{ptr_at, EtherFrame},
     stats,
 };
@@ -29,8 +28,8 @@ struct ArpEth4 {
 }
 const _: () = assert!(core::mem::size_of::<ArpEth4>() == 28);
 
-/// A request for an owned VIP becomes the reply; the steps are apart so the NDP responder can
-/// share the ones that are not ARP's (conflict, ownership, the dead-man).
+/// A request for an owned VIP becomes the reply. The gates that are not ARP's (ownership, the
+/// dead-man, foreign claims) are `owner`'s, shared with the NDP responder.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     let Some(arp_p) = ptr_at::<ArpEth4>(ctx, frame.l3_off) else {
@@ -54,9 +53,12 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     if u16::from_be_bytes(arp.oper) != ARPOP_REQUEST || arp.spa == arp.tpa {
         return xdp_action::XDP_PASS;
     }
-    let iface = match answerable(ctx, ifindex, &arp.tpa) {
+    let iface = match owner::answerable(ctx, ifindex, maps::vip(&arp.tpa)) {
         Ok(iface) => iface,
-        Err(verdict) => return verdict,
+        Err(r) => {
+            count_refusal(&r, &arp.tpa);
+            return r.verdict();
+        }
     };
     let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
         return xdp_action::XDP_PASS;
@@ -86,61 +88,26 @@ pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
 /// The prefilter first: almost every sender is a plain host, and that costs no hash lookup.
 #[inline(always)]
 fn note_conflict(ifindex: u32, spa: &[u8; 4], sha: &[u8; 6]) {
-    let Some(src) = maps::maybe_vip(spa).then(|| maps::vip(spa)).flatten() else {
-        return;
-    };
-    if src.flags & VIP_F_OWNED != 0 {
-        let ours = maps::iface(ifindex).is_some_and(|i| i.mac == *sha);
-        if !ours {
-            stats::bump(|s| s.arp_conflict += 1);
-            stats::bump_vip(spa, stats::VipCounter::Conflict(*sha));
+    let v = maps::maybe_vip(spa).then(|| maps::vip(spa)).flatten();
+    if owner::foreign_claim(ifindex, v, sha) {
+        stats::bump(|s| s.arp_conflict += 1);
+        stats::bump_vip(spa, stats::VipCounter::Conflict(*sha));
+    }
+}
+
+/// Count a request not answered, in ARP's counters.
+#[inline(always)]
+fn count_refusal(r: &Refusal, vip: &[u8; 4]) {
+    match r {
+        Refusal::NotVip => {}
+        Refusal::NotOwner => {
+            stats::bump(|s| s.arp_drop_not_owner += 1);
+            stats::bump_vip(vip, stats::VipCounter::ArpDrop);
         }
+        Refusal::DeadMan => {
+            stats::bump(|s| s.arp_deadman += 1);
+            stats::bump_vip(vip, stats::VipCounter::ArpDrop);
+        }
+        Refusal::NoIface => stats::bump(|s| s.arp_no_iface += 1),
     }
-}
-
-/// Whether this node may answer for `vip` on `ifindex` now: `Ok` with the link to answer
-/// from, or `Err` with the verdict (pass when it is not a VIP or the link is undescribed,
-/// drop when it is held elsewhere or the dead-man has fired).
-#[inline(always)]
-fn answerable(ctx: &XdpContext, ifindex: u32, vip: &[u8; 4]) -> Result<IfaceValue, u32> {
-    let Some(v) = maps::vip(vip) else {
-        return Err(xdp_action::XDP_PASS);
-    };
-    let owned = v.flags & VIP_F_OWNED != 0 && (v.ifindex == 0 || v.ifindex == ifindex);
-    if !owned {
-        stats::bump(|s| s.arp_drop_not_owner += 1);
-        stats::bump_vip(vip, stats::VipCounter::ArpDrop);
-        return Err(xdp_action::XDP_DROP);
-    }
-    // The dead-man: a daemon that stopped refreshing the deadline may be hung or cut off, and
-    // someone else may own the VIP by now. Silent, like a non-owner.
-    if deadman_fired() {
-        stats::bump(|s| s.arp_deadman += 1);
-        stats::bump_vip(vip, stats::VipCounter::ArpDrop);
-        return Err(xdp_action::XDP_DROP);
-    }
-    let Some(iface) = maps::iface(ifindex) else {
-        // Owned but the daemon never described this link: let the kernel decide rather
-        // than answer with a wrong MAC.
-        stats::bump(|s| s.arp_no_iface += 1);
-        warn!(
-            ctx,
-            "vip owned but ifindex {} has no entry in IFACES", ifindex
-        );
-        return Err(xdp_action::XDP_PASS);
-    };
-    Ok(iface)
-}
-
-/// The dead-man's kernel side: past the deadline the daemon last wrote, nothing is answered.
-/// The clock is read only when a deadline is set (reading it is not free in a VM).
-#[inline(always)]
-fn deadman_fired() -> bool {
-    let deadline = maps::deadline();
-    if deadline == 0 {
-        return false;
-    }
-    // SAFETY: a helper without preconditions.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    now > deadline
 }

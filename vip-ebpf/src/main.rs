@@ -14,6 +14,8 @@ mod icmp;
 mod lb;
 mod maglev;
 mod maps;
+mod ndp;
+mod owner;
 mod parse;
 mod revnat;
 mod rewrite;
@@ -25,10 +27,11 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
-use crate::parse::{EtherFrame, ETH_P_ARP, ETH_P_IP};
+use crate::parse::{EtherFrame, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 
-/// Attached to each uplink. Answers ARP for owned VIPs, drops ARP for VIPs held elsewhere,
-/// passes everything else untouched.
+/// Attached to each uplink. Answers ARP (IPv4) and Neighbor Solicitations (IPv6) for owned
+/// VIPs, drops them for VIPs held elsewhere, balances service traffic, passes everything else
+/// untouched.
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
     let action = try_vip_xdp(&ctx);
@@ -46,6 +49,7 @@ fn try_vip_xdp(ctx: &XdpContext) -> u32 {
     match frame.ethertype {
         ETH_P_ARP => arp::handle(ctx, &frame),
         ETH_P_IP => ipv4(ctx, &frame),
+        ETH_P_IPV6 => ndp::handle(ctx, &frame),
         _ => xdp_action::XDP_PASS,
     }
 }

@@ -5,9 +5,9 @@ use aya_ebpf::{
 };
 use vip_common::{
     vip_filter_slot, BackendValue, Config, CtSet, Deadline, FlowKey, IfaceValue, LbStats, NextHop,
-    RevValue, ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, CT_SETS, MAX_BACKENDS,
-    MAX_IFACES, MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES, RING_SLOTS,
-    VIP_FILTER_WORDS,
+    RevValue, ServiceKey, ServiceValue, Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue,
+    CT_SETS, MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES,
+    RING_SLOTS, VIP_FILTER_WORDS,
 };
 
 // Globals the loader sets (`vip_common::globals`); `.rodata`, so the verifier takes them as
@@ -58,6 +58,15 @@ pub fn backend_stat_entries() -> u32 {
 
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipValue, { MAX_VIPS as usize }> = HashMap::new();
+
+/// IPv6 VIPs, for the NDP responder: the same value as `VIPS`. A map of its own rather than
+/// a wider key for both families, so IPv4 lookups keep their 4-byte key.
+#[btf_map]
+pub static VIPS6: HashMap<Vip6Key, VipValue, { MAX_VIPS as usize }> = HashMap::new();
+
+/// Counters per IPv6 VIP, shared like `VIP_STATS`.
+#[btf_map]
+pub static VIP6_STATS: HashMap<Vip6Key, Vip6Stats, { MAX_VIPS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static IFACES: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = HashMap::new();
@@ -141,6 +150,12 @@ pub fn maybe_vip(addr: &[u8; 4]) -> bool {
 pub fn vip(addr: &[u8; 4]) -> Option<VipValue> {
     let key = VipKey { addr_be: *addr };
     VIPS.get_ptr(key).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn vip6(addr: &[u8; 16]) -> Option<VipValue> {
+    let key = Vip6Key { addr_be: *addr };
+    VIPS6.get_ptr(key).map(|p| unsafe { *p })
 }
 
 #[inline(always)]

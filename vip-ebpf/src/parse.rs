@@ -6,6 +6,7 @@ pub const ETH_HLEN: usize = 14;
 pub const VLAN_HLEN: usize = 4;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_ICMP: u8 = 1;

@@ -6,11 +6,11 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_smp_processor_id};
-use vip_common::{LbStats, Stats, VipKey};
+use vip_common::{LbStats, Stats, Vip6Key, VipKey};
 
 use crate::maps::{
     backend_stat_entries, stat_atomic, stat_stripe_mask, svc_stat_entries, BACKEND_STATS, STATS,
-    SVC_STATS, VIP_STATS,
+    SVC_STATS, VIP6_STATS, VIP_STATS,
 };
 
 #[inline(always)]
@@ -47,6 +47,35 @@ pub fn bump_vip(addr: &[u8; 4], c: VipCounter) {
             VipCounter::Conflict(mac) => {
                 (*p).conflict_mac = mac;
                 &raw mut (*p).arp_conflict
+            }
+        };
+        atomic_add(field, 1);
+    }
+}
+
+/// A per-IPv6-VIP counter (`Vip6Stats`).
+pub enum Vip6Counter {
+    Reply,
+    Drop,
+    /// A foreign claim, from this MAC.
+    Conflict([u8; 6]),
+}
+
+#[inline(always)]
+pub fn bump_vip6(addr: &[u8; 16], c: Vip6Counter) {
+    let key = Vip6Key { addr_be: *addr };
+    let Some(p) = VIP6_STATS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: as in `bump_vip`: an existing entry's value, counters added atomically, the MAC
+    // a plain store.
+    unsafe {
+        let field = match c {
+            Vip6Counter::Reply => &raw mut (*p).ndp_reply,
+            Vip6Counter::Drop => &raw mut (*p).ndp_drop,
+            Vip6Counter::Conflict(mac) => {
+                (*p).conflict_mac = mac;
+                &raw mut (*p).ndp_conflict
             }
         };
         atomic_add(field, 1);

@@ -1,5 +1,5 @@
 //! Every counter the data plane keeps, written once: the field of the kernel's stats struct
-//! (`vip_common::Stats`, `VipStats`, `LbStats`), the Prometheus family it is exported as, its
+//! (`vip_common::Stats`, `VipStats`, `Vip6Stats`, `LbStats`), the Prometheus family it is exported as, its
 //! help text and the word `vip status` prints before it. The exporter (`metrics`), `vip
 //! status` (`dataplane::inspect`) and the bench's counter checks read these tables; none of
 //! them names a counter by hand, so a counter cannot be shown in one and missing from another.
@@ -9,7 +9,7 @@
 //!
 //! Metric names are what dashboards query (`manifests/grafana-dashboard.json`): a row's
 //! `metric` never changes once exported.
-use vip_common::{LbStats, Stats, VipStats};
+use vip_common::{LbStats, Stats, Vip6Stats, VipStats};
 
 /// One counter of a stats struct `S`.
 #[derive(Clone, Copy)]
@@ -207,6 +207,55 @@ pub const TOTALS: &[Counter<Stats>] = &[
         "icmp",
         "ICMP errors about a dsr service's flow, sent to the backend that sent the packet"
     ),
+    row!(
+        ndp_reply,
+        "vip_ndp_replies",
+        "ndp",
+        "replies",
+        "Neighbor Solicitations for owned IPv6 VIPs answered by XDP"
+    ),
+    row!(
+        ndp_dad_defended,
+        "vip_ndp_dad_defended",
+        "ndp",
+        "dad-defended",
+        "DAD probes for owned IPv6 VIPs answered to all-nodes"
+    ),
+    row!(
+        ndp_drop_not_owner,
+        "vip_ndp_drops_not_owner",
+        "ndp",
+        "drops",
+        "Neighbor Solicitations for IPv6 VIPs held elsewhere, dropped"
+    ),
+    row!(
+        ndp_deadman,
+        "vip_ndp_deadman_drops",
+        "ndp",
+        "dead-man",
+        "NS for owned IPv6 VIPs not answered: the daemon missed its dead-man check-in"
+    ),
+    row!(
+        ndp_conflict,
+        "vip_ndp_conflicts",
+        "ndp",
+        "conflicts",
+        "NDP from another MAC claiming an IPv6 VIP this node owns"
+    ),
+    row!(
+        ndp_no_iface,
+        "vip_ndp_no_iface",
+        "ndp",
+        "no-iface",
+        "NS for an owned IPv6 VIP on an interface without config, passed"
+    ),
+    row!(
+        ndp_malformed,
+        "vip_ndp_malformed",
+        "ndp",
+        "malformed",
+        "NS/NA frames failing RFC 4861 checks or truncated, passed"
+    ),
 ];
 
 /// `VIP_STATS`, per VIP (label `vip`). `conflict_mac` is not a counter: the daemon reads it
@@ -239,6 +288,32 @@ pub const PER_VIP: &[Counter<VipStats>] = &[
         "vip",
         "arp conflicts",
         "ARP from another MAC claiming this owned VIP"
+    ),
+];
+
+/// `VIP6_STATS`, per IPv6 VIP (label `vip`). `conflict_mac` is not a counter, as in
+/// [`PER_VIP`].
+pub const PER_VIP6: &[Counter<Vip6Stats>] = &[
+    row!(
+        ndp_reply,
+        "vip_vip_ndp_replies",
+        "vip",
+        "ndp replies",
+        "Neighbor Advertisements sent per IPv6 VIP"
+    ),
+    row!(
+        ndp_drop,
+        "vip_vip_ndp_drops",
+        "vip",
+        "ndp drops",
+        "Neighbor Solicitations dropped per IPv6 VIP (not owner, dead-man)"
+    ),
+    row!(
+        ndp_conflict,
+        "vip_vip_ndp_conflicts",
+        "vip",
+        "ndp conflicts",
+        "NDP from another MAC claiming this owned IPv6 VIP"
     ),
 ];
 
@@ -381,6 +456,16 @@ mod tests {
     }
 
     #[test]
+    fn every_per_vip6_counter_has_a_row() {
+        rows_are_distinct(PER_VIP6);
+        assert_eq!(
+            PER_VIP6.len() * 8 + 8,
+            std::mem::size_of::<Vip6Stats>(),
+            "a field of vip_common::Vip6Stats has no row in counters::PER_VIP6"
+        );
+    }
+
+    #[test]
     fn every_service_and_backend_counter_has_a_row() {
         rows_are_distinct(PER_SERVICE);
         rows_are_distinct(PER_BACKEND);
@@ -422,6 +507,17 @@ mod tests {
                 c.field
             );
         }
+        let n: Vip6Stats = numbered(PER_VIP6);
+        let mut t = n;
+        t.add(&n);
+        for c in PER_VIP6 {
+            assert_eq!(
+                (c.get)(&t),
+                2 * (c.get)(&n),
+                "Vip6Stats::add skips {}",
+                c.field
+            );
+        }
         let n: LbStats = numbered(PER_SERVICE);
         let mut t = n;
         t.add(&n);
@@ -441,6 +537,7 @@ mod tests {
             .iter()
             .map(|c| (c.metric, c.label, c.help))
             .chain(PER_VIP.iter().map(|c| (c.metric, c.label, c.help)))
+            .chain(PER_VIP6.iter().map(|c| (c.metric, c.label, c.help)))
             .chain(PER_SERVICE.iter().map(|c| (c.metric, c.label, c.help)))
             .chain(PER_BACKEND.iter().map(|c| (c.metric, c.label, c.help)));
         let mut seen = BTreeSet::new();

@@ -17,7 +17,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// (symbol in the object, file name under the pin dir) for every pinned map.
-pub const PINNED: [(&str, &str); 15] = [
+pub const PINNED: [(&str, &str); 17] = [
     (map_names::VIPS, pin_names::VIPS),
     (map_names::IFACES, pin_names::IFACES),
     (map_names::STATS, pin_names::STATS),
@@ -33,6 +33,8 @@ pub const PINNED: [(&str, &str); 15] = [
     (map_names::VIP_FILTER, pin_names::VIP_FILTER),
     (map_names::NEXTHOP, pin_names::NEXTHOP),
     (map_names::DEADMAN, pin_names::DEADMAN),
+    (map_names::VIPS6, pin_names::VIPS6),
+    (map_names::VIP6_STATS, pin_names::VIP6_STATS),
 ];
 
 /// Sizes that depend on configuration, applied before the maps are created.
@@ -43,7 +45,8 @@ pub struct Sizes {
     pub max_services: u32,
     /// Backend ids (`max_backends`): BACKENDS and its counters.
     pub max_backends: u32,
-    /// VIP entries (`max_vips`): VIPS and VIP_STATS.
+    /// VIP entries (`max_vips`): VIPS and VIP_STATS, and as many IPv6 VIPs (VIPS6,
+    /// VIP6_STATS).
     pub max_vips: u32,
     /// Flows the conntrack table holds in total, over all CPUs (`conntrack_flows`).
     pub conntrack_flows: u32,

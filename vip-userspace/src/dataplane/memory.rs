@@ -7,8 +7,8 @@ use std::path::Path;
 use aya::maps::{MapData, MapType};
 use vip_common::{
     map_names, pin_names, BackendValue, Config, CtSet, FlowKey, IfaceValue, LbStats, NextHop,
-    RevValue, ServiceKey, ServiceValue, Stats, VipKey, VipStats, VipValue, MAX_IFACES,
-    NEXTHOP_SLOTS, REVNAT_ENTRIES, VIP_FILTER_WORDS,
+    RevValue, ServiceKey, ServiceValue, Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue,
+    MAX_IFACES, NEXTHOP_SLOTS, REVNAT_ENTRIES, VIP_FILTER_WORDS,
 };
 
 use super::load::{Sizes, LOG_MAP};
@@ -205,6 +205,10 @@ pub fn shapes(s: &Sizes, ncpus: u32) -> Vec<MapShape> {
             "global counters restart from zero"),
         shape(map_names::VIP_STATS, pin_names::VIP_STATS, Hash, size::<VipKey>(), size::<VipStats>(), s.max_vips, true,
             "per-VIP counters restart from zero"),
+        shape(map_names::VIPS6, pin_names::VIPS6, Hash, size::<Vip6Key>(), size::<VipValue>(), s.max_vips, true,
+            "IPv6 VIP entries are written again at start; until then no NS is answered"),
+        shape(map_names::VIP6_STATS, pin_names::VIP6_STATS, Hash, size::<Vip6Key>(), size::<Vip6Stats>(), s.max_vips, true,
+            "per-IPv6-VIP counters restart from zero"),
         shape(map_names::CONFIG, pin_names::CONFIG, Array, 4, size::<Config>(), 1, false,
             "the global config is written again"),
         shape(map_names::DEADMAN, pin_names::DEADMAN, Array, 4, size::<vip_common::Deadline>(), 1, false,
