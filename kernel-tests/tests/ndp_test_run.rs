@@ -546,3 +546,43 @@ fn owned_vip_without_interface_entry_passes_to_kernel() {
     assert_eq!((verdict, &out), (XDP_PASS, &input));
     assert_eq!(stats(&ebpf).ndp_no_iface, 1);
 }
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// One exchange as literal bytes, its checksums computed apart from `testkit` (by hand, with
+/// the RFC 1071 sum over the RFC 8200 pseudo-header): pins the builder the other cases rely
+/// on, and the program's output, to a reading of the RFCs that shares no code with either.
+#[test]
+fn a_solicitation_and_its_advertisement_as_literal_bytes() {
+    let ebpf = load();
+    let ns_bytes = hex(concat!(
+        "3333ff000100",
+        "02000000000c",
+        "86dd",
+        "6000000000203aff",
+        "20010db8000000000000000000000010",
+        "ff0200000000000000000001ff000100",
+        "87001a1100000000",
+        "20010db8000000000000000000000100",
+        "010102000000000c",
+    ));
+    let na_bytes = hex(concat!(
+        "02000000000c",
+        "02000000000a",
+        "86dd",
+        "6000000000203aff",
+        "20010db8000000000000000000000100",
+        "20010db8000000000000000000000010",
+        "8800885e60000000",
+        "20010db8000000000000000000000100",
+        "020102000000000a",
+    ));
+    assert_eq!(ns(VIP6, To::Group, None, true).build(), ns_bytes);
+    assert_eq!(na_expected(None, false), na_bytes);
+    assert_eq!(run(&ebpf, &ns_bytes).unwrap(), (XDP_TX, na_bytes));
+}
