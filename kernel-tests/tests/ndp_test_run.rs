@@ -8,23 +8,16 @@
 //!                                              2001:db8::101 held elsewhere
 //!                                              2001:db8::102 owned on ifindex 99
 //! ```
-use aya::{
-    maps::{HashMap, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
+use aya::{maps::HashMap, Ebpf};
 use testkit::packet::{
     multicast_mac, solicited_node, Packet, NA_OVERRIDE, NA_SOLICITED, ND_OPT_SLLA,
 };
-use vip_common::{map_names, IfaceValue, Stats, Vip6Key, Vip6Stats, VipValue, VIP_F_OWNED};
+use vip_common::{map_names, Vip6Key, Vip6Stats, VipValue, VIP_F_OWNED};
 
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
+#[path = "common/test_run.rs"]
+mod test_run;
+use test_run::{loaded, run, set_iface, stats, IFINDEX, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
 
-/// BPF_PROG_TEST_RUN runs XDP on the namespace's loopback, so the ingress ifindex is 1.
-const IFINDEX: u32 = 1;
 const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
 const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
@@ -45,19 +38,7 @@ const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const OPT_NONCE: u8 = 14;
 
 fn load() -> Ebpf {
-    testbed::require_root_and_bpf();
-    let obj = vip_userspace::dataplane::load::OBJECT;
-    assert!(
-        !obj.is_empty(),
-        "eBPF object not embedded: run `cargo xtask build-ebpf --release` and rebuild"
-    );
-    let mut ebpf = Ebpf::load(obj).expect("load object");
-    let prog: &mut Xdp = ebpf
-        .program_mut(vip_common::XDP_PROG)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    prog.load().expect("verifier accepts vip_xdp");
+    let mut ebpf = loaded();
     set_iface(&mut ebpf, Some(NODE_MAC));
     {
         let mut vips: HashMap<_, Vip6Key, VipValue> =
@@ -78,43 +59,6 @@ fn load() -> Ebpf {
             .unwrap();
     }
     ebpf
-}
-
-fn set_iface(ebpf: &mut Ebpf, mac: Option<[u8; 6]>) {
-    let mut ifaces: HashMap<_, u32, IfaceValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
-    match mac {
-        Some(mac) => ifaces
-            .insert(IFINDEX, IfaceValue { mac, _pad: [0; 2] }, 0)
-            .unwrap(),
-        None => ifaces.remove(&IFINDEX).unwrap(),
-    }
-}
-
-fn run(ebpf: &Ebpf, input: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
-    let prog: &Xdp = ebpf
-        .program(vip_common::XDP_PROG)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let mut out = vec![0u8; input.len() + 256];
-    let res = prog.test_run(TestRunOptions {
-        data_in: Some(input),
-        data_out: Some(&mut out),
-        ..Default::default()
-    })?;
-    out.truncate(res.data_size_out as usize);
-    Ok((res.return_value, out))
-}
-
-fn stats(ebpf: &Ebpf) -> Stats {
-    let m: PerCpuArray<_, Stats> =
-        PerCpuArray::try_from(ebpf.map(map_names::STATS).unwrap()).unwrap();
-    let mut t = Stats::default();
-    for s in m.get(&0, 0).unwrap().iter() {
-        t.add(s);
-    }
-    t
 }
 
 fn vip6_stats(ebpf: &Ebpf, addr: [u8; 16]) -> Vip6Stats {

@@ -1,20 +1,17 @@
 //! The XDP program, loaded into the kernel and run with BPF_PROG_TEST_RUN: table-driven
 //! cases {name, maps, input frame, expected verdict, expected output frame}.
 use aya::{
-    maps::{HashMap, PerCpuArray},
+    maps::HashMap,
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use testkit::packet::Packet;
-use vip_common::{map_names, IfaceValue, Stats, VipKey, VipStats, VipValue, VIP_F_OWNED};
+use vip_common::{map_names, VipKey, VipStats, VipValue, VIP_F_OWNED};
 
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
+#[path = "common/test_run.rs"]
+mod test_run;
+use test_run::{loaded, run, set_iface, stats, IFINDEX, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
 
-/// BPF_PROG_TEST_RUN runs XDP on the namespace's loopback, so the ingress ifindex is 1.
-const IFINDEX: u32 = 1;
 const NODE_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];
 const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0c];
 const CLIENT_IP: [u8; 4] = [192, 0, 2, 10];
@@ -24,33 +21,8 @@ const OWNED_ON_OTHER_LINK: [u8; 4] = [192, 0, 2, 102];
 const UNKNOWN: [u8; 4] = [192, 0, 2, 200];
 
 fn load() -> Ebpf {
-    testbed::require_root_and_bpf();
-    let obj = vip_userspace::dataplane::load::OBJECT;
-    assert!(
-        !obj.is_empty(),
-        "eBPF object not embedded: run `cargo xtask build-ebpf --release` and rebuild"
-    );
-    let mut ebpf = Ebpf::load(obj).expect("load object");
-    let prog: &mut Xdp = ebpf
-        .program_mut(vip_common::XDP_PROG)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    prog.load().expect("verifier accepts vip_xdp");
-    {
-        let mut ifaces: HashMap<_, u32, IfaceValue> =
-            HashMap::try_from(ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
-        ifaces
-            .insert(
-                IFINDEX,
-                IfaceValue {
-                    mac: NODE_MAC,
-                    _pad: [0; 2],
-                },
-                0,
-            )
-            .unwrap();
-    }
+    let mut ebpf = loaded();
+    set_iface(&mut ebpf, Some(NODE_MAC));
     {
         let mut vips: HashMap<_, VipKey, VipValue> =
             HashMap::try_from(ebpf.map_mut(map_names::VIPS).unwrap()).unwrap();
@@ -78,32 +50,6 @@ fn load() -> Ebpf {
     vs.insert(VipKey { addr_be: OWNED }, VipStats::default(), 0)
         .unwrap();
     ebpf
-}
-
-fn run(ebpf: &Ebpf, input: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
-    let prog: &Xdp = ebpf
-        .program(vip_common::XDP_PROG)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let mut out = vec![0u8; input.len() + 256];
-    let res = prog.test_run(TestRunOptions {
-        data_in: Some(input),
-        data_out: Some(&mut out),
-        ..Default::default()
-    })?;
-    out.truncate(res.data_size_out as usize);
-    Ok((res.return_value, out))
-}
-
-fn stats(ebpf: &Ebpf) -> Stats {
-    let m: PerCpuArray<_, Stats> =
-        PerCpuArray::try_from(ebpf.map(map_names::STATS).unwrap()).unwrap();
-    let mut t = Stats::default();
-    for s in m.get(&0, 0).unwrap().iter() {
-        t.add(s);
-    }
-    t
 }
 
 fn vip_stats(ebpf: &Ebpf, addr: [u8; 4]) -> VipStats {
@@ -404,11 +350,7 @@ fn owned_vip_without_interface_entry_passes_to_kernel_and_logs() {
     let records = Collect::default();
     let mut logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, records.clone())
         .expect("the program carries aya-log's ring buffer");
-    {
-        let mut ifaces: HashMap<_, u32, IfaceValue> =
-            HashMap::try_from(ebpf.map_mut(map_names::IFACES).unwrap()).unwrap();
-        ifaces.remove(&IFINDEX).unwrap();
-    }
+    set_iface(&mut ebpf, None);
     let input = request(OWNED, None);
     let (verdict, out) = run(&ebpf, &input).unwrap();
     assert_eq!(verdict, XDP_PASS);
