@@ -278,14 +278,14 @@ fn attach_vip(lb: &Netns, l0_mac: [u8; 6]) -> Result<Held> {
             l0_mac,
             Ipv4Addr::from(VIP),
             &[Service {
-                vip: Ipv4Addr::from(VIP),
+                vip: Ipv4Addr::from(VIP).into(),
                 port: VIP_PORT,
                 proto: Proto::Udp,
                 mode: LbMode::Nat,
                 backends: BACKENDS
                     .iter()
                     .map(|b| Backend {
-                        addr: Ipv4Addr::from(*b),
+                        addr: Ipv4Addr::from(*b).into(),
                         port: BACKEND_PORT,
                         weight: 1,
                     })

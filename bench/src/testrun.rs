@@ -266,7 +266,7 @@ pub fn load_vip(
     }
     let mut maps = vip_userspace::dataplane::maps::Maps::take(&mut ebpf)?;
     maps.set_iface(ifindex, mac)?;
-    maps.own(vip, ifindex)?;
+    maps.own(vip.into(), ifindex)?;
     let mut sync = ServiceSync::new(
         LbMaps::take(&mut ebpf)?,
         vip_userspace::maglev::DEFAULT_M,
@@ -279,7 +279,7 @@ pub fn load_vip(
 fn load(ifindex: u32) -> Result<Ebpf> {
     let backends: Vec<Backend> = (0..N_BACKENDS)
         .map(|i| Backend {
-            addr: Ipv4Addr::from(backend_ip(i)),
+            addr: Ipv4Addr::from(backend_ip(i)).into(),
             port: BACKEND_PORT,
             weight: 1,
         })
@@ -298,14 +298,14 @@ fn load(ifindex: u32) -> Result<Ebpf> {
         Ipv4Addr::from(VIP),
         &[
             Service {
-                vip: Ipv4Addr::from(VIP),
+                vip: Ipv4Addr::from(VIP).into(),
                 port: NAT_PORT,
                 proto: Proto::Tcp,
                 mode: LbMode::Nat,
                 backends: backends.into(),
             },
             Service {
-                vip: Ipv4Addr::from(VIP),
+                vip: Ipv4Addr::from(VIP).into(),
                 port: DSR_PORT,
                 proto: Proto::Tcp,
                 mode: LbMode::Dsr,

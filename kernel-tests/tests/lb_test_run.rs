@@ -48,14 +48,14 @@ fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
 
 fn svc(port: u16, proto: Proto, mode: LbMode, backends: &[(Ipv4Addr, u16)]) -> Service {
     Service {
-        vip: Ipv4Addr::from(VIP),
+        vip: Ipv4Addr::from(VIP).into(),
         port,
         proto,
         mode,
         backends: backends
             .iter()
             .map(|(a, p)| Backend {
-                addr: *a,
+                addr: (*a).into(),
                 port: *p,
                 weight: 1,
             })
@@ -184,7 +184,7 @@ fn with_fixture_at<T: Send + 'static>(
         prog.load().expect("verifier accepts vip_xdp");
         let mut maps = Maps::take(&mut ebpf).unwrap();
         maps.set_iface(ifindex, IN_MAC).unwrap();
-        maps.own(Ipv4Addr::from(VIP), 0).unwrap();
+        maps.own(Ipv4Addr::from(VIP).into(), 0).unwrap();
         // Known to the cluster, held by another node.
         maps.vips
             .insert(
@@ -642,7 +642,7 @@ fn established_flows_keep_their_backend_and_removed_backends_get_nothing() {
         let mut svcs = services();
         let mut more = svcs[0].backends.to_vec();
         more.push(Backend {
-            addr: dsr_be(4),
+            addr: dsr_be(4).into(),
             port: 80,
             weight: 1,
         });
@@ -676,7 +676,7 @@ fn established_flows_keep_their_backend_and_removed_backends_get_nothing() {
         svcs[0].backends = svcs[0]
             .backends
             .iter()
-            .filter(|b| b.addr != dsr_be(1))
+            .filter(|b| b.addr != std::net::IpAddr::from(dsr_be(1)))
             .cloned()
             .collect();
         fx.sync.apply(&svcs).unwrap();
@@ -693,7 +693,7 @@ fn established_flows_keep_their_backend_and_removed_backends_get_nothing() {
             }
         }
         assert!(
-            fx.sync.backend_id(dsr_be(1), 80).is_none(),
+            fx.sync.backend_id(dsr_be(1).into(), 80).is_none(),
             "removed backend released"
         );
     });
@@ -963,7 +963,7 @@ fn tables_are_sized_by_need_and_local_services_take_none() {
         let ch = fx.sync.apply(&all).unwrap();
         assert!(ch.failed.is_empty(), "{ch:?}");
         assert_eq!(
-            fx.sync.backend_id(dsr_be(5), 7001),
+            fx.sync.backend_id(dsr_be(5).into(), 7001),
             None,
             "a local service's endpoints take no backend id"
         );
@@ -1081,7 +1081,7 @@ fn restart_on_kept_pins_continues_backend_generations() {
         );
         sync.apply(&[svc(80, Proto::Tcp, LbMode::Dsr, &[(nat_be(3), 80)])])
             .unwrap();
-        let id = sync.backend_id(nat_be(3), 80).unwrap();
+        let id = sync.backend_id(nat_be(3).into(), 80).unwrap();
         let now = b.get(&id, 0).unwrap();
         assert_eq!(
             now.gen,
@@ -1107,7 +1107,7 @@ fn adopting_kept_pins_changes_nothing_for_the_same_services() {
                 .collect::<Vec<_>>()
         };
         let before = backends(&fx.pins);
-        let id_before = fx.sync.backend_id(dsr_be(1), 80).unwrap();
+        let id_before = fx.sync.backend_id(dsr_be(1).into(), 80).unwrap();
         let mut again = load_at(&fx.pins);
         let mut sync = ServiceSync::adopt(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
         assert_eq!(
@@ -1118,7 +1118,7 @@ fn adopting_kept_pins_changes_nothing_for_the_same_services() {
         let ch = sync.apply(&services()).unwrap();
         assert!(ch.is_empty(), "same services: nothing written: {ch:?}");
         assert_eq!(backends(&fx.pins), before);
-        assert_eq!(sync.backend_id(dsr_be(1), 80), Some(id_before));
+        assert_eq!(sync.backend_id(dsr_be(1).into(), 80), Some(id_before));
         // Another ring size or seed is not adopted: rebuilt from scratch.
         let ch = sync
             .apply(&[svc(80, Proto::Tcp, LbMode::Dsr, &[(dsr_be(1), 80)])])

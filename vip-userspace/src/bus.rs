@@ -17,7 +17,7 @@
 //! `metrics::State` so the metrics server reads it too). The election's own channels
 //! (`leader`, `held`, `healthy`, `able`, `wanted`) and the Kubernetes view are made where
 //! their task starts (`daemon::ownership`) and waited on by the loop (`daemon::events`).
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use tokio::sync::watch;
 
@@ -28,13 +28,13 @@ use crate::reconcile::Unplaced;
 pub struct Bus {
     /// VIPs applied in the data plane (after every converge); the per-VIP lease manager
     /// waits on it before handing a lease on, and the controller writes holder annotations.
-    pub owned: watch::Sender<Vec<Ipv4Addr>>,
+    pub owned: watch::Sender<Vec<IpAddr>>,
     /// Owned VIPs plus those served because BGP routes them here: what the speaker
     /// announces.
-    pub served: watch::Sender<Vec<Ipv4Addr>>,
+    pub served: watch::Sender<Vec<IpAddr>>,
     /// Foreign claims on owned VIPs, each batch the reconciler re-announced for (so at the
     /// conflict back-off's pace); the Kubernetes source turns them into Events.
-    pub conflicts: watch::Sender<Vec<(Ipv4Addr, [u8; 6])>>,
+    pub conflicts: watch::Sender<Vec<(IpAddr, [u8; 6])>>,
     /// Services the data plane could not take (each failed alone), with why: the
     /// Kubernetes source records Events for them.
     pub unplaced: watch::Sender<BTreeMap<Unplaced, String>>,

@@ -1,7 +1,7 @@
 //! The domain: services, backends, forwarding modes and protocols, and the desired state
 //! that both front-ends (the YAML file, `config`; the API server, `k8s`) produce and the
 //! reconciler applies. Each name (`dsr`, `tcp`, …) is spelled here once.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
@@ -97,7 +97,7 @@ impl LbMode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
 }
@@ -109,7 +109,7 @@ pub type Backends = std::sync::Arc<[Backend]>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub proto: Proto,
     pub mode: LbMode,
@@ -119,7 +119,7 @@ pub struct Service {
 /// Where a service sits in the data plane: (VIP, port, protocol). The order of these keys is
 /// the order of the data plane's own keys (big-endian address and port, then protocol
 /// number), so a list sorted by it can be diffed against the applied state in one walk.
-pub type ServiceId = (Ipv4Addr, u16, Proto);
+pub type ServiceId = (IpAddr, u16, Proto);
 
 impl Service {
     pub fn id(&self) -> ServiceId {
@@ -134,7 +134,7 @@ pub fn sorted_unique(services: &[Service]) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    pub vips: BTreeSet<Ipv4Addr>,
+    pub vips: BTreeSet<IpAddr>,
     /// Sorted by [`ServiceId`], one service per id.
     pub services: std::sync::Arc<[Service]>,
 }
@@ -159,7 +159,7 @@ impl Desired {
     /// services, the common case, are shared as they are: no copy per pass.
     pub fn from_sources(cfg: &crate::config::Config, k8s: &std::sync::Arc<[Service]>) -> Self {
         // Built in bulk from the (sorted) list, then the file's few added: not 10,000 inserts.
-        let mut vips: BTreeSet<Ipv4Addr> = k8s.iter().map(|s| s.vip).collect();
+        let mut vips: BTreeSet<IpAddr> = k8s.iter().map(|s| s.vip).collect();
         vips.extend(cfg.vips.iter().copied());
         if cfg.services.is_empty() && sorted_unique(k8s) {
             return Self {

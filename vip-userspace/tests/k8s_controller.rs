@@ -7,7 +7,7 @@ use k8s_openapi::api::{
 };
 use kube::{api::PostParams, Api, Client};
 use serde_json::json;
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 use vip_userspace::{
     k8s::{
         controller::{status_ips, Controller, ControllerConfig, Kind, HOLDER},
@@ -92,7 +92,7 @@ async fn pass(
 ) {
     let (s, e, cm) = objects(c).await;
     let held = if leader {
-        v4_statuses(&s)
+        statuses(&s)
     } else {
         Default::default()
     };
@@ -106,14 +106,8 @@ async fn pass(
     (view.services.to_vec(), rep)
 }
 
-fn v4_statuses(s: &[Service]) -> BTreeSet<Ipv4Addr> {
-    s.iter()
-        .flat_map(status_ips)
-        .filter_map(|ip| match ip {
-            std::net::IpAddr::V4(v) => Some(v),
-            _ => None,
-        })
-        .collect()
+fn statuses(s: &[Service]) -> BTreeSet<IpAddr> {
+    s.iter().flat_map(status_ips).collect()
 }
 
 fn events(s: &FakeApiServer, reason: &str) -> usize {
@@ -274,7 +268,7 @@ async fn external_traffic_policy_local_keeps_traffic_and_ownership_on_endpoint_n
         .create(&PostParams::default(), &es)
         .await
         .unwrap();
-    let vip: Ipv4Addr = "192.0.2.200".parse().unwrap();
+    let vip: IpAddr = "192.0.2.200".parse().unwrap();
     let mut leader = Controller::new(c.clone(), ControllerConfig::new("node-a"));
     pass(&mut leader, &c, true).await;
     for (node, eligible, backends) in [
@@ -398,7 +392,7 @@ async fn one_endpoint_slice_change_recomputes_one_service_and_steady_state_write
     let rep = ctl.step();
     assert_eq!(rep.recomputed, 1, "{rep:?}");
     let vip = ip_of(&objects(&c).await.0, "s7")[0]
-        .parse::<Ipv4Addr>()
+        .parse::<IpAddr>()
         .unwrap();
     let m = ctl.view().services.iter().find(|m| m.vip == vip).unwrap();
     assert_eq!(m.backends[0].addr.to_string(), "10.0.0.9");

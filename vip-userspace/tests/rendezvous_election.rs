@@ -10,7 +10,7 @@
 //! any drift between the monotonic clocks (negligible over 2 s).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
@@ -40,19 +40,21 @@ fn cfg(identity: &str) -> LeaseConfig {
 const LEASE_ON_WIRE: Duration = Duration::from_secs(2);
 const RENEW_DEADLINE: Duration = Duration::from_millis(1000);
 
-fn vips(n: u32) -> Vec<Ipv4Addr> {
-    (0..n).map(|i| Ipv4Addr::from(0x0a00_0001 + i)).collect()
+fn vips(n: u32) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0001 + i)))
+        .collect()
 }
 
 /// Every VIP placeable on any live node.
-fn anywhere(v: &[Ipv4Addr]) -> Wanted {
+fn anywhere(v: &[IpAddr]) -> Wanted {
     v.iter().map(|v| (*v, None)).collect()
 }
 
 struct Node {
     name: String,
     r: Option<Rendezvous>,
-    held: watch::Receiver<BTreeSet<Ipv4Addr>>,
+    held: watch::Receiver<BTreeSet<IpAddr>>,
     able: watch::Sender<bool>,
 }
 
@@ -70,7 +72,7 @@ impl Node {
         let mut h = r.held.clone();
         tokio::spawn(async move {
             loop {
-                let now: Vec<Ipv4Addr> = h.borrow_and_update().iter().copied().collect();
+                let now: Vec<IpAddr> = h.borrow_and_update().iter().copied().collect();
                 applied_tx.send_replace(now);
                 if h.changed().await.is_err() {
                     applied_tx.send_replace(Vec::new());
@@ -86,7 +88,7 @@ impl Node {
         }
     }
 
-    fn held(&self) -> BTreeSet<Ipv4Addr> {
+    fn held(&self) -> BTreeSet<IpAddr> {
         self.held.borrow().clone()
     }
 
@@ -108,11 +110,11 @@ impl Node {
 async fn watch_until(
     nodes: &[&Node],
     timeout: Duration,
-    mut cond: impl FnMut(&[BTreeSet<Ipv4Addr>]) -> bool,
+    mut cond: impl FnMut(&[BTreeSet<IpAddr>]) -> bool,
 ) -> Option<Duration> {
     let t0 = Instant::now();
     loop {
-        let s: Vec<BTreeSet<Ipv4Addr>> = nodes.iter().map(|n| n.held()).collect();
+        let s: Vec<BTreeSet<IpAddr>> = nodes.iter().map(|n| n.held()).collect();
         no_overlap(nodes, &s);
         if cond(&s) {
             return Some(t0.elapsed());
@@ -124,7 +126,7 @@ async fn watch_until(
     }
 }
 
-fn no_overlap(nodes: &[&Node], s: &[BTreeSet<Ipv4Addr>]) {
+fn no_overlap(nodes: &[&Node], s: &[BTreeSet<IpAddr>]) {
     for i in 0..s.len() {
         for j in i + 1..s.len() {
             let both: Vec<_> = s[i].intersection(&s[j]).collect();
@@ -138,7 +140,7 @@ fn no_overlap(nodes: &[&Node], s: &[BTreeSet<Ipv4Addr>]) {
     }
 }
 
-fn union(s: &[BTreeSet<Ipv4Addr>]) -> BTreeSet<Ipv4Addr> {
+fn union(s: &[BTreeSet<IpAddr>]) -> BTreeSet<IpAddr> {
     s.iter().flatten().copied().collect()
 }
 
@@ -163,7 +165,7 @@ async fn all_live(server: &FakeApiServer, names: &[&str]) {
     panic!("node leases not all held: {:?}", server.objects("leases"));
 }
 
-fn claim_holder(server: &FakeApiServer, vip: Ipv4Addr) -> Option<String> {
+fn claim_holder(server: &FakeApiServer, vip: IpAddr) -> Option<String> {
     server
         .objects("leases")
         .into_iter()
@@ -199,7 +201,7 @@ async fn vips_spread_over_the_nodes_by_rendezvous() {
         n.want(&anywhere(&v));
     }
     let refs: Vec<&Node> = nodes.iter().collect();
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     watch_until(&refs, Duration::from_secs(5), |s| union(s) == all)
         .await
         .expect("every VIP held");
@@ -233,7 +235,7 @@ async fn partitioned_owner(fault: Fault) {
         .collect();
     all_live(&s, &names).await;
     let v = vips(10);
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     for n in &nodes {
         n.want(&anywhere(&v));
     }
@@ -334,7 +336,7 @@ async fn api_outage_never_two_owners() {
         .collect();
     all_live(&s, &names).await;
     let v = vips(30);
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     for n in &nodes {
         n.want(&anywhere(&v));
     }
@@ -394,7 +396,7 @@ async fn clean_shutdown_hands_over_fast() {
         .collect();
     all_live(&s, &names).await;
     let v = vips(10);
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     for n in &nodes {
         n.want(&anywhere(&v));
     }
@@ -439,7 +441,7 @@ async fn clean_shutdown_hands_over_fast() {
 async fn joining_node_moves_nothing() {
     let s = FakeApiServer::start().await.unwrap();
     let v = vips(20);
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     let mut nodes: Vec<Node> = ["node-a", "node-b"]
         .iter()
         .map(|n| Node::start(&s, n, &Wanted::new()))
@@ -454,7 +456,7 @@ async fn joining_node_moves_nothing() {
             .await
             .expect("every VIP held");
     }
-    let before: Vec<BTreeSet<Ipv4Addr>> = nodes.iter().map(Node::held).collect();
+    let before: Vec<BTreeSet<IpAddr>> = nodes.iter().map(Node::held).collect();
     let writes = claim_writes(&s);
     nodes.push(Node::start(&s, "node-c", &anywhere(&v)));
     let refs: Vec<&Node> = nodes.iter().collect();
@@ -512,7 +514,7 @@ async fn local_vips_only_on_eligible_nodes_and_move_with_the_endpoints() {
     for n in &nodes {
         n.want(&w);
     }
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     let refs: Vec<&Node> = nodes.iter().collect();
     watch_until(&refs, Duration::from_secs(5), |s| {
         assert!(s[0].is_empty(), "node-a has no endpoint: {:?}", s[0]);
@@ -526,7 +528,7 @@ async fn local_vips_only_on_eligible_nodes_and_move_with_the_endpoints() {
         assert!(e.contains(names[owner]), "{vip} (#{i}) on an eligible node");
     }
     // The endpoints of the node-b-only VIPs move to node-a.
-    let moving: BTreeSet<Ipv4Addr> = v.iter().step_by(2).copied().collect();
+    let moving: BTreeSet<IpAddr> = v.iter().step_by(2).copied().collect();
     for vip in &moving {
         w.insert(*vip, set(&["node-a"]));
     }
@@ -609,7 +611,7 @@ async fn node_without_uplink_hands_its_vips_on() {
         .collect();
     all_live(&s, &names).await;
     let v = vips(10);
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     for n in &nodes {
         n.want(&anywhere(&v));
     }
@@ -699,7 +701,7 @@ async fn rendezvous_load(n: u32) -> Vec<BTreeMap<&'static str, usize>> {
         .collect();
     all_live(&s, &names).await;
     let v = vips(n);
-    let all: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    let all: BTreeSet<IpAddr> = v.iter().copied().collect();
     for node in &nodes {
         node.want(&anywhere(&v));
     }
@@ -744,7 +746,7 @@ async fn per_vip_load(n: u32) -> Vec<BTreeMap<&'static str, usize>> {
         feeds.push((
             tokio::spawn(async move {
                 loop {
-                    let now: Vec<Ipv4Addr> = h.borrow_and_update().iter().copied().collect();
+                    let now: Vec<IpAddr> = h.borrow_and_update().iter().copied().collect();
                     applied_tx.send_replace(now);
                     if h.changed().await.is_err() {
                         break;

@@ -190,7 +190,7 @@ pub fn claim(host: &Host, ip: std::net::Ipv4Addr) {
     let mac = parse_mac(&host.mac);
     host.ns.run(move || {
         eth0_socket()
-            .send(&vip_userspace::net::garp::frame(mac, ip))
+            .send(&vip_userspace::net::garp::frame(mac, ip.into()))
             .unwrap();
     });
 }

@@ -2,7 +2,7 @@
 //! Every problem is reported as a [`ConfigError`] naming the field, and the binary exits 2.
 use std::{
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -99,7 +99,7 @@ pub use crate::model::{Backend, LbMode, Proto, Service};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub interface: String,
-    pub vips: BTreeSet<Ipv4Addr>,
+    pub vips: BTreeSet<IpAddr>,
     pub mode: Mode,
     pub metrics_addr: SocketAddr,
     pub pin_dir: PathBuf,
@@ -239,35 +239,48 @@ pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
     Err(format!("`{raw}` is not an address (want ip:port){hint}"))
 }
 
-fn parse_vip(raw: &str) -> Result<Ipv4Addr, String> {
+fn parse_vip(raw: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = raw
         .trim()
         .parse()
         .map_err(|_| format!("`{raw}` is not an IP address"))?;
-    let v4 = match ip {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => {
-            return Err(format!(
-                "`{raw}`: IPv6 VIPs are not supported yet (NDP responder pending)"
-            ))
+    vip_allowed(ip).map_err(|why| format!("`{raw}` cannot be a VIP ({why})"))?;
+    Ok(ip)
+}
+
+/// Whether `ip` can be a VIP: a unicast address a neighbour can be told about. The reason
+/// when not.
+pub fn vip_allowed(ip: IpAddr) -> Result<(), &'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || v4.is_loopback() {
+                return Err("unspecified, broadcast, multicast or loopback");
+            }
         }
-    };
-    if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || v4.is_loopback() {
-        return Err(format!(
-            "`{raw}` cannot be a VIP (unspecified, broadcast, multicast or loopback)"
-        ));
+        IpAddr::V6(v6) => {
+            if v6.is_unspecified() || v6.is_multicast() || v6.is_loopback() {
+                return Err("unspecified, multicast or loopback");
+            }
+            if v6.is_unicast_link_local() {
+                return Err("link-local: every interface has its own fe80::/10");
+            }
+            if v6.to_ipv4_mapped().is_some() {
+                return Err("an IPv4-mapped IPv6 address: write the IPv4 address");
+            }
+        }
     }
-    Ok(v4)
+    Ok(())
 }
 
 /// What the system must look like for the config to make sense: the interface exists and no
 /// VIP is one of the node's own addresses. `node_addrs` are (address, prefix length) pairs of
-/// every interface; a /32 equal to a VIP is taken as a binding left by an earlier run of vip
-/// (which adds exactly /32) and is adopted, anything else is the node's own address.
+/// every interface; a /32 (IPv6: /128) equal to a VIP is taken as a binding left by an earlier
+/// run of vip (which adds exactly that) and is adopted, anything else is the node's own
+/// address.
 pub fn check_system(
     cfg: &Config,
     ifindex: Option<u32>,
-    node_addrs: &[(Ipv4Addr, u8, String)],
+    node_addrs: &[(IpAddr, u8, String)],
 ) -> Result<(), ConfigError> {
     if ifindex.is_none() {
         return Err(ConfigError::new(
@@ -278,7 +291,7 @@ pub fn check_system(
     for (i, vip) in cfg.vips.iter().enumerate() {
         if let Some((_, plen, dev)) = node_addrs
             .iter()
-            .find(|(a, plen, _)| a == vip && *plen != 32)
+            .find(|(a, plen, _)| a == vip && *plen != crate::net::addr::host_prefix(*vip))
         {
             return Err(ConfigError::new(
                 format!("vips[{i}]"),

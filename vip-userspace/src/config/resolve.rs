@@ -4,7 +4,7 @@
 //! [`ConfigError`] naming the exact field. The steps run in a fixed order (the order the
 //! fields were always checked in), so a file with several mistakes reports the same one
 //! first as before.
-use std::{collections::BTreeSet, net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::paths;
 
@@ -171,7 +171,7 @@ fn resolve_vips(
     raw_vips: &[String],
     services: &[Service],
     k8s_services: bool,
-) -> Result<BTreeSet<Ipv4Addr>, ConfigError> {
+) -> Result<BTreeSet<IpAddr>, ConfigError> {
     if raw_vips.is_empty() && services.is_empty() && !k8s_services {
         return Err(ConfigError::new(
             "vips",

@@ -73,6 +73,7 @@ fn resolve_service(
         let backend = resolve_backend(
             &format!("services[{i}].backends[{j}]"),
             b,
+            vip,
             port,
             mode,
             &backends,
@@ -99,6 +100,7 @@ fn resolve_service(
 fn resolve_backend(
     path: &str,
     b: BackendFile,
+    vip: std::net::IpAddr,
     port: u16,
     mode: LbMode,
     earlier: &[Backend],
@@ -108,6 +110,14 @@ fn resolve_backend(
         .addr
         .ok_or_else(|| ConfigError::new(bat("addr"), "required"))?;
     let addr = parse_vip(&raw).map_err(|m| ConfigError::new(bat("addr"), m))?;
+    if addr.is_ipv4() != vip.is_ipv4() {
+        return Err(ConfigError::new(
+            bat("addr"),
+            format!(
+                "{addr} is not of the VIP's family ({vip}): a service balances within one family"
+            ),
+        ));
+    }
     let bport = b.port.unwrap_or(port);
     if bport == 0 {
         return Err(ConfigError::new(bat("port"), "must be 1-65535"));

@@ -1,6 +1,7 @@
 //! The configuration's parsing and resolution, field by field.
 use super::election::kube_vip_secs_to_ms;
 use super::*;
+use std::net::Ipv4Addr;
 
 fn file(y: &str) -> FileConfig {
     parse_file(y).unwrap()
@@ -353,7 +354,7 @@ fn services_resolve_and_add_their_vips() {
         Overrides::default(),
     )
     .unwrap();
-    assert!(c.vips.contains(&Ipv4Addr::new(192, 0, 2, 50)));
+    assert!(c.vips.contains(&IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50))));
     let s = &c.services[0];
     assert_eq!((s.port, s.proto, s.mode), (80, Proto::Tcp, LbMode::Nat));
     assert_eq!(s.backends[0].port, 8080);
@@ -454,7 +455,12 @@ fn each_bad_field_is_named() {
         ("interface: eth0\n", "vips"),
         ("interface: eth0\nvips: [192.0.2.1, nope]\n", "vips[1]"),
         ("interface: eth0\nvips: [192.0.2.1, 192.0.2.1]\n", "vips[1]"),
-        ("interface: eth0\nvips: ['2001:db8::1']\n", "vips[0]"),
+        ("interface: eth0\nvips: ['fe80::1']\n", "vips[0]"),
+        ("interface: eth0\nvips: ['::ffff:192.0.2.1']\n", "vips[0]"),
+        (
+            "interface: eth0\nservices: [{vip: '2001:db8::1', port: 80, backends: [{addr: 10.0.0.1}]}]\n",
+            "services[0].backends[0].addr",
+        ),
         ("interface: eth0\nvips: [255.255.255.255]\n", "vips[0]"),
         ("interface: eth0\nvips: [192.0.2.1]\nmode: fast\n", "mode"),
         (
@@ -517,11 +523,37 @@ fn vip_equal_to_node_address_is_rejected_but_own_slash32_adopted() {
         Overrides::default(),
     )
     .unwrap();
-    let addrs = vec![(Ipv4Addr::new(192, 0, 2, 100), 32, "lo".to_string())];
+    let addrs = vec![(
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)),
+        32,
+        "lo".to_string(),
+    )];
     check_system(&c, Some(2), &addrs).unwrap();
-    let addrs = vec![(Ipv4Addr::new(192, 0, 2, 1), 24, "eth0".to_string())];
+    let addrs = vec![(
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        24,
+        "eth0".to_string(),
+    )];
     let e = check_system(&c, Some(2), &addrs).unwrap_err();
     assert_eq!(e.field, "vips[0]");
     let e = check_system(&c, None, &[]).unwrap_err();
     assert_eq!(e.field, "interface");
+}
+
+#[test]
+fn ipv6_vips_resolve_and_their_own_slash128_is_adopted() {
+    let c = resolve(
+        file("interface: eth0\nvips: ['2001:db8::100', 192.0.2.100, '2001:db8::1']\n"),
+        Overrides::default(),
+    )
+    .unwrap();
+    let v6: IpAddr = "2001:db8::100".parse().unwrap();
+    assert!(c.vips.contains(&v6));
+    assert_eq!(c.vips.len(), 3);
+    // A /128 of the VIP is a binding left by an earlier run; the node's /64 is its own.
+    let addrs = vec![(v6, 128, "lo".to_string())];
+    check_system(&c, Some(2), &addrs).unwrap();
+    let addrs = vec![("2001:db8::1".parse().unwrap(), 64, "eth0".to_string())];
+    let e = check_system(&c, Some(2), &addrs).unwrap_err();
+    assert_eq!(e.field, "vips[1]", "{e}");
 }

@@ -1,6 +1,6 @@
 //! What the daemon's loop waits on, as one typed [`Event`]: signals, the elections, the
 //! Kubernetes source, BGP and the timers. The loop in `mod.rs` matches on it.
-use std::{future::Future, net::Ipv4Addr, pin::Pin, time::Duration};
+use std::{future::Future, net::IpAddr, pin::Pin, time::Duration};
 
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
@@ -40,11 +40,11 @@ pub(super) struct Events {
     leader: Option<watch::Receiver<bool>>,
     /// A second handle on the Kubernetes source, to wait on while `Ownership` reads the value.
     sources: Option<watch::Receiver<std::sync::Arc<crate::k8s::controller::View>>>,
-    held: Option<watch::Receiver<std::collections::BTreeSet<Ipv4Addr>>>,
+    held: Option<watch::Receiver<std::collections::BTreeSet<IpAddr>>>,
     /// Only with BGP.
     healthy: Option<watch::Receiver<bool>>,
     /// Only with a BGP speaker.
-    served: Option<watch::Receiver<Vec<Ipv4Addr>>>,
+    served: Option<watch::Receiver<Vec<IpAddr>>>,
     check_in: Interval,
     link_check: Interval,
     hup: Option<Signal>,
@@ -53,7 +53,7 @@ pub(super) struct Events {
 impl Events {
     pub(super) fn new(
         ownership: &Ownership,
-        served: Option<watch::Receiver<Vec<Ipv4Addr>>>,
+        served: Option<watch::Receiver<Vec<IpAddr>>>,
         bgp: bool,
         check_in_every: Duration,
         link_check_every: Duration,

@@ -99,7 +99,7 @@ pub(super) fn try_xdp(cfg: &Config, uplink: &Link) -> Result<XdpParts, Dataplane
 }
 
 /// The data plane's per-VIP counters (empty without XDP).
-pub(super) fn vip_rows(state: &State) -> Vec<(std::net::Ipv4Addr, vip_common::VipStats)> {
+pub(super) fn vip_rows(state: &State) -> Vec<(std::net::IpAddr, crate::dataplane::maps::VipRow)> {
     state
         .stats
         .lock()
@@ -110,7 +110,9 @@ pub(super) fn vip_rows(state: &State) -> Vec<(std::net::Ipv4Addr, vip_common::Vi
 
 /// `vip_rows` when some VIP saw a foreign claim since the last look, else nothing (see
 /// `StatsReader::claimed_rows`): the link-check tick then costs the same at any VIP count.
-pub(super) fn claimed_rows(state: &State) -> Vec<(std::net::Ipv4Addr, vip_common::VipStats)> {
+pub(super) fn claimed_rows(
+    state: &State,
+) -> Vec<(std::net::IpAddr, crate::dataplane::maps::VipRow)> {
     state
         .stats
         .lock()

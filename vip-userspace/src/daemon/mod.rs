@@ -85,7 +85,7 @@ pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
 /// is a config error (exit 2).
 pub async fn check(cfg: &Config, handle: &rtnetlink::Handle) -> Result<(), DaemonError> {
     let ifindex = link::index(&cfg.interface);
-    let addrs = addr::list_v4(handle).await?;
+    let addrs = addr::list(handle).await?;
     config::check_system(cfg, ifindex, &addrs)?;
     if cfg.mode != Mode::Kernel && link::index(&cfg.local_device).is_none() {
         return Err(ConfigError::new(

@@ -1,6 +1,6 @@
 //! Who owns the VIPs: one interface over the elections (single, the shared Lease, per-VIP
 //! Leases, rendezvous placement, Raft) and the Kubernetes source of Services.
-use std::{collections::BTreeSet, net::Ipv4Addr, path::Path, sync::Arc};
+use std::{collections::BTreeSet, net::IpAddr, path::Path, sync::Arc};
 
 use crate::{
     config::{self, Config},
@@ -115,7 +115,7 @@ impl Ownership {
     /// source and the service VIPs' own election.
     async fn lease(
         kubeconfig: Option<&Path>,
-        vips: &BTreeSet<Ipv4Addr>,
+        vips: &BTreeSet<IpAddr>,
         lease: &LeaseConfig,
         services: bool,
         service_election: config::ServiceElection,
@@ -196,7 +196,7 @@ impl Ownership {
     }
 
     /// Where this node learns that the VIPs it holds by a per-VIP election changed.
-    pub(super) fn held_watch(&self) -> Option<tokio::sync::watch::Receiver<BTreeSet<Ipv4Addr>>> {
+    pub(super) fn held_watch(&self) -> Option<tokio::sync::watch::Receiver<BTreeSet<IpAddr>>> {
         self.vip_leases
             .as_ref()
             .map(|l| l.held.clone())
@@ -204,7 +204,7 @@ impl Ownership {
     }
 
     /// What goes with each served VIP's announcement (pool and Service annotations).
-    pub(super) fn routes(&self, served: &[Ipv4Addr]) -> crate::bgp::Routes {
+    pub(super) fn routes(&self, served: &[IpAddr]) -> crate::bgp::Routes {
         let policies = self
             .k8s
             .as_ref()
@@ -212,12 +212,7 @@ impl Ownership {
             .unwrap_or_default();
         served
             .iter()
-            .map(|v| {
-                (
-                    std::net::IpAddr::V4(*v),
-                    policies.get(v).cloned().unwrap_or_default(),
-                )
-            })
+            .map(|v| (*v, policies.get(v).cloned().unwrap_or_default()))
             .collect()
     }
 
@@ -270,7 +265,7 @@ pub(super) const SETTLE_MAX: std::time::Duration = std::time::Duration::from_sec
 /// a kubeconfig naming one of our own VIPs is pointed at the local API server instead.
 async fn kube_client(
     kubeconfig: Option<&Path>,
-    vips: &BTreeSet<Ipv4Addr>,
+    vips: &BTreeSet<IpAddr>,
 ) -> Result<kube::Client, DaemonError> {
     let mut kcfg = match kubeconfig {
         Some(p) => {

@@ -2,7 +2,7 @@
 //! state and the VIPs this node claims (owned, and routed for BGP).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use crate::{
@@ -37,7 +37,7 @@ pub(crate) struct Inputs<'a> {
     /// This node holds the shared election (Lease or Raft; always with `single`).
     pub leader: bool,
     /// Service VIPs this node holds by its per-VIP or rendezvous election.
-    pub held: &'a BTreeSet<Ipv4Addr>,
+    pub held: &'a BTreeSet<IpAddr>,
     /// The control plane is healthy and the uplink is there (BGP ECMP announces only then).
     pub fit: bool,
 }
@@ -49,7 +49,7 @@ pub(crate) struct Plan {
     pub claims: Claims,
     /// `per-vip` (and Local VIPs under `shared`): the VIPs to compete for, those this node
     /// may hold.
-    pub compete: BTreeSet<Ipv4Addr>,
+    pub compete: BTreeSet<IpAddr>,
     /// `rendezvous`: every service VIP, with the nodes that may hold it (`None`: any).
     pub placed: Wanted,
 }
@@ -66,7 +66,7 @@ pub(crate) fn plan(i: &Inputs) -> Plan {
     };
     let single = individually(i);
     let placed = placed(i);
-    let mut owned: BTreeSet<Ipv4Addr> = if i.leader {
+    let mut owned: BTreeSet<IpAddr> = if i.leader {
         let all = election::single::owned(&desired);
         if single.is_empty() && placed.is_empty() {
             all
@@ -80,7 +80,7 @@ pub(crate) fn plan(i: &Inputs) -> Plan {
     };
     if i.services == ServiceVips::Rendezvous {
         // Local: only while this node has a ready endpoint (the release follows).
-        let here = |v: &Ipv4Addr| i.view.and_then(|w| w.local.get(v)).copied().unwrap_or(true);
+        let here = |v: &IpAddr| i.view.and_then(|w| w.local.get(v)).copied().unwrap_or(true);
         owned.extend(
             i.held
                 .iter()
@@ -119,7 +119,7 @@ pub(crate) fn plan(i: &Inputs) -> Plan {
 
 /// Service VIPs elected one lease each, and whether this node may hold them. The file's
 /// VIPs (the control plane's) always follow the shared lease.
-fn individually(i: &Inputs) -> BTreeMap<Ipv4Addr, bool> {
+fn individually(i: &Inputs) -> BTreeMap<IpAddr, bool> {
     let Some(view) = i.view else {
         return BTreeMap::new();
     };
@@ -168,9 +168,9 @@ pub fn routed(
     announce: &crate::bgp::AnnounceConfig,
     cfg: &Config,
     desired: &Desired,
-    local: &BTreeMap<Ipv4Addr, bool>,
+    local: &BTreeMap<IpAddr, bool>,
     healthy: bool,
-) -> BTreeSet<Ipv4Addr> {
+) -> BTreeSet<IpAddr> {
     use crate::bgp::AnnounceMode;
     let mut out = BTreeSet::new();
     for vip in &desired.vips {
@@ -232,12 +232,12 @@ mod tests {
             svc("192.0.2.13", 80, Dsr),
         ];
         let desired = Desired::from_sources(&cfg, &k8s.into());
-        let local: BTreeMap<Ipv4Addr, bool> = [
+        let local: BTreeMap<IpAddr, bool> = [
             ("192.0.2.12".parse().unwrap(), true),
             ("192.0.2.13".parse().unwrap(), false),
         ]
         .into();
-        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         let owner = AnnounceConfig::default();
         assert!(routed(&owner, &cfg, &desired, &local, true).is_empty());
         let ecmp = AnnounceConfig {
@@ -263,7 +263,7 @@ mod tests {
         );
     }
 
-    fn ips(list: &[&str]) -> BTreeSet<Ipv4Addr> {
+    fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 

@@ -1,29 +1,30 @@
 //! A read-only view of the pinned maps, for `vip status` and per-service metrics. Works
 //! while the daemon runs and after it stopped with `--keep-pinned`.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use vip_common::STAT_STRIPES_MAX;
 use vip_common::{
-    pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, VipKey, VipStats,
-    VipValue, BACKEND_F_ACTIVE, RING_EMPTY, VIP_F_OWNED,
+    pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, Vip6Key, Vip6Stats,
+    VipKey, VipStats, VipValue, BACKEND_F_ACTIVE, RING_EMPTY, VIP_F_OWNED,
 };
 
+use super::maps::VipRow;
 use super::DataplaneError;
-use crate::counters::{Counter, PER_BACKEND, PER_SERVICE, PER_VIP, TOTALS};
+use crate::counters::{Counter, PER_BACKEND, PER_SERVICE, PER_VIP, PER_VIP6, TOTALS};
 
 #[derive(Debug, Clone)]
 pub struct VipView {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub owned: bool,
     pub ifindex: u32,
-    pub stats: VipStats,
+    pub stats: VipRow,
 }
 
 #[derive(Debug, Clone)]
 pub struct BackendView {
     pub id: u32,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub active: bool,
     /// Share of the service's live ring, in slots.
@@ -33,7 +34,7 @@ pub struct BackendView {
 
 #[derive(Debug, Clone)]
 pub struct ServiceView {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub proto: &'static str,
     pub mode: &'static str,
@@ -156,7 +157,7 @@ impl Snapshot {
             }
             out.push(BackendView {
                 id,
-                addr: Ipv4Addr::from(b.addr_be),
+                addr: IpAddr::from(b.addr_be),
                 port: u16::from_be_bytes(b.port_be),
                 active: true,
                 slots: 0,
@@ -195,10 +196,17 @@ impl Snapshot {
                 o,
                 "  {:<16} {:<8} ifindex {:<3} {}",
                 v.addr,
-                // Without the ARP flag the VIP is served but silent: routed here by BGP.
-                if v.owned { "owned" } else { "no-arp" },
+                // Without the owned flag the VIP is served but silent: routed here by BGP.
+                match (v.owned, v.addr.is_ipv4()) {
+                    (true, _) => "owned",
+                    (false, true) => "no-arp",
+                    (false, false) => "no-ndp",
+                },
                 v.ifindex,
-                pairs(PER_VIP, &v.stats, 8)
+                match &v.stats {
+                    VipRow::V4(s) => pairs(PER_VIP, s, 8),
+                    VipRow::V6(s) => pairs(PER_VIP6, s, 8),
+                }
             );
         }
         let _ = writeln!(o, "\nSERVICES");
@@ -245,8 +253,37 @@ fn read_totals(dir: &Path) -> Result<Stats, DataplaneError> {
     Ok(totals)
 }
 
-/// Every VIP in the map with its counters, by address.
+/// Every VIP in the maps with its counters, IPv4 then IPv6, by address. A pin directory
+/// from before IPv6 (no `vips6` pin) has IPv4 VIPs only.
 fn read_vips(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
+    let mut out = read_vips4(dir)?;
+    if dir.join(pin_names::VIPS6).exists() {
+        out.extend(read_vips6(dir)?);
+    }
+    Ok(out)
+}
+
+fn read_vips6(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
+    let vips: HashMap<_, Vip6Key, VipValue> =
+        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS6)?))?;
+    let vip_stats: HashMap<_, Vip6Key, Vip6Stats> =
+        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIP6_STATS)?))?;
+    let mut vip_views = Vec::new();
+    for e in vips.iter() {
+        let (k, v) = e?;
+        let st = vip_stats.get(&k, 0).unwrap_or_default();
+        vip_views.push(VipView {
+            addr: IpAddr::from(k.addr_be),
+            owned: v.flags & VIP_F_OWNED != 0,
+            ifindex: v.ifindex,
+            stats: VipRow::V6(st),
+        });
+    }
+    vip_views.sort_by_key(|v| v.addr);
+    Ok(vip_views)
+}
+
+fn read_vips4(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
     let vips: HashMap<_, VipKey, VipValue> =
         HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS)?))?;
     let vip_stats: HashMap<_, VipKey, VipStats> =
@@ -256,10 +293,10 @@ fn read_vips(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
         let (k, v) = e?;
         let st = vip_stats.get(&k, 0).unwrap_or_default();
         vip_views.push(VipView {
-            addr: Ipv4Addr::from(k.addr_be),
+            addr: IpAddr::from(k.addr_be),
             owned: v.flags & VIP_F_OWNED != 0,
             ifindex: v.ifindex,
-            stats: st,
+            stats: VipRow::V4(st),
         });
     }
     vip_views.sort_by_key(|v| v.addr);
@@ -312,7 +349,7 @@ impl ServiceMaps {
             if let Ok(b) = self.backends.get(&id, 0) {
                 bviews.push(BackendView {
                     id,
-                    addr: Ipv4Addr::from(b.addr_be),
+                    addr: IpAddr::from(b.addr_be),
                     port: u16::from_be_bytes(b.port_be),
                     active: b.flags & BACKEND_F_ACTIVE != 0,
                     slots,
@@ -321,7 +358,7 @@ impl ServiceMaps {
             }
         }
         ServiceView {
-            vip: Ipv4Addr::from(k.addr_be),
+            vip: IpAddr::from(k.addr_be),
             port: u16::from_be_bytes(k.port_be),
             proto: proto_name(k.proto),
             mode: mode_name(v.mode),
@@ -350,6 +387,7 @@ impl ServiceMaps {
 mod tests {
     use super::*;
     use crate::counters::numbered;
+    use std::net::Ipv4Addr;
 
     /// Every counter of the tables is on `vip status`, next to its word, with its own
     /// field's value (each field holds a different number).
@@ -357,7 +395,7 @@ mod tests {
     fn status_shows_every_counter() {
         let backend = BackendView {
             id: 0,
-            addr: Ipv4Addr::new(10, 0, 0, 11),
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11)),
             port: 8080,
             active: true,
             slots: 1,
@@ -366,14 +404,22 @@ mod tests {
         let snap = Snapshot {
             config: Config::default(),
             totals: numbered(TOTALS),
-            vips: vec![VipView {
-                addr: Ipv4Addr::new(192, 0, 2, 100),
-                owned: true,
-                ifindex: 2,
-                stats: numbered(PER_VIP),
-            }],
+            vips: vec![
+                VipView {
+                    addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)),
+                    owned: true,
+                    ifindex: 2,
+                    stats: VipRow::V4(numbered(PER_VIP)),
+                },
+                VipView {
+                    addr: "2001:db8::100".parse().unwrap(),
+                    owned: true,
+                    ifindex: 2,
+                    stats: VipRow::V6(numbered(PER_VIP6)),
+                },
+            ],
             services: vec![ServiceView {
-                vip: Ipv4Addr::new(192, 0, 2, 100),
+                vip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)),
                 port: 80,
                 proto: "tcp",
                 mode: "nat",
@@ -403,6 +449,10 @@ mod tests {
             (
                 PER_VIP.iter().map(|c| c.status).collect::<Vec<_>>(),
                 "192.0.2.100 ",
+            ),
+            (
+                PER_VIP6.iter().map(|c| c.status).collect(),
+                "2001:db8::100 ",
             ),
             (
                 PER_SERVICE.iter().map(|c| c.status).collect(),

@@ -3,10 +3,13 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
     Ebpf,
 };
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 use vip_common::{
-    map_names, pin_names, vip_filter_slot, Config, Deadline, IfaceValue, Stats, VipKey, VipStats,
-    VipValue, VIP_F_OWNED,
+    map_names, pin_names, vip_filter_slot, Config, Deadline, IfaceValue, Stats, Vip6Key, Vip6Stats,
+    VipKey, VipStats, VipValue, VIP_F_OWNED,
 };
 
 use super::DataplaneError;
@@ -20,6 +23,9 @@ pub struct Maps {
     filter_shadow: Vec<u64>,
     pub ifaces: HashMap<MapData, u32, IfaceValue>,
     pub vip_stats: HashMap<MapData, VipKey, VipStats>,
+    /// IPv6 VIPs (the NDP responder's; same value as `vips`) and their counters.
+    pub vips6: HashMap<MapData, Vip6Key, VipValue>,
+    pub vip6_stats: HashMap<MapData, Vip6Key, Vip6Stats>,
     /// The ARP responder's dead-man deadline.
     pub deadman: DeadMan,
 }
@@ -58,17 +64,49 @@ impl std::fmt::Debug for DeadMan {
     }
 }
 
+/// One VIP's counters: ARP for an IPv4 VIP, NDP for an IPv6 one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VipRow {
+    V4(VipStats),
+    V6(Vip6Stats),
+}
+
+impl VipRow {
+    /// Foreign claims counted while owned (ARP or NDP).
+    pub fn claims(&self) -> u64 {
+        match self {
+            VipRow::V4(s) => s.arp_conflict,
+            VipRow::V6(s) => s.ndp_conflict,
+        }
+    }
+
+    /// The MAC of the latest foreign claim.
+    pub fn claim_mac(&self) -> [u8; 6] {
+        match self {
+            VipRow::V4(s) => s.conflict_mac,
+            VipRow::V6(s) => s.conflict_mac,
+        }
+    }
+}
+
 /// Read-only counters, shared with the metrics endpoint.
 pub struct StatsReader {
     stats: PerCpuArray<MapData, Stats>,
     vip_stats: HashMap<MapData, VipKey, VipStats>,
-    /// The global foreign-claim counter at the last `claimed_rows`.
+    vip6_stats: HashMap<MapData, Vip6Key, Vip6Stats>,
+    /// The global foreign-claim counters (ARP + NDP) at the last `claimed_rows`.
     last_conflicts: Option<u64>,
     last_no_neigh: Option<u64>,
 }
 
 pub fn key(ip: Ipv4Addr) -> VipKey {
     VipKey {
+        addr_be: ip.octets(),
+    }
+}
+
+pub fn key6(ip: Ipv6Addr) -> Vip6Key {
+    Vip6Key {
         addr_be: ip.octets(),
     }
 }
@@ -101,6 +139,8 @@ impl Maps {
             filter_shadow: Vec::new(),
             ifaces: HashMap::try_from(take(ebpf, map_names::IFACES)?)?,
             vip_stats: HashMap::try_from(take(ebpf, map_names::VIP_STATS)?)?,
+            vips6: HashMap::try_from(take(ebpf, map_names::VIPS6)?)?,
+            vip6_stats: HashMap::try_from(take(ebpf, map_names::VIP6_STATS)?)?,
             deadman,
         };
         m.rebuild_filter()?;
@@ -110,8 +150,8 @@ impl Maps {
     /// The prefilter from scratch: exactly the bits of the VIPs in the map.
     fn rebuild_filter(&mut self) -> Result<(), DataplaneError> {
         let mut want = vec![0u64; self.filter.len() as usize];
-        for ip in self.vips() {
-            let (w, mask) = vip_filter_slot(ip.octets());
+        for k in self.vips.keys().filter_map(Result::ok) {
+            let (w, mask) = vip_filter_slot(k.addr_be);
             if let Some(x) = want.get_mut(w as usize) {
                 *x |= mask;
             }
@@ -148,34 +188,55 @@ impl Maps {
         }
     }
 
-    /// Make the data plane answer for `ip`. Counters are created first so the very first
-    /// answered packet is counted.
-    pub fn own(&mut self, ip: Ipv4Addr, ifindex: u32) -> Result<(), DataplaneError> {
+    /// Make the data plane answer for `ip` (ARP for IPv4, NDP for IPv6). Counters are
+    /// created first so the very first answered packet is counted.
+    pub fn own(&mut self, ip: IpAddr, ifindex: u32) -> Result<(), DataplaneError> {
         self.put(ip, ifindex, VIP_F_OWNED)
     }
 
-    /// Serve `ip` without answering ARP for it: its traffic is balanced, requests for it are
-    /// dropped (as for a VIP held elsewhere). For VIPs routed here by BGP while another
+    /// Serve `ip` without answering ARP/NDP for it: its traffic is balanced, requests for it
+    /// are dropped (as for a VIP held elsewhere). For VIPs routed here by BGP while another
     /// node (or none) owns them on the segment.
-    pub fn route(&mut self, ip: Ipv4Addr, ifindex: u32) -> Result<(), DataplaneError> {
+    pub fn route(&mut self, ip: IpAddr, ifindex: u32) -> Result<(), DataplaneError> {
         self.put(ip, ifindex, 0)
     }
 
-    fn put(&mut self, ip: Ipv4Addr, ifindex: u32, flags: u32) -> Result<(), DataplaneError> {
-        let k = key(ip);
-        if self.vip_stats.get(&k, 0).is_err() {
-            self.vip_stats.insert(k, VipStats::default(), 0)?;
+    fn put(&mut self, ip: IpAddr, ifindex: u32, flags: u32) -> Result<(), DataplaneError> {
+        let value = VipValue { flags, ifindex };
+        match ip {
+            IpAddr::V4(v4) => {
+                let k = key(v4);
+                if self.vip_stats.get(&k, 0).is_err() {
+                    self.vip_stats.insert(k, VipStats::default(), 0)?;
+                }
+                // The filter bit first: once the VIP answers ARP, its traffic must reach the LB.
+                self.filter_add(v4)?;
+                self.vips.insert(k, value, 0)?;
+            }
+            IpAddr::V6(v6) => {
+                let k = key6(v6);
+                if self.vip6_stats.get(&k, 0).is_err() {
+                    self.vip6_stats.insert(k, Vip6Stats::default(), 0)?;
+                }
+                self.vips6.insert(k, value, 0)?;
+            }
         }
-        // The filter bit first: once the VIP answers ARP, its traffic must reach the LB.
-        self.filter_add(ip)?;
-        self.vips.insert(k, VipValue { flags, ifindex }, 0)?;
         Ok(())
     }
 
     /// Silence the data plane for `ip` (it stops answering and the kernel never will).
-    pub fn forget(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        let k = key(ip);
-        for r in [self.vips.remove(&k), self.vip_stats.remove(&k)] {
+    pub fn forget(&mut self, ip: IpAddr) -> Result<(), DataplaneError> {
+        let results = match ip {
+            IpAddr::V4(v4) => {
+                let k = key(v4);
+                [self.vips.remove(&k), self.vip_stats.remove(&k)]
+            }
+            IpAddr::V6(v6) => {
+                let k = key6(v6);
+                [self.vips6.remove(&k), self.vip6_stats.remove(&k)]
+            }
+        };
+        for r in results {
             match r {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(e.into()),
@@ -184,23 +245,39 @@ impl Maps {
         Ok(())
     }
 
-    /// VIPs a previous run left answering on `ifindex` (or on any uplink).
-    pub fn owned_on(&self, ifindex: u32) -> Vec<Ipv4Addr> {
-        self.vips
+    /// VIPs a previous run left answering on `ifindex` (or on any uplink), both families.
+    pub fn owned_on(&self, ifindex: u32) -> Vec<IpAddr> {
+        let here =
+            |v: &VipValue| v.flags & VIP_F_OWNED != 0 && (v.ifindex == ifindex || v.ifindex == 0);
+        let v4 = self
+            .vips
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.flags & VIP_F_OWNED != 0 && (v.ifindex == ifindex || v.ifindex == 0))
-            .map(|(k, _)| Ipv4Addr::from(k.addr_be))
-            .collect()
+            .filter(|(_, v)| here(v))
+            .map(|(k, _)| IpAddr::V4(Ipv4Addr::from(k.addr_be)));
+        let v6 = self
+            .vips6
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| here(v))
+            .map(|(k, _)| IpAddr::V6(Ipv6Addr::from(k.addr_be)));
+        v4.chain(v6).collect()
     }
 
-    /// VIPs currently in the map (for reconciling against what a previous run left).
-    pub fn vips(&self) -> Vec<Ipv4Addr> {
-        self.vips
+    /// VIPs currently in the maps, both families (for reconciling against what a previous
+    /// run left).
+    pub fn vips(&self) -> Vec<IpAddr> {
+        let v4 = self
+            .vips
             .keys()
             .filter_map(Result::ok)
-            .map(|k| Ipv4Addr::from(k.addr_be))
-            .collect()
+            .map(|k| IpAddr::V4(Ipv4Addr::from(k.addr_be)));
+        let v6 = self
+            .vips6
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| IpAddr::V6(Ipv6Addr::from(k.addr_be)));
+        v4.chain(v6).collect()
     }
 }
 
@@ -230,9 +307,11 @@ impl StatsReader {
     pub fn open(pin_dir: &Path) -> Result<Self, DataplaneError> {
         let stats = MapData::from_pin(pin_dir.join(pin_names::STATS))?;
         let vip_stats = MapData::from_pin(pin_dir.join(pin_names::VIP_STATS))?;
+        let vip6_stats = MapData::from_pin(pin_dir.join(pin_names::VIP6_STATS))?;
         Ok(Self {
             stats: PerCpuArray::try_from(aya::maps::Map::PerCpuArray(stats))?,
             vip_stats: HashMap::try_from(aya::maps::Map::HashMap(vip_stats))?,
+            vip6_stats: HashMap::try_from(aya::maps::Map::HashMap(vip6_stats))?,
             last_conflicts: None,
             last_no_neigh: None,
         })
@@ -251,8 +330,8 @@ impl StatsReader {
     /// The per-VIP rows, but only when the global foreign-claim counter (bumped with every
     /// VIP's) moved since the last call; empty otherwise. At steady state that is one
     /// lookup, not two syscalls per VIP.
-    pub fn claimed_rows(&mut self) -> Vec<(Ipv4Addr, VipStats)> {
-        let total = self.totals().ok().map(|t| t.arp_conflict);
+    pub fn claimed_rows(&mut self) -> Vec<(IpAddr, VipRow)> {
+        let total = self.totals().ok().map(|t| t.arp_conflict + t.ndp_conflict);
         if total.is_some() && total == self.last_conflicts {
             return Vec::new();
         }
@@ -269,10 +348,14 @@ impl StatsReader {
         moved
     }
 
-    pub fn per_vip(&self) -> Vec<(Ipv4Addr, VipStats)> {
+    /// Every VIP's counters, IPv4 then IPv6, each sorted by address.
+    pub fn per_vip(&self) -> Vec<(IpAddr, VipRow)> {
         let mut out = Vec::new();
         for (k, v) in self.vip_stats.iter().filter_map(Result::ok) {
-            out.push((Ipv4Addr::from(k.addr_be), v));
+            out.push((IpAddr::V4(Ipv4Addr::from(k.addr_be)), VipRow::V4(v)));
+        }
+        for (k, v) in self.vip6_stats.iter().filter_map(Result::ok) {
+            out.push((IpAddr::V6(Ipv6Addr::from(k.addr_be)), VipRow::V6(v)));
         }
         out.sort_by_key(|(ip, _)| *ip);
         out

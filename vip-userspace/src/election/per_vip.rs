@@ -7,7 +7,7 @@
 //! no longer answers for it (`applied`), so the next holder never overlaps with us.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::Arc,
     time::Duration,
 };
@@ -20,9 +20,10 @@ use super::lease::{LeaseConfig, LeaseElector};
 /// anyway (a stuck daemon is fenced by the renew deadline regardless).
 const RETIRE_WAIT: Duration = Duration::from_secs(3);
 
-/// `vip-192-0-2-10`: the Lease of one VIP (a valid object name; readable in `kubectl get lease`).
-pub fn lease_name(vip: Ipv4Addr) -> String {
-    format!("vip-{}", vip.to_string().replace('.', "-"))
+/// `vip-192-0-2-10`: the Lease of one VIP (a valid object name; readable in `kubectl get
+/// lease`); IPv6: `vip-2001-0db8-…-0100` (see [`super::name_part`]).
+pub fn lease_name(vip: IpAddr) -> String {
+    format!("vip-{}", super::name_part(vip))
 }
 
 struct Entry {
@@ -33,8 +34,8 @@ struct Entry {
 }
 
 pub struct VipLeases {
-    wanted: watch::Sender<BTreeSet<Ipv4Addr>>,
-    pub held: watch::Receiver<BTreeSet<Ipv4Addr>>,
+    wanted: watch::Sender<BTreeSet<IpAddr>>,
+    pub held: watch::Receiver<BTreeSet<IpAddr>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -45,7 +46,7 @@ impl VipLeases {
     pub fn start(
         client: kube::Client,
         base: LeaseConfig,
-        applied: watch::Receiver<Vec<Ipv4Addr>>,
+        applied: watch::Receiver<Vec<IpAddr>>,
         able: watch::Receiver<bool>,
     ) -> VipLeases {
         let (wanted, wanted_rx) = watch::channel(BTreeSet::new());
@@ -63,7 +64,7 @@ impl VipLeases {
     }
 
     /// The VIPs this node competes for now.
-    pub fn want(&self, vips: BTreeSet<Ipv4Addr>) {
+    pub fn want(&self, vips: BTreeSet<IpAddr>) {
         self.wanted.send_if_modified(|w| {
             let changed = *w != vips;
             *w = vips;
@@ -82,7 +83,7 @@ impl VipLeases {
 /// it holds or is about to take (`load`), plus a per-(node, VIP) offset below half a step so
 /// equally loaded nodes don't collide; capped at half a lease so a failover is never slowed
 /// much. Nodes racing for several new VIPs thus split them instead of the fastest taking all.
-fn patience(base: &LeaseConfig, vip: Ipv4Addr, load: usize) -> Duration {
+fn patience(base: &LeaseConfig, vip: IpAddr, load: usize) -> Duration {
     use std::hash::{Hash, Hasher};
     let step = base.retry_period * 5;
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -92,14 +93,14 @@ fn patience(base: &LeaseConfig, vip: Ipv4Addr, load: usize) -> Duration {
 }
 
 /// Free VIP leases this node's electors are waiting to take.
-type Claims = Arc<std::sync::Mutex<BTreeSet<Ipv4Addr>>>;
+type Claims = Arc<std::sync::Mutex<BTreeSet<IpAddr>>>;
 
 fn spawn_elector(
     client: &kube::Client,
     base: &LeaseConfig,
-    vip: Ipv4Addr,
+    vip: IpAddr,
     notify: &Arc<Notify>,
-    held: &watch::Receiver<BTreeSet<Ipv4Addr>>,
+    held: &watch::Receiver<BTreeSet<IpAddr>>,
     claims: &Claims,
     able: &watch::Receiver<bool>,
 ) -> Option<Entry> {
@@ -152,7 +153,7 @@ fn spawn_elector(
 }
 
 /// Hand a lease on once the data plane no longer holds its VIP.
-fn retire(vip: Ipv4Addr, e: Entry, mut applied: watch::Receiver<Vec<Ipv4Addr>>) {
+fn retire(vip: IpAddr, e: Entry, mut applied: watch::Receiver<Vec<IpAddr>>) {
     tokio::spawn(async move {
         let silent = tokio::time::timeout(RETIRE_WAIT, applied.wait_for(|a| !a.contains(&vip)));
         if silent.await.is_err() {
@@ -168,19 +169,19 @@ fn retire(vip: Ipv4Addr, e: Entry, mut applied: watch::Receiver<Vec<Ipv4Addr>>) 
 async fn run(
     client: kube::Client,
     base: LeaseConfig,
-    mut wanted: watch::Receiver<BTreeSet<Ipv4Addr>>,
-    held: watch::Sender<BTreeSet<Ipv4Addr>>,
-    applied: watch::Receiver<Vec<Ipv4Addr>>,
+    mut wanted: watch::Receiver<BTreeSet<IpAddr>>,
+    held: watch::Sender<BTreeSet<IpAddr>>,
+    applied: watch::Receiver<Vec<IpAddr>>,
     able: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let notify = Arc::new(Notify::new());
     let held_rx = held.subscribe();
     let claims: Claims = Default::default();
-    let mut entries: BTreeMap<Ipv4Addr, Entry> = BTreeMap::new();
+    let mut entries: BTreeMap<IpAddr, Entry> = BTreeMap::new();
     loop {
         let want = wanted.borrow_and_update().clone();
-        let gone: Vec<Ipv4Addr> = entries
+        let gone: Vec<IpAddr> = entries
             .keys()
             .filter(|v| !want.contains(v))
             .copied()
@@ -202,7 +203,7 @@ async fn run(
                 }
             }
         }
-        let now: BTreeSet<Ipv4Addr> = entries
+        let now: BTreeSet<IpAddr> = entries
             .iter()
             .filter(|(_, e)| *e.leader.borrow())
             .map(|(v, _)| *v)
@@ -229,13 +230,14 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn loaded_nodes_wait_longer_but_never_past_half_a_lease() {
         let mut base = LeaseConfig::new("kube-system", "x", "node-a");
         base.retry_period = Duration::from_millis(100);
         base.lease_duration = Duration::from_secs(15);
-        let vip = Ipv4Addr::new(192, 0, 2, 10);
+        let vip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
         let idle = patience(&base, vip, 0);
         assert!(idle < Duration::from_millis(300), "{idle:?}");
         assert!(patience(&base, vip, 1) >= Duration::from_millis(500));
@@ -245,6 +247,9 @@ mod tests {
 
     #[test]
     fn lease_names_are_object_names() {
-        assert_eq!(lease_name(Ipv4Addr::new(192, 0, 2, 10)), "vip-192-0-2-10");
+        assert_eq!(
+            lease_name(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))),
+            "vip-192-0-2-10"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! What the controller keeps of the API's objects: compact caches of Services (`Svc`) and
 //! EndpointSlices (`Slice`) with only the fields it uses, and the annotations it reads.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use k8s_openapi::api::{
     core::v1::{ObjectReference, Service},
@@ -188,12 +188,12 @@ pub(crate) struct SlicePort {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
-    pub(crate) addrs: Vec<Ipv4Addr>,
+    pub(crate) addrs: Vec<IpAddr>,
     pub(crate) node: Option<String>,
     pub(crate) ready: bool,
 }
 
-/// What the controller keeps of an (IPv4) EndpointSlice.
+/// What the controller keeps of an IPv4 or IPv6 EndpointSlice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slice {
     /// Its `kubernetes.io/service-name` label.
@@ -203,9 +203,11 @@ pub struct Slice {
 }
 
 impl Slice {
-    /// None: not an IPv4 slice of a Service (nothing here uses it).
+    /// None: not an IPv4 or IPv6 slice of a Service (FQDN slices: nothing here uses them).
+    /// A dual-stack Service has one slice (or more) per family; each VIP takes the backends
+    /// of its own family (see `translate`).
     pub fn of(e: &EndpointSlice) -> Option<Self> {
-        if e.address_type != "IPv4" {
+        if e.address_type != "IPv4" && e.address_type != "IPv6" {
             return None;
         }
         let service = e

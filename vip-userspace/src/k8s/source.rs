@@ -3,7 +3,7 @@
 //! after each batch of changes (whatever arrived together), a leadership change or a change
 //! of the VIPs applied here, the controller recomputes only the Services concerned and the
 //! view is published. Every 30 s what failed is tried again.
-use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use futures::{stream, FutureExt, StreamExt};
 use k8s_openapi::api::{
@@ -131,7 +131,7 @@ fn drain(
 }
 
 /// Another host claims VIPs this node owns: a Warning for each.
-fn report_conflicts(ctl: &mut Controller, seen: Vec<(Ipv4Addr, [u8; 6])>) {
+fn report_conflicts(ctl: &mut Controller, seen: Vec<(std::net::IpAddr, [u8; 6])>) {
     for (vip, mac) in seen {
         ctl.conflict_event(vip, mac);
     }

@@ -1,6 +1,6 @@
 //! One Service and its EndpointSlices → the model's services (one per port) and the nodes
 //! that may hold its VIP: pure, per Service.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
@@ -17,7 +17,7 @@ use super::objects::*;
 pub fn model_services(
     svc: &Service,
     slices: &[EndpointSlice],
-    vips: &[Ipv4Addr],
+    vips: &[IpAddr],
     node: &str,
 ) -> (Vec<ModelService>, Option<bool>) {
     let (ns, name) = key(svc);
@@ -33,7 +33,7 @@ pub fn model_services(
 pub(crate) fn compute_model<'a>(
     svc: &Svc,
     mine: impl Iterator<Item = &'a Slice> + Clone,
-    vips: &[Ipv4Addr],
+    vips: &[IpAddr],
     node: &str,
 ) -> (Vec<ModelService>, Option<bool>) {
     let on_node = |ep: &Endpoint| !svc.local_only || ep.node.as_deref() == Some(node);
@@ -42,7 +42,7 @@ pub(crate) fn compute_model<'a>(
         let Some(proto) = Proto::from_kubernetes(p.protocol.as_deref().unwrap_or("TCP")) else {
             continue;
         };
-        let mut backends: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
+        let mut backends: BTreeSet<(IpAddr, u16)> = BTreeSet::new();
         if svc.mode != LbMode::Local {
             for es in mine.clone() {
                 let target = es
@@ -67,8 +67,11 @@ pub(crate) fn compute_model<'a>(
                 port: p.port as u16,
                 proto,
                 mode: svc.mode,
+                // A VIP's backends are of its own family: the data plane rewrites addresses
+                // (nat) or keeps them (dsr), it never translates between families.
                 backends: backends
                     .iter()
+                    .filter(|(addr, _)| addr.is_ipv4() == vip.is_ipv4())
                     .map(|(addr, port)| Backend {
                         addr: *addr,
                         port: *port,

@@ -12,16 +12,17 @@ use super::{
     Attachment, K8sStats, State,
 };
 use crate::dataplane::inspect::{BackendView, ServiceView};
+use crate::dataplane::maps::VipRow;
 
 const DASHBOARD: &str = include_str!("../../../manifests/grafana-dashboard.json");
 
 /// A busy node: XDP with an adopted link, Kubernetes with a pool, Raft leader, one BGP peer,
 /// one service with one backend.
 pub(super) fn every_family() -> Scrape {
-    let vip = Ipv4Addr::new(192, 0, 2, 100);
+    let vip: std::net::IpAddr = Ipv4Addr::new(192, 0, 2, 100).into();
     let backend = BackendView {
         id: 0,
-        addr: Ipv4Addr::new(10, 0, 0, 11),
+        addr: Ipv4Addr::new(10, 0, 0, 11).into(),
         port: 8080,
         active: true,
         slots: 0,
@@ -30,7 +31,7 @@ pub(super) fn every_family() -> Scrape {
     Scrape {
         mode: "xdp-native".into(),
         interface: "eth0".into(),
-        owned: vec![vip],
+        owned: vec![vip.into()],
         attachment: Some(Attachment {
             program: "unchanged",
             link_id: 7,
@@ -71,7 +72,13 @@ pub(super) fn every_family() -> Scrape {
         }],
         maps: Some(MapsScrape {
             totals: Some(Default::default()),
-            per_vip: vec![(vip, Default::default())],
+            per_vip: vec![
+                (vip.into(), VipRow::V4(Default::default())),
+                (
+                    "2001:db8::100".parse().unwrap(),
+                    VipRow::V6(Default::default()),
+                ),
+            ],
             services: Some(vec![ServiceView {
                 vip,
                 port: 80,

@@ -3,7 +3,7 @@
 //! `counters` into its families, so a counter added there is exported without a line here.
 //! The other families are few and each has its own shape (labels, when it is present), so
 //! they are written out where they are encoded.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -14,8 +14,9 @@ use super::{
     scrape::{MapsScrape, Scrape},
     Attachment, K8sStats,
 };
-use crate::counters::{Counter, PER_BACKEND, PER_SERVICE, PER_VIP, TOTALS};
+use crate::counters::{Counter, PER_BACKEND, PER_SERVICE, PER_VIP, PER_VIP6, TOTALS};
 use crate::dataplane::inspect::{BackendView, ServiceView};
+use crate::dataplane::maps::VipRow;
 use crate::election::raft::{RaftRole, RaftStatus};
 
 type Enc<'a, 'b> = &'a mut DescriptorEncoder<'b>;
@@ -86,7 +87,7 @@ fn gauges(
 }
 
 /// Which data plane runs on which interface, and how many VIPs this node owns.
-fn dataplane(enc: Enc, mode: &str, iface: &str, owned: &[Ipv4Addr]) -> std::fmt::Result {
+fn dataplane(enc: Enc, mode: &str, iface: &str, owned: &[IpAddr]) -> std::fmt::Result {
     let g = ConstGauge::new(1i64);
     let mut fam = enc.encode_descriptor(
         "vip_dataplane_info",
@@ -126,7 +127,7 @@ fn attachment(enc: Enc, a: &Attachment) -> std::fmt::Result {
 }
 
 /// Ownership per VIP: "which node owns the VIP?" from any node's metrics.
-fn owners(enc: Enc, owned: &[Ipv4Addr]) -> std::fmt::Result {
+fn owners(enc: Enc, owned: &[IpAddr]) -> std::fmt::Result {
     let rows: Vec<(String, i64)> = owned.iter().map(|v| (v.to_string(), 1)).collect();
     gauges(
         enc,
@@ -295,12 +296,16 @@ fn data_plane_maps(enc: Enc, maps: &MapsScrape) -> std::fmt::Result {
     if let Some(s) = &maps.totals {
         table(enc, TOTALS, &[(Vec::new(), s)])?;
     }
-    let per_vip: Vec<_> = maps
-        .per_vip
-        .iter()
-        .map(|(ip, s)| (vec![("vip", ip.to_string())], s))
-        .collect();
-    table(enc, PER_VIP, &per_vip)?;
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (ip, row) in &maps.per_vip {
+        let labels = vec![("vip", ip.to_string())];
+        match row {
+            VipRow::V4(s) => v4.push((labels, s)),
+            VipRow::V6(s) => v6.push((labels, s)),
+        }
+    }
+    table(enc, PER_VIP, &v4)?;
+    table(enc, PER_VIP6, &v6)?;
     if let Some(svcs) = &maps.services {
         services(enc, svcs, maps.backends.as_deref())?;
     }
@@ -374,7 +379,8 @@ fn table<S>(
 
 #[cfg(test)]
 mod tests {
-    use crate::counters::{PER_BACKEND, PER_SERVICE, PER_VIP, TOTALS};
+    use crate::counters::{PER_BACKEND, PER_SERVICE, PER_VIP, PER_VIP6, TOTALS};
+    use crate::dataplane::maps::VipRow;
     use crate::metrics::dashboard_tests;
 
     /// Every row of the counter tables is served, with its help, labels and the value of
@@ -385,7 +391,8 @@ mod tests {
         let mut scrape = dashboard_tests::every_family();
         let maps = scrape.maps.as_mut().unwrap();
         maps.totals = Some(numbered(TOTALS));
-        maps.per_vip[0].1 = numbered(PER_VIP);
+        maps.per_vip[0].1 = VipRow::V4(numbered(PER_VIP));
+        maps.per_vip[1].1 = VipRow::V6(numbered(PER_VIP6));
         let svcs = maps.services.as_mut().unwrap();
         svcs[0].stats = numbered(PER_SERVICE);
         maps.backends.as_mut().unwrap()[0].stats = numbered(PER_BACKEND);
@@ -415,6 +422,7 @@ mod tests {
         }
         expect(&text, TOTALS, &[]);
         expect(&text, PER_VIP, &[("vip", "192.0.2.100")]);
+        expect(&text, PER_VIP6, &[("vip", "2001:db8::100")]);
         expect(
             &text,
             PER_SERVICE,

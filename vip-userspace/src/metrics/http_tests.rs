@@ -18,7 +18,7 @@ fn routes_and_metrics_without_dataplane() {
     *st.mode.write().unwrap() = "kernel".into();
     st.bus
         .owned
-        .send_replace(vec![Ipv4Addr::new(192, 0, 2, 100)]);
+        .send_replace(vec![Ipv4Addr::new(192, 0, 2, 100).into()]);
     st.garp_sent.inc_by(3);
     let reg = registry(st.clone());
     let (s, _, body) = route("/metrics", &reg, &st);

@@ -55,6 +55,16 @@ const COUNTERS: &[Row<Counter>] = &[
         |s| &s.garp_errors,
     ),
     (
+        "vip_na_sent",
+        "Unsolicited Neighbor Advertisements sent (IPv6 VIPs)",
+        |s| &s.na_sent,
+    ),
+    (
+        "vip_na_errors",
+        "Unsolicited Neighbor Advertisements that failed to send",
+        |s| &s.na_errors,
+    ),
+    (
         "vip_service_failures",
         "Times a service could not be applied (a map or limit full); each fails alone",
         |s| &s.service_failures,

@@ -2,7 +2,7 @@
 //! pinned maps into plain values. Reading and encoding are apart so that the encoding
 //! (`encode`) is a function of these values: a test renders every family, rows included,
 //! without a data plane or a daemon.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::{Attachment, K8sStats, State};
 use crate::dataplane::inspect::{BackendView, ServiceView, Snapshot};
@@ -11,7 +11,7 @@ use crate::dataplane::inspect::{BackendView, ServiceView, Snapshot};
 pub(super) struct Scrape {
     pub(super) mode: String,
     pub(super) interface: String,
-    pub(super) owned: Vec<Ipv4Addr>,
+    pub(super) owned: Vec<IpAddr>,
     pub(super) attachment: Option<Attachment>,
     pub(super) k8s: K8sStats,
     pub(super) raft: Option<crate::election::raft::RaftStatus>,
@@ -23,7 +23,7 @@ pub(super) struct Scrape {
 #[derive(Debug, Default)]
 pub(super) struct MapsScrape {
     pub(super) totals: Option<vip_common::Stats>,
-    pub(super) per_vip: Vec<(Ipv4Addr, vip_common::VipStats)>,
+    pub(super) per_vip: Vec<(IpAddr, crate::dataplane::maps::VipRow)>,
     /// From the pin directory, when it is known and readable.
     pub(super) services: Option<Vec<ServiceView>>,
     /// Likewise, and only looked for when the services were read.

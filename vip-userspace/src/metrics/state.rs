@@ -28,6 +28,9 @@ pub struct State {
     pub stats: Mutex<Option<StatsReader>>,
     pub garp_sent: Counter,
     pub garp_errors: Counter,
+    /// Unsolicited Neighbor Advertisements (the IPv6 twin of gratuitous ARP).
+    pub na_sent: Counter,
+    pub na_errors: Counter,
     pub uplink_present: Gauge,
     /// 1 while the kernel settings the fence depends on are applied (or none are needed).
     pub fence_ready: Gauge,

@@ -1,8 +1,9 @@
-//! IPv4 address bindings (`ip addr add/del VIP/32 dev X`) through rtnetlink.
+//! VIP bindings (`ip addr add/del VIP/32 dev X`, and `VIP/128 … nodad` for IPv6) through
+//! rtnetlink.
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::Handle;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,22 +21,30 @@ pub enum Bound {
     AlreadyPresent,
 }
 
-fn v4_of(msg: &AddressMessage) -> Option<Ipv4Addr> {
+fn ip_of(msg: &AddressMessage) -> Option<IpAddr> {
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point
-    // links. Prefer LOCAL, as `ip addr` does.
+    // links (IPv6 sends only ADDRESS). Prefer LOCAL, as `ip addr` does.
     let mut addr = None;
     for a in &msg.attributes {
         match a {
-            AddressAttribute::Local(IpAddr::V4(v)) => return Some(*v),
-            AddressAttribute::Address(IpAddr::V4(v)) => addr = Some(*v),
+            AddressAttribute::Local(v) => return Some(*v),
+            AddressAttribute::Address(v) => addr = Some(*v),
             _ => {}
         }
     }
     addr
 }
 
-/// Every IPv4 address of the node: (address, prefix length, device name).
-pub async fn list_v4(handle: &Handle) -> Result<Vec<(Ipv4Addr, u8, String)>, AddrError> {
+/// A host prefix: /32 for IPv4, /128 for IPv6 (how a VIP is bound).
+pub fn host_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// Every address of the node, both families: (address, prefix length, device name).
+pub async fn list(handle: &Handle) -> Result<Vec<(IpAddr, u8, String)>, AddrError> {
     let mut names = std::collections::HashMap::new();
     let mut links = handle.link().get().execute();
     while let Some(l) = links.try_next().await? {
@@ -48,9 +57,9 @@ pub async fn list_v4(handle: &Handle) -> Result<Vec<(Ipv4Addr, u8, String)>, Add
     let mut out = Vec::new();
     let mut addrs = handle.address().get().execute();
     while let Some(m) = addrs.try_next().await? {
-        if let Some(v4) = v4_of(&m) {
+        if let Some(ip) = ip_of(&m) {
             let dev = names.get(&m.header.index).cloned().unwrap_or_default();
-            out.push((v4, m.header.prefix_len, dev));
+            out.push((ip, m.header.prefix_len, dev));
         }
     }
     Ok(out)
@@ -67,7 +76,7 @@ pub async fn on_link(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>,
     let mut out = Vec::new();
     let mut addrs = req.execute();
     while let Some(m) = addrs.try_next().await? {
-        if let Some(v4) = v4_of(&m) {
+        if let Some(IpAddr::V4(v4)) = ip_of(&m) {
             out.push((v4, m.header.prefix_len));
         }
     }
@@ -75,31 +84,40 @@ pub async fn on_link(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>,
     Ok(out)
 }
 
-/// Bind `ip/32` on the interface `index`. An address already there is adopted, not an error,
-/// so a restart after a crash converges.
-pub async fn bind(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<Bound, AddrError> {
-    match handle
-        .address()
-        .add(index, IpAddr::V4(ip), 32)
-        .execute()
-        .await
-    {
+/// Bind `ip/32` (IPv6: `ip/128 nodad`) on the interface `index`. An address already there
+/// is adopted, not an error, so a restart after a crash converges. IPv6 goes without
+/// duplicate address detection: a tentative address is not used for a second or more (on
+/// the uplink in kernel mode it would not be answered, and its DAD probes would be taken
+/// for another owner's by the segment), and the election, not DAD, decides who holds a VIP.
+pub async fn bind(handle: &Handle, index: u32, ip: IpAddr) -> Result<Bound, AddrError> {
+    let mut req = handle.address().add(index, ip, host_prefix(ip));
+    if ip.is_ipv6() {
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    match req.execute().await {
         Ok(()) => Ok(Bound::Added),
         Err(e) if crate::net::netlink_errno(&e) == Some(libc::EEXIST) => Ok(Bound::AlreadyPresent),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Remove `ip/32` from interface `index`; absent is fine. One RTM_DELADDR naming the
-/// address: no dump of the interface's addresses first (rtnetlink filters a dump in
-/// userspace, so with 10,000 VIPs bound each removal read all 10,000).
-pub async fn unbind(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool, AddrError> {
+/// Remove the VIP's host binding from interface `index`; absent is fine. One RTM_DELADDR
+/// naming the address: no dump of the interface's addresses first (rtnetlink filters a
+/// dump in userspace, so with 10,000 VIPs bound each removal read all 10,000).
+pub async fn unbind(handle: &Handle, index: u32, ip: IpAddr) -> Result<bool, AddrError> {
     let mut m = AddressMessage::default();
-    m.header.family = netlink_packet_route::AddressFamily::Inet;
-    m.header.prefix_len = 32;
+    m.header.family = match ip {
+        IpAddr::V4(_) => netlink_packet_route::AddressFamily::Inet,
+        IpAddr::V6(_) => netlink_packet_route::AddressFamily::Inet6,
+    };
+    m.header.prefix_len = host_prefix(ip);
     m.header.index = index;
-    m.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-    m.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+    if ip.is_ipv4() {
+        m.attributes.push(AddressAttribute::Local(ip));
+    }
+    m.attributes.push(AddressAttribute::Address(ip));
     match handle.address().del(m).execute().await {
         Ok(()) => Ok(true),
         Err(e) if crate::net::netlink_errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(false),

@@ -3,7 +3,7 @@
 //! XDP answers ARP without the daemon. Apart from the claims walk because the conflict check
 //! and the check-in run on their own ticks and never change which VIPs are applied, and the
 //! burst is shared by every transition that gains a VIP.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use tokio::task::JoinHandle;
 
@@ -33,18 +33,18 @@ impl Reconciler {
     }
 
     /// Counters present when the data plane came up (kept pins) are the baseline.
-    pub fn prime_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+    pub fn prime_conflicts(&mut self, rows: &[(IpAddr, crate::dataplane::maps::VipRow)]) {
         self.conflicts.prime(rows);
     }
 
     /// Look at the foreign-claim counters (XDP) and fight back for owned VIPs (see
     /// `conflict`).
-    pub fn check_conflicts(&mut self, rows: &[(Ipv4Addr, vip_common::VipStats)]) {
+    pub fn check_conflicts(&mut self, rows: &[(IpAddr, crate::dataplane::maps::VipRow)]) {
         // No rows: no claim since the last look (the tick costs nothing per VIP).
         if !self.arp || rows.is_empty() {
             return;
         }
-        let owned: BTreeSet<Ipv4Addr> = self.applied.keys().copied().collect();
+        let owned: BTreeSet<IpAddr> = self.applied.keys().copied().collect();
         let mut reported = Vec::new();
         for c in self
             .conflicts
@@ -66,23 +66,37 @@ impl Reconciler {
         }
     }
 
-    /// First gratuitous ARP now, the rest of the burst in the background.
-    pub(super) fn announce(&self, ip: Ipv4Addr) -> Option<JoinHandle<()>> {
+    /// First announcement (gratuitous ARP, or unsolicited NA for IPv6) now, the rest of the
+    /// burst in the background.
+    pub(super) fn announce(&self, ip: IpAddr) -> Option<JoinHandle<()>> {
         self.announce_n(ip, self.garp_cfg.count)
     }
 
-    pub(super) fn announce_n(&self, ip: Ipv4Addr, count: u32) -> Option<JoinHandle<()>> {
+    pub(super) fn announce_n(&self, ip: IpAddr, count: u32) -> Option<JoinHandle<()>> {
         let sock = self.garp.clone()?;
         let frame = garp::frame(self.mac, ip);
         let schedule = garp::schedule(count, self.garp_cfg.window);
         let state = self.state.clone();
+        let (sent, errors, what) = if ip.is_ipv4() {
+            (
+                state.garp_sent.clone(),
+                state.garp_errors.clone(),
+                "gratuitous ARP",
+            )
+        } else {
+            (
+                state.na_sent.clone(),
+                state.na_errors.clone(),
+                "unsolicited NA",
+            )
+        };
         let send = move |sock: &GarpSocket| match sock.send(&frame) {
             Ok(()) => {
-                state.garp_sent.inc();
+                sent.inc();
             }
             Err(e) => {
-                state.garp_errors.inc();
-                tracing::warn!(vip = %ip, error = %crate::Chain(&e), "gratuitous ARP failed");
+                errors.inc();
+                tracing::warn!(vip = %ip, error = %crate::Chain(&e), "{what} failed");
             }
         };
         send(&sock);

@@ -2,7 +2,7 @@
 //! now, losses first, then gains (answer and announce before the slower address binding).
 //! Apart from the single-VIP transitions (`transitions`) because this holds the order
 //! across all VIPs of a pass, and what a failure of one VIP does to the rest.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use super::{Backend, Claims, ReconcileError, Reconciler};
 
@@ -23,7 +23,7 @@ impl Reconciler {
 
     async fn apply_claims(&mut self, claims: &Claims) -> Result<(), ReconcileError> {
         let owned = &claims.owned;
-        let routed: BTreeSet<Ipv4Addr> = claims.routed.difference(owned).copied().collect();
+        let routed: BTreeSet<IpAddr> = claims.routed.difference(owned).copied().collect();
         if let Err(e) = self.drop_lost(owned, &routed).await {
             self.publish();
             return Err(e);
@@ -50,10 +50,10 @@ impl Reconciler {
     /// (the caller publishes what was done).
     async fn drop_lost(
         &mut self,
-        owned: &BTreeSet<Ipv4Addr>,
-        routed: &BTreeSet<Ipv4Addr>,
+        owned: &BTreeSet<IpAddr>,
+        routed: &BTreeSet<IpAddr>,
     ) -> Result<(), ReconcileError> {
-        let lost: Vec<Ipv4Addr> = self
+        let lost: Vec<IpAddr> = self
             .applied
             .keys()
             .filter(|ip| !owned.contains(ip))
@@ -66,7 +66,7 @@ impl Reconciler {
                 self.release(ip).await?;
             }
         }
-        let unrouted: Vec<Ipv4Addr> = self
+        let unrouted: Vec<IpAddr> = self
             .routed
             .iter()
             .filter(|ip| !routed.contains(ip) && !owned.contains(ip))
@@ -82,9 +82,9 @@ impl Reconciler {
     /// returned, to be taken over and bound.
     async fn promote_or_gain(
         &mut self,
-        owned: &BTreeSet<Ipv4Addr>,
-    ) -> Result<Vec<Ipv4Addr>, ReconcileError> {
-        let mut gained: Vec<Ipv4Addr> = Vec::new();
+        owned: &BTreeSet<IpAddr>,
+    ) -> Result<Vec<IpAddr>, ReconcileError> {
+        let mut gained: Vec<IpAddr> = Vec::new();
         for ip in owned {
             if self.applied.contains_key(ip) {
                 continue;
@@ -103,10 +103,10 @@ impl Reconciler {
     /// binding: with many VIPs the last one's first GARP would otherwise wait for all the
     /// binds before it. A VIP the map cannot take (full: max_vips) fails alone, is left out
     /// of `gained` and is tried again on the next pass; the others are applied.
-    fn take_over_all(&mut self, gained: &mut Vec<Ipv4Addr>) {
+    fn take_over_all(&mut self, gained: &mut Vec<IpAddr>) {
         // Not an error of the pass (that would stop a starting daemon): logged once per
         // pass with the first cause, counted.
-        let mut failed: Vec<(Ipv4Addr, ReconcileError)> = Vec::new();
+        let mut failed: Vec<(IpAddr, ReconcileError)> = Vec::new();
         gained.retain(|ip| match self.take_over(*ip) {
             Ok(()) => true,
             Err(e) => {
@@ -125,12 +125,12 @@ impl Reconciler {
     /// before; the first error into `first_err`.
     async fn bind_owned(
         &mut self,
-        owned: &BTreeSet<Ipv4Addr>,
-        gained: Vec<Ipv4Addr>,
+        owned: &BTreeSet<IpAddr>,
+        gained: Vec<IpAddr>,
         first_err: &mut Option<ReconcileError>,
     ) {
         // A failed binding is retried on the next pass (the VIP already answers in XDP mode).
-        let retry: Vec<Ipv4Addr> = self.unbound.intersection(owned).copied().collect();
+        let retry: Vec<IpAddr> = self.unbound.intersection(owned).copied().collect();
         self.unbound.retain(|ip| owned.contains(ip));
         for ip in retry.into_iter().chain(gained) {
             match self.acquire(ip).await {
@@ -148,7 +148,7 @@ impl Reconciler {
     }
 
     /// XDP only: the map entry (XDP answers ARP from now on), then the first gratuitous ARP.
-    fn take_over(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    fn take_over(&mut self, ip: IpAddr) -> Result<(), ReconcileError> {
         if let Backend::Xdp {
             maps, uplink_index, ..
         } = &mut self.backend

@@ -1,16 +1,16 @@
 //! Another host answering for a VIP we own (its ARP reply, gratuitous ARP or probe from the
-//! VIP, counted by XDP) means two owners: clients' caches flip between us. We win them back
+//! VIP; for an IPv6 VIP its Neighbor Advertisement; counted by XDP) means two owners: clients' caches flip between us. We win them back
 //! by announcing again, at once the first time, then no more often than a back-off that
 //! doubles up to a minute while the claims go on (so two misconfigured owners don't flood the
 //! segment), and resets after a quiet minute. The other host is named in the log and the
 //! counters are in the metrics.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
-use vip_common::VipStats;
+use crate::dataplane::maps::VipRow;
 
 const FIRST: Duration = Duration::from_secs(1);
 const MAX: Duration = Duration::from_secs(60);
@@ -27,7 +27,7 @@ struct Track {
 /// What to do about one VIP's new claims.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Claim {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub mac: [u8; 6],
     /// New claims since the last look.
     pub new: u64,
@@ -37,18 +37,18 @@ pub struct Claim {
 
 #[derive(Debug, Default)]
 pub struct Conflicts {
-    seen: BTreeMap<Ipv4Addr, Track>,
+    seen: BTreeMap<IpAddr, Track>,
 }
 
 impl Conflicts {
     /// Take the counters as they are as the baseline: what kept pins carry from an earlier
     /// run was that run's business (and would otherwise be re-reported at every start).
-    pub fn prime(&mut self, rows: &[(Ipv4Addr, VipStats)]) {
+    pub fn prime(&mut self, rows: &[(IpAddr, VipRow)]) {
         for (vip, s) in rows {
             self.seen.insert(
                 *vip,
                 Track {
-                    count: s.arp_conflict,
+                    count: s.claims(),
                     last_claim: None,
                     next: None,
                     backoff: FIRST,
@@ -61,8 +61,8 @@ impl Conflicts {
     pub fn observe(
         &mut self,
         now: Instant,
-        rows: &[(Ipv4Addr, VipStats)],
-        owned: &BTreeSet<Ipv4Addr>,
+        rows: &[(IpAddr, VipRow)],
+        owned: &BTreeSet<IpAddr>,
     ) -> Vec<Claim> {
         let mut out = Vec::new();
         for (vip, s) in rows {
@@ -76,12 +76,13 @@ impl Conflicts {
             });
             // A counter below the baseline belongs to a new stats entry (the VIP left the
             // map and came back): all of it is new.
-            let new = if s.arp_conflict < t.count {
-                s.arp_conflict
+            let claims = s.claims();
+            let new = if claims < t.count {
+                claims
             } else {
-                s.arp_conflict - t.count
+                claims - t.count
             };
-            t.count = s.arp_conflict;
+            t.count = claims;
             if t.last_claim.is_some_and(|l| now.duration_since(l) > QUIET) {
                 t.backoff = FIRST;
                 t.next = None;
@@ -97,12 +98,12 @@ impl Conflicts {
             }
             out.push(Claim {
                 vip: *vip,
-                mac: s.conflict_mac,
+                mac: s.claim_mac(),
                 new,
                 reannounce,
             });
         }
-        let present: BTreeSet<Ipv4Addr> = rows.iter().map(|(v, _)| *v).collect();
+        let present: BTreeSet<IpAddr> = rows.iter().map(|(v, _)| *v).collect();
         self.seen.retain(|v, _| present.contains(v));
         out
     }
@@ -111,21 +112,52 @@ impl Conflicts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+    use vip_common::{Vip6Stats, VipStats};
 
-    fn row(n: u64) -> Vec<(Ipv4Addr, VipStats)> {
+    fn row(n: u64) -> Vec<(IpAddr, VipRow)> {
         vec![(
-            Ipv4Addr::new(192, 0, 2, 100),
-            VipStats {
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)),
+            VipRow::V4(VipStats {
                 arp_conflict: n,
                 conflict_mac: [2, 0, 0, 0, 0, 9],
                 ..Default::default()
-            },
+            }),
         )]
     }
 
     #[test]
+    fn an_ipv6_vip_is_fought_for_by_its_ndp_claims() {
+        let vip: IpAddr = "2001:db8::100".parse().unwrap();
+        let rows = |n: u64| {
+            vec![(
+                vip,
+                VipRow::V6(Vip6Stats {
+                    ndp_conflict: n,
+                    conflict_mac: [2, 0, 0, 0, 0, 7],
+                    ..Default::default()
+                }),
+            )]
+        };
+        let owned: BTreeSet<IpAddr> = [vip].into();
+        let mut c = Conflicts::default();
+        let t0 = Instant::now();
+        assert!(c.observe(t0, &rows(0), &owned).is_empty());
+        let got = c.observe(t0, &rows(2), &owned);
+        assert_eq!(
+            got,
+            vec![Claim {
+                vip,
+                mac: [2, 0, 0, 0, 0, 7],
+                new: 2,
+                reannounce: true
+            }]
+        );
+    }
+
+    #[test]
     fn reannounces_at_once_then_backs_off_then_resets() {
-        let owned: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(192, 0, 2, 100)].into();
+        let owned: BTreeSet<IpAddr> = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100))].into();
         let mut c = Conflicts::default();
         let t0 = Instant::now();
         let got = c.observe(t0, &row(3), &owned);
@@ -158,7 +190,7 @@ mod tests {
 
     #[test]
     fn counts_kept_from_an_earlier_run_are_not_new_claims() {
-        let owned: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(192, 0, 2, 100)].into();
+        let owned: BTreeSet<IpAddr> = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100))].into();
         let mut c = Conflicts::default();
         c.prime(&row(4));
         let t0 = Instant::now();
@@ -171,7 +203,7 @@ mod tests {
     fn a_counter_that_restarted_below_the_baseline_is_all_new() {
         // The VIP left the map and came back between two looks: its new entry counts
         // from zero, and 2 claims on it are 2 claims, not "none until it passes 6".
-        let owned: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(192, 0, 2, 100)].into();
+        let owned: BTreeSet<IpAddr> = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100))].into();
         let mut c = Conflicts::default();
         let t0 = Instant::now();
         c.prime(&row(6));

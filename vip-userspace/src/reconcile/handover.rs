@@ -2,7 +2,7 @@
 //! in place for a planned restart, or released at shutdown. Apart from the pass because
 //! these run once, read what the pinned maps hold rather than the claims alone, and reset
 //! `settled`.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use super::{Backend, Claims, ReconcileError, Reconciler};
 
@@ -11,10 +11,7 @@ impl Reconciler {
     /// still owned: they stay in the map untouched (no silence, no re-add, counters go on),
     /// their local binding is checked, and one gratuitous ARP goes out instead of a burst,
     /// since neighbours never stopped getting answers. Returns the adopted VIPs.
-    pub async fn adopt(
-        &mut self,
-        owned: &BTreeSet<Ipv4Addr>,
-    ) -> Result<Vec<Ipv4Addr>, ReconcileError> {
+    pub async fn adopt(&mut self, owned: &BTreeSet<IpAddr>) -> Result<Vec<IpAddr>, ReconcileError> {
         self.settled = None;
         let (left, local_index) = match &self.backend {
             Backend::Xdp {

@@ -32,6 +32,8 @@ pub struct LbSide {
     nat_set: bool,
     strict: Option<Handle>,
     strict_failed: bool,
+    /// IPv6 services at the last pass (not balanced yet: logged when the number changes).
+    v6_skipped: usize,
 }
 
 fn in_prefix(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
@@ -58,6 +60,7 @@ impl LbSide {
             forwarding_set: false,
             nat_set: false,
             strict: None,
+            v6_skipped: 0,
             strict_failed: false,
         }
     }
@@ -152,6 +155,8 @@ impl LbSide {
         handle: &Handle,
         services: &[Service],
     ) -> Result<Changes, ServiceError> {
+        let services = self.ipv4_only(services);
+        let services = services.as_ref();
         let forwarding = services.iter().any(|s| s.mode != LbMode::Local);
         let nat = services.iter().any(|s| s.mode == LbMode::Nat);
         if forwarding && !self.forwarding_set {
@@ -196,6 +201,28 @@ impl LbSide {
         Ok(changes)
     }
 
+    /// The IPv4 services: IPv6 ones are not balanced yet (their VIPs are answered by NDP
+    /// and bound, so `local` traffic reaches the node's stack; nothing is forwarded).
+    fn ipv4_only<'s>(&mut self, services: &'s [Service]) -> std::borrow::Cow<'s, [Service]> {
+        let v6 = services.iter().filter(|s| s.vip.is_ipv6()).count();
+        if v6 != self.v6_skipped {
+            if v6 > 0 {
+                tracing::warn!(services = v6, "IPv6 services are not load-balanced yet: their VIPs are answered and bound, their traffic goes to this node's stack");
+            }
+            self.v6_skipped = v6;
+        }
+        if v6 == 0 {
+            return std::borrow::Cow::Borrowed(services);
+        }
+        std::borrow::Cow::Owned(
+            services
+                .iter()
+                .filter(|s| s.vip.is_ipv4())
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// On-link backends of `s` (none for `local`, which hands packets to the stack).
     fn on_link_of(&self, s: &Service) -> Vec<Ipv4Addr> {
         if s.mode == LbMode::Local {
@@ -204,7 +231,11 @@ impl LbSide {
         let mut out: Vec<Ipv4Addr> = s
             .backends
             .iter()
-            .map(|b| b.addr)
+            // IPv4 backends: IPv6 neighbours are resolved by the kernel on first use.
+            .filter_map(|b| match b.addr {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                std::net::IpAddr::V6(_) => None,
+            })
             .filter(|ip| {
                 self.prefixes
                     .iter()

@@ -20,7 +20,7 @@
 //! (addresses, neighbours) `lb`.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     sync::Arc,
 };
 
@@ -50,7 +50,7 @@ pub enum ReconcileError {
     #[error("data plane")]
     Dataplane(#[from] DataplaneError),
     #[error("address {ip}")]
-    Addr { ip: Ipv4Addr, source: AddrError },
+    Addr { ip: IpAddr, source: AddrError },
     #[error("services")]
     Services(#[from] services::ServiceError),
 }
@@ -58,7 +58,7 @@ pub enum ReconcileError {
 /// A service (VIP, port, protocol) the data plane could not take, as logs and Events name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Unplaced {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub proto: crate::model::Proto,
 }
@@ -66,7 +66,7 @@ pub struct Unplaced {
 impl Unplaced {
     fn of(k: &vip_common::ServiceKey) -> Self {
         Self {
-            vip: Ipv4Addr::from(k.addr_be),
+            vip: IpAddr::from(Ipv4Addr::from(k.addr_be)),
             port: u16::from_be_bytes(k.port_be),
             proto: if k.proto == vip_common::PROTO_UDP {
                 crate::model::Proto::Udp
@@ -100,19 +100,19 @@ pub enum Backend {
 /// their traffic here (BGP). Disjoint: `owned` wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
-    pub owned: BTreeSet<Ipv4Addr>,
-    pub routed: BTreeSet<Ipv4Addr>,
+    pub owned: BTreeSet<IpAddr>,
+    pub routed: BTreeSet<IpAddr>,
 }
 
 impl Claims {
-    pub fn owned(owned: BTreeSet<Ipv4Addr>) -> Self {
+    pub fn owned(owned: BTreeSet<IpAddr>) -> Self {
         Self {
             owned,
             routed: BTreeSet::new(),
         }
     }
 
-    pub fn all(&self) -> BTreeSet<Ipv4Addr> {
+    pub fn all(&self) -> BTreeSet<IpAddr> {
         self.owned.union(&self.routed).copied().collect()
     }
 }
@@ -124,12 +124,12 @@ pub struct Reconciler {
     garp_cfg: GarpConfig,
     garp: Option<Arc<GarpSocket>>,
     state: Arc<State>,
-    applied: BTreeMap<Ipv4Addr, Option<JoinHandle<()>>>,
-    routed: BTreeSet<Ipv4Addr>,
+    applied: BTreeMap<IpAddr, Option<JoinHandle<()>>>,
+    routed: BTreeSet<IpAddr>,
     /// Whether owned VIPs answer ARP (off: BGP-only, see `bgp.arp`).
     arp: bool,
     /// XDP mode: owned (in the map, announced) but the local address binding failed.
-    unbound: BTreeSet<Ipv4Addr>,
+    unbound: BTreeSet<IpAddr>,
     conflicts: conflict::Conflicts,
     /// The claims last applied without any failure (see `apply`); cleared by anything that
     /// changes what is applied outside `apply`.
@@ -178,12 +178,12 @@ impl Reconciler {
         self
     }
 
-    pub fn applied(&self) -> Vec<Ipv4Addr> {
+    pub fn applied(&self) -> Vec<IpAddr> {
         self.applied.keys().copied().collect()
     }
 
     /// VIPs served without owning them (see [`Claims`]).
-    pub fn routed(&self) -> Vec<Ipv4Addr> {
+    pub fn routed(&self) -> Vec<IpAddr> {
         self.routed.iter().copied().collect()
     }
 
@@ -194,7 +194,7 @@ impl Reconciler {
             *o = now;
             changed
         });
-        let all: Vec<Ipv4Addr> = self
+        let all: Vec<IpAddr> = self
             .applied
             .keys()
             .chain(&self.routed)

@@ -2,7 +2,7 @@
 //! each in the order that keeps "never answer for an IP we shouldn't" for the data plane in
 //! use. Apart from the claims walk because these are per address and know the XDP and
 //! kernel backends' differences; the walk only decides which to call.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::{Backend, ReconcileError, Reconciler};
 use crate::net::addr;
@@ -10,7 +10,7 @@ use crate::net::addr;
 impl Reconciler {
     /// Serve `ip` without owning it: in the LB, silent for ARP, bound locally so the
     /// `local` forwarding mode (and the node's own sockets) accept its traffic.
-    pub(super) async fn acquire_routed(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    pub(super) async fn acquire_routed(&mut self, ip: IpAddr) -> Result<(), ReconcileError> {
         let bind_index = match &mut self.backend {
             Backend::Xdp {
                 maps,
@@ -32,7 +32,7 @@ impl Reconciler {
     }
 
     /// Owned → routed: stop answering ARP, keep serving.
-    pub(super) async fn demote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    pub(super) async fn demote(&mut self, ip: IpAddr) -> Result<(), ReconcileError> {
         if let Some(Some(burst)) = self.applied.remove(&ip) {
             burst.abort();
         }
@@ -56,7 +56,7 @@ impl Reconciler {
     }
 
     /// Routed → owned: answer ARP and announce (XDP: the binding is already in place).
-    pub(super) async fn promote(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    pub(super) async fn promote(&mut self, ip: IpAddr) -> Result<(), ReconcileError> {
         match &mut self.backend {
             Backend::Xdp {
                 maps, uplink_index, ..
@@ -84,7 +84,7 @@ impl Reconciler {
     /// The address binding; in XDP mode after `take_over` (the map entry already answers, so
     /// the announcement went first), in kernel mode the binding is what answers, so it goes
     /// before the announcement.
-    pub(super) async fn acquire(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    pub(super) async fn acquire(&mut self, ip: IpAddr) -> Result<(), ReconcileError> {
         match &self.backend {
             Backend::Xdp { local_index, .. } => {
                 let index = *local_index;
@@ -106,7 +106,7 @@ impl Reconciler {
         Ok(())
     }
 
-    pub(super) async fn bind(&self, ip: Ipv4Addr, index: u32) -> Result<(), ReconcileError> {
+    pub(super) async fn bind(&self, ip: IpAddr, index: u32) -> Result<(), ReconcileError> {
         match addr::bind(&self.handle, index, ip).await {
             Ok(addr::Bound::Added) => Ok(()),
             Ok(addr::Bound::AlreadyPresent) => {
@@ -117,7 +117,7 @@ impl Reconciler {
         }
     }
 
-    pub(super) async fn release(&mut self, ip: Ipv4Addr) -> Result<(), ReconcileError> {
+    pub(super) async fn release(&mut self, ip: IpAddr) -> Result<(), ReconcileError> {
         if let Some(Some(burst)) = self.applied.remove(&ip) {
             burst.abort();
         }

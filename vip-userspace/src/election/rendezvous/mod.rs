@@ -44,7 +44,7 @@
 //! - `task`: the task's wiring, the fence watchdog, and shutdown.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::Duration,
 };
 
@@ -75,11 +75,11 @@ const DEBOUNCE: Duration = Duration::from_millis(10);
 const PARALLEL: usize = 32;
 
 /// Per VIP: the nodes that may hold it (`None`: any live node).
-pub type Wanted = BTreeMap<Ipv4Addr, Option<BTreeSet<String>>>;
+pub type Wanted = BTreeMap<IpAddr, Option<BTreeSet<String>>>;
 
 pub struct Rendezvous {
     wanted: watch::Sender<Wanted>,
-    pub held: watch::Receiver<BTreeSet<Ipv4Addr>>,
+    pub held: watch::Receiver<BTreeSet<IpAddr>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -91,7 +91,7 @@ impl Rendezvous {
     pub fn start(
         client: kube::Client,
         base: LeaseConfig,
-        applied: watch::Receiver<Vec<Ipv4Addr>>,
+        applied: watch::Receiver<Vec<IpAddr>>,
         able: watch::Receiver<bool>,
     ) -> Result<Rendezvous, ElectionError> {
         let mut cfg = base.clone();

@@ -2,7 +2,7 @@
 //! from them, and the claim bodies it writes. Plain functions on values, no API calls: the
 //! names are the wire contract between nodes (and with the RBAC manifest), so they live in one
 //! place.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -19,16 +19,14 @@ pub fn node_lease_name(identity: &str) -> String {
     format!("{NODE_PREFIX}{identity}")
 }
 
-/// `vip-claim-192-0-2-10`: who owns one VIP (never renewed).
-pub fn claim_name(vip: Ipv4Addr) -> String {
-    format!("{CLAIM_PREFIX}{}", vip.to_string().replace('.', "-"))
+/// `vip-claim-192-0-2-10`: who owns one VIP (never renewed); IPv6 as in
+/// [`crate::election::name_part`].
+pub fn claim_name(vip: IpAddr) -> String {
+    format!("{CLAIM_PREFIX}{}", crate::election::name_part(vip))
 }
 
-pub(super) fn claim_vip(name: &str) -> Option<Ipv4Addr> {
-    name.strip_prefix(CLAIM_PREFIX)?
-        .replace('-', ".")
-        .parse()
-        .ok()
+pub(super) fn claim_vip(name: &str) -> Option<IpAddr> {
+    crate::election::parse_name_part(name.strip_prefix(CLAIM_PREFIX)?)
 }
 
 /// The holder of a lease; an empty holder is no holder (a cleared claim).
@@ -51,7 +49,7 @@ pub(super) fn rv_num(l: &Lease) -> u64 {
 }
 
 /// A new claim of `vip`, held by `me` from `now`.
-pub(super) fn new_claim(vip: Ipv4Addr, me: &str, ns: &str, now: MicroTime) -> Lease {
+pub(super) fn new_claim(vip: IpAddr, me: &str, ns: &str, now: MicroTime) -> Lease {
     Lease {
         metadata: ObjectMeta {
             name: Some(claim_name(vip)),
@@ -90,13 +88,16 @@ pub(super) fn clear_claim(l: &mut Lease, now: MicroTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn names_are_object_names_and_parse_back() {
-        let v = Ipv4Addr::new(192, 0, 2, 10);
+        let v = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
         assert_eq!(claim_name(v), "vip-claim-192-0-2-10");
         assert_eq!(claim_vip(&claim_name(v)), Some(v));
         assert_eq!(node_lease_name("node-1"), "vip-node-node-1");
         assert_eq!(claim_vip("vip-node-x"), None);
+        let v6: IpAddr = "2001:db8::100".parse().unwrap();
+        assert_eq!(claim_vip(&claim_name(v6)), Some(v6));
     }
 }

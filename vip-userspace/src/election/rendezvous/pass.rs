@@ -2,7 +2,7 @@
 //! stop *before* any API call, confirm lapses with fresh reads, then make the writes. The
 //! order matters for the fence: `held` shrinks first, and a takeover is only written after a
 //! GET of the owner's node lease agrees that it lapsed.
-use std::{net::Ipv4Addr, time::Instant};
+use std::{net::IpAddr, time::Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 
@@ -17,7 +17,7 @@ use super::{
 
 impl State {
     /// One placement pass: decide, write (in parallel), record what came back.
-    pub(super) async fn pass(&mut self, wanted: &Wanted, applied: &[Ipv4Addr], able: bool) {
+    pub(super) async fn pass(&mut self, wanted: &Wanted, applied: &[IpAddr], able: bool) {
         let session = self.fence.session();
         if session.is_some() && self.first_live.is_none() {
             self.first_live = Some(Instant::now());
@@ -57,7 +57,7 @@ impl State {
     }
 
     /// VIPs that are not ours any more, or that we release, leave `held` at once.
-    fn stop_serving_first(&self, steps: &[(Ipv4Addr, Step)], not_ours: &[Ipv4Addr]) {
+    fn stop_serving_first(&self, steps: &[(IpAddr, Step)], not_ours: &[IpAddr]) {
         let releasing = steps.iter().any(|(_, s)| *s == Step::Release);
         if not_ours.is_empty() && !releasing {
             return;
@@ -74,7 +74,7 @@ impl State {
     }
 
     /// The writes for the wanted VIPs' steps (a takeover only once the lapse is confirmed).
-    async fn claim_actions(&mut self, steps: Vec<(Ipv4Addr, Step)>) -> Vec<Action> {
+    async fn claim_actions(&mut self, steps: Vec<(IpAddr, Step)>) -> Vec<Action> {
         let mut actions = Vec::new();
         for (vip, step) in steps {
             match step {
@@ -107,7 +107,7 @@ impl State {
         let claims = &self.claims;
         self.unwanted
             .retain(|v, _| claims.contains_key(v) && !wanted.contains_key(v));
-        let stale: Vec<(Ipv4Addr, Lease)> = self
+        let stale: Vec<(IpAddr, Lease)> = self
             .claims
             .iter()
             .filter(|(v, _)| !wanted.contains_key(v))
@@ -138,7 +138,7 @@ impl State {
 
     /// Hand on the claims of released VIPs the data plane has dropped (or that waited
     /// [`RETIRE_WAIT`]); a release whose claim is no longer ours is simply over.
-    fn due_actions(&mut self, wanted: &Wanted, applied: &[Ipv4Addr]) -> Vec<Action> {
+    fn due_actions(&mut self, wanted: &Wanted, applied: &[IpAddr]) -> Vec<Action> {
         let mut actions = Vec::new();
         for vip in due(&self.releasing, applied) {
             if applied.contains(&vip) {

@@ -1,15 +1,15 @@
 //! Rendezvous (highest random weight) hashing: which node a VIP prefers among the eligible
 //! live nodes. Pure and version-stable, because every node computes the same placement on its
 //! own and must agree without talking.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-/// The VIP's weight on `node`: FNV-1a over the VIP's octets and the node name, then the
+/// The VIP's weight on `node`: FNV-1a over the VIP's octets (4 or 16) and the node name, then the
 /// splitmix64 finaliser (hand-written: it must never change between versions or nodes,
 /// which std's hashers do not promise).
-pub fn weight(vip: Ipv4Addr, node: &str) -> u64 {
+pub fn weight(vip: IpAddr, node: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in vip
-        .octets()
+    for b in crate::net::octets(vip)
+        .as_ref()
         .iter()
         .chain([0xffu8].iter())
         .chain(node.as_bytes())
@@ -24,7 +24,7 @@ pub fn weight(vip: Ipv4Addr, node: &str) -> u64 {
 
 /// The rendezvous choice for `vip` among `nodes` (ties, practically impossible, go to the
 /// greater name).
-pub fn choose<'a>(vip: Ipv4Addr, nodes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn choose<'a>(vip: IpAddr, nodes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     nodes.into_iter().max_by_key(|n| (weight(vip, n), *n))
 }
 
@@ -33,20 +33,21 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn weights_are_stable_across_versions() {
         // Fixed values: every node, every release, must agree on the placement.
         assert_eq!(
-            weight(Ipv4Addr::new(192, 0, 2, 10), "node-a"),
-            weight(Ipv4Addr::new(192, 0, 2, 10), "node-a")
+            weight(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), "node-a"),
+            weight(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), "node-a")
         );
         assert_ne!(
-            weight(Ipv4Addr::new(192, 0, 2, 10), "node-a"),
-            weight(Ipv4Addr::new(192, 0, 2, 10), "node-b")
+            weight(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), "node-a"),
+            weight(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), "node-b")
         );
         assert_eq!(
-            weight(Ipv4Addr::new(192, 0, 2, 10), "node-a"),
+            weight(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), "node-a"),
             WEIGHT_192_0_2_10_NODE_A
         );
     }
@@ -57,8 +58,8 @@ mod tests {
     #[test]
     fn rendezvous_spreads_and_moves_only_what_it_must() {
         let nodes = ["n1", "n2", "n3"];
-        let vips: Vec<Ipv4Addr> = (0..3000u32)
-            .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+        let vips: Vec<IpAddr> = (0..3000u32)
+            .map(|i| IpAddr::from(Ipv4Addr::from(0x0a00_0000 + i)))
             .collect();
         let mut count = BTreeMap::new();
         for v in &vips {

@@ -4,7 +4,7 @@
 //! reads a node lease again only where the rule asks whether it lapsed.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -27,7 +27,7 @@ pub(super) struct View {
     /// Live nodes, this one included while its fence holds.
     pub(super) live: BTreeSet<String>,
     /// What this node serves, and in which fence session its claim was written.
-    pub(super) serving: BTreeMap<Ipv4Addr, u64>,
+    pub(super) serving: BTreeMap<IpAddr, u64>,
 }
 
 /// What a pass decided for one VIP (before reading or writing anything).
@@ -56,8 +56,8 @@ pub(super) enum Stale {
 /// The steps for the wanted VIPs, and the VIPs this node serves but no longer owns.
 #[derive(Debug, Default)]
 pub(super) struct Decision {
-    pub(super) steps: Vec<(Ipv4Addr, Step)>,
-    pub(super) not_ours: Vec<Ipv4Addr>,
+    pub(super) steps: Vec<(IpAddr, Step)>,
+    pub(super) not_ours: Vec<IpAddr>,
 }
 
 impl View {
@@ -66,8 +66,8 @@ impl View {
     pub(super) fn decide(
         &self,
         wanted: &Wanted,
-        claims: &BTreeMap<Ipv4Addr, Lease>,
-        releasing: &BTreeMap<Ipv4Addr, Instant>,
+        claims: &BTreeMap<IpAddr, Lease>,
+        releasing: &BTreeMap<IpAddr, Instant>,
     ) -> Decision {
         let mut d = Decision::default();
         for (vip, eligible) in wanted {
@@ -90,7 +90,7 @@ impl View {
     /// if it is free or its owner may have lapsed.
     fn step(
         &self,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         eligible: Option<&BTreeSet<String>>,
         claim: Option<&Lease>,
     ) -> Option<Step> {
@@ -130,9 +130,9 @@ impl View {
     /// nodes, once nobody can be serving it: free, ours from before, or its holder lapsed.
     pub(super) fn stale(
         &self,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         claim: &Lease,
-        unwanted: &mut BTreeMap<Ipv4Addr, Instant>,
+        unwanted: &mut BTreeMap<IpAddr, Instant>,
     ) -> Stale {
         let me = self.me.as_str();
         let owner = holder(claim);
@@ -158,7 +158,7 @@ impl View {
 }
 
 /// Releases whose VIP the data plane has dropped (or that waited long enough).
-pub(super) fn due(releasing: &BTreeMap<Ipv4Addr, Instant>, applied: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+pub(super) fn due(releasing: &BTreeMap<IpAddr, Instant>, applied: &[IpAddr]) -> Vec<IpAddr> {
     releasing
         .iter()
         .filter(|(v, at)| !applied.contains(v) || at.elapsed() >= RETIRE_WAIT)
@@ -170,7 +170,7 @@ pub(super) fn due(releasing: &BTreeMap<Ipv4Addr, Instant>, applied: &[Ipv4Addr])
 /// otherwise. `None`: the claim is not ours (any more), nothing to release.
 pub(super) fn release_action(
     me: &str,
-    vip: Ipv4Addr,
+    vip: IpAddr,
     claim: Option<&Lease>,
     still_wanted: bool,
 ) -> Option<Action> {
@@ -189,8 +189,9 @@ mod tests {
     };
 
     use super::*;
+    use std::net::Ipv4Addr;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 
     fn claim(holder: Option<&str>) -> Lease {
         Lease {
@@ -232,7 +233,7 @@ mod tests {
             eligible.map(|e| e.iter().map(|n| n.to_string()).collect()),
         )]
         .into();
-        let claims: BTreeMap<Ipv4Addr, Lease> = c.into_iter().map(|c| (VIP, c)).collect();
+        let claims: BTreeMap<IpAddr, Lease> = c.into_iter().map(|c| (VIP, c)).collect();
         v.decide(&wanted, &claims, &BTreeMap::new())
     }
 
@@ -334,7 +335,7 @@ mod tests {
         ));
         assert!(release_action("n1", VIP, Some(&claim(Some("n2"))), true).is_none());
         assert!(release_action("n1", VIP, None, true).is_none());
-        let releasing: BTreeMap<Ipv4Addr, Instant> = [(VIP, Instant::now())].into();
+        let releasing: BTreeMap<IpAddr, Instant> = [(VIP, Instant::now())].into();
         assert!(due(&releasing, &[VIP]).is_empty());
         assert_eq!(due(&releasing, &[]), vec![VIP]);
     }

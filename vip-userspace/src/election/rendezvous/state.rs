@@ -3,7 +3,7 @@
 //! releases in progress. Here too: how a watch event updates the caches.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -19,10 +19,10 @@ use super::{
 use crate::election::lease::{Fence, LeaseConfig};
 
 /// VIPs this node serves: claim written (or re-written) by us in fence session `.1`.
-pub(super) type Serving = Arc<Mutex<BTreeMap<Ipv4Addr, u64>>>;
+pub(super) type Serving = Arc<Mutex<BTreeMap<IpAddr, u64>>>;
 
 /// The VIPs served in the current fence session (none while the fence is closed).
-pub(super) fn served(serving: &Serving, fence: &Fence) -> BTreeSet<Ipv4Addr> {
+pub(super) fn served(serving: &Serving, fence: &Fence) -> BTreeSet<IpAddr> {
     let Some(s) = fence.session() else {
         return BTreeSet::new();
     };
@@ -37,7 +37,7 @@ pub(super) fn served(serving: &Serving, fence: &Fence) -> BTreeSet<Ipv4Addr> {
         .unwrap_or_default()
 }
 
-pub(super) fn publish(tx: &watch::Sender<BTreeSet<Ipv4Addr>>, now: BTreeSet<Ipv4Addr>) {
+pub(super) fn publish(tx: &watch::Sender<BTreeSet<IpAddr>>, now: BTreeSet<IpAddr>) {
     tx.send_if_modified(|h| {
         let changed = *h != now;
         *h = now;
@@ -47,7 +47,7 @@ pub(super) fn publish(tx: &watch::Sender<BTreeSet<Ipv4Addr>>, now: BTreeSet<Ipv4
 
 pub(super) struct State {
     /// Published at once whenever a VIP stops being served (before any API call).
-    pub(super) held: Arc<watch::Sender<BTreeSet<Ipv4Addr>>>,
+    pub(super) held: Arc<watch::Sender<BTreeSet<IpAddr>>>,
     /// Some VIP was wanted once: until then (the daemon's first view of the Services may
     /// still be coming) no claim is cleaned up as belonging to a VIP that no longer exists.
     pub(super) wanted_ever: bool,
@@ -55,12 +55,12 @@ pub(super) struct State {
     pub(super) cfg: LeaseConfig,
     pub(super) fence: Arc<Fence>,
     pub(super) serving: Serving,
-    pub(super) claims: BTreeMap<Ipv4Addr, Lease>,
+    pub(super) claims: BTreeMap<IpAddr, Lease>,
     pub(super) nodes: Nodes,
     /// Released VIPs (out of `held`) waiting for the data plane before their claim is cleared.
-    pub(super) releasing: BTreeMap<Ipv4Addr, Instant>,
+    pub(super) releasing: BTreeMap<IpAddr, Instant>,
     /// Claims of VIPs not wanted any more, and since when (own clock).
-    pub(super) unwanted: BTreeMap<Ipv4Addr, Instant>,
+    pub(super) unwanted: BTreeMap<IpAddr, Instant>,
     /// The watch has listed every Lease once: until then absence means nothing.
     pub(super) synced: bool,
     /// When this node's node lease was first held: free VIPs are claimed only a couple of
@@ -70,7 +70,7 @@ pub(super) struct State {
 
 impl State {
     pub(super) fn new(
-        held: Arc<watch::Sender<BTreeSet<Ipv4Addr>>>,
+        held: Arc<watch::Sender<BTreeSet<IpAddr>>>,
         api: Api<Lease>,
         cfg: LeaseConfig,
         fence: Arc<Fence>,
@@ -106,7 +106,7 @@ impl State {
     }
 
     /// The VIPs whose claim this node holds (as last seen).
-    pub(super) fn ours(&self) -> Vec<Ipv4Addr> {
+    pub(super) fn ours(&self) -> Vec<IpAddr> {
         self.claims
             .iter()
             .filter(|(_, c)| holder(c) == Some(self.me()))
@@ -114,14 +114,14 @@ impl State {
             .collect()
     }
 
-    pub(super) fn stop_serving(&self, vip: Ipv4Addr) {
+    pub(super) fn stop_serving(&self, vip: IpAddr) {
         if let Ok(mut s) = self.serving.lock() {
             s.remove(&vip);
         }
     }
 
     /// Stop serving `vip` now; its claim is handed on once the data plane dropped it.
-    pub(super) fn release(&mut self, vip: Ipv4Addr) {
+    pub(super) fn release(&mut self, vip: IpAddr) {
         self.stop_serving(vip);
         self.releasing.entry(vip).or_insert_with(Instant::now);
     }

@@ -10,7 +10,7 @@
 //!
 //! The watchdog is a separate task so `held` follows the fence whatever the pass is waiting
 //! on; the pass itself runs on the task's loop, after every input change and every tick.
-use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -33,7 +33,7 @@ use crate::election::lease::{Fence, LeaseConfig, LeaseElector};
 pub(super) struct Inputs {
     pub(super) wanted: watch::Receiver<Wanted>,
     /// The VIPs in the data plane.
-    pub(super) applied: watch::Receiver<Vec<Ipv4Addr>>,
+    pub(super) applied: watch::Receiver<Vec<IpAddr>>,
     /// False while the uplink is gone.
     pub(super) able: watch::Receiver<bool>,
     pub(super) stop: watch::Receiver<bool>,
@@ -43,7 +43,7 @@ pub(super) async fn run(
     client: kube::Client,
     base: LeaseConfig,
     node: LeaseElector,
-    held: watch::Sender<BTreeSet<Ipv4Addr>>,
+    held: watch::Sender<BTreeSet<IpAddr>>,
     mut inp: Inputs,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &base.namespace);
@@ -95,7 +95,7 @@ pub(super) async fn run(
 
 /// `held` follows the fence within 10 ms, whatever the pass is waiting on.
 fn spawn_watchdog(
-    held: Arc<watch::Sender<BTreeSet<Ipv4Addr>>>,
+    held: Arc<watch::Sender<BTreeSet<IpAddr>>>,
     fence: Arc<Fence>,
     serving: Serving,
 ) -> tokio::task::JoinHandle<()> {

@@ -2,7 +2,7 @@
 //! its [`Outcome`] recorded in the caches. Every write is conditional (a create fails if the
 //! claim exists, a replace carries the resourceVersion read, a delete has it as its
 //! precondition), so of two nodes writing one claim only one succeeds.
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use futures::{stream, StreamExt};
 use k8s_openapi::{
@@ -21,23 +21,23 @@ use super::{
 
 /// One claim write to make, on the claim as last seen.
 pub(super) enum Action {
-    Create(Ipv4Addr),
+    Create(IpAddr),
     /// Take the claim (free, or its holder lapsed), or re-write ours in a new session.
-    Write(Ipv4Addr, Lease),
+    Write(IpAddr, Lease),
     /// Release: clear the holder (VIP still exists) or delete the claim.
-    Clear(Ipv4Addr, Lease),
-    Delete(Ipv4Addr, Lease),
+    Clear(IpAddr, Lease),
+    Delete(IpAddr, Lease),
 }
 
 pub(super) enum Outcome {
     /// Ours now, in the session the write was made in.
-    Claimed(Ipv4Addr, Lease, u64),
+    Claimed(IpAddr, Lease, u64),
     /// Released (cleared, deleted, or already gone / changed by someone else).
-    Released(Ipv4Addr, Option<Lease>),
+    Released(IpAddr, Option<Lease>),
     /// Someone else wrote first (409): the claim as read again just after (`None`: absent or
     /// unreadable), so a missed watch event cannot make us retry a stale write forever.
-    Lost(Ipv4Addr, Option<Option<Lease>>),
-    Failed(Ipv4Addr, String),
+    Lost(IpAddr, Option<Option<Lease>>),
+    Failed(IpAddr, String),
 }
 
 /// What every write needs: the API, who we are, where, and how long a call may take.
@@ -95,7 +95,7 @@ impl Writer {
 
     async fn replace(
         &self,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         l: &Lease,
     ) -> Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed> {
         let pp = PostParams::default();
@@ -104,7 +104,7 @@ impl Writer {
 
     async fn claimed(
         &self,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         r: Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed>,
         session: u64,
     ) -> Outcome {
@@ -126,7 +126,7 @@ impl Writer {
 
     fn released<T>(
         &self,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         r: Result<Result<Option<Lease>, kube::Error>, T>,
     ) -> Outcome {
         match r {

@@ -2,7 +2,7 @@
 //! the Events it sends — those a recompute decides on, and the data plane's reports (a
 //! service it could not place, another host claiming a VIP) that reach the Services through
 //! the cache.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
@@ -64,7 +64,7 @@ impl Controller {
             .svcs
             .iter()
             .filter(|(_, c)| {
-                c.svc.status.contains(&IpAddr::V4(what.vip))
+                c.svc.status.contains(&what.vip)
                     && c.svc.ports.iter().any(|p| {
                         p.port == i32::from(what.port)
                             && p.protocol
@@ -82,7 +82,7 @@ impl Controller {
 
     /// Another host claims a VIP this node owns (seen by XDP): a Warning on every Service
     /// with that address, or on this Node for a VIP no Service has (the control plane's).
-    pub fn conflict_event(&mut self, vip: Ipv4Addr, mac: [u8; 6]) {
+    pub fn conflict_event(&mut self, vip: IpAddr, mac: [u8; 6]) {
         let mac = mac.map(|b| format!("{b:02x}")).join(":");
         let message = format!(
             "host {mac} claims {vip}, which node {} owns; re-announcing (check for a duplicate address)",
@@ -91,7 +91,7 @@ impl Controller {
         let on: Vec<(Key, Svc)> = self
             .svcs
             .iter()
-            .filter(|(_, c)| c.svc.status.contains(&IpAddr::V4(vip)))
+            .filter(|(_, c)| c.svc.status.contains(&vip))
             .map(|(k, c)| (k.clone(), c.svc.clone()))
             .collect();
         if on.is_empty() {

@@ -3,7 +3,7 @@
 //! resync. Each input only marks the Services it touches dirty; the work is done by `step`.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use k8s_openapi::api::{
@@ -232,7 +232,7 @@ impl Controller {
 
     /// VIPs this node has applied in its data plane (holder annotations follow them): the
     /// Services on VIPs that came or went are looked at again.
-    pub fn set_held(&mut self, held: BTreeSet<Ipv4Addr>) {
+    pub fn set_held(&mut self, held: BTreeSet<IpAddr>) {
         if held == self.held {
             return;
         }

@@ -25,7 +25,7 @@
 //! ```
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use kube::Client;
@@ -68,7 +68,7 @@ pub struct Controller {
     bad_annotations: BTreeMap<Key, String>,
     /// Served Services.
     svcs: BTreeMap<Key, Cached>,
-    /// IPv4 EndpointSlices by (namespace, name), and their names by Service.
+    /// IPv4 and IPv6 EndpointSlices by (namespace, name), and their names by Service.
     slices: HashMap<Key, Slice>,
     by_service: HashMap<Key, BTreeSet<String>>,
     /// Relists in progress (watch restarted): the caches are replaced at their end.
@@ -85,11 +85,11 @@ pub struct Controller {
     /// The service each id is served as (its first contributor's): the view's list.
     winners: BTreeMap<crate::model::ServiceId, ModelService>,
     with_address: usize,
-    by_vip: HashMap<Ipv4Addr, BTreeSet<Key>>,
+    by_vip: HashMap<IpAddr, BTreeSet<Key>>,
     dirty: BTreeSet<Key>,
     full: bool,
     leader: bool,
-    held: BTreeSet<Ipv4Addr>,
+    held: BTreeSet<IpAddr>,
     sent: HashMap<Key, Sent>,
     counters: Counters,
     writer: Option<Writer>,

@@ -2,7 +2,7 @@
 //! its BGP route policies and its model, kept as its result. Each step is a method taking
 //! the Service it works on as a `Subject`, in the order the result depends on them: the
 //! addresses first, since the holder, the routes and the model all follow from them.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use super::{view::Computed, Controller, Key, PassReport, Svc};
 use crate::k8s::{
@@ -51,17 +51,15 @@ impl Controller {
             self.ipam.restore(&s.request, &ips);
             self.known.insert(k.clone());
         }
-        let v4: Vec<Ipv4Addr> = ips
+        let vips: Vec<IpAddr> = ips
             .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(v) => Some(*v),
-                IpAddr::V6(_) => None,
-            })
+            .copied()
+            .filter(|ip| crate::config::vip_allowed(*ip).is_ok())
             .collect();
-        self.announce_holder(&t, &v4, report);
+        self.announce_holder(&t, &vips, report);
         let own_policy = self.own_policy(&t);
-        let routes = self.routes(&v4, &own_policy);
-        let result = self.computed(&t, v4, routes, !ips.is_empty());
+        let routes = self.routes(&vips, &own_policy);
+        let result = self.computed(&t, vips, routes, !ips.is_empty());
         self.set_result(k, Some(result));
     }
 
@@ -129,9 +127,9 @@ impl Controller {
 
     /// The holder annotation (and an OwnerChanged Event) when this node holds one of the
     /// Service's VIPs and the annotation names another or none.
-    fn announce_holder(&mut self, t: &Subject, v4: &[Ipv4Addr], report: &mut PassReport) {
+    fn announce_holder(&mut self, t: &Subject, vips: &[IpAddr], report: &mut PassReport) {
         let k = t.key;
-        let holds = v4.iter().any(|v| self.held.contains(v));
+        let holds = vips.iter().any(|v| self.held.contains(v));
         let before = t.svc.holder.as_deref();
         if !holds || before == Some(self.cfg.node.as_str()) {
             return;
@@ -183,16 +181,12 @@ impl Controller {
     /// Per VIP, its pool's policy refined by the Service's own (VIPs with none are left out).
     fn routes(
         &self,
-        v4: &[Ipv4Addr],
+        vips: &[IpAddr],
         own_policy: &crate::bgp::RoutePolicy,
-    ) -> Vec<(Ipv4Addr, crate::bgp::RoutePolicy)> {
+    ) -> Vec<(IpAddr, crate::bgp::RoutePolicy)> {
         let mut routes = Vec::new();
-        for v in v4 {
-            let p = self
-                .ipam
-                .pools()
-                .bgp_policy(IpAddr::V4(*v))
-                .merged(own_policy);
+        for v in vips {
+            let p = self.ipam.pools().bgp_policy(*v).merged(own_policy);
             if p != crate::bgp::RoutePolicy::default() {
                 routes.push((*v, p));
             }
@@ -204,8 +198,8 @@ impl Controller {
     fn computed(
         &self,
         t: &Subject,
-        v4: Vec<Ipv4Addr>,
-        routes: Vec<(Ipv4Addr, crate::bgp::RoutePolicy)>,
+        vips: Vec<IpAddr>,
+        routes: Vec<(IpAddr, crate::bgp::RoutePolicy)>,
         with_address: bool,
     ) -> Computed {
         let k = t.key;
@@ -216,13 +210,13 @@ impl Controller {
             .flatten()
             .filter_map(|n| self.slices.get(&(k.0.clone(), n.clone())));
         let ready = ready_nodes(t.svc, mine.clone());
-        let (services, eligible) = compute_model(t.svc, mine, &v4, &self.cfg.node);
+        let (services, eligible) = compute_model(t.svc, mine, &vips, &self.cfg.node);
         Computed {
             services,
             eligible,
             ready,
             with_address,
-            v4,
+            vips,
             routes,
         }
     }

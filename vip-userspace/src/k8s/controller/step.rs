@@ -2,7 +2,7 @@
 //! failing ones try again), then every dirty Service is recomputed and the view rebuilt from
 //! the kept results if any changed. Also the whole-list `pass` that tests and one-shot
 //! callers drive the same steps with.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Service},
@@ -118,7 +118,7 @@ impl Controller {
         slices: &[EndpointSlice],
         pools: Option<&ConfigMap>,
         leader: bool,
-        held: &BTreeSet<Ipv4Addr>,
+        held: &BTreeSet<IpAddr>,
     ) -> (View, PassReport) {
         for kind in [Kind::Services, Kind::Slices, Kind::Pools] {
             self.init(kind);

@@ -4,7 +4,7 @@
 //! acts on publishes nothing.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use super::{Controller, Key};
@@ -19,14 +19,14 @@ pub struct View {
     /// VIPs of Services with `externalTrafficPolicy: Local`, and whether this node may hold
     /// them: it has a ready endpoint of every such Service on the VIP. Those VIPs are
     /// elected one lease each, among eligible nodes only.
-    pub local: BTreeMap<Ipv4Addr, bool>,
+    pub local: BTreeMap<IpAddr, bool>,
     /// The same VIPs, and every node that may hold each: the nodes (EndpointSlice
     /// `nodeName`) with a ready endpoint of every Local Service on the VIP (rendezvous
     /// election places the VIP among these).
-    pub eligible: BTreeMap<Ipv4Addr, BTreeSet<String>>,
+    pub eligible: BTreeMap<IpAddr, BTreeSet<String>>,
     /// BGP communities / LOCAL_PREF per VIP, from its pool and its Services' annotations
     /// (VIPs without any are absent).
-    pub routes: BTreeMap<Ipv4Addr, crate::bgp::RoutePolicy>,
+    pub routes: BTreeMap<IpAddr, crate::bgp::RoutePolicy>,
 }
 
 /// A Service's computed contribution to the view.
@@ -37,8 +37,8 @@ pub(super) struct Computed {
     pub(super) eligible: Option<bool>,
     /// `externalTrafficPolicy: Local`: the nodes that may (a ready endpoint there).
     pub(super) ready: Option<BTreeSet<String>>,
-    pub(super) v4: Vec<Ipv4Addr>,
-    pub(super) routes: Vec<(Ipv4Addr, crate::bgp::RoutePolicy)>,
+    pub(super) vips: Vec<IpAddr>,
+    pub(super) routes: Vec<(IpAddr, crate::bgp::RoutePolicy)>,
     pub(super) with_address: bool,
 }
 
@@ -48,7 +48,7 @@ impl Computed {
     fn same_around(&self, o: &Computed) -> bool {
         self.eligible == o.eligible
             && self.ready == o.ready
-            && self.v4 == o.v4
+            && self.vips == o.vips
             && self.routes == o.routes
     }
 }
@@ -113,7 +113,7 @@ impl Controller {
             }
         }
         self.with_address -= usize::from(o.with_address);
-        for v in &o.v4 {
+        for v in &o.vips {
             if let Some(set) = self.by_vip.get_mut(v) {
                 set.remove(k);
                 if set.is_empty() {
@@ -134,7 +134,7 @@ impl Controller {
                 .or_insert_with(|| m.clone());
         }
         self.with_address += usize::from(n.with_address);
-        for v in &n.v4 {
+        for v in &n.vips {
             self.by_vip.entry(*v).or_default().insert(k.clone());
         }
     }
@@ -166,14 +166,14 @@ impl Controller {
         };
         for r in self.results.values() {
             if let Some(e) = r.eligible {
-                for v in &r.v4 {
+                for v in &r.vips {
                     // Every Local Service sharing the VIP must have an endpoint here.
                     let cur = view.local.entry(*v).or_insert(true);
                     *cur = *cur && e;
                 }
             }
             if let Some(nodes) = &r.ready {
-                for v in &r.v4 {
+                for v in &r.vips {
                     // Every Local Service sharing the VIP must have an endpoint there.
                     match view.eligible.entry(*v) {
                         std::collections::btree_map::Entry::Vacant(e) => {

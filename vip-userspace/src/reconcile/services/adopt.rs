@@ -2,7 +2,7 @@
 //! once and reads the maps back rather than the configuration: either the services a
 //! previous run left are dropped (`new`), or they are kept exactly as a packet sees them
 //! (`adopt`, the hitless restart) and the in-memory bookkeeping is rebuilt from them.
-use std::{collections::HashMap, net::Ipv4Addr, ops::Range};
+use std::{collections::HashMap, net::IpAddr, ops::Range};
 
 use vip_common::{Config as BpfConfig, ServiceKey, ServiceValue, BACKEND_F_ACTIVE};
 
@@ -165,7 +165,7 @@ impl ServiceSync {
                 .filter(|k| self.applied.get(k).is_some_and(|a| a.mode == b.mode));
             match owner {
                 Some(k) => {
-                    let addr = Ipv4Addr::from(b.addr_be);
+                    let addr = IpAddr::from(b.addr_be);
                     let port = u16::from_be_bytes(b.port_be);
                     self.backend_ids
                         .entry(*k)

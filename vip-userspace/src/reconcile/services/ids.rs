@@ -47,7 +47,7 @@ impl ServiceSync {
         self.maps.backends.set(
             id,
             BackendValue {
-                addr_be: b.addr.octets(),
+                addr_be: super::v4_octets(b.addr),
                 port_be: b.port.to_be_bytes(),
                 mode,
                 _pad: 0,

@@ -21,7 +21,7 @@ mod walk;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use range_alloc::RangeAllocator;
@@ -52,17 +52,27 @@ pub enum ServiceError {
     TooManyBackends(u32),
 }
 
+/// The IPv4 data plane's key of `s`. Only IPv4 services reach this writer (see
+/// `LbSide::apply`); an IPv6 one would key as 0.0.0.0, which no VIP can be.
 pub fn key_of(s: &Service) -> ServiceKey {
     ServiceKey {
-        addr_be: s.vip.octets(),
+        addr_be: v4_octets(s.vip),
         port_be: s.port.to_be_bytes(),
         proto: s.proto.number(),
         _pad: 0,
     }
 }
 
+/// The octets of an IPv4 address (an IPv6 one, which the callers filter out: 0.0.0.0).
+pub(super) fn v4_octets(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(_) => [0; 4],
+    }
+}
+
 /// A backend within its service: (addr, port, mode).
-type BackendKey = (Ipv4Addr, u16, u8);
+type BackendKey = (IpAddr, u16, u8);
 
 struct Applied {
     id: u32,
@@ -152,7 +162,7 @@ impl ServiceSync {
 
     /// Backend id of (addr, port) in any service, as written in the maps (for stats and
     /// tests).
-    pub fn backend_id(&self, addr: Ipv4Addr, port: u16) -> Option<u32> {
+    pub fn backend_id(&self, addr: IpAddr, port: u16) -> Option<u32> {
         self.backend_ids
             .values()
             .flat_map(|m| m.iter())
