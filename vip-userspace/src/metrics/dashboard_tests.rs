@@ -31,7 +31,7 @@ pub(super) fn every_family() -> Scrape {
     Scrape {
         mode: "xdp-native".into(),
         interface: "eth0".into(),
-        owned: vec![vip.into()],
+        owned: vec![vip],
         attachment: Some(Attachment {
             program: "unchanged",
             link_id: 7,
@@ -66,14 +66,14 @@ pub(super) fn every_family() -> Scrape {
             uptime: None,
             flaps: 0,
             prefixes_announced: 1,
-            prefixes: vec![vip.into()],
+            prefixes: vec![vip],
             last_error: None,
             bfd: None,
         }],
         maps: Some(MapsScrape {
             totals: Some(Default::default()),
             per_vip: vec![
-                (vip.into(), VipRow::V4(Default::default())),
+                (vip, VipRow::V4(Default::default())),
                 (
                     "2001:db8::100".parse().unwrap(),
                     VipRow::V6(Default::default()),
