@@ -185,12 +185,13 @@ fn eth0_socket() -> GarpSocket {
     GarpSocket::open(idx).unwrap()
 }
 
-/// `host` claims `ip` as its own: one gratuitous ARP from its eth0, with its MAC.
-pub fn claim(host: &Host, ip: std::net::Ipv4Addr) {
+/// `host` claims `ip` as its own: one gratuitous ARP (IPv6: one unsolicited override NA)
+/// from its eth0, with its MAC.
+pub fn claim(host: &Host, ip: std::net::IpAddr) {
     let mac = parse_mac(&host.mac);
     host.ns.run(move || {
         eth0_socket()
-            .send(&vip_userspace::net::garp::frame(mac, ip.into()))
+            .send(&vip_userspace::net::garp::frame(mac, ip))
             .unwrap();
     });
 }

@@ -1,0 +1,297 @@
+//! An IPv6 VIP with the real daemon on a namespace bed: NDP answered from XDP (multicast
+//! with `ndisc6`, unicast NUD from the client's kernel), the unsolicited NA burst at
+//! acquisition, a claim by another host fought for, local traffic (`ping -6`, TCP) served by
+//! the node's stack, and the kernel fallback (the VIP bound on the uplink without DAD).
+//! Each test builds its own bed and tears it down on drop.
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+mod common;
+use common::{metrics, Daemon};
+use testbed::{
+    has_xdp, parse_mac, poll, require_root_and_bpf, tcp_request, Bed, Capture, Host, TcpServer,
+};
+
+const VIP6: &str = "2001:db8:1::100";
+
+fn vip6() -> Ipv6Addr {
+    VIP6.parse().unwrap()
+}
+
+/// Client and node on the bed's switch, with IPv4 as every bed has and IPv6 addresses in
+/// 2001:db8:1::/64 (`nodad`: usable at once). A third host, `other`, for claims.
+fn bed(tag: &str) -> Bed {
+    require_root_and_bpf();
+    let bed = Bed::new(
+        &format!("v6{tag}"),
+        &[
+            ("client", "192.0.2.10/24"),
+            ("node", "192.0.2.11/24"),
+            ("other", "192.0.2.12/24"),
+        ],
+    );
+    for (role, addr) in [
+        ("client", "2001:db8:1::10/64"),
+        ("node", "2001:db8:1::11/64"),
+        ("other", "2001:db8:1::12/64"),
+    ] {
+        let out = bed
+            .host(role)
+            .ns
+            .ip(&["-6", "addr", "add", addr, "dev", "eth0", "nodad"]);
+        assert!(out.status.success(), "{role}: {out:?}");
+    }
+    bed
+}
+
+fn pin_dir(tag: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/vip-test-{tag}"))
+}
+
+/// `ndisc6` from `host` for `target`: the MAC it was told, or None without an answer.
+fn ndisc6(host: &Host, target: &str) -> Option<String> {
+    // Exits 2 when nobody answers: not an error here.
+    let out = host
+        .ns
+        .command("ndisc6")
+        .args(["-1", "-n", "-r", "2", "-w", "500", target, "eth0"])
+        .output()
+        .unwrap_or_else(|e| panic!("ndisc6 (package ndisc6, `cargo xtask setup`): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Target link-layer address:"))
+        .map(|m| m.trim().to_ascii_lowercase())
+}
+
+fn ping6(host: &Host, target: &str) -> bool {
+    host.ns
+        .command("ping")
+        .args(["-6", "-c", "1", "-W", "2", target])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The client's neighbour entry for `ip`: (lladdr, state), e.g. ("02:..", "REACHABLE").
+fn neigh6(host: &Host, ip: &str) -> Option<(String, String)> {
+    let out = host.ns.ip(&["-6", "neigh", "show", ip, "dev", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mac = words
+        .iter()
+        .position(|w| *w == "lladdr")
+        .and_then(|i| words.get(i + 1))?;
+    Some((mac.to_string(), words.last()?.to_string()))
+}
+
+/// ICMPv6 NDP frames of one type (135 NS, 136 NA) the capture holds, as (IPv6 destination,
+/// NA flags byte, target, Ethernet source).
+fn ndp(cap: &Capture, typ: u8) -> Vec<(Ipv6Addr, u8, Ipv6Addr, [u8; 6])> {
+    cap.frames()
+        .into_iter()
+        .filter(|(_, f)| f.len() >= 78 && f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == typ)
+        .map(|(_, f)| {
+            let dst: [u8; 16] = f[38..54].try_into().unwrap();
+            let target: [u8; 16] = f[62..78].try_into().unwrap();
+            (
+                Ipv6Addr::from(dst),
+                f[58],
+                Ipv6Addr::from(target),
+                f[6..12].try_into().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Unsolicited NAs for the VIP from `mac`: to all-nodes, override set, solicited clear.
+fn unsolicited(cap: &Capture, mac: [u8; 6]) -> usize {
+    let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+    ndp(cap, 136)
+        .into_iter()
+        .filter(|(dst, flags, target, src)| {
+            *dst == all_nodes && *flags == 0x20 && *target == vip6() && *src == mac
+        })
+        .count()
+}
+
+fn vip6_metric(m: &str, name: &str) -> u64 {
+    common::metric(m, &format!("{name}{{vip=\"{VIP6}\"}}"))
+}
+
+/// The IPv6 addresses (with prefix length) on `dev` of `host`.
+fn addrs6(host: &Host, dev: &str) -> Vec<String> {
+    let out = host.ns.ip(&["-o", "-6", "addr", "show", "dev", dev]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "inet6")
+                .nth(1)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+fn bound_on(host: &Host, dev: &str) -> Vec<String> {
+    addrs6(host, dev)
+        .into_iter()
+        .filter(|a| a.starts_with(&format!("{VIP6}/")))
+        .collect()
+}
+
+#[test]
+fn xdp_mode_answers_ndp_announces_and_serves_an_ipv6_vip() {
+    let bed = bed("xdp");
+    let pins = pin_dir("v6xdp");
+    let client = bed.host("client");
+    let node = bed.host("node");
+    let node_mac = parse_mac(&node.mac);
+    let cap = Capture::start(client, 0x86dd);
+    let mut d = Daemon::start(
+        &bed,
+        &[
+            "--vip",
+            VIP6,
+            "--mode",
+            "xdp",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ],
+    );
+    assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the uplink");
+
+    // The burst: unsolicited NAs from the node's MAC, the first one sent before ready.
+    let burst = poll(Duration::from_secs(5), || {
+        let n = unsolicited(&cap, node_mac);
+        (n >= 2).then_some(n)
+    });
+    assert!(burst.is_some(), "no unsolicited NA burst:\n{}", d.logs());
+    // Bound on lo, never on the uplink (where the kernel would answer NS itself).
+    assert_eq!(bound_on(node, "lo"), vec![format!("{VIP6}/128")]);
+    assert!(
+        bound_on(node, "eth0").is_empty(),
+        "{:?}",
+        addrs6(node, "eth0")
+    );
+
+    // A multicast NS (ndisc6) is answered by XDP with the node's MAC.
+    let before = vip6_metric(&metrics(&bed), "vip_vip_ndp_replies_total");
+    assert_eq!(ndisc6(client, VIP6).as_deref(), Some(node.mac.as_str()));
+    let m = metrics(&bed);
+    assert!(vip6_metric(&m, "vip_vip_ndp_replies_total") > before, "{m}");
+    assert!(common::metric(&m, "vip_na_sent_total") >= 2, "{m}");
+
+    // Traffic to the VIP reaches the node's stack: ping and TCP over IPv6.
+    assert!(ping6(client, VIP6), "ping -6 {VIP6}");
+    let _server = TcpServer::start(&node.ns, "[::]:8080".parse().unwrap(), "hello over v6\n");
+    let vip: SocketAddr = format!("[{VIP6}]:8080").parse().unwrap();
+    assert_eq!(tcp_request(&client.ns, vip).unwrap(), "hello over v6\n");
+
+    // Neighbour unreachability detection: a stale entry is probed by unicast NS (to the
+    // VIP itself, at the cached MAC), which XDP answers, and the entry is reachable again.
+    client
+        .ns
+        .sysctl("net.ipv6.neigh.eth0.delay_first_probe_time", "1");
+    let out = client.ns.ip(&[
+        "-6", "neigh", "replace", VIP6, "lladdr", &node.mac, "dev", "eth0", "nud", "stale",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let reachable = poll(Duration::from_secs(10), || {
+        ping6(client, VIP6);
+        neigh6(client, VIP6).filter(|(_, st)| st == "REACHABLE")
+    });
+    assert_eq!(
+        reachable.map(|(mac, _)| mac).as_deref(),
+        Some(node.mac.as_str()),
+        "the stale entry was confirmed by the node"
+    );
+    let solicited: Vec<_> = ndp(&cap, 136)
+        .into_iter()
+        .filter(|(dst, flags, target, src)| {
+            *target == vip6() && *src == node_mac && flags & 0x40 != 0 && !dst.is_multicast()
+        })
+        .collect();
+    assert!(
+        !solicited.is_empty(),
+        "a solicited unicast NA answered the probe"
+    );
+
+    // Stopped: unbound, and nobody answers for the VIP any more.
+    assert!(d.stop().success(), "clean exit:\n{}", d.logs());
+    assert!(bound_on(node, "lo").is_empty());
+    assert_eq!(ndisc6(client, VIP6), None, "still answered after stop");
+}
+
+#[test]
+fn an_ipv6_vip_claimed_by_another_host_is_reannounced() {
+    let bed = bed("cl");
+    let pins = pin_dir("v6cl");
+    let client = bed.host("client");
+    let node = bed.host("node");
+    let node_mac = parse_mac(&node.mac);
+    let cap = Capture::start(client, 0x86dd);
+    let d = Daemon::start(
+        &bed,
+        &[
+            "--vip",
+            VIP6,
+            "--mode",
+            "xdp",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ],
+    );
+    // The whole burst (default `garp.count` 5 over 2 s) is out before the claim.
+    poll(Duration::from_secs(10), || {
+        (common::metric(&metrics(&bed), "vip_na_sent_total") == 5).then_some(())
+    })
+    .expect("the burst of 5");
+    let settled = poll(Duration::from_secs(2), || {
+        let n = unsolicited(&cap, node_mac);
+        (n == 5).then_some(n)
+    })
+    .expect("the client saw the burst");
+    common::claim(bed.host("other"), IpAddr::V6(vip6()));
+    let other = bed.host("other").mac.clone();
+    let fought = poll(Duration::from_secs(5), || {
+        (unsolicited(&cap, node_mac) > settled && d.logs().contains(&other)).then_some(())
+    });
+    assert!(
+        fought.is_some(),
+        "not re-announced, or the other host ({other}) not named in the log:\n{}",
+        d.logs()
+    );
+    let m = metrics(&bed);
+    assert!(vip6_metric(&m, "vip_vip_ndp_conflicts_total") >= 1, "{m}");
+}
+
+#[test]
+fn kernel_mode_binds_the_ipv6_vip_without_dad_and_the_kernel_answers() {
+    let bed = bed("k");
+    let client = bed.host("client");
+    let node = bed.host("node");
+    let cap = Capture::start(client, 0x86dd);
+    let mut d = Daemon::start(&bed, &["--vip", VIP6, "--mode", "kernel"]);
+    assert!(!has_xdp(&node.ns, "eth0"), "no XDP in kernel mode");
+    // On the uplink, /128, never tentative (nodad): the kernel answers NS at once.
+    let out = node.ns.ip(&["-6", "addr", "show", "dev", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("{VIP6}/128")))
+        .unwrap_or_else(|| panic!("VIP not on eth0:\n{text}"));
+    assert!(line.contains("nodad"), "{line}");
+    assert!(!line.contains("tentative"), "{line}");
+    assert_eq!(ndisc6(client, VIP6).as_deref(), Some(node.mac.as_str()));
+    assert!(ping6(client, VIP6), "ping -6 {VIP6}");
+    let burst = poll(Duration::from_secs(5), || {
+        (unsolicited(&cap, parse_mac(&node.mac)) >= 1).then_some(())
+    });
+    assert!(burst.is_some(), "kernel mode announces too:\n{}", d.logs());
+    assert!(d.stop().success(), "clean exit:\n{}", d.logs());
+    assert!(bound_on(node, "eth0").is_empty(), "unbound at stop");
+}
