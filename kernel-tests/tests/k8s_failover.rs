@@ -678,3 +678,143 @@ fn services_beyond_the_data_plane_limit_fail_alone() {
     assert!(d.stop().success(), "{}", d.logs());
     cl.remove_dir();
 }
+
+/// The IPv6 addresses the dual-stack test gives the bed's hosts (`nodad`: usable at once).
+fn add_ipv6(bed: &Bed) {
+    for (role, addr) in [
+        ("client", "2001:db8:1::10/64"),
+        ("node1", "2001:db8:1::11/64"),
+        ("node2", "2001:db8:1::12/64"),
+    ] {
+        bed.host(role)
+            .ns
+            .ip(&["-6", "addr", "add", addr, "dev", "eth0", "nodad"]);
+    }
+}
+
+/// `ndisc6` from `host`: the MAC that answered for `target`, lowercase.
+fn ndisc6(host: &testbed::Host, target: &str) -> Option<String> {
+    let out = host
+        .ns
+        .command("ndisc6")
+        .args(["-1", "-n", "-r", "2", "-w", "500", target, "eth0"])
+        .output()
+        .unwrap_or_else(|e| panic!("ndisc6 (package ndisc6, `cargo xtask setup`): {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Target link-layer address:"))
+        .map(|m| m.trim().to_ascii_lowercase())
+}
+
+/// The lladdr of the client's IPv6 neighbour entry for `ip`.
+fn neigh6_mac(host: &testbed::Host, ip: &str) -> Option<String> {
+    let out = host.ns.ip(&["-6", "neigh", "show", ip, "dev", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "lladdr")?;
+    words.get(i + 1).map(|m| m.to_string())
+}
+
+#[test]
+fn dual_stack_service_is_answered_on_both_families_and_its_ipv6_vip_moves_on_failover() {
+    let cl = Cluster::new("vds", &[]);
+    let bed = &cl.bed;
+    add_ipv6(bed);
+    let mut svc = lb_service("web", 80, "Cluster");
+    // What the API server fills in for `ipFamilyPolicy: RequireDualStack`.
+    svc["spec"]["ipFamilyPolicy"] = "RequireDualStack".into();
+    svc["spec"]["ipFamilies"] = serde_json::json!(["IPv4", "IPv6"]);
+    cl.create(vec![
+        pool("192.0.2.200-192.0.2.201,2001:db8:1::200-2001:db8:1::201"),
+        svc,
+    ]);
+    let mut servers = Vec::new();
+    let mut daemons = std::collections::BTreeMap::new();
+    for n in ["node1", "node2"] {
+        // `[::]` takes IPv4 too (v4-mapped): one listener serves both families.
+        servers.push(testbed::TcpServer::start(
+            &bed.host(n).ns,
+            "[::]:80".parse().unwrap(),
+            &format!("{n}\n"),
+        ));
+        daemons.insert(n, cl.daemon(n, "", "  services: true\n"));
+    }
+    let server = cl.server();
+    let ips = poll(Duration::from_secs(15), || {
+        let ingress = server.objects("services")[0]["status"]["loadBalancer"]["ingress"].clone();
+        let ips: Vec<String> = ingress
+            .as_array()?
+            .iter()
+            .filter_map(|i| i["ip"].as_str().map(str::to_string))
+            .collect();
+        (ips.len() == 2).then_some(ips)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "both addresses in the status:\n{:?}\n{}",
+            server.objects("services")[0]["status"],
+            daemons["node1"].logs()
+        )
+    });
+    assert_eq!(
+        ips,
+        vec!["192.0.2.200", "2001:db8:1::200"],
+        "one per family, lowest first"
+    );
+    let (v4, v6) = (ips[0].clone(), ips[1].clone());
+    let holder = poll(Duration::from_secs(10), || {
+        server.objects("services")[0]["metadata"]["annotations"]["vip.dev/holder"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("holder annotated");
+    let other = if holder == "node1" { "node2" } else { "node1" };
+    let client = bed.host("client");
+    // The holder answers both families and serves both (local mode: its own stack).
+    let mac = poll(Duration::from_secs(10), || testbed::arping(client, &v4)).expect("ARP");
+    assert_eq!(mac, bed.host(&holder).mac);
+    assert_eq!(
+        ndisc6(client, &v6).as_deref(),
+        Some(bed.host(&holder).mac.as_str()),
+        "NDP answered by the holder"
+    );
+    let v6_addr: SocketAddr = format!("[{v6}]:80").parse().unwrap();
+    assert_eq!(
+        testbed::tcp_request(&client.ns, v6_addr).unwrap(),
+        format!("{holder}\n")
+    );
+    let m = common::metrics_of(bed, &holder);
+    assert!(
+        m.contains(&format!("vip_vip_owner{{vip=\"{v6}\"}} 1")),
+        "{m}"
+    );
+    assert_eq!(
+        neigh6_mac(client, &v6).as_deref(),
+        Some(bed.host(&holder).mac.as_str())
+    );
+
+    // The holder stops: the other node takes over, and its unsolicited NA moves the
+    // client's cached entry (no new solicitation needed: the entry is still fresh).
+    let mut old = daemons.remove(holder.as_str()).unwrap();
+    assert!(old.stop().success(), "{}", old.logs());
+    let moved = poll(Duration::from_secs(10), || {
+        (neigh6_mac(client, &v6).as_deref() == Some(bed.host(other).mac.as_str())).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "client's entry for {v6} still {:?}:\n{}",
+        neigh6_mac(client, &v6),
+        daemons[other].logs()
+    );
+    assert_eq!(
+        testbed::tcp_request(&client.ns, v6_addr).unwrap(),
+        format!("{other}\n")
+    );
+    let m = common::metrics_of(bed, other);
+    assert!(common::metric(&m, "vip_na_sent_total") >= 1, "{m}");
+    for (_, mut d) in daemons {
+        assert!(d.stop().success(), "{}", d.logs());
+    }
+    drop(servers);
+    cl.remove_dir();
+}
