@@ -885,9 +885,9 @@ fn frr_bgpd_receives_host_route() {
     assert!(gone.is_some(), "FRR kept the route after shutdown()");
 }
 
-/// The daemon itself (`vip run` with a `bgp:` section): announces the VIPs it owns with its
-/// own address as next hop, reports the session in its metrics, and on SIGTERM withdraws
-/// them and closes the session.
+/// The daemon itself (`vip run` with a `bgp:` section): announces the VIPs it owns, an IPv4
+/// /32 and an IPv6 /128 (MP_REACH, `bgp.next_hop_v6`), with its own addresses as next hops,
+/// reports the session in its metrics, and on SIGTERM withdraws them and closes the session.
 #[test]
 fn daemon_announces_owned_vips_and_withdraws_on_sigterm() {
     daemon_announces(
@@ -913,8 +913,10 @@ fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("vip.yaml");
     let mut d = common::Daemon::start_with_config(&link.bed, "node", &cfg, &format!(
-            "interface: eth0\n{mode}vips: [{VIP4}]\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n{bgp_extra}  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
+            "interface: eth0\n{mode}vips: [{VIP4}, '{}']\nbgp:\n  local_as: {NODE_AS}\n  router_id: {}\n  next_hop_v6: '{}'\n{bgp_extra}  peers:\n    - {{address: {}, remote_as: {ROUTER_AS}}}\n",
+            vip6(),
             link.node_addr(),
+            link.node_addr6(),
             link.rt_addr()
         ));
     let route = poll(Duration::from_secs(20), || {
@@ -924,6 +926,11 @@ fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
     assert!(
         route.contains(&format!("via {}", link.node_addr())),
         "next hop is the node: {route}"
+    );
+    let r6 = bird.wait_route(&format!("{}/128", vip6()), Duration::from_secs(5));
+    assert!(
+        r6.contains(&format!("BGP.next_hop: {}", link.node_addr6())),
+        "IPv6 next hop is the node's:\n{r6}"
     );
     let metrics = poll(Duration::from_secs(5), || {
         let (_, body) =
@@ -958,6 +965,12 @@ fn daemon_announces(prefix: &str, n: u8, mode: &str, bgp_extra: &str) {
         bird.wait_no_route(&format!("{VIP4}/32"), Duration::from_secs(2))
             .is_some(),
         "withdrawn on SIGTERM:\n{}",
+        bird.log()
+    );
+    assert!(
+        bird.wait_no_route(&format!("{}/128", vip6()), Duration::from_secs(2))
+            .is_some(),
+        "IPv6 withdrawn on SIGTERM:\n{}",
         bird.log()
     );
     let _ = std::fs::remove_dir_all(&dir);
