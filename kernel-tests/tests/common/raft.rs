@@ -29,6 +29,8 @@ pub struct Cluster {
     pub t: Timing,
     /// More `election.raft` lines for every node (each indented by four spaces).
     pub raft_extra: String,
+    /// The `vips:` list every node holds (default: [`VIP`]).
+    pub vips: String,
 }
 
 impl Cluster {
@@ -45,6 +47,18 @@ impl Cluster {
         keys: &[&str],
         extra: &[(&str, &str)],
         raft_extra: &str,
+    ) -> Cluster {
+        Cluster::with_vips(prefix, t, keys, extra, raft_extra, VIP)
+    }
+
+    /// As `with_raft`, every node holding `vips` (a YAML list's items, e.g. `a, 'b'`).
+    pub fn with_vips(
+        prefix: &str,
+        t: Timing,
+        keys: &[&str],
+        extra: &[(&str, &str)],
+        raft_extra: &str,
+        vips: &str,
     ) -> Cluster {
         require_root_and_bpf();
         let mut hosts = vec![
@@ -71,6 +85,7 @@ impl Cluster {
             daemons: Vec::new(),
             t,
             raft_extra: raft_extra.to_string(),
+            vips: vips.to_string(),
         };
         let first = keys.first().copied().unwrap_or("");
         for i in 0..3 {
@@ -108,8 +123,9 @@ impl Cluster {
             .unwrap_or_default();
         let cfg = self.dir.join(format!("{}.yaml", NODES[i]));
         Daemon::start_with_config(&self.bed, NODES[i], &cfg, &format!(
-                "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{VIP}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n{key}{previous}    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n{}",
+                "interface: eth0\nmode: xdp\npin_dir: {}\nvips: [{}]\nelection:\n  mode: raft\n  raft:\n    id: {}\n    peers: {{{}}}\n{key}{previous}    state_dir: {}\n    heartbeat_ms: {}\n    election_timeout_min_ms: {}\n    election_timeout_max_ms: {}\n    lease_ms: {}\n{}",
                 self.pins(i).display(),
+                self.vips,
                 i + 1,
                 peers.join(", "),
                 self.state_dir(i).display(),
