@@ -5,7 +5,7 @@
 //! changes for its own reasons.
 use std::{net::Ipv6Addr, time::Duration};
 
-use crate::{bed::Host, capture::Frame, netns::Netns, process::sh};
+use crate::{bed::Host, capture::Frame, netns::Netns};
 
 /// One Neighbor Solicitation from `host` for `addr` (`ndisc6 -1 -r 1 -w <ms>`), waiting up
 /// to `wait`: the MAC of the Target Link-Layer Address option of the first answer.
