@@ -323,19 +323,32 @@ fn bed_hosts_are_dual_stack_at_once() {
     assert_eq!(tcp_request(&client.ns, v4).expect("TCP over v4"), "hello\n");
 
     let mac = Some(node_mac(node));
-    let reachable = || {
-        poll(Duration::from_secs(5), || {
+    let reachable = |within: Duration| {
+        poll(within, || {
             neighbour6(client, &node.addr6).filter(|n| n.state == "REACHABLE")
         })
     };
-    let n = reachable().expect("client's entry for the node REACHABLE after traffic");
+    // TCP confirmed the entry (upper-layer reachability confirmation).
+    let n = reachable(Duration::from_secs(1)).expect("client's entry for the node REACHABLE");
     assert_eq!(n.lladdr, mac);
     stale_neighbour6(client, &node.addr6);
     let n = neighbour6(client, &node.addr6).expect("entry kept");
     assert_eq!((n.lladdr, n.state.as_str()), (mac, "STALE"));
-    // Traffic on a STALE entry runs NUD (DELAY, a unicast NS) and confirms it again.
+    // Traffic on a STALE entry goes to the old MAC at once and moves it to DELAY; an echo
+    // reply confirms nothing, so the unicast NS waits out delay_first_probe_time (5 s by
+    // default): a client holding a stale entry for a moved VIP keeps sending to the old
+    // MAC that long unless an unsolicited NA with Override corrects it.
+    let first_probe = sysctl(client, "net.ipv6.neigh.eth0.delay_first_probe_time");
+    let sent = std::time::Instant::now();
     assert!(ping6(client, &node.addr6, Duration::from_secs(1)));
-    assert_eq!(reachable().map(|n| n.lladdr), Some(mac));
+    let n = neighbour6(client, &node.addr6).expect("entry kept");
+    assert_eq!((n.lladdr, n.state.as_str()), (mac, "DELAY"));
+    let n = reachable(Duration::from_secs(10)).expect("NUD confirmed the entry within 10 s");
+    eprintln!(
+        "STALE -> DELAY -> REACHABLE {:?} after the ping (delay_first_probe_time {first_probe})",
+        sent.elapsed()
+    );
+    assert_eq!(n.lladdr, mac);
     flush_neighbour6(client, &node.addr6);
     assert_eq!(neighbour6(client, &node.addr6), None);
     set_neighbour6(client, &node.addr6, &node.mac);
