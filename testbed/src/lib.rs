@@ -10,27 +10,36 @@
 //! `ip netns exec`, which also remounts /sys and would hide /sys/fs/bpf from the daemon).
 //!
 //! One file per concern: `netns` (a namespace and getting into it), `bed` (the bridge,
-//! hosts and cable faults), `inspect` (reading a host's network), `servers` (traffic
-//! from inside namespaces), `capture` (AF_PACKET capture), `process` (commands, polling,
-//! child processes). Everything is re-exported here: callers write `testbed::Bed`.
+//! hosts and cable faults), `inspect` (reading a host's network), `ipv6` (NDP probes, the
+//! IPv6 neighbour table, ping, address flags, NAs in a capture), `servers` (traffic from
+//! inside namespaces, either family), `capture` (AF_PACKET capture), `process` (commands,
+//! polling, child processes). Everything is re-exported here: callers write `testbed::Bed`.
+//!
+//! Every host also has an IPv6 twin of its address (`Host::addr6`, `2001:db8:1::10` for
+//! 192.0.2.10; see `bed`).
 #![allow(clippy::new_without_default)]
 
 mod bed;
 mod capture;
 mod inspect;
+mod ipv6;
 mod netns;
 mod process;
 mod servers;
 
 use std::path::{Path, PathBuf};
 
-pub use bed::{make_dsr_backend, Bed, Host};
+pub use bed::{make_dsr_backend, make_dsr_backend6, Bed, Host};
 pub use capture::{Capture, Frame};
 pub use inspect::{addrs, arping, has_xdp, link_mac, neighbour, parse_mac};
+pub use ipv6::{
+    addr6_flags, addrs6, flush_neighbour6, format_mac, mac_bytes, ndisc6, neighbor_adverts,
+    neighbour6, ping6, set_neighbour6, stale_neighbour6, Advert, Neigh6,
+};
 pub use netns::{cleanup_prefix, scoped, Netns};
 pub use process::{cpu_time, poll, sh, Proc};
 pub use servers::{
-    http_get, tcp_request, tcp_requests, udp_request, LongConn, TcpServer, UdpServer,
+    any6, http_get, sock6, tcp_request, tcp_requests, udp_request, LongConn, TcpServer, UdpServer,
 };
 
 /// Panics with a clear message unless we are root and the kernel lets us use BPF.

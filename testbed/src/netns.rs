@@ -96,14 +96,14 @@ impl Drop for Netns {
 }
 
 impl Netns {
-    /// Write an IPv4 sysctl inside this namespace (`net/ipv4/...`).
+    /// Write a sysctl inside this namespace (`net.ipv4...`, `net.ipv6...`).
     pub fn sysctl(&self, key: &str, value: &str) {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         let v = value.to_string();
         self.run(move || std::fs::write(&path, v).unwrap_or_else(|e| panic!("{path}: {e}")));
     }
 
-    /// Read an IPv4 sysctl inside this namespace (`net.ipv4...`), trimmed.
+    /// Read a sysctl inside this namespace (`net.ipv4...`, `net.ipv6...`), trimmed.
     pub fn sysctl_value(&self, key: &str) -> String {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         self.run(move || {

@@ -1,6 +1,11 @@
 //! Traffic from inside namespaces: TCP and UDP servers on backends, and the client side
 //! (one request, many, a long-lived connection, an HTTP GET of a metrics endpoint). Every
 //! socket is opened on a thread that entered the namespace, so it lives there.
+//!
+//! Every helper takes a `SocketAddr` of either family. The IPv6 twins are the same calls
+//! with a v6 address: a server on `[::]:port` (dual-stack, as Linux binds `[::]` by default:
+//! it also takes IPv4, so it cannot share its port with a `0.0.0.0` server in the same
+//! namespace), a client to `[2001:db8:1::100]:port`. [`any6`] and [`sock6`] spell them.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -13,6 +18,19 @@ use std::{
 };
 
 use crate::netns::Netns;
+
+/// `[::]:port`: a server's address for the IPv6 twins (IPv4 too, see the module comment).
+pub fn any6(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+}
+
+/// `[addr]:port` for a client of the IPv6 twins; panics unless `addr` is IPv6.
+pub fn sock6(addr: &str, port: u16) -> SocketAddr {
+    let ip: std::net::Ipv6Addr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("not an IPv6 address {addr}: {e}"));
+    SocketAddr::from((ip, port))
+}
 
 /// A TCP server in a namespace answering every connection with `greeting`.
 pub struct TcpServer {
@@ -180,10 +198,15 @@ impl Drop for UdpServer {
     }
 }
 
-/// One UDP request from `ns` to `addr`: the reply and who it came from.
+/// One UDP request from `ns` to `addr` (either family; the client socket is of the same
+/// family): the reply and who it came from.
 pub fn udp_request(ns: &Netns, addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => any6(0),
+    };
     ns.run(move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        let s = std::net::UdpSocket::bind(local)?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.send_to(b"ping", addr)?;
         let mut buf = [0u8; 1500];

@@ -40,6 +40,16 @@ pub const TOOLS: &[Tool] = &[
         "demo and tests: ask for the VIP by ARP",
     ),
     tool(
+        "ndisc6",
+        &["ndisc6"],
+        "IPv6 tests: one Neighbor Solicitation for a VIP, and the MAC that answered (the NDP twin of arping)",
+    ),
+    tool(
+        "ping",
+        &["iputils-ping"],
+        "IPv6 tests: one ICMPv6 echo to a VIP (delivery, apart from who answers NDP)",
+    ),
+    tool(
         "bpftool",
         &["bpftool"],
         "demo: dump the pinned maps; bench scale: names of the daemon's maps and their memlock",
