@@ -679,19 +679,6 @@ fn services_beyond_the_data_plane_limit_fail_alone() {
     cl.remove_dir();
 }
 
-/// The IPv6 addresses the dual-stack test gives the bed's hosts (`nodad`: usable at once).
-fn add_ipv6(bed: &Bed) {
-    for (role, addr) in [
-        ("client", "2001:db8:1::10/64"),
-        ("node1", "2001:db8:1::11/64"),
-        ("node2", "2001:db8:1::12/64"),
-    ] {
-        bed.host(role)
-            .ns
-            .ip(&["-6", "addr", "add", addr, "dev", "eth0", "nodad"]);
-    }
-}
-
 /// `ndisc6` from `host`: the MAC that answered for `target`, lowercase.
 fn ndisc6(host: &testbed::Host, target: &str) -> Option<String> {
     let out = host
@@ -719,7 +706,7 @@ fn neigh6_mac(host: &testbed::Host, ip: &str) -> Option<String> {
 fn dual_stack_service_is_answered_on_both_families_and_its_ipv6_vip_moves_on_failover() {
     let cl = Cluster::new("vds", &[]);
     let bed = &cl.bed;
-    add_ipv6(bed);
+    // The bed gives every host an IPv6 address in 2001:db8:1::/64 too.
     let mut svc = lb_service("web", 80, "Cluster");
     // What the API server fills in for `ipFamilyPolicy: RequireDualStack`.
     svc["spec"]["ipFamilyPolicy"] = "RequireDualStack".into();

@@ -21,30 +21,18 @@ fn vip6() -> Ipv6Addr {
     VIP6.parse().unwrap()
 }
 
-/// Client and node on the bed's switch, with IPv4 as every bed has and IPv6 addresses in
-/// 2001:db8:1::/64 (`nodad`: usable at once). A third host, `other`, for claims.
+/// Client, node and a third host, `other` (for claims), on the bed's switch; the bed gives
+/// each an IPv6 address in 2001:db8:1::/64 beside its IPv4 one (`nodad`: usable at once).
 fn bed(tag: &str) -> Bed {
     require_root_and_bpf();
-    let bed = Bed::new(
+    Bed::new(
         &format!("v6{tag}"),
         &[
             ("client", "192.0.2.10/24"),
             ("node", "192.0.2.11/24"),
             ("other", "192.0.2.12/24"),
         ],
-    );
-    for (role, addr) in [
-        ("client", "2001:db8:1::10/64"),
-        ("node", "2001:db8:1::11/64"),
-        ("other", "2001:db8:1::12/64"),
-    ] {
-        let out = bed
-            .host(role)
-            .ns
-            .ip(&["-6", "addr", "add", addr, "dev", "eth0", "nodad"]);
-        assert!(out.status.success(), "{role}: {out:?}");
-    }
-    bed
+    )
 }
 
 fn pin_dir(tag: &str) -> PathBuf {
