@@ -419,7 +419,7 @@ fn conntrack_keeps_the_backend_after_the_ring_changes() {
         assert_eq!(v, XDP_TX);
         // Every slot to another backend of the service.
         let svc = fx.svc(80).clone();
-        let other = svc.backends.iter().find(|b| b.1 != be).unwrap().clone();
+        let other = *svc.backends.iter().find(|b| b.1 != be).unwrap();
         for i in 0..svc.ring_size {
             fx.rings.set(svc.ring_off + i, other.0, 0).unwrap();
         }

@@ -83,7 +83,7 @@ pub fn services6(ring_slots: u32) -> Vec<Svc6> {
             .map(|i| (first + i as u32, f(i), port, 5))
             .collect()
     };
-    let list: Vec<(u16, u8, u8, Vec<(u32, [u8; 16], u16, u32)>)> = vec![
+    let list: Vec<(u16, u8, u8, Vec<Backend6>)> = vec![
         (80, PROTO_TCP, MODE_DSR, three(dsr_be6, 80, 100)),
         (53, PROTO_UDP, MODE_DSR, three(dsr_be6, 53, 110)),
         (8080, PROTO_TCP, MODE_NAT, three(nat_be6, 8080, 120)),
@@ -157,6 +157,9 @@ pub fn add_routes(t: &mut FibTable, ifindex: u32, smac: [u8; 6]) {
     t.routes6.insert(dsr_be6(4), Fib::NoNeigh);
 }
 
+/// (backend id, address, port, generation).
+pub type Backend6 = (u32, [u8; 16], u16, u32);
+
 /// One IPv6 service and its backends, with the ids and ring region the test gives it (the
 /// daemon's id spaces and table regions are shared with IPv4: pick ones it does not use).
 #[derive(Debug, Clone)]
@@ -171,8 +174,7 @@ pub struct Svc6 {
     pub ring_off: u32,
     /// Table size (prime), used when it has backends and is not `local`.
     pub ring_size: u32,
-    /// (backend id, address, port, generation).
-    pub backends: Vec<(u32, [u8; 16], u16, u32)>,
+    pub backends: Vec<Backend6>,
 }
 
 impl Svc6 {

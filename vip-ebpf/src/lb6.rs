@@ -210,6 +210,8 @@ fn nat(ctx: &XdpContext, l3: usize, ip: &Ipv6, s: &mut Scratch6) -> bool {
             vport_be: s.flow.dport_be,
             _pad: [0; 2],
         };
+        // By reference: the helper then reads the scratch, with no copy on the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
         let _ = REVNAT6.insert(&s.rev, &s.rev_to, 0);
     }
     true

@@ -92,7 +92,7 @@ fn try_egress6(ctx: &TcContext) -> Option<()> {
     key.src_be.copy_from_slice(&ip[8..24]);
     key.dst_be.copy_from_slice(&ip[24..40]);
     // SAFETY: copied out at once.
-    let rev = unsafe { *REVNAT6.get_ptr(&key)? };
+    let rev = unsafe { *REVNAT6.get_ptr(key)? };
     let (csum_off, mangled) = if proto == PROTO_TCP {
         (l4 + 16, 0)
     } else {
