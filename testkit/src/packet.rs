@@ -578,3 +578,48 @@ fn fold(mut s: u32) -> u16 {
     }
     !(s as u16)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    const B: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+
+    /// The TCP checksum over the IPv6 pseudo-header, summed here by hand.
+    fn tcp6_sum_ok(f: &[u8], l4: usize) -> bool {
+        let mut v = Vec::new();
+        v.extend_from_slice(&f[22..54]);
+        v.extend_from_slice(&((f.len() - l4) as u32).to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 6]);
+        v.extend_from_slice(&f[l4..]);
+        checksum(&v) == 0
+    }
+
+    #[test]
+    fn ipv6_tcp_lengths_and_checksum() {
+        let f = Packet::eth([2; 6], [4; 6])
+            .ipv6(A, B, 0)
+            .tcp(40000, 80, 0x02)
+            .payload(b"data")
+            .build();
+        assert_eq!(f.len(), 14 + 40 + 20 + 4);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 24, "payload length");
+        assert_eq!(f[20], 6, "next header");
+        assert!(tcp6_sum_ok(&f, 54));
+    }
+
+    #[test]
+    fn fragment_header_sits_between_ipv6_and_tcp() {
+        let f = Packet::eth([2; 6], [4; 6])
+            .ipv6(A, B, 0)
+            .fragment6(3, true, 0x0102_0304)
+            .tcp(40000, 80, 0x10)
+            .build();
+        assert_eq!(f[20], 44, "IPv6 next header: fragment");
+        assert_eq!(&f[54..62], &[6, 0, 0, 3 << 3 | 1, 1, 2, 3, 4]);
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 8 + 20);
+        assert!(tcp6_sum_ok(&f, 62), "checksum over the TCP segment only");
+    }
+}
