@@ -102,19 +102,3 @@ pub fn csum_replace4(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
         u16::from_be_bytes([new[2], new[3]]),
     )
 }
-
-/// Same for a 128-bit field (an IPv6 address), in one sum: `~HC + Σ~m + Σm'` over the eight
-/// words, folded once at the end (17 16-bit terms cannot overflow the u32).
-#[inline(always)]
-pub fn csum_replace16(csum: u16, old: [u8; 16], new: [u8; 16]) -> u16 {
-    let mut sum = !csum as u32;
-    let mut i = 0;
-    while i < 16 {
-        sum += (!u16::from_be_bytes([old[i], old[i + 1]])) as u32;
-        sum += u16::from_be_bytes([new[i], new[i + 1]]) as u32;
-        i += 2;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
