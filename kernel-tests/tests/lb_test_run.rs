@@ -142,6 +142,8 @@ fn with_fixture_at<T: Send + 'static>(
     ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "in0"]);
     ns.ip(&["addr", "add", "198.51.100.1/24", "dev", "in0"]);
     ns.sysctl("net.ipv4.conf.in0.forwarding", "1");
+    // The IPv6 services' backends (the fuzz installs those services).
+    testkit::lb6::setup_netns(&ns, "in0");
     for i in 1..=3 {
         for ip in [dsr_be(i), nat_be(i)] {
             let m = mac_of(ip);
@@ -724,7 +726,8 @@ fn random_frame(r: &mut Rng) -> Vec<u8> {
     let ports = [80u16, 53, 8080, 5353, 7000, 9999, 9998, 9997, 9996, 22, 443];
     let src = r.pick(&srcs);
     let sport = 40000 + r.below(8) as u16;
-    let mut f = match r.below(13) {
+    let mut f = match r.below(16) {
+        13..=15 => ipv6_frame(r),
         0 => arp_req(r.pick(&[VIP, NOT_OWNED, [192, 0, 2, 200]])),
         11 | 12 => ndp_frame(r),
         10 => icmp_about(
@@ -826,6 +829,79 @@ fn ndp_frame(r: &mut Rng) -> Vec<u8> {
     f
 }
 
+/// IPv6 to the fixture's IPv6 services (`testkit::lb6::services6`): TCP, UDP (some without
+/// checksum), Packet Too Big and other ICMPv6 quoting a reply, extension headers; then
+/// mutated where the IPv6 path looks (next header, payload length, flags, ports).
+fn ipv6_frame(r: &mut Rng) -> Vec<u8> {
+    let srcs = [
+        CLIENT6,
+        [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11],
+        [0x20, 1, 0x0d, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5],
+    ];
+    let ports = [80u16, 53, 8080, 5353, 7000, 9999, 9998, 9996, 22];
+    let src = r.pick(&srcs);
+    let dst = r.pick(&[VIP6, VIP6, VIP6, NOT_OWNED6]);
+    let sport = 40000 + r.below(8) as u16;
+    let dport = r.pick(&ports);
+    let p = Packet::eth(IN_MAC, CLIENT_MAC).ipv6(src, dst, 0);
+    let mut f = match r.below(6) {
+        0 | 1 => p
+            .tcp(
+                sport,
+                dport,
+                r.pick(&[0x02u8, 0x10, 0x12, 0x11, 0x04, 0x18]),
+            )
+            .seq(1)
+            .payload(b"data")
+            .build(),
+        2 | 3 => {
+            let p = p.udp(sport, dport);
+            let p = if r.below(4) == 0 {
+                p.no_l4_checksum()
+            } else {
+                p
+            };
+            p.payload(b"ping").build()
+        }
+        4 => {
+            let proto = r.pick(&[6u8, 17, 17, 58]);
+            let mut q = vec![0x60, 0, 0, 0, 0x05, 0xb4, proto, 63];
+            q.extend_from_slice(&dst);
+            q.extend_from_slice(&src);
+            q.extend_from_slice(&dport.to_be_bytes());
+            q.extend_from_slice(&sport.to_be_bytes());
+            q.extend_from_slice(&[0, 0, 0, 1]);
+            p.icmpv6(r.pick(&[2u8, 2, 1, 128]), 0, [0, 0, 5, 0])
+                .payload(&q)
+                .build()
+        }
+        _ => {
+            let p = if r.below(2) == 0 {
+                p.fragment6(r.below(2) as u16, r.below(2) == 0, 7)
+            } else {
+                p.ext6(r.pick(&[0u8, 43, 60]), [1, 4, 0, 0, 0, 0])
+            };
+            p.tcp(sport, dport, 0x10).payload(b"data").build()
+        }
+    };
+    if r.below(6) == 0 {
+        let at = r.pick(&[
+            14 + 4,
+            14 + 5,
+            14 + 6,
+            54 + 2,
+            54 + 3,
+            54 + 13,
+            54 + 6,
+            54 + 8,
+        ]);
+        if at < f.len() {
+            f[at] = r.next() as u8;
+        }
+    }
+    f
+}
+
 #[test]
 fn fuzz_kernel_and_model_agree() {
     let frames: u64 = std::env::var("VIP_FUZZ_FRAMES")
@@ -852,10 +928,16 @@ fn fuzz_kernel_and_model_agree_on_a_small_conntrack_table() {
 
 fn fuzz(tag: &str, sizes: Sizes, frames: u64, seed: u64) {
     with_fixture_at(tag, sizes, Sizing::fixed(M), move |fx| {
+        let (mut rings, mut filter) = testkit::lb6::pinned_tables(&fx.pins);
+        let svcs6 = testkit::lb6::services6(rings.len());
+        testkit::lb6::install(&mut fx.ebpf, &mut rings, &mut filter, &svcs6);
         let mut model = fx.model();
+        refmodel::add_ipv6(&mut model, &fx.ebpf, &fx.pins).expect("IPv6 maps into the model");
+        testkit::lb6::add_routes(&mut model.fib, fx.ifindex, IN_MAC);
         let mut r = Rng(seed | 1);
         let mut verdicts = [0u64; 5];
         let mut advertised = 0u64;
+        let mut balanced6 = 0u64;
         for n in 0..frames {
             let input = random_frame(&mut r);
             let mut want = input.clone();
@@ -874,17 +956,27 @@ fn fuzz(tag: &str, sizes: Sizes, frames: u64, seed: u64) {
                 f.get(12..14) == Some(&[0x86, 0xdd]) || f.get(16..18) == Some(&[0x86, 0xdd])
             };
             if v == XDP_TX && ipv6(&input) {
-                advertised += 1;
+                // Untagged ICMPv6 NS (type 135) is answered; the rest was balanced.
+                let ns = |f: &[u8], l3: usize| {
+                    f.get(l3 + 6) == Some(&58) && f.get(l3 + 40) == Some(&135)
+                };
+                if ns(&input, 14) || ns(&input, 18) {
+                    advertised += 1;
+                } else {
+                    balanced6 += 1;
+                }
             }
         }
         // NDP was answered often enough to mean something (the NA's bytes, the resize).
         assert!(advertised > frames / 1000, "{advertised} NAs");
+        // IPv6 service traffic was forwarded often enough to mean something.
+        assert!(balanced6 > frames / 200, "{balanced6} IPv6 frames balanced");
         // The run must have exercised every outcome, or it proves little.
         assert!(verdicts[XDP_TX as usize] > frames / 20, "{verdicts:?}");
         assert!(verdicts[XDP_DROP as usize] > frames / 100, "{verdicts:?}");
         assert!(verdicts[XDP_PASS as usize] > frames / 10, "{verdicts:?}");
         println!(
-            "{frames} frames (seed {seed}): pass {} drop {} tx {} (NA {advertised})",
+            "{frames} frames (seed {seed}): pass {} drop {} tx {} (NA {advertised}, IPv6 balanced {balanced6})",
             verdicts[2], verdicts[1], verdicts[3]
         );
     });

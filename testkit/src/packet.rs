@@ -1,5 +1,5 @@
-//! The one packet builder of vip's tests and bench: Ethernet, 802.1Q, ARP, IPv4, IPv6, UDP,
-//! TCP, ICMP and ICMPv6 (with NDP's solicitations, advertisements and options), layer by layer, with the lengths and checksums filled in by [`Packet::build`].
+//! The one packet builder of vip's tests and bench: Ethernet, 802.1Q, ARP, IPv4, IPv6 (with
+//! extension headers), UDP, TCP, ICMP and ICMPv6 (with NDP's solicitations, advertisements and options), layer by layer, with the lengths and checksums filled in by [`Packet::build`].
 //!
 //! ```text
 //! use testkit::packet::Packet;
@@ -56,6 +56,10 @@ enum Layer {
         proto_set: bool,
     },
     Ipv6 {
+        at: usize,
+    },
+    /// An IPv6 extension header: its first byte is the next header.
+    Ext6 {
         at: usize,
     },
     Udp {
@@ -234,6 +238,28 @@ impl Packet {
         self
     }
 
+    /// An 8-byte IPv6 extension header of type `typ` (0 hop-by-hop, 43 routing, 44 fragment,
+    /// 60 destination options…) after the last IPv6 header or extension, which names it as
+    /// its next header: its own next header (filled by the layer after it), length 0 (one
+    /// unit), then `rest`.
+    pub fn ext6(mut self, typ: u8, rest: [u8; 6]) -> Packet {
+        self.set_proto(typ);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[59, 0]);
+        self.buf.extend_from_slice(&rest);
+        self.layers.push(Layer::Ext6 { at });
+        self
+    }
+
+    /// A fragment header (RFC 8200 4.5): fragment `offset` in 8-byte units, the M flag
+    /// `more`, identification `id`.
+    pub fn fragment6(self, offset: u16, more: bool, id: u32) -> Packet {
+        let om = (offset << 3) | more as u16;
+        let o = om.to_be_bytes();
+        let i = id.to_be_bytes();
+        self.ext6(44, [o[0], o[1], i[0], i[1], i[2], i[3]])
+    }
+
     /// The last IPv6 header's hop limit.
     pub fn hop_limit(mut self, h: u8) -> Packet {
         let at = self.ipv6_at();
@@ -399,6 +425,7 @@ impl Packet {
                     let len = (end - at - 40) as u16;
                     buf[at + 4..at + 6].copy_from_slice(&len.to_be_bytes());
                 }
+                Layer::Ext6 { .. } => {}
                 Layer::Udp { at, checksum: c } => {
                     let len = (end - at) as u16;
                     buf[at + 4..at + 6].copy_from_slice(&len.to_be_bytes());
@@ -461,6 +488,7 @@ impl Packet {
                 *proto_set = true;
             }
             Some(Layer::Ipv6 { at }) => buf[*at + 6] = proto,
+            Some(Layer::Ext6 { at }) => buf[*at] = proto,
             _ => {}
         }
     }
@@ -549,4 +577,49 @@ fn fold(mut s: u32) -> u16 {
         s = (s & 0xffff) + (s >> 16);
     }
     !(s as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    const B: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+
+    /// The TCP checksum over the IPv6 pseudo-header, summed here by hand.
+    fn tcp6_sum_ok(f: &[u8], l4: usize) -> bool {
+        let mut v = Vec::new();
+        v.extend_from_slice(&f[22..54]);
+        v.extend_from_slice(&((f.len() - l4) as u32).to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 6]);
+        v.extend_from_slice(&f[l4..]);
+        checksum(&v) == 0
+    }
+
+    #[test]
+    fn ipv6_tcp_lengths_and_checksum() {
+        let f = Packet::eth([2; 6], [4; 6])
+            .ipv6(A, B, 0)
+            .tcp(40000, 80, 0x02)
+            .payload(b"data")
+            .build();
+        assert_eq!(f.len(), 14 + 40 + 20 + 4);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 24, "payload length");
+        assert_eq!(f[20], 6, "next header");
+        assert!(tcp6_sum_ok(&f, 54));
+    }
+
+    #[test]
+    fn fragment_header_sits_between_ipv6_and_tcp() {
+        let f = Packet::eth([2; 6], [4; 6])
+            .ipv6(A, B, 0)
+            .fragment6(3, true, 0x0102_0304)
+            .tcp(40000, 80, 0x10)
+            .build();
+        assert_eq!(f[20], 44, "IPv6 next header: fragment");
+        assert_eq!(&f[54..62], &[6, 0, 0, 3 << 3 | 1, 1, 2, 3, 4]);
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 8 + 20);
+        assert!(tcp6_sum_ok(&f, 62), "checksum over the TCP segment only");
+    }
 }

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use vip_common::{
-    csum_replace2, csum_replace4, ct_set_index, flow_hash, BackendValue, Config, CtEntry, CtSet,
-    FlowKey, IfaceValue, RevValue, ServiceKey, ServiceValue, VipValue, BACKEND_F_ACTIVE, MODE_DSR,
-    MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY, VIP_F_OWNED,
+    csum_replace2, csum_replace4, ct6_set_index, ct_set_index, flow6_hash, flow_hash,
+    Backend6Value, BackendValue, Config, Ct6Entry, Ct6Set, CtEntry, CtSet, Flow6Key, FlowKey,
+    IfaceValue, Rev6Value, RevValue, Service6Key, ServiceKey, ServiceValue, VipValue,
+    BACKEND_F_ACTIVE, MODE_DSR, MODE_LOCAL, MODE_NAT, PROTO_TCP, PROTO_UDP, RING_EMPTY,
+    VIP_F_OWNED,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -34,15 +36,25 @@ pub enum Fib {
 #[derive(Debug, Clone, Default)]
 pub struct FibTable {
     pub routes: HashMap<[u8; 4], Fib>,
+    /// IPv6 next hops, under the same MTU (checked against header plus payload).
+    pub routes6: HashMap<[u8; 16], Fib>,
     pub mtu: u16,
 }
 
 impl FibTable {
     fn lookup(&self, dst: [u8; 4], tot_len: u16) -> Fib {
-        match self.routes.get(&dst) {
+        Self::answer(self.routes.get(&dst), tot_len, self.mtu)
+    }
+
+    fn lookup6(&self, dst: [u8; 16], tot_len: u16) -> Fib {
+        Self::answer(self.routes6.get(&dst), tot_len, self.mtu)
+    }
+
+    fn answer(route: Option<&Fib>, tot_len: u16, mtu: u16) -> Fib {
+        match route {
             None | Some(Fib::Fail) => Fib::Fail,
             // The kernel checks the MTU once the route is known, before the neighbour.
-            Some(_) if tot_len > self.mtu => Fib::Fail,
+            Some(_) if tot_len > mtu => Fib::Fail,
             Some(f) => *f,
         }
     }
@@ -71,6 +83,13 @@ pub struct Model {
     pub fib: FibTable,
     /// The VIP prefilter bitmap (`VIP_FILTER`).
     pub vip_filter: Vec<u64>,
+    /// `SERVICES6`, `BACKENDS6` (by id), `CT6` (one CPU's sets; `ct6_sets` 0: the object's
+    /// `CT6_SETS`) and `REVNAT6`.
+    pub services6: HashMap<Service6Key, ServiceValue>,
+    pub backends6: HashMap<u32, Backend6Value>,
+    pub conntrack6: HashMap<u32, Ct6Set>,
+    pub ct6_sets: u32,
+    pub revnat6: HashMap<Flow6Key, Rev6Value>,
 }
 
 fn be16(f: &[u8], off: usize) -> u16 {
@@ -79,6 +98,39 @@ fn be16(f: &[u8], off: usize) -> u16 {
 
 fn a4(f: &[u8], off: usize) -> [u8; 4] {
     [f[off], f[off + 1], f[off + 2], f[off + 3]]
+}
+
+fn a16(f: &[u8], off: usize) -> [u8; 16] {
+    f[off..off + 16].try_into().unwrap_or_default()
+}
+
+/// IPv6 DNAT of the packet at `l3` (L4 at `l3 + 40`): destination address and port, the
+/// TCP/UDP checksum updated a 16-bit word at a time (RFC 1624, `csum_replace2` per word, not
+/// the program's one-sum form). false, frame untouched: a UDP checksum of 0, which IPv6
+/// forbids.
+fn dnat6(f: &mut [u8], l3: usize, proto: u8, addr: [u8; 16], port: [u8; 2]) -> bool {
+    let l4 = l3 + 40;
+    let csum_off = if proto == PROTO_TCP { l4 + 16 } else { l4 + 6 };
+    let old = be16(f, csum_off);
+    if proto != PROTO_TCP && old == 0 {
+        return false;
+    }
+    let mut c = old;
+    for i in (0..16).step_by(2) {
+        c = csum_replace2(
+            c,
+            be16(f, l3 + 24 + i),
+            u16::from_be_bytes([addr[i], addr[i + 1]]),
+        );
+    }
+    c = csum_replace2(c, be16(f, l4 + 2), u16::from_be_bytes(port));
+    if proto != PROTO_TCP && c == 0 {
+        c = 0xffff;
+    }
+    f[l3 + 24..l3 + 40].copy_from_slice(&addr);
+    f[l4 + 2..l4 + 4].copy_from_slice(&port);
+    f[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
+    true
 }
 
 impl Model {
@@ -100,7 +152,7 @@ impl Model {
         match et {
             0x0806 => self.arp(f, l3, ingress),
             0x0800 => self.ipv4(f, l3, ingress),
-            0x86dd => self.ndp(f, l3, ingress),
+            0x86dd => self.ipv6(f, l3, ingress),
             _ => XDP_PASS,
         }
     }
@@ -184,6 +236,220 @@ impl Model {
         out[l3 + 42..l3 + 44].copy_from_slice(&c.to_be_bytes());
         *f = out;
         XDP_TX
+    }
+
+    /// IPv6: NS and NA to the NDP responder, whatever their address; then the prefilter,
+    /// Packet Too Big, and TCP/UDP right after the fixed header to a service. Every other
+    /// next header (extension headers, fragments) passes.
+    fn ipv6(&mut self, f: &mut Vec<u8>, l3: usize, ingress: u32) -> u32 {
+        if f.len() < l3 + 40 || f[l3] >> 4 != 6 {
+            return XDP_PASS;
+        }
+        let next = f[l3 + 6];
+        if next == 58 {
+            match f.get(l3 + 40) {
+                None => return XDP_PASS,
+                Some(&t) if t == ndp::NS || t == ndp::NA => return self.ndp(f, l3, ingress),
+                Some(_) => {}
+            }
+        }
+        let src = a16(f, l3 + 8);
+        let dst = a16(f, l3 + 24);
+        let (w, mask) = vip_common::vip6_filter_slot(dst);
+        if self.vip_filter.get(w as usize).copied().unwrap_or(0) & mask == 0 {
+            return XDP_PASS;
+        }
+        let tot_len = be16(f, l3 + 4).saturating_add(40);
+        if next == 58 {
+            return self.packet_too_big(f, l3, tot_len, ingress);
+        }
+        if next != PROTO_TCP && next != PROTO_UDP {
+            return XDP_PASS;
+        }
+        let l4 = l3 + 40;
+        let need = if next == PROTO_TCP { 20 } else { 8 };
+        if f.len() < l4 + need {
+            return XDP_PASS;
+        }
+        let syn = next == PROTO_TCP && f[l4 + 13] & 0x12 == 0x02;
+        let flow = Flow6Key {
+            src_be: src,
+            dst_be: dst,
+            sport_be: [f[l4], f[l4 + 1]],
+            dport_be: [f[l4 + 2], f[l4 + 3]],
+            proto: next,
+            _pad: [0; 3],
+        };
+        let plain = l3 == 14;
+        if plain && !syn {
+            if let Some(b) = self.conntracked6(&flow) {
+                return self.forward6(f, &flow, &b, tot_len, ingress, false);
+            }
+        }
+        let key = Service6Key {
+            addr_be: dst,
+            port_be: flow.dport_be,
+            proto: next,
+            _pad: 0,
+        };
+        let Some(svc) = self.services6.get(&key).copied() else {
+            return XDP_PASS;
+        };
+        if svc.mode == MODE_LOCAL || !plain {
+            return XDP_PASS;
+        }
+        let Some((id, b)) = self.maglev6(&flow, &svc) else {
+            return XDP_DROP;
+        };
+        self.record6(&flow, id, b.gen);
+        self.forward6(f, &flow, &b, tot_len, ingress, true)
+    }
+
+    fn forward6(
+        &mut self,
+        f: &mut [u8],
+        flow: &Flow6Key,
+        b: &Backend6Value,
+        tot_len: u16,
+        ingress: u32,
+        new_flow: bool,
+    ) -> u32 {
+        match b.mode {
+            MODE_DSR => self.send6(f, b.addr_be, tot_len, ingress, false),
+            MODE_NAT => {
+                if !dnat6(f, 14, flow.proto, b.addr_be, b.port_be) {
+                    return XDP_PASS;
+                }
+                if new_flow {
+                    let rev = Flow6Key {
+                        src_be: b.addr_be,
+                        dst_be: flow.src_be,
+                        sport_be: b.port_be,
+                        dport_be: flow.sport_be,
+                        proto: flow.proto,
+                        _pad: [0; 3],
+                    };
+                    self.revnat6.insert(
+                        rev,
+                        Rev6Value {
+                            vip_be: flow.dst_be,
+                            vport_be: flow.dport_be,
+                            _pad: [0; 2],
+                        },
+                    );
+                }
+                self.send6(f, b.addr_be, tot_len, ingress, true)
+            }
+            _ => XDP_PASS,
+        }
+    }
+
+    /// ICMPv6 Packet Too Big quoting a dsr service's reply goes to that flow's backend.
+    fn packet_too_big(&mut self, f: &mut [u8], l3: usize, tot_len: u16, ingress: u32) -> u32 {
+        if l3 != 14 || f.len() < 54 + 56 {
+            return XDP_PASS;
+        }
+        let b = &f[54..54 + 56];
+        let proto = b[8 + 6];
+        if b[0] != 2 || b[8] >> 4 != 6 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+            return XDP_PASS;
+        }
+        let key = Service6Key {
+            addr_be: a16(b, 8 + 8),
+            port_be: [b[48], b[49]],
+            proto,
+            _pad: 0,
+        };
+        let flow = Flow6Key {
+            src_be: a16(b, 8 + 24),
+            dst_be: key.addr_be,
+            sport_be: [b[50], b[51]],
+            dport_be: key.port_be,
+            proto,
+            _pad: [0; 3],
+        };
+        let Some(svc) = self.services6.get(&key).copied() else {
+            return XDP_PASS;
+        };
+        if svc.mode != MODE_DSR {
+            return XDP_PASS;
+        }
+        let Some(backend) = self
+            .conntracked6(&flow)
+            .or_else(|| self.maglev6(&flow, &svc).map(|(_, b)| b))
+        else {
+            return XDP_PASS;
+        };
+        self.send6(f, backend.addr_be, tot_len, ingress, false)
+    }
+
+    fn ct6_mask(&self) -> u32 {
+        match self.ct6_sets {
+            0 => vip_common::CT6_SETS - 1,
+            n => n - 1,
+        }
+    }
+
+    fn conntracked6(&mut self, flow: &Flow6Key) -> Option<Backend6Value> {
+        let idx = ct6_set_index(flow, self.ct6_mask());
+        let set = self.conntrack6.get(&idx).copied().unwrap_or_default();
+        let way = (0..2).find(|&w| set.ways[w].gen != 0 && set.ways[w].key == *flow)?;
+        let e = set.ways[way];
+        let b = self.backends6.get(&e.backend).copied().unwrap_or_default();
+        if b.flags & BACKEND_F_ACTIVE == 0 || b.gen != e.gen {
+            return None;
+        }
+        self.conntrack6.entry(idx).or_default().mru = way as u32;
+        Some(b)
+    }
+
+    fn record6(&mut self, flow: &Flow6Key, id: u32, gen: u32) {
+        let idx = ct6_set_index(flow, self.ct6_mask());
+        let set = self.conntrack6.entry(idx).or_default();
+        let way = (0..2)
+            .find(|&w| set.ways[w].gen != 0 && set.ways[w].key == *flow)
+            .unwrap_or((1 - set.mru.min(1)) as usize);
+        set.ways[way] = Ct6Entry {
+            key: *flow,
+            backend: id,
+            gen,
+        };
+        set.mru = way as u32;
+    }
+
+    fn maglev6(&self, flow: &Flow6Key, svc: &ServiceValue) -> Option<(u32, Backend6Value)> {
+        if svc.ring_size == 0 {
+            return None;
+        }
+        let h = flow6_hash(
+            flow.src_be,
+            flow.sport_be,
+            flow.dport_be,
+            flow.proto,
+            self.config.hash_seed,
+        );
+        let idx = svc.ring_slot(h)?;
+        if idx >= self.rings_len {
+            return None;
+        }
+        let id = self.rings.get(&idx).copied().unwrap_or(0);
+        if id == RING_EMPTY {
+            return None;
+        }
+        let b = self.backends6.get(&id).copied().unwrap_or_default();
+        (b.flags & BACKEND_F_ACTIVE != 0 && b.svc == svc.id).then_some((id, b))
+    }
+
+    fn send6(
+        &self,
+        f: &mut [u8],
+        next: [u8; 16],
+        tot_len: u16,
+        ingress: u32,
+        pass_no_neigh: bool,
+    ) -> u32 {
+        let fib = self.fib.lookup6(next, tot_len);
+        Self::deliver(f, fib, ingress, pass_no_neigh)
     }
 
     fn ipv4(&mut self, f: &mut [u8], l3: usize, ingress: u32) -> u32 {
@@ -424,7 +690,13 @@ impl Model {
         ingress: u32,
         pass_no_neigh: bool,
     ) -> u32 {
-        match self.fib.lookup(next, tot_len) {
+        let fib = self.fib.lookup(next, tot_len);
+        Self::deliver(f, fib, ingress, pass_no_neigh)
+    }
+
+    /// The FIB's answer applied: new MACs and XDP_TX / redirect, or the failure's verdict.
+    fn deliver(f: &mut [u8], fib: Fib, ingress: u32, pass_no_neigh: bool) -> u32 {
+        match fib {
             Fib::Fail => XDP_DROP,
             Fib::NoNeigh => {
                 if pass_no_neigh {
@@ -510,6 +782,47 @@ pub fn from_pins(
         m.services.insert(k, v);
     }
     Ok(m)
+}
+
+/// Add the IPv6 load balancer's maps to `m`: `SERVICES6` and `BACKENDS6` from the loaded
+/// object `ebpf` (the daemon does not pin them yet), the live rings of those services from
+/// the `RINGS` pinned under `pin_dir` (the IPv4 services' are read by `from_pins`).
+pub fn add_ipv6(
+    m: &mut Model,
+    ebpf: &aya::Ebpf,
+    pin_dir: &std::path::Path,
+) -> Result<(), vip_userspace::dataplane::DataplaneError> {
+    use aya::maps::{Array, HashMap as BpfHash, Map, MapData};
+    use vip_common::{map_names, pin_names};
+    let missing = vip_userspace::dataplane::DataplaneError::MissingMap;
+    let services: BpfHash<_, Service6Key, ServiceValue> = BpfHash::try_from(
+        ebpf.map(map_names::SERVICES6)
+            .ok_or(missing(map_names::SERVICES6))?,
+    )?;
+    let backends: Array<_, Backend6Value> = Array::try_from(
+        ebpf.map(map_names::BACKENDS6)
+            .ok_or(missing(map_names::BACKENDS6))?,
+    )?;
+    let rings: Array<_, u32> = Array::try_from(Map::Array(MapData::from_pin(
+        pin_dir.join(pin_names::RINGS),
+    )?))?;
+    for i in 0..backends.len() {
+        let b = backends.get(&i, 0)?;
+        if b != Backend6Value::default() {
+            m.backends6.insert(i, b);
+        }
+    }
+    for e in services.iter() {
+        let (k, v) = e?;
+        for s in 0..v.ring_size {
+            let idx = v.ring_off.wrapping_add(s);
+            if idx < m.rings_len {
+                m.rings.insert(idx, rings.get(&idx, 0)?);
+            }
+        }
+        m.services6.insert(k, v);
+    }
+    Ok(())
 }
 
 /// RFC 4861's validity rules for NS and NA, read from the RFC rather than from the program.

@@ -202,7 +202,8 @@ pub struct NextHop {
     /// `Config::epoch` when the entry was made; another epoch means ask the FIB again.
     pub epoch: u32,
     pub ifindex: u32,
-    /// Largest IPv4 total length the FIB accepted (its MTU check); longer packets ask again.
+    /// Largest packet the FIB accepted (its MTU check: the IPv4 total length, or the IPv6
+    /// header plus payload); longer packets ask again.
     pub ok_len: u16,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],

@@ -3,13 +3,14 @@
 //! both sides (and `bpftool map dump`) agree on the layout.
 //!
 //! Split by reader: `names` (what things are called), `limits` (how big), `l2` (ARP, NDP and the
-//! dead-man), `lb` (load balancing), `stats` (counters), `hash` (shared arithmetic); every
+//! dead-man), `lb` and `lb6` (load balancing, IPv4 and IPv6), `stats` (counters), `hash` (shared arithmetic); every
 //! item is re-exported here, so users write `vip_common::FlowKey`.
 #![no_std]
 
 mod hash;
 mod l2;
 mod lb;
+mod lb6;
 mod limits;
 mod names;
 mod stats;
@@ -17,6 +18,7 @@ mod stats;
 pub use hash::*;
 pub use l2::*;
 pub use lb::*;
+pub use lb6::*;
 pub use limits::*;
 pub use names::*;
 pub use stats::*;
@@ -43,6 +45,12 @@ mod pod {
     unsafe impl aya::Pod for RevValue {}
     unsafe impl aya::Pod for LbStats {}
     unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for Service6Key {}
+    unsafe impl aya::Pod for Backend6Value {}
+    unsafe impl aya::Pod for Flow6Key {}
+    unsafe impl aya::Pod for Ct6Entry {}
+    unsafe impl aya::Pod for Ct6Set {}
+    unsafe impl aya::Pod for Rev6Value {}
 }
 
 #[cfg(test)]
@@ -135,5 +143,52 @@ mod tests {
         assert_eq!(a, flow_hash([192, 0, 2, 10], [0x30, 0x39], [0, 80], 6, 1));
         assert_ne!(a, flow_hash([192, 0, 2, 10], [0x30, 0x39], [0, 80], 6, 2));
         assert_ne!(a, flow_hash([192, 0, 2, 10], [0x30, 0x3a], [0, 80], 6, 1));
+    }
+
+    #[test]
+    fn flow6_hash_ignores_destination_and_uses_every_source_word() {
+        let src = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        let a = flow6_hash(src, [0x30, 0x39], [0, 80], 6, 1);
+        assert_eq!(a, flow6_hash(src, [0x30, 0x39], [0, 80], 6, 1));
+        assert_ne!(a, flow6_hash(src, [0x30, 0x39], [0, 80], 6, 2));
+        assert_ne!(a, flow6_hash(src, [0x30, 0x3a], [0, 80], 6, 1));
+        assert_ne!(a, flow6_hash(src, [0x30, 0x39], [0, 80], 17, 1));
+        for i in 0..16 {
+            let mut s = src;
+            s[i] ^= 0x80;
+            assert_ne!(a, flow6_hash(s, [0x30, 0x39], [0, 80], 6, 1), "byte {i}");
+        }
+        // Pinned: the hash is part of the cluster contract (every node, every version).
+        assert_eq!(a, 0xb31d_f196);
+    }
+
+    #[test]
+    fn ipv6_slots_and_sets_stay_in_range() {
+        let mut f = Flow6Key {
+            src_be: [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            dst_be: [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            dport_be: [0, 80],
+            proto: PROTO_TCP,
+            ..Flow6Key::default()
+        };
+        let mut seen = [false; 16];
+        for p in 0..4096u16 {
+            f.sport_be = p.to_be_bytes();
+            let i = ct6_set_index(&f, 15);
+            seen[i as usize] = true;
+            assert_eq!(ct6_set_index(&f, CT6_SETS - 1) & 15, i);
+            let mut a = f.src_be;
+            a[14..].copy_from_slice(&p.to_be_bytes());
+            let (w, m) = vip6_filter_slot(a);
+            assert!(w < VIP_FILTER_WORDS && m.count_ones() == 1);
+        }
+        assert!(seen.iter().all(|s| *s), "every set used");
+        let g = f;
+        assert!(f.same(&g));
+        for i in 0..16 {
+            let mut h = g;
+            h.dst_be[i] ^= 1;
+            assert!(!f.same(&h), "dst byte {i}");
+        }
     }
 }

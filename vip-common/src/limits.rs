@@ -22,6 +22,11 @@ pub const CT_WAYS: u32 = 2;
 /// Default `conntrack_flows`: the capacity of the table of earlier versions on a 2-CPU node
 /// (2 CPUs x `CT_SETS` sets x 2 ways).
 pub const CT_FLOWS_DEFAULT: u32 = 2 * CT_SETS * CT_WAYS;
+/// Sets per CPU of the IPv6 conntrack table (`CT6`) in the object. A set is 104 bytes
+/// (`Ct6Set`) against 56 for IPv4, so the object's default table holds a quarter of the
+/// IPv4 default's flows for about half its memory; a loader sizes it and sets
+/// `globals::CT6_SET_MASK` to match, as for `CONNTRACK`.
+pub const CT6_SETS: u32 = 1 << 15;
 /// Fewest sets per CPU, whatever the total (so a many-CPU node still has a usable table).
 pub const CT_MIN_SETS: u32 = 1 << 10;
 /// Most sets per CPU (56 MiB a CPU).
@@ -87,8 +92,12 @@ pub mod globals {
     pub const SVC_STAT_ENTRIES: &str = "SVC_STAT_ENTRIES";
     /// Entries of one stripe of `BACKEND_STATS` (`max_backends`, u32).
     pub const BACKEND_STAT_ENTRIES: &str = "BACKEND_STAT_ENTRIES";
+    /// `sets per CPU - 1` of `CT6` (u32).
+    pub const CT6_SET_MASK: &str = "CT6_SET_MASK";
 }
 pub const REVNAT_ENTRIES: u32 = 262_144;
+/// Entries of `REVNAT6`, as many as `REVNAT`'s.
+pub const REVNAT6_ENTRIES: u32 = REVNAT_ENTRIES;
 
 /// Words of the VIP prefilter (`VIP_FILTER`): a 65536-bit bitmap over a hash of the address.
 /// IPv4 traffic whose destination has no bit set cannot be for a VIP and skips every hash

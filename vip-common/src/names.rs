@@ -21,6 +21,10 @@ pub mod map_names {
     pub const DEADMAN: &str = "DEADMAN";
     pub const VIPS6: &str = "VIPS6";
     pub const VIP6_STATS: &str = "VIP6_STATS";
+    pub const SERVICES6: &str = "SERVICES6";
+    pub const BACKENDS6: &str = "BACKENDS6";
+    pub const CT6: &str = "CT6";
+    pub const REVNAT6: &str = "REVNAT6";
 }
 
 /// File names under the pin directory (`/sys/fs/bpf/vip/`), lower case for operators.
@@ -42,6 +46,10 @@ pub mod pin_names {
     pub const DEADMAN: &str = "deadman";
     pub const VIPS6: &str = "vips6";
     pub const VIP6_STATS: &str = "vip6_stats";
+    pub const SERVICES6: &str = "services6";
+    pub const BACKENDS6: &str = "backends6";
+    pub const CT6: &str = "conntrack6";
+    pub const REVNAT6: &str = "revnat6";
 }
 
 /// The container image: `cargo xtask image` builds it, `vip manifest` names it, the container

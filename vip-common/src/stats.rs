@@ -61,7 +61,7 @@ pub struct Stats {
     pub lb_no_backend: u64,
     /// TCP/UDP fragments to a VIP: passed to the stack (most carry no ports to hash on).
     pub lb_fragment: u64,
-    /// Service packets with IPv4 options or a VLAN tag: passed to the stack.
+    /// Service packets with IPv4 options or a VLAN tag (either family): passed to the stack.
     pub lb_ip_options: u64,
     /// Next hop not resolved: `nat` passes to the stack, `dsr` drops (see docs/forwarding.md).
     pub fib_no_neigh: u64,
@@ -92,8 +92,15 @@ pub struct Stats {
     pub ndp_dad_defended: u64,
     /// NS for an owned IPv6 VIP on an interface with no MAC configured: passed.
     pub ndp_no_iface: u64,
+    /// IPv6 packets addressed to a VIP (`VIPS6`) that no service took: passed to the stack.
+    pub ipv6_to_vip: u64,
+    /// IPv6 packets to a VIP whose next header is an extension header (hop-by-hop, routing,
+    /// fragment, destination options, AH, ESP, …): passed to the stack, which parses them.
+    pub lb6_ext_header: u64,
+    /// ICMPv6 Packet Too Big about a `dsr` service's IPv6 flow, sent to that flow's backend.
+    pub icmp6_to_backend: u64,
 }
-const _: () = assert!(core::mem::size_of::<Stats>() == 29 * 8);
+const _: () = assert!(core::mem::size_of::<Stats>() == 32 * 8);
 
 impl Stats {
     /// Sum over CPUs, for the daemon's metrics.
@@ -127,6 +134,9 @@ impl Stats {
         self.ndp_conflict += o.ndp_conflict;
         self.ndp_dad_defended += o.ndp_dad_defended;
         self.ndp_no_iface += o.ndp_no_iface;
+        self.ipv6_to_vip += o.ipv6_to_vip;
+        self.lb6_ext_header += o.lb6_ext_header;
+        self.icmp6_to_backend += o.icmp6_to_backend;
     }
 }
 

@@ -4,10 +4,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::{
-    vip_filter_slot, BackendValue, Config, CtSet, Deadline, FlowKey, IfaceValue, LbStats, NextHop,
-    RevValue, ServiceKey, ServiceValue, Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue,
-    CT_SETS, MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT_ENTRIES,
-    RING_SLOTS, VIP_FILTER_WORDS,
+    vip6_filter_slot, vip_filter_slot, Backend6Value, BackendValue, Config, Ct6Set, CtSet,
+    Deadline, Flow6Key, FlowKey, IfaceValue, LbStats, NextHop, Rev6Value, RevValue, Service6Key,
+    ServiceKey, ServiceValue, Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue, CT6_SETS,
+    CT_SETS, MAX_BACKENDS, MAX_IFACES, MAX_SERVICES, MAX_VIPS, NEXTHOP_SLOTS, REVNAT6_ENTRIES,
+    REVNAT_ENTRIES, RING_SLOTS, VIP_FILTER_WORDS,
 };
 
 // Globals the loader sets (`vip_common::globals`); `.rodata`, so the verifier takes them as
@@ -22,6 +23,8 @@ static STAT_ATOMIC: u32 = 1;
 static SVC_STAT_ENTRIES: u32 = MAX_SERVICES;
 #[unsafe(no_mangle)]
 static BACKEND_STAT_ENTRIES: u32 = MAX_BACKENDS;
+#[unsafe(no_mangle)]
+static CT6_SET_MASK: u32 = CT6_SETS - 1;
 
 /// Read a global (volatile: the value is the loader's, not the one compiled in).
 macro_rules! global {
@@ -34,6 +37,11 @@ macro_rules! global {
 #[inline(always)]
 pub fn ct_set_mask() -> u32 {
     global!(CT_SET_MASK)
+}
+
+#[inline(always)]
+pub fn ct6_set_mask() -> u32 {
+    global!(CT6_SET_MASK)
 }
 
 #[inline(always)]
@@ -113,6 +121,44 @@ pub static CONNTRACK: PerCpuArray<CtSet, { CT_SETS as usize }> = PerCpuArray::ne
 #[btf_map]
 pub static REVNAT: LruHashMap<FlowKey, RevValue, { REVNAT_ENTRIES as usize }> = LruHashMap::new();
 
+/// IPv6 services: the same `ServiceValue` as `SERVICES` (one id space, tables in `RINGS`).
+#[btf_map]
+pub static SERVICES6: HashMap<Service6Key, ServiceValue, { MAX_SERVICES as usize }> =
+    HashMap::new();
+
+/// IPv6 backends by backend id (the ids of `BACKENDS`' space that IPv6 services use): ring
+/// slots of an IPv6 service index this array.
+#[btf_map]
+pub static BACKENDS6: Array<Backend6Value, { MAX_BACKENDS as usize }> = Array::new();
+
+/// The IPv6 flow table, built like `CONNTRACK` (per-CPU 2-way sets, `CT6_SET_MASK`).
+#[btf_map]
+pub static CT6: PerCpuArray<Ct6Set, { CT6_SETS as usize }> = PerCpuArray::new();
+
+/// IPv6 reverse NAT, built like `REVNAT`.
+#[btf_map]
+pub static REVNAT6: LruHashMap<Flow6Key, Rev6Value, { REVNAT6_ENTRIES as usize }> =
+    LruHashMap::new();
+
+/// Per-CPU scratch of the IPv6 path: the flow and the backend chosen for it, handed from
+/// `lb6::place` (or `icmp6::handle`) to `lb6::forward`, and the reverse-NAT entry built there. Kept here rather than on the stack:
+/// with 16-byte addresses the whole path in one call does not fit BPF's 512-byte stack.
+#[btf_map]
+pub static SCRATCH6: PerCpuArray<Scratch6, 1> = PerCpuArray::new();
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch6 {
+    pub flow: Flow6Key,
+    pub backend: Backend6Value,
+    pub id: u32,
+    /// 1: placed by Maglev just now (the reverse-NAT entry is written).
+    pub new_flow: u32,
+    /// The reverse-NAT entry being written (`nat`).
+    pub rev: Flow6Key,
+    pub rev_to: Rev6Value,
+}
+
 /// Counters by service id, striped: stripe `s` is entries `s * SVC_STAT_ENTRIES ..` (see
 /// `vip_common::STAT_STRIPES_MAX`). Shared, not per-CPU, so they do not grow with CPUs.
 #[btf_map]
@@ -136,6 +182,17 @@ pub static NEXTHOP: PerCpuArray<NextHop, { NEXTHOP_SLOTS as usize }> = PerCpuArr
 #[inline(always)]
 pub fn maybe_vip(addr: &[u8; 4]) -> bool {
     let (word, mask) = vip_filter_slot(*addr);
+    match VIP_FILTER.get_ptr(word) {
+        // SAFETY: array value, copied out at once.
+        Some(p) => (unsafe { *p }) & mask != 0,
+        None => false,
+    }
+}
+
+/// Whether the IPv6 `addr` may be a VIP (same bitmap, `vip6_filter_slot`).
+#[inline(always)]
+pub fn maybe_vip6(addr: &[u8; 16]) -> bool {
+    let (word, mask) = vip6_filter_slot(*addr);
     match VIP_FILTER.get_ptr(word) {
         // SAFETY: array value, copied out at once.
         Some(p) => (unsafe { *p }) & mask != 0,
@@ -187,4 +244,14 @@ pub fn backend(id: u32) -> Option<BackendValue> {
 #[inline(always)]
 pub fn ring_slot(index: u32) -> Option<u32> {
     RINGS.get_ptr(index).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn service6(key: &Service6Key) -> Option<ServiceValue> {
+    SERVICES6.get_ptr(key).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn backend6(id: u32) -> Option<Backend6Value> {
+    BACKENDS6.get_ptr(id).map(|p| unsafe { *p })
 }

@@ -21,8 +21,8 @@ use crate::{
 };
 
 const IPPROTO_ICMPV6: u8 = 58;
-const ND_NS: u8 = 135;
-const ND_NA: u8 = 136;
+pub const ND_NS: u8 = 135;
+pub const ND_NA: u8 = 136;
 const OPT_SLLA: u8 = 1;
 const OPT_TLLA: u8 = 2;
 /// NS and NA without options; options follow in 8-byte units.
@@ -50,7 +50,8 @@ struct Nd {
     mac: [u8; 6],
 }
 
-#[inline(always)]
+/// A call of its own, for BPF's stack limit (see `ipv6` in main.rs).
+#[inline(never)]
 pub fn handle(ctx: &XdpContext, frame: &EtherFrame) -> u32 {
     let l3 = frame.l3_off;
     let Some(hdr) = ptr_at::<[u8; IP6_HLEN]>(ctx, l3) else {

@@ -10,6 +10,8 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IP6_HLEN: usize = 40;
 
 pub struct EtherFrame {
     /// Inner ethertype (after one VLAN tag, if any), host order.
@@ -81,5 +83,35 @@ pub fn ipv4(ctx: &XdpContext, off: usize) -> Option<Ipv4> {
         ihl_bytes: ((h[0] & 0x0f) as usize) * 4,
         fragment: frag & 0x3fff != 0,
         tot_len: u16::from_be_bytes([h[2], h[3]]),
+    })
+}
+
+/// What the load balancer needs from an IPv6 header (the fixed 40 bytes).
+pub struct Ipv6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The next header right after the fixed header (TCP, UDP, ICMPv6 or an extension).
+    pub next: u8,
+    /// Fixed header plus payload: the length the FIB checks against the route's MTU.
+    pub tot_len: u16,
+}
+
+#[inline(always)]
+pub fn ipv6(ctx: &XdpContext, off: usize) -> Option<Ipv6> {
+    let hdr: *const [u8; IP6_HLEN] = ptr_at(ctx, off)?;
+    // SAFETY: ptr_at checked the fixed header is inside the frame.
+    let h = unsafe { *hdr };
+    if h[0] >> 4 != 6 {
+        return None;
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&h[24..40]);
+    Some(Ipv6 {
+        src,
+        dst,
+        next: h[6],
+        tot_len: u16::from_be_bytes([h[4], h[5]]).saturating_add(IP6_HLEN as u16),
     })
 }

@@ -256,6 +256,27 @@ pub const TOTALS: &[Counter<Stats>] = &[
         "malformed",
         "NS/NA frames failing RFC 4861 checks or truncated, passed"
     ),
+    row!(
+        ipv6_to_vip,
+        "vip_ipv6_to_vip_packets",
+        "xdp",
+        "ipv6-to-vip",
+        "IPv6 packets to a VIP that no service took, passed to the stack"
+    ),
+    row!(
+        lb6_ext_header,
+        "vip_lb6_ext_headers_passed",
+        "lb",
+        "ipv6-ext-headers",
+        "IPv6 packets to a VIP with extension headers (fragments included), passed"
+    ),
+    row!(
+        icmp6_to_backend,
+        "vip_lb_icmp6_errors_forwarded",
+        "lb",
+        "icmp6",
+        "ICMPv6 Packet Too Big about a dsr service's flow, sent to the backend that sent the packet"
+    ),
 ];
 
 /// `VIP_STATS`, per VIP (label `vip`). `conflict_mac` is not a counter: the daemon reads it
