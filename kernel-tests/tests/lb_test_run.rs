@@ -198,18 +198,9 @@ fn with_fixture_at<T: Send + 'static>(
                 0,
             )
             .unwrap();
-        {
-            // The daemon side of IPv6 VIPs is not written yet: the entries go in directly.
-            let mut vips6: aya::maps::HashMap<_, vip_common::Vip6Key, vip_common::VipValue> =
-                aya::maps::HashMap::try_from(ebpf.map_mut(vip_common::map_names::VIPS6).unwrap())
-                    .unwrap();
-            for (addr, flags) in [(VIP6, vip_common::VIP_F_OWNED), (NOT_OWNED6, 0)] {
-                let v = vip_common::VipValue { flags, ifindex: 0 };
-                vips6
-                    .insert(vip_common::Vip6Key { addr_be: addr }, v, 0)
-                    .unwrap();
-            }
-        }
+        maps.own(std::net::Ipv6Addr::from(VIP6).into(), 0).unwrap();
+        maps.route(std::net::Ipv6Addr::from(NOT_OWNED6).into(), 0)
+            .unwrap();
         let mut sync = ServiceSync::new(LbMaps::take(&mut ebpf).unwrap(), sizing, SEED).unwrap();
         // The tables go in by plain stores into the mapped array (BPF_F_MMAPABLE); every
         // packet test below reads them back through the program.

@@ -215,7 +215,7 @@ pub fn pinned_tables(pins: &std::path::Path) -> (Array<MapData, u32>, Array<MapD
 
 /// Write `svcs` into the loaded `ebpf` (the IPv6 maps), `rings` and `filter` (the object's
 /// `RINGS` and `VIP_FILTER`, wherever the caller holds them); their VIPs become owned IPv6
-/// VIPs.
+/// VIPs (in the object's `VIPS6`, if the caller has not taken it).
 pub fn install(
     ebpf: &mut Ebpf,
     rings: &mut Array<MapData, u32>,
@@ -263,16 +263,21 @@ pub fn install(
         };
         services.insert(key, v, 0).unwrap();
     }
-    let mut vips6: HashMap<_, Vip6Key, VipValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::VIPS6).unwrap()).unwrap();
     for s in svcs {
         let (w, m) = vip6_filter_slot(s.vip);
         let old = filter.get(&w, 0).unwrap();
         filter.set(w, old | m, 0).unwrap();
-        let v = VipValue {
-            flags: VIP_F_OWNED,
-            ifindex: 0,
-        };
-        vips6.insert(Vip6Key { addr_be: s.vip }, v, 0).unwrap();
+    }
+    // Owned IPv6 VIPs, unless the caller holds `VIPS6` itself (the daemon's `Maps::take`
+    // took it out of the object; it owns them through `Maps::own`).
+    if let Some(m) = ebpf.map_mut(map_names::VIPS6) {
+        let mut vips6: HashMap<_, Vip6Key, VipValue> = HashMap::try_from(m).unwrap();
+        for s in svcs {
+            let v = VipValue {
+                flags: VIP_F_OWNED,
+                ifindex: 0,
+            };
+            vips6.insert(Vip6Key { addr_be: s.vip }, v, 0).unwrap();
+        }
     }
 }

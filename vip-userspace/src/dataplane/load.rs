@@ -17,7 +17,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// (symbol in the object, file name under the pin dir) for every pinned map.
-pub const PINNED: [(&str, &str); 17] = [
+pub const PINNED: [(&str, &str); 21] = [
     (map_names::VIPS, pin_names::VIPS),
     (map_names::IFACES, pin_names::IFACES),
     (map_names::STATS, pin_names::STATS),
@@ -35,6 +35,10 @@ pub const PINNED: [(&str, &str); 17] = [
     (map_names::DEADMAN, pin_names::DEADMAN),
     (map_names::VIPS6, pin_names::VIPS6),
     (map_names::VIP6_STATS, pin_names::VIP6_STATS),
+    (map_names::SERVICES6, pin_names::SERVICES6),
+    (map_names::BACKENDS6, pin_names::BACKENDS6),
+    (map_names::CT6, pin_names::CT6),
+    (map_names::REVNAT6, pin_names::REVNAT6),
 ];
 
 /// Sizes that depend on configuration, applied before the maps are created.
@@ -193,13 +197,14 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, DataplaneError> {
         );
         let _ = std::fs::remove_file(&p);
         replaced = true;
-        if want.sym == map_names::BACKENDS {
-            // Flow entries name backends by id and generation: with the generations gone,
-            // an old entry could match a new holder of its id.
+        if want.sym == map_names::BACKENDS || want.sym == map_names::BACKENDS6 {
+            // Flow entries name backends by id and generation (one id space for both
+            // families): with the generations gone, an old entry could match a new holder.
             tracing::warn!(
-                "backend ids start afresh; flow table replaced too (established flows are placed by Maglev again)"
+                "backend ids start afresh; flow tables replaced too (established flows are placed by Maglev again)"
             );
             let _ = std::fs::remove_file(pin_dir.join(pin_names::CONNTRACK));
+            let _ = std::fs::remove_file(pin_dir.join(pin_names::CT6));
         }
     }
     MAPS_REPLACED.store(replaced, std::sync::atomic::Ordering::Relaxed);
@@ -224,6 +229,7 @@ pub fn configure<'a>(loader: &mut EbpfLoader<'a>, sizes: &Sizes, g: &'a super::m
     }
     loader
         .override_global(globals::CT_SET_MASK, &g.ct_set_mask, true)
+        .override_global(globals::CT6_SET_MASK, &g.ct6_set_mask, true)
         .override_global(globals::STAT_STRIPE_MASK, &g.stat_stripe_mask, true)
         .override_global(globals::STAT_ATOMIC, &g.stat_atomic, true)
         .override_global(globals::SVC_STAT_ENTRIES, &g.svc_stat_entries, true)

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use aya::maps::{MapData, MapType};
 use vip_common::{
-    map_names, pin_names, BackendValue, Config, CtSet, FlowKey, IfaceValue, LbStats, NextHop,
-    RevValue, ServiceKey, ServiceValue, Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue,
-    MAX_IFACES, NEXTHOP_SLOTS, REVNAT_ENTRIES, VIP_FILTER_WORDS,
+    map_names, pin_names, Backend6Value, BackendValue, Config, Ct6Set, CtSet, Flow6Key, FlowKey,
+    IfaceValue, LbStats, NextHop, Rev6Value, RevValue, Service6Key, ServiceKey, ServiceValue,
+    Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue, MAX_IFACES, NEXTHOP_SLOTS,
+    REVNAT6_ENTRIES, REVNAT_ENTRIES, VIP_FILTER_WORDS,
 };
 
 use super::load::{Sizes, LOG_MAP};
@@ -20,6 +21,10 @@ pub struct Globals {
     pub ncpus: u32,
     pub ct_sets: u32,
     pub ct_set_mask: u32,
+    /// The IPv6 flow table's sets per CPU: a quarter of the IPv4 table's (a set is 104
+    /// bytes, not 56), at least one.
+    pub ct6_sets: u32,
+    pub ct6_set_mask: u32,
     pub stat_stripes: u32,
     pub stat_stripe_mask: u32,
     /// 1 when CPUs share counter stripes.
@@ -31,11 +36,14 @@ pub struct Globals {
 impl Globals {
     pub fn new(sizes: &Sizes, ncpus: u32) -> Globals {
         let ct_sets = vip_common::ct_sets_per_cpu(sizes.conntrack_flows, ncpus);
+        let ct6_sets = (ct_sets / 4).max(1);
         let stat_stripes = vip_common::stat_stripes(ncpus);
         Globals {
             ncpus,
             ct_sets,
             ct_set_mask: ct_sets - 1,
+            ct6_sets,
+            ct6_set_mask: ct6_sets - 1,
             stat_stripes,
             stat_stripe_mask: stat_stripes - 1,
             stat_atomic: (ncpus > stat_stripes) as u32,
@@ -217,6 +225,14 @@ pub fn shapes(s: &Sizes, ncpus: u32) -> Vec<MapShape> {
             "services are written again at start; established flows keep their backends"),
         shape(map_names::BACKENDS, pin_names::BACKENDS, Array, 4, size::<BackendValue>(), s.max_backends, true,
             "backend ids start afresh and the flow table goes with them: established flows are placed by Maglev again"),
+        shape(map_names::SERVICES6, pin_names::SERVICES6, Hash, size::<Service6Key>(), size::<ServiceValue>(), s.max_services, true,
+            "IPv6 services are written again at start; established flows keep their backends"),
+        shape(map_names::BACKENDS6, pin_names::BACKENDS6, Array, 4, size::<Backend6Value>(), s.max_backends, true,
+            "backend ids start afresh and the flow tables go with them: established flows are placed by Maglev again"),
+        shape(map_names::CT6, pin_names::CT6, PerCpuArray, 4, size::<Ct6Set>(), g.ct6_sets, true,
+            "established IPv6 flows are placed by Maglev again: the same backend unless the service's backends changed since the flow began"),
+        shape(map_names::REVNAT6, pin_names::REVNAT6, LruHash, size::<Flow6Key>(), size::<Rev6Value>(), REVNAT6_ENTRIES, false,
+            "replies of established IPv6 nat flows are no longer rewritten to the VIP: those connections break"),
         shape(map_names::RINGS, pin_names::RINGS, MmapArray, 4, 4, s.ring_slots, true,
             "Maglev tables are written again at start; established flows keep their backends"),
         shape(map_names::CONNTRACK, pin_names::CONNTRACK, PerCpuArray, 4, size::<CtSet>(), g.ct_sets, true,
