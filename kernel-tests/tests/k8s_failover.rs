@@ -679,29 +679,6 @@ fn services_beyond_the_data_plane_limit_fail_alone() {
     cl.remove_dir();
 }
 
-/// `ndisc6` from `host`: the MAC that answered for `target`, lowercase.
-fn ndisc6(host: &testbed::Host, target: &str) -> Option<String> {
-    let out = host
-        .ns
-        .command("ndisc6")
-        .args(["-1", "-n", "-r", "2", "-w", "500", target, "eth0"])
-        .output()
-        .unwrap_or_else(|e| panic!("ndisc6 (package ndisc6, `cargo xtask setup`): {e}"));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Target link-layer address:"))
-        .map(|m| m.trim().to_ascii_lowercase())
-}
-
-/// The lladdr of the client's IPv6 neighbour entry for `ip`.
-fn neigh6_mac(host: &testbed::Host, ip: &str) -> Option<String> {
-    let out = host.ns.ip(&["-6", "neigh", "show", ip, "dev", "eth0"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let i = words.iter().position(|w| *w == "lladdr")?;
-    words.get(i + 1).map(|m| m.to_string())
-}
-
 #[test]
 fn dual_stack_service_is_answered_on_both_families_and_its_ipv6_vip_moves_on_failover() {
     let cl = Cluster::new("vds", &[]);
@@ -761,8 +738,8 @@ fn dual_stack_service_is_answered_on_both_families_and_its_ipv6_vip_moves_on_fai
     let mac = poll(Duration::from_secs(10), || testbed::arping(client, &v4)).expect("ARP");
     assert_eq!(mac, bed.host(&holder).mac);
     assert_eq!(
-        ndisc6(client, &v6).as_deref(),
-        Some(bed.host(&holder).mac.as_str()),
+        testbed::ndisc6(client, &v6, Duration::from_millis(500)),
+        Some(parse_mac(&bed.host(&holder).mac)),
         "NDP answered by the holder"
     );
     let v6_addr: SocketAddr = format!("[{v6}]:80").parse().unwrap();
@@ -775,22 +752,20 @@ fn dual_stack_service_is_answered_on_both_families_and_its_ipv6_vip_moves_on_fai
         m.contains(&format!("vip_vip_owner{{vip=\"{v6}\"}} 1")),
         "{m}"
     );
-    assert_eq!(
-        neigh6_mac(client, &v6).as_deref(),
-        Some(bed.host(&holder).mac.as_str())
-    );
+    let neigh6_mac = |ip: &str| testbed::neighbour6(client, ip).and_then(|n| n.lladdr);
+    assert_eq!(neigh6_mac(&v6), Some(parse_mac(&bed.host(&holder).mac)));
 
     // The holder stops: the other node takes over, and its unsolicited NA moves the
     // client's cached entry (no new solicitation needed: the entry is still fresh).
     let mut old = daemons.remove(holder.as_str()).unwrap();
     assert!(old.stop().success(), "{}", old.logs());
     let moved = poll(Duration::from_secs(10), || {
-        (neigh6_mac(client, &v6).as_deref() == Some(bed.host(other).mac.as_str())).then_some(())
+        (neigh6_mac(&v6) == Some(parse_mac(&bed.host(other).mac))).then_some(())
     });
     assert!(
         moved.is_some(),
         "client's entry for {v6} still {:?}:\n{}",
-        neigh6_mac(client, &v6),
+        neigh6_mac(&v6),
         daemons[other].logs()
     );
     assert_eq!(

@@ -39,43 +39,6 @@ fn pin_dir(tag: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/vip-test-{tag}"))
 }
 
-/// `ndisc6` from `host` for `target`: the MAC it was told, or None without an answer.
-fn ndisc6(host: &Host, target: &str) -> Option<String> {
-    // Exits 2 when nobody answers: not an error here.
-    let out = host
-        .ns
-        .command("ndisc6")
-        .args(["-1", "-n", "-r", "2", "-w", "500", target, "eth0"])
-        .output()
-        .unwrap_or_else(|e| panic!("ndisc6 (package ndisc6, `cargo xtask setup`): {e}"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Target link-layer address:"))
-        .map(|m| m.trim().to_ascii_lowercase())
-}
-
-fn ping6(host: &Host, target: &str) -> bool {
-    host.ns
-        .command("ping")
-        .args(["-6", "-c", "1", "-W", "2", target])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// The client's neighbour entry for `ip`: (lladdr, state), e.g. ("02:..", "REACHABLE").
-fn neigh6(host: &Host, ip: &str) -> Option<(String, String)> {
-    let out = host.ns.ip(&["-6", "neigh", "show", ip, "dev", "eth0"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mac = words
-        .iter()
-        .position(|w| *w == "lladdr")
-        .and_then(|i| words.get(i + 1))?;
-    Some((mac.to_string(), words.last()?.to_string()))
-}
-
 /// ICMPv6 NDP frames of one type (135 NS, 136 NA) the capture holds, as (IPv6 destination,
 /// NA flags byte, target, Ethernet source).
 fn ndp(cap: &Capture, typ: u8) -> Vec<(Ipv6Addr, u8, Ipv6Addr, [u8; 6])> {
@@ -106,26 +69,20 @@ fn unsolicited(cap: &Capture, mac: [u8; 6]) -> usize {
         .count()
 }
 
+fn ndisc6(host: &Host, target: &str) -> Option<[u8; 6]> {
+    testbed::ndisc6(host, target, Duration::from_millis(500))
+}
+
+fn ping6(host: &Host, target: &str) -> bool {
+    testbed::ping6(host, target, Duration::from_secs(2))
+}
+
 fn vip6_metric(m: &str, name: &str) -> u64 {
     common::metric(m, &format!("{name}{{vip=\"{VIP6}\"}}"))
 }
 
-/// The IPv6 addresses (with prefix length) on `dev` of `host`.
-fn addrs6(host: &Host, dev: &str) -> Vec<String> {
-    let out = host.ns.ip(&["-o", "-6", "addr", "show", "dev", dev]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .skip_while(|w| *w != "inet6")
-                .nth(1)
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 fn bound_on(host: &Host, dev: &str) -> Vec<String> {
-    addrs6(host, dev)
+    testbed::addrs6(&host.ns, dev)
         .into_iter()
         .filter(|a| a.starts_with(&format!("{VIP6}/")))
         .collect()
@@ -163,12 +120,12 @@ fn xdp_mode_answers_ndp_announces_and_serves_an_ipv6_vip() {
     assert!(
         bound_on(node, "eth0").is_empty(),
         "{:?}",
-        addrs6(node, "eth0")
+        testbed::addrs6(&node.ns, "eth0")
     );
 
     // A multicast NS (ndisc6) is answered by XDP with the node's MAC.
     let before = vip6_metric(&metrics(&bed), "vip_vip_ndp_replies_total");
-    assert_eq!(ndisc6(client, VIP6).as_deref(), Some(node.mac.as_str()));
+    assert_eq!(ndisc6(client, VIP6), Some(node_mac));
     let m = metrics(&bed);
     assert!(vip6_metric(&m, "vip_vip_ndp_replies_total") > before, "{m}");
     assert!(common::metric(&m, "vip_na_sent_total") >= 2, "{m}");
@@ -190,11 +147,11 @@ fn xdp_mode_answers_ndp_announces_and_serves_an_ipv6_vip() {
     assert!(out.status.success(), "{out:?}");
     let reachable = poll(Duration::from_secs(10), || {
         ping6(client, VIP6);
-        neigh6(client, VIP6).filter(|(_, st)| st == "REACHABLE")
+        testbed::neighbour6(client, VIP6).filter(|n| n.state == "REACHABLE")
     });
     assert_eq!(
-        reachable.map(|(mac, _)| mac).as_deref(),
-        Some(node.mac.as_str()),
+        reachable.and_then(|n| n.lladdr),
+        Some(node_mac),
         "the stale entry was confirmed by the node"
     );
     let solicited: Vec<_> = ndp(&cap, 136)
@@ -274,7 +231,7 @@ fn kernel_mode_binds_the_ipv6_vip_without_dad_and_the_kernel_answers() {
         .unwrap_or_else(|| panic!("VIP not on eth0:\n{text}"));
     assert!(line.contains("nodad"), "{line}");
     assert!(!line.contains("tentative"), "{line}");
-    assert_eq!(ndisc6(client, VIP6).as_deref(), Some(node.mac.as_str()));
+    assert_eq!(ndisc6(client, VIP6), Some(parse_mac(&node.mac)));
     assert!(ping6(client, VIP6), "ping -6 {VIP6}");
     let burst = poll(Duration::from_secs(5), || {
         (unsolicited(&cap, parse_mac(&node.mac)) >= 1).then_some(())

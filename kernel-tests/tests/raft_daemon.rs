@@ -255,21 +255,6 @@ fn raft_leader_frozen_goes_silent_in_xdp_by_its_lease() {
     assert_eq!(cl.fenced_leaders().len(), 1);
 }
 
-/// `ndisc6` from `host` (its link-local address as source): the MAC that answered for
-/// `target`, lowercase, or None.
-fn ndisc6(host: &testbed::Host, target: &str) -> Option<String> {
-    let out = host
-        .ns
-        .command("ndisc6")
-        .args(["-1", "-n", "-r", "2", "-w", "300", target, "eth0"])
-        .output()
-        .unwrap_or_else(|e| panic!("ndisc6 (package ndisc6, `cargo xtask setup`): {e}"));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Target link-layer address:"))
-        .map(|m| m.trim().to_ascii_lowercase())
-}
-
 /// A dual-stack control-plane VIP (kube-vip's `address: v4,v6`): the Raft leader answers
 /// ARP for one and NDP for the other, nobody else does; when it stops, the new leader
 /// answers both.
@@ -287,15 +272,11 @@ fn raft_leader_holds_a_dual_stack_control_plane_vip_and_hands_it_on() {
         (l.len() == 1).then(|| l[0])
     })
     .unwrap_or_else(|| panic!("one leader:\n{}", cl.logs()));
-    let answered = poll(Duration::from_secs(5), || {
-        ndisc6(cl.bed.host("client"), VIP6)
-    })
-    .unwrap_or_else(|| panic!("NDP for {VIP6} answered:\n{}", cl.logs()));
-    assert_eq!(
-        answered,
-        cl.bed.host(NODES[leader]).mac,
-        "the leader answers NDP"
-    );
+    let ask =
+        |cl: &Cluster| testbed::ndisc6(cl.bed.host("client"), VIP6, Duration::from_millis(300));
+    let answered = poll(Duration::from_secs(5), || ask(&cl))
+        .unwrap_or_else(|| panic!("NDP for {VIP6} answered:\n{}", cl.logs()));
+    assert_eq!(answered, cl.mac(leader), "the leader answers NDP");
     assert_eq!(
         testbed::arping(cl.bed.host("client"), common::VIP).as_deref(),
         Some(cl.bed.host(NODES[leader]).mac.as_str()),
@@ -310,7 +291,7 @@ fn raft_leader_holds_a_dual_stack_control_plane_vip_and_hands_it_on() {
     })
     .unwrap_or_else(|| panic!("a new leader:\n{}", cl.logs()));
     let moved = poll(Duration::from_secs(5), || {
-        ndisc6(cl.bed.host("client"), VIP6).filter(|m| *m == cl.bed.host(NODES[next]).mac)
+        ask(&cl).filter(|m| *m == cl.mac(next))
     });
     assert!(
         moved.is_some(),

@@ -1,6 +1,9 @@
 //! The kernel layer of the fence: with VIPs bound on `lo` (XDP mode), Linux would answer ARP
 //! for them on the uplink whenever the XDP program is not there; `arp_ignore=1` keeps it
-//! quiet. A node that cannot set it claims nothing (see `wait_fenced`).
+//! quiet. A node that cannot set it claims nothing (see `wait_fenced`). IPv6 VIPs need no
+//! setting: Linux answers a Neighbor Solicitation only for addresses on the interface it
+//! came in on (and `proxy_ndp`, off by default), so one on `lo` is never answered on the
+//! uplink (kernel-tests `ipv6_kernel_facts`).
 use crate::{
     config::{Config, Mode},
     metrics::State,
