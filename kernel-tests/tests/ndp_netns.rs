@@ -130,6 +130,23 @@ fn xdp_mode_answers_ndp_announces_and_serves_an_ipv6_vip() {
     assert!(vip6_metric(&m, "vip_vip_ndp_replies_total") > before, "{m}");
     assert!(common::metric(&m, "vip_na_sent_total") >= 2, "{m}");
 
+    // `vip status` lists the IPv6 VIP, owned, with its NDP counters.
+    let out = node
+        .ns
+        .command(testkit::daemon::vip_bin())
+        .args(["status", "--pin-dir", pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{VIP6} ")))
+        .unwrap_or_else(|| panic!("no line for {VIP6} in `vip status`:\n{status}"));
+    assert!(
+        line.contains("owned") && line.contains("ndp replies"),
+        "{line}"
+    );
+
     // Traffic to the VIP reaches the node's stack: ping and TCP over IPv6.
     assert!(ping6(client, VIP6), "ping -6 {VIP6}");
     let _server = TcpServer::start(&node.ns, "[::]:8080".parse().unwrap(), "hello over v6\n");
