@@ -35,6 +35,12 @@ fn bed(tag: &str) -> Bed {
     )
 }
 
+/// The daemon in XDP mode owning [`VIP6`], maps pinned under `pins`.
+fn start_xdp(bed: &Bed, pins: &std::path::Path) -> Daemon {
+    let pins = pins.to_str().unwrap();
+    Daemon::start(bed, &["--vip", VIP6, "--mode", "xdp", "--pin-dir", pins])
+}
+
 fn pin_dir(tag: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/vip-test-{tag}"))
 }
@@ -96,17 +102,7 @@ fn xdp_mode_answers_ndp_announces_and_serves_an_ipv6_vip() {
     let node = bed.host("node");
     let node_mac = parse_mac(&node.mac);
     let cap = Capture::start(client, 0x86dd);
-    let mut d = Daemon::start(
-        &bed,
-        &[
-            "--vip",
-            VIP6,
-            "--mode",
-            "xdp",
-            "--pin-dir",
-            pins.to_str().unwrap(),
-        ],
-    );
+    let mut d = start_xdp(&bed, &pins);
     assert!(has_xdp(&node.ns, "eth0"), "XDP attached to the uplink");
 
     // The burst: unsolicited NAs from the node's MAC, the first one sent before ready.
@@ -196,17 +192,7 @@ fn an_ipv6_vip_claimed_by_another_host_is_reannounced() {
     let node = bed.host("node");
     let node_mac = parse_mac(&node.mac);
     let cap = Capture::start(client, 0x86dd);
-    let d = Daemon::start(
-        &bed,
-        &[
-            "--vip",
-            VIP6,
-            "--mode",
-            "xdp",
-            "--pin-dir",
-            pins.to_str().unwrap(),
-        ],
-    );
+    let d = start_xdp(&bed, &pins);
     // The whole burst (default `garp.count` 5 over 2 s) is out before the claim.
     poll(Duration::from_secs(10), || {
         (common::metric(&metrics(&bed), "vip_na_sent_total") == 5).then_some(())

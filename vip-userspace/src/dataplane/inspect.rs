@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use vip_common::STAT_STRIPES_MAX;
 use vip_common::{
-    pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, Vip6Key, Vip6Stats,
-    VipKey, VipStats, VipValue, BACKEND_F_ACTIVE, RING_EMPTY, VIP_F_OWNED,
+    pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, Vip6Key, VipKey,
+    VipValue, BACKEND_F_ACTIVE, RING_EMPTY, VIP_F_OWNED,
 };
 
 use super::maps::VipRow;
@@ -264,39 +264,41 @@ fn read_vips(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
 }
 
 fn read_vips6(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
-    let vips: HashMap<_, Vip6Key, VipValue> =
-        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS6)?))?;
-    let vip_stats: HashMap<_, Vip6Key, Vip6Stats> =
-        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIP6_STATS)?))?;
-    let mut vip_views = Vec::new();
-    for e in vips.iter() {
-        let (k, v) = e?;
-        let st = vip_stats.get(&k, 0).unwrap_or_default();
-        vip_views.push(VipView {
-            addr: IpAddr::from(k.addr_be),
-            owned: v.flags & VIP_F_OWNED != 0,
-            ifindex: v.ifindex,
-            stats: VipRow::V6(st),
-        });
-    }
-    vip_views.sort_by_key(|v| v.addr);
-    Ok(vip_views)
+    read_family(
+        dir,
+        (pin_names::VIPS6, pin_names::VIP6_STATS),
+        |k: &Vip6Key| IpAddr::from(k.addr_be),
+        VipRow::V6,
+    )
 }
 
 fn read_vips4(dir: &Path) -> Result<Vec<VipView>, DataplaneError> {
-    let vips: HashMap<_, VipKey, VipValue> =
-        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIPS)?))?;
-    let vip_stats: HashMap<_, VipKey, VipStats> =
-        HashMap::try_from(Map::HashMap(open(dir, pin_names::VIP_STATS)?))?;
+    read_family(
+        dir,
+        (pin_names::VIPS, pin_names::VIP_STATS),
+        |k: &VipKey| IpAddr::from(k.addr_be),
+        VipRow::V4,
+    )
+}
+
+/// One family's VIPs (`pins`: the VIP map's and its counters'), by address.
+fn read_family<K: aya::Pod, S: aya::Pod + Default>(
+    dir: &Path,
+    pins: (&str, &str),
+    addr: impl Fn(&K) -> IpAddr,
+    row: impl Fn(S) -> VipRow,
+) -> Result<Vec<VipView>, DataplaneError> {
+    let vips: HashMap<_, K, VipValue> = HashMap::try_from(Map::HashMap(open(dir, pins.0)?))?;
+    let vip_stats: HashMap<_, K, S> = HashMap::try_from(Map::HashMap(open(dir, pins.1)?))?;
     let mut vip_views = Vec::new();
     for e in vips.iter() {
         let (k, v) = e?;
         let st = vip_stats.get(&k, 0).unwrap_or_default();
         vip_views.push(VipView {
-            addr: IpAddr::from(k.addr_be),
+            addr: addr(&k),
             owned: v.flags & VIP_F_OWNED != 0,
             ifindex: v.ifindex,
-            stats: VipRow::V4(st),
+            stats: row(st),
         });
     }
     vip_views.sort_by_key(|v| v.addr);
