@@ -76,7 +76,7 @@ fn with_fx<T: Send + 'static>(tag: &str, f: impl FnOnce(&mut Fx) -> T + Send + '
         let mut filter: Array<MapData, u64> =
             Array::try_from(ebpf.take_map(map_names::VIP_FILTER).unwrap()).unwrap();
         let svcs = lb6::services6(rings.len());
-        lb6::install(&mut ebpf, &mut rings, &mut filter, &svcs);
+        lb6::install(&mut ebpf, None, &mut rings, &mut filter, &svcs);
         let mut fx = Fx {
             ebpf,
             rings,

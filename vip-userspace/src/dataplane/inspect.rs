@@ -5,9 +5,9 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use vip_common::STAT_STRIPES_MAX;
 use vip_common::{
-    pin_names, Backend6Value, BackendValue, Config, LbStats, Service6Key, ServiceKey,
-    ServiceValue, Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue, BACKEND_F_ACTIVE,
-    RING_EMPTY, VIP_F_OWNED,
+    pin_names, Backend6Value, BackendValue, Config, LbStats, Service6Key, ServiceKey, ServiceValue,
+    Stats, Vip6Key, Vip6Stats, VipKey, VipStats, VipValue, BACKEND_F_ACTIVE, RING_EMPTY,
+    VIP_F_OWNED,
 };
 
 use super::maps::VipRow;
@@ -318,7 +318,10 @@ impl Backends {
     fn open(dir: &Path) -> Result<Self, DataplaneError> {
         let v4 = Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
         let v6 = if dir.join(pin_names::BACKENDS6).exists() {
-            Some(Array::try_from(Map::Array(open(dir, pin_names::BACKENDS6)?))?)
+            Some(Array::try_from(Map::Array(open(
+                dir,
+                pin_names::BACKENDS6,
+            )?))?)
         } else {
             None
         };
@@ -331,12 +334,20 @@ impl Backends {
         let mut out = Vec::new();
         if let Ok(b) = self.v4.get(&id, 0) {
             if b.gen != 0 || b.flags != 0 {
-                out.push((IpAddr::from(b.addr_be), u16::from_be_bytes(b.port_be), b.flags));
+                out.push((
+                    IpAddr::from(b.addr_be),
+                    u16::from_be_bytes(b.port_be),
+                    b.flags,
+                ));
             }
         }
         if let Some(Ok(b)) = self.v6.as_ref().map(|m| m.get(&id, 0)) {
             if b.gen != 0 || b.flags != 0 {
-                out.push((IpAddr::from(b.addr_be), u16::from_be_bytes(b.port_be), b.flags));
+                out.push((
+                    IpAddr::from(b.addr_be),
+                    u16::from_be_bytes(b.port_be),
+                    b.flags,
+                ));
             }
         }
         out

@@ -366,3 +366,63 @@ impl Drop for RingMem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Proto;
+
+    /// The writer walks the sorted model list beside its sorted applied keys: the keys'
+    /// order must be the order of `model::ServiceId` `(IpAddr, port, Proto)`, across
+    /// families too (every IPv4 VIP before every IPv6 one, as `IpAddr` orders them).
+    #[test]
+    fn key_order_is_the_model_order_across_families() {
+        let vips: Vec<IpAddr> = [
+            "0.0.0.1",
+            "10.0.0.1",
+            "192.0.2.100",
+            "255.255.255.255",
+            "::",
+            "::ffff:10.0.0.1",
+            "2001:db8::100",
+            "2001:db8::1:0",
+            "fe80::1",
+            "ffff::1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let mut ids = Vec::new();
+        for vip in &vips {
+            for port in [0u16, 53, 80, 255, 256, 8080, 65535] {
+                for proto in [Proto::Tcp, Proto::Udp] {
+                    ids.push((*vip, port, proto));
+                }
+            }
+        }
+        let key =
+            |(vip, port, proto): &(IpAddr, u16, Proto)| SvcKey::new(*vip, *port, proto.number());
+        let mut by_id = ids.clone();
+        by_id.sort();
+        let mut by_key = ids.clone();
+        by_key.sort_by_key(key);
+        assert_eq!(by_id, by_key);
+        for w in by_id.windows(2) {
+            assert!(key(&w[0]) < key(&w[1]), "{:?} {:?}", w[0], w[1]);
+        }
+    }
+
+    #[test]
+    fn a_key_says_its_family_and_gives_back_what_it_was_made_of() {
+        for (vip, f) in [("192.0.2.100", Family::V4), ("2001:db8::100", Family::V6)] {
+            let ip: IpAddr = vip.parse().unwrap();
+            let k = SvcKey::new(ip, 8080, vip_common::PROTO_UDP);
+            assert_eq!(k.family(), f);
+            assert_eq!(Family::of(ip), f);
+            assert_eq!(
+                (k.vip(), k.port(), k.proto()),
+                (ip, 8080, vip_common::PROTO_UDP)
+            );
+        }
+    }
+}

@@ -8,8 +8,8 @@ use std::{
     path::Path,
 };
 use vip_common::{
-    map_names, pin_names, vip6_filter_slot, vip_filter_slot, Config, Deadline, IfaceValue, Stats, Vip6Key, Vip6Stats,
-    VipKey, VipStats, VipValue, VIP_F_OWNED,
+    map_names, pin_names, vip6_filter_slot, vip_filter_slot, Config, Deadline, IfaceValue, Stats,
+    Vip6Key, Vip6Stats, VipKey, VipStats, VipValue, VIP_F_OWNED,
 };
 
 use super::DataplaneError;

@@ -4,7 +4,9 @@
 //! nothing new of it is live" are kept, step by step.
 use vip_common::ServiceValue;
 
-use super::{ids::keep_of, ring::Region, Applied, Changes, Retired, ServiceError, ServiceSync, SvcKey};
+use super::{
+    ids::keep_of, ring::Region, Applied, Changes, Retired, ServiceError, ServiceSync, SvcKey,
+};
 use crate::model::{Backend, Service};
 
 /// What one service is to become, as `apply_one` works it out once.
@@ -47,7 +49,10 @@ impl ServiceSync {
         // other family cannot be written there (the config and the Kubernetes translation
         // keep them out; this keeps the maps right whatever the caller).
         let mixed;
-        let backends = if backends.iter().all(|b| b.addr.is_ipv4() == svc.vip.is_ipv4()) {
+        let backends = if backends
+            .iter()
+            .all(|b| b.addr.is_ipv4() == svc.vip.is_ipv4())
+        {
             backends
         } else {
             mixed = backends
@@ -115,7 +120,11 @@ impl ServiceSync {
 
     /// Adopted: if the live table already is what this config builds, take it as it is (no
     /// write, no flip); backends the config dropped are retired. Returns whether it was.
-    fn keep_adopted(&mut self, w: &Want, deactivate: &mut Vec<Retired>) -> Result<bool, ServiceError> {
+    fn keep_adopted(
+        &mut self,
+        w: &Want,
+        deactivate: &mut Vec<Retired>,
+    ) -> Result<bool, ServiceError> {
         let Some(a) = self
             .applied
             .get(&w.k)
