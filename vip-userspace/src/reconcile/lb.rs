@@ -37,6 +37,7 @@ pub struct LbSide {
     forwarding_set: bool,
     forwarding6_set: bool,
     nat_set: bool,
+    nat6_set: bool,
     strict: Option<Handle>,
     strict_failed: bool,
     /// Interface settings forwarding needs that could not be applied
@@ -79,6 +80,7 @@ impl LbSide {
             forwarding_set: false,
             forwarding6_set: false,
             nat_set: false,
+            nat6_set: false,
             strict: None,
             strict_failed: false,
             setting_failures: Counter::default(),
@@ -123,6 +125,25 @@ impl LbSide {
         }
     }
 
+    /// nat replies come back through this node's stack, which forwards them out again (tc
+    /// egress then restores the VIP): IPv6 forwards only if `net.ipv6.conf.all.forwarding`
+    /// is on or, since Linux 6.17, the ingress device has `force_forwarding` (the device's
+    /// own `forwarding` is not enough, unlike IPv4's). The per-device switch where the
+    /// kernel has it; else a warning that the node must forward IPv6 (`all` would change
+    /// every interface, RA handling included: not done behind the operator's back).
+    fn set_nat6(&mut self) {
+        let has_force = std::path::Path::new("/proc/sys/net/ipv6/conf")
+            .join(&self.uplink)
+            .join("force_forwarding")
+            .exists();
+        if has_force {
+            self.set6("force_forwarding", |_| Some("1"));
+        } else if devconf::get_ipv6("all", "forwarding").ok().as_deref() != Some("1") {
+            self.setting_failures.inc();
+            tracing::warn!(dev = %self.uplink, "this kernel (before 6.17) has no net.ipv6.conf.<dev>.force_forwarding: IPv6 nat replies are forwarded only with net.ipv6.conf.all.forwarding=1, which vip leaves to the operator");
+        }
+    }
+
     /// `net.ipv6.conf.<uplink>.<key>` to what `want` says for its current value (None:
     /// leave it), the first old value kept for release. False (warned and counted) when it
     /// cannot be read or written.
@@ -158,6 +179,9 @@ impl LbSide {
         }
         if self.forwarding6_set {
             self.set_forwarding6();
+        }
+        if self.nat6_set {
+            self.set_nat6();
         }
         if self.nat_set {
             self.set_nat(handle).await;
@@ -226,7 +250,10 @@ impl LbSide {
                 .iter()
                 .any(|s| s.mode != LbMode::Local && s.vip.is_ipv6() == v6)
         };
-        let nat = services.iter().any(|s| s.mode == LbMode::Nat);
+        // send_redirects is IPv4's (the IPv6 nat settings are `set_nat6`'s).
+        let nat = services
+            .iter()
+            .any(|s| s.mode == LbMode::Nat && s.vip.is_ipv4());
         if forwards(false) && !self.forwarding_set {
             // bpf_fib_lookup refuses to route for a device without IPv4 forwarding.
             self.set(handle, Setting::Forwarding, 1).await;
@@ -235,6 +262,13 @@ impl LbSide {
         if forwards(true) && !self.forwarding6_set {
             self.set_forwarding6();
             self.forwarding6_set = true;
+        }
+        let nat6 = services
+            .iter()
+            .any(|s| s.mode == LbMode::Nat && s.vip.is_ipv6());
+        if nat6 && !self.nat6_set {
+            self.set_nat6();
+            self.nat6_set = true;
         }
         if nat && !self.nat_set {
             self.set_nat(handle).await;
@@ -394,6 +428,7 @@ impl LbSide {
         self.forwarding_set = false;
         self.forwarding6_set = false;
         self.nat_set = false;
+        self.nat6_set = false;
         for ip in std::mem::take(&mut self.neighbours) {
             let _ = neigh::remove_managed(handle, self.uplink_index, ip).await;
         }
