@@ -544,3 +544,28 @@ fn tc_egress_restores_the_vip_on_replies() {
         }
     });
 }
+
+/// The kernel fact the daemon's IPv6 forwarding setting rests on: `bpf_fib_lookup` for
+/// AF_INET6 answers "forwarding disabled" unless the *ingress device* forwards IPv6
+/// (`net.ipv6.conf.<dev>.forwarding`; `all` being on is not enough), so the daemon sets it
+/// on the uplink for IPv6 dsr and nat services. The program drops such a frame, counted.
+#[test]
+fn the_fib_lookup_needs_the_ingress_device_to_forward_ipv6() {
+    with_fx("fwd", |fx| {
+        // This thread is in the fixture's namespace: its /proc/sys/net is the fixture's.
+        let dev = "/proc/sys/net/ipv6/conf/in0/forwarding";
+        let all = "/proc/sys/net/ipv6/conf/all/forwarding";
+        std::fs::write(dev, "0").unwrap();
+        assert_eq!(std::fs::read_to_string(all).unwrap().trim(), "1");
+        let syn = tcp6(40100, 80, 0x02);
+        let before = fx.stats().fib_fail;
+        let (verdict, _) = fx.run(&syn);
+        assert_eq!(verdict, XDP_DROP, "forwarding off on in0: no next hop");
+        assert_eq!(fx.stats().fib_fail, before + 1);
+        std::fs::write(dev, "1").unwrap();
+        let (be, _) = fx.pick(80, 40100, PROTO_TCP);
+        let (verdict, out) = fx.run(&syn);
+        assert_eq!(verdict, XDP_TX, "forwarding on in0");
+        assert_eq!(&out[0..6], &mac_of6(be));
+    });
+}
