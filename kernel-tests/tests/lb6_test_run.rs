@@ -1,8 +1,10 @@
 //! The IPv6 load balancer through BPF_PROG_TEST_RUN: exact output bytes for dsr, nat and
 //! local, conntrack, Packet Too Big, what goes to the stack, truncation, and the tc egress
-//! program restoring a nat reply. The services are written into the maps directly
-//! (`testkit::lb6`: the daemon does not carry IPv6 services yet); checksums of rewritten
-//! frames are computed here from scratch, never by the program's arithmetic.
+//! program restoring a nat reply, and the FIB's rule that the ingress device must forward
+//! IPv6. The services are written into the maps directly (`testkit::lb6`, ids and table
+//! regions chosen here; the daemon's writer is tested in `lb_test_run` and `lb6_netns`);
+//! checksums of rewritten frames are computed here from scratch, never by the program's
+//! arithmetic.
 //!
 //! ```text
 //!  client 2001:db8::10 ──► vip_xdp, ingress in0 (02::0a) or lo ──► backends, by MAC:
