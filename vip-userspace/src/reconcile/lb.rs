@@ -38,6 +38,8 @@ pub struct LbSide {
     forwarding6_set: bool,
     nat_set: bool,
     nat6_set: bool,
+    /// The kernel has no `force_forwarding` and the node does not forward IPv6: said once.
+    nat6_warned: bool,
     strict: Option<Handle>,
     strict_failed: bool,
     /// Interface settings forwarding needs that could not be applied
@@ -81,6 +83,7 @@ impl LbSide {
             forwarding6_set: false,
             nat_set: false,
             nat6_set: false,
+            nat6_warned: false,
             strict: None,
             strict_failed: false,
             setting_failures: Counter::default(),
@@ -138,7 +141,10 @@ impl LbSide {
             .exists();
         if has_force {
             self.set6("force_forwarding", |_| Some("1"));
-        } else if devconf::get_ipv6("all", "forwarding").ok().as_deref() != Some("1") {
+        } else if !self.nat6_warned
+            && devconf::get_ipv6("all", "forwarding").ok().as_deref() != Some("1")
+        {
+            self.nat6_warned = true;
             self.setting_failures.inc();
             tracing::warn!(dev = %self.uplink, "this kernel (before 6.17) has no net.ipv6.conf.<dev>.force_forwarding: IPv6 nat replies are forwarded only with net.ipv6.conf.all.forwarding=1, which vip leaves to the operator");
         }
@@ -429,6 +435,7 @@ impl LbSide {
         self.forwarding6_set = false;
         self.nat_set = false;
         self.nat6_set = false;
+        self.nat6_warned = false;
         for ip in std::mem::take(&mut self.neighbours) {
             let _ = neigh::remove_managed(handle, self.uplink_index, ip).await;
         }
