@@ -1,8 +1,10 @@
 //! The IPv6 load balancer through BPF_PROG_TEST_RUN: exact output bytes for dsr, nat and
 //! local, conntrack, Packet Too Big, what goes to the stack, truncation, and the tc egress
-//! program restoring a nat reply. The services are written into the maps directly
-//! (`testkit::lb6`: the daemon does not carry IPv6 services yet); checksums of rewritten
-//! frames are computed here from scratch, never by the program's arithmetic.
+//! program restoring a nat reply, and the FIB's rule that the ingress device must forward
+//! IPv6. The services are written into the maps directly (`testkit::lb6`, ids and table
+//! regions chosen here; the daemon's writer is tested in `lb_test_run` and `lb6_netns`);
+//! checksums of rewritten frames are computed here from scratch, never by the program's
+//! arithmetic.
 //!
 //! ```text
 //!  client 2001:db8::10 ──► vip_xdp, ingress in0 (02::0a) or lo ──► backends, by MAC:
@@ -76,7 +78,7 @@ fn with_fx<T: Send + 'static>(tag: &str, f: impl FnOnce(&mut Fx) -> T + Send + '
         let mut filter: Array<MapData, u64> =
             Array::try_from(ebpf.take_map(map_names::VIP_FILTER).unwrap()).unwrap();
         let svcs = lb6::services6(rings.len());
-        lb6::install(&mut ebpf, &mut rings, &mut filter, &svcs);
+        lb6::install(&mut ebpf, None, &mut rings, &mut filter, &svcs);
         let mut fx = Fx {
             ebpf,
             rings,
@@ -542,5 +544,30 @@ fn tc_egress_restores_the_vip_on_replies() {
             let stranger = reply(nat_be6(3), 1234);
             assert_eq!(egress(&stranger), (0, stranger.clone()));
         }
+    });
+}
+
+/// The kernel fact the daemon's IPv6 forwarding setting rests on: `bpf_fib_lookup` for
+/// AF_INET6 answers "forwarding disabled" unless the *ingress device* forwards IPv6
+/// (`net.ipv6.conf.<dev>.forwarding`; `all` being on is not enough), so the daemon sets it
+/// on the uplink for IPv6 dsr and nat services. The program drops such a frame, counted.
+#[test]
+fn the_fib_lookup_needs_the_ingress_device_to_forward_ipv6() {
+    with_fx("fwd", |fx| {
+        // This thread is in the fixture's namespace: its /proc/sys/net is the fixture's.
+        let dev = "/proc/sys/net/ipv6/conf/in0/forwarding";
+        let all = "/proc/sys/net/ipv6/conf/all/forwarding";
+        std::fs::write(dev, "0").unwrap();
+        assert_eq!(std::fs::read_to_string(all).unwrap().trim(), "1");
+        let syn = tcp6(40100, 80, 0x02);
+        let before = fx.stats().fib_fail;
+        let (verdict, _) = fx.run(&syn);
+        assert_eq!(verdict, XDP_DROP, "forwarding off on in0: no next hop");
+        assert_eq!(fx.stats().fib_fail, before + 1);
+        std::fs::write(dev, "1").unwrap();
+        let (be, _) = fx.pick(80, 40100, PROTO_TCP);
+        let (verdict, out) = fx.run(&syn);
+        assert_eq!(verdict, XDP_TX, "forwarding on in0");
+        assert_eq!(&out[0..6], &mac_of6(be));
     });
 }

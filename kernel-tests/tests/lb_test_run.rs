@@ -921,7 +921,13 @@ fn fuzz(tag: &str, sizes: Sizes, frames: u64, seed: u64) {
     with_fixture_at(tag, sizes, Sizing::fixed(M), move |fx| {
         let (mut rings, mut filter) = testkit::lb6::pinned_tables(&fx.pins);
         let svcs6 = testkit::lb6::services6(rings.len());
-        testkit::lb6::install(&mut fx.ebpf, &mut rings, &mut filter, &svcs6);
+        testkit::lb6::install(
+            &mut fx.ebpf,
+            Some(&fx.pins),
+            &mut rings,
+            &mut filter,
+            &svcs6,
+        );
         let mut model = fx.model();
         refmodel::add_ipv6(&mut model, &fx.ebpf, &fx.pins).expect("IPv6 maps into the model");
         testkit::lb6::add_routes(&mut model.fib, fx.ifindex, IN_MAC);
@@ -1109,7 +1115,7 @@ fn a_service_whose_tables_do_not_fit_fails_alone() {
         let ch = fx.sync.apply(&all).unwrap();
         assert_eq!(ch.failed.len(), 1, "{ch:?}");
         let (k, e) = &ch.failed[0];
-        assert_eq!(u16::from_be_bytes(k.port_be), 82);
+        assert_eq!(k.port(), 82);
         assert!(e.to_string().contains("ring_slots"), "{e}");
         let svcs = pinned_services(&fx.pins);
         assert!(!svcs.contains_key(&82), "nothing of it live");
@@ -1469,4 +1475,333 @@ fn batched_ring_writes_land_like_single_updates() {
     drop(lb);
     drop(ebpf);
     load::remove_pins(&pins);
+}
+
+// ---- IPv6 services through the daemon's writer ----------------------------------------
+
+/// An IPv6 service on `VIP6` (the fixture owns it; `testkit::lb6::setup_netns` gave `in0`
+/// the prefixes and the backends' neighbours).
+fn svc6(port: u16, proto: Proto, mode: LbMode, backends: &[([u8; 16], u16)]) -> Service {
+    Service {
+        vip: std::net::Ipv6Addr::from(VIP6).into(),
+        port,
+        proto,
+        mode,
+        backends: backends
+            .iter()
+            .map(|(a, p)| Backend {
+                addr: std::net::Ipv6Addr::from(*a).into(),
+                port: *p,
+                weight: 1,
+            })
+            .collect(),
+    }
+}
+
+fn v6(a: [u8; 16]) -> std::net::IpAddr {
+    std::net::Ipv6Addr::from(a).into()
+}
+
+/// IPv6 twins of the fixture's dsr and nat services, and a local one (two more tables fit
+/// the fixture's table map beside the IPv4 services').
+fn services6() -> Vec<Service> {
+    use testkit::lb6::{dsr_be6, nat_be6};
+    let dsr: Vec<_> = (1..=3).map(|i| (dsr_be6(i), 80)).collect();
+    let nat: Vec<_> = (1..=3).map(|i| (nat_be6(i), 8080)).collect();
+    vec![
+        svc6(80, Proto::Tcp, LbMode::Dsr, &dsr),
+        svc6(8080, Proto::Tcp, LbMode::Nat, &nat),
+        svc6(7000, Proto::Tcp, LbMode::Local, &[]),
+    ]
+}
+
+/// The fixture's IPv4 services and the IPv6 ones, as one list.
+fn both_families() -> Vec<Service> {
+    let mut all = services();
+    all.extend(services6());
+    all
+}
+
+fn pinned_services6(pins: &Path) -> Vec<(vip_common::Service6Key, vip_common::ServiceValue)> {
+    let m: aya::maps::HashMap<_, vip_common::Service6Key, vip_common::ServiceValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::SERVICES6)).unwrap(),
+        ))
+        .unwrap();
+    let mut v: Vec<_> = m.iter().map(Result::unwrap).collect();
+    v.sort_by_key(|(k, _)| *k);
+    v
+}
+
+fn pinned_backends6(
+    pins: &Path,
+) -> aya::maps::Array<aya::maps::MapData, vip_common::Backend6Value> {
+    aya::maps::Array::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::BACKENDS6)).unwrap(),
+    ))
+    .unwrap()
+}
+
+/// The backend (id, address) the pinned live table of the IPv6 service on `port` gives the
+/// client flow from `sport`: read back from the maps the writer filled, not recomputed.
+fn live_pick6(pins: &Path, port: u16, sport: u16) -> (u32, [u8; 16]) {
+    let (_, v) = pinned_services6(pins)
+        .into_iter()
+        .find(|(k, _)| u16::from_be_bytes(k.port_be) == port)
+        .expect("service in SERVICES6");
+    let h = vip_common::flow6_hash(
+        CLIENT6,
+        sport.to_be_bytes(),
+        port.to_be_bytes(),
+        vip_common::PROTO_TCP,
+        SEED,
+    );
+    let rings: aya::maps::Array<_, u32> = aya::maps::Array::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_pin(pins.join(vip_common::pin_names::RINGS)).unwrap(),
+    ))
+    .unwrap();
+    let id = rings.get(&v.ring_slot(h).unwrap(), 0).unwrap();
+    (id, pinned_backends6(pins).get(&id, 0).unwrap().addr_be)
+}
+
+fn tcp6(sport: u16, dport: u16) -> Vec<u8> {
+    Packet::eth(IN_MAC, CLIENT_MAC)
+        .ipv6(CLIENT6, VIP6, 0)
+        .tcp(sport, dport, 0x02)
+        .seq(1)
+        .payload(b"data")
+        .build()
+}
+
+/// IPv6 services go into SERVICES6 and BACKENDS6 by the IPv4 rules and from the same
+/// spaces: service ids (stats slots), `RINGS` regions and backend ids are each used once
+/// over both families; the program then forwards by what the writer wrote (dsr: the frame
+/// to the picked backend's MAC; nat: to its address), and `vip status` lists them.
+#[test]
+fn ipv6_services_share_ids_tables_and_backend_ids_with_ipv4() {
+    with_fixture("six", |fx| {
+        let ch = fx.sync.apply(&both_families()).unwrap();
+        assert!(ch.failed.is_empty(), "{ch:?}");
+        assert_eq!((ch.added, ch.updated, ch.removed), (3, 0, 0), "{ch:?}");
+        let v4 = pinned_services(&fx.pins);
+        let v6s = pinned_services6(&fx.pins);
+        assert_eq!(v6s.len(), 3);
+        let mut ids: Vec<u32> = v4
+            .values()
+            .map(|v| v.id)
+            .chain(v6s.iter().map(|(_, v)| v.id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), v4.len() + 3, "one service id space");
+        // Regions (both tables of each service) never overlap across families.
+        let mut regions: Vec<(u32, u32)> = v4
+            .values()
+            .chain(v6s.iter().map(|(_, v)| v))
+            .filter(|v| v.ring_size > 0)
+            .map(|v| {
+                let off = v.ring_off - u32::from(v.live) * v.ring_size;
+                (off, off + 2 * v.ring_size)
+            })
+            .collect();
+        regions.sort_unstable();
+        assert!(regions.windows(2).all(|w| w[0].1 <= w[1].0), "{regions:?}");
+        assert_eq!(regions.len(), 9, "seven IPv4 tables, two IPv6");
+        let local = v6s
+            .iter()
+            .find(|(k, _)| u16::from_be_bytes(k.port_be) == 7000)
+            .unwrap();
+        assert_eq!(local.1.ring_size, 0, "local: no table");
+        // Backend ids: one space; an IPv6 backend's entry is in BACKENDS6 only.
+        let b4 = pinned_backends(&fx.pins);
+        let b6 = pinned_backends6(&fx.pins);
+        let v4_ids: Vec<u32> = (0..64)
+            .filter(|i| b4.get(i, 0).unwrap().flags != 0)
+            .collect();
+        let dsr6 = v6s
+            .iter()
+            .find(|(k, _)| u16::from_be_bytes(k.port_be) == 80)
+            .unwrap();
+        for i in 1..=3 {
+            let id = fx
+                .sync
+                .backend_id(v6(testkit::lb6::dsr_be6(i)), 80)
+                .unwrap();
+            assert!(!v4_ids.contains(&id), "id {id} used by both families");
+            let b = b6.get(&id, 0).unwrap();
+            assert_eq!(b.addr_be, testkit::lb6::dsr_be6(i));
+            assert_eq!(u16::from_be_bytes(b.port_be), 80);
+            assert_eq!(b.flags, vip_common::BACKEND_F_ACTIVE);
+            assert_eq!(b.svc, dsr6.1.id);
+            assert!(b.gen >= 1);
+            assert_eq!(b.mode, vip_common::MODE_DSR);
+        }
+        // The prefilter has the IPv6 VIP's bit (`Maps::own`).
+        let (_, filter) = testkit::lb6::pinned_tables(&fx.pins);
+        let (w, m) = vip_common::vip6_filter_slot(VIP6);
+        assert_ne!(filter.get(&w, 0).unwrap() & m, 0, "VIP6's prefilter bit");
+
+        // dsr: out of in0 again, to the picked backend's MAC, the packet otherwise as sent.
+        for sport in [41000u16, 41001, 41002, 41003] {
+            let f = tcp6(sport, 80);
+            let (verdict, out) = fx.run(&f);
+            let (_, be) = live_pick6(&fx.pins, 80, sport);
+            assert_eq!(verdict, XDP_TX, "dsr {sport}");
+            assert_eq!(
+                &out[0..6],
+                &testkit::lb6::mac_of6(be),
+                "dsr {sport}: backend MAC"
+            );
+            assert_eq!(&out[6..12], &IN_MAC);
+            assert_eq!(&out[12..], &f[12..], "dsr leaves the packet as it is");
+        }
+        // nat: to the picked backend's address and port.
+        for sport in [42000u16, 42001, 42002] {
+            let f = tcp6(sport, 8080);
+            let (verdict, out) = fx.run(&f);
+            let (_, be) = live_pick6(&fx.pins, 8080, sport);
+            assert_eq!(verdict, XDP_TX, "nat {sport}");
+            assert_eq!(&out[38..54], &be, "nat {sport}: destination rewritten");
+            assert_eq!(&out[56..58], &8080u16.to_be_bytes());
+            assert_eq!(&out[0..6], &testkit::lb6::mac_of6(be));
+        }
+        // `vip status` and the per-service metrics read both families.
+        let snap = vip_userspace::dataplane::inspect::Snapshot::read(&fx.pins, true).unwrap();
+        let names: Vec<String> = snap.services.iter().map(|s| s.name()).collect();
+        for n in [
+            "[2001:db8::100]:80/tcp",
+            "[2001:db8::100]:8080/tcp",
+            "[2001:db8::100]:7000/tcp",
+            "192.0.2.100:80/tcp",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+        }
+        let dsr_view = snap
+            .services
+            .iter()
+            .find(|s| s.name() == "[2001:db8::100]:80/tcp")
+            .unwrap();
+        assert_eq!(dsr_view.backends.len(), 3, "{dsr_view:?}");
+        assert!(dsr_view
+            .backends
+            .iter()
+            .all(|b| b.addr.is_ipv6() && b.active));
+        let active =
+            vip_userspace::dataplane::inspect::Snapshot::active_backends(&fx.pins).unwrap();
+        assert!(active
+            .iter()
+            .any(|b| b.addr == v6(testkit::lb6::nat_be6(2)) && b.port == 8080));
+        // Removing them takes them out of SERVICES6 and retires their backends.
+        let ch = fx.sync.apply(&services()).unwrap();
+        assert_eq!(ch.removed, 3, "{ch:?}");
+        assert!(pinned_services6(&fx.pins).is_empty());
+        assert!(fx
+            .sync
+            .backend_id(v6(testkit::lb6::dsr_be6(1)), 80)
+            .is_none());
+        assert!(
+            (0..64).all(|i| b6.get(&i, 0).unwrap().flags == 0),
+            "IPv6 backends retired"
+        );
+    });
+}
+
+/// One backend id space: an id retired by one family and handed to the other gets the
+/// next generation (so a conntrack or next-hop entry made for its previous holder is not
+/// followed), and its old family's entry is inactive.
+#[test]
+fn a_backend_id_moving_to_the_other_family_gets_a_new_generation() {
+    with_fixture("gen6", |fx| {
+        let four = [svc(80, Proto::Tcp, LbMode::Dsr, &[(dsr_be(1), 80)])];
+        let six = [svc6(
+            80,
+            Proto::Tcp,
+            LbMode::Dsr,
+            &[(testkit::lb6::dsr_be6(1), 80)],
+        )];
+        fx.sync.apply(&four).unwrap();
+        let id = fx.sync.backend_id(dsr_be(1).into(), 80).unwrap();
+        let b4 = pinned_backends(&fx.pins);
+        let b6 = pinned_backends6(&fx.pins);
+        let g = b4.get(&id, 0).unwrap().gen;
+        // Retired last, so it is the next id handed out.
+        fx.sync.apply(&[]).unwrap();
+        fx.sync.apply(&six).unwrap();
+        assert_eq!(
+            fx.sync.backend_id(v6(testkit::lb6::dsr_be6(1)), 80),
+            Some(id)
+        );
+        let now = b6.get(&id, 0).unwrap();
+        assert_eq!(now.gen, g + 1, "next generation in the other family");
+        assert_eq!(now.flags, vip_common::BACKEND_F_ACTIVE);
+        assert_eq!(
+            b4.get(&id, 0).unwrap().flags,
+            0,
+            "old family's entry inactive"
+        );
+        // And back.
+        fx.sync.apply(&[]).unwrap();
+        fx.sync.apply(&four).unwrap();
+        assert_eq!(fx.sync.backend_id(dsr_be(1).into(), 80), Some(id));
+        assert_eq!(b4.get(&id, 0).unwrap().gen, g + 2);
+        assert_eq!(b6.get(&id, 0).unwrap().flags, 0);
+        // A restart on kept pins continues each id's generation from the later of its two
+        // families' entries (the first id a fresh run hands out held IPv4 backends only).
+        let gens: Vec<u32> = (0..64)
+            .map(|i| b4.get(&i, 0).unwrap().gen.max(b6.get(&i, 0).unwrap().gen))
+            .collect();
+        let mut again = load_at(&fx.pins);
+        let mut sync = ServiceSync::new(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
+        assert!(
+            (0..64).all(|i| b4.get(&i, 0).unwrap().flags == 0 && b6.get(&i, 0).unwrap().flags == 0),
+            "old run's backends of both families deactivated"
+        );
+        sync.apply(&six).unwrap();
+        let id6 = sync.backend_id(v6(testkit::lb6::dsr_be6(1)), 80).unwrap();
+        assert!(
+            b4.get(&id6, 0).unwrap().gen > 0,
+            "id {id6} held an IPv4 backend before"
+        );
+        assert_eq!(b6.get(&id6, 0).unwrap().gen, gens[id6 as usize] + 1);
+    });
+}
+
+/// A hitless restart adopts the IPv6 services as the previous run left them: the same
+/// services then write nothing, and their backends keep ids and generations.
+#[test]
+fn adopting_kept_pins_keeps_ipv6_services() {
+    with_fixture("adopt6", |fx| {
+        fx.sync.apply(&both_families()).unwrap();
+        let before = pinned_services6(&fx.pins);
+        let id = fx
+            .sync
+            .backend_id(v6(testkit::lb6::nat_be6(2)), 8080)
+            .unwrap();
+        let gen = pinned_backends6(&fx.pins).get(&id, 0).unwrap().gen;
+        let mut again = load_at(&fx.pins);
+        let mut sync = ServiceSync::adopt(LbMaps::take(&mut again).unwrap(), M, SEED).unwrap();
+        let ch = sync.apply(&both_families()).unwrap();
+        assert!(ch.is_empty(), "same services: nothing written: {ch:?}");
+        assert_eq!(pinned_services6(&fx.pins), before);
+        assert_eq!(
+            sync.backend_id(v6(testkit::lb6::nat_be6(2)), 8080),
+            Some(id)
+        );
+        let b = pinned_backends6(&fx.pins).get(&id, 0).unwrap();
+        assert_eq!((b.gen, b.flags), (gen, vip_common::BACKEND_F_ACTIVE));
+        // A changed IPv6 service is updated as usual.
+        let mut changed = both_families();
+        let last = changed
+            .iter_mut()
+            .find(|s| s.vip.is_ipv6() && s.port == 80)
+            .unwrap();
+        last.backends = std::sync::Arc::from(vec![Backend {
+            addr: v6(testkit::lb6::dsr_be6(3)),
+            port: 80,
+            weight: 1,
+        }]);
+        let ch = sync.apply(&changed).unwrap();
+        assert_eq!((ch.updated, ch.removed, ch.added), (1, 0, 0), "{ch:?}");
+        assert!(sync.backend_id(v6(testkit::lb6::dsr_be6(1)), 80).is_none());
+    });
 }

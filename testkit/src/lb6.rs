@@ -1,5 +1,5 @@
-//! IPv6 services written straight into the maps, as the kernel tests need them until the
-//! daemon carries IPv6 VIPs: `SERVICES6`, `BACKENDS6`, their Maglev tables in `RINGS` (built
+//! IPv6 services written straight into the maps, for the kernel tests that pin ids and ring
+//! regions themselves (the daemon's writer, `ServiceSync`, writes the same ABI): `SERVICES6`, `BACKENDS6`, their Maglev tables in `RINGS` (built
 //! by the daemon's own `maglev::build`), the VIP's prefilter bit and its `VIPS6` entry. One
 //! copy for every test that balances IPv6 (`lb6_test_run`, the fuzz in `lb_test_run`).
 use aya::{
@@ -213,18 +213,40 @@ pub fn pinned_tables(pins: &std::path::Path) -> (Array<MapData, u32>, Array<MapD
     )
 }
 
-/// Write `svcs` into the loaded `ebpf` (the IPv6 maps), `rings` and `filter` (the object's
-/// `RINGS` and `VIP_FILTER`, wherever the caller holds them); their VIPs become owned IPv6
-/// VIPs (in the object's `VIPS6`, if the caller has not taken it).
+/// The object's map `name`, or, when the caller took it out of the object (the daemon's
+/// `LbMaps::take` does), its pin `pin` under `pins`: a handle of its own either way.
+pub fn map_or_pin(ebpf: &Ebpf, name: &str, pins: Option<&std::path::Path>, pin: &str) -> MapData {
+    match ebpf.map(name) {
+        Some(Map::HashMap(d) | Map::Array(d)) => {
+            MapData::from_id(d.info().expect("map info").id()).expect("map by id")
+        }
+        Some(_) => panic!("{name}: not a hash map or array"),
+        None => {
+            let pins = pins.unwrap_or_else(|| panic!("{name} taken and no pin directory"));
+            MapData::from_pin(pins.join(pin)).expect("pinned map")
+        }
+    }
+}
+
+/// Write `svcs` into the loaded `ebpf`'s IPv6 maps (or, taken out of it, their pins under
+/// `pins`), `rings` and `filter` (the object's `RINGS` and `VIP_FILTER`, wherever the
+/// caller holds them); their VIPs become owned IPv6 VIPs (in the object's `VIPS6`, if the
+/// caller has not taken it).
 pub fn install(
     ebpf: &mut Ebpf,
+    pins: Option<&std::path::Path>,
     rings: &mut Array<MapData, u32>,
     filter: &mut Array<MapData, u64>,
     svcs: &[Svc6],
 ) {
     {
-        let mut backends: Array<_, Backend6Value> =
-            Array::try_from(ebpf.map_mut(map_names::BACKENDS6).unwrap()).unwrap();
+        let mut backends: Array<_, Backend6Value> = Array::try_from(Map::Array(map_or_pin(
+            ebpf,
+            map_names::BACKENDS6,
+            pins,
+            pin_names::BACKENDS6,
+        )))
+        .unwrap();
         for s in svcs {
             for &(id, addr_be, port, gen) in &s.backends {
                 let b = Backend6Value {
@@ -245,8 +267,10 @@ pub fn install(
             }
         }
     }
-    let mut services: HashMap<_, Service6Key, ServiceValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::SERVICES6).unwrap()).unwrap();
+    let mut services: HashMap<_, Service6Key, ServiceValue> = HashMap::try_from(Map::HashMap(
+        map_or_pin(ebpf, map_names::SERVICES6, pins, pin_names::SERVICES6),
+    ))
+    .unwrap();
     for s in svcs {
         let key = Service6Key {
             addr_be: s.vip,

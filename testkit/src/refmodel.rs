@@ -795,14 +795,25 @@ pub fn add_ipv6(
     use aya::maps::{Array, HashMap as BpfHash, Map, MapData};
     use vip_common::{map_names, pin_names};
     let missing = vip_userspace::dataplane::DataplaneError::MissingMap;
-    let services: BpfHash<_, Service6Key, ServiceValue> = BpfHash::try_from(
-        ebpf.map(map_names::SERVICES6)
-            .ok_or(missing(map_names::SERVICES6))?,
-    )?;
-    let backends: Array<_, Backend6Value> = Array::try_from(
-        ebpf.map(map_names::BACKENDS6)
-            .ok_or(missing(map_names::BACKENDS6))?,
-    )?;
+    // The object's maps, or their pins once the daemon's `LbMaps::take` took them.
+    let services: BpfHash<_, Service6Key, ServiceValue> = match ebpf.map(map_names::SERVICES6) {
+        Some(m) => BpfHash::try_from(Map::HashMap(MapData::from_id(match m {
+            Map::HashMap(d) => d.info()?.id(),
+            _ => return Err(missing(map_names::SERVICES6)),
+        })?))?,
+        None => BpfHash::try_from(Map::HashMap(MapData::from_pin(
+            pin_dir.join(pin_names::SERVICES6),
+        )?))?,
+    };
+    let backends: Array<_, Backend6Value> = match ebpf.map(map_names::BACKENDS6) {
+        Some(m) => Array::try_from(Map::Array(MapData::from_id(match m {
+            Map::Array(d) => d.info()?.id(),
+            _ => return Err(missing(map_names::BACKENDS6)),
+        })?))?,
+        None => Array::try_from(Map::Array(MapData::from_pin(
+            pin_dir.join(pin_names::BACKENDS6),
+        )?))?,
+    };
     let rings: Array<_, u32> = Array::try_from(Map::Array(MapData::from_pin(
         pin_dir.join(pin_names::RINGS),
     )?))?;

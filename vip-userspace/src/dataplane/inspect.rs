@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use vip_common::STAT_STRIPES_MAX;
 use vip_common::{
-    pin_names, BackendValue, Config, LbStats, ServiceKey, ServiceValue, Stats, Vip6Key, VipKey,
-    VipValue, BACKEND_F_ACTIVE, RING_EMPTY, VIP_F_OWNED,
+    pin_names, Backend6Value, BackendValue, Config, LbStats, Service6Key, ServiceKey, ServiceValue,
+    Stats, Vip6Key, VipKey, VipValue, BACKEND_F_ACTIVE, RING_EMPTY, VIP_F_OWNED,
 };
 
 use super::maps::VipRow;
@@ -46,8 +46,13 @@ pub struct ServiceView {
 }
 
 impl ServiceView {
+    /// `192.0.2.100:80/tcp`, `[2001:db8::100]:80/tcp`.
     pub fn name(&self) -> String {
-        format!("{}:{}/{}", self.vip, self.port, self.proto)
+        format!(
+            "{}/{}",
+            std::net::SocketAddr::new(self.vip, self.port),
+            self.proto
+        )
     }
 }
 
@@ -142,27 +147,25 @@ impl Snapshot {
         })
     }
 
-    /// Every active backend with its counters (no ring walk needed).
+    /// Every active backend of both families with its counters (no ring walk needed).
     pub fn active_backends(dir: &Path) -> Result<Vec<BackendView>, DataplaneError> {
-        let backends: Array<_, BackendValue> =
-            Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
-        let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.len())?;
+        let backends = Backends::open(dir)?;
+        let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.v4.len())?;
         let mut out = Vec::new();
-        for id in 0..backends.len() {
-            let Ok(b) = backends.get(&id, 0) else {
-                continue;
-            };
-            if b.flags & BACKEND_F_ACTIVE == 0 {
-                continue;
+        for id in 0..backends.v4.len() {
+            for (addr, port, flags) in backends.get(id) {
+                if flags & BACKEND_F_ACTIVE == 0 {
+                    continue;
+                }
+                out.push(BackendView {
+                    id,
+                    addr,
+                    port,
+                    active: true,
+                    slots: 0,
+                    stats: be_stats.sum(id),
+                });
             }
-            out.push(BackendView {
-                id,
-                addr: IpAddr::from(b.addr_be),
-                port: u16::from_be_bytes(b.port_be),
-                active: true,
-                slots: 0,
-                stats: be_stats.sum(id),
-            });
         }
         Ok(out)
     }
@@ -230,7 +233,7 @@ impl Snapshot {
                 let _ = writeln!(
                     o,
                     "      -> {:<21} id {:<4} {:<8} {:>5.1}% of ring  {}",
-                    format!("{}:{}", b.addr, b.port),
+                    std::net::SocketAddr::new(b.addr, b.port).to_string(),
                     b.id,
                     if b.active { "active" } else { "inactive" },
                     share,
@@ -305,24 +308,77 @@ fn read_family<K: aya::Pod, S: aya::Pod + Default>(
     Ok(vip_views)
 }
 
+/// Both families' backend maps (`BACKENDS6` absent in a pin directory from a build before
+/// IPv6 services).
+struct Backends {
+    v4: Array<MapData, BackendValue>,
+    v6: Option<Array<MapData, Backend6Value>>,
+}
+
+impl Backends {
+    fn open(dir: &Path) -> Result<Self, DataplaneError> {
+        let v4 = Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
+        let v6 = if dir.join(pin_names::BACKENDS6).exists() {
+            Some(Array::try_from(Map::Array(open(
+                dir,
+                pin_names::BACKENDS6,
+            )?))?)
+        } else {
+            None
+        };
+        Ok(Self { v4, v6 })
+    }
+
+    /// Backend `id` as (address, port, flags) in each map that has it in use (an id is in
+    /// one family's map at a time; a retired one may linger inactive in the other).
+    fn get(&self, id: u32) -> Vec<(IpAddr, u16, u32)> {
+        let mut out = Vec::new();
+        if let Ok(b) = self.v4.get(&id, 0) {
+            if b.gen != 0 || b.flags != 0 {
+                out.push((
+                    IpAddr::from(b.addr_be),
+                    u16::from_be_bytes(b.port_be),
+                    b.flags,
+                ));
+            }
+        }
+        if let Some(Ok(b)) = self.v6.as_ref().map(|m| m.get(&id, 0)) {
+            if b.gen != 0 || b.flags != 0 {
+                out.push((
+                    IpAddr::from(b.addr_be),
+                    u16::from_be_bytes(b.port_be),
+                    b.flags,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Backend `id` of the family of `vip`'s service.
+    fn of(&self, vip: IpAddr, id: u32) -> Option<(IpAddr, u16, u32)> {
+        self.get(id)
+            .into_iter()
+            .find(|(a, _, _)| a.is_ipv4() == vip.is_ipv4())
+    }
+}
+
 /// The maps a service's view is read from, opened once for all services.
 struct ServiceMaps {
-    backends: Array<MapData, BackendValue>,
+    backends: Backends,
     rings: Array<MapData, u32>,
     svc_stats: Striped,
     be_stats: Striped,
 }
 
-/// Every service with its counters (and with `rings`, its backends by ring share), by
-/// VIP, port and protocol.
+/// Every service of both families with its counters (and with `rings`, its backends by
+/// ring share), by VIP, port and protocol (IPv4 first).
 fn read_services(dir: &Path, rings: bool) -> Result<Vec<ServiceView>, DataplaneError> {
     let services = open(dir, pin_names::SERVICES)?;
     let svc_stats = Striped::open(dir, pin_names::SVC_STATS, max_entries(&services))?;
     let services: HashMap<_, ServiceKey, ServiceValue> = HashMap::try_from(Map::HashMap(services))?;
-    let backends: Array<_, BackendValue> =
-        Array::try_from(Map::Array(open(dir, pin_names::BACKENDS)?))?;
+    let backends = Backends::open(dir)?;
     let ring_map: Array<_, u32> = Array::try_from(Map::Array(open(dir, pin_names::RINGS)?))?;
-    let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.len())?;
+    let be_stats = Striped::open(dir, pin_names::BACKEND_STATS, backends.v4.len())?;
     let maps = ServiceMaps {
         backends,
         rings: ring_map,
@@ -332,14 +388,31 @@ fn read_services(dir: &Path, rings: bool) -> Result<Vec<ServiceView>, DataplaneE
     let mut svc_views = Vec::new();
     for e in services.iter() {
         let (k, v) = e?;
-        svc_views.push(maps.service(&k, &v, rings));
+        let vip = IpAddr::from(k.addr_be);
+        svc_views.push(maps.service(vip, k.port_be, k.proto, &v, rings));
+    }
+    if dir.join(pin_names::SERVICES6).exists() {
+        let services6: HashMap<_, Service6Key, ServiceValue> =
+            HashMap::try_from(Map::HashMap(open(dir, pin_names::SERVICES6)?))?;
+        for e in services6.iter() {
+            let (k, v) = e?;
+            let vip = IpAddr::from(k.addr_be);
+            svc_views.push(maps.service(vip, k.port_be, k.proto, &v, rings));
+        }
     }
     svc_views.sort_by_key(|s| (s.vip, s.port, s.proto));
     Ok(svc_views)
 }
 
 impl ServiceMaps {
-    fn service(&self, k: &ServiceKey, v: &ServiceValue, rings: bool) -> ServiceView {
+    fn service(
+        &self,
+        vip: IpAddr,
+        port_be: [u8; 2],
+        proto: u8,
+        v: &ServiceValue,
+        rings: bool,
+    ) -> ServiceView {
         // Which backends the live ring points at, and how many slots each holds.
         let shares = if rings {
             self.ring_shares(v)
@@ -348,21 +421,21 @@ impl ServiceMaps {
         };
         let mut bviews = Vec::new();
         for (id, slots) in shares {
-            if let Ok(b) = self.backends.get(&id, 0) {
+            if let Some((addr, port, flags)) = self.backends.of(vip, id) {
                 bviews.push(BackendView {
                     id,
-                    addr: IpAddr::from(b.addr_be),
-                    port: u16::from_be_bytes(b.port_be),
-                    active: b.flags & BACKEND_F_ACTIVE != 0,
+                    addr,
+                    port,
+                    active: flags & BACKEND_F_ACTIVE != 0,
                     slots,
                     stats: self.be_stats.sum(id),
                 });
             }
         }
         ServiceView {
-            vip: IpAddr::from(k.addr_be),
-            port: u16::from_be_bytes(k.port_be),
-            proto: proto_name(k.proto),
+            vip,
+            port: u16::from_be_bytes(port_be),
+            proto: proto_name(proto),
             mode: mode_name(v.mode),
             id: v.id,
             table: v.ring_size,

@@ -8,15 +8,16 @@ use std::{
     path::Path,
 };
 use vip_common::{
-    map_names, pin_names, vip_filter_slot, Config, Deadline, IfaceValue, Stats, Vip6Key, Vip6Stats,
-    VipKey, VipStats, VipValue, VIP_F_OWNED,
+    map_names, pin_names, vip6_filter_slot, vip_filter_slot, Config, Deadline, IfaceValue, Stats,
+    Vip6Key, Vip6Stats, VipKey, VipStats, VipValue, VIP_F_OWNED,
 };
 
 use super::DataplaneError;
 
 pub struct Maps {
     pub vips: HashMap<MapData, VipKey, VipValue>,
-    /// Prefilter bitmap: a bit for every VIP, so non-VIP traffic skips the hash lookups.
+    /// Prefilter bitmap: a bit for every VIP of either family (`vip_filter_slot`,
+    /// `vip6_filter_slot`), so non-VIP traffic skips the hash lookups.
     /// Bits are only ever set while running (a stale bit costs a lookup, never a wrong
     /// answer) and rebuilt from `vips` at start.
     pub filter: Array<MapData, u64>,
@@ -150,8 +151,17 @@ impl Maps {
     /// The prefilter from scratch: exactly the bits of the VIPs in the map.
     fn rebuild_filter(&mut self) -> Result<(), DataplaneError> {
         let mut want = vec![0u64; self.filter.len() as usize];
-        for k in self.vips.keys().filter_map(Result::ok) {
-            let (w, mask) = vip_filter_slot(k.addr_be);
+        let v4 = self
+            .vips
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| vip_filter_slot(k.addr_be));
+        let v6 = self
+            .vips6
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| vip6_filter_slot(k.addr_be));
+        for (w, mask) in v4.chain(v6) {
             if let Some(x) = want.get_mut(w as usize) {
                 *x |= mask;
             }
@@ -163,8 +173,11 @@ impl Maps {
         Ok(())
     }
 
-    fn filter_add(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        let (w, mask) = vip_filter_slot(ip.octets());
+    fn filter_add(&mut self, ip: IpAddr) -> Result<(), DataplaneError> {
+        let (w, mask) = match ip {
+            IpAddr::V4(a) => vip_filter_slot(a.octets()),
+            IpAddr::V6(a) => vip6_filter_slot(a.octets()),
+        };
         let Some(cur) = self.filter_shadow.get_mut(w as usize) else {
             return Ok(());
         };
@@ -210,7 +223,7 @@ impl Maps {
                     self.vip_stats.insert(k, VipStats::default(), 0)?;
                 }
                 // The filter bit first: once the VIP answers ARP, its traffic must reach the LB.
-                self.filter_add(v4)?;
+                self.filter_add(ip)?;
                 self.vips.insert(k, value, 0)?;
             }
             IpAddr::V6(v6) => {
@@ -218,6 +231,9 @@ impl Maps {
                 if self.vip6_stats.get(&k, 0).is_err() {
                     self.vip6_stats.insert(k, Vip6Stats::default(), 0)?;
                 }
+                // As for IPv4: the bit before the entry, so the LB sees the VIP's traffic
+                // from the first answered solicitation on.
+                self.filter_add(ip)?;
                 self.vips6.insert(k, value, 0)?;
             }
         }

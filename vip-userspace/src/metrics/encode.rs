@@ -335,7 +335,10 @@ fn services(
         .iter()
         .map(|b| {
             (
-                vec![("backend", format!("{}:{}", b.addr, b.port))],
+                vec![(
+                    "backend",
+                    std::net::SocketAddr::new(b.addr, b.port).to_string(),
+                )],
                 &b.stats,
             )
         })

@@ -70,6 +70,11 @@ const COUNTERS: &[Row<Counter>] = &[
         |s| &s.service_failures,
     ),
     (
+        "vip_interface_setting_failures",
+        "Interface settings forwarding needs (IPv4 forwarding and send_redirects, IPv6 forwarding and accept_ra) that could not be applied",
+        |s| &s.setting_failures,
+    ),
+    (
         "vip_k8s_api_write_failures",
         "Kubernetes API writes (status, holder annotation, Event) that failed; retried with back-off",
         |s| &s.k8s_write_failures,

@@ -19,6 +19,8 @@ pub struct State {
     /// What the reconciler publishes to the other tasks (see `bus`).
     pub bus: crate::bus::Bus,
     pub service_failures: Counter,
+    /// Interface settings the load balancer's forwarding needs that could not be applied.
+    pub setting_failures: Counter,
     /// Kubernetes API writes (status, holder annotation, Event) that failed, each attempt;
     /// they are retried with back-off.
     pub k8s_write_failures: Counter,

@@ -1,6 +1,6 @@
 //! VIP bindings (`ip addr add/del VIP/32 dev X`, and `VIP/128 … nodad` for IPv6) through
 //! rtnetlink.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
@@ -65,19 +65,27 @@ pub async fn list(handle: &Handle) -> Result<Vec<(IpAddr, u8, String)>, AddrErro
     Ok(out)
 }
 
-/// The IPv4 addresses and prefix lengths of interface `index`. On a handle with strict
-/// checking (`rtnetlink::new_connection_with_strict_check`, kernel ≥ 4.20) the kernel dumps
-/// only that interface, so the cost does not grow with the VIPs bound on other devices;
-/// elsewhere the dump is filtered here.
-pub async fn on_link(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, AddrError> {
-    let mut req = handle.address().get().set_link_index_filter(index);
-    req.message_mut().header.family = netlink_packet_route::AddressFamily::Inet;
-    req.message_mut().header.index = index;
+/// The addresses (both families) and prefix lengths of interface `index`. On a handle with
+/// strict checking (`rtnetlink::new_connection_with_strict_check`, kernel ≥ 4.20) the kernel
+/// dumps only that interface, so the cost does not grow with the VIPs bound on other
+/// devices; elsewhere the dump is filtered here. One dump per family: a strict dump names
+/// its family.
+pub async fn on_link(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, AddrError> {
     let mut out = Vec::new();
-    let mut addrs = req.execute();
-    while let Some(m) = addrs.try_next().await? {
-        if let Some(IpAddr::V4(v4)) = ip_of(&m) {
-            out.push((v4, m.header.prefix_len));
+    for family in [
+        netlink_packet_route::AddressFamily::Inet,
+        netlink_packet_route::AddressFamily::Inet6,
+    ] {
+        let mut req = handle.address().get().set_link_index_filter(index);
+        req.message_mut().header.family = family;
+        req.message_mut().header.index = index;
+        let mut addrs = req.execute();
+        while let Some(m) = addrs.try_next().await? {
+            if let Some(ip) = ip_of(&m) {
+                if ip.is_ipv4() == (family == netlink_packet_route::AddressFamily::Inet) {
+                    out.push((ip, m.header.prefix_len));
+                }
+            }
         }
     }
     out.sort_unstable();

@@ -205,6 +205,44 @@ pub fn set_all(key: &str, value: &str) -> std::io::Result<Option<String>> {
     Ok(Some(old))
 }
 
+/// `net.ipv6.conf.<dev>.<key>`, through /proc/sys only: the kernel takes no IPv6 conf value
+/// over rtnetlink (`inet6_set_link_af` accepts the interface token and the address
+/// generation mode, nothing of `devconf`), so in an unprivileged container, where /proc/sys
+/// is read-only, this fails and the caller says so. Returns the previous value when it
+/// changed.
+pub fn set_ipv6(dev: &str, key: &str, value: &str) -> std::io::Result<Option<String>> {
+    let path = ipv6_path(dev, key)?;
+    let old = std::fs::read_to_string(&path)?.trim().to_string();
+    if old == value {
+        return Ok(None);
+    }
+    std::fs::write(&path, value)?;
+    tracing::info!(dev, key, old = %old, new = value, "IPv6 interface setting changed");
+    Ok(Some(old))
+}
+
+/// The current value of `net.ipv6.conf.<dev>.<key>`.
+pub fn get_ipv6(dev: &str, key: &str) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(ipv6_path(dev, key)?)?
+        .trim()
+        .to_string())
+}
+
+/// The file of `net.ipv6.conf.<dev>.<key>`; a name that would leave the directory (an
+/// interface name is at most 15 bytes without `/`, but it comes from the config) is refused.
+fn ipv6_path(dev: &str, key: &str) -> std::io::Result<std::path::PathBuf> {
+    let bad = |s: &str| s.is_empty() || s.contains('/') || s == "." || s == "..";
+    if bad(dev) || bad(key) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not an interface setting: {dev}/{key}"),
+        ));
+    }
+    Ok(std::path::Path::new("/proc/sys/net/ipv6/conf")
+        .join(dev)
+        .join(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +260,16 @@ mod tests {
         want.extend_from_slice(&ne(19));
         want.extend_from_slice(&1u32.to_ne_bytes());
         assert_eq!(r, want);
+    }
+
+    #[test]
+    fn ipv6_paths_stay_in_the_conf_directory() {
+        assert_eq!(
+            ipv6_path("eth0", "forwarding").unwrap(),
+            std::path::Path::new("/proc/sys/net/ipv6/conf/eth0/forwarding")
+        );
+        assert!(ipv6_path("../../kernel", "x").is_err());
+        assert!(ipv6_path("eth0", "").is_err());
     }
 
     #[test]

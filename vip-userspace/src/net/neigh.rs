@@ -1,7 +1,8 @@
 //! Backends' neighbour entries. The XDP program asks the kernel's FIB for a backend's MAC
 //! (bpf_fib_lookup) and cannot trigger resolution itself, so each backend gets a *managed*
-//! neighbour entry (kernel 5.16+): the kernel resolves it at once and keeps it valid.
-use std::net::{IpAddr, Ipv4Addr};
+//! neighbour entry (kernel 5.16+): the kernel resolves it at once and keeps it valid. Both
+//! families: NTF_EXT_MANAGED works for NDP entries as for ARP ones.
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{
@@ -12,11 +13,11 @@ use rtnetlink::Handle;
 pub async fn ensure_managed(
     handle: &Handle,
     index: u32,
-    ip: Ipv4Addr,
+    ip: IpAddr,
 ) -> Result<(), rtnetlink::Error> {
     let mut req = handle
         .neighbours()
-        .add(index, IpAddr::V4(ip))
+        .add(index, ip)
         .state(NeighbourState::None)
         .replace();
     req.message_mut()
@@ -31,24 +32,33 @@ pub async fn ensure_managed(
 pub async fn remove_managed(
     handle: &Handle,
     index: u32,
-    ip: Ipv4Addr,
+    ip: IpAddr,
 ) -> Result<(), rtnetlink::Error> {
     let mut m = netlink_packet_route::neighbour::NeighbourMessage::default();
-    m.header.family = netlink_packet_route::AddressFamily::Inet;
     m.header.ifindex = index;
-    m.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    let (family, dest) = match ip {
+        IpAddr::V4(a) => (
+            netlink_packet_route::AddressFamily::Inet,
+            NeighbourAddress::Inet(a),
+        ),
+        IpAddr::V6(a) => (
+            netlink_packet_route::AddressFamily::Inet6,
+            NeighbourAddress::Inet6(a),
+        ),
+    };
+    m.header.family = family;
+    m.attributes.push(NeighbourAttribute::Destination(dest));
     match handle.neighbours().del(m).execute().await {
         Err(e) if crate::net::netlink_errno(&e) == Some(libc::ENOENT) => Ok(()),
         r => r,
     }
 }
 
-/// IPv4 addresses with a neighbour entry (any state) on `index`.
+/// Addresses (both families) with a neighbour entry (any state) on `index`.
 pub async fn present(
     handle: &Handle,
     index: u32,
-) -> Result<std::collections::BTreeSet<Ipv4Addr>, rtnetlink::Error> {
+) -> Result<std::collections::BTreeSet<IpAddr>, rtnetlink::Error> {
     let mut out = std::collections::BTreeSet::new();
     let mut entries = handle.neighbours().get().execute();
     while let Some(m) = entries.try_next().await? {
@@ -56,8 +66,14 @@ pub async fn present(
             continue;
         }
         for a in &m.attributes {
-            if let NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) = a {
-                out.insert(*d);
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => {
+                    out.insert(IpAddr::V4(*d));
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => {
+                    out.insert(IpAddr::V6(*d));
+                }
+                _ => {}
             }
         }
     }

@@ -49,7 +49,7 @@ impl Reconciler {
     /// Services that failed alone: logged (each when it starts or stops failing, or its
     /// reason changes), counted, and published for the Kubernetes source to record as
     /// Events on the Services concerned.
-    fn report_unplaced(&mut self, failed: &[(vip_common::ServiceKey, services::ServiceError)]) {
+    fn report_unplaced(&mut self, failed: &[(services::SvcKey, services::ServiceError)]) {
         let now: BTreeMap<Unplaced, String> = failed
             .iter()
             .map(|(k, e)| (Unplaced::of(k), crate::Chain(e).to_string()))

@@ -20,7 +20,7 @@
 //! (addresses, neighbours) `lb`.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     sync::Arc,
 };
 
@@ -64,11 +64,11 @@ pub struct Unplaced {
 }
 
 impl Unplaced {
-    fn of(k: &vip_common::ServiceKey) -> Self {
+    fn of(k: &services::SvcKey) -> Self {
         Self {
-            vip: IpAddr::from(Ipv4Addr::from(k.addr_be)),
-            port: u16::from_be_bytes(k.port_be),
-            proto: if k.proto == vip_common::PROTO_UDP {
+            vip: k.vip(),
+            port: k.port(),
+            proto: if k.proto() == vip_common::PROTO_UDP {
                 crate::model::Proto::Udp
             } else {
                 crate::model::Proto::Tcp
@@ -140,13 +140,16 @@ pub struct Reconciler {
 
 impl Reconciler {
     pub fn new(
-        backend: Backend,
+        mut backend: Backend,
         handle: Handle,
         uplink_index: u32,
         mac: [u8; 6],
         garp_cfg: GarpConfig,
         state: Arc<State>,
     ) -> Self {
+        if let Backend::Xdp { lb, .. } = &mut backend {
+            lb.count_setting_failures(state.setting_failures.clone());
+        }
         let garp = match GarpSocket::open(uplink_index) {
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {

@@ -2,12 +2,15 @@
 //! once and reads the maps back rather than the configuration: either the services a
 //! previous run left are dropped (`new`), or they are kept exactly as a packet sees them
 //! (`adopt`, the hitless restart) and the in-memory bookkeeping is rebuilt from them.
-use std::{collections::HashMap, net::IpAddr, ops::Range};
+use std::{collections::HashMap, ops::Range};
 
-use vip_common::{Config as BpfConfig, ServiceKey, ServiceValue, BACKEND_F_ACTIVE};
+use vip_common::{Config as BpfConfig, ServiceValue, BACKEND_F_ACTIVE};
 
-use super::{Applied, Region, ServiceError, ServiceSync};
-use crate::{dataplane::lb::LbMaps, maglev};
+use super::{Applied, Region, ServiceError, ServiceSync, SvcKey};
+use crate::{
+    dataplane::lb::{Family, LbMaps},
+    maglev,
+};
 
 impl ServiceSync {
     /// Take over the maps: global config written, services left by an earlier run removed
@@ -31,9 +34,8 @@ impl ServiceSync {
             },
             0,
         )?;
-        let stale: Vec<ServiceKey> = maps.services.keys().filter_map(Result::ok).collect();
-        for k in stale {
-            maps.services.remove(&k)?;
+        for (k, _) in maps.service_entries() {
+            maps.remove_service(k)?;
         }
         let gens = retire_pinned_backends(&mut maps)?;
         let mut sync = Self::empty(maps, sizing);
@@ -69,8 +71,7 @@ impl ServiceSync {
         let mut sync = Self::empty(maps, sizing);
         // Cached next hops were the previous run's: refreshed on their next packet.
         sync.tick_epoch()?;
-        let services: Vec<(ServiceKey, ServiceValue)> =
-            sync.maps.services.iter().filter_map(Result::ok).collect();
+        let services = sync.maps.service_entries();
         sync.adopt_services(&services);
         sync.adopt_free_space()?;
         let backends = sync.adopt_backends(&services)?;
@@ -84,7 +85,7 @@ impl ServiceSync {
 
     /// The pinned services as applied, with unknown backends (see `Applied::backends`), and
     /// the service ids they do not use as free.
-    fn adopt_services(&mut self, services: &[(ServiceKey, ServiceValue)]) {
+    fn adopt_services(&mut self, services: &[(SvcKey, ServiceValue)]) {
         for (k, v) in services {
             let region = (v.ring_size > 0).then(|| Region {
                 off: v.ring_off - u32::from(v.live & 1) * v.ring_size,
@@ -145,39 +146,46 @@ impl ServiceSync {
     /// kept under their ids, the rest deactivated. Returns how many were kept.
     fn adopt_backends(
         &mut self,
-        services: &[(ServiceKey, ServiceValue)],
+        services: &[(SvcKey, ServiceValue)],
     ) -> Result<usize, ServiceError> {
-        let by_sid: HashMap<u32, ServiceKey> = services.iter().map(|(k, v)| (v.id, *k)).collect();
+        let by_sid: HashMap<u32, SvcKey> = services.iter().map(|(k, v)| (v.id, *k)).collect();
         let mut active = Vec::new();
-        for id in 0..self.maps.backends.len() {
-            let Ok(mut b) = self.maps.backends.get(&id, 0) else {
-                continue;
-            };
-            if b.gen == 0 && b.flags == 0 {
-                continue;
-            }
-            self.gens.insert(id, b.gen);
-            if b.flags & BACKEND_F_ACTIVE == 0 {
-                continue;
-            }
-            let owner = by_sid
-                .get(&b.svc)
-                .filter(|k| self.applied.get(k).is_some_and(|a| a.mode == b.mode));
-            match owner {
-                Some(k) => {
-                    let addr = IpAddr::from(b.addr_be);
-                    let port = u16::from_be_bytes(b.port_be);
-                    self.backend_ids
-                        .entry(*k)
-                        .or_default()
-                        .insert((addr, port, b.mode), id);
-                    active.push(id);
-                    self.next_bid = self.next_bid.max(id + 1);
+        for id in 0..self.maps.max_backends() {
+            for family in [Family::V4, Family::V6] {
+                let Ok(b) = self.maps.backend(family, id) else {
+                    continue;
+                };
+                if b.gen == 0 && b.flags == 0 {
+                    continue;
                 }
-                None => {
-                    // No service refers to it: nothing can reach it.
-                    b.flags = 0;
-                    self.maps.backends.set(id, b, 0)?;
+                // One sequence over both families: the later of the two continues.
+                let g = self.gens.entry(id).or_insert(0);
+                if generation_after(b.gen, *g) {
+                    *g = b.gen;
+                }
+                if b.flags & BACKEND_F_ACTIVE == 0 {
+                    continue;
+                }
+                // Kept only as a backend of an adopted service of its own family and mode,
+                // and only once (an id is in one family's map at a time).
+                let owner = by_sid.get(&b.svc).filter(|k| {
+                    k.family() == family
+                        && self.applied.get(k).is_some_and(|a| a.mode == b.mode)
+                        && !active.contains(&id)
+                });
+                match owner {
+                    Some(k) => {
+                        self.backend_ids
+                            .entry(*k)
+                            .or_default()
+                            .insert((b.addr, b.port, b.mode), id);
+                        active.push(id);
+                        self.next_bid = self.next_bid.max(id + 1);
+                    }
+                    None => {
+                        // No service refers to it: nothing can reach it.
+                        self.maps.deactivate_backend(family, id)?;
+                    }
                 }
             }
         }
@@ -193,18 +201,42 @@ impl ServiceSync {
 /// generations, so conntrack entries from that run can never match a new holder of
 /// the same id. Returns the generations to continue.
 fn retire_pinned_backends(maps: &mut LbMaps) -> Result<HashMap<u32, u32>, ServiceError> {
-    let mut gens = HashMap::new();
-    for id in 0..maps.backends.len() {
-        let Ok(mut b) = maps.backends.get(&id, 0) else {
-            continue;
-        };
-        if b.gen != 0 || b.flags != 0 {
-            gens.insert(id, b.gen);
-            if b.flags != 0 {
-                b.flags = 0;
-                maps.backends.set(id, b, 0)?;
+    let mut gens: HashMap<u32, u32> = HashMap::new();
+    for id in 0..maps.max_backends() {
+        for family in [Family::V4, Family::V6] {
+            let Ok(b) = maps.backend(family, id) else {
+                continue;
+            };
+            if b.gen != 0 || b.flags != 0 {
+                let g = gens.entry(id).or_insert(0);
+                if generation_after(b.gen, *g) {
+                    *g = b.gen;
+                }
+                maps.deactivate_backend(family, id)?;
             }
         }
     }
     Ok(gens)
+}
+
+/// Whether generation `a` came after `b` in the wrapping sequence `acquire_backend` counts
+/// (0 is "never used").
+fn generation_after(a: u32, b: u32) -> bool {
+    b == 0 || (a != 0 && (a.wrapping_sub(b) as i32) > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::generation_after;
+
+    #[test]
+    fn the_later_generation_of_two_families_continues() {
+        assert!(generation_after(5, 0));
+        assert!(generation_after(6, 5));
+        assert!(!generation_after(5, 6));
+        assert!(!generation_after(0, 5));
+        assert!(!generation_after(5, 5));
+        // Across the wrap (the sequence skips 0).
+        assert!(generation_after(1, u32::MAX));
+    }
 }

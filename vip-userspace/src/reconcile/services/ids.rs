@@ -1,10 +1,10 @@
 //! Service and backend ids. Apart from the tables because an id outlives a pass: a flow's
 //! conntrack entry names its backend by id, so ids are reused only with a new generation,
 //! and a backend id belongs to one service and mode.
-use vip_common::{BackendValue, ServiceKey, BACKEND_F_ACTIVE};
+use vip_common::BACKEND_F_ACTIVE;
 
-use super::{BackendKey, ServiceError, ServiceSync};
-use crate::model::Backend;
+use super::{BackendKey, Retired, ServiceError, ServiceSync, SvcKey};
+use crate::{dataplane::lb::BackendEntry, model::Backend};
 
 impl ServiceSync {
     pub(super) fn alloc_sid(&mut self) -> Result<u32, ServiceError> {
@@ -21,7 +21,7 @@ impl ServiceSync {
     /// The id of `b` in service `key` (id `sid`) with `mode`, written to BACKENDS if new.
     fn acquire_backend(
         &mut self,
-        key: ServiceKey,
+        key: SvcKey,
         sid: u32,
         mode: u8,
         b: &Backend,
@@ -44,32 +44,35 @@ impl ServiceSync {
         // follow the id to this one.
         let gen = self.gens.entry(id).or_insert(0);
         *gen = gen.wrapping_add(1).max(1);
-        self.maps.backends.set(
+        // Into the map of the service's family (`apply_one` keeps other backends out).
+        self.maps.set_backend(
             id,
-            BackendValue {
-                addr_be: super::v4_octets(b.addr),
-                port_be: b.port.to_be_bytes(),
+            &BackendEntry {
+                addr: b.addr,
+                port: b.port,
                 mode,
-                _pad: 0,
                 flags: BACKEND_F_ACTIVE,
                 gen: *gen,
                 svc: sid,
-                _pad2: 0,
             },
-            0,
         )?;
         self.backend_ids.entry(key).or_default().insert(bk, id);
         Ok(id)
     }
 
     /// Ids of `key`'s backends (any mode) that are not in `keep`: to deactivate after flips.
-    pub(super) fn drop_backends(&mut self, key: ServiceKey, keep: &[BackendKey]) -> Vec<u32> {
+    pub(super) fn drop_backends(&mut self, key: SvcKey, keep: &[BackendKey]) -> Vec<Retired> {
         let Some(ids) = self.backend_ids.get_mut(&key) else {
             return Vec::new();
         };
         let keep: std::collections::HashSet<&BackendKey> = keep.iter().collect();
         let gone: Vec<BackendKey> = ids.keys().filter(|b| !keep.contains(b)).copied().collect();
-        let out = gone.iter().filter_map(|bk| ids.remove(bk)).collect();
+        let family = key.family();
+        let out = gone
+            .iter()
+            .filter_map(|bk| ids.remove(bk))
+            .map(|id| (family, id))
+            .collect();
         if ids.is_empty() {
             self.backend_ids.remove(&key);
         }
@@ -80,7 +83,7 @@ impl ServiceSync {
     /// left out, the first such error returned beside the ones that fit.
     pub(super) fn acquire_backends(
         &mut self,
-        k: ServiceKey,
+        k: SvcKey,
         sid: u32,
         mode: u8,
         backends: &[Backend],

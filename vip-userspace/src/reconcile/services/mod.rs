@@ -7,6 +7,10 @@
 //! the same way, and its old region goes back to the free space. `local` services (and ones
 //! without backends) take no region at all.
 //!
+//! Both families go through the same rules: an IPv6 service's entry is in `SERVICES6` and
+//! its backends in `BACKENDS6`, but its id, its tables' region of `RINGS` and its backends'
+//! ids and generations come from the spaces IPv4 services use ([`SvcKey`] says which map).
+//!
 //! - `adopt`: taking over the maps at start, rebuilt (`new`) or as a previous run left them
 //!   (`adopt`, the hitless restart).
 //! - `walk`: one pass, the diff of what is wanted against what is applied.
@@ -25,11 +29,15 @@ use std::{
 };
 
 use range_alloc::RangeAllocator;
-use vip_common::{Config as BpfConfig, ServiceKey};
+use vip_common::Config as BpfConfig;
 
 use self::ring::Region;
+pub use crate::dataplane::lb::SvcKey;
 use crate::{
-    dataplane::{lb::LbMaps, DataplaneError},
+    dataplane::{
+        lb::{Family, LbMaps},
+        DataplaneError,
+    },
     maglev,
     model::Service,
 };
@@ -52,24 +60,13 @@ pub enum ServiceError {
     TooManyBackends(u32),
 }
 
-/// The IPv4 data plane's key of `s`. Only IPv4 services reach this writer (see
-/// `LbSide::apply`); an IPv6 one would key as 0.0.0.0, which no VIP can be.
-pub fn key_of(s: &Service) -> ServiceKey {
-    ServiceKey {
-        addr_be: v4_octets(s.vip),
-        port_be: s.port.to_be_bytes(),
-        proto: s.proto.number(),
-        _pad: 0,
-    }
+/// The data plane's key of `s`, in its VIP's family.
+pub fn key_of(s: &Service) -> SvcKey {
+    SvcKey::new(s.vip, s.port, s.proto.number())
 }
 
-/// The octets of an IPv4 address (an IPv6 one, which the callers filter out: 0.0.0.0).
-pub(super) fn v4_octets(ip: IpAddr) -> [u8; 4] {
-    match ip {
-        IpAddr::V4(v4) => v4.octets(),
-        IpAddr::V6(_) => [0; 4],
-    }
-}
+/// A backend id to deactivate after the pass's flips, in the family whose map holds it.
+type Retired = (Family, u32);
 
 /// A backend within its service: (addr, port, mode).
 type BackendKey = (IpAddr, u16, u8);
@@ -108,9 +105,9 @@ pub struct Changes {
     pub slots_written: usize,
     /// Services that could not be placed, or were placed without some of their backends (a
     /// map or a limit was full): each fails alone, every other service is applied.
-    pub failed: Vec<(ServiceKey, ServiceError)>,
+    pub failed: Vec<(SvcKey, ServiceError)>,
     /// Every service this pass looked at beyond "unchanged": added, changed, removed, failed.
-    pub touched: Vec<ServiceKey>,
+    pub touched: Vec<SvcKey>,
 }
 
 impl Changes {
@@ -131,14 +128,17 @@ pub struct ServiceSync {
     capacity: u32,
     /// Free space of `RINGS`, in slots.
     slab: RangeAllocator<u32>,
-    applied: BTreeMap<ServiceKey, Applied>,
+    applied: BTreeMap<SvcKey, Applied>,
     free_sids: Vec<u32>,
     next_sid: u32,
     /// service -> (addr, port, mode) -> backend id. Ids are per service and mode: a flow's
-    /// conntrack entry plus its backend's value are then enough to forward it.
-    backend_ids: HashMap<ServiceKey, HashMap<BackendKey, u32>>,
+    /// conntrack entry plus its backend's value are then enough to forward it. One id space
+    /// for both families: an id is in use in one backend map at a time.
+    backend_ids: HashMap<SvcKey, HashMap<BackendKey, u32>>,
     free_bids: Vec<u32>,
     next_bid: u32,
+    /// Each id's last generation, whichever family held it: an id given to the other
+    /// family gets the next one, so nothing made for its previous holder follows it.
     gens: HashMap<u32, u32>,
 }
 

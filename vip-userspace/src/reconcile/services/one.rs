@@ -2,14 +2,16 @@
 //! half of its region (or a new region), then the flip. Apart from the pass (`walk`) because
 //! this is where "a packet sees the old table or the new one, never a mix" and "on an error
 //! nothing new of it is live" are kept, step by step.
-use vip_common::{ServiceKey, ServiceValue};
+use vip_common::ServiceValue;
 
-use super::{ids::keep_of, ring::Region, Applied, Changes, ServiceError, ServiceSync};
+use super::{
+    ids::keep_of, ring::Region, Applied, Changes, Retired, ServiceError, ServiceSync, SvcKey,
+};
 use crate::model::{Backend, Service};
 
 /// What one service is to become, as `apply_one` works it out once.
 struct Want<'a> {
-    k: ServiceKey,
+    k: SvcKey,
     svc: &'a Service,
     mode: u8,
     /// The backends that get ids and a place in the table (none for `local`).
@@ -34,15 +36,32 @@ impl ServiceSync {
     /// unknown).
     pub(super) fn apply_one(
         &mut self,
-        k: ServiceKey,
+        k: SvcKey,
         svc: &Service,
         ch: &mut Changes,
-        deactivate: &mut Vec<u32>,
+        deactivate: &mut Vec<Retired>,
     ) -> Result<(), ServiceError> {
         // `local` hands packets to this node's stack: no table and no backend ids (its
         // endpoints would only use up backend slots).
         let local = svc.mode == crate::model::LbMode::Local;
         let backends: &[Backend] = if local { &[] } else { &svc.backends };
+        // A ring slot of a service indexes its own family's backend map: a backend of the
+        // other family cannot be written there (the config and the Kubernetes translation
+        // keep them out; this keeps the maps right whatever the caller).
+        let mixed;
+        let backends = if backends
+            .iter()
+            .all(|b| b.addr.is_ipv4() == svc.vip.is_ipv4())
+        {
+            backends
+        } else {
+            mixed = backends
+                .iter()
+                .filter(|b| b.addr.is_ipv4() == svc.vip.is_ipv4())
+                .cloned()
+                .collect::<Vec<_>>();
+            &mixed[..]
+        };
         let w = Want {
             k,
             svc,
@@ -101,7 +120,11 @@ impl ServiceSync {
 
     /// Adopted: if the live table already is what this config builds, take it as it is (no
     /// write, no flip); backends the config dropped are retired. Returns whether it was.
-    fn keep_adopted(&mut self, w: &Want, deactivate: &mut Vec<u32>) -> Result<bool, ServiceError> {
+    fn keep_adopted(
+        &mut self,
+        w: &Want,
+        deactivate: &mut Vec<Retired>,
+    ) -> Result<bool, ServiceError> {
         let Some(a) = self
             .applied
             .get(&w.k)
@@ -175,7 +198,7 @@ impl ServiceSync {
             value.live = idle;
         }
         // The flip: one map update makes the new table (and mode) live.
-        self.maps.services.insert(w.k, value, 0)?;
+        self.maps.insert_service(w.k, value)?;
         Ok(Flipped {
             placed,
             full,
@@ -187,10 +210,10 @@ impl ServiceSync {
     /// unknown now); a new one gives back its slot and backends.
     fn undo(
         &mut self,
-        k: ServiceKey,
+        k: SvcKey,
         sid: u32,
         existing: Option<Applied>,
-        deactivate: &mut Vec<u32>,
+        deactivate: &mut Vec<Retired>,
     ) {
         match existing {
             Some(a) => {

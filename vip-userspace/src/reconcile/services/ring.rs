@@ -2,9 +2,9 @@
 //! compared and written. Apart from the pass because this is where the map's I/O paths live
 //! (mapped memory, batch syscalls, slot by slot), and they change with the kernel, not with
 //! the diff.
-use vip_common::{ServiceKey, RING_EMPTY};
+use vip_common::RING_EMPTY;
 
-use super::{ServiceError, ServiceSync};
+use super::{ServiceError, ServiceSync, SvcKey};
 use crate::{maglev, model::Backend};
 
 /// A service's region of `RINGS`: two tables of `size` slots from `off`, `live` in use.
@@ -41,7 +41,7 @@ impl ServiceSync {
 
     pub(super) fn table(
         &self,
-        key: ServiceKey,
+        key: SvcKey,
         mode: u8,
         backends: &[Backend],
         size: u32,
@@ -49,7 +49,9 @@ impl ServiceSync {
         let entries: Vec<maglev::Entry> = backends
             .iter()
             .map(|b| maglev::Entry {
-                id: format!("{}:{}", b.addr, b.port),
+                // "addr:port", "[addr]:port" for IPv6 (as `SocketAddr` writes it): the
+                // name every node hashes, so every node builds the same table.
+                id: std::net::SocketAddr::new(b.addr, b.port).to_string(),
                 weight: b.weight,
             })
             .collect();

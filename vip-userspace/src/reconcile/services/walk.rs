@@ -4,9 +4,7 @@
 //! retired backends) is what keeps a packet from reaching a backend that is gone.
 use std::collections::BTreeMap;
 
-use vip_common::ServiceKey;
-
-use super::{key_of, Changes, ServiceError, ServiceSync};
+use super::{key_of, Changes, Retired, ServiceError, ServiceSync, SvcKey};
 use crate::model::Service;
 
 impl ServiceSync {
@@ -40,10 +38,10 @@ impl ServiceSync {
     /// as it is wanted now); no lookup per service.
     fn diff<'s>(
         &self,
-        want: &[(ServiceKey, &'s Service)],
-    ) -> (Vec<ServiceKey>, Vec<(ServiceKey, &'s Service)>) {
-        let mut gone: Vec<ServiceKey> = Vec::new();
-        let mut todo: Vec<(ServiceKey, &Service)> = Vec::new();
+        want: &[(SvcKey, &'s Service)],
+    ) -> (Vec<SvcKey>, Vec<(SvcKey, &'s Service)>) {
+        let mut gone: Vec<SvcKey> = Vec::new();
+        let mut todo: Vec<(SvcKey, &Service)> = Vec::new();
         let mut applied = self.applied.iter().peekable();
         for &(k, svc) in want {
             while let Some((a, _)) = applied.next_if(|(a, _)| **a < k) {
@@ -60,8 +58,8 @@ impl ServiceSync {
 
     /// A service no longer wanted: its entry out of the map, its id and region given back,
     /// its backends to `deactivate`.
-    fn remove(&mut self, k: ServiceKey, deactivate: &mut Vec<u32>) -> Result<(), ServiceError> {
-        self.maps.services.remove(&k)?;
+    fn remove(&mut self, k: SvcKey, deactivate: &mut Vec<Retired>) -> Result<(), ServiceError> {
+        self.maps.remove_service(k)?;
         if let Some(a) = self.applied.remove(&k) {
             deactivate.extend(self.drop_backends(k, &[]));
             self.free_sids.push(a.id);
@@ -73,12 +71,11 @@ impl ServiceSync {
     }
 
     /// Only now, with every flip done, may a backend stop being valid.
-    fn retire(&mut self, deactivate: Vec<u32>) -> Result<(), ServiceError> {
-        for id in deactivate {
-            if let Ok(mut v) = self.maps.backends.get(&id, 0) {
-                v.flags = 0;
-                self.maps.backends.set(id, v, 0)?;
-            }
+    /// An id handed to the other family later finds its old entry here inactive (and gets a
+    /// new generation, `acquire_backend`).
+    fn retire(&mut self, deactivate: Vec<Retired>) -> Result<(), ServiceError> {
+        for (family, id) in deactivate {
+            self.maps.deactivate_backend(family, id)?;
             self.free_bids.push(id);
         }
         Ok(())
@@ -87,11 +84,11 @@ impl ServiceSync {
 
 /// In key order, one per key: as given when sorted (the plan's are), else sorted here
 /// (the first of a key wins). Then what is gone is one walk beside `applied`.
-fn wanted(desired: &[Service]) -> Vec<(ServiceKey, &Service)> {
-    let want: Vec<(ServiceKey, &Service)> = if crate::model::sorted_unique(desired) {
+fn wanted(desired: &[Service]) -> Vec<(SvcKey, &Service)> {
+    let want: Vec<(SvcKey, &Service)> = if crate::model::sorted_unique(desired) {
         desired.iter().map(|s| (key_of(s), s)).collect()
     } else {
-        let mut m: BTreeMap<ServiceKey, &Service> = BTreeMap::new();
+        let mut m: BTreeMap<SvcKey, &Service> = BTreeMap::new();
         for s in desired {
             m.entry(key_of(s)).or_insert(s);
         }
