@@ -838,3 +838,34 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `xdp_gen` rewrites the first 42 bytes (up to byte 4 of the IPv6 destination): a page
+    /// that comes back DNATed is again a frame to the VIP only if the rest agrees.
+    #[test]
+    fn ipv6_vip_and_backends_differ_only_where_xdp_gen_writes() {
+        for b in BACKENDS6 {
+            assert_eq!(b[4..], VIP6[4..]);
+            assert_ne!(b[..4], VIP6[..4]);
+            assert_eq!(
+                &b[..3],
+                &[0xfd, 0, 0x0b],
+                "inside the node's fd00:b00::/24 route"
+            );
+        }
+    }
+
+    #[test]
+    fn nft_rules6_is_an_ip6_table_with_every_backend() {
+        let r = nft_rules6();
+        assert!(r.starts_with("table ip6 "));
+        assert!(r.contains("ip6 daddr . meta l4proto . th dport vmap @service-ips"));
+        assert!(r.contains("fd00:a64::100 . udp . 9001"));
+        for b in BACKENDS6 {
+            assert!(r.contains(&format!("dnat to [{}]:9001", Ipv6Addr::from(b))));
+        }
+    }
+}

@@ -129,6 +129,9 @@ fn tcp_to(dport: u16, flags: u8) -> [u8; 64] {
     )
 }
 
+/// A check of one run's output frame.
+type OutputCheck = fn(&[u8]) -> Result<()>;
+
 struct Case {
     name: &'static str,
     prog: &'static str,
@@ -139,7 +142,7 @@ struct Case {
     check: fn(&[u8], &Stats, u64) -> Result<()>,
     /// Checks the output of one run (repeat 1, before timing) for what repeats cannot show:
     /// the bytes past the restored 64.
-    once: Option<fn(&[u8]) -> Result<()>>,
+    once: Option<OutputCheck>,
     /// Run once before timing (to put the flow into conntrack).
     prime: bool,
     goal: Option<f64>,
@@ -753,4 +756,43 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
          (one bpf_fib_lookup to an on-link backend, as the LB makes it per forwarded packet) from the bench's xdp-gen object."
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_holds_the_restored_bytes() {
+        for c in cases() {
+            assert!(
+                c.frame.len() >= RESTORED,
+                "{}: {} bytes",
+                c.name,
+                c.frame.len()
+            );
+        }
+    }
+
+    /// Past the restored 64 bytes the NS holds exactly what the NA leaves there (the rest of
+    /// the target, then the target link-layer option with the node MAC), and is a valid NS.
+    #[test]
+    fn ns_tail_is_what_the_na_writes() {
+        let f = ns_for(VIP6);
+        assert_eq!(f.len(), 86);
+        assert!(l4_checksum_ok6(&f));
+        assert_eq!(f[54], 135);
+        assert_eq!(&f[62..78], &VIP6);
+        assert_eq!(&f[78..80], &[2, 1]);
+        assert_eq!(&f[80..86], &NODE_MAC);
+    }
+
+    #[test]
+    fn ipv6_tcp_frames_are_valid() {
+        for flags in [0x02, 0x10] {
+            let f = tcp6_to(NAT6_PORT, flags);
+            assert_eq!(f.len(), 74);
+            assert!(l4_checksum_ok6(&f));
+        }
+    }
 }
