@@ -14,8 +14,17 @@
 //! serves every case. The kernel processes what the generator sends in softirq on the
 //! generator's CPU when each batch is flushed, so a figure is what one core does generating,
 //! forwarding and sinking; the generator and sink costs are the same in every case.
+//!
+//! IPv6 (`Case::*6`, the same bed with IPv6 added): 62-byte UDP frames (66 on the wire), vip's
+//! IPv6 load balancer (its service written by `testkit::lb6`) vs nftables DNAT in an `ip6`
+//! table. `xdp_gen` rewrites only the first 42 bytes of each frame (an IPv4 header's worth)
+//! and live-frame pages come back with what the node wrote into them, so the addresses are
+//! chosen to differ only in their first 4 bytes (VIP fd00:a64::100, backends
+//! fd00:b01::100..fd00:b04::100) and the service port is the backend port: a recycled frame is
+//! again one to the VIP. Flows differ in the source address (where `xdp_gen` writes its
+//! "port").
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     process::Stdio,
     sync::mpsc,
     thread::JoinHandle,
@@ -29,7 +38,11 @@ use aya::{
     Ebpf,
 };
 use testbed::{link_mac, parse_mac, sh, Netns};
-use testkit::packet::Packet;
+use testkit::{
+    lb6::{self, Svc6},
+    packet::Packet,
+};
+use vip_common::{MODE_NAT, PROTO_UDP};
 use vip_userspace::model::{Backend, LbMode, Proto, Service};
 
 use crate::{pin_cpu, stopped, table::Row, testrun::load_vip, PREFIX};
@@ -44,6 +57,15 @@ const BACKENDS: [[u8; 4]; 4] = [
     [10, 20, 0, 4],
     [10, 20, 0, 5],
 ];
+const GEN6: [u8; 16] = [0xfd, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// Port 9001, as the backends: see the module comment.
+const VIP6: [u8; 16] = [0xfd, 0, 0x0a, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+const BACKENDS6: [[u8; 16]; 4] = [
+    [0xfd, 0, 0x0b, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+    [0xfd, 0, 0x0b, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+    [0xfd, 0, 0x0b, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+    [0xfd, 0, 0x0b, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+];
 const BASE_SPORT: u16 = 10000;
 const FRAME_LEN: usize = 60;
 const BATCH: u32 = 64;
@@ -55,6 +77,9 @@ enum Case {
     Kernel,
     /// No node: the sink on l0 itself. What the generator, one veth hop and the sink cost.
     Ceiling,
+    Xdp6,
+    Nft6,
+    Ceiling6,
 }
 
 impl Case {
@@ -64,6 +89,24 @@ impl Case {
             Case::Nft => "nftables DNAT",
             Case::Kernel => "kernel forwarding",
             Case::Ceiling => "generator + sink only",
+            Case::Xdp6 => "IPv6 vip XDP LB (nat)",
+            Case::Nft6 => "IPv6 nftables DNAT",
+            Case::Ceiling6 => "IPv6 generator + sink only",
+        }
+    }
+
+    fn ipv6(self) -> bool {
+        matches!(self, Case::Xdp6 | Case::Nft6 | Case::Ceiling6)
+    }
+
+    /// The sink's counter that is "delivered": UDP to the backend port for IPv4 (the sink's
+    /// matcher reads IPv4 only), every frame for IPv6 (only balanced frames are routed to
+    /// the backends' link; the VIP has no route in the node).
+    fn delivered_counter(self) -> u32 {
+        if self.ipv6() {
+            0
+        } else {
+            1
         }
     }
 }
@@ -204,6 +247,34 @@ impl Bed {
             _sink: held,
         })
     }
+
+    /// IPv6 on the node: forwarding, the generator's prefix on l0, the backends (a /24 of
+    /// their own, see the module comment) on-link on l1 with permanent neighbours.
+    fn add_ipv6(&self) {
+        for k in ["all", "default", "l0", "l1"] {
+            self.lb
+                .sysctl(&format!("net.ipv6.conf.{k}.forwarding"), "1");
+        }
+        self.lb
+            .ip(&["-6", "addr", "add", "fd00:a00::1/64", "dev", "l0", "nodad"]);
+        self.lb
+            .ip(&["-6", "route", "add", "fd00:b00::/24", "dev", "l1"]);
+        let s0_mac = link_mac(&self._sink_ns, "s0");
+        for b in BACKENDS6 {
+            self.lb.ip(&[
+                "-6",
+                "neigh",
+                "add",
+                &Ipv6Addr::from(b).to_string(),
+                "lladdr",
+                &s0_mac,
+                "dev",
+                "l1",
+                "nud",
+                "permanent",
+            ]);
+        }
+    }
 }
 
 /// `xdp_sink` on `dev` counting UDP to `port` (any address); its counter map.
@@ -269,29 +340,65 @@ fn nft_rules() -> String {
     s
 }
 
-fn attach_vip(lb: &Netns, l0_mac: [u8; 6]) -> Result<Held> {
+/// `nft_rules` for IPv6: the same layout in an `ip6` table.
+fn nft_rules6() -> String {
+    let mut s = String::from("table ip6 vipbench6 {\n");
+    s.push_str(&format!(
+        "  map service-ips {{\n    type ipv6_addr . inet_proto . inet_service : verdict\n    elements = {{ {} . udp . {BACKEND_PORT} : goto svc-bench }}\n  }}\n",
+        Ipv6Addr::from(VIP6)
+    ));
+    s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    ip6 daddr . meta l4proto . th dport vmap @service-ips\n  }\n");
+    let eps: Vec<String> = (0..BACKENDS6.len())
+        .map(|i| format!("{i} : goto ep-{i}"))
+        .collect();
+    s.push_str(&format!(
+        "  chain svc-bench {{\n    numgen random mod {} vmap {{ {} }}\n  }}\n",
+        BACKENDS6.len(),
+        eps.join(", ")
+    ));
+    for (i, b) in BACKENDS6.iter().enumerate() {
+        s.push_str(&format!(
+            "  chain ep-{i} {{\n    meta l4proto udp dnat to [{}]:{BACKEND_PORT}\n  }}\n",
+            Ipv6Addr::from(*b)
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// The IPv6 service of the XDP case, at the top of a `RINGS` of `ring_slots`.
+fn services6(ring_slots: u32) -> Vec<Svc6> {
+    vec![Svc6 {
+        vip: VIP6,
+        port: BACKEND_PORT,
+        proto: PROTO_UDP,
+        mode: MODE_NAT,
+        id: 10,
+        ring_off: ring_slots - 2 * lb6::RING6,
+        ring_size: lb6::RING6,
+        backends: BACKENDS6
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (100 + i as u32, *b, BACKEND_PORT, 5))
+            .collect(),
+    }]
+}
+
+fn attach_vip(lb: &Netns, l0_mac: [u8; 6], ipv6: bool) -> Result<Held> {
     let (held, ()) = hold(lb, move || {
         let ifindex = crate::ifindex("l0")?;
-        let mut ebpf = load_vip(
-            &[vip_common::XDP_PROG],
-            ifindex,
-            l0_mac,
-            Ipv4Addr::from(VIP),
-            &[Service {
-                vip: Ipv4Addr::from(VIP).into(),
-                port: VIP_PORT,
-                proto: Proto::Udp,
-                mode: LbMode::Nat,
-                backends: BACKENDS
-                    .iter()
-                    .map(|b| Backend {
-                        addr: Ipv4Addr::from(*b).into(),
-                        port: BACKEND_PORT,
-                        weight: 1,
-                    })
-                    .collect(),
-            }],
-        )?;
+        let mut ebpf = if ipv6 {
+            load_vip(
+                &[vip_common::XDP_PROG],
+                ifindex,
+                l0_mac,
+                &[Ipv6Addr::from(VIP6).into()],
+                &[],
+                services6,
+            )?
+        } else {
+            load_vip4(ifindex, l0_mac)?
+        };
         let p: &mut Xdp = ebpf
             .program_mut(vip_common::XDP_PROG)
             .context("vip_xdp")?
@@ -301,6 +408,39 @@ fn attach_vip(lb: &Netns, l0_mac: [u8; 6]) -> Result<Held> {
         Ok((ebpf, ()))
     })?;
     Ok(held)
+}
+
+fn load_vip4(ifindex: u32, l0_mac: [u8; 6]) -> Result<Ebpf> {
+    load_vip(
+        &[vip_common::XDP_PROG],
+        ifindex,
+        l0_mac,
+        &[IpAddr::from(VIP)],
+        &[Service {
+            vip: Ipv4Addr::from(VIP).into(),
+            port: VIP_PORT,
+            proto: Proto::Udp,
+            mode: LbMode::Nat,
+            backends: BACKENDS
+                .iter()
+                .map(|b| Backend {
+                    addr: Ipv4Addr::from(*b).into(),
+                    port: BACKEND_PORT,
+                    weight: 1,
+                })
+                .collect(),
+        }],
+        |_| Vec::new(),
+    )
+}
+
+/// 62-byte IPv6 UDP frame g0 -> l0 to [VIP6]:9001, no payload. Its checksum is right for the
+/// first flow only (vip does not DNAT IPv6 UDP without one: RFC 8200 requires it).
+fn frame6(bed: &Bed) -> Vec<u8> {
+    Packet::eth(bed.l0_mac, bed.g0_mac)
+        .ipv6(GEN6, VIP6, 0)
+        .udp(BASE_SPORT, BACKEND_PORT)
+        .build()
 }
 
 /// 60-byte UDP frame g0 -> l0, to `dst`:`dport`, checksum 0.
@@ -327,7 +467,7 @@ struct Sent {
 /// (to read the sink).
 fn generate(
     bed: &Bed,
-    frame: [u8; FRAME_LEN],
+    frame: Vec<u8>,
     flows: u32,
     secs: Duration,
     between: impl FnOnce() -> Result<u64>,
@@ -363,7 +503,7 @@ fn generate(
         };
         let p: &Xdp = ebpf.program("xdp_gen").context("xdp_gen")?.try_into()?;
         let ifindex = crate::ifindex("g0")?;
-        let ctx = crate::testrun::xdp_md(ifindex, FRAME_LEN as u32);
+        let ctx = crate::testrun::xdp_md(ifindex, frame.len() as u32);
         // One call per phase: each call sets up its own page pool (milliseconds), so calls
         // are made long and their setup is amortized; the count is the call's repeat.
         let run = |repeat: u32| -> Result<f64> {
@@ -513,19 +653,34 @@ struct Measured {
 
 fn measure(case: Case, flows: u32, secs: Duration) -> Result<Measured> {
     let bed = Bed::new()?;
+    if case.ipv6() {
+        bed.add_ipv6();
+    }
     let mut l0_sink = None;
     let _vip = match case {
-        Case::Ceiling => {
+        Case::Ceiling | Case::Ceiling6 => {
             l0_sink = Some(attach_sink(&bed.lb, "l0", VIP_PORT)?);
             None
         }
-        Case::Xdp => Some(attach_vip(&bed.lb, bed.l0_mac)?),
-        Case::Nft => {
+        Case::Xdp => Some(attach_vip(&bed.lb, bed.l0_mac, false)?),
+        Case::Xdp6 => Some(attach_vip(&bed.lb, bed.l0_mac, true)?),
+        Case::Nft | Case::Nft6 => {
             attach_pass(&bed.lb)?;
             let path = std::env::temp_dir().join("vip-bench.nft");
-            std::fs::write(&path, nft_rules())?;
+            let rules = if case == Case::Nft {
+                nft_rules()
+            } else {
+                nft_rules6()
+            };
+            std::fs::write(&path, rules)?;
             sh(bed.lb.command("nft").arg("-f").arg(&path));
             let _ = std::fs::remove_file(&path);
+            if case == Case::Nft6 {
+                // The IPv6 frames' checksums are right for one flow only (and not after a
+                // page comes back DNATed): conntrack must not check them, as it does not
+                // check IPv4's checksum-0 frames.
+                bed.lb.sysctl("net.netfilter.nf_conntrack_checksum", "0");
+            }
             None
         }
         Case::Kernel => {
@@ -534,16 +689,18 @@ fn measure(case: Case, flows: u32, secs: Duration) -> Result<Measured> {
         }
     };
     let dst = match case {
-        Case::Xdp | Case::Nft | Case::Ceiling => frame(&bed, VIP, VIP_PORT),
-        Case::Kernel => frame(&bed, BACKENDS[0], BACKEND_PORT),
+        Case::Xdp | Case::Nft | Case::Ceiling => frame(&bed, VIP, VIP_PORT).to_vec(),
+        Case::Kernel => frame(&bed, BACKENDS[0], BACKEND_PORT).to_vec(),
+        Case::Xdp6 | Case::Nft6 | Case::Ceiling6 => frame6(&bed),
     };
     let count = match &l0_sink {
         Some((_, c)) => c,
         None => &bed.sink_count,
     };
-    let (before, sent) = generate(&bed, dst, flows, secs, || sum(count, 1))?;
+    let k = case.delivered_counter();
+    let (before, sent) = generate(&bed, dst, flows, secs, || sum(count, k))?;
     std::thread::sleep(Duration::from_millis(50));
-    let got = sum(count, 1)? - before;
+    let got = sum(count, k)? - before;
     let all = sum(count, 0)?;
     ensure!(
         got > 0,
@@ -562,7 +719,15 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
     for flows in [1u32, 10_000] {
         let mut all: Vec<(Case, Vec<Measured>)> = Vec::new();
         for _ in 0..reps {
-            for case in [Case::Ceiling, Case::Kernel, Case::Nft, Case::Xdp] {
+            for case in [
+                Case::Ceiling,
+                Case::Kernel,
+                Case::Nft,
+                Case::Xdp,
+                Case::Ceiling6,
+                Case::Nft6,
+                Case::Xdp6,
+            ] {
                 let m = measure(case, flows, secs)?;
                 eprintln!(
                     "   {flows} flows, {}: {:.3} Mpps delivered, {:.3} Mpps generated",
@@ -586,11 +751,14 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
             })
             .collect();
         let find = |c: Case| got.iter().find(|(k, _)| *k == c).map(|(_, m)| m.pps);
-        let (Some(x), Some(n), Some(k), Some(c)) = (
+        let (Some(x), Some(n), Some(k), Some(c), Some(x6), Some(n6), Some(c6)) = (
             find(Case::Xdp),
             find(Case::Nft),
             find(Case::Kernel),
             find(Case::Ceiling),
+            find(Case::Xdp6),
+            find(Case::Nft6),
+            find(Case::Ceiling6),
         ) else {
             bail!("missing a case");
         };
@@ -615,6 +783,14 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
             .baseline(format!("kernel fwd {:.2} Mpps", k / 1e6))
             .ratio(x / k),
         );
+        rows.push(
+            Row::new(format!(
+                "veth bed Mpps, 66 B UDP, {fl}: vip XDP LB (nat), IPv6 vs nftables IPv6 DNAT"
+            ))
+            .result(format!("{:.2} Mpps", x6 / 1e6))
+            .baseline(format!("nft IPv6 DNAT {:.2} Mpps", n6 / 1e6))
+            .ratio(x6 / n6),
+        );
         let loss: Vec<String> = got
             .iter()
             .map(|(c, m)| {
@@ -636,6 +812,13 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
             node(n),
             node(k)
         ));
+        let node6 = |p: f64| (1e9 / p - 1e9 / c6).max(0.0);
+        notes.push(format!(
+            "veth bed, {fl}, IPv6: generator + sink alone {:.2} Mpps; the node adds per packet: vip XDP {:.0} ns, nftables IPv6 DNAT {:.0} ns",
+            c6 / 1e6,
+            node6(x6),
+            node6(n6)
+        ));
     }
     notes.push(format!(
         "veth bed: generator = BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (batch {BATCH}) of `xdp_gen` on g0, \
@@ -644,9 +827,45 @@ pub fn run(quick: bool, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<
          sink = `xdp_sink` on the far veth counting UDP to the backend port (4 backends) and dropping; {:.1} s per case after a 200,000-frame warm-up (one call each: a call's page-pool setup costs milliseconds), \
          a fresh namespace bed per case. nftables: kube-proxy's layout (service-ips vmap, numgen random over endpoint chains, dnat, conntrack). \
          Kernel forwarding: no LB, frames addressed to one backend. \
+         IPv6 rows: the same bed with IPv6 added, 62-byte UDP frames (66 B with FCS, no payload) to [fd00:a64::100]:9001 (port = the backends' port, \
+         addresses differing from the backends' only in their first 4 bytes: `xdp_gen` rewrites 42 bytes of each recycled page), flows by source address; \
+         vip's IPv6 service written by `testkit::lb6` (4 backends, table of 251); nftables: the same layout in an `ip6` table, with \
+         `nf_conntrack_checksum=0` (the frames carry a UDP checksum, which IPv6 requires and vip's DNAT needs, right for the first flow only); \
+         delivered = every frame the sink sees (its matcher reads IPv4 only; only balanced frames are routed to the backends' link). \
          Each case run {reps}× interleaved, the median delivered rate shown. When the kernel defers the softirq work to ksoftirqd the \
          generator outruns the node and the excess is dropped at the veth: the delivered rate (what the table shows) stays the node's.",
         secs.as_secs_f64()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `xdp_gen` rewrites the first 42 bytes (up to byte 4 of the IPv6 destination): a page
+    /// that comes back DNATed is again a frame to the VIP only if the rest agrees.
+    #[test]
+    fn ipv6_vip_and_backends_differ_only_where_xdp_gen_writes() {
+        for b in BACKENDS6 {
+            assert_eq!(b[4..], VIP6[4..]);
+            assert_ne!(b[..4], VIP6[..4]);
+            assert_eq!(
+                &b[..3],
+                &[0xfd, 0, 0x0b],
+                "inside the node's fd00:b00::/24 route"
+            );
+        }
+    }
+
+    #[test]
+    fn nft_rules6_is_an_ip6_table_with_every_backend() {
+        let r = nft_rules6();
+        assert!(r.starts_with("table ip6 "));
+        assert!(r.contains("ip6 daddr . meta l4proto . th dport vmap @service-ips"));
+        assert!(r.contains("fd00:a64::100 . udp . 9001"));
+        for b in BACKENDS6 {
+            assert!(r.contains(&format!("dnat to [{}]:9001", Ipv6Addr::from(b))));
+        }
+    }
 }

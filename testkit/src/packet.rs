@@ -565,6 +565,25 @@ pub fn checksum(data: &[u8]) -> u16 {
     fold(ones_sum(data, 0))
 }
 
+/// Whether the upper-layer checksum (TCP, UDP or ICMPv6) of the untagged IPv6 frame `f`
+/// (no extension headers, nothing after the payload) is right, summed from scratch over the
+/// pseudo-header (RFC 8200 8.1) and the payload: a second reading of what a program wrote.
+pub fn l4_checksum_ok6(f: &[u8]) -> bool {
+    if f.len() < 54 {
+        return false;
+    }
+    let plen = u16::from_be_bytes([f[18], f[19]]) as usize;
+    let Some(payload) = f.get(54..54 + plen) else {
+        return false;
+    };
+    let mut v = Vec::with_capacity(40 + plen);
+    v.extend_from_slice(&f[22..54]);
+    v.extend_from_slice(&(plen as u32).to_be_bytes());
+    v.extend_from_slice(&[0, 0, 0, f[20]]);
+    v.extend_from_slice(payload);
+    checksum(&v) == 0
+}
+
 fn ones_sum(data: &[u8], mut acc: u32) -> u32 {
     for c in data.chunks(2) {
         acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
@@ -621,5 +640,27 @@ mod tests {
         assert_eq!(&f[54..62], &[6, 0, 0, 3 << 3 | 1, 1, 2, 3, 4]);
         assert_eq!(u16::from_be_bytes([f[18], f[19]]), 8 + 20);
         assert!(tcp6_sum_ok(&f, 62), "checksum over the TCP segment only");
+    }
+
+    #[test]
+    fn l4_checksum_ok6_reads_tcp_udp_icmpv6_and_a_trailer() {
+        let tcp = Packet::eth([2; 6], [4; 6])
+            .ipv6(A, B, 0)
+            .tcp(40000, 80, 0x02)
+            .build();
+        let ns = Packet::eth([2; 6], [4; 6])
+            .ipv6(A, solicited_node(B), 0)
+            .ns(B)
+            .slla([4; 6])
+            .pad_to(100)
+            .build();
+        let udp = Packet::eth([2; 6], [4; 6]).ipv6(A, B, 0).udp(1, 2).build();
+        for f in [&tcp, &ns, &udp] {
+            assert!(l4_checksum_ok6(f));
+            let mut bad = f.clone();
+            bad[54] ^= 1;
+            assert!(!l4_checksum_ok6(&bad));
+        }
+        assert!(!l4_checksum_ok6(&tcp[..60]), "truncated");
     }
 }
