@@ -456,18 +456,33 @@ pub fn load_vip(
     for &vip in vips {
         maps.own(vip, ifindex)?;
     }
+    // The IPv6 maps `LbMaps` takes out of the object stay reachable for `testkit::lb6`
+    // through pins of their own, removed once written.
+    let pins6 =
+        std::path::PathBuf::from(format!("/sys/fs/bpf/vip-bench-lb6-{}", std::process::id()));
+    std::fs::create_dir_all(&pins6).with_context(|| format!("creating {}", pins6.display()))?;
+    for (name, pin) in [
+        (map_names::SERVICES6, vip_common::pin_names::SERVICES6),
+        (map_names::BACKENDS6, vip_common::pin_names::BACKENDS6),
+    ] {
+        ebpf.map(name)
+            .with_context(|| format!("no map {name}"))?
+            .pin(pins6.join(pin))
+            .with_context(|| format!("pinning {name}"))?;
+    }
     let mut sync = ServiceSync::new(
         LbMaps::take(&mut ebpf)?,
         vip_userspace::maglev::DEFAULT_M,
         0x5eed,
     )?;
     sync.apply(services)?;
-    // After every prefilter write of `Maps` (it rewrites whole words from its own copy,
-    // which has no IPv6 bits).
+    // After every prefilter write of `Maps` and the writer (they rewrite whole words from
+    // their own copy, which has none of these services' bits).
     let svcs6 = services6(rings.len());
     if !svcs6.is_empty() {
-        lb6::install(&mut ebpf, &mut rings, &mut filter, &svcs6);
+        lb6::install(&mut ebpf, Some(&pins6), &mut rings, &mut filter, &svcs6);
     }
+    let _ = std::fs::remove_dir_all(&pins6);
     Ok(ebpf)
 }
 
