@@ -12,7 +12,7 @@ use crate::{bed::Host, capture::Frame, netns::Netns};
 ///
 /// ndisc6 sends from the uplink's link-local address and keeps only an answer whose IPv6
 /// source has the target's scope: an NA from a link-local source for a global target (what
-/// the kernel's proxy NDP sends) is ignored and this returns None. The kernel answering for
+/// the kernel's proxy NDP may send) is ignored and this returns None. The kernel answering for
 /// its own address, and vip's XDP, send from the target itself, which ndisc6 sees. To see
 /// every answer, capture ethertype 0x86dd and read it with [`neighbor_adverts`].
 pub fn ndisc6(host: &Host, addr: &str, wait: Duration) -> Option<[u8; 6]> {
