@@ -10,7 +10,7 @@
 //! Two Services with these annotations (so sharing is exercised) are allocated addresses,
 //! their BGP policy is computed and their model services built, as a controller pass does.
 #![no_main]
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
@@ -115,14 +115,11 @@ fuzz_target!(|data: &[u8]| {
         let Ok(ips) = ipam.allocate(&request(s)) else {
             continue;
         };
-        let mut v4 = Vec::new();
         for ip in &ips {
             let _ = ipam.pools().bgp_policy(*ip);
-            if let IpAddr::V4(a) = ip {
-                v4.push(*a);
-            }
         }
-        let _ = model_services(s, std::slice::from_ref(&slice), &v4, "node1");
+        // Every allocated address, both families (each takes its own family's backends).
+        let _ = model_services(s, std::slice::from_ref(&slice), &ips, "node1");
     }
     let _ = ipam.usage();
     ipam.release("default", "a");
